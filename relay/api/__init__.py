@@ -1,0 +1,1 @@
+"""The JSON query API: jobs, workflows and raw callbacks, behind the admin bearer token."""

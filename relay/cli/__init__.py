@@ -1,0 +1,22 @@
+"""The ``cos-relay`` command line: serve the gateway, validate bodies, look at jobs."""
+
+from __future__ import annotations
+
+import click
+
+from relay import __version__
+from relay.cli.jobs import jobs
+from relay.cli.serve import serve, tokens
+from relay.cli.validate import validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cos-relay")
+def main() -> None:
+    """cos-relay: a gateway for Tencent Cloud COS data-processing callbacks."""
+
+
+main.add_command(serve)
+main.add_command(tokens)
+main.add_command(validate)
+main.add_command(jobs)

@@ -1,0 +1,74 @@
+"""``cos-relay jobs``: the job API's data as tables, for someone at a terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from relay.cli.options import db_option
+from relay.store import Store
+
+_COLUMNS = ("job_id", "state", "tag", "end_time", "object")
+
+
+def _row(job: dict[str, Any]) -> tuple[str, ...]:
+    return (job["job_id"], job["state"], job["tag"], job["end_time"] or "-", job["input"]["object"] or "-")
+
+
+def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(value)) for value in column) for column in zip(header, *rows, strict=False)]
+    lines = ["  ".join(str(value).ljust(width) for value, width in zip(line, widths, strict=True)) for line in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@click.group(invoke_without_command=True)
+@db_option
+@click.option("--state", help="Only jobs in this state (Success, Failed, ...).")
+@click.option("--tag", help="Only jobs with this Tag (Transcode, Snapshot, ...).")
+@click.option("--limit", default=50, show_default=True, help="How many jobs, newest first.")
+@click.pass_context
+def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, limit: int) -> None:
+    """List jobs, newest first."""
+    ctx.obj = db_path
+    if ctx.invoked_subcommand is not None:
+        return
+    with Store(db_path) as store:
+        page = store.list_jobs_sync(state=state, tag=tag, limit=limit)
+    if not page.items:
+        click.echo("no jobs")
+        return
+    click.echo(_table([_row(job) for job in page.items], _COLUMNS))
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.pass_obj
+def show(db_path: Path, job_id: str) -> None:
+    """Show one job with its state history."""
+    with Store(db_path) as store:
+        job = store.get_job_sync(job_id)
+    if job is None:
+        raise click.ClickException(f"job {job_id} is not known")
+    fields = [
+        ("job_id", job["job_id"]),
+        ("state", job["state"]),
+        ("tag", job["tag"]),
+        ("queue_id", job["queue_id"]),
+        ("code", job["code"]),
+        ("message", job["message"]),
+        ("input", "{bucket} {region} {object}".format(**job["input"])),
+        ("created", job["creation_time"]),
+        ("started", job["start_time"]),
+        ("ended", job["end_time"]),
+    ]
+    for name, value in fields:
+        click.echo(f"{name:<10} {value if value is not None else '-'}")
+    click.echo("history:")
+    click.echo(
+        _table(
+            [(h["received_at"], h["state"], h["code"] or "-", h["end_time"] or "-") for h in job["history"]],
+            ("received_at", "state", "code", "end_time"),
+        )
+    )

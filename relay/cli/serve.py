@@ -1,0 +1,118 @@
+"""``cos-relay serve`` and ``cos-relay tokens``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+import uvicorn
+
+from relay.app import create_app, utc_now
+from relay.auth import resolve_credentials
+from relay.cli.options import db_option
+from relay.settings import MIB, Settings
+from relay.store import Store
+
+
+@click.command()
+@click.option("--host", envvar="RELAY_HOST", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", envvar="RELAY_PORT", default=8080, show_default=True, help="Bind port.")
+@db_option
+@click.option("--callback-token", envvar="RELAY_CALLBACK_TOKEN", help="Token COS must send as ?token=.")
+@click.option("--admin-token", envvar="RELAY_ADMIN_TOKEN", help="Bearer token for the JSON API.")
+@click.option(
+    "--insecure-no-token",
+    is_flag=True,
+    envvar="RELAY_INSECURE_NO_TOKEN",
+    help="Accept callbacks without a token (never in production).",
+)
+@click.option(
+    "--max-body", envvar="RELAY_MAX_BODY", default=10 * MIB, show_default=True, help="Largest body, in bytes."
+)
+@click.option(
+    "--durability",
+    envvar="RELAY_DURABILITY",
+    type=click.Choice(["normal", "full"]),
+    default="normal",
+    show_default=True,
+    help="normal: survive a process crash; full: also survive power loss (fsync per commit).",
+)
+@click.option("--workers", envvar="RELAY_WORKERS", default=1, show_default=True, help="uvicorn worker processes.")
+@click.option("--public-url", envvar="RELAY_PUBLIC_URL", help="Base URL COS reaches us at, for the printed hint.")
+@click.option("--log-level", default="info", show_default=True, help="Python log level.")
+def serve(
+    host: str,
+    port: int,
+    db_path: Path,
+    callback_token: str | None,
+    admin_token: str | None,
+    insecure_no_token: bool,
+    max_body: int,
+    durability: str,
+    workers: int,
+    public_url: str | None,
+    log_level: str,
+) -> None:
+    """Run the gateway (uvicorn) on the embedded defaults unless told otherwise."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(
+        host=host,
+        port=port,
+        db_path=db_path,
+        callback_token=callback_token,
+        admin_token=admin_token,
+        insecure_no_token=insecure_no_token,
+        max_body=max_body,
+        durability=durability,  # type: ignore[arg-type]
+        workers=workers,
+        public_url=public_url,
+    )
+    with Store(settings.db_path) as store:
+        credentials = resolve_credentials(settings, store, utc_now)
+    settings = settings.replace(callback_token=credentials.callback_token, admin_token=credentials.admin_token)
+    _print_banner(settings, show_tokens=credentials.generated)
+    # Access logs would print the callback URL, token included: cos-relay logs each callback itself.
+    options = {"host": host, "port": port, "access_log": False, "server_header": False, "log_level": log_level}
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # Worker processes rebuild the app from the environment, so hand them the resolved settings there.
+    os.environ.update(
+        {
+            "RELAY_HOST": host,
+            "RELAY_PORT": str(port),
+            "RELAY_DB": str(settings.db_path),
+            "RELAY_ADMIN_TOKEN": settings.admin_token or "",
+            "RELAY_CALLBACK_TOKEN": settings.callback_token or "",
+            "RELAY_INSECURE_NO_TOKEN": "1" if insecure_no_token else "",
+            "RELAY_MAX_BODY": str(max_body),
+            "RELAY_DURABILITY": durability,
+        }
+    )
+    uvicorn.run("relay.app:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+
+
+def _print_banner(settings: Settings, *, show_tokens: bool) -> None:
+    url = f"{settings.base_url}/cos/callback"
+    if settings.callback_token is None:
+        click.echo(f"Callback URL (NO TOKEN, insecure): {url}")
+    elif show_tokens:
+        click.echo("New tokens were generated and saved in the database.")
+        click.echo(f"Callback URL for the COS console: {url}?token={settings.callback_token}")
+        click.echo(f"Admin API token (Authorization: Bearer ...): {settings.admin_token}")
+    else:
+        click.echo(f"Callback URL: {url}?token=<hidden: run `cos-relay tokens --db {settings.db_path}`>")
+
+
+@click.command()
+@db_option
+def tokens(db_path: Path) -> None:
+    """Print the callback URL and admin token kept in the database (generating them if missing)."""
+    settings = Settings(db_path=db_path)
+    with Store(db_path) as store:
+        credentials = resolve_credentials(settings, store, utc_now)
+    click.echo(f"callback_token: {credentials.callback_token}")
+    click.echo(f"admin_token: {credentials.admin_token}")
+    click.echo(f"callback URL: {settings.base_url}/cos/callback?token={credentials.callback_token}")

@@ -1,0 +1,90 @@
+"""Why a request was refused: one base class, a leaf per HTTP status, each rendered as a short JSON error.
+
+* Rejected            (the client's request cannot be taken)
+  + Unauthorized      401  missing or wrong token
+  + BodyTimeout       408  the body did not finish arriving in time
+  + TooLarge          413  over the size cap
+  + UnsupportedType   415  neither XML nor JSON, or content-encoded
+  + Malformed         400  not well-formed, DTD, bad UTF-8
+  + Invalid           422  well-formed but not a COS callback
+  + Unavailable       503  the store could not commit; COS should try again
+"""
+
+from __future__ import annotations
+
+
+class Rejected(Exception):
+    """The request was refused."""
+
+    status: int = 400
+    #: Bounded label for metrics and the ``callbacks.outcome`` column.
+    outcome: str = "rejected"
+    #: Whether the body is kept in quarantine for an operator to inspect.
+    quarantined: bool = True
+
+    def __init__(self, detail: str | None = None, *, path: str | None = None, rule: str | None = None):
+        self.detail = detail or (self.__doc__ or "").strip()
+        self.path = path
+        self.rule = rule
+        super().__init__(self.detail)
+
+    def body(self) -> dict[str, object]:
+        error: dict[str, object] = {"error": self.outcome, "detail": self.detail}
+        if self.path is not None:
+            error["path"] = self.path
+        if self.rule is not None:
+            error["rule"] = self.rule
+        return error
+
+
+class Unauthorized(Rejected):
+    """Missing or wrong callback token."""
+
+    status = 401
+    outcome = "unauthorized"
+    quarantined = False  # anyone can post; storing their bodies would let them fill the disk
+
+
+class BodyTimeout(Rejected):
+    """The request body did not arrive in time."""
+
+    status = 408
+    outcome = "timeout"
+    quarantined = False
+
+
+class TooLarge(Rejected):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    outcome = "too_large"
+    quarantined = False
+
+
+class UnsupportedType(Rejected):
+    """The body is neither XML nor JSON."""
+
+    status = 415
+    outcome = "unsupported_type"
+
+
+class Malformed(Rejected):
+    """The body is not a well-formed document."""
+
+    status = 400
+    outcome = "malformed"
+
+
+class Invalid(Rejected):
+    """The body is well-formed but is not a valid COS callback."""
+
+    status = 422
+    outcome = "invalid"
+
+
+class Unavailable(Rejected):
+    """The callback could not be stored; try again later."""
+
+    status = 503
+    outcome = "unavailable"
+    quarantined = False

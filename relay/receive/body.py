@@ -1,0 +1,51 @@
+"""Read a request body within limits, and decide whether it is XML or JSON."""
+
+from __future__ import annotations
+
+import anyio
+from starlette.requests import Request
+
+from relay.errors import BodyTimeout, TooLarge, UnsupportedType
+from relay.validate.parse import BodyFormat, sniff
+
+_XML_TYPES = frozenset({"application/xml", "text/xml"})
+_JSON_TYPES = frozenset({"application/json", "text/json"})
+# Types that say nothing about the body: decide from its first non-blank byte.
+_GENERIC_TYPES = frozenset({"", "text/plain", "application/octet-stream"})
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").partition(";")[0].strip().lower()
+
+
+def body_format(content_type: str | None, body: bytes) -> BodyFormat:
+    """XML or JSON from the Content-Type, sniffing only when the type is missing or generic."""
+    kind = media_type(content_type)
+    if kind in _XML_TYPES or kind.endswith("+xml"):
+        return "xml"
+    if kind in _JSON_TYPES or kind.endswith("+json"):
+        return "json"
+    if kind in _GENERIC_TYPES:
+        sniffed = sniff(body)
+        if sniffed is not None:
+            return sniffed
+        raise UnsupportedType("the body is neither XML nor JSON")
+    raise UnsupportedType(f"unsupported Content-Type {kind!r}: send application/xml or application/json")
+
+
+async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
+    """The whole body, refusing it (413) as soon as it passes ``limit`` bytes, or 408 after ``timeout``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"body of {declared} bytes is over the {limit} byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(timeout) as scope:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"body is over the {limit} byte limit")
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        raise BodyTimeout(f"the body did not arrive within {timeout:g} s")
+    return b"".join(chunks)

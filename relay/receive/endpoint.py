@@ -1,0 +1,117 @@
+"""``POST /cos/callback``: authenticate, read, validate, commit, and only then answer 200."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from relay.auth import Credentials, tokens_match
+from relay.errors import Invalid, Rejected, Unauthorized, Unavailable, UnsupportedType
+from relay.receive.body import body_format, read_body
+from relay.settings import Settings
+from relay.store import Store
+from relay.store.records import IngestResult, Received
+from relay.validate.callback import callback_from_document
+from relay.validate.parse import new_xml_parser, parse
+from relay.validate.schema import CallbackSchema, SchemaViolation
+
+logger = logging.getLogger(__name__)
+
+_ACCEPTED = b'{"status":"accepted"}'
+_DUPLICATE = b'{"status":"duplicate"}'
+
+
+class CallbackEndpoint:
+    """The Starlette endpoint COS posts to. Its collaborators are injected by the app factory."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        credentials: Credentials,
+        store: Store,
+        schema: CallbackSchema,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._store = store
+        self._schema = schema
+        self._clock = clock
+        self._parser = new_xml_parser()
+
+    async def __call__(self, request: Request) -> Response:
+        received: Received | None = None
+        try:
+            self._authorize(request)
+            encoding = request.headers.get("content-encoding", "identity").strip().lower()
+            body = await read_body(request, limit=self._settings.max_body, timeout=self._settings.body_timeout)
+            received = Received(
+                received_at=self._clock(),
+                source_addr=request.client.host if request.client else None,
+                content_type=request.headers.get("content-type"),
+                body=body,
+                format="unknown",
+            )
+            if encoding not in ("", "identity"):
+                # COS sends plain bodies; decoding gzip would reopen the size cap to compression bombs.
+                raise UnsupportedType(f"Content-Encoding {encoding!r} is not accepted")
+            fmt = body_format(received.content_type, body)
+            received = dataclasses.replace(received, format=fmt)
+            result = await self._ingest(received)
+        except Rejected as error:
+            return await self._refuse(error, received)
+        except ClientDisconnect:
+            logger.info("client went away before the body arrived", extra={"action": "callback_disconnected"})
+            return Response(status_code=400)
+        logger.info(
+            "callback %s: %d new item(s)",
+            result.outcome,
+            len(result.new_items),
+            extra={"action": "callback_" + result.outcome, "callback_id": result.callback_id},
+        )
+        return Response(_ACCEPTED if result.outcome == "accepted" else _DUPLICATE, media_type="application/json")
+
+    def _authorize(self, request: Request) -> None:
+        expected = self._credentials.callback_token
+        if expected is not None and not tokens_match(request.query_params.get("token"), expected):
+            raise Unauthorized()
+
+    async def _ingest(self, received: Received) -> IngestResult:
+        root = parse(received.body, received.format, self._parser)  # type: ignore[arg-type]
+        try:
+            document = self._schema.convert(root)
+        except SchemaViolation as violation:
+            first = violation.violations[0]
+            raise Invalid("the body is not a valid COS callback", path=first.path, rule=first.rule) from None
+        callback = callback_from_document(document)
+        try:
+            return await self._store.record_callback(received, callback)
+        except sqlite3.Error as exc:
+            # Never 200 for data that is not committed: COS may try again later.
+            raise Unavailable(f"the callback could not be stored ({type(exc).__name__})") from None
+
+    async def _refuse(self, error: Rejected, received: Received | None) -> Response:
+        quarantine_id = None
+        if error.quarantined and received is not None:
+            try:
+                quarantine_id = await self._store.record_rejection(
+                    received, error, self._settings.quarantine_prefix
+                )
+            except sqlite3.Error:
+                logger.exception("could not quarantine a rejected body", extra={"action": "quarantine_failed"})
+        logger.warning(
+            "callback refused (%d %s): %s",
+            error.status,
+            error.outcome,
+            error.detail,
+            extra={"action": "callback_refused", "outcome": error.outcome, "quarantine_id": quarantine_id},
+        )
+        headers = {"Retry-After": "5"} if isinstance(error, Unavailable) else None
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)

@@ -1,0 +1,89 @@
+"""Gateway settings: one frozen value, built from CLI options or ``RELAY_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Durability = Literal["normal", "full"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the app factory needs; tests build it directly, `cos-relay serve` from options."""
+
+    #: Address uvicorn binds to.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: The SQLite database file (created, migrated and put in WAL mode on start).
+    db_path: Path = Path("cos-relay.db")
+    #: Token COS must send as ``?token=``; ``None`` means "load or generate one" (see `relay.tokens`).
+    callback_token: str | None = None
+    #: Bearer token for the JSON API; ``None`` means "load or generate one".
+    admin_token: str | None = None
+    #: Accept callbacks without a token. Only with an explicit flag, and logged loudly.
+    insecure_no_token: bool = False
+    #: Bodies larger than this are refused with 413 while streaming, before parsing.
+    max_body: int = 10 * MIB
+    #: A body that has not finished arriving after this many seconds gets 408 (slowloris guard).
+    body_timeout: float = 10.0
+    #: ``normal`` survives a process crash; ``full`` also survives power loss (fsync per commit).
+    durability: Durability = "normal"
+    #: Base URL printed in the callback URL hint; defaults to ``http://host:port``.
+    public_url: str | None = None
+    #: Number of uvicorn worker processes.
+    workers: int = 1
+    #: How much of a rejected body the quarantine keeps.
+    quarantine_prefix: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.max_body <= 0:
+            raise ValueError("max_body must be positive")
+        if self.body_timeout <= 0:
+            raise ValueError("body_timeout must be positive")
+        if self.durability not in ("normal", "full"):
+            raise ValueError("durability must be 'normal' or 'full'")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read the ``RELAY_*`` variables; unset or empty ones keep their defaults."""
+        values: dict[str, object] = {}
+        for variable, (name, convert) in ENVIRONMENT.items():
+            raw = environ.get(variable, "")
+            if raw != "":
+                values[name] = convert(raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _flag(raw: str) -> bool:
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+#: Environment variable -> (settings field, converter). The CLI options use the same names.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], object]]] = {
+    "RELAY_HOST": ("host", str),
+    "RELAY_PORT": ("port", int),
+    "RELAY_DB": ("db_path", Path),
+    "RELAY_CALLBACK_TOKEN": ("callback_token", str),
+    "RELAY_ADMIN_TOKEN": ("admin_token", str),
+    "RELAY_INSECURE_NO_TOKEN": ("insecure_no_token", _flag),
+    "RELAY_MAX_BODY": ("max_body", int),
+    "RELAY_BODY_TIMEOUT": ("body_timeout", float),
+    "RELAY_DURABILITY": ("durability", str),
+    "RELAY_PUBLIC_URL": ("public_url", str),
+    "RELAY_WORKERS": ("workers", int),
+}
