@@ -6,15 +6,22 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 from relay.api.health import health_routes
+from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
 from relay.auth import BearerAuth, Credentials, resolve_credentials
+from relay.deliver.client import Sender
+from relay.deliver.retry import RetryPolicy
+from relay.deliver.ssrf import AddressPolicy
+from relay.deliver.worker import DeliveryWorker
+from relay.outbox.manage import Subscribers
 from relay.receive.endpoint import CallbackEndpoint
 from relay.settings import Settings
 from relay.store import Store
@@ -24,35 +31,74 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+#: On shutdown, attempts in flight get this long to finish and be recorded.
+SHUTDOWN_GRACE = 5.0
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings, *, clock: Clock = utc_now) -> Starlette:
-    """A cos-relay ASGI app. Nothing is opened until the lifespan starts."""
-    store = Store(settings.db_path, durability=settings.durability)
+def create_app(settings: Settings, *, clock: Clock = utc_now, sender: Sender | None = None) -> Starlette:
+    """A cos-relay ASGI app. Nothing is opened until the lifespan starts.
+
+    ``sender`` replaces the HTTP transport to subscribers (tests pass one with their own policy).
+    """
+    store = Store(
+        settings.db_path,
+        durability=settings.durability,
+        gateway=settings.gateway_id,
+        write_timeout=settings.write_timeout,
+    )
     schema = CallbackSchema.load()
+    policy = AddressPolicy.from_setting(settings.allow_networks)
+    sender = sender or Sender(policy)
+    worker = DeliveryWorker(
+        store,
+        sender,
+        RetryPolicy(settings.retry_schedule),
+        clock,
+        capacity=settings.delivery_capacity,
+        poll_interval=settings.poll_interval,
+        disable_after=timedelta(seconds=settings.disable_after),
+    )
+    subscribers = Subscribers(
+        store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=worker.wake
+    )
     # Filled in by the lifespan once the store is open (tokens may come from the database).
     credentials = Credentials(callback_token=settings.callback_token, admin_token=settings.admin_token or "")
-    callback = CallbackEndpoint(settings=settings, credentials=credentials, store=store, schema=schema, clock=clock)
+    callback = CallbackEndpoint(
+        settings=settings, credentials=credentials, store=store, schema=schema, clock=clock, on_commit=worker.wake
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store.open()
-        resolved = resolve_credentials(settings, store, clock)
-        credentials.callback_token = resolved.callback_token
-        credentials.admin_token = resolved.admin_token
         try:
-            yield
+            resolved = resolve_credentials(settings, store, clock)
+            credentials.callback_token = resolved.callback_token
+            credentials.admin_token = resolved.admin_token
+            if settings.config_path is not None:
+                for change in subscribers.apply_config(settings.config_path):
+                    logger.info("config: %s", change, extra={"action": "config_applied"})
+            await sender.start()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(worker.run)
+                try:
+                    yield
+                finally:
+                    await worker.stop(grace=SHUTDOWN_GRACE)
+                    tasks.cancel_scope.cancel()
         finally:
+            await sender.close()
             store.close()
 
+    admin = [Middleware(BearerAuth, credentials=credentials)]
     return Starlette(
         routes=[
-            Route("/cos/callback", callback, methods=["POST"]),
+            Route("/cos/callback", callback.handle, methods=["POST"]),
             *health_routes(store, clock),
-            Mount("/api", routes=api_routes(store), middleware=[Middleware(BearerAuth, credentials=credentials)]),
+            Mount("/api", routes=[*api_routes(store), *outbox_routes(store, subscribers, clock)], middleware=admin),
         ],
         lifespan=lifespan,
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
+
 Durability = Literal["normal", "full"]
 
 MIB = 1024 * 1024
@@ -34,12 +36,30 @@ class Settings:
     body_timeout: float = 10.0
     #: ``normal`` survives a process crash; ``full`` also survives power loss (fsync per commit).
     durability: Durability = "normal"
+    #: How long a write waits for a lock another process holds before the request gets 503.
+    write_timeout: float = 5.0
     #: Base URL printed in the callback URL hint; defaults to ``http://host:port``.
     public_url: str | None = None
     #: Number of uvicorn worker processes.
     workers: int = 1
     #: How much of a rejected body the quarantine keeps.
     quarantine_prefix: int = 4096
+    #: Names this gateway in each event's CloudEvents ``source``.
+    gateway_id: str = "cos-relay"
+    #: Seconds to wait after each failed delivery attempt; after the last, the delivery is dead.
+    retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    #: Networks subscribers may resolve to although they are not public (``127.0.0.0/8,10.1.0.0/16``).
+    allow_networks: str = ""
+    #: A subscriber failing without a single success for this long is disabled (default 5 days).
+    disable_after: float = 5 * 24 * 3600.0
+    #: After a secret rotation, the previous secret keeps signing for this long (default 24 h).
+    secret_grace: float = 24 * 3600.0
+    #: Deliveries in flight at once, over all subscribers (each also has its own limit).
+    delivery_capacity: int = 256
+    #: How often the worker looks for work another process queued (it is woken for its own).
+    poll_interval: float = 1.0
+    #: Declarative subscribers (TOML), applied at start.
+    config_path: Path | None = None
 
     def __post_init__(self) -> None:
         if self.max_body <= 0:
@@ -50,6 +70,10 @@ class Settings:
             raise ValueError("durability must be 'normal' or 'full'")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if not self.retry_schedule:
+            raise ValueError("retry_schedule needs at least one delay")
+        if self.delivery_capacity < 1 or self.poll_interval <= 0:
+            raise ValueError("delivery_capacity and poll_interval must be positive")
 
     @property
     def base_url(self) -> str:
@@ -84,6 +108,15 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], object]]] = {
     "RELAY_MAX_BODY": ("max_body", int),
     "RELAY_BODY_TIMEOUT": ("body_timeout", float),
     "RELAY_DURABILITY": ("durability", str),
+    "RELAY_WRITE_TIMEOUT": ("write_timeout", float),
     "RELAY_PUBLIC_URL": ("public_url", str),
     "RELAY_WORKERS": ("workers", int),
+    "RELAY_GATEWAY_ID": ("gateway_id", str),
+    "RELAY_RETRY_SCHEDULE": ("retry_schedule", parse_schedule),
+    "RELAY_ALLOW_NETWORKS": ("allow_networks", str),
+    "RELAY_DISABLE_AFTER": ("disable_after", float),
+    "RELAY_SECRET_GRACE": ("secret_grace", float),
+    "RELAY_DELIVERY_CAPACITY": ("delivery_capacity", int),
+    "RELAY_POLL_INTERVAL": ("poll_interval", float),
+    "RELAY_CONFIG": ("config_path", Path),
 }

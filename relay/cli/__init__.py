@@ -1,12 +1,14 @@
-"""The ``cos-relay`` command line: serve the gateway, validate bodies, look at jobs."""
+"""The ``cos-relay`` command line: serve the gateway, validate bodies, look at jobs, manage subscribers."""
 
 from __future__ import annotations
 
 import click
 
 from relay import __version__
+from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.serve import serve, tokens
+from relay.cli.subscribers import subscribers
 from relay.cli.validate import validate
 
 
@@ -20,3 +22,5 @@ main.add_command(serve)
 main.add_command(tokens)
 main.add_command(validate)
 main.add_command(jobs)
+main.add_command(subscribers)
+main.add_command(deliveries)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from relay.cli.options import db_option
+from relay.cli.table import render_table
 from relay.store import Store
 
 _COLUMNS = ("job_id", "state", "tag", "end_time", "object")
@@ -15,12 +16,6 @@ _COLUMNS = ("job_id", "state", "tag", "end_time", "object")
 
 def _row(job: dict[str, Any]) -> tuple[str, ...]:
     return (job["job_id"], job["state"], job["tag"], job["end_time"] or "-", job["input"]["object"] or "-")
-
-
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
-    widths = [max(len(str(value)) for value in column) for column in zip(header, *rows, strict=False)]
-    lines = ["  ".join(str(value).ljust(width) for value, width in zip(line, widths, strict=True)) for line in [header, *rows]]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 @click.group(invoke_without_command=True)
@@ -39,7 +34,7 @@ def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, 
     if not page.items:
         click.echo("no jobs")
         return
-    click.echo(_table([_row(job) for job in page.items], _COLUMNS))
+    click.echo(render_table([_row(job) for job in page.items], _COLUMNS))
 
 
 @jobs.command()
@@ -67,7 +62,7 @@ def show(db_path: Path, job_id: str) -> None:
         click.echo(f"{name:<10} {value if value is not None else '-'}")
     click.echo("history:")
     click.echo(
-        _table(
+        render_table(
             [(h["received_at"], h["state"], h["code"] or "-", h["end_time"] or "-") for h in job["history"]],
             ("received_at", "state", "code", "end_time"),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -12,8 +13,31 @@ import uvicorn
 from relay.app import create_app, utc_now
 from relay.auth import resolve_credentials
 from relay.cli.options import db_option
+from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
+from relay.deliver.ssrf import AddressPolicy
+from relay.errors import Rejected
+from relay.outbox.manage import Subscribers
 from relay.settings import MIB, Settings
 from relay.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def _networks(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        AddressPolicy.from_setting(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return parse_schedule(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
@@ -41,6 +65,28 @@ from relay.store import Store
 )
 @click.option("--workers", envvar="RELAY_WORKERS", default=1, show_default=True, help="uvicorn worker processes.")
 @click.option("--public-url", envvar="RELAY_PUBLIC_URL", help="Base URL COS reaches us at, for the printed hint.")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="RELAY_CONFIG",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of [[subscribers]], applied at every start (env RELAY_CONFIG).",
+)
+@click.option(
+    "--allow-networks",
+    envvar="RELAY_ALLOW_NETWORKS",
+    default="",
+    callback=_networks,
+    help="Non-public networks subscribers may be reached at, e.g. 127.0.0.0/8,10.1.0.0/16 (env RELAY_ALLOW_NETWORKS).",
+)
+@click.option(
+    "--retry-schedule",
+    envvar="RELAY_RETRY_SCHEDULE",
+    callback=_schedule,
+    metavar="5,300,1800",
+    help="Seconds to wait after each failed delivery attempt; after the last the delivery is dead "
+    "(env RELAY_RETRY_SCHEDULE).",
+)
 @click.option("--log-level", default="info", show_default=True, help="Python log level.")
 def serve(
     host: str,
@@ -53,6 +99,9 @@ def serve(
     durability: str,
     workers: int,
     public_url: str | None,
+    config_path: Path | None,
+    allow_networks: str,
+    retry_schedule: tuple[float, ...] | None,
     log_level: str,
 ) -> None:
     """Run the gateway (uvicorn) on the embedded defaults unless told otherwise."""
@@ -68,6 +117,9 @@ def serve(
         durability=durability,  # type: ignore[arg-type]
         workers=workers,
         public_url=public_url,
+        config_path=config_path,
+        allow_networks=allow_networks,
+        retry_schedule=DEFAULT_SCHEDULE if retry_schedule is None else retry_schedule,
     )
     with Store(settings.db_path) as store:
         credentials = resolve_credentials(settings, store, utc_now)
@@ -78,6 +130,8 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
         return
+    # Applied once here: worker processes applying it all at once would race to create the same names.
+    _apply_config(settings)
     # Worker processes rebuild the app from the environment, so hand them the resolved settings there.
     os.environ.update(
         {
@@ -89,9 +143,30 @@ def serve(
             "RELAY_INSECURE_NO_TOKEN": "1" if insecure_no_token else "",
             "RELAY_MAX_BODY": str(max_body),
             "RELAY_DURABILITY": durability,
+            "RELAY_ALLOW_NETWORKS": settings.allow_networks,
+            "RELAY_RETRY_SCHEDULE": ",".join(str(delay) for delay in settings.retry_schedule),
+            "RELAY_CONFIG": "",
         }
     )
     uvicorn.run("relay.app:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+
+
+def _apply_config(settings: Settings) -> None:
+    if settings.config_path is None:
+        return
+    with Store(settings.db_path) as store:
+        subscribers = Subscribers(
+            store,
+            AddressPolicy.from_setting(settings.allow_networks),
+            utc_now,
+            secret_grace=timedelta(seconds=settings.secret_grace),
+        )
+        try:
+            changes = subscribers.apply_config(settings.config_path)
+        except Rejected as error:
+            raise click.ClickException(f"{settings.config_path}: {error.detail}") from None
+    for change in changes:
+        logger.info("config: %s", change, extra={"action": "config_applied"})
 
 
 def _print_banner(settings: Settings, *, show_tokens: bool) -> None:

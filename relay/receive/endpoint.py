@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from relay.auth import Credentials, tokens_match
-from relay.errors import Invalid, Rejected, Unauthorized, Unavailable, UnsupportedType
+from relay.errors import BodyTimeout, Invalid, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
 from relay.receive.body import body_format, read_body
 from relay.settings import Settings
 from relay.store import Store
@@ -38,15 +38,18 @@ class CallbackEndpoint:
         store: Store,
         schema: CallbackSchema,
         clock: Callable[[], datetime],
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        #: Called when a callback created deliveries, to wake the delivery worker.
+        self._on_commit = on_commit
         self._credentials = credentials
         self._store = store
         self._schema = schema
         self._clock = clock
         self._parser = new_xml_parser()
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         received: Received | None = None
         try:
             self._authorize(request)
@@ -65,6 +68,8 @@ class CallbackEndpoint:
             fmt = body_format(received.content_type, body)
             received = dataclasses.replace(received, format=fmt)
             result = await self._ingest(received)
+            if result.deliveries:
+                self._on_commit()
         except Rejected as error:
             return await self._refuse(error, received)
         except ClientDisconnect:
@@ -101,9 +106,7 @@ class CallbackEndpoint:
         quarantine_id = None
         if error.quarantined and received is not None:
             try:
-                quarantine_id = await self._store.record_rejection(
-                    received, error, self._settings.quarantine_prefix
-                )
+                quarantine_id = await self._store.record_rejection(received, error, self._settings.quarantine_prefix)
             except sqlite3.Error:
                 logger.exception("could not quarantine a rejected body", extra={"action": "quarantine_failed"})
         logger.warning(
@@ -113,5 +116,10 @@ class CallbackEndpoint:
             error.detail,
             extra={"action": "callback_refused", "outcome": error.outcome, "quarantine_id": quarantine_id},
         )
-        headers = {"Retry-After": "5"} if isinstance(error, Unavailable) else None
+        headers = {}
+        if isinstance(error, Unavailable):
+            headers["Retry-After"] = "5"
+        if isinstance(error, TooLarge | BodyTimeout):
+            # The rest of the body is still coming (or never will): close rather than read it.
+            headers["Connection"] = "close"
         return JSONResponse(error.body(), status_code=error.status, headers=headers)

@@ -1,21 +1,27 @@
-"""Store: the durable record of callbacks, jobs and workflows (SQLite in WAL mode, one writer)."""
+"""Store: the durable record of callbacks, jobs, workflows and the outbox (SQLite in WAL mode, one writer).
+
+This class is the store's whole interface: the app, worker and CLI call these methods, never SQL.
+Writes go through the single writer thread and return only after their transaction committed.
+"""
 
 from __future__ import annotations
 
 import queue
 import sqlite3
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from relay.deliver.client import Attempt
 from relay.errors import Rejected
+from relay.outbox.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.settings import Durability
-from relay.store import sqlite as sql
-from relay.store.records import IngestResult, Page, Received
+from relay.store.records import Claim, Decision, IngestResult, Page, Received
+from relay.store.sqlite import connection, ingest, outbox, queries
 from relay.store.writer import Writer
 from relay.validate.callback import Callback
 
@@ -26,17 +32,26 @@ READERS = 4
 
 
 class Store:
-    """The store's interface: the app and CLI call these methods, never SQL."""
+    """Open it (or use it as a context manager) before calling anything else."""
 
-    def __init__(self, path: Path, *, durability: Durability = "normal") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: Durability = "normal",
+        gateway: str = "cos-relay",
+        write_timeout: float = 5.0,
+    ) -> None:
         self.path = path
+        self.gateway = gateway
         self._durability = durability
+        self._write_timeout = write_timeout
         self._writer = Writer(self._connect)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sql.connect(self.path, self._durability)
+        conn = connection.connect(self.path, self._durability, self._write_timeout)
         self._opened.append(conn)
         return conn
 
@@ -44,7 +59,7 @@ class Store:
         """Create or migrate the database and start the writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
-        sql.migrate(conn)
+        connection.migrate(conn)
         self._readers.put(conn)
         for _ in range(READERS - 1):
             self._readers.put(self._connect())
@@ -63,24 +78,8 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- writes: each returns only after its transaction committed ------------------------------
-
-    async def record_callback(self, received: Received, callback: Callback) -> IngestResult:
-        return await self._writer.run(partial(sql.record_callback, received=received, callback=callback))
-
-    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
-        return await self._writer.run(
-            partial(sql.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
-        )
-
-    async def check_writable(self, at: datetime) -> None:
-        await self._writer.run(partial(sql.check_writable, at=at))
-
-    def secret(self, name: str, candidate: str, at: datetime) -> str:
-        """The value stored under ``name``, storing ``candidate`` first if there is none."""
-        return self._writer.run_sync(partial(sql.get_or_create_secret, name=name, candidate=candidate, at=at))
-
-    # -- reads: on reader connections, off the event loop ----------------------------------------
+    def _write_sync(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        return self._writer.run_sync(write)
 
     def _read_sync(self, read: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._readers.get()
@@ -92,23 +91,102 @@ class Store:
     async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
         return await anyio.to_thread.run_sync(self._read_sync, read)
 
+    # -- ingest ---------------------------------------------------------------------------------
+
+    async def record_callback(self, received: Received, callback: Callback) -> IngestResult:
+        write = partial(ingest.record_callback, received=received, callback=callback, gateway=self.gateway)
+        return await self._writer.run(write)
+
+    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
+        return await self._writer.run(
+            partial(ingest.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
+        )
+
+    async def check_writable(self, at: datetime) -> None:
+        await self._writer.run(partial(connection.check_writable, at=at))
+
+    def secret(self, name: str, candidate: str, at: datetime) -> str:
+        """The value stored under ``name``, storing ``candidate`` first if there is none."""
+        return self._write_sync(partial(connection.get_or_create_secret, name=name, candidate=candidate, at=at))
+
+    # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
+
+    def list_subscribers(self) -> list[Subscriber]:
+        return self._read_sync(outbox.list_subscribers)
+
+    def get_subscriber(self, name: str) -> Subscriber | None:
+        return self._read_sync(partial(outbox.get_subscriber, name=name))
+
+    def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
+        """Raises sqlite3.IntegrityError when the name is taken."""
+        return self._write_sync(partial(outbox.insert_subscriber, spec=spec, at=at))
+
+    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
+        return self._write_sync(partial(outbox.update_subscriber, name=name, changes=changes, at=at))
+
+    def set_subscriber_state(
+        self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
+    ) -> Subscriber | None:
+        return self._write_sync(partial(outbox.set_state, name=name, state=state, reason=reason, at=at))
+
+    def remove_subscriber(self, name: str, at: datetime) -> int | None:
+        """Returns how many unfinished deliveries were cancelled, or None for an unknown name."""
+        return self._write_sync(partial(outbox.remove_subscriber, name=name, at=at))
+
+    def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
+        return self._write_sync(
+            partial(outbox.rotate_secret, name=name, new_secret=secret, grace_until=grace_until, at=at)
+        )
+
+    def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
+        return self._write_sync(partial(outbox.requeue, delivery_ids=list(delivery_ids), at=at))
+
+    def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]:
+        return self._read_sync(
+            partial(outbox.recoverable, subscriber_id=subscriber_id, since=since, after_id=after_id, limit=limit)
+        )
+
+    # -- the delivery worker ----------------------------------------------------------------------
+
+    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
+        return await self._writer.run(partial(outbox.claim, now=now, lease_margin=lease_margin, capacity=capacity))
+
+    async def finish(
+        self, claim: Claim, attempt: Attempt, decision: Decision, started_at: datetime, at: datetime
+    ) -> str | None:
+        """Record an attempt; returns the reason when it disabled the subscriber."""
+        return await self._writer.run(
+            partial(outbox.finish, claim=claim, attempt=attempt, decision=decision, started_at=started_at, at=at)
+        )
+
+    async def next_due(self) -> datetime | None:
+        return await self._read(outbox.next_due)
+
+    # -- reads ------------------------------------------------------------------------------------
+
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
-        return await self._read(partial(sql.get_job, job_id=job_id))
+        return await self._read(partial(queries.get_job, job_id=job_id))
 
     async def list_jobs(self, **filters: Any) -> Page:
-        return await self._read(partial(sql.list_jobs, **filters))
+        return await self._read(partial(queries.list_jobs, **filters))
 
     async def get_workflow(self, run_id: str) -> dict[str, Any] | None:
-        return await self._read(partial(sql.get_workflow, run_id=run_id))
+        return await self._read(partial(queries.get_workflow, run_id=run_id))
 
     async def list_callbacks(self, **filters: Any) -> Page:
-        return await self._read(partial(sql.list_callbacks, **filters))
+        return await self._read(partial(queries.list_callbacks, **filters))
 
     def get_job_sync(self, job_id: str) -> dict[str, Any] | None:
-        return self._read_sync(partial(sql.get_job, job_id=job_id))
+        return self._read_sync(partial(queries.get_job, job_id=job_id))
 
     def list_jobs_sync(self, **filters: Any) -> Page:
-        return self._read_sync(partial(sql.list_jobs, **filters))
+        return self._read_sync(partial(queries.list_jobs, **filters))
+
+    def list_deliveries(self, **filters: Any) -> Page:
+        return self._read_sync(partial(queries.list_deliveries, **filters))
+
+    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
 
     def counts(self) -> dict[str, int]:
-        return self._read_sync(sql.counts)
+        return self._read_sync(queries.counts)

@@ -11,7 +11,7 @@ migrations = Migrations("relay")
 @migrations()
 def m001_callbacks_and_jobs(db: Database) -> None:
     # Every body that reached the endpoint past auth and the size cap: accepted, duplicate or quarantined.
-    db["callbacks"].create(
+    db.table("callbacks").create(
         {
             "id": int,
             "received_at": str,  # ISO-8601 UTC
@@ -29,13 +29,13 @@ def m001_callbacks_and_jobs(db: Database) -> None:
         },
         pk="id",
     )
-    db["callbacks"].create_index(["outcome", "id"])
+    db.table("callbacks").create_index(["outcome", "id"])
     db.create_view(
         "quarantine",
         "SELECT * FROM callbacks WHERE outcome NOT IN ('accepted', 'duplicate')",
     )
     # The dedup ledger: one row per job state, workflow state or NonExistJobIds set ever accepted.
-    db["items"].create(
+    db.table("items").create(
         {
             "dedup_key": str,
             "kind": str,  # job | workflow | nonexistent
@@ -47,7 +47,7 @@ def m001_callbacks_and_jobs(db: Database) -> None:
         pk="dedup_key",
         foreign_keys=[("callback_id", "callbacks", "id")],
     )
-    db["jobs"].create(
+    db.table("jobs").create(
         {
             "job_id": str,
             "state": str,
@@ -72,9 +72,14 @@ def m001_callbacks_and_jobs(db: Database) -> None:
         },
         pk="job_id",
     )
-    for columns in (["callback_id"], ["state", "callback_id"], ["tag", "callback_id"], ["queue_id", "callback_id"]):
-        db["jobs"].create_index(columns)
-    db["job_states"].create(
+    for columns in (
+        ["callback_id"],
+        ["state", "callback_id"],
+        ["tag", "callback_id"],
+        ["queue_id", "callback_id"],
+    ):
+        db.table("jobs").create_index(columns)
+    db.table("job_states").create(
         {
             "id": int,
             "job_id": str,
@@ -89,8 +94,8 @@ def m001_callbacks_and_jobs(db: Database) -> None:
         pk="id",
         foreign_keys=[("callback_id", "callbacks", "id")],
     )
-    db["job_states"].create_index(["job_id", "id"])
-    db["workflow_runs"].create(
+    db.table("job_states").create_index(["job_id", "id"])
+    db.table("workflow_runs").create(
         {
             "run_id": str,
             "workflow_id": str,
@@ -107,13 +112,13 @@ def m001_callbacks_and_jobs(db: Database) -> None:
         },
         pk="run_id",
     )
-    db["workflow_states"].create(
+    db.table("workflow_states").create(
         {"id": int, "run_id": str, "state": str, "received_at": str, "callback_id": int},
         pk="id",
         foreign_keys=[("callback_id", "callbacks", "id")],
     )
-    db["workflow_states"].create_index(["run_id", "id"])
-    db["workflow_tasks"].create(
+    db.table("workflow_states").create_index(["run_id", "id"])
+    db.table("workflow_tasks").create(
         {
             "run_id": str,
             "position": int,
@@ -127,14 +132,94 @@ def m001_callbacks_and_jobs(db: Database) -> None:
         },
         pk=("run_id", "position"),
     )
-    db["workflow_tasks"].create_index(["job_id"])
-    db["nonexistent_job_ids"].create(
+    db.table("workflow_tasks").create_index(["job_id"])
+    db.table("nonexistent_job_ids").create(
         {"id": int, "job_id": str, "callback_id": int, "received_at": str},
         pk="id",
         foreign_keys=[("callback_id", "callbacks", "id")],
     )
-    db["nonexistent_job_ids"].create_index(["job_id"])
+    db.table("nonexistent_job_ids").create_index(["job_id"])
     # Generated tokens live here so a restart keeps the callback URL that was pasted into COS.
-    db["secrets"].create({"name": str, "value": str, "created_at": str}, pk="name")
+    db.table("secrets").create({"name": str, "value": str, "created_at": str}, pk="name")
     # /readyz writes this one row: only a real write shows a read-only file or a full disk.
-    db["heartbeat"].create({"id": int, "at": str}, pk="id")
+    db.table("heartbeat").create({"id": int, "at": str}, pk="id")
+
+
+@migrations()
+def m002_outbox(db: Database) -> None:
+    db.table("subscribers").create(
+        {
+            "id": int,
+            "name": str,
+            "url": str,
+            "secret": str,
+            "previous_secret": str,  # still signed with until previous_secret_expires_at (rotation grace)
+            "previous_secret_expires_at": str,
+            "types": str,  # JSON list of event type patterns
+            "filters": str,  # JSON object: tag, state, queue_id, bucket, object_prefix
+            "state": str,  # enabled | paused | disabled
+            "disabled_reason": str,
+            "failing_since": str,  # start of the current unbroken run of failures
+            "max_in_flight": int,
+            "timeout": float,
+            "retry_schedule": str,  # JSON list of seconds, NULL for the gateway's
+            "source": str,  # cli | api | config
+            "created_at": str,
+            "updated_at": str,
+            "removed_at": str,  # removed rows stay: their deliveries still point at them
+        },
+        pk="id",
+    )
+    db.execute("CREATE UNIQUE INDEX subscribers_live_name ON subscribers(name) WHERE removed_at IS NULL")
+    # Events are written in the transaction that accepts the callback (transactional outbox).
+    db.table("events").create(
+        {
+            "id": str,  # deterministic from item_key
+            "item_key": str,
+            "type": str,
+            "subject": str,
+            "callback_id": int,
+            "created_at": str,
+            "body": bytes,  # the serialized CloudEvent, sent as is on every attempt
+        },
+        pk="id",
+        foreign_keys=[("callback_id", "callbacks", "id")],
+    )
+    db.table("deliveries").create(
+        {
+            "id": int,
+            "event_id": str,
+            "subscriber_id": int,
+            "state": str,  # pending | in_flight | delivered | dead | cancelled
+            "attempts": int,  # every attempt ever made
+            "failures": int,  # failed attempts since it was last queued; indexes the retry schedule
+            "next_attempt_at": str,
+            "lease_expires_at": str,  # in_flight only: after this, another worker may take it over
+            "last_outcome": str,
+            "last_status": int,
+            "created_at": str,
+            "updated_at": str,
+            "delivered_at": str,
+        },
+        pk="id",
+        foreign_keys=[("event_id", "events", "id"), ("subscriber_id", "subscribers", "id")],
+    )
+    db.table("deliveries").create_index(["event_id", "subscriber_id"], unique=True)
+    db.table("deliveries").create_index(["subscriber_id", "state", "next_attempt_at"])
+    db.table("deliveries").create_index(["state", "next_attempt_at"])
+    db.table("attempts").create(
+        {
+            "id": int,
+            "delivery_id": int,
+            "started_at": str,
+            "duration": float,
+            "outcome": str,
+            "status": int,
+            "error": str,
+            "response_body": bytes,  # bounded prefix
+            "trigger": str,  # first | retry | manual
+        },
+        pk="id",
+        foreign_keys=[("delivery_id", "deliveries", "id")],
+    )
+    db.table("attempts").create_index(["delivery_id", "id"])

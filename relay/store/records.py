@@ -28,6 +28,8 @@ class IngestResult:
     outcome: Outcome
     #: Dedup keys of the items this callback added (empty for a pure duplicate).
     new_items: tuple[str, ...]
+    #: Deliveries the new items created (one per event and matching subscriber).
+    deliveries: int
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,36 @@ class Page:
 
     items: list[dict[str, Any]]
     cursor: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery leased to this worker: everything needed to make one attempt and record it."""
+
+    delivery_id: int
+    event_id: str
+    body: bytes
+    subscriber_id: int
+    subscriber: str
+    url: str
+    secrets: tuple[str, ...]
+    timeout: float
+    retry_schedule: tuple[float, ...] | None
+    #: Failed attempts since it was last queued (indexes the retry schedule).
+    failures: int
+    #: first | retry | manual
+    trigger: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a delivery after an attempt."""
+
+    #: delivered | pending | dead
+    state: str
+    next_attempt_at: datetime | None = None
+    #: Disable the subscriber now, with this reason (410 Gone).
+    disable_reason: str | None = None
+    #: Disable the subscriber if it has been failing since before this instant.
+    disable_if_failing_since: datetime | None = None

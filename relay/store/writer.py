@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from relay.store import sqlite as sql
+from relay.store.sqlite import connection as sql
 
 logger = logging.getLogger(__name__)
 

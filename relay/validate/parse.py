@@ -67,7 +67,7 @@ def _parse_xml(body: bytes, parser: etree.XMLParser) -> etree._Element:
         raise Malformed(f"not well-formed XML: {exc.msg}") from None
     if root is None:
         raise Malformed("empty document")
-    if root.getroottree().docinfo.doctype:  # belt and braces: the prolog scan should have caught it
+    if root.getroottree().docinfo.internalDTD is not None:  # belt and braces: the prolog scan catches it first
         raise Malformed("DTDs are not allowed (no COS callback carries one)")
     return root
 

@@ -1,0 +1,150 @@
+"""Admin API for subscribers and deliveries: CRUD, pause/resume, rotation, replay."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from relay.api import params
+from relay.api.params import BadParameter
+from relay.errors import Rejected
+from relay.outbox.manage import Subscribers, UnknownSubscriber
+from relay.store import Store
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Rejected as error:
+            return JSONResponse(error.body(), status_code=error.status)
+
+    return endpoint
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        document = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise BadParameter("the request body must be a JSON object") from None
+    if not isinstance(document, dict):
+        raise BadParameter("the request body must be a JSON object")
+    return document
+
+
+def parse_since(value: str | None, now: datetime) -> datetime:
+    """``2h``, ``30m``, ``7d``, ``90s`` ago, or an ISO-8601 instant."""
+    if not value:
+        raise BadParameter("since is required, e.g. since=2h or since=2024-11-05T10:00:00Z")
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].isdigit():
+        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadParameter("since must look like 2h, 30m, 7d or an ISO-8601 instant") from None
+
+
+def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], datetime]) -> list[BaseRoute]:
+    async def call(function: Callable[..., Any], *args: Any) -> Any:
+        # Store writes block on the writer thread: never on the event loop.
+        return await anyio.to_thread.run_sync(function, *args)
+
+    async def list_subscribers(request: Request) -> Response:
+        found = await call(subscribers.all)
+        return JSONResponse({"items": [subscriber.public() for subscriber in found]})
+
+    async def create_subscriber(request: Request) -> Response:
+        body = await _body(request)
+        name, url = body.pop("name", None), body.pop("url", None)
+        if not isinstance(name, str) or not isinstance(url, str):
+            raise BadParameter("name and url are required strings")
+        allowed = {"secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule"}
+        if set(body) - allowed:
+            raise BadParameter(f"unknown field(s): {', '.join(sorted(set(body) - allowed))}")
+        created = await call(lambda: subscribers.add(name, url, **body))
+        # The only response that ever shows the secret.
+        return JSONResponse(created.public(reveal_secret=True), status_code=201)
+
+    async def get_subscriber(request: Request) -> Response:
+        found = await call(subscribers.get, request.path_params["name"])
+        return JSONResponse(found.public())
+
+    async def update_subscriber(request: Request) -> Response:
+        body = await _body(request)
+        updated = await call(subscribers.update, request.path_params["name"], body)
+        return JSONResponse(updated.public())
+
+    async def delete_subscriber(request: Request) -> Response:
+        cancelled = await call(subscribers.remove, request.path_params["name"])
+        return JSONResponse({"removed": request.path_params["name"], "cancelled_deliveries": cancelled})
+
+    async def pause(request: Request) -> Response:
+        return JSONResponse((await call(subscribers.pause, request.path_params["name"])).public())
+
+    async def resume(request: Request) -> Response:
+        return JSONResponse((await call(subscribers.resume, request.path_params["name"])).public())
+
+    async def rotate(request: Request) -> Response:
+        body = await _body(request)
+        rotated = await call(subscribers.rotate_secret, request.path_params["name"], body.get("secret"))
+        return JSONResponse(rotated.public(reveal_secret=True))
+
+    async def recover(request: Request) -> Response:
+        since = parse_since(request.query_params.get("since"), clock())
+        count = await call(subscribers.recover, request.path_params["name"], since)
+        return JSONResponse({"requeued": count, "since": since.isoformat()})
+
+    async def list_deliveries(request: Request) -> Response:
+        query = request.query_params
+        page = await call(
+            lambda: store.list_deliveries(
+                subscriber=query.get("subscriber"),
+                state=query.get("state"),
+                event_id=query.get("event_id"),
+                limit=params.limit(query),
+                cursor=params.cursor(query, numeric=True),
+            )
+        )
+        return JSONResponse({"items": page.items, "next_cursor": page.cursor})
+
+    def delivery_id(request: Request) -> int:
+        raw = request.path_params["id"]
+        if not raw.isdigit():
+            raise BadParameter("a delivery id is a number")
+        return int(raw)
+
+    async def get_delivery(request: Request) -> Response:
+        found = await call(store.get_delivery, delivery_id(request))
+        if found is None:
+            raise UnknownSubscriber("no such delivery")
+        return JSONResponse(found)
+
+    async def retry_delivery(request: Request) -> Response:
+        return JSONResponse(await call(subscribers.retry_delivery, delivery_id(request)))
+
+    named = "/subscribers/{name}"
+    return [
+        Route("/subscribers", _guarded(list_subscribers), methods=["GET"]),
+        Route("/subscribers", _guarded(create_subscriber), methods=["POST"]),
+        Route(named, _guarded(get_subscriber), methods=["GET"]),
+        Route(named, _guarded(update_subscriber), methods=["PATCH"]),
+        Route(named, _guarded(delete_subscriber), methods=["DELETE"]),
+        Route(f"{named}/pause", _guarded(pause), methods=["POST"]),
+        Route(f"{named}/resume", _guarded(resume), methods=["POST"]),
+        Route(f"{named}/rotate-secret", _guarded(rotate), methods=["POST"]),
+        Route(f"{named}/recover", _guarded(recover), methods=["POST"]),
+        Route("/deliveries", _guarded(list_deliveries), methods=["GET"]),
+        Route("/deliveries/{id}", _guarded(get_delivery), methods=["GET"]),
+        Route("/deliveries/{id}/retry", _guarded(retry_delivery), methods=["POST"]),
+    ]

@@ -1,0 +1,83 @@
+"""``cos-relay deliveries``: what was sent to whom, every attempt, and retrying one by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from relay.api.params import MAX_LIMIT
+from relay.cli.options import db_option
+from relay.cli.subscribers import subscribers_service
+from relay.cli.table import render_table
+from relay.deliver.ssrf import AddressPolicy
+from relay.store import Store
+
+#: Larger ids cannot be in SQLite (and would overflow its INTEGER binding).
+SQLITE_MAX_INT = 2**63 - 1
+STATES = ("pending", "in_flight", "delivered", "dead", "cancelled")
+_COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
+_ATTEMPT_COLUMNS = ("started_at", "trigger", "outcome", "status", "duration", "error")
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _row(delivery: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(_cell(delivery[column]) for column in _COLUMNS)
+
+
+@click.group()
+def deliveries() -> None:
+    """Look at deliveries to subscribers and retry them (works while the server runs)."""
+
+
+@deliveries.command(name="list")
+@click.option("--subscriber", help="Only deliveries to this subscriber.")
+@click.option("--state", type=click.Choice(STATES), help="Only deliveries in this state.")
+@click.option("--event-id", help="Only deliveries of this event (its CloudEvents id).")
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True, help="How many, newest first."
+)
+@db_option
+def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: str | None, limit: int) -> None:
+    """List deliveries, newest first."""
+    with Store(db_path) as store:
+        page = store.list_deliveries(subscriber=subscriber, state=state, event_id=event_id, limit=limit)
+    if not page.items:
+        click.echo("no deliveries")
+        return
+    click.echo(render_table([_row(delivery) for delivery in page.items], _COLUMNS))
+
+
+@deliveries.command()
+@click.argument("delivery_id", metavar="ID", type=click.IntRange(1, SQLITE_MAX_INT))
+@db_option
+def show(db_path: Path, delivery_id: int) -> None:
+    """Show delivery ID with its attempts log."""
+    with Store(db_path) as store:
+        delivery = store.get_delivery(delivery_id)
+    if delivery is None:
+        raise click.ClickException(f"no delivery has id {delivery_id}")
+    attempts = delivery.pop("attempts_log")
+    width = max(len(name) for name in delivery)
+    for name, value in delivery.items():
+        click.echo(f"{name.ljust(width)}  {_cell(value)}")
+    if not attempts:
+        click.echo("attempts: none yet")
+        return
+    click.echo("attempts:")
+    click.echo(render_table([[_cell(a[column]) for column in _ATTEMPT_COLUMNS] for a in attempts], _ATTEMPT_COLUMNS))
+
+
+@deliveries.command()
+@click.argument("delivery_id", metavar="ID", type=click.IntRange(1, SQLITE_MAX_INT))
+@db_option
+def retry(db_path: Path, delivery_id: int) -> None:
+    """Queue delivery ID again now (delivered, dead or waiting for a retry)."""
+    # Retrying never changes a URL, so no address policy is involved.
+    with subscribers_service(db_path, AddressPolicy()) as service:
+        delivery = service.retry_delivery(delivery_id)
+    click.echo(f"delivery {delivery_id} to {delivery['subscriber']} queued again ({delivery['state']})")

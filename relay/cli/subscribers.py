@@ -1,0 +1,253 @@
+"""``cos-relay subscribers``: add, change, pause, rotate and replay subscribers straight in the database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from relay.api.outbox import parse_since
+from relay.api.params import BadParameter
+from relay.app import utc_now
+from relay.cli.options import db_option
+from relay.cli.table import render_table
+from relay.deliver.retry import parse_schedule
+from relay.deliver.ssrf import AddressPolicy
+from relay.errors import Rejected
+from relay.outbox.manage import Subscribers
+from relay.outbox.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT
+from relay.settings import Settings
+from relay.store import Store
+
+F = TypeVar("F", bound=Callable[..., object])
+
+SHOWN_ONCE = "keep this secret now; it is shown only once"
+
+
+def _policy(ctx: click.Context, param: click.Parameter, value: str | None) -> AddressPolicy:
+    try:
+        return AddressPolicy.from_setting(value or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return parse_schedule(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str) -> datetime:
+    try:
+        since = parse_since(value, utc_now())
+    except BadParameter as exc:
+        raise click.BadParameter(exc.detail) from None
+    # The store compares UTC text: an offset or a naive (taken as UTC) instant must become UTC first.
+    return since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+
+
+def store_options(command: F) -> F:
+    """``--db`` and ``--allow-networks``: what every command that changes subscribers needs."""
+    command = click.option(
+        "--allow-networks",
+        "policy",
+        envvar="RELAY_ALLOW_NETWORKS",
+        default="",
+        callback=_policy,
+        help="Non-public networks subscriber URLs may point at, e.g. 127.0.0.0/8,10.1.0.0/16 "
+        "(env RELAY_ALLOW_NETWORKS).",
+    )(command)
+    return db_option(command)
+
+
+@contextlib.contextmanager
+def refusals() -> Iterator[None]:
+    """The service's refusals (bad definition, unknown name, duplicate) become ``Error: ...`` and exit 1."""
+    try:
+        yield
+    except Rejected as error:
+        raise click.ClickException(error.detail) from None
+
+
+@contextlib.contextmanager
+def subscribers_service(db_path: Path, policy: AddressPolicy, **options: Any) -> Iterator[Subscribers]:
+    """The `Subscribers` service over the database at ``db_path``, with refusals as CLI errors."""
+    with Store(db_path) as store, refusals():
+        yield Subscribers(store, policy, utc_now, **options)
+
+
+def _filters(match: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in match.items()) or "-"
+
+
+def _echo_fields(fields: Mapping[str, Any]) -> None:
+    width = max(len(name) for name in fields)
+    for name, value in fields.items():
+        if isinstance(value, list):
+            value = ",".join(str(item) for item in value)
+        elif isinstance(value, dict):
+            value = _filters(value)
+        click.echo(f"{name.ljust(width)}  {'-' if value is None or value == '' else value}")
+
+
+@click.group()
+def subscribers() -> None:
+    """Manage the subscribers events are relayed to (works while the server runs)."""
+
+
+@subscribers.command()
+@click.argument("name")
+@click.option("--url", required=True, help="Where events are POSTed (http or https).")
+@click.option("--secret", help="Signing secret (whsec_<base64>); generated when omitted.")
+@click.option("--type", "types", multiple=True, help="Event type to deliver, * wildcards (repeatable; default *).")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only events whose tag, state, queue_id, bucket or object_prefix matches (repeatable).",
+)
+@click.option(
+    "--max-in-flight",
+    type=int,
+    default=DEFAULT_MAX_IN_FLIGHT,
+    show_default=True,
+    help="Deliveries in flight at once (1 keeps strict order).",
+)
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds per attempt.")
+@click.option(
+    "--retry-schedule",
+    callback=_schedule,
+    metavar="5,30,300",
+    help="Seconds to wait after each failed attempt; default: the gateway's schedule.",
+)
+@store_options
+def add(
+    db_path: Path,
+    policy: AddressPolicy,
+    name: str,
+    url: str,
+    secret: str | None,
+    types: tuple[str, ...],
+    filters: tuple[str, ...],
+    max_in_flight: int,
+    timeout: float,
+    retry_schedule: tuple[float, ...] | None,
+) -> None:
+    """Add subscriber NAME and print its signing secret (once)."""
+    with subscribers_service(db_path, policy) as service:
+        created = service.add(
+            name,
+            url,
+            secret=secret,
+            types=types,
+            filters=filters,
+            max_in_flight=max_in_flight,
+            timeout=timeout,
+            retry_schedule=retry_schedule,
+            source="cli",
+        )
+    _echo_fields(created.public(reveal_secret=True))
+    click.echo(f"\n{SHOWN_ONCE}")
+
+
+@subscribers.command(name="list")
+@store_options
+def list_(db_path: Path, policy: AddressPolicy) -> None:
+    """List subscribers (secrets masked)."""
+    with subscribers_service(db_path, policy) as service:
+        found = [subscriber.public() for subscriber in service.all()]
+    if not found:
+        click.echo("no subscribers")
+        return
+    rows = [(s["name"], s["state"], s["url"], ",".join(s["types"]), _filters(s["filters"]), s["secret"]) for s in found]
+    click.echo(render_table(rows, ("name", "state", "url", "types", "filters", "secret")))
+
+
+@subscribers.command()
+@click.argument("name")
+@store_options
+def show(db_path: Path, policy: AddressPolicy, name: str) -> None:
+    """Show every field of subscriber NAME (secret masked)."""
+    with subscribers_service(db_path, policy) as service:
+        _echo_fields(service.get(name).public())
+
+
+@subscribers.command()
+@click.argument("name")
+@store_options
+def pause(db_path: Path, policy: AddressPolicy, name: str) -> None:
+    """Hold deliveries to NAME until it is resumed (nothing is lost)."""
+    with subscribers_service(db_path, policy) as service:
+        paused = service.pause(name)
+    click.echo(f"{paused.name}: {paused.state.value}")
+
+
+@subscribers.command()
+@click.argument("name")
+@store_options
+def resume(db_path: Path, policy: AddressPolicy, name: str) -> None:
+    """Enable a paused or disabled subscriber; its held deliveries flow again."""
+    with subscribers_service(db_path, policy) as service:
+        resumed = service.resume(name)
+    click.echo(f"{resumed.name}: {resumed.state.value}")
+
+
+@subscribers.command()
+@click.argument("name")
+@store_options
+def remove(db_path: Path, policy: AddressPolicy, name: str) -> None:
+    """Remove NAME; its pending deliveries are cancelled."""
+    with subscribers_service(db_path, policy) as service:
+        cancelled = service.remove(name)
+    click.echo(f"removed {name}; cancelled {cancelled} pending deliveries")
+
+
+@subscribers.command(name="rotate-secret")
+@click.argument("name")
+@click.option("--secret", help="The new secret (whsec_<base64>); generated when omitted.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    envvar="RELAY_SECRET_GRACE",
+    default=Settings.secret_grace,
+    show_default=True,
+    help="Seconds the previous secret keeps signing (env RELAY_SECRET_GRACE).",
+)
+@store_options
+def rotate_secret(db_path: Path, policy: AddressPolicy, name: str, secret: str | None, grace: float) -> None:
+    """Give NAME a new signing secret and print it (once); the old one signs too for a while."""
+    with subscribers_service(db_path, policy, secret_grace=timedelta(seconds=grace)) as service:
+        rotated = service.rotate_secret(name, secret)
+    shown = rotated.public(reveal_secret=True)
+    click.echo(f"new secret: {shown['secret']}")
+    click.echo(f"the previous secret keeps signing until {shown['previous_secret_expires_at']}")
+    click.echo(SHOWN_ONCE)
+
+
+@subscribers.command()
+@click.argument("name")
+@click.option(
+    "--since",
+    required=True,
+    callback=_since,
+    help="Requeue failed and dead deliveries created since: 90s, 30m, 2h, 7d or an ISO-8601 instant.",
+)
+@store_options
+def recover(db_path: Path, policy: AddressPolicy, name: str, since: datetime) -> None:
+    """Queue again every failed or dead delivery to NAME created since --since."""
+    with Store(db_path) as store, refusals():
+        service = Subscribers(store, policy, utc_now)
+        subscriber = service.get(name)
+        # Only to size the bar: the service decides what it requeues.
+        expected = len(store.recoverable(subscriber.id, since, 0, -1))
+        with click.progressbar(length=expected, label=f"requeueing deliveries to {name}") as bar:
+            requeued = service.recover(name, since, progress=lambda done: bar.update(done - bar.pos))
+    click.echo(f"requeued {requeued} deliveries created since {since.isoformat()}")

@@ -1,0 +1,1 @@
+"""Deliver: sign events, guard destinations, send them over HTTP and schedule retries."""

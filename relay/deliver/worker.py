@@ -1,0 +1,174 @@
+"""The delivery worker: claims due deliveries, sends them, records every attempt and decides what next."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import anyio
+
+from relay.deliver.client import Attempt, Outcome, Sender
+from relay.deliver.retry import RetryPolicy
+from relay.deliver.signing import Signer
+from relay.store import Store
+from relay.store.records import Claim, Decision
+
+logger = logging.getLogger(__name__)
+
+#: A lease outlives the subscriber's timeout by this much, so a slow commit never looks like a crash.
+LEASE_MARGIN = timedelta(seconds=5)
+
+
+def decide(
+    claim: Claim,
+    attempt: Attempt,
+    now: datetime,
+    policy: RetryPolicy,
+    disable_after: timedelta,
+    rand: Callable[[], float],
+) -> Decision:
+    """What an attempt's outcome means for its delivery and its subscriber (pure, so tests are tables)."""
+    if attempt.outcome is Outcome.SUCCESS:
+        return Decision("delivered")
+    if attempt.outcome is Outcome.HTTP_410:
+        # Gone: stop sending at once. The delivery is held, not dropped, in case an operator resumes.
+        return Decision("pending", next_attempt_at=now, disable_reason="the endpoint answered 410 Gone")
+    schedule = policy if claim.retry_schedule is None else RetryPolicy(claim.retry_schedule, policy.jitter)
+    delay = schedule.next_delay(claim.failures + 1, attempt.retry_after, rand)
+    streak_limit = now - disable_after
+    if delay is None:
+        return Decision("dead", disable_if_failing_since=streak_limit)
+    return Decision("pending", next_attempt_at=now + timedelta(seconds=delay), disable_if_failing_since=streak_limit)
+
+
+class DeliveryWorker:
+    """Runs until cancelled; one slow or dead subscriber never holds up another (per-subscriber limits)."""
+
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        policy: RetryPolicy,
+        clock: Callable[[], datetime],
+        *,
+        capacity: int = 256,
+        poll_interval: float = 1.0,
+        disable_after: timedelta = timedelta(days=5),
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._policy = policy
+        self._clock = clock
+        self._capacity = capacity
+        self._poll_interval = poll_interval
+        self._disable_after = disable_after
+        self._rand = rand
+        self._wake = anyio.Event()
+        self._in_flight = 0
+        self._stopping = False
+        self._idle = anyio.Event()
+
+    def wake(self) -> None:
+        """New deliveries were committed, or a subscriber changed: look for work now."""
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, and give attempts in flight up to ``grace`` seconds to finish and be recorded.
+
+        Whatever is still in flight after that keeps its lease and is retried after a restart.
+        """
+        self._stopping = True
+        self._wake.set()
+        with anyio.move_on_after(grace):
+            while self._in_flight:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            while not self._stopping:
+                self._wake = anyio.Event()
+                claims = await self._claim()
+                for claim in claims:
+                    self._in_flight += 1
+                    tasks.start_soon(self._deliver, claim)
+                if claims:
+                    continue  # there may be more due than one claim takes
+                await self._sleep()
+
+    async def _claim(self) -> list[Claim]:
+        free = self._capacity - self._in_flight
+        if free <= 0 or self._stopping:
+            return []
+        try:
+            return await self._store.claim(self._clock(), LEASE_MARGIN, free)
+        except Exception:  # a locked or failing database must not kill the worker: try again later
+            logger.exception("claiming deliveries failed", extra={"action": "claim_failed"})
+            return []
+
+    async def _sleep(self) -> None:
+        """Until woken, or the next delivery is due, or the poll interval passes (work from other processes)."""
+        delay = self._poll_interval
+        try:
+            due = await self._store.next_due()
+        except Exception:
+            logger.exception("reading the next due time failed", extra={"action": "next_due_failed"})
+            due = None
+        if due is not None:
+            until_due = (due - self._clock()).total_seconds()
+            # Due already but nothing claimable: subscribers are at their limit; a finishing delivery wakes us.
+            if until_due > 0:
+                delay = min(delay, until_due)
+        with anyio.move_on_after(delay):
+            await self._wake.wait()
+
+    async def run_once(self) -> int:
+        """Claim everything due now and deliver it, waiting for the attempts (for tests and tools)."""
+        claims = await self._claim()
+        async with anyio.create_task_group() as tasks:
+            for claim in claims:
+                self._in_flight += 1
+                tasks.start_soon(self._deliver, claim)
+        return len(claims)
+
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            started = self._clock()
+            headers = Signer(claim.secrets).headers(claim.event_id, int(started.timestamp()), claim.body)
+            attempt = await self._sender.send(claim.url, claim.body, headers, timeout=claim.timeout)
+            finished = self._clock()
+            decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
+            disabled = await self._store.finish(claim, attempt, decision, started, finished)
+            self._log(claim, attempt, decision, disabled)
+        except Exception:
+            # The lease expires and the delivery is retried: at least once, never lost.
+            logger.exception("delivery %d failed unexpectedly", claim.delivery_id, extra={"action": "deliver_error"})
+        finally:
+            self._in_flight -= 1
+            self._wake.set()
+            self._idle.set()
+
+    def _log(self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None) -> None:
+        fields = {
+            "action": "delivery_attempt",
+            "event_id": claim.event_id,
+            "subscriber": claim.subscriber,
+            "outcome": attempt.outcome.value,
+            "delivery_id": claim.delivery_id,
+        }
+        logger.info(
+            "delivery %d to %s: %s (%s) -> %s",
+            claim.delivery_id,
+            claim.subscriber,
+            attempt.outcome.value,
+            attempt.status or attempt.error,
+            decision.state,
+            extra=fields,
+        )
+        if decision.state == "dead":
+            logger.warning("delivery %d is dead: retries exhausted", claim.delivery_id, extra=fields)
+        if disabled:
+            logger.warning("subscriber %s disabled: %s", claim.subscriber, disabled, extra=fields)

@@ -1,0 +1,108 @@
+"""Subscribers: who gets events, how they are signed, how hard we try."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from relay.deliver.signing import mask_secret
+from relay.outbox.filters import Filter
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+DEFAULT_TIMEOUT = 15.0
+DEFAULT_MAX_IN_FLIGHT = 8
+
+
+class SubscriberState(StrEnum):
+    ENABLED = "enabled"
+    #: Held by an operator: deliveries wait, nothing is lost.
+    PAUSED = "paused"
+    #: Held by the gateway (410 Gone, or failing for too long): deliveries wait until resumed.
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One downstream endpoint and everything about how events reach it."""
+
+    id: int
+    name: str
+    url: str
+    secret: str
+    filter: Filter
+    state: SubscriberState = SubscriberState.ENABLED
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    timeout: float = DEFAULT_TIMEOUT
+    #: None means the gateway's schedule.
+    retry_schedule: tuple[float, ...] | None = None
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    disabled_reason: str | None = None
+    failing_since: datetime | None = None
+    created_at: datetime | None = None
+    source: str = "api"
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The current secret, then the previous one while its grace period lasts."""
+        secrets = [self.secret]
+        if self.previous_secret and self.previous_secret_expires_at and now < self.previous_secret_expires_at:
+            secrets.append(self.previous_secret)
+        return secrets
+
+    def public(self, *, reveal_secret: bool = False) -> dict[str, Any]:
+        """The JSON the API and CLI show: the secret masked unless it was just created."""
+        return {
+            "name": self.name,
+            "url": self.url,
+            "state": self.state.value,
+            "secret": self.secret if reveal_secret else mask_secret(self.secret),
+            "types": list(self.filter.types),
+            "filters": dict(self.filter.match),
+            "max_in_flight": self.max_in_flight,
+            "timeout": self.timeout,
+            "retry_schedule": list(self.retry_schedule) if self.retry_schedule is not None else None,
+            "disabled_reason": self.disabled_reason,
+            "failing_since": self.failing_since.isoformat() if self.failing_since else None,
+            "previous_secret_expires_at": (
+                self.previous_secret_expires_at.isoformat() if self.previous_secret_expires_at else None
+            ),
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class SubscriberSpec:
+    """What a user asks for when creating a subscriber (CLI, API or the TOML config)."""
+
+    name: str
+    url: str
+    secret: str
+    filter: Filter
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    timeout: float = DEFAULT_TIMEOUT
+    retry_schedule: tuple[float, ...] | None = None
+    source: str = "api"
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_limits(self.max_in_flight, self.timeout, self.retry_schedule)
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise ValueError("a subscriber name is 1-63 characters of a-z, 0-9, '.', '_' and '-', starting alphanumeric")
+    return name
+
+
+def check_limits(max_in_flight: int, timeout: float, schedule: Sequence[float] | None) -> None:
+    if not 1 <= max_in_flight <= 256:
+        raise ValueError("max_in_flight must be from 1 to 256")
+    if not 0 < timeout <= 120:
+        raise ValueError("timeout must be more than 0 and at most 120 seconds")
+    if schedule is not None and (not schedule or any(delay < 0 for delay in schedule)):
+        raise ValueError("a retry schedule is a non-empty list of non-negative seconds")

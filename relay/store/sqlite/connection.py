@@ -1,0 +1,80 @@
+"""Connections, migrations and transaction control."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import sqlite_utils
+
+from relay.settings import Durability
+from relay.store.migrations import migrations
+
+
+def connect(path: Path, durability: Durability = "normal", busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """Open a connection in autocommit mode; transactions are explicit (BEGIN IMMEDIATE).
+
+    ``busy_timeout`` is how long to wait for a lock another process holds before giving up.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode loses nothing on a process crash; FULL adds an fsync per commit for power loss.
+    conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    migrations.apply(sqlite_utils.Database(conn))
+
+
+def begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def savepoint(conn: sqlite3.Connection) -> None:
+    conn.execute("SAVEPOINT item")
+
+
+def release(conn: sqlite3.Connection) -> None:
+    conn.execute("RELEASE item")
+
+
+def rollback_to_savepoint(conn: sqlite3.Connection) -> None:
+    conn.execute("ROLLBACK TO item")
+    conn.execute("RELEASE item")
+
+
+def check_writable(conn: sqlite3.Connection, at: datetime) -> None:
+    """Write one row, so that a read-only file or a full disk shows up."""
+    conn.execute("INSERT OR REPLACE INTO heartbeat(id, at) VALUES (1, ?)", (iso(at),))
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def to_json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str, at: datetime) -> str:
+    """Keep the first value ever stored under ``name``; later calls return it."""
+    conn.execute(
+        "INSERT INTO secrets(name, value, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        (name, candidate, iso(at)),
+    )
+    row = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+    return str(row["value"])

@@ -1,0 +1,197 @@
+"""Recording callbacks: the raw body, job and workflow state, and the quarantine."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from relay.errors import Rejected
+from relay.outbox.events import events_for
+from relay.store.records import IngestResult, Received
+from relay.store.sqlite.connection import iso, to_json
+from relay.store.sqlite.outbox import fan_out
+from relay.validate.callback import Callback, JobState, Timestamp, WorkflowRun
+
+
+def record_callback(conn: sqlite3.Connection, received: Received, callback: Callback, gateway: str) -> IngestResult:
+    """Store the raw callback, every new job state, workflow state and NonExistJobIds set it carries, and
+    the events and deliveries they make (transactional outbox: if this commits, the events exist)."""
+    at = iso(received.received_at)
+    callback_id = _insert_callback(conn, received, callback, at)
+    new_items: list[str] = []
+    for job in callback.jobs:
+        if _claim_item(conn, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
+            _record_job(conn, job, callback_id, at)
+            new_items.append(job.dedup_key)
+    for run in callback.workflows:
+        if _claim_item(conn, run.dedup_key, "workflow", run.run_id, run.state, callback_id, at):
+            _record_workflow(conn, run, callback_id, at)
+            new_items.append(run.dedup_key)
+    key = callback.nonexistent_dedup_key
+    if key and _claim_item(conn, key, "nonexistent", None, None, callback_id, at):
+        conn.executemany(
+            "INSERT INTO nonexistent_job_ids(job_id, callback_id, received_at) VALUES (?, ?, ?)",
+            [(job_id, callback_id, at) for job_id in callback.nonexistent_job_ids],
+        )
+        new_items.append(key)
+    if not new_items:
+        conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = ?", (callback_id,))
+        return IngestResult(callback_id, "duplicate", (), 0)
+    events = events_for(callback, set(new_items), gateway, received.received_at)
+    deliveries = fan_out(conn, events, callback_id, received.received_at)
+    return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
+
+
+def _insert_callback(conn: sqlite3.Connection, received: Received, callback: Callback, at: str) -> int:
+    cursor = conn.execute(
+        "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
+        " dedup_key, body, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?, 0)",
+        (
+            at,
+            received.source_addr,
+            received.content_type,
+            received.format,
+            len(received.body),
+            callback.event_name,
+            " ".join(callback.dedup_keys),
+            received.body,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _claim_item(
+    conn: sqlite3.Connection,
+    key: str,
+    kind: str,
+    subject: str | None,
+    state: str | None,
+    callback_id: int,
+    at: str,
+) -> bool:
+    cursor = conn.execute(
+        "INSERT INTO items(dedup_key, kind, subject, state, callback_id, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(dedup_key) DO NOTHING",
+        (key, kind, subject, state, callback_id, at),
+    )
+    return cursor.rowcount == 1
+
+
+def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:
+    return (stamp.iso, stamp.raw) if stamp else (None, None)
+
+
+def _record_job(conn: sqlite3.Connection, job: JobState, callback_id: int, at: str) -> None:
+    end, end_raw = _times(job.end_time)
+    conn.execute(
+        "INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw, received_at, callback_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (job.job_id, job.state, job.code, job.message, end, end_raw, at, callback_id),
+    )
+    # Callbacks can arrive out of order: the row keeps the state with the latest EndTime.
+    conn.execute(
+        "INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
+        " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
+        " end_time_raw, detail, first_seen_at, updated_at, callback_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, tag = excluded.tag,"
+        " queue_id = excluded.queue_id, code = excluded.code, message = excluded.message,"
+        " bucket = excluded.bucket, object_key = excluded.object_key, region = excluded.region,"
+        " workflow_run_id = excluded.workflow_run_id, creation_time = excluded.creation_time,"
+        " creation_time_raw = excluded.creation_time_raw, start_time = excluded.start_time,"
+        " start_time_raw = excluded.start_time_raw, end_time = excluded.end_time,"
+        " end_time_raw = excluded.end_time_raw, detail = excluded.detail, updated_at = excluded.updated_at,"
+        " callback_id = excluded.callback_id"
+        " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time",
+        (
+            job.job_id,
+            job.state,
+            job.tag,
+            job.queue_id,
+            job.code,
+            job.message,
+            job.bucket,
+            job.object_key,
+            job.region,
+            job.workflow_run_id,
+            *_times(job.creation_time),
+            *_times(job.start_time),
+            end,
+            end_raw,
+            to_json(job.detail),
+            at,
+            at,
+            callback_id,
+        ),
+    )
+
+
+def _record_workflow(conn: sqlite3.Connection, run: WorkflowRun, callback_id: int, at: str) -> None:
+    conn.execute(
+        "INSERT INTO workflow_states(run_id, state, received_at, callback_id) VALUES (?, ?, ?, ?)",
+        (run.run_id, run.state, at, callback_id),
+    )
+    conn.execute(
+        "INSERT INTO workflow_runs(run_id, workflow_id, workflow_name, state, bucket, object_key, create_time,"
+        " create_time_raw, detail, first_seen_at, updated_at, callback_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(run_id) DO UPDATE SET workflow_id = excluded.workflow_id,"
+        " workflow_name = excluded.workflow_name, state = excluded.state, bucket = excluded.bucket,"
+        " object_key = excluded.object_key, create_time = excluded.create_time,"
+        " create_time_raw = excluded.create_time_raw, detail = excluded.detail,"
+        " updated_at = excluded.updated_at, callback_id = excluded.callback_id",
+        (
+            run.run_id,
+            run.workflow_id,
+            run.workflow_name,
+            run.state,
+            run.bucket,
+            run.object_key,
+            *_times(run.create_time),
+            to_json(run.detail),
+            at,
+            at,
+            callback_id,
+        ),
+    )
+    conn.execute("DELETE FROM workflow_tasks WHERE run_id = ?", (run.run_id,))
+    conn.executemany(
+        "INSERT INTO workflow_tasks(run_id, position, job_id, type, name, state, create_time, end_time, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                run.run_id,
+                position,
+                task.get("JobId"),
+                task.get("Type"),
+                task.get("Name"),
+                task.get("State"),
+                task.get("CreateTime"),
+                task.get("EndTime"),
+                to_json(task),
+            )
+            for position, task in enumerate(run.tasks)
+        ],
+    )
+
+
+def record_rejection(conn: sqlite3.Connection, received: Received, error: Rejected, prefix_limit: int) -> int:
+    """Quarantine a refused body: reason, size, type, source and a bounded prefix."""
+    cursor = conn.execute(
+        "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, outcome, reason,"
+        " error_path, body, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            iso(received.received_at),
+            received.source_addr,
+            received.content_type,
+            received.format,
+            len(received.body),
+            error.outcome,
+            error.detail if error.rule is None else f"{error.detail}: {error.rule}",
+            error.path,
+            received.body[:prefix_limit],
+            int(len(received.body) > prefix_limit),
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid

@@ -1,0 +1,227 @@
+"""Reads for the API and CLI: jobs, workflows, raw callbacks."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from relay.store.records import Page
+
+_JOB_COLUMNS = (
+    "job_id, state, tag, queue_id, code, message, bucket, object_key, region, workflow_run_id,"
+    " creation_time, creation_time_raw, start_time, start_time_raw, end_time, end_time_raw,"
+    " first_seen_at, updated_at, callback_id"
+)
+
+
+def _job_json(row: sqlite3.Row, *, with_detail: bool) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "job_id": row["job_id"],
+        "state": row["state"],
+        "tag": row["tag"],
+        "queue_id": row["queue_id"],
+        "code": row["code"],
+        "message": row["message"],
+        "input": {"bucket": row["bucket"], "object": row["object_key"], "region": row["region"]},
+        "workflow_run_id": row["workflow_run_id"],
+        "creation_time": row["creation_time"],
+        "start_time": row["start_time"],
+        "end_time": row["end_time"],
+        "times_as_sent": {
+            "creation_time": row["creation_time_raw"],
+            "start_time": row["start_time_raw"],
+            "end_time": row["end_time_raw"],
+        },
+        "first_seen_at": row["first_seen_at"],
+        "updated_at": row["updated_at"],
+    }
+    if with_detail:
+        job["detail"] = orjson.loads(row["detail"])
+    return job
+
+
+def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS}, detail FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    job = _job_json(row, with_detail=True)
+    job["history"] = [
+        dict(state)
+        for state in conn.execute(
+            "SELECT state, code, message, end_time, end_time_raw, received_at, callback_id"
+            " FROM job_states WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+    ]
+    return job
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    *,
+    state: str | None = None,
+    tag: str | None = None,
+    queue_id: str | None = None,
+    since: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """Jobs, most recently updated first; ``cursor`` comes from the previous page."""
+    conditions = [_where("state = ?", state), _where("tag = ?", tag), _where("queue_id = ?", queue_id)]
+    conditions.append(_where("updated_at >= ?", since))
+    if cursor is not None:
+        callback_id, _, job_id = cursor.partition(":")
+        # Several jobs can share a callback, so the cursor names both halves of the sort key.
+        conditions.append(
+            (
+                "(callback_id < ? OR (callback_id = ? AND job_id > ?))",
+                (int(callback_id), int(callback_id), job_id),
+            )
+        )
+    where, params = _join(conditions)
+    rows = conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    last = rows[limit - 1] if len(rows) > limit else None
+    return Page(
+        [_job_json(row, with_detail=False) for row in rows[:limit]],
+        f"{last['callback_id']}:{last['job_id']}" if last is not None else None,
+    )
+
+
+def get_workflow(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM workflow_runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    run = {key: row[key] for key in row.keys() if key not in ("detail", "callback_id")}
+    run["detail"] = orjson.loads(row["detail"])
+    run["tasks"] = [
+        {key: task[key] for key in task.keys() if key not in ("run_id", "detail")}
+        for task in conn.execute("SELECT * FROM workflow_tasks WHERE run_id = ? ORDER BY position", (run_id,))
+    ]
+    run["history"] = [
+        dict(state)
+        for state in conn.execute(
+            "SELECT state, received_at, callback_id FROM workflow_states WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+    ]
+    return run
+
+
+_CALLBACK_COLUMNS = (
+    "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
+    " dedup_key, body_truncated"
+)
+
+
+def list_callbacks(
+    conn: sqlite3.Connection, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """Recent raw callbacks, quarantined ones included, newest first. ``outcome=rejected`` means all refused."""
+    conditions: list[Condition]
+    if outcome == "rejected":
+        conditions = [("outcome NOT IN ('accepted', 'duplicate')", ())]
+    else:
+        conditions = [_where("outcome = ?", outcome)]
+    conditions.append(_where("id < ?", None if cursor is None else int(cursor)))
+    where, params = _join(conditions)
+    rows = conn.execute(
+        f"SELECT {_CALLBACK_COLUMNS}, substr(body, 1, 4096) AS body_prefix FROM callbacks{where}"
+        " ORDER BY id DESC LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    items = []
+    for row in rows[:limit]:
+        item = {key: row[key] for key in row.keys() if key != "body_prefix"}
+        item["body_truncated"] = bool(row["body_truncated"])
+        item["body_prefix"] = bytes(row["body_prefix"] or b"").decode("utf-8", "replace")
+        items.append(item)
+    return Page(items, str(rows[limit - 1]["id"]) if len(rows) > limit else None)
+
+
+def get_callback_body(conn: sqlite3.Connection, callback_id: int) -> bytes | None:
+    row = conn.execute("SELECT body FROM callbacks WHERE id = ?", (callback_id,)).fetchone()
+    return None if row is None else bytes(row["body"])
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row counts of the tables tests and operators look at."""
+    tables = (
+        "callbacks",
+        "items",
+        "jobs",
+        "job_states",
+        "workflow_runs",
+        "workflow_tasks",
+        "nonexistent_job_ids",
+    )
+    return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
+
+
+Condition = tuple[str, tuple[object, ...]] | None
+
+
+def _where(clause: str, value: object) -> Condition:
+    """A filter that applies only when its value was given."""
+    return None if value is None else (clause, (value,))
+
+
+def _join(conditions: Iterable[Condition]) -> tuple[str, list[object]]:
+    given = [condition for condition in conditions if condition is not None]
+    params = [param for _, values in given for param in values]
+    return (" WHERE " + " AND ".join(clause for clause, _ in given) if given else ""), params
+
+
+_DELIVERY_COLUMNS = (
+    "d.id, d.event_id, e.type AS event_type, e.subject, s.name AS subscriber, d.state, d.attempts, d.failures,"
+    " d.next_attempt_at, d.last_outcome, d.last_status, d.created_at, d.updated_at, d.delivered_at"
+)
+_DELIVERY_JOINS = " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
+
+
+def list_deliveries(
+    conn: sqlite3.Connection,
+    *,
+    subscriber: str | None = None,
+    state: str | None = None,
+    event_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """Deliveries, newest first."""
+    where, params = _join(
+        [
+            _where("s.name = ? AND s.removed_at IS NULL", subscriber),
+            _where("d.state = ?", state),
+            _where("d.event_id = ?", event_id),
+            _where("d.id < ?", None if cursor is None else int(cursor)),
+        ]
+    )
+    rows = conn.execute(
+        f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ?", (*params, limit + 1)
+    ).fetchall()
+    return Page([dict(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
+
+
+def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_JOINS} WHERE d.id = ?", (delivery_id,)).fetchone()
+    if row is None:
+        return None
+    delivery = dict(row)
+    delivery["attempts_log"] = [
+        {
+            **{key: attempt[key] for key in attempt.keys() if key != "response_body"},
+            "response_body": bytes(attempt["response_body"] or b"").decode("utf-8", "replace"),
+        }
+        for attempt in conn.execute(
+            "SELECT id, started_at, duration, outcome, status, error, response_body, trigger FROM attempts"
+            " WHERE delivery_id = ? ORDER BY id",
+            (delivery_id,),
+        )
+    ]
+    return delivery

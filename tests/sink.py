@@ -1,0 +1,98 @@
+"""A subscriber for tests: a real Starlette app on loopback that records every request it gets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from standardwebhooks.webhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+EVENT_SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "cloudevent.schema.json").read_text())
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+@dataclass
+class Sink:
+    """Routes: ``/ok``, ``/fail`` (500), ``/gone`` (410), ``/redirect`` (302), ``/throttle`` (429, Retry-After),
+    ``/hang`` (never answers), ``/flaky/N`` (500 for the first N requests, then 200), ``/slow/SECONDS``."""
+
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failing: dict[str, int] = field(default_factory=dict)
+
+    def app(self) -> Starlette:
+        async def handle(request: Request) -> Response:
+            body = await request.body()
+            path = request.url.path
+            with self.lock:
+                self.requests.append(Received(path, dict(request.headers), body, time.monotonic()))
+            kind, _, arg = path.strip("/").partition("/")
+            if kind == "ok":
+                return Response(status_code=204)
+            if kind == "fail":
+                return Response("boom", status_code=500)
+            if kind == "gone":
+                return Response(status_code=410)
+            if kind == "redirect":
+                return Response(status_code=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+            if kind == "throttle":
+                return Response(status_code=429, headers={"Retry-After": arg or "1"})
+            if kind == "hang":
+                await asyncio.sleep(3600)
+            if kind == "flaky":
+                with self.lock:
+                    seen = self.failing[path] = self.failing.get(path, 0) + 1
+                return Response(status_code=500 if seen <= int(arg) else 200)
+            if kind == "slow":
+                await asyncio.sleep(float(arg))
+                return Response(status_code=200)
+            return Response(status_code=404)
+
+        return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])
+
+    def to(self, path: str) -> list[Received]:
+        with self.lock:
+            return [request for request in self.requests if request.path == path]
+
+    def wait_for(self, path: str, count: int, timeout: float = 20.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.to(path)
+            if len(got) >= count:
+                return got
+            time.sleep(0.02)
+        raise AssertionError(f"{path}: expected {count} requests, got {len(self.to(path))}")
+
+
+def verify(request: Received, secret: str) -> dict[str, Any]:
+    """Check a delivery the way a subscriber would: official Standard Webhooks library, then the event schema."""
+    payload = Webhook(secret).verify(request.body, request.headers)
+    assert request.headers["content-type"] == "application/cloudevents+json"
+    jsonschema.validate(request.event, EVENT_SCHEMA, format_checker=jsonschema.FormatChecker())
+    assert request.event["id"] == request.webhook_id
+    return dict(payload)

@@ -1,0 +1,133 @@
+"""The command line: serve's first start, validate, jobs, and an installed wheel."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from relay.cli import main
+from tests.conftest import DATA
+from tests.live import ProcessServer
+
+SAMPLES = sorted((DATA / "samples").glob("*.xml"))
+ROOT = Path(__file__).parent.parent
+
+
+def test_first_start_generates_tokens_prints_the_callback_url_and_keeps_them(tmp_path: Path) -> None:
+    db = tmp_path / "relay.db"
+    server = ProcessServer(db).start()
+    output = server.stop()
+    match = re.search(r"Callback URL for the COS console: (\S+)\?token=(\S+)", output)
+    assert match, output
+    token = match.group(2)
+    admin = re.search(r"Admin API token \(Authorization: Bearer \.\.\.\): (\S+)", output)
+    assert admin
+    again = ProcessServer(db).start()
+    try:
+        body = SAMPLES[0].read_bytes()
+        headers = {"Content-Type": "application/xml"}
+        assert httpx.post(f"{again.url}/cos/callback?token={token}", content=body, headers=headers).status_code == 200
+        assert httpx.post(f"{again.url}/cos/callback?token=x", content=body, headers=headers).status_code == 401
+        api = httpx.get(f"{again.url}/api/callbacks", headers={"Authorization": f"Bearer {admin.group(1)}"})
+        assert api.status_code == 200
+    finally:
+        second_output = again.stop()
+    assert token not in second_output  # later starts do not print the secret again
+    assert "cos-relay tokens" in second_output
+
+
+def test_tokens_command_shows_the_stored_tokens(tmp_path: Path) -> None:
+    db = tmp_path / "relay.db"
+    first = CliRunner().invoke(main, ["tokens", "--db", str(db)])
+    second = CliRunner().invoke(main, ["tokens", "--db", str(db)])
+    assert first.exit_code == 0
+    assert first.output == second.output
+    assert "callback_token: " in first.output
+
+
+def test_insecure_no_token_accepts_callbacks_without_a_token_and_warns(tmp_path: Path) -> None:
+    server = ProcessServer(tmp_path / "relay.db", args=("--insecure-no-token",)).start()
+    try:
+        response = httpx.post(
+            f"{server.url}/cos/callback", content=SAMPLES[0].read_bytes(), headers={"Content-Type": "text/xml"}
+        )
+        assert response.status_code == 200
+    finally:
+        output = server.stop()
+    assert "insecure" in output.lower()
+
+
+def test_validate_exits_zero_for_valid_files() -> None:
+    result = CliRunner().invoke(main, ["validate", *map(str, SAMPLES)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": valid") == len(SAMPLES)
+
+
+def test_validate_exits_one_with_path_precise_errors() -> None:
+    result = CliRunner().invoke(main, ["validate", str(DATA / "bad" / "invalid_state.xml"), str(SAMPLES[0])])
+    assert result.exit_code == 1
+    assert "invalid (422)" in result.output
+    assert "/Response/JobsDetail" in result.output
+    assert "Exploded" in result.output
+    bad = CliRunner().invoke(main, ["validate", str(DATA / "bad" / "xxe_external_entity.xml")])
+    assert bad.exit_code == 1
+    assert "400" in bad.output
+
+
+def test_jobs_lists_and_shows_what_the_api_returns(tmp_path: Path) -> None:
+    db = tmp_path / "relay.db"
+    server = ProcessServer(db, args=("--callback-token", "t", "--admin-token", "a")).start()
+    try:
+        for sample in SAMPLES:
+            httpx.post(f"{server.url}/cos/callback?token=t", content=sample.read_bytes())
+        listing = CliRunner().invoke(main, ["jobs", "--db", str(db), "--state", "Failed"])
+        assert listing.exit_code == 0, listing.output
+        assert listing.output.splitlines()[0].split() == ["job_id", "state", "tag", "end_time", "object"]
+        assert all(" Failed " in line for line in listing.output.splitlines()[1:])
+        shown = CliRunner().invoke(main, ["jobs", "--db", str(db), "show", "j7c12d4be4c935a96bfe3fb23d1a491e9"])
+        assert shown.exit_code == 0, shown.output
+        assert "Success" in shown.output
+        assert "history:" in shown.output
+        missing = CliRunner().invoke(main, ["jobs", "--db", str(db), "show", "j0"])
+        assert missing.exit_code == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_installed_wheel_works_from_any_directory(tmp_path: Path) -> None:
+    """`pip install .` (not editable) gives a cos-relay that finds its XSD inside the package."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    environ = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(ROOT)], check=True, env=environ, timeout=600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [str(env_dir / "bin" / "cos-relay"), "validate", str(SAMPLES[0])],
+        cwd=elsewhere,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    located = subprocess.run(
+        [str(python), "-c", "from relay.validate.schema import schema_path; print(schema_path())"],
+        cwd=elsewhere,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(env_dir) in located.stdout
+    assert sys.prefix not in located.stdout

@@ -1,0 +1,541 @@
+"""`cos-relay subscribers` and `cos-relay deliveries` on a real SQLite file, alone and next to a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from relay.app import utc_now
+from relay.cli import main
+from relay.cli.subscribers import SHOWN_ONCE
+from relay.deliver.client import Attempt, Outcome
+from relay.deliver.signing import generate_secret
+from relay.deliver.worker import LEASE_MARGIN
+from relay.store import Store
+from relay.store.records import Decision, IngestResult, Received
+from relay.validate.callback import callback_from_document
+from relay.validate.parse import new_xml_parser, parse
+from relay.validate.schema import CallbackSchema
+from tests.conftest import DATA
+from tests.live import ProcessServer, ThreadServer
+
+#: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
+PUBLIC_URL = "https://8.8.8.8/hooks/cos"
+TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
+SAMPLE_JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "relay.db"
+
+
+def cli(db: Path, *args: str, env: Mapping[str, str | None] | None = None) -> Result:
+    """Run ``cos-relay ARGS --db DB`` in-process; RELAY_ALLOW_NETWORKS is unset unless ``env`` sets it."""
+    environment: dict[str, str | None] = {"RELAY_ALLOW_NETWORKS": None, "RELAY_DB": None, **(env or {})}
+    return CliRunner().invoke(main, [*args, "--db", str(db)], env=environment)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def failed(result: Result, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def field(output: str, name: str) -> str:
+    """The value of ``name`` in `show`-style ``name  value`` output."""
+    match = re.search(rf"^{re.escape(name)}\s+(.*)$", output, re.MULTILINE)
+    assert match, f"no {name!r} in:\n{output}"
+    return match.group(1).strip()
+
+
+def job_body(number: int) -> bytes:
+    """The transcode sample with a distinct JobId: one new job state, so one event."""
+    return TRANSCODE.replace(SAMPLE_JOB_ID, f"j{number:032x}".encode())
+
+
+def ingest(db: Path, *bodies: bytes) -> list[IngestResult]:
+    """Record callbacks through the Store API, exactly as the endpoint does: events and deliveries included."""
+    schema, parser = CallbackSchema.load(), new_xml_parser()
+
+    async def record(store: Store) -> list[IngestResult]:
+        results = []
+        for body in bodies:
+            callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
+            received = Received(utc_now(), "127.0.0.1", "application/xml", body, "xml")
+            results.append(await store.record_callback(received, callback))
+        return results
+
+    with Store(db) as store:
+        return asyncio.run(record(store))
+
+
+def fail_for_good(db: Path) -> list[int]:
+    """Claim every due delivery and record one failed attempt that makes it dead; returns their ids."""
+    attempt = Attempt(Outcome.HTTP_5XX, 500, 0.05, None, b"boom", None)
+
+    async def kill(store: Store) -> list[int]:
+        now = utc_now()
+        claims = await store.claim(now, LEASE_MARGIN, 100)
+        for claim in claims:
+            await store.finish(claim, attempt, Decision("dead"), now, utc_now())
+        return [claim.delivery_id for claim in claims]
+
+    with Store(db) as store:
+        return asyncio.run(kill(store))
+
+
+def delivery_ids(output: str) -> list[int]:
+    """The id column of `deliveries list` output."""
+    return [int(line.split()[0]) for line in output.splitlines()[1:]]
+
+
+def add_hook(db: Path, *extra: str, name: str = "hook") -> str:
+    return ok(cli(db, "subscribers", "add", name, "--url", PUBLIC_URL, *extra))
+
+
+# -- add, list, show ---------------------------------------------------------------------------------
+
+
+def test_add_prints_the_secret_once_and_list_and_show_only_mask_it(db: Path) -> None:
+    output = add_hook(db, "--type", "cos.job.*", "--filter", "tag=Transcode", "--filter", "object_prefix=uploads/")
+    secret = field(output, "secret")
+    assert secret.startswith("whsec_")
+    assert len(secret) > 40
+    assert SHOWN_ONCE in output
+    assert field(output, "url") == PUBLIC_URL
+    assert field(output, "state") == "enabled"
+    assert field(output, "types") == "cos.job.*"
+    assert field(output, "filters") == "tag=Transcode,object_prefix=uploads/"
+    assert field(output, "source") == "cli"
+
+    listing = ok(cli(db, "subscribers", "list"))
+    header, row = listing.splitlines()
+    assert header.split() == ["name", "state", "url", "types", "filters", "secret"]
+    assert row.split() == [
+        "hook",
+        "enabled",
+        PUBLIC_URL,
+        "cos.job.*",
+        "tag=Transcode,object_prefix=uploads/",
+        f"{secret[:10]}…",
+    ]
+
+    shown = ok(cli(db, "subscribers", "show", "hook"))
+    assert field(shown, "secret") == f"{secret[:10]}…"
+    for output_without_secret in (listing, shown):
+        assert secret not in output_without_secret
+        assert secret[10:20] not in output_without_secret
+        assert SHOWN_ONCE not in output_without_secret
+
+
+def test_add_keeps_a_given_secret_and_the_delivery_settings(db: Path) -> None:
+    secret = generate_secret()
+    output = add_hook(
+        db, "--secret", secret, "--max-in-flight", "1", "--timeout", "2.5", "--retry-schedule", "5,30,300"
+    )
+    assert field(output, "secret") == secret
+    shown = ok(cli(db, "subscribers", "show", "hook"))
+    assert field(shown, "max_in_flight") == "1"
+    assert field(shown, "timeout") == "2.5"
+    assert field(shown, "retry_schedule") == "5.0,30.0,300.0"
+    assert field(shown, "types") == "*"
+    assert field(shown, "filters") == "-"
+
+
+def test_list_on_an_empty_database_says_so(db: Path) -> None:
+    assert ok(cli(db, "subscribers", "list")).strip() == "no subscribers"
+
+
+def test_adding_a_taken_name_fails_with_a_clear_message(db: Path) -> None:
+    add_hook(db)
+    output = failed(cli(db, "subscribers", "add", "hook", "--url", "https://8.8.4.4/other"))
+    assert "Error: a subscriber named 'hook' already exists" in output
+    assert field(ok(cli(db, "subscribers", "show", "hook")), "url") == PUBLIC_URL
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://8.8.8.8/hook", "scheme 'ftp' is not http or https"),
+        ("http://10.0.0.1/", "10.0.0.1 is private"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is link-local"),
+        ("http://127.0.0.1:9/hook", "127.0.0.1 is loopback"),
+        ("http://user:pw@8.8.8.8/hook", "must not carry credentials"),
+    ],
+)
+def test_urls_that_are_not_public_http_are_refused(db: Path, url: str, reason: str) -> None:
+    output = failed(cli(db, "subscribers", "add", "hook", "--url", url))
+    assert "Error: the URL is not allowed" in output
+    assert reason in output
+    assert ok(cli(db, "subscribers", "list")).strip() == "no subscribers"
+
+
+@pytest.mark.parametrize(
+    ("url", "networks"),
+    [("http://10.0.0.1/", "10.0.0.0/8"), ("http://169.254.169.254/", "169.254.169.254/32, 10.0.0.0/8")],
+)
+def test_private_addresses_are_accepted_when_allow_networks_covers_them(db: Path, url: str, networks: str) -> None:
+    assert (
+        field(ok(cli(db, "subscribers", "add", "by-option", "--url", url, "--allow-networks", networks)), "url") == url
+    )
+    by_env = cli(db, "subscribers", "add", "by-env", "--url", url, env={"RELAY_ALLOW_NETWORKS": networks})
+    assert field(ok(by_env), "url") == url
+
+
+def test_allow_networks_that_does_not_cover_the_address_still_refuses(db: Path) -> None:
+    output = failed(
+        cli(db, "subscribers", "add", "hook", "--url", "http://10.0.0.1/", "--allow-networks", "10.1.0.0/16")
+    )
+    assert "10.0.0.1 is private" in output
+
+
+def test_a_malformed_allow_list_is_a_usage_error(db: Path) -> None:
+    output = failed(cli(db, "subscribers", "add", "hook", "--url", PUBLIC_URL, "--allow-networks", "10.0.0.1/8"), 2)
+    assert "--allow-networks" in output
+    assert "has host bits set" in output
+
+
+@pytest.mark.parametrize(
+    ("pair", "reason"),
+    [
+        ("tag", "filter 'tag' is not KEY=VALUE"),
+        ("=Transcode", "filter '=Transcode' is not KEY=VALUE"),
+        ("colour=red", "unknown filter key(s) ['colour']"),
+    ],
+)
+def test_filters_that_do_not_parse_are_refused(db: Path, pair: str, reason: str) -> None:
+    output = failed(cli(db, "subscribers", "add", "hook", "--url", PUBLIC_URL, "--filter", pair))
+    assert f"Error: {reason}" in output
+    assert ok(cli(db, "subscribers", "list")).strip() == "no subscribers"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "reason"),
+    [
+        (("--retry-schedule", "5,soon"), 2, "retry delay 'soon' is not a number of seconds"),
+        (("--max-in-flight", "0"), 1, "max_in_flight must be from 1 to 256"),
+        (("--timeout", "600"), 1, "timeout must be more than 0 and at most 120 seconds"),
+        (("--secret", "not base64!"), 1, "webhook secret is not valid base64"),
+    ],
+)
+def test_bad_delivery_settings_are_refused(db: Path, args: tuple[str, ...], code: int, reason: str) -> None:
+    assert reason in failed(cli(db, "subscribers", "add", "hook", "--url", PUBLIC_URL, *args), code)
+
+
+def test_a_bad_name_is_refused(db: Path) -> None:
+    output = failed(cli(db, "subscribers", "add", "Bad Name", "--url", PUBLIC_URL))
+    assert "a subscriber name is 1-63 characters" in output
+
+
+# -- pause, resume, rotate, remove -------------------------------------------------------------------
+
+
+def test_pause_and_resume_change_the_state_show_reports(db: Path) -> None:
+    add_hook(db)
+    assert ok(cli(db, "subscribers", "pause", "hook")).strip() == "hook: paused"
+    assert field(ok(cli(db, "subscribers", "show", "hook")), "state") == "paused"
+    assert " paused " in ok(cli(db, "subscribers", "list"))
+    assert ok(cli(db, "subscribers", "resume", "hook")).strip() == "hook: enabled"
+    assert field(ok(cli(db, "subscribers", "show", "hook")), "state") == "enabled"
+
+
+@pytest.mark.parametrize("command", ["show", "pause", "resume", "remove", "rotate-secret"])
+def test_commands_on_an_unknown_name_fail_with_exit_1(db: Path, command: str) -> None:
+    assert "Error: no subscriber is named 'nope'" in failed(cli(db, "subscribers", command, "nope"))
+
+
+def test_rotate_secret_prints_the_new_secret_once_and_when_the_old_one_stops_signing(db: Path) -> None:
+    old = field(add_hook(db), "secret")
+    before = utc_now()
+    output = ok(cli(db, "subscribers", "rotate-secret", "hook"))
+    new = field(output, "new secret:")
+    assert new.startswith("whsec_")
+    assert new != old
+    assert SHOWN_ONCE in output
+    until = field(output, "the previous secret keeps signing until")
+    shown = ok(cli(db, "subscribers", "show", "hook"))
+    assert field(shown, "previous_secret_expires_at") == until
+    # The default grace: a day (generous bounds; only the order of magnitude matters).
+    assert timedelta(hours=23) < datetime.fromisoformat(until) - before < timedelta(hours=25)
+    assert field(shown, "secret") == f"{new[:10]}…"
+    assert new not in shown
+    assert old not in shown
+
+
+def test_rotate_secret_accepts_a_given_secret_and_grace(db: Path) -> None:
+    add_hook(db)
+    secret = generate_secret()
+    output = ok(cli(db, "subscribers", "rotate-secret", "hook", "--secret", secret, "--grace", "0"))
+    assert field(output, "new secret:") == secret
+    assert "not valid base64" in failed(cli(db, "subscribers", "rotate-secret", "hook", "--secret", "%%%"))
+
+
+def test_remove_reports_the_cancelled_deliveries_and_forgets_the_name(db: Path) -> None:
+    add_hook(db)
+    add_hook(db, name="other")
+    ingest(db, job_body(1), job_body(2))
+    assert ok(cli(db, "subscribers", "remove", "hook")).strip() == "removed hook; cancelled 2 pending deliveries"
+    assert [line.split()[0] for line in ok(cli(db, "subscribers", "list")).splitlines()[1:]] == ["other"]
+    assert len(delivery_ids(ok(cli(db, "deliveries", "list", "--state", "cancelled")))) == 2
+    assert len(delivery_ids(ok(cli(db, "deliveries", "list", "--subscriber", "other", "--state", "pending")))) == 2
+    # The name is free again.
+    add_hook(db)
+
+
+# -- deliveries --------------------------------------------------------------------------------------
+
+
+def test_deliveries_list_filters_by_subscriber_state_and_event(db: Path) -> None:
+    add_hook(db)
+    add_hook(db, "--type", "cos.workflow.*", name="workflows-only")
+    [result] = ingest(db, TRANSCODE)
+    assert result.deliveries == 1
+    assert ok(cli(db, "deliveries", "list", "--subscriber", "workflows-only")).strip() == "no deliveries"
+
+    listing = ok(cli(db, "deliveries", "list"))
+    header, row = listing.splitlines()
+    assert header.split() == [
+        "id",
+        "state",
+        "subscriber",
+        "event_type",
+        "subject",
+        "attempts",
+        "last_status",
+        "next_attempt_at",
+    ]
+    assert row.split()[1:7] == ["pending", "hook", "cos.job.succeeded", SAMPLE_JOB_ID.decode(), "0", "-"]
+
+    [delivery_id] = delivery_ids(listing)
+    event_id = field(ok(cli(db, "deliveries", "show", str(delivery_id))), "event_id")
+    assert delivery_ids(ok(cli(db, "deliveries", "list", "--event-id", event_id))) == [delivery_id]
+    assert ok(cli(db, "deliveries", "list", "--event-id", "nope")).strip() == "no deliveries"
+    assert ok(cli(db, "deliveries", "list", "--state", "dead")).strip() == "no deliveries"
+
+
+def test_deliveries_list_limit_takes_the_newest(db: Path) -> None:
+    add_hook(db)
+    ingest(db, *(job_body(number) for number in range(5)))
+    everything = delivery_ids(ok(cli(db, "deliveries", "list")))
+    assert everything == sorted(everything, reverse=True)
+    assert len(everything) == 5
+    assert delivery_ids(ok(cli(db, "deliveries", "list", "--limit", "2"))) == everything[:2]
+    assert "--limit" in failed(cli(db, "deliveries", "list", "--limit", "0"), 2)
+    assert "--state" in failed(cli(db, "deliveries", "list", "--state", "lost"), 2)
+
+
+def test_deliveries_show_includes_the_attempts_log(db: Path) -> None:
+    add_hook(db)
+    ingest(db, TRANSCODE)
+    [delivery_id] = delivery_ids(ok(cli(db, "deliveries", "list")))
+    fresh = ok(cli(db, "deliveries", "show", str(delivery_id)))
+    assert field(fresh, "state") == "pending"
+    assert "attempts: none yet" in fresh
+
+    assert fail_for_good(db) == [delivery_id]
+    shown = ok(cli(db, "deliveries", "show", str(delivery_id)))
+    assert field(shown, "id") == str(delivery_id)
+    assert field(shown, "state") == "dead"
+    assert field(shown, "subscriber") == "hook"
+    assert field(shown, "last_status") == "500"
+    log = shown.split("attempts:\n", 1)[1].splitlines()
+    assert log[0].split() == ["started_at", "trigger", "outcome", "status", "duration", "error"]
+    assert log[1].split()[1:5] == ["first", "http_5xx", "500", "0.05"]
+
+
+def test_deliveries_show_and_retry_of_an_unknown_id_fail(db: Path) -> None:
+    add_hook(db)
+    assert "Error: no delivery has id 42" in failed(cli(db, "deliveries", "show", "42"))
+    assert "Error: no delivery has id 42" in failed(cli(db, "deliveries", "retry", "42"))
+    assert "'x' is not a valid integer" in failed(cli(db, "deliveries", "show", "x"), 2)
+    assert "is not in the range" in failed(cli(db, "deliveries", "retry", str(2**64)), 2)
+
+
+def test_deliveries_retry_queues_a_dead_delivery_again(db: Path) -> None:
+    add_hook(db)
+    ingest(db, TRANSCODE)
+    [delivery_id] = fail_for_good(db)
+    output = ok(cli(db, "deliveries", "retry", str(delivery_id)))
+    assert output.strip() == f"delivery {delivery_id} to hook queued again (pending)"
+    assert delivery_ids(ok(cli(db, "deliveries", "list", "--state", "pending"))) == [delivery_id]
+
+    # The next attempt will say it was asked for by hand.
+    async def trigger(store: Store) -> str:
+        [claim] = await store.claim(utc_now(), LEASE_MARGIN, 10)
+        return claim.trigger
+
+    with Store(db) as store:
+        assert asyncio.run(trigger(store)) == "manual"
+
+
+def test_deliveries_retry_refuses_a_cancelled_delivery(db: Path) -> None:
+    add_hook(db)
+    ingest(db, TRANSCODE)
+    [delivery_id] = delivery_ids(ok(cli(db, "deliveries", "list")))
+    ok(cli(db, "subscribers", "remove", "hook"))
+    output = failed(cli(db, "deliveries", "retry", str(delivery_id)))
+    assert f"Error: delivery {delivery_id} is in flight or cancelled" in output
+
+
+# -- recover -----------------------------------------------------------------------------------------
+
+
+def test_recover_requeues_dead_deliveries_with_a_progress_bar(db: Path) -> None:
+    add_hook(db)
+    add_hook(db, name="other")
+    ingest(db, *(job_body(number) for number in range(3)))
+    assert len(fail_for_good(db)) == 6
+
+    output = ok(cli(db, "subscribers", "recover", "hook", "--since", "2h"))
+    assert "requeueing deliveries to hook" in output  # the progress bar's label (no tty: label only)
+    assert re.search(r"^requeued 3 deliveries created since \d{4}-\d\d-\d\dT", output, re.MULTILINE)
+    pending = ok(cli(db, "deliveries", "list", "--state", "pending"))
+    assert len(delivery_ids(pending)) == 3
+    assert all(line.split()[2] == "hook" for line in pending.splitlines()[1:])
+    assert len(delivery_ids(ok(cli(db, "deliveries", "list", "--subscriber", "other", "--state", "dead")))) == 3
+
+
+@pytest.mark.parametrize("since", ["90s", "30m", "7d", "2000-01-01T00:00:00Z", "2000-01-01T08:00:00+08:00"])
+def test_recover_accepts_durations_and_iso_instants(db: Path, since: str) -> None:
+    add_hook(db)
+    ingest(db, TRANSCODE)
+    fail_for_good(db)
+    assert "requeued 1 deliveries" in ok(cli(db, "subscribers", "recover", "hook", "--since", since))
+
+
+def test_recover_compares_an_instant_with_an_offset_in_utc(db: Path) -> None:
+    add_hook(db)
+    ingest(db, TRANSCODE)
+    fail_for_good(db)
+    # An hour ago, written in UTC+8: its local clock reads 7 hours *after* now in UTC.
+    since = (utc_now() - timedelta(hours=1)).astimezone(timezone(timedelta(hours=8))).isoformat()
+    assert "requeued 1 deliveries" in ok(cli(db, "subscribers", "recover", "hook", "--since", since))
+
+
+def test_recover_leaves_deliveries_older_than_since_alone(db: Path) -> None:
+    add_hook(db)
+    ingest(db, TRANSCODE)
+    fail_for_good(db)
+    output = ok(cli(db, "subscribers", "recover", "hook", "--since", "2999-01-01T00:00:00Z"))
+    assert "requeued 0 deliveries" in output
+    assert ok(cli(db, "deliveries", "list", "--state", "pending")).strip() == "no deliveries"
+
+
+def test_recover_refuses_a_since_it_cannot_read_and_unknown_names(db: Path) -> None:
+    add_hook(db)
+    output = failed(cli(db, "subscribers", "recover", "hook", "--since", "yesterday"), 2)
+    assert "Invalid value for '--since'" in output
+    assert "since must look like 2h, 30m, 7d or an ISO-8601 instant" in output
+    assert "Missing option '--since'" in failed(cli(db, "subscribers", "recover", "hook"), 2)
+    assert "no subscriber is named 'nope'" in failed(cli(db, "subscribers", "recover", "nope", "--since", "2h"))
+
+
+# -- the command line itself -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", ["subscribers", "deliveries"])
+def test_every_command_and_option_is_documented(group: str) -> None:
+    command_group = main.commands[group]
+    assert isinstance(command_group, click.Group)
+    for command in command_group.commands.values():
+        assert command.help, command.name
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{group} {command.name} {param.opts}"
+    assert ok(CliRunner().invoke(main, [group, "--help"]))
+
+
+# -- next to a running server ------------------------------------------------------------------------
+
+
+class Recorder:
+    """A subscriber on loopback that answers 204 and counts what it got."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self._lock = threading.Lock()
+
+        async def hook(request: Request) -> Response:
+            body = await request.body()
+            with self._lock:
+                self.bodies.append(body)
+            return Response(status_code=204)
+
+        self.server = ThreadServer(Starlette(routes=[Route("/hook", hook, methods=["POST"])]))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.bodies)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    subscriber = Recorder()
+    subscriber.server.start()
+    yield subscriber
+    subscriber.server.stop()
+
+
+def test_the_cli_manages_subscribers_while_the_server_runs_on_the_same_database(db: Path, recorder: Recorder) -> None:
+    loopback = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
+    server = ProcessServer(db, args=("--callback-token", "t", "--admin-token", "a"), env=loopback).start()
+    try:
+        admin = {"Authorization": "Bearer a"}
+        url = f"{recorder.server.url}/hook"
+
+        def post(body: bytes) -> None:
+            response = httpx.post(f"{server.url}/cos/callback?token=t", content=body, timeout=30)
+            assert response.status_code == 200, response.text
+
+        ok(cli(db, "subscribers", "add", "live", "--url", url, env=loopback))
+        # The server sees the CLI's subscriber at once: its next callback fans out to it, and it is delivered.
+        post(job_body(1))
+        wait_until(lambda: recorder.count() == 1)
+        wait_until(lambda: "delivered" in ok(cli(db, "deliveries", "list", "--subscriber", "live")))
+
+        ok(cli(db, "subscribers", "pause", "live"))
+        state = httpx.get(f"{server.url}/api/subscribers/live", headers=admin, timeout=30).json()["state"]
+        assert state == "paused"
+        # Paused: the next event is held, not sent.
+        post(job_body(2))
+        held = delivery_ids(ok(cli(db, "deliveries", "list", "--state", "pending")))
+        assert len(held) == 1
+        # Resumed from the CLI: the running server notices within its poll interval and delivers it.
+        ok(cli(db, "subscribers", "resume", "live"))
+        wait_until(lambda: recorder.count() == 2)
+        wait_until(lambda: field(ok(cli(db, "deliveries", "show", str(held[0]))), "state") == "delivered")
+        # And a change made through the server's API shows in the CLI.
+        patched = httpx.patch(
+            f"{server.url}/api/subscribers/live", json={"types": ["cos.workflow.*"]}, headers=admin, timeout=30
+        )
+        assert patched.status_code == 200, patched.text
+        assert field(ok(cli(db, "subscribers", "show", "live")), "types") == "cos.workflow.*"
+    finally:
+        server.stop()
