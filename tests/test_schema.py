@@ -10,10 +10,9 @@ import pytest
 from lxml import etree
 from xmlschema import XMLSchemaImportWarning
 
-from relay.validate.errors import SchemaViolation, Violation
+from relay.validate.errors import SchemaViolation, UnsupportedSchema, Violation
 from relay.validate.jsontree import MAX_DEPTH, json_to_tree
 from relay.validate.schema import CallbackSchema, schema_path
-from relay.validate.simple import UnsupportedSchema
 
 DATA = Path(__file__).parent / "data"
 
@@ -535,6 +534,14 @@ def test_hostile_xsi_type_is_refused_by_the_reference_instead_of_crashing(schema
     assert not schema.reference_is_valid(root)
     assert schema.explain(root)
     assert "not allowed" in rejection(schema, root).rule
+
+
+def test_absurdly_deep_hand_built_trees_are_refused_not_crashed(schema: CallbackSchema) -> None:
+    root = parse(job("<Operation/>"))
+    node = found(root, "JobsDetail/Operation")
+    for _ in range(5000):
+        node = etree.SubElement(node, "Nested")
+    assert rejection(schema, root).rule == "document nested too deeply"
 
 
 def test_schema_violation_needs_at_least_one_violation() -> None:

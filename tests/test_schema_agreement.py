@@ -187,7 +187,7 @@ def swap(root: etree._Element, data: st.DataObject) -> None:
 
 
 def retext(root: etree._Element, data: st.DataObject) -> None:
-    leaves = [el for el in _elements(root) if len(el) == 0]
+    leaves = [el for el in _elements(root) if not any(isinstance(child.tag, str) for child in el)]
     _set_text(leaves[data.draw(st.integers(0, len(leaves) - 1))], data.draw(TEXTS))
 
 

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from relay.api import params
 from relay.api.params import BadParameter
 from relay.errors import Rejected
-from relay.outbox.manage import Subscribers, UnknownSubscriber
+from relay.outbox.manage import Subscribers, UnknownSubscriber, check_options
 from relay.store import Store
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -66,13 +66,12 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
 
     async def create_subscriber(request: Request) -> Response:
         body = await _body(request)
-        name, url = body.pop("name", None), body.pop("url", None)
-        if not isinstance(name, str) or not isinstance(url, str):
+        name = body.pop("name", None)
+        if not isinstance(name, str) or not isinstance(body.get("url"), str):
             raise BadParameter("name and url are required strings")
-        allowed = {"secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule"}
-        if set(body) - allowed:
-            raise BadParameter(f"unknown field(s): {', '.join(sorted(set(body) - allowed))}")
-        created = await call(lambda: subscribers.add(name, url, **body))
+        options = check_options(body)
+        url = options.pop("url")
+        created = await call(lambda: subscribers.add(name, url, **options))
         # The only response that ever shows the secret.
         return JSONResponse(created.public(reveal_secret=True), status_code=201)
 
@@ -81,8 +80,10 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         return JSONResponse(found.public())
 
     async def update_subscriber(request: Request) -> Response:
-        body = await _body(request)
-        updated = await call(subscribers.update, request.path_params["name"], body)
+        changes = check_options(await _body(request))
+        if "secret" in changes:
+            raise BadParameter("change a secret with POST /api/subscribers/{name}/rotate-secret")
+        updated = await call(subscribers.update, request.path_params["name"], changes)
         return JSONResponse(updated.public())
 
     async def delete_subscriber(request: Request) -> Response:
@@ -96,8 +97,8 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         return JSONResponse((await call(subscribers.resume, request.path_params["name"])).public())
 
     async def rotate(request: Request) -> Response:
-        body = await _body(request)
-        rotated = await call(subscribers.rotate_secret, request.path_params["name"], body.get("secret"))
+        secret = check_options(await _body(request)).get("secret")
+        rotated = await call(subscribers.rotate_secret, request.path_params["name"], secret)
         return JSONResponse(rotated.public(reveal_secret=True))
 
     async def recover(request: Request) -> Response:
@@ -120,7 +121,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
 
     def delivery_id(request: Request) -> int:
         raw = request.path_params["id"]
-        if not raw.isdigit():
+        if not raw.isdigit() or int(raw) >= 2**63:
             raise BadParameter("a delivery id is a number")
         return int(raw)
 

@@ -106,7 +106,9 @@ def serve(
 ) -> None:
     """Run the gateway (uvicorn) on the embedded defaults unless told otherwise."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(
+    # Settings without an option of their own (RELAY_GATEWAY_ID, RELAY_POLL_INTERVAL, ...) come from the
+    # environment, as they do in worker processes; the options override the rest.
+    settings = Settings.from_env(os.environ).replace(
         host=host,
         port=port,
         db_path=db_path,
@@ -114,7 +116,7 @@ def serve(
         admin_token=admin_token,
         insecure_no_token=insecure_no_token,
         max_body=max_body,
-        durability=durability,  # type: ignore[arg-type]
+        durability=durability,
         workers=workers,
         public_url=public_url,
         config_path=config_path,

@@ -112,18 +112,22 @@ class DeliveryWorker:
     async def _sleep(self) -> None:
         """Until woken, or the next delivery is due, or the poll interval passes (work from other processes)."""
         delay = self._poll_interval
-        try:
-            due = await self._store.next_due()
-        except Exception:
-            logger.exception("reading the next due time failed", extra={"action": "next_due_failed"})
-            due = None
+        # With attempts in flight, the next one to finish wakes us; only an idle worker needs the due time.
+        due = None if self._in_flight else await self._next_due()
         if due is not None:
             until_due = (due - self._clock()).total_seconds()
-            # Due already but nothing claimable: subscribers are at their limit; a finishing delivery wakes us.
+            # Due already but not claimable means subscribers are at their limit: wait for a wake-up.
             if until_due > 0:
                 delay = min(delay, until_due)
         with anyio.move_on_after(delay):
             await self._wake.wait()
+
+    async def _next_due(self) -> datetime | None:
+        try:
+            return await self._store.next_due()
+        except Exception:
+            logger.exception("reading the next due time failed", extra={"action": "next_due_failed"})
+            return None
 
     async def run_once(self) -> int:
         """Claim everything due now and deliver it, waiting for the attempts (for tests and tools)."""

@@ -109,14 +109,17 @@ class Subscribers:
         url: str,
         *,
         secret: str | None = None,
-        types: Sequence[str] = (),
+        types: Sequence[str] | None = None,
         filters: Mapping[str, str] | Sequence[str] = (),
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         timeout: float = DEFAULT_TIMEOUT,
         retry_schedule: Sequence[float] | None = None,
         source: str = "api",
     ) -> Subscriber:
-        """Create a subscriber. The returned value carries the secret: show it once, then only masked."""
+        """Create a subscriber. The returned value carries the secret: show it once, then only masked.
+
+        ``types`` None means every event type.
+        """
         vet_destination(self._policy, url)
         try:
             if secret is not None:
@@ -231,51 +234,101 @@ class Subscribers:
     def apply_config(self, path: Path) -> list[str]:
         """Make the subscribers defined in a TOML file exist as written (declarative).
 
+        The whole file is checked before anything changes, so a bad entry changes nothing.
         Subscribers the file defined before and no longer lists are removed; ones created by the CLI
-        or API are left alone. Returns a line per change, for the log.
+        or API are left alone unless the file names them. Returns a line per change, for the log.
         """
         try:
             document = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BadSubscriber(f"cannot read {path}: {exc}") from None
         entries = document.get("subscribers", [])
-        if not isinstance(entries, list):
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
             raise BadSubscriber("`subscribers` must be an array of tables ([[subscribers]])")
-        changes: list[str] = []
-        wanted: set[str] = set()
+        checked: dict[str, dict[str, Any]] = {}
         for entry in entries:
-            changes.append(self._apply_entry(entry))
-            wanted.add(entry["name"])
+            name = entry.get("name")
+            if not isinstance(name, str) or not isinstance(entry.get("url"), str):
+                raise BadSubscriber("every [[subscribers]] entry needs a name and a url (strings)")
+            if name in checked:
+                raise BadSubscriber(f"{name}: defined twice")
+            options = {key: value for key, value in entry.items() if key != "name"}
+            try:
+                checked[name] = check_options(options)
+            except BadSubscriber as exc:
+                raise BadSubscriber(f"{name}: {exc.detail}") from None
+            vet_destination(self._policy, entry["url"])
+        changes = [self._apply_entry(name, options) for name, options in checked.items()]
         for subscriber in self.all():
-            if subscriber.source == "config" and subscriber.name not in wanted:
+            if subscriber.source == "config" and subscriber.name not in checked:
                 self.remove(subscriber.name)
                 changes.append(f"removed {subscriber.name}")
         return changes
 
-    def _apply_entry(self, entry: Mapping[str, Any]) -> str:
-        known = {"name", "url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule"}
-        if not isinstance(entry.get("name"), str) or not isinstance(entry.get("url"), str):
-            raise BadSubscriber("every [[subscribers]] entry needs a name and a url")
-        if set(entry) - known:
-            raise BadSubscriber(f"{entry['name']}: unknown key(s) {sorted(set(entry) - known)}")
-        settings: dict[str, Any] = {
-            "types": list(entry.get("types", ["*"])),
-            "filters": dict(entry.get("filters", {})),
-            "max_in_flight": int(entry.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)),
-            "timeout": float(entry.get("timeout", DEFAULT_TIMEOUT)),
-            "retry_schedule": entry.get("retry_schedule"),
+    def _apply_entry(self, name: str, options: dict[str, Any]) -> str:
+        secret = options.pop("secret", None)
+        settings = {
+            "types": ["*"],
+            "filters": {},
+            "max_in_flight": DEFAULT_MAX_IN_FLIGHT,
+            "timeout": DEFAULT_TIMEOUT,
+            "retry_schedule": None,
+            **options,
         }
-        existing = self._store.get_subscriber(entry["name"])
+        existing = self._store.get_subscriber(name)
         if existing is None:
-            self.add(entry["name"], entry["url"], secret=entry.get("secret"), source="config", **settings)
-            return f"added {entry['name']}"
-        self.update(entry["name"], {"url": entry["url"], "source": "config", **settings})
-        if entry.get("secret") and entry["secret"] != existing.secret:
-            self.rotate_secret(entry["name"], entry["secret"])
-        return f"updated {entry['name']}"
+            url = settings.pop("url")
+            self.add(name, url, secret=secret, source="config", **settings)
+            return f"added {name}"
+        self.update(name, {**settings, "source": "config"})
+        if secret and secret != existing.secret:
+            self.rotate_secret(name, secret)
+        return f"updated {name}"
 
 
-def _filter(types: Sequence[str], filters: Mapping[str, str] | Sequence[str]) -> Filter:
+#: The options a subscriber definition may carry (JSON body or TOML entry), besides its name.
+OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule")
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Type-check user-written subscriber options, with messages a user understands."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise BadSubscriber(f"unknown field(s): {', '.join(sorted(unknown))}")
+    checked = dict(options)
+    if "types" in checked and isinstance(checked["types"], str):
+        checked["types"] = [checked["types"]]  # one type written as a plain string
+    rules: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "url": (lambda v: isinstance(v, str), "a string"),
+        "secret": (lambda v: isinstance(v, str), "a string (whsec_...)"),
+        "types": (
+            lambda v: isinstance(v, list) and bool(v) and all(isinstance(t, str) for t in v),
+            "a list of event types",
+        ),
+        "filters": (
+            lambda v: (
+                isinstance(v, dict | list)
+                and all(isinstance(x, str) for x in (v.values() if isinstance(v, dict) else v))
+            ),
+            "an object of strings or a list of KEY=VALUE strings",
+        ),
+        "max_in_flight": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+        "timeout": (number, "a number of seconds"),
+        "retry_schedule": (lambda v: v is None or (isinstance(v, list) and all(map(number, v))), "a list of seconds"),
+    }
+    for key, value in checked.items():
+        valid, expected = rules[key]
+        if not valid(value):
+            raise BadSubscriber(f"{key} must be {expected}")
+    return checked
+
+
+def _filter(types: Sequence[str] | None, filters: Mapping[str, str] | Sequence[str]) -> Filter:
+    types = ("*",) if types is None else tuple(types)
     if isinstance(filters, Mapping):
-        return Filter(tuple(types) or ("*",), dict(filters))
+        return Filter(types, dict(filters))
     return Filter.parse(types, filters)

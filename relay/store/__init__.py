@@ -188,5 +188,11 @@ class Store:
     def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
         return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
 
+    def count_deliveries(self, state: str) -> int:
+        return self._read_sync(partial(queries.count_deliveries, state=state))
+
+    def event_bodies(self, limit: int) -> list[bytes]:
+        return self._read_sync(partial(queries.event_bodies, limit=limit))
+
     def counts(self) -> dict[str, int]:
         return self._read_sync(queries.counts)

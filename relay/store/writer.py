@@ -13,7 +13,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -96,6 +96,8 @@ class Writer:
         try:
             sql.begin(conn)
             for job in batch:
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # its caller gave up (cancelled) before the write started: skip it
                 sql.savepoint(conn)
                 try:
                     result = job.write(conn)
@@ -114,7 +116,10 @@ class Writer:
                 logger.exception("rollback failed")
             outcomes = [(job, None, exc) for job in batch]
         for job, result, error in outcomes:
-            if error is None:
-                job.future.set_result(result)
-            else:
-                job.future.set_exception(error)
+            try:
+                if error is None:
+                    job.future.set_result(result)
+                else:
+                    job.future.set_exception(error)
+            except InvalidStateError:
+                pass  # cancelled by its caller meanwhile; nobody is waiting for the answer

@@ -16,8 +16,10 @@ from xmlschema import XMLSchema11
 from xmlschema.validators import XsdAnyElement, XsdComplexType, XsdElement, XsdGroup
 
 from relay.validate.assertions import CONTENT_ASSERTIONS, SUBTREE_ASSERTIONS
-from relay.validate.model import ChildSpec, CompiledSchema, ComplexSpec, Policy
-from relay.validate.simple import XS, SimpleCompiler, UnsupportedSchema
+from relay.validate.errors import UnsupportedSchema
+from relay.validate.lexical import XS
+from relay.validate.model import OTHER, ChildSpec, CompiledSchema, ComplexSpec, Policy
+from relay.validate.simple import SimpleCompiler
 
 
 def compile_schema(schema: XMLSchema11) -> CompiledSchema:
@@ -102,6 +104,7 @@ class _Compiler:
                 child.simple.convert if child.simple is not None else None,
                 child.simple.empty if child.simple is not None else None,
                 child.many,
+                child.simple.kind if child.simple is not None else OTHER,
             )
             for child in spec.children.values()
         }

@@ -29,3 +29,7 @@ class SchemaViolation(Exception):
 
     def __str__(self) -> str:
         return str(self.violations[0])
+
+
+class UnsupportedSchema(Exception):
+    """The XSD uses a construct the fast-path compiler does not implement (raised by load())."""

@@ -6,13 +6,24 @@ str; `keys()` is the cheapest attribute probe lxml offers; paths are only comput
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from lxml import etree
 
 from relay.validate.errors import SchemaViolation, Violation
-from relay.validate.model import EMPTY, ChildSpec, CompiledSchema, ComplexSpec, Invalid, describe
+from relay.validate.model import (
+    DECIMAL,
+    EMPTY,
+    INTEGER,
+    TEXT,
+    ChildSpec,
+    CompiledSchema,
+    ComplexSpec,
+    Invalid,
+    describe,
+)
 
 _MISSING: Any = object()
 
@@ -31,6 +42,7 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
     root_spec = compiled.root
     empty = EMPTY
     invalid = Invalid
+    inf = math.inf
 
     def walk(el: etree._Element, spec: ComplexSpec) -> Any:
         if el.keys():
@@ -58,7 +70,7 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
                     has_empty = True
                 _merge(out, tag, value)
                 continue
-            sub, conv, blank, many = entry
+            sub, conv, blank, many, kind = entry
             if sub is not None:
                 value = walk(child, sub)
                 if value is empty:
@@ -73,13 +85,18 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
                         has_empty = True
                     elif value.__class__ is invalid:
                         raise _Fault(child, value.rule)
-                elif conv is None:
+                elif kind == TEXT:
                     value = text
+                # Inline fast cases: plain ASCII digits provably match the integer / decimal
+                # lexical pattern (see SimpleSpec); anything unusual goes through `conv`.
+                elif kind == INTEGER and text.isdigit() and text.isascii() and len(text) < 4000:
+                    value = int(text)
+                elif kind == DECIMAL and text.isascii() and text.replace(".", "", 1).isdigit():
+                    value = float(text)
+                    if value == inf:
+                        value = _convert(child, conv, text)  # raises "out of range"
                 else:
-                    try:
-                        value = conv(text)
-                    except Invalid as err:
-                        raise _Fault(child, err.rule) from None
+                    value = _convert(child, conv, text)
                     if value is empty:
                         has_empty = True
             if many:
@@ -148,9 +165,19 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
         except _Fault as fault:
             path = element_path(fault.element, root, root_spec)
             raise SchemaViolation((Violation(path, fault.rule),)) from None
+        except RecursionError:
+            # Only reachable for trees built by hand: parsers without huge_tree stop at depth 256.
+            raise SchemaViolation((Violation(f"/{tag}", "document nested too deeply"),)) from None
         return value if isinstance(value, dict) else {}
 
     return convert
+
+
+def _convert(child: etree._Element, conv: Any, text: str) -> Any:
+    try:
+        return conv(text)
+    except Invalid as err:
+        raise _Fault(child, err.rule) from None
 
 
 def _merge(out: dict[str, Any], tag: str, value: Any) -> None:

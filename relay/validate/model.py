@@ -40,13 +40,24 @@ Converter = Callable[[str], object]
 ContentCheck = Callable[[Mapping[str, object]], str | None]
 
 
+# How the walker treats a leaf before calling its converter. TEXT: plain xs:string, the text is
+# the value. INTEGER / DECIMAL: the type is exactly the XSD lexical integer / decimal pattern on
+# xs:integer / xs:decimal, so ASCII digits (with one dot for decimals) are known to match it and
+# are converted inline; anything else goes through the converter. OTHER: always the converter.
+TEXT: Final = 0
+INTEGER: Final = 1
+DECIMAL: Final = 2
+OTHER: Final = 3
+
+
 @dataclass(frozen=True, slots=True)
 class SimpleSpec:
     name: str
-    # None: plain xs:string without facets, the text is the value (no call on the hot path).
+    # None only for TEXT.
     convert: Converter | None
     # Precomputed outcome for an empty element ("" text): a value, EMPTY, or the Invalid to raise.
     empty: object
+    kind: int = OTHER
 
 
 @dataclass(slots=True, eq=False)
@@ -62,11 +73,11 @@ class ComplexSpec:
     open: bool = False
     checks: tuple[tuple[str, ContentCheck], ...] = ()
     # Hot-path view of `children`: name -> (complex spec | None, converter | None, empty outcome,
-    # many). For a simple child, converter None means plain xs:string (the text is the value).
+    # many, leaf kind). See SimpleSpec.
     table: dict[str, Entry] = field(default_factory=dict)
 
 
-Entry = tuple["ComplexSpec | None", Converter | None, object, bool]
+Entry = tuple["ComplexSpec | None", Converter | None, object, bool, int]
 
 
 @dataclass(frozen=True, slots=True)

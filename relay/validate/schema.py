@@ -17,10 +17,10 @@ from xmlschema import XMLSchema11, XMLSchemaException
 import relay
 from relay.validate import explain, fastpath
 from relay.validate.compiler import compile_schema
-from relay.validate.errors import SchemaViolation, Violation
+from relay.validate.errors import SchemaViolation, UnsupportedSchema, Violation
 from relay.validate.model import CompiledSchema
 
-__all__ = ["CallbackSchema", "SchemaViolation", "Violation", "schema_path"]
+__all__ = ["CallbackSchema", "SchemaViolation", "UnsupportedSchema", "Violation", "schema_path"]
 
 
 def schema_path(name: str = "cos-callback.xsd") -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -63,6 +63,9 @@ def check_writable(conn: sqlite3.Connection, at: datetime) -> None:
 
 
 def iso(moment: datetime) -> str:
+    """The stored form of an instant: UTC, fixed width, so text order is time order (naive means UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -314,7 +314,10 @@ def finish(
         ),
     )
     if delivered:
-        conn.execute("UPDATE subscribers SET failing_since = NULL WHERE id = ?", (claim.subscriber_id,))
+        conn.execute(
+            "UPDATE subscribers SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+            (claim.subscriber_id,),
+        )
         return None
     conn.execute(
         "UPDATE subscribers SET failing_since = coalesce(failing_since, ?) WHERE id = ?", (stamp, claim.subscriber_id)

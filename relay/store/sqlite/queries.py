@@ -225,3 +225,12 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] |
         )
     ]
     return delivery
+
+
+def count_deliveries(conn: sqlite3.Connection, state: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM deliveries WHERE state = ?", (state,)).fetchone()[0])
+
+
+def event_bodies(conn: sqlite3.Connection, limit: int) -> list[bytes]:
+    """The serialized events, oldest first (benchmarks replay them)."""
+    return [bytes(row[0]) for row in conn.execute("SELECT body FROM events ORDER BY rowid LIMIT ?", (limit,))]

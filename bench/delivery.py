@@ -1,0 +1,148 @@
+"""Delivery throughput: drain N pending events to a local sink, against a raw aiohttp loop to the same sink.
+
+Run: python -m bench.delivery [--events 20000] [--concurrency 32] [--json PATH]
+
+Both sides run in this process, one after the other, against the same sink process, posting the
+same bodies with the same concurrency. The relay side includes what a real drain does: claiming
+leases in SQLite, Standard Webhooks signing, the HTTP POST through the SSRF-guarded sender, and
+recording every attempt and state change (group-committed by the single writer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import anyio
+
+from bench.process import free_port, running
+from relay.deliver.client import Sender
+from relay.deliver.retry import RetryPolicy
+from relay.deliver.signing import generate_secret
+from relay.deliver.ssrf import AddressPolicy
+from relay.deliver.worker import DeliveryWorker
+from relay.outbox.filters import Filter
+from relay.outbox.subscribers import SubscriberSpec
+from relay.store import Store
+from relay.store.records import Received
+from relay.validate.callback import callback_from_document
+from relay.validate.parse import new_xml_parser, parse
+from relay.validate.schema import CallbackSchema
+
+SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "samples" / "transcode_success.xml"
+JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
+
+
+@dataclass(frozen=True)
+class Result:
+    events: int
+    concurrency: int
+    raw_per_second: float
+    relay_per_second: float
+
+    @property
+    def ratio(self) -> float:
+        return self.relay_per_second / self.raw_per_second
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def fill(store: Store, events: int, url: str, concurrency: int) -> list[bytes]:
+    """Ingest ``events`` distinct callbacks for one subscriber; return the event bodies they made."""
+    store.add_subscriber(
+        SubscriberSpec(name="sink", url=url, secret=generate_secret(), filter=Filter(), max_in_flight=concurrency),
+        utc_now(),
+    )
+    schema, parser, template = CallbackSchema.load(), new_xml_parser(), SAMPLE.read_bytes()
+
+    async def ingest() -> None:
+        for start in range(0, events, 500):
+            batch = []
+            for number in range(start, min(start + 500, events)):
+                body = template.replace(JOB_ID, f"j{number:032x}".encode())
+                callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
+                batch.append(
+                    store.record_callback(Received(utc_now(), "127.0.0.1", "application/xml", body, "xml"), callback)
+                )
+            await asyncio.gather(*batch)
+
+    asyncio.run(ingest())
+    return store.event_bodies(limit=events)
+
+
+async def raw_loop(url: str, bodies: list[bytes], concurrency: int) -> float:
+    """The baseline: the same POSTs from a plain aiohttp session, no signing, no bookkeeping."""
+    queue = iter(bodies)
+    async with aiohttp.ClientSession() as session:
+
+        async def post_all() -> None:
+            for body in queue:
+                async with session.post(url, data=body, headers={"Content-Type": "application/cloudevents+json"}) as r:
+                    await r.read()
+                    assert r.status == 204
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post_all() for _ in range(concurrency)))
+        return len(bodies) / (time.perf_counter() - started)
+
+
+async def drain(store: Store, events: int) -> float:
+    sender = Sender(AddressPolicy.from_setting("127.0.0.0/8"))
+    await sender.start()
+    worker = DeliveryWorker(store, sender, RetryPolicy(), utc_now, capacity=256, poll_interval=0.05)
+    try:
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.run)
+            while store.count_deliveries("delivered") < events:  # noqa: ASYNC110 - the database has no event to await
+                await anyio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            await worker.stop(grace=5)
+            tasks.cancel_scope.cancel()
+    finally:
+        await sender.close()
+    return events / elapsed
+
+
+def measure(events: int, concurrency: int) -> Result:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    with (
+        running(["-m", "bench.sink", str(port)], port),
+        tempfile.TemporaryDirectory() as folder,
+        Store(Path(folder) / "bench.db") as store,
+    ):
+        bodies = fill(store, events, url, concurrency)
+        raw = asyncio.run(raw_loop(url, bodies, concurrency))
+        relay = asyncio.run(drain(store, events))
+    return Result(events, concurrency, raw, relay)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", type=Path)
+    options = parser.parse_args()
+    result = measure(options.events, options.concurrency)
+    print("| events | in flight | raw aiohttp loop (req/s) | cos-relay drain (req/s) | ratio |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| {result.events} | {result.concurrency} | {result.raw_per_second:,.0f} |"
+        f" {result.relay_per_second:,.0f} | {result.ratio:.2f} |"
+    )
+    if options.json:
+        options.json.write_text(json.dumps({**asdict(result), "ratio": result.ratio}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
