@@ -17,10 +17,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import anyio
+import anyio.to_thread
 
 from bench.process import free_port, running
 from relay.deliver.client import Sender
@@ -103,8 +105,9 @@ async def drain(store: Store, events: int) -> float:
         started = time.perf_counter()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(worker.run)
-            while store.count_deliveries("delivered") < events:  # noqa: ASYNC110 - the database has no event to await
-                await anyio.sleep(0.05)
+            delivered = partial(store.count_deliveries, "delivered")
+            while await anyio.to_thread.run_sync(delivered) < events:  # noqa: ASYNC110 - no event to await in SQLite
+                await anyio.sleep(0.1)
             elapsed = time.perf_counter() - started
             await worker.stop(grace=5)
             tasks.cancel_scope.cancel()

@@ -138,22 +138,28 @@ class DeliveryWorker:
                 tasks.start_soon(self._deliver, claim)
         return len(claims)
 
-    async def _deliver(self, claim: Claim) -> None:
+    async def _deliver(self, claim: Claim | None) -> None:
+        """Attempt ``claim``, then whatever next delivery of the same subscriber finishing it claimed."""
         try:
-            started = self._clock()
-            headers = Signer(claim.secrets).headers(claim.event_id, int(started.timestamp()), claim.body)
-            attempt = await self._sender.send(claim.url, claim.body, headers, timeout=claim.timeout)
-            finished = self._clock()
-            decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
-            disabled = await self._store.finish(claim, attempt, decision, started, finished)
-            self._log(claim, attempt, decision, disabled)
+            while claim is not None and not self._stopping:
+                claim = await self._attempt(claim)
         except Exception:
             # The lease expires and the delivery is retried: at least once, never lost.
-            logger.exception("delivery %d failed unexpectedly", claim.delivery_id, extra={"action": "deliver_error"})
+            logger.exception("delivery failed unexpectedly", extra={"action": "deliver_error"})
         finally:
             self._in_flight -= 1
             self._wake.set()
             self._idle.set()
+
+    async def _attempt(self, claim: Claim) -> Claim | None:
+        started = self._clock()
+        headers = Signer(claim.secrets).headers(claim.event_id, int(started.timestamp()), claim.body)
+        attempt = await self._sender.send(claim.url, claim.body, headers, timeout=claim.timeout)
+        finished = self._clock()
+        decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
+        disabled, following = await self._store.finish(claim, attempt, decision, started, finished, LEASE_MARGIN)
+        self._log(claim, attempt, decision, disabled)
+        return following
 
     def _log(self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None) -> None:
         fields = {

@@ -149,15 +149,28 @@ class Store:
     # -- the delivery worker ----------------------------------------------------------------------
 
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
-        return await self._writer.run(partial(outbox.claim, now=now, lease_margin=lease_margin, capacity=capacity))
+        return await self._writer.run(partial(outbox.claim_due, now=now, lease_margin=lease_margin, capacity=capacity))
 
     async def finish(
-        self, claim: Claim, attempt: Attempt, decision: Decision, started_at: datetime, at: datetime
-    ) -> str | None:
-        """Record an attempt; returns the reason when it disabled the subscriber."""
-        return await self._writer.run(
-            partial(outbox.finish, claim=claim, attempt=attempt, decision=decision, started_at=started_at, at=at)
+        self,
+        claim: Claim,
+        attempt: Attempt,
+        decision: Decision,
+        started_at: datetime,
+        at: datetime,
+        lease_margin: timedelta,
+    ) -> tuple[str | None, Claim | None]:
+        """Record an attempt; returns why it disabled the subscriber (if it did) and the next claim, if any."""
+        write = partial(
+            outbox.finish,
+            claim=claim,
+            attempt=attempt,
+            decision=decision,
+            started_at=started_at,
+            at=at,
+            lease_margin=lease_margin,
         )
+        return await self._writer.run(write)
 
     async def next_due(self) -> datetime | None:
         return await self._read(outbox.next_due)

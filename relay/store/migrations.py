@@ -206,6 +206,8 @@ def m002_outbox(db: Database) -> None:
     )
     db.table("deliveries").create_index(["event_id", "subscriber_id"], unique=True)
     db.table("deliveries").create_index(["subscriber_id", "state", "next_attempt_at"])
+    # (subscriber_id, state) is also ordered by id: the head of a strict-order queue, in-flight counts.
+    db.table("deliveries").create_index(["subscriber_id", "state"])
     db.table("deliveries").create_index(["state", "next_attempt_at"])
     db.table("attempts").create(
         {

@@ -98,6 +98,7 @@ class _Compiler:
         spec.required = tuple(required)
         spec.counted = tuple(counted)
         spec.checks = self._content_checks(name, xsd_type)
+        spec.constrained = bool(spec.required or spec.counted or spec.checks)
         spec.table = {
             child.name: (
                 child.complex,

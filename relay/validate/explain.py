@@ -23,10 +23,18 @@ def _mixed(root: etree._Element) -> list[etree._Element]:
     ]
 
 
+def _with_attributes(root: etree._Element) -> Any:
+    return root.xpath("descendant-or-self::*[@*]")
+
+
+def _namespaced(root: etree._Element) -> Any:
+    return root.xpath("descendant-or-self::*[namespace-uri() != '']")
+
+
 # The subtree assertions fail on the root; these find the elements that actually break them.
 _LOCATORS: Final[dict[str, Callable[[etree._Element], Any]]] = {
-    "empty(.//@*)": etree.XPath("descendant-or-self::*[@*]"),
-    "empty(.//*[namespace-uri() != ''])": etree.XPath("descendant-or-self::*[namespace-uri() != '']"),
+    "empty(.//@*)": _with_attributes,
+    "empty(.//*[namespace-uri() != ''])": _namespaced,
     "empty(.//*[* and text()[normalize-space()]])": _mixed,
 }
 

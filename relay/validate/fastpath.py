@@ -109,18 +109,8 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
                 raise _Fault(child, f"element {tag} may occur only once in {spec.name}")
             else:
                 out[tag] = value
-        for name in spec.required:
-            if name not in out:
-                raise _Fault(el, f"missing required element {name}")
-        for counted in spec.counted:
-            found = len(out.get(counted.name, ()))
-            upper = counted.max_occurs
-            if (found and found < counted.min_occurs) or (upper is not None and found > upper):
-                raise _Fault(el, f"element {counted.name} occurs {found} times, allowed {_range(counted)}")
-        for _test, check in spec.checks:
-            rule = check(out)
-            if rule is not None:
-                raise _Fault(el, rule)
+        if spec.constrained:
+            _finish(el, spec, out)
         if has_empty:
             out = _drop_empty(out)
         return out if out else empty
@@ -171,6 +161,22 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
         return value if isinstance(value, dict) else {}
 
     return convert
+
+
+def _finish(el: etree._Element, spec: ComplexSpec, out: dict[str, Any]) -> None:
+    """Occurrence and assertion checks once all children are known (empty ones still count)."""
+    for name in spec.required:
+        if name not in out:
+            raise _Fault(el, f"missing required element {name}")
+    for counted in spec.counted:
+        found = len(out.get(counted.name, ()))
+        upper = counted.max_occurs
+        if (found and found < counted.min_occurs) or (upper is not None and found > upper):
+            raise _Fault(el, f"element {counted.name} occurs {found} times, allowed {_range(counted)}")
+    for _test, check in spec.checks:
+        rule = check(out)
+        if rule is not None:
+            raise _Fault(el, rule)
 
 
 def _convert(child: etree._Element, conv: Any, text: str) -> Any:

@@ -72,6 +72,8 @@ class ComplexSpec:
     # True when a skip wildcard admits undeclared (no-namespace) children.
     open: bool = False
     checks: tuple[tuple[str, ContentCheck], ...] = ()
+    # Any of required / counted / checks: lets the walker skip three empty loops.
+    constrained: bool = False
     # Hot-path view of `children`: name -> (complex spec | None, converter | None, empty outcome,
     # many, leaf kind). See SimpleSpec.
     table: dict[str, Entry] = field(default_factory=dict)
@@ -107,6 +109,6 @@ class CompiledSchema:
 
 
 def describe(value: Any, limit: int = 60) -> str:
-    """repr() of a offending value, shortened for violation messages."""
+    """repr() of an offending value, shortened for violation messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
