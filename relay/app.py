@@ -9,10 +9,15 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import anyio.to_thread
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from relay import logs
 from relay.api.health import health_routes
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
@@ -21,6 +26,7 @@ from relay.deliver.client import Sender
 from relay.deliver.retry import RetryPolicy
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.metrics import Metrics, StoreCollector, exposition_registry, render
 from relay.outbox.manage import Subscribers
 from relay.receive.endpoint import CallbackEndpoint
 from relay.settings import Settings
@@ -39,16 +45,25 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings, *, clock: Clock = utc_now, sender: Sender | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    sender: Sender | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Starlette:
     """A cos-relay ASGI app. Nothing is opened until the lifespan starts.
 
-    ``sender`` replaces the HTTP transport to subscribers (tests pass one with their own policy).
+    ``sender`` replaces the HTTP transport to subscribers; ``registry`` receives the metrics (a fresh
+    one by default, so two apps in one process never share counters).
     """
+    metrics = Metrics(registry or CollectorRegistry())
     store = Store(
         settings.db_path,
         durability=settings.durability,
         gateway=settings.gateway_id,
         write_timeout=settings.write_timeout,
+        observe=metrics.transaction,
     )
     schema = CallbackSchema.load()
     policy = AddressPolicy.from_setting(settings.allow_networks)
@@ -61,6 +76,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sender: Sender | N
         capacity=settings.delivery_capacity,
         poll_interval=settings.poll_interval,
         disable_after=timedelta(seconds=settings.disable_after),
+        metrics=metrics,
     )
     subscribers = Subscribers(
         store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=worker.wake
@@ -68,8 +84,20 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sender: Sender | N
     # Filled in by the lifespan once the store is open (tokens may come from the database).
     credentials = Credentials(callback_token=settings.callback_token, admin_token=settings.admin_token or "")
     callback = CallbackEndpoint(
-        settings=settings, credentials=credentials, store=store, schema=schema, clock=clock, on_commit=worker.wake
+        settings=settings,
+        credentials=credentials,
+        store=store,
+        schema=schema,
+        clock=clock,
+        metrics=metrics,
+        on_commit=worker.wake,
     )
+    exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock))
+
+    async def metrics_endpoint(request: Request) -> Response:
+        # Rendering reads SQLite for the outbox gauges: keep it off the event loop.
+        body = await anyio.to_thread.run_sync(render, exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -98,6 +126,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sender: Sender | N
         routes=[
             Route("/cos/callback", callback.handle, methods=["POST"]),
             *health_routes(store, clock),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Mount("/api", routes=[*api_routes(store), *outbox_routes(store, subscribers, clock)], middleware=admin),
         ],
         lifespan=lifespan,
@@ -106,4 +135,5 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, sender: Sender | N
 
 def create_app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` and multi-worker serving: settings come from RELAY_* variables."""
+    logs.configure(os.environ.get("RELAY_LOG_LEVEL", "info"), os.environ.get("RELAY_LOG_FORMAT", "text"))  # type: ignore[arg-type]
     return create_app(Settings.from_env(os.environ))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import click
 import uvicorn
 
+from relay import logs
 from relay.app import create_app, utc_now
 from relay.auth import resolve_credentials
 from relay.cli.options import db_option
@@ -87,7 +89,15 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="Seconds to wait after each failed delivery attempt; after the last the delivery is dead "
     "(env RELAY_RETRY_SCHEDULE).",
 )
-@click.option("--log-level", default="info", show_default=True, help="Python log level.")
+@click.option("--log-level", envvar="RELAY_LOG_LEVEL", default="info", show_default=True, help="Python log level.")
+@click.option(
+    "--log-format",
+    envvar="RELAY_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line with job_id, event_id, subscriber, outcome.",
+)
 def serve(
     host: str,
     port: int,
@@ -103,9 +113,10 @@ def serve(
     allow_networks: str,
     retry_schedule: tuple[float, ...] | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the gateway (uvicorn) on the embedded defaults unless told otherwise."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level, log_format)  # type: ignore[arg-type]
     # Settings without an option of their own (RELAY_GATEWAY_ID, RELAY_POLL_INTERVAL, ...) come from the
     # environment, as they do in worker processes; the options override the rest.
     settings = Settings.from_env(os.environ).replace(
@@ -128,7 +139,8 @@ def serve(
     settings = settings.replace(callback_token=credentials.callback_token, admin_token=credentials.admin_token)
     _print_banner(settings, show_tokens=credentials.generated)
     # Access logs would print the callback URL, token included: cos-relay logs each callback itself.
-    options = {"host": host, "port": port, "access_log": False, "server_header": False, "log_level": log_level}
+    # log_config=None: uvicorn keeps the logging set up above (and its format) instead of its own.
+    options = {"host": host, "port": port, "access_log": False, "server_header": False, "log_config": None}
     if workers == 1:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
         return
@@ -148,6 +160,10 @@ def serve(
             "RELAY_ALLOW_NETWORKS": settings.allow_networks,
             "RELAY_RETRY_SCHEDULE": ",".join(str(delay) for delay in settings.retry_schedule),
             "RELAY_CONFIG": "",
+            "RELAY_LOG_LEVEL": log_level,
+            "RELAY_LOG_FORMAT": log_format,
+            # Each worker counts into files here and /metrics, whichever worker answers, adds them all up.
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="cos-relay-metrics-"),
         }
     )
     uvicorn.run("relay.app:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]

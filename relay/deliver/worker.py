@@ -12,6 +12,7 @@ import anyio
 from relay.deliver.client import Attempt, Outcome, Sender
 from relay.deliver.retry import RetryPolicy
 from relay.deliver.signing import Signer
+from relay.metrics import Metrics
 from relay.store import Store
 from relay.store.records import Claim, Decision
 
@@ -57,8 +58,10 @@ class DeliveryWorker:
         poll_interval: float = 1.0,
         disable_after: timedelta = timedelta(days=5),
         rand: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._sender = sender
         self._policy = policy
         self._clock = clock
@@ -159,7 +162,23 @@ class DeliveryWorker:
         decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
         disabled, following = await self._store.finish(claim, attempt, decision, started, finished, LEASE_MARGIN)
         self._log(claim, attempt, decision, disabled)
+        if self._metrics is not None:
+            self._count(claim, attempt, decision, disabled, finished)
         return following
+
+    def _count(
+        self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None, finished: datetime
+    ) -> None:
+        metrics = self._metrics
+        assert metrics is not None
+        metrics.attempt(claim.subscriber, attempt.outcome.value, attempt.duration)
+        if decision.state == "delivered" and claim.trigger != "manual":
+            metrics.e2e_seconds.labels(claim.subscriber).observe((finished - claim.created_at).total_seconds())
+        if decision.state == "dead":
+            metrics.given_up.labels(claim.subscriber, "retries_exhausted").inc()
+        if disabled:
+            reason = "gone" if attempt.outcome is Outcome.HTTP_410 else "failing"
+            metrics.disabled.labels(claim.subscriber, reason).inc()
 
     def _log(self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None) -> None:
         fields = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -13,11 +14,12 @@ from starlette.responses import JSONResponse, Response
 
 from relay.auth import Credentials, tokens_match
 from relay.errors import BodyTimeout, Invalid, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
+from relay.metrics import Metrics
 from relay.receive.body import body_format, read_body
 from relay.settings import Settings
 from relay.store import Store
 from relay.store.records import IngestResult, Received
-from relay.validate.callback import callback_from_document
+from relay.validate.callback import Callback, callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema, SchemaViolation
 
@@ -38,9 +40,11 @@ class CallbackEndpoint:
         store: Store,
         schema: CallbackSchema,
         clock: Callable[[], datetime],
+        metrics: Metrics,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         #: Called when a callback created deliveries, to wake the delivery worker.
         self._on_commit = on_commit
         self._credentials = credentials
@@ -50,6 +54,7 @@ class CallbackEndpoint:
         self._parser = new_xml_parser()
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
         received: Received | None = None
         try:
             self._authorize(request)
@@ -65,30 +70,50 @@ class CallbackEndpoint:
             if encoding not in ("", "identity"):
                 # COS sends plain bodies; decoding gzip would reopen the size cap to compression bombs.
                 raise UnsupportedType(f"Content-Encoding {encoding!r} is not accepted")
-            fmt = body_format(received.content_type, body)
-            received = dataclasses.replace(received, format=fmt)
-            result = await self._ingest(received)
-            if result.deliveries:
-                self._on_commit()
+            received = dataclasses.replace(received, format=body_format(received.content_type, body))
+            callback, result = await self._ingest(received)
         except Rejected as error:
-            return await self._refuse(error, received)
+            response = await self._refuse(error, received)
+            size = len(received.body) if received is not None else None
+            self._metrics.callback(error.outcome, time.perf_counter() - started, size)
+            return response
         except ClientDisconnect:
             logger.info("client went away before the body arrived", extra={"action": "callback_disconnected"})
             return Response(status_code=400)
+        if result.deliveries:
+            self._on_commit()
+        self._metrics.callback(result.outcome, time.perf_counter() - started, len(received.body))
+        self._count_items(callback, result, received.received_at)
         logger.info(
             "callback %s: %d new item(s)",
             result.outcome,
             len(result.new_items),
-            extra={"action": "callback_" + result.outcome, "callback_id": result.callback_id},
+            extra={
+                "action": "callback_" + result.outcome,
+                "outcome": result.outcome,
+                "callback_id": result.callback_id,
+                "job_id": ",".join(job.job_id for job in callback.jobs) or None,
+            },
         )
         return Response(_ACCEPTED if result.outcome == "accepted" else _DUPLICATE, media_type="application/json")
+
+    def _count_items(self, callback: Callback, result: IngestResult, received_at: datetime) -> None:
+        new = set(result.new_items)
+        for job in callback.jobs:
+            if job.dedup_key in new:
+                self._metrics.job(job, received_at)
+        for run in callback.workflows:
+            if run.dedup_key in new:
+                self._metrics.workflow(run)
+        if callback.nonexistent_dedup_key in new:
+            self._metrics.nonexistent.inc(len(callback.nonexistent_job_ids))
 
     def _authorize(self, request: Request) -> None:
         expected = self._credentials.callback_token
         if expected is not None and not tokens_match(request.query_params.get("token"), expected):
             raise Unauthorized()
 
-    async def _ingest(self, received: Received) -> IngestResult:
+    async def _ingest(self, received: Received) -> tuple[Callback, IngestResult]:
         root = parse(received.body, received.format, self._parser)  # type: ignore[arg-type]
         try:
             document = self._schema.convert(root)
@@ -97,7 +122,7 @@ class CallbackEndpoint:
             raise Invalid("the body is not a valid COS callback", path=first.path, rule=first.rule) from None
         callback = callback_from_document(document)
         try:
-            return await self._store.record_callback(received, callback)
+            return callback, await self._store.record_callback(received, callback)
         except sqlite3.Error as exc:
             # Never 200 for data that is not committed: COS may try again later.
             raise Unavailable(f"the callback could not be stored ({type(exc).__name__})") from None

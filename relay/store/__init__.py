@@ -22,7 +22,7 @@ from relay.outbox.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.settings import Durability
 from relay.store.records import Claim, Decision, IngestResult, Page, Received
 from relay.store.sqlite import connection, ingest, outbox, queries
-from relay.store.writer import Writer
+from relay.store.writer import Observer, Writer
 from relay.validate.callback import Callback
 
 T = TypeVar("T")
@@ -41,12 +41,13 @@ class Store:
         durability: Durability = "normal",
         gateway: str = "cos-relay",
         write_timeout: float = 5.0,
+        observe: Observer | None = None,
     ) -> None:
         self.path = path
         self.gateway = gateway
         self._durability = durability
         self._write_timeout = write_timeout
-        self._writer = Writer(self._connect)
+        self._writer = Writer(self._connect, observe=observe)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
 
@@ -206,6 +207,12 @@ class Store:
 
     def event_bodies(self, limit: int) -> list[bytes]:
         return self._read_sync(partial(queries.event_bodies, limit=limit))
+
+    def outbox_stats(self) -> dict[str, Any]:
+        stats = self._read_sync(queries.outbox_stats)
+        wal = self.path.with_name(self.path.name + "-wal")
+        stats["size"] += wal.stat().st_size if wal.exists() else 0
+        return stats
 
     def counts(self) -> dict[str, int]:
         return self._read_sync(queries.counts)

@@ -225,3 +225,9 @@ def m002_outbox(db: Database) -> None:
         foreign_keys=[("delivery_id", "deliveries", "id")],
     )
     db.table("attempts").create_index(["delivery_id", "id"])
+
+
+@migrations()
+def m003_outbox_age_index(db: Database) -> None:
+    # The oldest unfinished delivery per state, read at every metrics scrape.
+    db.table("deliveries").create_index(["state", "created_at"])

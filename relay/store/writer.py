@@ -12,6 +12,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], T]
+#: Told about every transaction: its duration in seconds, and the kind of error if it failed.
+Observer = Callable[[float, str | None], None]
 
 #: Upper bound on writes per transaction, so one commit never holds the lock for long.
 MAX_BATCH = 256
@@ -38,11 +41,23 @@ class _Stop:
     pass
 
 
+def error_kind(exc: sqlite3.Error) -> str:
+    """A bounded label for a failed transaction."""
+    text = str(exc).lower()
+    for kind in ("locked", "busy", "readonly", "full", "disk i/o"):
+        if kind in text:
+            return kind.replace("disk i/o", "io")
+    return "other"
+
+
 class Writer:
     """Runs writes on one connection, on one thread, in batched transactions."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], *, name: str = "relay-writer") -> None:
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], *, name: str = "relay-writer", observe: Observer | None = None
+    ) -> None:
         self._connect = connect
+        self._observe = observe or (lambda seconds, error: None)
         self._queue: queue.SimpleQueue[_Job[Any] | _Stop] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._conn: sqlite3.Connection | None = None
@@ -93,6 +108,7 @@ class Writer:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
         outcomes: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             sql.begin(conn)
             for job in batch:
@@ -108,7 +124,9 @@ class Writer:
                     sql.release(conn)
                     outcomes.append((job, result, None))
             sql.commit(conn)
+            self._observe(time.perf_counter() - started, None)
         except sqlite3.Error as exc:  # locked, read-only, disk full: nothing in the batch is durable
+            self._observe(time.perf_counter() - started, error_kind(exc))
             logger.error("write transaction failed: %s", exc, extra={"action": "store_write_failed"})
             try:
                 sql.rollback(conn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -234,3 +235,24 @@ def count_deliveries(conn: sqlite3.Connection, state: str) -> int:
 def event_bodies(conn: sqlite3.Connection, limit: int) -> list[bytes]:
     """The serialized events, oldest first (benchmarks replay them)."""
     return [bytes(row[0]) for row in conn.execute("SELECT body FROM events ORDER BY rowid LIMIT ?", (limit,))]
+
+
+#: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
+GAUGED_STATES = ("pending", "in_flight", "dead")
+
+
+def outbox_stats(conn: sqlite3.Connection) -> dict[str, Any]:
+    """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, file size."""
+    outbox = {}
+    for state in GAUGED_STATES:
+        row = conn.execute(
+            "SELECT count(*) AS n, min(created_at) AS oldest FROM deliveries WHERE state = ?", (state,)
+        ).fetchone()
+        oldest = datetime.fromisoformat(row["oldest"]) if row["oldest"] else None
+        outbox[state] = (row["n"], oldest)
+    subscribers = {
+        row["name"]: row["state"]
+        for row in conn.execute("SELECT name, state FROM subscribers WHERE removed_at IS NULL")
+    }
+    pages = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+    return {"outbox": outbox, "subscribers": subscribers, "size": pages}

@@ -1,0 +1,215 @@
+"""Prometheus metrics: what happened (counters, histograms) and what the database holds (read at scrape).
+
+Labels are bounded by construction: outcomes and states are fixed sets, Tags outside the known list
+count as ``other``, only the first few QueueIds get their own label, and ``subscriber`` is a
+configured name. Never a JobId, URL, object key or error text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from relay import __version__
+from relay.validate.callback import JobState, WorkflowRun
+
+#: Tag families, from the COS API each Tag belongs to. Unknown Tags are counted as ``other``.
+_MEDIA_TAGS = """Transcode Animation Snapshot SmartCover Concat VoiceSeparate VideoMontage SDRtoHDR VideoProcess
+SuperResolution Segment DigitalWatermark ExtractDigitalWatermark VideoTag MediaInfo StreamExtract QualityEstimate Tts
+NoiseReduction VideoEnhance VideoTargetRec TranscodePro GeneratePlayList FillConcat VideoSynthesis DNA SplitVideoParts
+SegmentVideoBody ImageOCR"""
+TAG_FAMILIES: Mapping[str, str] = {
+    **dict.fromkeys(_MEDIA_TAGS.split(), "media"),
+    **dict.fromkeys(("SpeechRecognition", "SoundHound", "VocalScore"), "speech"),
+    **dict.fromkeys(("DocProcess", "DocWatermark", "DocAIGCMetadata"), "document"),
+    **dict.fromkeys(("PicProcess", "PosterProduction", "ImageInspect"), "pic"),
+    **dict.fromkeys(("Translation", "WordsGeneralize"), "ai"),
+}
+#: COS has one queue per feature, so a handful of QueueIds is normal; past this, the rest is ``other``.
+MAX_QUEUE_LABELS = 10
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SIZE = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+# Media jobs take seconds to hours.
+_JOB_SECONDS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+_LATE_SECONDS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+_ATTEMPT_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120)
+# Retries span hours and days.
+_E2E_SECONDS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 7200, 18000, 36000, 86400, 259200)
+
+
+def tag_labels(tag: str) -> tuple[str, str]:
+    """(family, tag) with unknown Tags folded into ``other``."""
+    family = TAG_FAMILIES.get(tag)
+    return (family, tag) if family else ("other", "other")
+
+
+class Metrics:
+    """Every metric cos-relay records, registered in the given registry (tests pass a fresh one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, documentation, labels, namespace="relay", registry=registry)
+
+        def histogram(name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, documentation, labels, namespace="relay", registry=registry, buckets=buckets)
+
+        self.build_info = Gauge(
+            "build_info",
+            "cos-relay build; always 1.",
+            ["version"],
+            namespace="relay",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.build_info.labels(__version__).set(1)
+        self.callbacks = counter("callbacks_received", "Callbacks received, by outcome.", ("outcome",))
+        self.ack_seconds = histogram(
+            "callback_ack_duration_seconds",
+            "Time from request start to the answer, durable commit included.",
+            ("outcome",),
+            _LATENCY,
+        )
+        self.body_bytes = histogram("callback_body_size_bytes", "Size of callback bodies that were read.", (), _SIZE)
+        self.job_states = counter(
+            "job_states", "New job states recorded, by Tag family, Tag and State.", ("family", "tag", "state")
+        )
+        self.queue_states = counter(
+            "job_states_by_queue", "New job states recorded, by QueueId and State.", ("queue_id", "state")
+        )
+        self.workflows = counter("workflow_executions", "New workflow execution states recorded.", ("state",))
+        self.nonexistent = counter("nonexistent_job_ids", "Job ids COS reported as NonExistJobIds.")
+        self.processing_seconds = histogram(
+            "job_processing_seconds",
+            "COS processing time of finished jobs: CreationTime to EndTime.",
+            ("family",),
+            _JOB_SECONDS,
+        )
+        self.lateness_seconds = histogram(
+            "callback_lateness_seconds",
+            "How late callbacks arrive: job EndTime to our receipt.",
+            ("family",),
+            _LATE_SECONDS,
+        )
+        self.attempts = counter(
+            "delivery_attempts", "Delivery attempts, by subscriber and outcome class.", ("subscriber", "outcome")
+        )
+        self.attempt_seconds = histogram(
+            "delivery_attempt_duration_seconds", "Duration of one delivery attempt.", ("subscriber",), _ATTEMPT_SECONDS
+        )
+        self.e2e_seconds = histogram(
+            "delivery_e2e_latency_seconds",
+            "Time from receiving the callback to the subscriber's first 2xx.",
+            ("subscriber",),
+            _E2E_SECONDS,
+        )
+        self.given_up = counter(
+            "deliveries_given_up", "Deliveries that will not be attempted again.", ("subscriber", "reason")
+        )
+        self.disabled = counter("subscribers_disabled", "Subscribers the gateway disabled.", ("subscriber", "reason"))
+        self.write_seconds = histogram(
+            "store_write_duration_seconds",
+            "Duration of one SQLite write transaction (a group commit of one or more writes).",
+            (),
+            _LATENCY,
+        )
+        self.write_errors = counter("store_write_errors", "Failed SQLite write transactions, by kind.", ("kind",))
+        self._queues: set[str] = set()
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    def callback(self, outcome: str, seconds: float, size: int | None) -> None:
+        self.callbacks.labels(outcome).inc()
+        self.ack_seconds.labels(outcome).observe(seconds)
+        if size is not None:
+            self.body_bytes.observe(size)
+
+    def job(self, job: JobState, received_at: datetime) -> None:
+        family, tag = tag_labels(job.tag)
+        self.job_states.labels(family, tag, job.state).inc()
+        self.queue_states.labels(self._queue_label(job.queue_id), job.state).inc()
+        end = job.end_time.utc if job.end_time else None
+        created = job.creation_time.utc if job.creation_time else None
+        if end and created and end >= created:
+            self.processing_seconds.labels(family).observe((end - created).total_seconds())
+        if end:
+            self.lateness_seconds.labels(family).observe(max(0.0, (received_at - end).total_seconds()))
+
+    def _queue_label(self, queue_id: str | None) -> str:
+        if queue_id is None:
+            return "none"
+        if queue_id in self._queues or len(self._queues) < MAX_QUEUE_LABELS:
+            self._queues.add(queue_id)
+            return queue_id
+        return "other"
+
+    def workflow(self, run: WorkflowRun) -> None:
+        self.workflows.labels(run.state).inc()
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    def attempt(self, subscriber: str, outcome: str, seconds: float) -> None:
+        self.attempts.labels(subscriber, outcome).inc()
+        self.attempt_seconds.labels(subscriber).observe(seconds)
+
+    # -- store ------------------------------------------------------------------------------------
+
+    def transaction(self, seconds: float, error: str | None) -> None:
+        if error is None:
+            self.write_seconds.observe(seconds)
+        else:
+            self.write_errors.labels(error).inc()
+
+
+class StoreCollector(Collector):
+    """Gauges read from the database at scrape time, so they are right after a restart and across workers."""
+
+    def __init__(self, read: Callable[[], Mapping[str, object]], clock: Callable[[], datetime]) -> None:
+        self._read = read
+        self._clock = clock
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._read()
+        now = self._clock()
+        depth = GaugeMetricFamily("relay_outbox_deliveries", "Deliveries in the outbox, by state.", labels=["state"])
+        oldest = GaugeMetricFamily(
+            "relay_outbox_oldest_age_seconds",
+            "Age of the oldest unfinished delivery, by state (0 when there is none).",
+            labels=["state"],
+        )
+        for state, (count, first) in stats["outbox"].items():  # type: ignore[attr-defined]
+            depth.add_metric([state], count)
+            if state in ("pending", "in_flight"):
+                oldest.add_metric([state], (now - first).total_seconds() if first else 0.0)
+        subscribers = GaugeMetricFamily(
+            "relay_subscriber_state", "1 for the state each subscriber is in.", labels=["subscriber", "state"]
+        )
+        for name, state in stats["subscribers"].items():  # type: ignore[attr-defined]
+            for candidate in ("enabled", "paused", "disabled"):
+                subscribers.add_metric([name, candidate], 1.0 if state == candidate else 0.0)
+        size = GaugeMetricFamily("relay_store_database_size_bytes", "SQLite database size, WAL included.")
+        size.add_metric([], float(stats["size"]))  # type: ignore[arg-type]
+        yield from (depth, oldest, subscribers, size)
+
+
+def exposition_registry(metrics: Metrics, collector: StoreCollector) -> CollectorRegistry:
+    """The registry /metrics renders: this process's metrics, or every worker's in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = metrics.registry
+    registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
