@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from relay import logs
@@ -26,6 +26,7 @@ from relay.deliver.client import Sender
 from relay.deliver.retry import RetryPolicy
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.errors import Rejected
 from relay.metrics import Metrics, StoreCollector, exposition_registry, render
 from relay.outbox.manage import Subscribers
 from relay.receive.endpoint import CallbackEndpoint
@@ -123,6 +124,7 @@ def create_app(
 
     admin = [Middleware(BearerAuth, credentials=credentials)]
     return Starlette(
+        exception_handlers={Rejected: render_rejection},
         routes=[
             Route("/cos/callback", callback.handle, methods=["POST"]),
             *health_routes(store, clock),
@@ -131,6 +133,12 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+async def render_rejection(request: Request, error: Exception) -> Response:
+    """Every refusal the API raises becomes its short JSON error with its status."""
+    assert isinstance(error, Rejected)
+    return JSONResponse(error.body(), status_code=error.status)
 
 
 def create_app_from_env() -> Starlette:

@@ -94,10 +94,14 @@ def fail_for_good(db: Path) -> list[int]:
 
     async def kill(store: Store) -> list[int]:
         now = utc_now()
-        claims = await store.claim(now, LEASE_MARGIN, 100)
-        for claim in claims:
-            await store.finish(claim, attempt, Decision("dead"), now, utc_now())
-        return [claim.delivery_id for claim in claims]
+        pending = await store.claim(now, LEASE_MARGIN, 100)
+        killed = []
+        while pending:
+            claim = pending.pop()
+            _, following = await store.finish(claim, attempt, Decision("dead"), now, utc_now(), LEASE_MARGIN)
+            killed.append(claim.delivery_id)
+            pending += [following] if following else []
+        return sorted(killed)
 
     with Store(db) as store:
         return asyncio.run(kill(store))

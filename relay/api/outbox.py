@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -13,22 +13,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from relay.api import params
-from relay.api.params import BadParameter
-from relay.errors import Rejected
+from relay.api.params import BadParameter, parse_since
 from relay.outbox.manage import Subscribers, UnknownSubscriber, check_options
 from relay.store import Store
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _guarded(handler: Handler) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Rejected as error:
-            return JSONResponse(error.body(), status_code=error.status)
-
-    return endpoint
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -40,19 +27,6 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BadParameter("the request body must be a JSON object")
     return document
-
-
-def parse_since(value: str | None, now: datetime) -> datetime:
-    """``2h``, ``30m``, ``7d``, ``90s`` ago, or an ISO-8601 instant."""
-    if not value:
-        raise BadParameter("since is required, e.g. since=2h or since=2024-11-05T10:00:00Z")
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1] in units and value[:-1].isdigit():
-        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadParameter("since must look like 2h, 30m, 7d or an ISO-8601 instant") from None
 
 
 def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], datetime]) -> list[BaseRoute]:
@@ -136,16 +110,16 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
 
     named = "/subscribers/{name}"
     return [
-        Route("/subscribers", _guarded(list_subscribers), methods=["GET"]),
-        Route("/subscribers", _guarded(create_subscriber), methods=["POST"]),
-        Route(named, _guarded(get_subscriber), methods=["GET"]),
-        Route(named, _guarded(update_subscriber), methods=["PATCH"]),
-        Route(named, _guarded(delete_subscriber), methods=["DELETE"]),
-        Route(f"{named}/pause", _guarded(pause), methods=["POST"]),
-        Route(f"{named}/resume", _guarded(resume), methods=["POST"]),
-        Route(f"{named}/rotate-secret", _guarded(rotate), methods=["POST"]),
-        Route(f"{named}/recover", _guarded(recover), methods=["POST"]),
-        Route("/deliveries", _guarded(list_deliveries), methods=["GET"]),
-        Route("/deliveries/{id}", _guarded(get_delivery), methods=["GET"]),
-        Route("/deliveries/{id}/retry", _guarded(retry_delivery), methods=["POST"]),
+        Route("/subscribers", list_subscribers, methods=["GET"]),
+        Route("/subscribers", create_subscriber, methods=["POST"]),
+        Route(named, get_subscriber, methods=["GET"]),
+        Route(named, update_subscriber, methods=["PATCH"]),
+        Route(named, delete_subscriber, methods=["DELETE"]),
+        Route(f"{named}/pause", pause, methods=["POST"]),
+        Route(f"{named}/resume", resume, methods=["POST"]),
+        Route(f"{named}/rotate-secret", rotate, methods=["POST"]),
+        Route(f"{named}/recover", recover, methods=["POST"]),
+        Route("/deliveries", list_deliveries, methods=["GET"]),
+        Route("/deliveries/{id}", get_delivery, methods=["GET"]),
+        Route("/deliveries/{id}/retry", retry_delivery, methods=["POST"]),
     ]

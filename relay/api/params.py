@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from starlette.datastructures import QueryParams
 
@@ -50,3 +50,16 @@ def cursor(params: QueryParams, *, numeric: bool = False) -> str | None:
     if not head.isdigit() or (numeric and head != raw):
         raise BadParameter("cursor must be the value returned by the previous page")
     return raw
+
+
+def parse_since(value: str | None, now: datetime) -> datetime:
+    """``2h``, ``30m``, ``7d``, ``90s`` ago, or an ISO-8601 instant."""
+    if not value:
+        raise BadParameter("since is required, e.g. since=2h or since=2024-11-05T10:00:00Z")
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].isdigit():
+        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadParameter("since must look like 2h, 30m, 7d or an ISO-8601 instant") from None

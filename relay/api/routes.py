@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -10,11 +9,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from relay.api import params
-from relay.errors import Rejected
 from relay.store import Store
 from relay.store.records import Page
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -27,16 +23,6 @@ def _not_found(what: str) -> Response:
 
 def _page(page: Page) -> Response:
     return _json({"items": page.items, "next_cursor": page.cursor})
-
-
-def _guarded(handler: Handler) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Rejected as error:
-            return _json(error.body(), error.status)
-
-    return endpoint
 
 
 def api_routes(store: Store) -> list[BaseRoute]:
@@ -68,8 +54,8 @@ def api_routes(store: Store) -> list[BaseRoute]:
         return _page(page)
 
     return [
-        Route("/jobs", _guarded(list_jobs), methods=["GET"]),
-        Route("/jobs/{job_id}", _guarded(get_job), methods=["GET"]),
-        Route("/workflows/{run_id}", _guarded(get_workflow), methods=["GET"]),
-        Route("/callbacks", _guarded(list_callbacks), methods=["GET"]),
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/workflows/{run_id}", get_workflow, methods=["GET"]),
+        Route("/callbacks", list_callbacks, methods=["GET"]),
     ]

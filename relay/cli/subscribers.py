@@ -10,8 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from relay.api.outbox import parse_since
-from relay.api.params import BadParameter
+from relay.api.params import BadParameter, parse_since
 from relay.app import utc_now
 from relay.cli.options import db_option
 from relay.cli.table import render_table
