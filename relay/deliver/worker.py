@@ -146,6 +146,8 @@ class DeliveryWorker:
         try:
             while claim is not None and not self._stopping:
                 claim = await self._attempt(claim)
+            if claim is not None:  # stopping: hand the unattempted lease back rather than let it expire
+                await self._store.release(claim, self._clock())
         except Exception:
             # The lease expires and the delivery is retried: at least once, never lost.
             logger.exception("delivery failed unexpectedly", extra={"action": "deliver_error"})

@@ -48,6 +48,7 @@ class Store:
         self._durability = durability
         self._write_timeout = write_timeout
         self._writer = Writer(self._connect, observe=observe)
+        self._subscribers = outbox.SubscriberCache()  # used on the writer thread only
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
 
@@ -95,7 +96,13 @@ class Store:
     # -- ingest ---------------------------------------------------------------------------------
 
     async def record_callback(self, received: Received, callback: Callback) -> IngestResult:
-        write = partial(ingest.record_callback, received=received, callback=callback, gateway=self.gateway)
+        write = partial(
+            ingest.record_callback,
+            received=received,
+            callback=callback,
+            gateway=self.gateway,
+            subscribers=self._subscribers,
+        )
         return await self._writer.run(write)
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
@@ -172,6 +179,9 @@ class Store:
             lease_margin=lease_margin,
         )
         return await self._writer.run(write)
+
+    async def release(self, claim: Claim, at: datetime) -> None:
+        await self._writer.run(partial(outbox.release, claim=claim, at=at))
 
     async def next_due(self) -> datetime | None:
         return await self._read(outbox.next_due)

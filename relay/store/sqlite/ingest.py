@@ -8,11 +8,13 @@ from relay.errors import Rejected
 from relay.outbox.events import events_for
 from relay.store.records import IngestResult, Received
 from relay.store.sqlite.connection import iso, to_json
-from relay.store.sqlite.outbox import fan_out
+from relay.store.sqlite.outbox import SubscriberCache, fan_out
 from relay.validate.callback import Callback, JobState, Timestamp, WorkflowRun
 
 
-def record_callback(conn: sqlite3.Connection, received: Received, callback: Callback, gateway: str) -> IngestResult:
+def record_callback(
+    conn: sqlite3.Connection, received: Received, callback: Callback, gateway: str, subscribers: SubscriberCache
+) -> IngestResult:
     """Store the raw callback, every new job state, workflow state and NonExistJobIds set it carries, and
     the events and deliveries they make (transactional outbox: if this commits, the events exist)."""
     at = iso(received.received_at)
@@ -37,7 +39,7 @@ def record_callback(conn: sqlite3.Connection, received: Received, callback: Call
         conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = ?", (callback_id,))
         return IngestResult(callback_id, "duplicate", (), 0)
     events = events_for(callback, set(new_items), gateway, received.received_at)
-    deliveries = fan_out(conn, events, callback_id, received.received_at)
+    deliveries = fan_out(conn, events, callback_id, received.received_at, subscribers)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 

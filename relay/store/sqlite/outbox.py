@@ -159,7 +159,27 @@ def rotate_secret(
 # -- fan-out ----------------------------------------------------------------------------------------
 
 
-def fan_out(conn: sqlite3.Connection, events: Sequence[Event], callback_id: int, at: datetime) -> int:
+class SubscriberCache:
+    """The subscribers as the ingest path last read them, reread only when the table changed.
+
+    Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
+    ``updated_at`` are enough to notice one (from this process or another).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._subscribers: list[Subscriber] = []
+
+    def get(self, conn: sqlite3.Connection) -> list[Subscriber]:
+        key = tuple(conn.execute("SELECT count(*), max(updated_at) FROM subscribers").fetchone())
+        if key != self._key:
+            self._subscribers, self._key = list_subscribers(conn), key
+        return self._subscribers
+
+
+def fan_out(
+    conn: sqlite3.Connection, events: Sequence[Event], callback_id: int, at: datetime, subscribers: SubscriberCache
+) -> int:
     """Store the events and one pending delivery per matching subscriber; returns deliveries created.
 
     Paused and disabled subscribers get deliveries too: they are held, not lost, until resumed.
@@ -167,13 +187,12 @@ def fan_out(conn: sqlite3.Connection, events: Sequence[Event], callback_id: int,
     if not events:
         return 0
     stamp = iso(at)
-    subscribers = list_subscribers(conn)
     conn.executemany(
         "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(id) DO NOTHING",
         [(e.id, e.item_key, e.type, e.subject, callback_id, stamp, e.body) for e in events],
     )
-    rows = [(e.id, s.id, stamp, stamp, stamp) for e in events for s in subscribers if s.filter.matches(e)]
+    rows = [(e.id, s.id, stamp, stamp, stamp) for e in events for s in subscribers.get(conn) if s.filter.matches(e)]
     conn.executemany(
         "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
         " updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?) ON CONFLICT(event_id, subscriber_id) DO NOTHING",
@@ -406,3 +425,12 @@ def recoverable(conn: sqlite3.Connection, subscriber_id: int, since: datetime, a
             (subscriber_id, iso(since), after_id, limit),
         )
     ]
+
+
+def release(conn: sqlite3.Connection, claim: Claim, at: datetime) -> None:
+    """Give back a lease that was never attempted (shutdown), so it is due again at once."""
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', lease_expires_at = NULL, attempts = attempts - 1, updated_at = ?"
+        " WHERE id = ? AND state = 'in_flight'",
+        (iso(at), claim.delivery_id),
+    )
