@@ -544,6 +544,16 @@ def test_absurdly_deep_hand_built_trees_are_refused_not_crashed(schema: Callback
     assert rejection(schema, root).rule == "document nested too deeply"
 
 
+def test_entity_reference_nodes_in_hand_built_trees_are_refused_by_both_paths(schema: CallbackSchema) -> None:
+    root = parse(job("<Message>a</Message>"))
+    found(root, "JobsDetail/Message").append(etree.Entity("secret"))
+    violation = rejection(schema, root)
+    assert violation.path == "/Response/JobsDetail[1]/Message"
+    assert "entity reference" in violation.rule
+    assert not schema.reference_is_valid(root)
+    assert schema.explain(root)[0].path == violation.path
+
+
 def test_schema_violation_needs_at_least_one_violation() -> None:
     with pytest.raises(ValueError, match="at least one"):
         SchemaViolation(())

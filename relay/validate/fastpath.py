@@ -62,6 +62,7 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
             entry = get(tag)
             if entry is None:
                 if tag.__class__ is not str:
+                    _skippable(child)
                     continue  # comment or processing instruction
                 if not spec.open or tag[0] == "{":
                     raise _Fault(child, f"unexpected element {tag} in {spec.name}")
@@ -126,6 +127,7 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
         for child in el[:]:  # type: ignore[index]  # lxml-stubs lack the slice overload
             tag: Any = child.tag
             if tag.__class__ is not str:
+                _skippable(child)
                 continue
             if policy.no_namespaces and tag[0] == "{":
                 raise _Fault(child, f"namespaced element {tag} is not allowed")
@@ -202,8 +204,17 @@ def _leaf_text(el: etree._Element) -> str:
     for child in el:
         if child.tag.__class__ is str:
             raise _Fault(el, f"child element {child.tag} not allowed in simple-typed element {el.tag}")
+        _skippable(child)
         parts.append(child.tail or "")
     return "".join(parts)
+
+
+def _skippable(node: etree._Element) -> None:
+    """Comments and PIs are skipped; an entity reference (only in hand-built trees: our parsers
+    have no DTD to declare one) would hide text, so it is refused like any other markup."""
+    if node.tag is etree.Entity:
+        parent = node.getparent()
+        raise _Fault(node if parent is None else parent, f"entity reference {node.text} not allowed")
 
 
 def _drop_empty(out: dict[str, Any]) -> dict[str, Any]:

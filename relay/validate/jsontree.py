@@ -16,10 +16,14 @@ ROOT: Final = "Response"
 MAX_DEPTH: Final = 256
 
 
+class JsonShapeError(ValueError):
+    """The JSON body has no XML shape (json_to_tree raises only this, a ValueError)."""
+
+
 def json_to_tree(doc: object) -> etree._Element:
     """Build the Response tree for a parsed JSON body; ValueError explains what does not fit."""
     if not isinstance(doc, dict):
-        raise ValueError(f"a JSON callback must be an object at the top level, not {_kind(doc)}")
+        raise JsonShapeError(f"a JSON callback must be an object at the top level, not {_kind(doc)}")
     root = etree.Element(ROOT)
     _fill(root, doc, 1)
     return root
@@ -27,45 +31,53 @@ def json_to_tree(doc: object) -> etree._Element:
 
 def _fill(parent: etree._Element, obj: dict[object, object], depth: int) -> None:
     if depth > MAX_DEPTH:
-        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        raise JsonShapeError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    sub = etree.SubElement
     for key, value in obj.items():
-        name = _element_name(key)
-        items = value if isinstance(value, list) else (value,)
-        for item in items:
-            if isinstance(item, list):
-                raise ValueError(f"array inside an array under key {name!r}: no XML shape for it")
-            try:
-                child = etree.SubElement(parent, name)
-            except ValueError:
-                raise ValueError(f"object key {name!r} is not a valid XML element name") from None
-            if isinstance(item, dict):
-                _fill(child, item, depth + 1)
+        # "{...}" would make lxml build a namespaced (Clark) name; callbacks never carry one.
+        if key.__class__ is not str or "{" in key:
+            raise JsonShapeError(f"object key {key!r} is not a valid XML element name")
+        name: str = key
+        try:
+            # Strings first: in CI's JSON every scalar is a string.
+            if value.__class__ is str:
+                sub(parent, name).text = value
+            elif isinstance(value, dict):
+                _fill(sub(parent, name), value, depth + 1)
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, list):
+                        raise JsonShapeError(f"array inside an array under key {name!r}: no XML shape for it")
+                    if isinstance(item, dict):
+                        _fill(sub(parent, name), item, depth + 1)
+                    else:
+                        sub(parent, name).text = _scalar(name, item)
             else:
-                _set_text(child, name, item)
+                sub(parent, name).text = _scalar(name, value)
+        except JsonShapeError:
+            raise
+        except ValueError as err:  # from lxml: a bad element name or text XML cannot carry
+            raise JsonShapeError(_diagnose(name, err)) from None
 
 
-def _set_text(element: etree._Element, name: str, value: object) -> None:
+def _scalar(name: str, value: object) -> str | None:
     if value is None:
-        return
+        return None
     if isinstance(value, bool):  # before int: bool is an int subclass
-        text = "true" if value else "false"
-    elif isinstance(value, int | float | str):
-        text = value if isinstance(value, str) else str(value)
-    else:
-        raise ValueError(f"unsupported JSON value {_kind(value)} under key {name!r}")
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    raise JsonShapeError(f"unsupported JSON value {_kind(value)} under key {name!r}")
+
+
+def _diagnose(name: str, err: ValueError) -> str:
     try:
-        element.text = text
-    except ValueError as err:  # control characters, lone surrogates, ...
-        raise ValueError(f"value under key {name!r} cannot be carried by XML: {err}") from None
-
-
-def _element_name(key: object) -> str:
-    if not isinstance(key, str):
-        raise ValueError(f"object key {key!r} is not a string")
-    # "{...}" would be read as a namespaced (Clark) name and ":" as a prefix; callbacks use neither.
-    if not key or "{" in key or "}" in key or ":" in key:
-        raise ValueError(f"object key {key!r} is not a valid XML element name")
-    return key  # the rest of XML's name rules is checked by lxml when the element is made
+        etree.Element(name)
+    except ValueError:
+        return f"object key {name!r} is not a valid XML element name"
+    return f"value under key {name!r} cannot be carried by XML: {err}"
 
 
 def _kind(value: object) -> str:
