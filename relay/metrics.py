@@ -31,6 +31,24 @@ TAG_FAMILIES: Mapping[str, str] = {
     **dict.fromkeys(("PicProcess", "PosterProduction", "ImageInspect"), "pic"),
     **dict.fromkeys(("Translation", "WordsGeneralize"), "ai"),
 }
+#: Every ``outcome`` a callback can have: the two successes, then the ``outcome`` of each refusal in
+#: `relay.errors` the callback endpoint raises (401, 408, 413, 415, 400, 422, 503).
+CALLBACK_OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "unauthorized",
+    "timeout",
+    "too_large",
+    "unsupported_type",
+    "malformed",
+    "invalid",
+    "unavailable",
+)
+#: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
+WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")
+#: Why a delivery is given up, and why the gateway disables a subscriber (see the delivery worker).
+GIVEN_UP_REASONS = ("retries_exhausted",)
+DISABLED_REASONS = ("gone", "failing")
 #: COS has one queue per feature, so a handful of QueueIds is normal; past this, the rest is ``other``.
 MAX_QUEUE_LABELS = 10
 
@@ -123,6 +141,20 @@ class Metrics:
         )
         self.write_errors = counter("store_write_errors", "Failed SQLite write transactions, by kind.", ("kind",))
         self._queues: set[str] = set()
+        # Counters that alerts and panels read with increase()/rate() exist at 0 from the start: a series
+        # born at 1 has no earlier sample, so increase() would miss the first refusal, write error or give-up.
+        for outcome in CALLBACK_OUTCOMES:
+            self.callbacks.labels(outcome)
+        for kind in WRITE_ERROR_KINDS:
+            self.write_errors.labels(kind)
+
+    def subscribers_known(self, names: Iterable[str]) -> None:
+        """Start each subscriber's give-up and disable counters at 0 (idempotent; called at every scrape)."""
+        for name in names:
+            for reason in GIVEN_UP_REASONS:
+                self.given_up.labels(name, reason)
+            for reason in DISABLED_REASONS:
+                self.disabled.labels(name, reason)
 
     # -- ingest -----------------------------------------------------------------------------------
 
@@ -157,6 +189,7 @@ class Metrics:
     # -- delivery ---------------------------------------------------------------------------------
 
     def attempt(self, subscriber: str, outcome: str, seconds: float) -> None:
+        self.subscribers_known((subscriber,))
         self.attempts.labels(subscriber, outcome).inc()
         self.attempt_seconds.labels(subscriber).observe(seconds)
 
@@ -172,13 +205,22 @@ class Metrics:
 class StoreCollector(Collector):
     """Gauges read from the database at scrape time, so they are right after a restart and across workers."""
 
-    def __init__(self, read: Callable[[], Mapping[str, object]], clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        read: Callable[[], Mapping[str, object]],
+        clock: Callable[[], datetime],
+        on_subscribers: Callable[[Iterable[str]], None] | None = None,
+    ) -> None:
         self._read = read
         self._clock = clock
+        #: Told the current subscriber names at every scrape (`exposition_registry` wires it to the metrics).
+        self.on_subscribers = on_subscribers
 
     def collect(self) -> Iterable[Metric]:
         stats = self._read()
         now = self._clock()
+        if self.on_subscribers is not None:
+            self.on_subscribers(stats["subscribers"])  # type: ignore[arg-type]
         depth = GaugeMetricFamily("relay_outbox_deliveries", "Deliveries in the outbox, by state.", labels=["state"])
         oldest = GaugeMetricFamily(
             "relay_outbox_oldest_age_seconds",
@@ -201,7 +243,13 @@ class StoreCollector(Collector):
 
 
 def exposition_registry(metrics: Metrics, collector: StoreCollector) -> CollectorRegistry:
-    """The registry /metrics renders: this process's metrics, or every worker's in multiprocess mode."""
+    """The registry /metrics renders: this process's metrics, or every worker's in multiprocess mode.
+
+    Also tells ``metrics`` about the subscribers each scrape finds, so their give-up and disable
+    counters are exported at 0 before the first give-up (an alert on increase() sees the first one).
+    """
+    if collector.on_subscribers is None:
+        collector.on_subscribers = metrics.subscribers_known
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -65,13 +65,23 @@ def serving(app: ASGIApp) -> Iterator[ThreadServer]:
 class ProcessServer:
     """``cos-relay serve`` in a child process, for restarts, kills and the CLI's own startup."""
 
-    def __init__(self, db_path: Path, *, args: tuple[str, ...] = (), env: Mapping[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.db_path = db_path
         self.args = args
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.output = ""
+        # A thread drains the child's output as it comes: a full pipe would block the server's logging.
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -86,10 +96,14 @@ class ProcessServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self._lines = []
+        self._reader = threading.Thread(target=self._drain, args=(self.process, self._lines), daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"cos-relay exited: {self.process.stdout.read() if self.process.stdout else ''}")
+                self._reader.join(timeout=5)
+                raise RuntimeError(f"cos-relay exited: {''.join(self._lines)}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
@@ -103,10 +117,29 @@ class ProcessServer:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            out, _ = self.process.communicate(timeout=15)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, _ = self.process.communicate()
-        self.output += out or ""
+            self.process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        self.output += "".join(self._lines)
         self.process = None
         return self.output
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not running"
+        return self.process.pid
+
+    @property
+    def printed(self) -> str:
+        """Everything printed so far, by earlier runs and the running one."""
+        return self.output + "".join(self._lines)
+
+    @staticmethod
+    def _drain(process: subprocess.Popen[str], lines: list[str]) -> None:
+        assert process.stdout is not None
+        with process.stdout:
+            for line in process.stdout:
+                lines.append(line)
