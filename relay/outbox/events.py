@@ -48,29 +48,30 @@ def _source(gateway: str, *parts: tuple[str, str | None]) -> str:
     return f"/cos-relay/{gateway}{path}"
 
 
-def _serialize(**attributes: Any) -> bytes:
-    return orjson.dumps({"specversion": "1.0", "datacontenttype": "application/json", **attributes})
+def _state_word(state: str) -> str:
+    return {"Success": "succeeded", "Failed": "failed"}.get(state, state.lower())
+
+
+def _event(
+    item_key: str, event_type: str, subject: str | None, source: str, moment: datetime, data: Any, **match: str | None
+) -> Event:
+    """Serialize once: the same bytes are signed and sent on every attempt."""
+    identifier = event_id(item_key)
+    attributes = {"specversion": "1.0", "id": identifier, "source": source, "type": event_type}
+    if subject is not None:
+        attributes["subject"] = subject
+    body = orjson.dumps({**attributes, "time": _time(moment), "datacontenttype": "application/json", "data": data})
+    return Event(identifier, event_type, subject, item_key, body, **match)
 
 
 def job_event(job: JobState, gateway: str, received_at: datetime) -> Event:
-    kind = {"Success": "succeeded", "Failed": "failed"}.get(job.state, job.state.lower())
-    identifier = event_id(job.dedup_key)
-    moment = job.end_time.utc if job.end_time and job.end_time.utc else received_at
-    event_type = f"cos.job.{kind}"
-    body = _serialize(
-        id=identifier,
-        source=_source(gateway, ("buckets", job.bucket), ("queues", job.queue_id)),
-        type=event_type,
-        subject=job.job_id,
-        time=_time(moment),
-        data=job.detail,
-    )
-    return Event(
-        identifier,
-        event_type,
-        job.job_id,
+    return _event(
         job.dedup_key,
-        body,
+        f"cos.job.{_state_word(job.state)}",
+        job.job_id,
+        _source(gateway, ("buckets", job.bucket), ("queues", job.queue_id)),
+        job.end_time.utc if job.end_time and job.end_time.utc else received_at,
+        job.detail,
         tag=job.tag,
         state=job.state,
         queue_id=job.queue_id,
@@ -80,23 +81,13 @@ def job_event(job: JobState, gateway: str, received_at: datetime) -> Event:
 
 
 def workflow_event(run: WorkflowRun, gateway: str, received_at: datetime) -> Event:
-    kind = {"Success": "succeeded", "Failed": "failed"}.get(run.state, run.state.lower())
-    identifier = event_id(run.dedup_key)
-    event_type = f"cos.workflow.{kind}"
-    body = _serialize(
-        id=identifier,
-        source=_source(gateway, ("buckets", run.bucket), ("workflows", run.workflow_id)),
-        type=event_type,
-        subject=run.run_id,
-        time=_time(received_at),
-        data=run.detail,
-    )
-    return Event(
-        identifier,
-        event_type,
-        run.run_id,
+    return _event(
         run.dedup_key,
-        body,
+        f"cos.workflow.{_state_word(run.state)}",
+        run.run_id,
+        _source(gateway, ("buckets", run.bucket), ("workflows", run.workflow_id)),
+        received_at,
+        run.detail,
         state=run.state,
         bucket=run.bucket,
         object_key=run.object_key,
@@ -106,16 +97,8 @@ def workflow_event(run: WorkflowRun, gateway: str, received_at: datetime) -> Eve
 def nonexistent_event(callback: Callback, gateway: str, received_at: datetime) -> Event:
     key = callback.nonexistent_dedup_key
     assert key is not None
-    identifier = event_id(key)
-    event_type = "cos.job.nonexistent"
-    body = _serialize(
-        id=identifier,
-        source=_source(gateway),
-        type=event_type,
-        time=_time(received_at),
-        data={"NonExistJobIds": list(callback.nonexistent_job_ids)},
-    )
-    return Event(identifier, event_type, None, key, body)
+    data = {"NonExistJobIds": list(callback.nonexistent_job_ids)}
+    return _event(key, "cos.job.nonexistent", None, _source(gateway), received_at, data)
 
 
 def events_for(callback: Callback, new_items: set[str], gateway: str, received_at: datetime) -> list[Event]:
