@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -19,6 +20,7 @@ from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
 from relay.deliver.ssrf import AddressPolicy
 from relay.errors import Rejected
 from relay.outbox.manage import Subscribers
+from relay.receive.protocol import HeadTimeoutProtocol
 from relay.settings import MIB, Settings
 from relay.store import Store
 
@@ -140,7 +142,15 @@ def serve(
     _print_banner(settings, show_tokens=credentials.generated)
     # Access logs would print the callback URL, token included: cos-relay logs each callback itself.
     # log_config=None: uvicorn keeps the logging set up above (and its format) instead of its own.
-    options = {"host": host, "port": port, "access_log": False, "server_header": False, "log_config": None}
+    options = {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "server_header": False,
+        "log_config": None,
+        # A request head that trickles in (or never comes) is cut off like a trickling body.
+        "http": functools.partial(HeadTimeoutProtocol, head_timeout=settings.body_timeout),
+    }
     if workers == 1:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
         return

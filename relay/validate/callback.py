@@ -27,9 +27,11 @@ class Timestamp:
         try:
             # The schema already checked the shape (T or space, +hhmm); fromisoformat reads both, fast.
             moment = datetime.fromisoformat(raw)
-        except ValueError:
+            # OverflowError: 9999-12-31T23:59:59-0800 is a valid COS time whose UTC instant is past year 9999.
+            utc = moment.astimezone(UTC) if moment.tzinfo else None
+        except (ValueError, OverflowError):
             return cls(raw, None)  # the schema admits it; keep the text even if we cannot place it
-        return cls(raw, moment.astimezone(UTC) if moment.tzinfo else None)
+        return cls(raw, utc)
 
     @property
     def iso(self) -> str | None:

@@ -1,0 +1,1 @@
+"""Fault tests: real gateway processes on loopback, killed, starved and flooded."""

@@ -1,0 +1,93 @@
+"""SIGKILL under load: every acknowledged callback is stored and every event reaches the subscriber."""
+
+from __future__ import annotations
+
+import random
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.chaos.harness import (
+    ADMIN_HEADERS,
+    Sender,
+    column,
+    gateway,
+    integrity,
+    job_id,
+    record,
+    unfinished_deliveries,
+    wait_until,
+)
+from tests.live import ThreadServer
+from tests.sink import Sink
+
+
+def test_sigkill_every_few_seconds_loses_no_acknowledged_callback_and_no_event(
+    tmp_path: Path, long_run: bool, sink: tuple[Sink, ThreadServer]
+) -> None:
+    recorder, subscriber = sink
+    duration, min_kills, uptime = (600.0, 50, (3.0, 8.0)) if long_run else (30.0, 5, (1.5, 4.0))
+    db = tmp_path / "relay.db"
+    server = gateway(db, env={"RELAY_RETRY_SCHEDULE": "0.5,1,1,1,1,1,1,1,1,1"}).start()
+    with httpx.Client(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as api:
+        response = api.post("/api/subscribers", json={"name": "sink", "url": f"{subscriber.url}/ok", "timeout": 2})
+        assert response.status_code == 201, response.text
+
+    sender = Sender(server.url, rate=20).start()
+    rng = random.Random(6)
+    kills, restarts = 0, []
+    started = time.monotonic()
+    try:
+        # Bounded: the duration, or the minimum number of kills, whichever comes later (and never 3x the duration).
+        while (
+            time.monotonic() - started < duration or kills < min_kills
+        ) and time.monotonic() - started < 3 * duration:
+            time.sleep(rng.uniform(*uptime))
+            server.stop(signal.SIGKILL)
+            kills += 1
+            down = time.monotonic()
+            server.start()
+            restarts.append(time.monotonic() - down)
+    finally:
+        sender.stop()
+    elapsed = time.monotonic() - started
+    try:
+        wait_until(lambda: unfinished_deliveries(db) == 0, timeout=120, what="every delivery delivered")
+    finally:
+        server.stop()
+
+    stored = set(column(db, "SELECT job_id FROM jobs"))
+    acknowledged = {job_id(number) for number in sender.acknowledged}
+    events = dict(zip(column(db, "SELECT subject FROM events"), column(db, "SELECT id FROM events"), strict=True))
+    received = [request.webhook_id for request in recorder.to("/ok")]
+    distinct = set(received)
+    figures = {
+        "seconds": round(elapsed, 1),
+        "kills": kills,
+        "restart_seconds_max": round(max(restarts), 2),
+        "callbacks_sent": sender.sent,
+        "acknowledged": len(acknowledged),
+        "not_acknowledged": len(sender.unacknowledged),
+        "stored": len(stored),
+        "events": len(events),
+        "delivered_distinct": len(distinct),
+        "delivery_requests": len(received),
+        "duplicates": len(received) - len(distinct),
+        "http_requests": sender.requests,
+        "connection_errors": sender.transport_errors,
+        "statuses": dict(sorted(sender.statuses.items())),
+        "ack_latency_p50_s": round(statistics.median(sender.latencies), 3),
+        "ack_latency_max_s": round(max(sender.latencies), 2),
+    }
+    record("crash_under_load_long" if long_run else "crash_under_load", figures)
+
+    assert kills >= min_kills
+    assert sender.unacknowledged == []  # COS's retries always got through once the gateway was back
+    assert acknowledged <= stored, sorted(acknowledged - stored)[:10]
+    assert set(events) == stored  # one event per stored job state, none without its job
+    assert set(events.values()) <= distinct, "an event never reached the subscriber"
+    assert set(sender.statuses) <= {200, 503}
+    assert integrity(db) == "ok"
