@@ -1,13 +1,17 @@
-"""Child processes for benchmarks: start, wait until they answer, stop."""
+"""Child processes for benchmarks: start, wait until they answer, stop (always, even on errors)."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -25,17 +29,120 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+def wait_for_http(port: int, process: subprocess.Popen[bytes], path: str = "/healthz", timeout: float = 30.0) -> None:
+    """Until ``GET path`` gets any HTTP answer (a worker serves requests, not just a bound socket)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before answering")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            connection.request("GET", path)
+            connection.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            connection.close()
+    raise RuntimeError(f"nothing answers HTTP on port {port}")
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without settings meant for a gateway (RELAY_*, the metrics directory)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("RELAY_") and name != "PROMETHEUS_MULTIPROC_DIR"
+    }
+
+
+def group_members(group: int) -> list[int]:
+    """Processes still in process group ``group`` (from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if len(fields) > 2 and int(fields[2]) == group:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM the child's own process group (uvicorn workers included), SIGKILL whatever lingers."""
+    group = process.pid  # started with start_new_session: the child leads its own group
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        process.wait()
+        return
+    # Workers of a multi-process server may outlive their supervisor: give them a moment, then end them.
+    deadline = time.monotonic() + 5
+    while (members := group_members(group)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def running(args: Sequence[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``python args...`` until the block ends; it must listen on ``port``."""
-    process = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Run ``python args...`` until the block ends; it must listen on ``port``. Output is discarded."""
+    process = subprocess.Popen(
+        [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_for_port(port)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+@contextlib.contextmanager
+def serving(
+    args: Sequence[str],
+    port: int,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/healthz",
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``python args...`` (an HTTP server on ``port``) with its output in ``log`` until the block ends.
+
+    The output goes to a file, never a pipe: an info-level server logs a line per request and would
+    block on a pipe nobody reads.
+    """
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            env={**clean_environment(), **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(port, process, ready_path)
+        yield process
+    except BaseException:
+        stop(process)
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        if tail:
+            print(f"--- last output of {' '.join(args[:3])} ---\n{tail}", file=sys.stderr)
+        raise
+    else:
+        stop(process)
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A memory figure from /proc/<pid>/status, e.g. VmRSS or VmHWM (peak RSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
