@@ -19,6 +19,7 @@ from lxml import etree
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import parse
 from tests.chaos.harness import RESULTS, long_mode
+from tests.fuzz.mutate import json_slots
 from tests.fuzz.target import PARSER, SCHEMA, exercise, seeds
 
 SEEDS = seeds()
@@ -179,19 +180,6 @@ JSON_VALUES = st.recursive(
 )
 
 
-def _slots(document: Any, found: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """Every (container, key-or-index) in a JSON document."""
-    if isinstance(document, dict):
-        for key, value in document.items():
-            found.append((document, key))
-            _slots(value, found)
-    elif isinstance(document, list):
-        for index, value in enumerate(document):
-            found.append((document, index))
-            _slots(value, found)
-    return found
-
-
 @FUZZING
 @given(
     sample=st.sampled_from(JSON_SEEDS),
@@ -212,7 +200,7 @@ def test_json_mutations_are_accepted_or_refused_cleanly(
 ) -> None:
     document = json.loads(sample)
     for kind, position, value, tag in edits:
-        slots = _slots(document, [])
+        slots = json_slots(document)
         if not slots:
             break
         container, key = slots[position % len(slots)]

@@ -100,21 +100,23 @@ def mutate_xml(root: etree._Element, words: Vocabulary, rng: random.Random) -> b
     return bytes(etree.tostring(root, encoding="utf-8"))
 
 
-def _slots(document: Any, found: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+def json_slots(document: Any, found: list[tuple[Any, Any]] | None = None) -> list[tuple[Any, Any]]:
+    """Every (container, key-or-index) in a JSON document."""
+    found = [] if found is None else found
     if isinstance(document, dict):
         for key, value in document.items():
             found.append((document, key))
-            _slots(value, found)
+            json_slots(value, found)
     elif isinstance(document, list):
         for index, value in enumerate(document):
             found.append((document, index))
-            _slots(value, found)
+            json_slots(value, found)
     return found
 
 
 def mutate_json(document: Any, words: Vocabulary, rng: random.Random) -> bytes:
     for _ in range(rng.randint(1, 3)):
-        slots = _slots(document, [])
+        slots = json_slots(document)
         if not slots:
             break
         container, key = rng.choice(slots)
