@@ -70,7 +70,7 @@ FULL = Sizes(
     e2e_seconds=30,
     e2e_warmup=2,
     history_jobs=1_000_000,
-    history_ingest=ingest.Config(seconds=6, warmup=2, rounds=4, connections=32),
+    history_ingest=ingest.Config(seconds=4, warmup=2, rounds=6, connections=32),
     history_claim_repeat=300,
     memory_callbacks=None,
     memory_max=200_000,

@@ -210,8 +210,9 @@ def _history(history: dict[str, Any]) -> list[str]:
         f"{history['jobs']:,} jobs with their callbacks, items, states, events, delivered deliveries and attempts,"
         f" generated in {history['generate_seconds']:.0f} s ({history['file_mib']:,.0f} MiB).",
         "",
-        f"{len(history['ingest_empty'])} ingest runs per database, alternating (empty, history, history, empty,"
-        " ...); medians over runs.",
+        f"{len(history['ingest_empty'])} ingest runs of {history['ingest_empty'][0]['seconds']:.0f} s per database,"
+        " alternating (empty, history, history, empty, ...) between two running gateways, each run followed by"
+        " its gateway relaying everything; means over runs (p99: median).",
         "",
         "| database | ingest req/s (1 worker, 1 subscriber) | p99 ms | claim_due p50 / p99 µs |"
         " claim one p50 / p99 µs | next_due p50 µs |",
