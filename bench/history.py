@@ -181,6 +181,7 @@ def drain(db: Path, timeout: float = 60.0) -> None:
         if left[0] == 0:
             return
         time.sleep(0.1)
+    raise RuntimeError(f"{db.name}: {left[0]} deliveries still unfinished after {timeout:.0f} s")
 
 
 def _latency(samples: list[float]) -> Latency:

@@ -106,8 +106,7 @@ def gateway(
         add_subscriber(db, subscriber_url)
     args = ["-m", "relay", "serve", "--port", str(port), "--db", str(db)]
     args += ["--callback-token", TOKEN, "--admin-token", ADMIN_TOKEN, "--workers", str(workers)]
-    if subscriber_url is not None:
-        args += ["--allow-networks", "127.0.0.0/8"]  # the sink is on loopback
+    args += ["--allow-networks", "127.0.0.0/8"]  # subscribers (the sink) are on loopback
     with serving(args, port, log) as process:
         yield process
 
