@@ -63,7 +63,7 @@ FULL = Sizes(
         "json/transcode_task_finish.json",
     ),
     validation_repeat=3,
-    ingest_config=ingest.Config(seconds=6, warmup=2, rounds=2, connections=32, fixed_seconds=10),
+    ingest_config=ingest.Config(seconds=6, warmup=2, rounds=3, connections=32, fixed_seconds=10),
     delivery_events=20_000,
     delivery_concurrency=32,
     e2e_rate=200,

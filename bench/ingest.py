@@ -73,6 +73,8 @@ class Summary:
     duplicate: int
     refused: int
     errors: int
+    #: The most CPU other people's work used during one of the runs, in cores.
+    other_cores: float | None = None
     runs: list[LoadResult] = field(default_factory=list)
 
 
@@ -160,6 +162,7 @@ def summarize(name: str, runs: list[LoadResult]) -> Summary:
         duplicate=sum(run.duplicate for run in runs),
         refused=sum(run.refused for run in runs),
         errors=sum(run.errors for run in runs),
+        other_cores=max((run.other_cores for run in runs if run.other_cores is not None), default=None),
         runs=runs,
     )
 

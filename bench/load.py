@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import secrets
@@ -28,6 +29,8 @@ from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from bench.process import CpuMeter
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "samples" / "transcode_success.xml"
@@ -57,6 +60,8 @@ class LoadResult:
     p99_ms: float
     max_ms: float
     offered_per_second: float | None = None  # fixed rate only
+    #: CPU the rest of the machine (other people's work) used meanwhile, in cores (see process.CpuMeter).
+    other_cores: float | None = None
 
 
 def sample_template() -> Path:
@@ -79,6 +84,12 @@ def callback_url(port: int) -> str:
 
 def closed_loop(port: int, template: Path, run: str, *, connections: int, seconds: float, limit: int = 0) -> LoadResult:
     """As fast as the server answers, over ``connections`` connections, for ``seconds`` or ``limit`` answers."""
+    with CpuMeter() as meter:
+        result = _closed_loop(port, template, run, connections=connections, seconds=seconds, limit=limit)
+    return dataclasses.replace(result, other_cores=meter.others)
+
+
+def _closed_loop(port: int, template: Path, run: str, *, connections: int, seconds: float, limit: int) -> LoadResult:
     wrk = shutil.which("wrk")
     if wrk is None:
         args = ["closed", str(port), str(template), run, str(connections), str(seconds), str(limit)]
@@ -142,7 +153,9 @@ def fixed_rate(
     args = ["fixed", str(port), str(template), run, str(connections), str(seconds), str(rate)]
     if sent_log is not None:
         args.append(str(sent_log))
-    return _python_generator(args, timeout=seconds + REQUEST_TIMEOUT + 30)
+    with CpuMeter() as meter:
+        result = _python_generator(args, timeout=seconds + REQUEST_TIMEOUT + 30)
+    return dataclasses.replace(result, other_cores=meter.others)
 
 
 def _python_generator(args: list[str], timeout: float) -> LoadResult:

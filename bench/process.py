@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -12,6 +13,9 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+#: Process groups of the servers this process started and has not stopped yet (see CpuMeter).
+SERVERS: set[int] = set()
 
 
 def free_port() -> int:
@@ -72,6 +76,7 @@ def group_members(group: int) -> list[int]:
 def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     """SIGTERM the child's own process group (uvicorn workers included), SIGKILL whatever lingers."""
     group = process.pid  # started with start_new_session: the child leads its own group
+    SERVERS.discard(group)
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGTERM)
@@ -97,6 +102,7 @@ def running(args: Sequence[str], port: int, env: dict[str, str] | None = None) -
     process = subprocess.Popen(
         [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
+    SERVERS.add(process.pid)
     try:
         wait_for_port(port)
         yield process
@@ -127,6 +133,7 @@ def serving(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    SERVERS.add(process.pid)
     try:
         wait_for_http(port, process, ready_path)
         yield process
@@ -146,3 +153,57 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (all threads)
+
+
+def _ours() -> float:
+    """CPU seconds used by this process, its waited-for children (wrk, generators) and running servers."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    servers = sum(_process_cpu(pid) for group in list(SERVERS) for pid in group_members(group))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + servers
+
+
+class CpuMeter:
+    """How much CPU the rest of the machine (other people's work) used during a measurement, in cores.
+
+    Everything busy on the machine, minus this process, the children it waited for (load generators)
+    and the servers it runs. Linux only; ``None`` elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+
+    def __enter__(self) -> CpuMeter:
+        try:
+            self._start = (time.monotonic(), _machine_busy(), _ours())
+        except (OSError, ValueError):
+            self._start = None
+        self.others: float | None = None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._start is None:
+            return
+        started, busy, ours = self._start
+        elapsed = time.monotonic() - started
+        if elapsed > 0:
+            others = (_machine_busy() - busy) - (_ours() - ours)
+            self.others = max(0.0, others / elapsed)

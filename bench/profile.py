@@ -1,13 +1,15 @@
 """Profile the gateway's ingest path under load with py-spy and list where the time goes.
 
-Run: python -m bench.profile [--seconds 15] [--connections 32] [--json PATH] [--raw PATH]
+Run: python -m bench.profile [--seconds 15] [--connections 32] [--gil] [--json PATH] [--raw PATH]
 
 Starts ``cos-relay serve`` (1 worker, fresh database, no subscribers), loads it with wrk, records
 ``py-spy record --pid <gateway> -f raw --threads`` and prints the functions with the most self time,
 split into cos-relay's own code (relay/) and the libraries, plus the inclusive time of relay/
 functions. Shares are of busy samples: threads blocked waiting (the writer on its queue, idle
 thread-pool workers) are left out. ``Runner.run`` as a leaf is uvloop's native code (polling and
-socket I/O under the event loop). py-spy is not a project dependency: install it into the venv.
+socket I/O under the event loop). ``--gil`` keeps only the samples of the thread holding the GIL:
+Python work, and C work that keeps the GIL (lxml releases it while libxml2 parses, sqlite3 while
+SQLite runs). py-spy is not a project dependency: install it into the venv.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def summarize(raw: str, top: int = 15) -> tuple[int, list[Entry], list[Entry], l
     return total, entries(relay_self, top), entries(library_self, top), entries(inclusive, top), entries(threads, 8)
 
 
-def record(seconds: float, connections: int, folder: Path, raw: Path | None = None) -> Profile:
+def record(seconds: float, connections: int, folder: Path, raw: Path | None = None, gil: bool = False) -> Profile:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
@@ -117,7 +119,7 @@ def record(seconds: float, connections: int, folder: Path, raw: Path | None = No
         closed_loop(port, template, new_run_id(), connections=connections, seconds=2)  # warm up
         command = [py_spy, "record", "--pid", str(server.pid), "-f", "raw", "--threads", "-r", "200"]
         recorder = subprocess.Popen(
-            [*command, "-d", str(int(seconds)), "-o", str(output)],
+            [*command, *(["--gil"] if gil else []), "-d", str(int(seconds)), "-o", str(output)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -147,9 +149,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw output (collapsed stacks) here")
+    parser.add_argument("--gil", action="store_true", help="only samples of the thread holding the GIL")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cos-relay-profile-") as folder:
-        profile = record(options.seconds, options.connections, Path(folder), options.raw)
+        profile = record(options.seconds, options.connections, Path(folder), options.raw, options.gil)
     print(f"{profile.samples} samples over {profile.seconds:.0f} s at {profile.requests_per_second:,.0f} req/s\n")
     print(table("self time, relay/", profile.relay_self) + "\n")
     print(table("self time, libraries and runtime", profile.library_self) + "\n")

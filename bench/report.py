@@ -83,6 +83,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
+def _cores(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _machine(machine: dict[str, Any]) -> list[str]:
     libraries = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items() if version)
     sqlite = machine["sqlite"]
@@ -112,16 +116,26 @@ def _ingest(ingest: dict[str, Any]) -> list[str]:
         f" warm-up, then {config['seconds']:g} s of {ingest['tool']} over {config['connections']} connections;"
         " rounds alternate the order (A..E, E..A). Figures are medians over rounds.",
         "",
-        "| server | req/s | p50 ms | p99 ms | max ms | / bare | non-200 | duplicates |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | req/s | p50 ms | p99 ms | max ms | / bare | non-200 | duplicates | other load (cores, max) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in ingest["variants"]:
         baseline = bare["bare, 2 workers"] if "2 workers" in row["variant"] else bare["bare, 1 worker"]
         lines.append(
             f"| {row['variant']} | {row['requests_per_second']:,.0f} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} |"
             f" {_ms(row['max_ms'])} | {row['requests_per_second'] / baseline:.2f} | {row['refused'] + row['errors']} |"
-            f" {row['duplicate']} |"
+            f" {row['duplicate']} | {_cores(row.get('other_cores'))} |"
         )
+    lines += [
+        "",
+        "Each run (req/s, other load):",
+        "",
+        *(
+            f"* {row['variant']}: "
+            + ", ".join(f"{run['requests_per_second']:,.0f} ({_cores(run.get('other_cores'))})" for run in row["runs"])
+            for row in ingest["variants"]
+        ),
+    ]
     fixed = ingest["fixed_rate"]
     if fixed:
         some = next(iter(fixed.values()))
@@ -130,8 +144,8 @@ def _ingest(ingest: dict[str, Any]) -> list[str]:
             f"Fixed rate, half the gateway's capacity: {some['offered_per_second']:,.0f} req/s for"
             f" {config['fixed_seconds']:g} s (latency from each request's scheduled time):",
             "",
-            "| server | requests | p50 ms | p90 ms | p99 ms | max ms |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| server | requests | p50 ms | p90 ms | p99 ms | max ms | other load (cores) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for name in ("bare", "relay"):
             if name in fixed:
@@ -139,7 +153,7 @@ def _ingest(ingest: dict[str, Any]) -> list[str]:
                 label = "bare, 1 worker" if name == "bare" else "cos-relay, 1 worker"
                 lines.append(
                     f"| {label} | {run['requests']:,} | {_ms(run['p50_ms'])} | {_ms(run['p90_ms'])} |"
-                    f" {_ms(run['p99_ms'])} | {_ms(run['max_ms'])} |"
+                    f" {_ms(run['p99_ms'])} | {_ms(run['max_ms'])} | {_cores(run.get('other_cores'))} |"
                 )
     return lines
 
@@ -167,7 +181,8 @@ def _e2e(e2e: dict[str, Any]) -> list[str]:
         f"{e2e['rate']:g} callbacks/s for {e2e['seconds']:g} s; {e2e['received']:,} of {e2e['sent']:,} events"
         f" received ({e2e['duplicates']} duplicates). Baseline: bench/bare.py --forward (answers 200, then posts"
         f" the JobId to the same sink), {base['seconds']:.3g} s before and {base['seconds']:.3g} s after the gateway at"
-        f" the same rate; {base['received']:,} of {base['sent']:,} received.",
+        f" the same rate; {base['received']:,} of {base['sent']:,} received. Other load during the gateway's run:"
+        f" {_cores(ack.get('other_cores'))} cores.",
         "",
         "| from sending the callback to | p50 ms | p90 ms | p99 ms | max ms |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -214,16 +229,18 @@ def _history(history: dict[str, Any]) -> list[str]:
         " alternating (empty, history, history, empty, ...) between two running gateways, each run followed by"
         " its gateway relaying everything; means over runs (p99: median).",
         "",
-        "| database | ingest req/s (1 worker, 1 subscriber) | p99 ms | claim_due p50 / p99 µs |"
-        " claim one p50 / p99 µs | next_due p50 µs |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| database | ingest req/s (1 worker, 1 subscriber) | p99 ms | other load (cores, median) |"
+        " claim_due p50 / p99 µs | claim one p50 / p99 µs | next_due p50 µs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in ("empty", "history"):
         runs = history[f"ingest_{name}"]
         p99 = statistics.median(run["p99_ms"] for run in runs)
         claim = history[f"claim_{name}"]
+        others = [run["other_cores"] for run in runs if run.get("other_cores") is not None]
+        other = _cores(statistics.median(others) if others else None)
         lines.append(
-            f"| {name} | {history[f'{name}_per_second']:,.0f} | {p99:.1f} |"
+            f"| {name} | {history[f'{name}_per_second']:,.0f} | {p99:.1f} | {other} |"
             f" {claim['claim']['p50_us']:.0f} / {claim['claim']['p99_us']:.0f} |"
             f" {claim['claim_one']['p50_us']:.0f} / {claim['claim_one']['p99_us']:.0f} |"
             f" {claim['next_due']['p50_us']:.0f} |"
@@ -310,6 +327,9 @@ METHOD = [
     " same options (httptools, uvloop, no access log).",
     "* The fixed-rate generator starts each request on schedule whatever the server does and measures"
     " from the scheduled time, so a stall is not hidden by requests that were never sent.",
+    "* Other load: the CPU the rest of the machine used during a run (all busy CPU time minus this"
+    " suite's own processes: the benchmark, its load generators and servers), in cores. This"
+    " machine is shared; a run next to a large figure measured the neighbours as much as the code.",
     "* The suite fits in 10 minutes: the memory section ingests as many callbacks as the remaining time"
     " allows at the rate measured in section 1 (up to 200,000); the table says how many. The"
     " validation section measures a few representative bodies; `python bench/validation.py` measures"
