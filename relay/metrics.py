@@ -141,6 +141,7 @@ class Metrics:
         )
         self.write_errors = counter("store_write_errors", "Failed SQLite write transactions, by kind.", ("kind",))
         self._queues: set[str] = set()
+        self._subscribers: set[str] = set()
         # Counters that alerts and panels read with increase()/rate() exist at 0 from the start: a series
         # born at 1 has no earlier sample, so increase() would miss the first refusal, write error or give-up.
         for outcome in CALLBACK_OUTCOMES:
@@ -151,6 +152,9 @@ class Metrics:
     def subscribers_known(self, names: Iterable[str]) -> None:
         """Start each subscriber's give-up and disable counters at 0 (idempotent; called at every scrape)."""
         for name in names:
+            if name in self._subscribers:
+                continue  # every attempt reports its subscriber: only the first costs anything
+            self._subscribers.add(name)
             for reason in GIVEN_UP_REASONS:
                 self.given_up.labels(name, reason)
             for reason in DISABLED_REASONS:

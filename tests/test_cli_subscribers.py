@@ -26,7 +26,7 @@ from relay.deliver.client import Attempt, Outcome
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.store import Store
-from relay.store.records import Decision, IngestResult, Received
+from relay.store.records import Decision, Finished, IngestResult, Received
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
@@ -98,9 +98,9 @@ def fail_for_good(db: Path) -> list[int]:
         killed = []
         while pending:
             claim = pending.pop()
-            _, following = await store.finish(claim, attempt, Decision("dead"), now, utc_now(), LEASE_MARGIN)
+            [recorded] = await store.finish([Finished(claim, attempt, Decision("dead"), now, utc_now())], LEASE_MARGIN)
             killed.append(claim.delivery_id)
-            pending += [following] if following else []
+            pending += [recorded.following] if recorded.following else []
         return sorted(killed)
 
     with Store(db) as store:

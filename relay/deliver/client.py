@@ -20,6 +20,8 @@ from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+#: URL verdicts kept (one per subscriber URL in practice); beyond this the cache starts over.
+URL_CACHE = 1024
 
 
 class Outcome(StrEnum):
@@ -168,6 +170,8 @@ class Sender:
         self._body_limit = body_limit
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        #: URL -> why the policy refuses it (None: allowed). The policy is fixed, so the verdict is too.
+        self._verdicts: dict[str, str | None] = {}
 
     async def start(self) -> None:
         if self._session is not None:
@@ -197,6 +201,19 @@ class Sender:
     ) -> None:
         await self.close()
 
+    def _refusal(self, url: str) -> str | None:
+        """The URL check, remembered: IP-literal URLs never reach the resolver, so this is their only check."""
+        if url not in self._verdicts:
+            if len(self._verdicts) >= URL_CACHE:
+                self._verdicts.clear()
+            try:
+                self._policy.check_url(url)
+            except ForbiddenDestination as exc:
+                self._verdicts[url] = str(exc)
+            else:
+                self._verdicts[url] = None
+        return self._verdicts[url]
+
     # ASYNC109: the deadline is per subscriber and ends as an Outcome, not as the caller's cancellation.
     async def send(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Attempt:
         """POST ``body`` to ``url``; the whole attempt (connect, send, bounded read) ends by ``timeout``."""
@@ -207,11 +224,9 @@ class Sender:
         def attempt(outcome: Outcome, error: str | None, status: int | None = None) -> Attempt:
             return Attempt(outcome, status, time.monotonic() - started, error, b"", None)
 
-        try:
-            # IP-literal URLs never reach the resolver, so this is their only check.
-            self._policy.check_url(url)
-        except ForbiddenDestination as exc:
-            return attempt(Outcome.SSRF_BLOCKED, str(exc))
+        refusal = self._refusal(url)
+        if refusal is not None:
+            return attempt(Outcome.SSRF_BLOCKED, refusal)
         request_headers = CIMultiDict(headers)
         request_headers.setdefault("Content-Type", CLOUDEVENTS_JSON)
         status: int | None = None

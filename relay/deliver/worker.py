@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -14,12 +15,14 @@ from relay.deliver.retry import RetryPolicy
 from relay.deliver.signing import Signer
 from relay.metrics import Metrics
 from relay.store import Store
-from relay.store.records import Claim, Decision
+from relay.store.records import Claim, Decision, Finished, Recorded
 
 logger = logging.getLogger(__name__)
 
 #: A lease outlives the subscriber's timeout by this much, so a slow commit never looks like a crash.
 LEASE_MARGIN = timedelta(seconds=5)
+#: Signers kept for reuse (one per subscriber and secret set); beyond this the cache starts over.
+SIGNER_CACHE = 1024
 
 
 def decide(
@@ -42,6 +45,50 @@ def decide(
     if delay is None:
         return Decision("dead", disable_if_failing_since=streak_limit)
     return Decision("pending", next_attempt_at=now + timedelta(seconds=delay), disable_if_failing_since=streak_limit)
+
+
+class Recorder:
+    """Records finished attempts in batches: while one batch commits, the next one gathers.
+
+    Each lane awaits its own attempt's commit, but a busy worker pays for one write per batch, not
+    one per attempt. No background task: a waiter that finds no commit running commits everything
+    gathered so far; the others wait for that commit to end and find their attempt recorded (or,
+    if it arrived too late for the batch, one of them commits the next).
+    """
+
+    def __init__(self, store: Store, lease_margin: timedelta) -> None:
+        self._store = store
+        self._lease_margin = lease_margin
+        self._pending: list[tuple[Finished, asyncio.Future[Recorded]]] = []
+        self._committed: anyio.Event | None = None  # set while a commit runs
+
+    async def record(self, finished: Finished) -> Recorded:
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._pending.append((finished, future))
+        while not future.done():
+            if self._committed is not None:
+                await self._committed.wait()
+                continue
+            committed = self._committed = anyio.Event()
+            batch, self._pending = self._pending, []
+            try:
+                # Shielded: once taken from the queue, every waiter in the batch must hear the result.
+                with anyio.CancelScope(shield=True):
+                    await self._commit(batch)
+            finally:
+                self._committed = None
+                committed.set()
+        return future.result()
+
+    async def _commit(self, batch: list[tuple[Finished, asyncio.Future[Recorded]]]) -> None:
+        try:
+            results = await self._store.finish([finished for finished, _ in batch], self._lease_margin)
+        except Exception as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
 
 
 class DeliveryWorker:
@@ -69,6 +116,8 @@ class DeliveryWorker:
         self._poll_interval = poll_interval
         self._disable_after = disable_after
         self._rand = rand
+        self._recorder = Recorder(store, LEASE_MARGIN)
+        self._signers: dict[tuple[str, ...], Signer] = {}
         self._wake = anyio.Event()
         self._in_flight = 0
         self._stopping = False
@@ -158,15 +207,24 @@ class DeliveryWorker:
 
     async def _attempt(self, claim: Claim) -> Claim | None:
         started = self._clock()
-        headers = Signer(claim.secrets).headers(claim.event_id, int(started.timestamp()), claim.body)
+        headers = self._signer(claim.secrets).headers(claim.event_id, int(started.timestamp()), claim.body)
         attempt = await self._sender.send(claim.url, claim.body, headers, timeout=claim.timeout)
         finished = self._clock()
         decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
-        disabled, following = await self._store.finish(claim, attempt, decision, started, finished, LEASE_MARGIN)
-        self._log(claim, attempt, decision, disabled)
+        recorded = await self._recorder.record(Finished(claim, attempt, decision, started, finished))
+        self._log(claim, attempt, decision, recorded.disabled)
         if self._metrics is not None:
-            self._count(claim, attempt, decision, disabled, finished)
-        return following
+            self._count(claim, attempt, decision, recorded.disabled, finished)
+        return recorded.following
+
+    def _signer(self, secrets: tuple[str, ...]) -> Signer:
+        """Keyed once per secret set: deriving HMAC keys per attempt costs as much as signing."""
+        signer = self._signers.get(secrets)
+        if signer is None:
+            if len(self._signers) >= SIGNER_CACHE:
+                self._signers.clear()
+            signer = self._signers[secrets] = Signer(secrets)
+        return signer
 
     def _count(
         self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None, finished: datetime
@@ -190,7 +248,9 @@ class DeliveryWorker:
             "outcome": attempt.outcome.value,
             "delivery_id": claim.delivery_id,
         }
-        logger.info(
+        # Successes at debug: the attempts table records each one; failures are what an operator reads.
+        logger.log(
+            logging.DEBUG if decision.state == "delivered" else logging.INFO,
             "delivery %d to %s: %s (%s) -> %s",
             claim.delivery_id,
             claim.subscriber,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -16,11 +16,10 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from relay.deliver.client import Attempt
 from relay.errors import Rejected
 from relay.outbox.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.settings import Durability
-from relay.store.records import Claim, Decision, IngestResult, Page, Received
+from relay.store.records import Claim, Finished, IngestResult, Page, Received, Recorded
 from relay.store.sqlite import connection, ingest, outbox, queries
 from relay.store.writer import Observer, Writer
 from relay.validate.callback import Callback
@@ -159,26 +158,9 @@ class Store:
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
         return await self._writer.run(partial(outbox.claim_due, now=now, lease_margin=lease_margin, capacity=capacity))
 
-    async def finish(
-        self,
-        claim: Claim,
-        attempt: Attempt,
-        decision: Decision,
-        started_at: datetime,
-        at: datetime,
-        lease_margin: timedelta,
-    ) -> tuple[str | None, Claim | None]:
-        """Record an attempt; returns why it disabled the subscriber (if it did) and the next claim, if any."""
-        write = partial(
-            outbox.finish,
-            claim=claim,
-            attempt=attempt,
-            decision=decision,
-            started_at=started_at,
-            at=at,
-            lease_margin=lease_margin,
-        )
-        return await self._writer.run(write)
+    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
+        """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
+        return await self._writer.run(partial(outbox.finish, finished=finished, lease_margin=lease_margin))
 
     async def release(self, claim: Claim, at: datetime) -> None:
         await self._writer.run(partial(outbox.release, claim=claim, at=at))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from relay.deliver.client import Attempt
 
 Outcome = Literal["accepted", "duplicate"]
 
@@ -71,3 +74,24 @@ class Decision:
     disable_reason: str | None = None
     #: Disable the subscriber if it has been failing since before this instant.
     disable_if_failing_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One attempt to record: the claim it used, how it went and what that means for the delivery."""
+
+    claim: Claim
+    attempt: Attempt
+    decision: Decision
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an attempt did."""
+
+    #: Why it disabled the subscriber, if it did.
+    disabled: str | None
+    #: The subscriber's next due delivery, leased to the lane that made the attempt.
+    following: Claim | None

@@ -2,12 +2,15 @@
 
 Concurrent requests each queue a write and await it; the thread takes everything queued, runs each
 write inside its own savepoint of one transaction, commits once, then wakes every waiter. One fsync
-(or WAL append) serves the whole batch, and a failing write rolls back only itself.
+(or WAL append) serves the whole batch, and a failing write rolls back only itself. Waiters on an
+event loop are woken with one cross-thread call per batch, not one per write: under load that
+hand-off costs as much as a small write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -34,7 +37,20 @@ MAX_BATCH = 256
 @dataclass
 class _Job(Generic[T]):
     write: Write[T]
-    future: Future[T]
+    future: Future[T] | asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop | None = None  # set when ``future`` belongs to an event loop
+
+    def started(self) -> bool:
+        """False if the caller gave up (cancelled) before the write began: skip it."""
+        if isinstance(self.future, Future):
+            return self.future.set_running_or_notify_cancel()
+        # Read across threads: at worst a cancellation racing this check lets the write go ahead,
+        # exactly as if it had arrived a moment after the write began.
+        return not self.future.cancelled()
+
+
+#: A write's job with its result, or the exception it raised.
+Outcome = tuple[_Job[Any], Any, BaseException | None]
 
 
 class _Stop:
@@ -75,17 +91,17 @@ class Writer:
             self._conn.close()
             self._conn = None
 
-    def submit(self, write: Write[T]) -> Future[T]:
-        future: Future[T] = Future()
-        self._queue.put(_Job(write, future))
-        return future
-
     async def run(self, write: Write[T]) -> T:
         """Queue ``write`` and wait until its transaction has committed."""
-        return await asyncio.wrap_future(self.submit(write))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(write, future, loop))
+        return await future
 
     def run_sync(self, write: Write[T]) -> T:
-        return self.submit(write).result()
+        future: Future[T] = Future()
+        self._queue.put(_Job(write, future))
+        return future.result()
 
     def _loop(self) -> None:
         conn = self._conn
@@ -107,13 +123,13 @@ class Writer:
                 return
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
-        outcomes: list[tuple[_Job[Any], Any, BaseException | None]] = []
+        outcomes: list[Outcome] = []
         started = time.perf_counter()
         try:
             sql.begin(conn)
             for job in batch:
-                if not job.future.set_running_or_notify_cancel():
-                    continue  # its caller gave up (cancelled) before the write started: skip it
+                if not job.started():
+                    continue
                 sql.savepoint(conn)
                 try:
                     result = job.write(conn)
@@ -133,11 +149,34 @@ class Writer:
             except sqlite3.Error:
                 logger.exception("rollback failed")
             outcomes = [(job, None, exc) for job in batch]
-        for job, result, error in outcomes:
-            try:
-                if error is None:
-                    job.future.set_result(result)
-                else:
-                    job.future.set_exception(error)
-            except InvalidStateError:
-                pass  # cancelled by its caller meanwhile; nobody is waiting for the answer
+        _settle(outcomes)
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """Hand every result to its waiter: directly for threads, one call per event loop for coroutines."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        loop = outcome[0].loop
+        if loop is None:
+            _set(outcome)
+        else:
+            by_loop.setdefault(loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left waiting
+            loop.call_soon_threadsafe(_set_all, settled)
+
+
+def _set_all(outcomes: list[Outcome]) -> None:
+    for outcome in outcomes:
+        _set(outcome)
+
+
+def _set(outcome: Outcome) -> None:
+    job, result, error = outcome
+    try:
+        if error is None:
+            job.future.set_result(result)
+        else:
+            job.future.set_exception(error)
+    except (InvalidStateError, asyncio.InvalidStateError):
+        pass  # cancelled by its caller meanwhile; nobody is waiting for the answer

@@ -35,7 +35,7 @@ class Timestamp:
 
     @property
     def iso(self) -> str | None:
-        return self.utc.strftime("%Y-%m-%dT%H:%M:%SZ") if self.utc else None
+        return self.utc.replace(tzinfo=None).isoformat(timespec="seconds") + "Z" if self.utc else None
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,9 @@ def check_writable(conn: sqlite3.Connection, at: datetime) -> None:
 def iso(moment: datetime) -> str:
     """The stored form of an instant: UTC, fixed width, so text order is time order (naive means UTC)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    # isoformat, not strftime: several times faster (a few are made per callback), and the year is zero-padded.
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def to_json(value: object) -> str:
