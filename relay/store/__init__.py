@@ -46,13 +46,14 @@ class Store:
         self.gateway = gateway
         self._durability = durability
         self._write_timeout = write_timeout
-        self._writer = Writer(self._connect, observe=observe)
+        self._writer = Writer(partial(self._connect, busy_timeout=0.0), observe=observe, lock_timeout=write_timeout)
         self._subscribers = outbox.SubscriberCache()  # used on the writer thread only
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = connection.connect(self.path, self._durability, self._write_timeout)
+    def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
+        timeout = self._write_timeout if busy_timeout is None else busy_timeout
+        conn = connection.connect(self.path, self._durability, timeout)
         self._opened.append(conn)
         return conn
 

@@ -70,9 +70,17 @@ class Writer:
     """Runs writes on one connection, on one thread, in batched transactions."""
 
     def __init__(
-        self, connect: Callable[[], sqlite3.Connection], *, name: str = "relay-writer", observe: Observer | None = None
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        name: str = "relay-writer",
+        observe: Observer | None = None,
+        lock_timeout: float = 5.0,
     ) -> None:
+        """``connect`` should give a connection with no busy timeout: the writer waits for the lock itself,
+        for up to ``lock_timeout`` seconds per transaction."""
         self._connect = connect
+        self._lock_timeout = lock_timeout
         self._observe = observe or (lambda seconds, error: None)
         self._queue: queue.SimpleQueue[_Job[Any] | _Stop] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -126,7 +134,7 @@ class Writer:
         outcomes: list[Outcome] = []
         started = time.perf_counter()
         try:
-            sql.begin(conn)
+            sql.begin(conn, self._lock_timeout)
             for job in batch:
                 if not job.started():
                     continue

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,8 +33,23 @@ def migrate(conn: sqlite3.Connection) -> None:
     migrations.apply(sqlite_utils.Database(conn))
 
 
-def begin(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
+#: Seconds between tries for a write lock another process holds. SQLite's own busy handler backs
+#: off to 100 ms sleeps, so a process waiting on a busy peer keeps missing the moments the lock is free.
+LOCK_RETRY = (0.0002, 0.001)
+
+
+def begin(conn: sqlite3.Connection, timeout: float = 0.0) -> None:
+    """BEGIN IMMEDIATE, retrying about every half millisecond for up to ``timeout`` seconds while another
+    process (a second worker, the CLI) holds the write lock. Meant for connections with no busy timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(random.uniform(*LOCK_RETRY))
 
 
 def commit(conn: sqlite3.Connection) -> None:
