@@ -19,7 +19,7 @@ from lxml import etree
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import parse
 from tests.chaos.harness import RESULTS, long_mode
-from tests.fuzz.mutate import json_slots
+from tests.fuzz.mutate import BYTE_EDITS, edit_bytes, json_slots
 from tests.fuzz.target import PARSER, SCHEMA, exercise, seeds
 
 SEEDS = seeds()
@@ -89,7 +89,7 @@ def check(body: bytes) -> None:
 
 # -- bytes -------------------------------------------------------------------------------------------
 
-_EDITS = st.sampled_from(["delete", "duplicate", "insert", "replace", "flip", "truncate", "splice"])
+_EDITS = st.sampled_from(BYTE_EDITS)
 
 
 @FUZZING
@@ -101,24 +101,7 @@ _EDITS = st.sampled_from(["delete", "duplicate", "insert", "replace", "flip", "t
 def test_byte_mutations_are_accepted_or_refused_cleanly(
     sample: bytes, other: bytes, edits: list[tuple[str, int, bytes]]
 ) -> None:
-    body = bytearray(sample)
-    for kind, position, chunk in edits:
-        at = position % (len(body) + 1)
-        if kind == "delete":
-            del body[at : at + len(chunk) + 1]
-        elif kind == "duplicate":
-            body[at:at] = body[at : at + 64]
-        elif kind == "insert":
-            body[at:at] = chunk
-        elif kind == "replace":
-            body[at : at + len(chunk)] = chunk
-        elif kind == "flip" and body:
-            body[at % len(body)] ^= 1 << (position % 8)
-        elif kind == "truncate":
-            del body[at:]
-        elif kind == "splice":
-            body[at:] = other[position % (len(other) + 1) :]
-    check(bytes(body))
+    check(edit_bytes(sample, edits, other))
 
 
 # -- XML trees ---------------------------------------------------------------------------------------

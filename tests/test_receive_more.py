@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from relay.app import create_app
 from relay.settings import Settings
 from tests.conftest import ADMIN_TOKEN, DATA, callback_url
+from tests.fuzz.mutate import edit_bytes
 from tests.live import ThreadServer
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
@@ -136,18 +137,7 @@ _MUTATIONS = st.sampled_from(["delete", "duplicate", "insert", "replace"])
 def test_mutated_samples_never_get_a_5xx(
     sample: bytes, edits: list[tuple[str, int, bytes]], client: httpx.Client
 ) -> None:
-    body = bytearray(sample)
-    for kind, position, chunk in edits:
-        at = position % (len(body) + 1)
-        if kind == "delete":
-            del body[at : at + len(chunk) + 1]
-        elif kind == "duplicate":
-            body[at:at] = body[at : at + 40]
-        elif kind == "insert":
-            body[at:at] = chunk
-        else:
-            body[at : at + len(chunk)] = chunk
-    response = post(client, bytes(body))
+    response = post(client, edit_bytes(sample, edits))
     assert response.status_code in (200, 400, 415, 422), response.text
 
 

@@ -147,3 +147,29 @@ def structured(data: bytes, words: Vocabulary, rng: random.Random) -> bytes | No
             return None
         return mutate_json(document, words, rng)
     return None
+
+
+#: Byte-level edits `edit_bytes` knows; "splice" appends the tail of a second document.
+BYTE_EDITS = ("delete", "duplicate", "insert", "replace", "flip", "truncate", "splice")
+
+
+def edit_bytes(sample: bytes, edits: list[tuple[str, int, bytes]], other: bytes = b"") -> bytes:
+    """Apply (kind, position, chunk) edits in turn; positions wrap around the current length."""
+    body = bytearray(sample)
+    for kind, position, chunk in edits:
+        at = position % (len(body) + 1)
+        if kind == "delete":
+            del body[at : at + len(chunk) + 1]
+        elif kind == "duplicate":
+            body[at:at] = body[at : at + 64]
+        elif kind == "insert":
+            body[at:at] = chunk
+        elif kind == "replace":
+            body[at : at + len(chunk)] = chunk
+        elif kind == "flip" and body:
+            body[at % len(body)] ^= 1 << (position % 8)
+        elif kind == "truncate":
+            del body[at:]
+        elif kind == "splice":
+            body[at:] = other[position % (len(other) + 1) :]
+    return bytes(body)
