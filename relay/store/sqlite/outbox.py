@@ -191,7 +191,8 @@ def fan_out(
         " ON CONFLICT(id) DO NOTHING",
         [(e.id, e.item_key, e.type, e.subject, callback_id, stamp, e.body) for e in events],
     )
-    rows = [(e.id, s.id, stamp, stamp, stamp) for e in events for s in subscribers.get(conn) if s.filter.matches(e)]
+    current = subscribers.get(conn)
+    rows = [(e.id, s.id, stamp, stamp, stamp) for e in events for s in current if s.filter.matches(e)]
     conn.executemany(
         "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
         " updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?) ON CONFLICT(event_id, subscriber_id) DO NOTHING",
