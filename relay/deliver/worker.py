@@ -60,7 +60,7 @@ class Recorder:
         self._store = store
         self._lease_margin = lease_margin
         self._pending: list[tuple[Finished, asyncio.Future[Recorded]]] = []
-        self._committed: anyio.Event | None = None  # set while a commit runs
+        self._committed: anyio.Event | None = None  # while a commit runs: set when it ends
 
     async def record(self, finished: Finished) -> Recorded:
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
