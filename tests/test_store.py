@@ -1,4 +1,4 @@
-"""The store's write path: waiting for another process's lock, checkpoints off the commit, batched attempts."""
+"""The store's write path: waiting for another process's lock, and attempts recorded in batches."""
 
 from __future__ import annotations
 
@@ -15,18 +15,7 @@ from relay.outbox.filters import Filter
 from relay.outbox.subscribers import SubscriberSpec
 from relay.store import Store
 from relay.store.records import Decision, Finished
-from tests.chaos.harness import wait_until
 from tests.test_cli_subscribers import ingest, job_body
-
-#: SQLite's default: a commit that takes the WAL past this many frames checkpoints (unless told not to).
-AUTOCHECKPOINT_FRAMES = 1000
-
-
-def wal_frames(db: Path) -> int:
-    """Frames in the WAL right now, read by a passive checkpoint on a connection of its own."""
-    with sqlite3.connect(db) as probe:
-        _busy, frames, _copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return int(frames)
 
 
 def test_a_write_waits_for_the_lock_another_process_holds_and_commits_once_it_is_free(tmp_path: Path) -> None:
@@ -42,24 +31,6 @@ def test_a_write_waits_for_the_lock_another_process_holds_and_commits_once_it_is
             released.join()
             other.close()
     assert value == "stored"
-
-
-def test_commits_never_checkpoint_the_wal_themselves(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
-    with Store(db, checkpoint_interval=3600) as store:
-        for number in range(AUTOCHECKPOINT_FRAMES + 200):
-            store.secret(f"s{number}", "x" * 64, utc_now())  # one commit, at least one frame, each
-        # With SQLite's automatic checkpoint the WAL would have been copied and restarted by now.
-        assert wal_frames(db) > AUTOCHECKPOINT_FRAMES
-
-
-def test_the_checkpointer_copies_committed_pages_into_the_database_file(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
-    with Store(db, checkpoint_interval=0.05) as store:
-        before = db.stat().st_size
-        for number in range(300):
-            store.secret(f"s{number}", "x" * 1024, utc_now())
-        wait_until(lambda: db.stat().st_size > before, timeout=10, what="the database file to grow")
 
 
 def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_own_result(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ import anyio.to_thread
 from relay.errors import Rejected
 from relay.outbox.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.settings import Durability
-from relay.store.checkpointer import Checkpointer
 from relay.store.records import Claim, Finished, IngestResult, Page, Received, Recorded
 from relay.store.sqlite import connection, ingest, outbox, queries
 from relay.store.writer import Observer, Writer
@@ -42,23 +41,20 @@ class Store:
         gateway: str = "cos-relay",
         write_timeout: float = 5.0,
         observe: Observer | None = None,
-        checkpoint_interval: float = 1.0,
     ) -> None:
         self.path = path
         self.gateway = gateway
         self._durability = durability
         self._write_timeout = write_timeout
-        # The writer waits for other processes' locks itself, and leaves checkpoints to the checkpointer.
-        writer_connection = partial(self._connect, busy_timeout=0.0, autocheckpoint=False)
-        self._writer = Writer(writer_connection, observe=observe, lock_timeout=write_timeout)
-        self._checkpointer = Checkpointer(self._connect, interval=checkpoint_interval)
+        # No busy timeout on the writer's connection: it waits for other processes' locks itself.
+        self._writer = Writer(partial(self._connect, busy_timeout=0.0), observe=observe, lock_timeout=write_timeout)
         self._subscribers = outbox.SubscriberCache()  # used on the writer thread only
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
 
-    def _connect(self, busy_timeout: float | None = None, autocheckpoint: bool = True) -> sqlite3.Connection:
+    def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
         timeout = self._write_timeout if busy_timeout is None else busy_timeout
-        conn = connection.connect(self.path, self._durability, timeout, autocheckpoint=autocheckpoint)
+        conn = connection.connect(self.path, self._durability, timeout)
         self._opened.append(conn)
         return conn
 
@@ -71,11 +67,9 @@ class Store:
         for _ in range(READERS - 1):
             self._readers.put(self._connect())
         self._writer.start()
-        self._checkpointer.start()
 
     def close(self) -> None:
         self._writer.stop()
-        self._checkpointer.stop()
         for conn in self._opened:
             conn.close()
         self._opened.clear()

@@ -15,13 +15,10 @@ from relay.settings import Durability
 from relay.store.migrations import migrations
 
 
-def connect(
-    path: Path, durability: Durability = "normal", busy_timeout: float = 5.0, *, autocheckpoint: bool = True
-) -> sqlite3.Connection:
+def connect(path: Path, durability: Durability = "normal", busy_timeout: float = 5.0) -> sqlite3.Connection:
     """Open a connection in autocommit mode; transactions are explicit (BEGIN IMMEDIATE).
 
-    ``busy_timeout`` is how long to wait for a lock another process holds before giving up. Without
-    ``autocheckpoint`` its commits never copy the WAL into the database (`Checkpointer` does that).
+    ``busy_timeout`` is how long to wait for a lock another process holds before giving up.
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
     conn.row_factory = sqlite3.Row
@@ -29,8 +26,6 @@ def connect(
     # NORMAL in WAL mode loses nothing on a process crash; FULL adds an fsync per commit for power loss.
     conn.execute(f"PRAGMA synchronous = {durability.upper()}")
     conn.execute("PRAGMA foreign_keys = ON")
-    if not autocheckpoint:
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 
