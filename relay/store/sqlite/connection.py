@@ -47,7 +47,8 @@ def begin(conn: sqlite3.Connection, timeout: float = 0.0) -> None:
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+            # The extended code (busy recovering a WAL, say) carries the primary one in its low byte.
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                 raise
         time.sleep(random.uniform(*LOCK_RETRY))
 
