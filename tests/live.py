@@ -10,12 +10,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import uvicorn
 from starlette.types import ASGIApp
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float = 30.0, what: str = "the condition", interval: float = 0.05
+) -> None:
+    """Poll ``check`` until it holds; fail the test if it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from relay.validate.callback import callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 from tests.conftest import ADMIN_TOKEN, DATA
-from tests.live import ThreadServer, free_port
+from tests.live import ThreadServer, free_port, wait_until
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 SAMPLE_JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
@@ -116,14 +115,6 @@ def ingest(db: Path, *bodies: bytes) -> None:
 
     with Store(db) as store:
         asyncio.run(record(store))
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def create(api: httpx.Client, name: str = "hook", url: str | None = None, **fields: Any) -> dict[str, Any]:

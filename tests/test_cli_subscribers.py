@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from relay.validate.callback import callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 from tests.conftest import DATA
-from tests.live import ProcessServer, ThreadServer
+from tests.live import ProcessServer, ThreadServer, wait_until
 
 #: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"
@@ -489,14 +488,6 @@ class Recorder:
     def count(self) -> int:
         with self._lock:
             return len(self.bodies)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +17,7 @@ import relay.auth
 from relay.app import create_app
 from relay.settings import Settings
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
-from tests.live import ProcessServer, ThreadServer
+from tests.live import ProcessServer, ThreadServer, wait_until
 from tests.sink import Sink
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
@@ -32,14 +31,6 @@ QUERY_ROUTES = [
     "/api/subscribers",
     "/api/deliveries",
 ]
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,14 +56,6 @@ def gateway(db: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...
     """``cos-relay serve`` for loopback subscribers, quiet unless something goes wrong."""
     base = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_POLL_INTERVAL": "0.2"}
     return ProcessServer(db, args=(*TOKEN_ARGS, "--log-level", "warning", *args), env={**base, **(env or {})})
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(interval)
 
 
 @contextlib.contextmanager

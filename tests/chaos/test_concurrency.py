@@ -19,9 +19,8 @@ from tests.chaos.harness import (
     record,
     scalar,
     unfinished_deliveries,
-    wait_until,
 )
-from tests.live import ThreadServer
+from tests.live import ThreadServer, wait_until
 from tests.sink import Sink
 
 CLIENTS = 4

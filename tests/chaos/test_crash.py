@@ -10,18 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import (
-    ADMIN_HEADERS,
-    Sender,
-    column,
-    gateway,
-    integrity,
-    job_id,
-    record,
-    unfinished_deliveries,
-    wait_until,
-)
-from tests.live import ThreadServer
+from tests.chaos.harness import ADMIN_HEADERS, Sender, column, gateway, integrity, job_id, record, unfinished_deliveries
+from tests.live import ThreadServer, wait_until
 from tests.sink import Sink
 
 

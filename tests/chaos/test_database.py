@@ -30,10 +30,9 @@ from tests.chaos.harness import (
     job_id,
     record,
     unfinished_deliveries,
-    wait_until,
 )
 from tests.conftest import CALLBACK_TOKEN
-from tests.live import ThreadServer
+from tests.live import ThreadServer, wait_until
 from tests.sink import Sink
 
 PAGE = "<PageInfo><PageNo>{n}</PageNo><TgtUri>doc/out/page-{n}.jpg</TgtUri></PageInfo>"

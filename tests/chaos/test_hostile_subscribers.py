@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, Sender, gateway, read_db, record, wait_until
+from tests.chaos.harness import ADMIN_HEADERS, Sender, gateway, read_db, record
 from tests.chaos.hostile import HostileServer
-from tests.live import ThreadServer
+from tests.live import ThreadServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
 from tests.sink import Sink
 

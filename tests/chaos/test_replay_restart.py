@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, gateway, integrity, job_body, record, scalar, wait_until
+from tests.chaos.harness import ADMIN_HEADERS, gateway, integrity, job_body, record, scalar
 from tests.conftest import CALLBACK_TOKEN
-from tests.live import ThreadServer
+from tests.live import ThreadServer, wait_until
 from tests.sink import Sink
 
 

@@ -14,7 +14,8 @@ from lxml import etree
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
-#: Values that sit on the edges of the schema's types (numbers, times, empties, odd digits).
+#: Texts on the edges of the schema's types, and texts that have tripped (or could trip) a typed
+#: conversion: numbers, dates, empties, odd digits, invisible characters.
 EDGES = [
     "",
     " ",
@@ -24,17 +25,29 @@ EDGES = [
     "00",
     "-1",
     "1e309",
+    "-1e309",
     "NaN",
+    "inf",
     "9" * 40,
+    "9" * 400,
     "0x10",
+    "1_000",
     "\u0661\u0662",  # Arabic-Indic digits
+    "\u0663",  # Arabic-Indic three, alone
+    "\uff11\uff12",  # full-width digits
     "true",
     "Success",
     "Failed",
     "Running",
+    "9999-12-31T23:59:59-1400",
+    "9999-12-31T23:59:59-0800",
+    "1000-01-01T00:00:00+1400",
     "2024-02-29T24:00:00+0800",
     "2024-11-05 10:12:03+0800",
     "2024-11-05T10:12:03Z",
+    "2024-11-05T10:12:03.123456789+0800",
+    "\u202e",  # right-to-left override
+    "\ufeff",  # byte order mark
 ]
 
 
