@@ -16,17 +16,17 @@ third of the time before and after the gateway (A B A), so drift on a shared mac
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.ingest import gateway, sink
 from bench.load import LoadResult, fixed_rate, new_run_id, sample_template
 from bench.process import free_port, serving
+from bench.report import emit
 
 #: After the load, how long to wait for the last events to arrive.
 DRAIN_TIMEOUT = 30.0
@@ -165,9 +165,7 @@ def main() -> None:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cos-relay-e2e-") as folder:
         result = measure(options.rate, options.seconds, Path(folder))
-    print(json.dumps(asdict(result), indent=2))
-    if options.json:
-        options.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    emit(result, options.json)
 
 
 if __name__ == "__main__":

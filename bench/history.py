@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sqlite3
@@ -34,13 +33,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.ingest import Config as IngestConfig, add_subscriber, gateway, sink
 from bench.load import LoadResult, closed_loop, new_run_id, sample_template
 from bench.process import free_port
+from bench.report import emit
 from relay.deliver.worker import LEASE_MARGIN
 from relay.store.sqlite import connection, outbox
 
@@ -317,9 +317,7 @@ def main() -> None:
     config = IngestConfig(seconds=options.seconds, rounds=options.rounds)
     with tempfile.TemporaryDirectory(prefix="cos-relay-history-") as folder:
         result = measure(options.jobs, config, Path(folder))
-    print(json.dumps(asdict(result), indent=2))
-    if options.json:
-        options.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    emit(result, options.json)
 
 
 if __name__ == "__main__":

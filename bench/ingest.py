@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.load import TOKEN, LoadResult, closed_loop, fixed_rate, new_run_id, sample_template
 from bench.process import free_port, running, serving
+from bench.report import emit
 from relay.deliver.signing import generate_secret
 from relay.outbox.filters import Filter
 from relay.outbox.subscribers import SubscriberSpec
@@ -234,9 +234,7 @@ def main() -> None:
     config = Config(options.seconds, options.warmup, options.rounds, options.connections, options.fixed_seconds)
     with tempfile.TemporaryDirectory(prefix="cos-relay-ingest-") as folder:
         report = measure(config, Path(folder))
-    print(json.dumps(asdict(report), indent=2))
-    if options.json:
-        options.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    emit(report, options.json)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,16 @@ shows up there, a one-off warm-up cost does not.
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.ingest import gateway, sink
 from bench.load import closed_loop, new_run_id, sample_template
 from bench.process import free_port, status_kib
+from bench.report import emit
 
 WARMUP = 1000
 
@@ -112,9 +112,7 @@ def main() -> None:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cos-relay-memory-") as folder:
         result = measure(options.callbacks, options.connections, Path(folder))
-    print(json.dumps(asdict(result), indent=2))
-    if options.json:
-        options.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    emit(result, options.json)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 MB = 1e6
 MIB = 2**20
+
+
+def emit(result: Any, path: Path | None) -> None:
+    """A section's result (a dataclass) as JSON: printed, and written to ``path`` when one is given."""
+    text = json.dumps(asdict(result), indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
 
 
 @dataclass(frozen=True)
