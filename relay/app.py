@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
 
 from relay import logs
 from relay.api.health import health_routes
@@ -123,16 +123,21 @@ def create_app(
             store.close()
 
     admin = [Middleware(BearerAuth, credentials=credentials)]
-    return Starlette(
+    api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
+    app = Starlette(
         exception_handlers={Rejected: render_rejection},
         routes=[
             Route("/cos/callback", callback.handle, methods=["POST"]),
             *health_routes(store, clock),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Mount("/api", routes=[*api_routes(store), *outbox_routes(store, subscribers, clock)], middleware=admin),
+            Mount("/api", app=api, middleware=admin),
         ],
         lifespan=lifespan,
     )
+    # A slash redirect's Location is built from the Host header, which the client chooses (and a redirected
+    # POST would carry the callback token to it): a path with a stray slash is simply not found.
+    app.router.redirect_slashes = False
+    return app
 
 
 async def render_rejection(request: Request, error: Exception) -> Response:

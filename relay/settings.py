@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
 
 Durability = Literal["normal", "full"]
 
+KIB = 1024
 MIB = 1024 * 1024
 
 
@@ -34,6 +36,17 @@ class Settings:
     max_body: int = 10 * MIB
     #: A body that has not finished arriving after this many seconds gets 408 (slowloris guard).
     body_timeout: float = 10.0
+    #: An idle keep-alive connection is closed after this many seconds without a new request (a load balancer
+    #: in front should time out its idle connections sooner).
+    keepalive_timeout: float = 5.0
+    #: A request head (request line and headers) larger than this is refused with 431; each line may be at
+    #: most 8 KiB of it.
+    max_head: int = 64 * KIB
+    #: Open connections per process; at the cap, a new connection displaces the one that has waited longest
+    #: without a request in progress. 0: derived from the open-file limit (which `serve` raises to its maximum).
+    max_connections: int = 0
+    #: Addresses (or networks, or ``*``) of reverse proxies whose ``X-Forwarded-For`` is believed; none by default.
+    forwarded_allow_ips: str = ""
     #: ``normal`` survives a process crash; ``full`` also survives power loss (fsync per commit).
     durability: Durability = "normal"
     #: How long a write waits for a lock another process holds before the request gets 503.
@@ -66,6 +79,13 @@ class Settings:
             raise ValueError("max_body must be positive")
         if self.body_timeout <= 0:
             raise ValueError("body_timeout must be positive")
+        if self.keepalive_timeout <= 0:
+            raise ValueError("keepalive_timeout must be positive")
+        if self.max_head < KIB:
+            raise ValueError("max_head must be at least 1024 bytes")
+        if self.max_connections < 0:
+            raise ValueError("max_connections must be 0 (automatic) or positive")
+        parse_forwarded_allow_ips(self.forwarded_allow_ips)
         if self.durability not in ("normal", "full"):
             raise ValueError("durability must be 'normal' or 'full'")
         if self.workers < 1:
@@ -93,6 +113,18 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+def parse_forwarded_allow_ips(raw: str) -> list[str]:
+    """``10.0.0.1,10.1.0.0/16`` (or ``*``) as a list, refusing anything that is not an address or network."""
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    for item in items:
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address or network") from None
+    return items
+
+
 def _flag(raw: str) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
@@ -107,6 +139,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], object]]] = {
     "RELAY_INSECURE_NO_TOKEN": ("insecure_no_token", _flag),
     "RELAY_MAX_BODY": ("max_body", int),
     "RELAY_BODY_TIMEOUT": ("body_timeout", float),
+    "RELAY_KEEPALIVE_TIMEOUT": ("keepalive_timeout", float),
+    "RELAY_MAX_HEAD": ("max_head", int),
+    "RELAY_MAX_CONNECTIONS": ("max_connections", int),
+    "RELAY_FORWARDED_ALLOW_IPS": ("forwarded_allow_ips", str),
     "RELAY_DURABILITY": ("durability", str),
     "RELAY_WRITE_TIMEOUT": ("write_timeout", float),
     "RELAY_PUBLIC_URL": ("public_url", str),

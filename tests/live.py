@@ -83,8 +83,11 @@ class ProcessServer:
         args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.port = port or free_port()
+        #: Run in the child before cos-relay starts (e.g. to lower its resource limits).
+        self.preexec_fn = preexec_fn
         self.db_path = db_path
         self.args = args
         self.env = {**os.environ, **(env or {})}
@@ -106,6 +109,7 @@ class ProcessServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=self.preexec_fn,
         )
         self._lines = []
         self._reader = threading.Thread(target=self._drain, args=(self.process, self._lines), daemon=True)

@@ -20,8 +20,9 @@ from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
 from relay.deliver.ssrf import AddressPolicy
 from relay.errors import Rejected
 from relay.outbox.manage import Subscribers
-from relay.receive.protocol import HeadTimeoutProtocol
-from relay.settings import MIB, Settings
+from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
+from relay.receive.protocol import BoundedProtocol, ConnectionLimits
+from relay.settings import KIB, MIB, Settings, parse_forwarded_allow_ips
 from relay.store import Store
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,14 @@ logger = logging.getLogger(__name__)
 def _networks(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         AddressPolicy.from_setting(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _forwarded(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_forwarded_allow_ips(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
@@ -58,6 +67,34 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option(
     "--max-body", envvar="RELAY_MAX_BODY", default=10 * MIB, show_default=True, help="Largest body, in bytes."
+)
+@click.option(
+    "--max-head",
+    envvar="RELAY_MAX_HEAD",
+    default=64 * KIB,
+    show_default=True,
+    help="Largest request head (request line and headers), in bytes; larger ones get 431.",
+)
+@click.option(
+    "--keepalive-timeout",
+    envvar="RELAY_KEEPALIVE_TIMEOUT",
+    default=5.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--max-connections",
+    envvar="RELAY_MAX_CONNECTIONS",
+    default=0,
+    show_default=True,
+    help="Open connections per process; 0: derived from the open-file limit.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    envvar="RELAY_FORWARDED_ALLOW_IPS",
+    default="",
+    callback=_forwarded,
+    help="Proxies whose X-Forwarded-For is believed, e.g. 10.0.0.5,10.1.0.0/16 (default: none).",
 )
 @click.option(
     "--durability",
@@ -108,6 +145,10 @@ def serve(
     admin_token: str | None,
     insecure_no_token: bool,
     max_body: int,
+    max_head: int,
+    keepalive_timeout: float,
+    max_connections: int,
+    forwarded_allow_ips: str,
     durability: str,
     workers: int,
     public_url: str | None,
@@ -129,6 +170,10 @@ def serve(
         admin_token=admin_token,
         insecure_no_token=insecure_no_token,
         max_body=max_body,
+        max_head=max_head,
+        keepalive_timeout=keepalive_timeout,
+        max_connections=max_connections,
+        forwarded_allow_ips=forwarded_allow_ips,
         durability=durability,
         workers=workers,
         public_url=public_url,
@@ -148,8 +193,7 @@ def serve(
         "access_log": False,
         "server_header": False,
         "log_config": None,
-        # A request head that trickles in (or never comes) is cut off like a trickling body.
-        "http": functools.partial(HeadTimeoutProtocol, head_timeout=settings.body_timeout),
+        **_connection_options(settings),
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
@@ -166,6 +210,10 @@ def serve(
             "RELAY_CALLBACK_TOKEN": settings.callback_token or "",
             "RELAY_INSECURE_NO_TOKEN": "1" if insecure_no_token else "",
             "RELAY_MAX_BODY": str(max_body),
+            "RELAY_MAX_HEAD": str(settings.max_head),
+            "RELAY_KEEPALIVE_TIMEOUT": str(settings.keepalive_timeout),
+            "RELAY_MAX_CONNECTIONS": str(settings.max_connections),
+            "RELAY_FORWARDED_ALLOW_IPS": settings.forwarded_allow_ips,
             "RELAY_DURABILITY": durability,
             "RELAY_ALLOW_NETWORKS": settings.allow_networks,
             "RELAY_RETRY_SCHEDULE": ",".join(str(delay) for delay in settings.retry_schedule),
@@ -177,6 +225,31 @@ def serve(
         }
     )
     uvicorn.run("relay.app:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+
+
+def _connection_options(settings: Settings) -> dict[str, object]:
+    """uvicorn options bounding connections: every phase has a deadline, heads a size, the process a number of
+    connections below its open-file limit; and X-Forwarded-For is believed only from configured proxies."""
+    open_files = raise_open_file_limit()
+    cap = connection_cap(settings.max_connections, open_files)
+    limits = ConnectionLimits(
+        head_timeout=settings.body_timeout,
+        body_timeout=settings.body_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        max_head=settings.max_head,
+        max_line=min(8 * KIB, settings.max_head),
+    )
+    logger.debug("at most %d connections (open-file limit %d)", cap, open_files, extra={"action": "connection_cap"})
+    allowed = parse_forwarded_allow_ips(settings.forwarded_allow_ips)
+    return {
+        # Each worker process unpickles its own copy of the (empty) cap.
+        "http": functools.partial(BoundedProtocol, limits=limits, cap=ConnectionCap(cap)),
+        "timeout_keep_alive": settings.keepalive_timeout,
+        # No WebSocket routes: an upgrade request is an ordinary request, under the deadlines above.
+        "ws": "none",
+        "proxy_headers": bool(allowed),
+        "forwarded_allow_ips": allowed,
+    }
 
 
 def _apply_config(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import sqlite3
 import time
@@ -27,6 +28,17 @@ logger = logging.getLogger(__name__)
 
 _ACCEPTED = b'{"status":"accepted"}'
 _DUPLICATE = b'{"status":"duplicate"}'
+
+
+def source_address(request: Request) -> str | None:
+    """The client's IP address, or None when what stands in for it is not one (an untrusted header's text)."""
+    host = request.client.host if request.client else None
+    if host is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 class CallbackEndpoint:
@@ -62,7 +74,7 @@ class CallbackEndpoint:
             body = await read_body(request, limit=self._settings.max_body, timeout=self._settings.body_timeout)
             received = Received(
                 received_at=self._clock(),
-                source_addr=request.client.host if request.client else None,
+                source_addr=source_address(request),
                 content_type=request.headers.get("content-type"),
                 body=body,
                 format="unknown",

@@ -1,0 +1,361 @@
+"""Connection-level defenses of a real ``cos-relay serve`` process, probed with raw sockets: every phase of a
+connection has a deadline, request heads are bounded, a client holding as many sockets as it can does not starve
+real callbacks, and neither the Host header nor an untrusted X-Forwarded-For ends up in a response or a record."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
+from tests.live import ProcessServer, wait_until
+from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
+
+TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
+BODY_TIMEOUT = 2.0
+KEEPALIVE = 1.0
+#: Generous bounds for a loaded 2-core machine; the deadlines themselves are a few seconds.
+SECONDS = 10.0
+TOKENS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "error")
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def fresh(number: int) -> bytes:
+    return TRANSCODE.replace(b"j7c12d4be4c935a96bfe3fb23d1a491e9", f"j{number:032x}".encode())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
+    db = tmp_path_factory.mktemp("connections") / "relay.db"
+    env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT), "RELAY_KEEPALIVE_TIMEOUT": str(KEEPALIVE)}
+    started = ProcessServer(db, args=TOKENS, env=env).start()
+    with httpx.Client(base_url=started.url) as client:  # warm up: schema, parser, first commit
+        assert client.post(callback_url(), content=TRANSCODE).status_code == 200
+    yield started
+    started.stop()
+
+
+def connect(port: int, timeout: float = SECONDS) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One response head (and whatever came with it)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (whatever else it sends meanwhile)."""
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+# -- 1. deadlines in every phase --------------------------------------------------------------------------------
+
+#: Requests the app answers without reading their body, each announcing a body of 1,000 bytes.
+UNREAD_BODIES = {
+    "401-wrong-token": f"POST {callback_url('wrong')} HTTP/1.1",
+    "healthz": "GET /healthz HTTP/1.1",
+    "404": "POST /nowhere HTTP/1.1",
+    "405": "POST /healthz HTTP/1.1",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREAD_BODIES))
+def test_a_body_byte_after_an_answer_that_left_the_body_unread_does_not_hold_the_connection(
+    case: str, server: ProcessServer
+) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(f"{UNREAD_BODIES[case]}\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode())
+        answer = read_answer(sock)
+        assert answer.startswith(b"HTTP/1.1 "), answer
+        sock.sendall(b"x")  # uvicorn cancels its keep-alive timer on this byte and never re-arms it
+        assert closed_within(sock, BODY_TIMEOUT + KEEPALIVE + SECONDS)
+
+
+def test_bytes_between_requests_do_not_keep_an_idle_connection_open(server: ProcessServer) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        closed = False
+        for _ in range(int(SECONDS / (KEEPALIVE / 2))):  # bounded: a blank line every half keep-alive
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:
+                closed = True
+                break
+            if closed_within(sock, KEEPALIVE / 2):
+                closed = True
+                break
+        assert closed, "the connection was still open after a blank line every half keep-alive period"
+        assert time.monotonic() - started < KEEPALIVE + SECONDS
+
+
+def test_a_body_that_trickles_after_a_refusal_is_cut_off(server: ProcessServer) -> None:
+    """A 401 to a 1 MB body, then one byte every 0.2 s: each byte used to hold the connection for good."""
+    with connect(server.port) as sock:
+        sock.sendall(f"POST {callback_url('wrong')} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n".encode())
+        assert read_answer(sock).startswith(b"HTTP/1.1 401")
+        started = time.monotonic()
+        closed = False
+        for _ in range(int(SECONDS / 0.2)):
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            if closed_within(sock, 0.2):
+                closed = True
+                break
+        assert closed
+        assert time.monotonic() - started < BODY_TIMEOUT + SECONDS
+
+
+def test_a_refused_callback_whose_body_is_all_sent_still_gets_its_answer_and_keep_alive(server: ProcessServer) -> None:
+    """The deadline on an unread body does not cost well-behaved clients anything."""
+    with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
+        assert client.post(callback_url("wrong"), content=TRANSCODE).status_code == 401
+        assert client.post(callback_url(), content=fresh(1)).status_code == 200
+        assert client.get("/healthz").status_code == 200
+
+
+def test_two_thousand_connections_holding_unread_bodies_are_all_released(server: ProcessServer) -> None:
+    """The issue's probe: 2,000 sockets, each "a 401, then one more body byte"; the server's descriptors come back."""
+    baseline = open_fds(server.pid)
+    attackers: list[socket.socket] = []
+    try:
+        for _ in range(2000):
+            sock = connect(server.port)
+            attackers.append(sock)
+            sock.sendall(f"POST {callback_url('wrong')} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode())
+        for sock in attackers:
+            assert read_answer(sock).startswith(b"HTTP/1.1 401")
+            sock.sendall(b"x")
+        # The attacker still holds its sockets open; the server has closed its side of all of them.
+        wait_until(
+            lambda: open_fds(server.pid) <= baseline + 10,
+            timeout=BODY_TIMEOUT + SECONDS,
+            what="the server's descriptors back near baseline",
+        )
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+# -- 2. bounded request heads --------------------------------------------------------------------------------
+
+
+def test_a_header_line_over_8_kib_gets_431(server: ProcessServer) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(f"POST {callback_url()} HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 9000}\r\n\r\n".encode())
+        assert read_answer(sock).startswith(b"HTTP/1.1 431")
+        assert closed_within(sock, SECONDS)
+
+
+def test_a_url_over_8_kib_gets_431(server: ProcessServer) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(f"GET /healthz?{'a' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert read_answer(sock).startswith(b"HTTP/1.1 431")
+
+
+def test_a_head_over_64_kib_of_short_headers_gets_431(server: ProcessServer) -> None:
+    headers = "".join(f"X-H{n}: {'a' * 100}\r\n" for n in range(700))  # ~75 KB, every line short
+    with connect(server.port) as sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        assert read_answer(sock).startswith(b"HTTP/1.1 431")
+
+
+def test_a_large_head_under_the_limits_is_served(server: ProcessServer) -> None:
+    headers = {f"X-H{n}": "a" * 7000 for n in range(8)}  # ~56 KB, each line under 8 KiB
+    with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
+        assert client.post(callback_url(), content=fresh(2), headers=headers).status_code == 200
+
+
+def send_huge_header(port: int, size: int, answers: list[bytes], lock: threading.Lock) -> None:
+    """One header ``size`` bytes long, sent until the server answers or closes; records the answer."""
+    chunk = b"a" * 262_144
+    answer = b""
+    with contextlib.suppress(OSError), connect(port, timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(size // len(chunk)):  # bounded by size
+            sock.sendall(chunk)
+        sock.sendall(b"\r\n\r\n")
+        answer = read_answer(sock)
+    if not answer:
+        # The server answered and closed while we were still sending: the answer is in our receive buffer,
+        # unless the close reset it away.
+        answer = b"(closed)"
+    with lock:
+        answers.append(answer)
+
+
+def test_eight_parallel_50_mb_heads_are_refused_without_stalling_the_server_or_growing_it(
+    server: ProcessServer,
+) -> None:
+    """Before, these took the server from 74 to 399 MiB and stalled /healthz for seconds."""
+    answers: list[bytes] = []
+    lock = threading.Lock()
+    threads = [threading.Thread(target=send_huge_header, args=(server.port, 50 * MIB, answers, lock)) for _ in range(8)]
+    before = rss(server.pid)
+    assert reset_peak_rss(server.pid)
+    for thread in threads:
+        thread.start()
+    latencies = []
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(10):
+            started = time.monotonic()
+            assert client.get("/healthz").status_code == 200
+            latencies.append(time.monotonic() - started)
+    for thread in threads:
+        thread.join(timeout=60)
+    growth = peak_rss(server.pid) - before
+    assert growth < 32 * MIB, f"{growth / MIB:.0f} MiB"
+    assert max(latencies) < 2.0, latencies
+    assert len(answers) == 8
+    assert all(answer.startswith(b"HTTP/1.1 431") or answer == b"(closed)" for answer in answers), answers
+
+
+def test_a_huge_head_is_answered_431_as_soon_as_it_crosses_the_limit(server: ProcessServer) -> None:
+    """The answer comes while the client is still sending (it never finishes its head here)."""
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000)
+        assert read_answer(sock).startswith(b"HTTP/1.1 431")
+
+
+# -- starvation: a client holding as many sockets as it can -----------------------------------------------------
+
+NOFILE = 256
+
+
+def low_nofile() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+
+
+class Attacker:
+    """Holds up to ``count`` sockets to ``port``, half doing "a 401, then one more body byte", half trickling a
+    request head, and opens a new one for each the server closes, until stopped (or ``seconds`` pass)."""
+
+    def __init__(self, port: int, count: int, seconds: float) -> None:
+        self.port = port
+        self.count = count
+        self.seconds = seconds
+        self.opened = 0
+        self.refused = 0
+        self.held = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Attacker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.seconds + SECONDS)
+
+    def _open(self, number: int) -> socket.socket | None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        except OSError:
+            self.refused += 1
+            return None
+        self.opened += 1
+        try:
+            if number % 2:
+                sock.sendall(
+                    f"POST {callback_url('wrong')} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
+                )
+                sock.settimeout(0.5)
+                sock.recv(65536)
+                sock.sendall(b"x")
+            else:
+                sock.sendall(b"POST /cos/callback HTTP/1.1\r\nHo")
+        except OSError:
+            sock.close()
+            return None
+        sock.setblocking(False)
+        return sock
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        deadline = time.monotonic() + self.seconds
+        number = 0
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                while len(selector.get_map()) < self.count and not self._stop.is_set():
+                    number += 1
+                    sock = self._open(number)
+                    if sock is not None:
+                        selector.register(sock, selectors.EVENT_READ)
+                    if time.monotonic() > deadline:
+                        break
+                self.held = len(selector.get_map())
+                for key, _ in selector.select(timeout=0.05):  # the server closed it (or answered): reopen
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    with contextlib.suppress(OSError):
+                        if sock.recv(65536):
+                            continue
+                    selector.unregister(sock)
+                    sock.close()
+        finally:
+            for key in list(selector.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+            selector.close()
+
+
+def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descriptor_limit_in_sockets(
+    tmp_path: Path,
+) -> None:
+    env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT)}
+    server = ProcessServer(tmp_path / "relay.db", args=TOKENS, env=env, preexec_fn=low_nofile).start()
+    try:
+        baseline = open_fds(server.pid)
+        outcomes: list[tuple[int, int, float]] = []
+        with Attacker(server.port, 3 * NOFILE, seconds=40) as attacker:
+            wait_until(lambda: attacker.opened >= 2 * NOFILE, timeout=30, what="the attacker at twice the limit")
+            with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
+                for number in range(10):
+                    started = time.monotonic()
+                    callback = client.post(callback_url(), content=fresh(1000 + number)).status_code
+                    health = client.get("/healthz").status_code
+                    outcomes.append((callback, health, time.monotonic() - started))
+            opened = attacker.opened
+        assert opened >= 2 * NOFILE
+        assert all(callback == 200 and health == 200 for callback, health, _ in outcomes), outcomes
+        assert max(seconds for *_, seconds in outcomes) < 5.0, outcomes
+        wait_until(
+            lambda: open_fds(server.pid) <= baseline + 10,
+            timeout=BODY_TIMEOUT + SECONDS,
+            what="the server's descriptors back near baseline",
+        )
+    finally:
+        server.stop()
