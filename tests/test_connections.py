@@ -319,13 +319,13 @@ class Attacker:
                         break
                 self.held = len(selector.get_map())
                 for key, _ in selector.select(timeout=0.05):  # the server closed it (or answered): reopen
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
+                    held = key.fileobj
+                    assert isinstance(held, socket.socket)
                     with contextlib.suppress(OSError):
-                        if sock.recv(65536):
+                        if held.recv(65536):
                             continue
-                    selector.unregister(sock)
-                    sock.close()
+                    selector.unregister(held)
+                    held.close()
         finally:
             for key in list(selector.get_map().values()):
                 key.fileobj.close()  # type: ignore[union-attr]
