@@ -359,3 +359,88 @@ def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descript
         )
     finally:
         server.stop()
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start(tmp_path: Path) -> None:
+    hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
+    if hard <= NOFILE:
+        pytest.skip(f"the hard limit on open files here is only {hard}")
+
+    def soft_below_hard() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, hard))
+
+    server = ProcessServer(tmp_path / "relay.db", args=TOKENS, preexec_fn=soft_below_hard).start()
+    try:
+        limits = Path(f"/proc/{server.pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert line.split()[3:5] == [str(hard), str(hard)], line
+    finally:
+        server.stop()
+
+
+# -- what a client's headers may not decide -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/cos/callback/", "/healthz/", "/api/jobs/"])
+def test_a_path_with_a_trailing_slash_is_not_redirected_to_the_host_header(path: str, server: ProcessServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
+        response = client.request(
+            "GET" if path != "/cos/callback/" else "POST",
+            path,
+            params={"token": CALLBACK_TOKEN},
+            content=fresh(3) if path == "/cos/callback/" else None,
+            headers={"Host": "attacker.example", "Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert response.status_code == 404
+    assert "location" not in response.headers
+
+
+def recorded_sources(url: str, count: int) -> list[str | None]:
+    """The source address of the last ``count`` callbacks recorded, newest first."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=SECONDS) as client:
+        items = client.get("/api/callbacks", params={"limit": str(count)}).json()["items"]
+    return [item["source_addr"] for item in items]
+
+
+FORGED = "<script>alert(1)</script>" + "a" * 5000
+
+
+def test_x_forwarded_for_is_not_believed_by_default_even_from_loopback(server: ProcessServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
+        for number, forwarded in enumerate([FORGED, "203.0.113.7"]):
+            response = client.post(callback_url(), content=fresh(10 + number), headers={"X-Forwarded-For": forwarded})
+            assert response.status_code == 200
+    assert recorded_sources(server.url, 2) == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_from_a_configured_proxy_only_a_valid_forwarded_address_is_recorded(tmp_path: Path) -> None:
+    env = {"RELAY_FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    server = ProcessServer(tmp_path / "relay.db", args=TOKENS, env=env).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
+            for number, forwarded in enumerate(["203.0.113.7", FORGED, "2001:db8::1"]):
+                response = client.post(
+                    callback_url(), content=fresh(20 + number), headers={"X-Forwarded-For": forwarded}
+                )
+                assert response.status_code == 200
+        assert recorded_sources(server.url, 3) == ["2001:db8::1", None, "203.0.113.7"]
+    finally:
+        server.stop()
+
+
+def test_worker_processes_get_the_head_limit_and_the_trusted_proxies(tmp_path: Path) -> None:
+    args = (*TOKENS, "--workers", "2", "--max-head", "4096", "--forwarded-allow-ips", "127.0.0.1")
+    server = ProcessServer(tmp_path / "relay.db", args=args).start()
+    try:
+        for _ in range(4):  # whichever worker accepts the connection
+            with connect(server.port) as sock:
+                sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 5000}\r\n\r\n".encode())
+                assert read_answer(sock).startswith(b"HTTP/1.1 431")
+        with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
+            for number in range(4):
+                headers = {"X-Forwarded-For": "198.51.100.9"}
+                assert client.post(callback_url(), content=fresh(30 + number), headers=headers).status_code == 200
+        assert recorded_sources(server.url, 4) == ["198.51.100.9"] * 4
+    finally:
+        server.stop()
