@@ -5,6 +5,7 @@ real callbacks, and neither the Host header nor an untrusted X-Forwarded-For end
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import selectors
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.chaos.harness import record
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
@@ -45,6 +47,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
         assert client.post(callback_url(), content=TRANSCODE).status_code == 200
     yield started
     started.stop()
+
+
+@pytest.fixture(scope="module")
+def figures() -> Iterator[dict[str, dict[str, object]]]:
+    """What each attack cost the server, kept in tests/chaos/results/connections.json for the docs."""
+    found: dict[str, dict[str, object]] = {}
+    yield found
+    if found:
+        record("connections", found)
 
 
 def connect(port: int, timeout: float = SECONDS) -> socket.socket:
@@ -147,7 +158,32 @@ def test_a_refused_callback_whose_body_is_all_sent_still_gets_its_answer_and_kee
         assert client.get("/healthz").status_code == 200
 
 
-def test_two_thousand_connections_holding_unread_bodies_are_all_released(server: ProcessServer) -> None:
+def test_pipelined_requests_are_all_answered_in_order(server: ProcessServer) -> None:
+    """Heads are fed to the parser in pieces; requests sent back to back in one write still all get answers."""
+    requests = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(requests)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 4:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3})", received)
+    assert statuses == [b"200", b"200", b"200", b"404"]
+
+
+def test_a_second_request_whose_head_stalls_gets_408(server: ProcessServer) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        sock.settimeout(BODY_TIMEOUT + SECONDS)
+        assert read_answer(sock).startswith(b"HTTP/1.1 408")
+
+
+def test_two_thousand_connections_holding_unread_bodies_are_all_released(
+    server: ProcessServer, figures: dict[str, dict[str, object]]
+) -> None:
     """The issue's probe: 2,000 sockets, each "a 401, then one more body byte"; the server's descriptors come back."""
     baseline = open_fds(server.pid)
     attackers: list[socket.socket] = []
@@ -159,12 +195,20 @@ def test_two_thousand_connections_holding_unread_bodies_are_all_released(server:
         for sock in attackers:
             assert read_answer(sock).startswith(b"HTTP/1.1 401")
             sock.sendall(b"x")
+        held = open_fds(server.pid)
+        started = time.monotonic()
         # The attacker still holds its sockets open; the server has closed its side of all of them.
         wait_until(
             lambda: open_fds(server.pid) <= baseline + 10,
             timeout=BODY_TIMEOUT + SECONDS,
             what="the server's descriptors back near baseline",
         )
+        figures["2000 sockets: 401, then one more body byte"] = {
+            "fds_before": baseline,
+            "fds_after_the_last_byte": held,
+            "seconds_until_released": round(time.monotonic() - started, 2),
+            "fds_after": open_fds(server.pid),
+        }
     finally:
         for sock in attackers:
             sock.close()
@@ -218,7 +262,7 @@ def send_huge_header(port: int, size: int, answers: list[bytes], lock: threading
 
 
 def test_eight_parallel_50_mb_heads_are_refused_without_stalling_the_server_or_growing_it(
-    server: ProcessServer,
+    server: ProcessServer, figures: dict[str, dict[str, object]]
 ) -> None:
     """Before, these took the server from 74 to 399 MiB and stalled /healthz for seconds."""
     answers: list[bytes] = []
@@ -237,6 +281,12 @@ def test_eight_parallel_50_mb_heads_are_refused_without_stalling_the_server_or_g
     for thread in threads:
         thread.join(timeout=60)
     growth = peak_rss(server.pid) - before
+    figures["8 parallel 50 MB request heads"] = {
+        "answers": sorted({answer[:12].decode() for answer in answers}),
+        "rss_before_mib": round(before / MIB, 1),
+        "rss_growth_mib": round(growth / MIB, 1),
+        "healthz_seconds_max": round(max(latencies), 3),
+    }
     assert growth < 32 * MIB, f"{growth / MIB:.0f} MiB"
     assert max(latencies) < 2.0, latencies
     assert len(answers) == 8
@@ -333,13 +383,14 @@ class Attacker:
 
 
 def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descriptor_limit_in_sockets(
-    tmp_path: Path,
+    tmp_path: Path, figures: dict[str, dict[str, object]]
 ) -> None:
     env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT)}
     server = ProcessServer(tmp_path / "relay.db", args=TOKENS, env=env, preexec_fn=low_nofile).start()
     try:
         baseline = open_fds(server.pid)
         outcomes: list[tuple[int, int, float]] = []
+        fds_peak = baseline
         with Attacker(server.port, 3 * NOFILE, seconds=40) as attacker:
             wait_until(lambda: attacker.opened >= 2 * NOFILE, timeout=30, what="the attacker at twice the limit")
             with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
@@ -348,7 +399,16 @@ def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descript
                     callback = client.post(callback_url(), content=fresh(1000 + number)).status_code
                     health = client.get("/healthz").status_code
                     outcomes.append((callback, health, time.monotonic() - started))
-            opened = attacker.opened
+                    fds_peak = max(fds_peak, open_fds(server.pid))
+            opened, held = attacker.opened, attacker.held
+        figures[f"starvation: {3 * NOFILE} sockets against RLIMIT_NOFILE {NOFILE}"] = {
+            "attacker_sockets_opened": opened,
+            "attacker_sockets_held_at_the_end": held,
+            "server_fds_before": baseline,
+            "server_fds_peak_sampled": fds_peak,
+            "callback_and_healthz_seconds_max": round(max(seconds for *_, seconds in outcomes), 3),
+            "statuses": sorted({f"{callback}/{health}" for callback, health, _ in outcomes}),
+        }
         assert opened >= 2 * NOFILE
         assert all(callback == 200 and health == 200 for callback, health, _ in outcomes), outcomes
         assert max(seconds for *_, seconds in outcomes) < 5.0, outcomes
