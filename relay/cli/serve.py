@@ -51,6 +51,11 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--callback-token", envvar="RELAY_CALLBACK_TOKEN", help="Token COS must send as ?token=.")
 @click.option("--admin-token", envvar="RELAY_ADMIN_TOKEN", help="Bearer token for the JSON API.")
 @click.option(
+    "--metrics-token",
+    envvar="RELAY_METRICS_TOKEN",
+    help="Bearer token /metrics requires (env RELAY_METRICS_TOKEN); unset, /metrics is open.",
+)
+@click.option(
     "--insecure-no-token",
     is_flag=True,
     envvar="RELAY_INSECURE_NO_TOKEN",
@@ -106,6 +111,7 @@ def serve(
     db_path: Path,
     callback_token: str | None,
     admin_token: str | None,
+    metrics_token: str | None,
     insecure_no_token: bool,
     max_body: int,
     durability: str,
@@ -127,6 +133,7 @@ def serve(
         db_path=db_path,
         callback_token=callback_token,
         admin_token=admin_token,
+        metrics_token=metrics_token or None,
         insecure_no_token=insecure_no_token,
         max_body=max_body,
         durability=durability,
@@ -164,6 +171,7 @@ def serve(
             "RELAY_DB": str(settings.db_path),
             "RELAY_ADMIN_TOKEN": settings.admin_token or "",
             "RELAY_CALLBACK_TOKEN": settings.callback_token or "",
+            "RELAY_METRICS_TOKEN": settings.metrics_token or "",
             "RELAY_INSECURE_NO_TOKEN": "1" if insecure_no_token else "",
             "RELAY_MAX_BODY": str(max_body),
             "RELAY_DURABILITY": durability,
