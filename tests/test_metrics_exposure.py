@@ -48,7 +48,7 @@ def refusal_lines(server: ProcessServer) -> list[str]:
 
 
 def test_metrics_token_is_required_when_set_and_compared_exactly(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS, env={"RELAY_METRICS_TOKEN": METRICS_TOKEN}).start()
+    server = ProcessServer(tmp_path / "relay.db", args=(*TOKENS, "--metrics-token", METRICS_TOKEN)).start()
     try:
         for headers in (
             {},
@@ -79,10 +79,8 @@ def test_metrics_stay_open_without_a_metrics_token(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape(
-    tmp_path: Path, sink_url: str
-) -> None:
-    args = (*TOKENS, "--allow-networks", "127.0.0.0/8", "--metrics-token", METRICS_TOKEN)
+def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape(tmp_path: Path, sink_url: str) -> None:
+    args = (*TOKENS, "--allow-networks", "127.0.0.0/8")
     server = ProcessServer(tmp_path / "relay.db", args=args).start()
     admin = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
     try:
@@ -95,7 +93,7 @@ def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape
         assert response.status_code == 200, response.text
 
         def delivered_to_both() -> bool:
-            exposition = scrape(server, METRICS_TOKEN)
+            exposition = scrape(server)
             return all(
                 sample(exposition, "relay_delivery_attempts_total", subscriber=name, outcome="success") == 1
                 for name in ("leaving", "staying")
@@ -104,11 +102,11 @@ def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape
         wait_until(delivered_to_both, what="both subscribers' delivery series in a scrape")
         assert admin.delete("/api/subscribers/leaving").status_code in (200, 204)
         wait_until(
-            lambda: 'subscriber="leaving"' not in scrape(server, METRICS_TOKEN),
+            lambda: 'subscriber="leaving"' not in scrape(server),
             timeout=15,
             what="every series naming the removed subscriber gone from the scrape",
         )
-        exposition = scrape(server, METRICS_TOKEN)
+        exposition = scrape(server)
         assert sample(exposition, "relay_delivery_attempts_total", subscriber="staying", outcome="success") == 1
         assert sample(exposition, "relay_subscriber_state", subscriber="staying", state="enabled") == 1
     finally:
