@@ -18,6 +18,7 @@ right after the same measurement with no scrape loops.
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import math
 import statistics
@@ -61,9 +62,11 @@ class Ack:
 class Scrapes:
     subscribers: int
     scrapes: int
+    first_ms: float  # the first scrape, which renders (later ones may reuse its rendering)
     p50_ms: float
     max_ms: float
-    bytes: int  # of the last scrape
+    wire_bytes: int  # what the last scrape sent (gzipped when the server does)
+    exposition_bytes: int  # the same, uncompressed
 
 
 @dataclass(frozen=True)
@@ -114,26 +117,36 @@ def post_callbacks(port: int, count: int, subscribers: int) -> Ack:
     )
 
 
-def scrape(connection: http.client.HTTPConnection) -> bytes:
-    connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+def scrape(connection: http.client.HTTPConnection) -> tuple[bytes, bytes]:
+    """One scrape as Prometheus makes it (gzip accepted): the bytes that came over the wire, and unzipped."""
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}", "Accept-Encoding": "gzip"}
+    connection.request("GET", "/metrics", headers=headers)
     response = connection.getresponse()
     body = response.read()
     if response.status != 200:
         raise RuntimeError(f"/metrics answered {response.status}")
-    return body
+    return body, gzip.decompress(body) if response.getheader("Content-Encoding") == "gzip" else body
 
 
 def measure_scrapes(port: int, count: int, subscribers: int) -> Scrapes:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times, body = [], b""
+    times, wire, plain = [], b"", b""
     try:
         for _ in range(count):
             started = time.perf_counter()
-            body = scrape(connection)
+            wire, plain = scrape(connection)
             times.append(time.perf_counter() - started)
     finally:
         connection.close()
-    return Scrapes(subscribers, count, statistics.median(times) * 1000, max(times) * 1000, len(body))
+    return Scrapes(
+        subscribers,
+        count,
+        first_ms=times[0] * 1000,
+        p50_ms=statistics.median(times) * 1000,
+        max_ms=max(times) * 1000,
+        wire_bytes=len(wire),
+        exposition_bytes=len(plain),
+    )
 
 
 def _admin(port: int, method: str, path: str, body: bytes | None = None) -> bytes:
@@ -247,7 +260,11 @@ def measure(levels: tuple[int, ...], requests: int, scrapes: int, folder: Path, 
                     continue
                 cost = measure_scrapes(port, scrapes, count)
                 if progress:
-                    print(f"  scrape at {count}: p50 {cost.p50_ms:.1f} ms, {cost.bytes:,} bytes", flush=True)
+                    print(
+                        f"  scrape at {count}: first {cost.first_ms:.1f} ms, p50 {cost.p50_ms:.1f} ms,"
+                        f" {cost.wire_bytes:,} bytes sent ({cost.exposition_bytes:,} unzipped)",
+                        flush=True,
+                    )
                 quiet = post_callbacks(port, requests, count)
                 loops = ScrapeLoops(port, SCRAPE_LOOPS, seconds=600)
                 try:

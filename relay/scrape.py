@@ -6,11 +6,13 @@ thread, and callback acks went from milliseconds to seconds. A rendering is now 
 ``MIN_REUSE`` seconds, and for ``REUSE_FACTOR`` times as long as it took, so rendering never takes more
 than a tenth of a core however often /metrics is asked; scrapes that arrive during a rendering wait for
 it rather than start their own. Prometheus scrapes every 15 s or so: a figure a second or two old is
-what it would have got a moment earlier anyway.
+what it would have got a moment earlier anyway. Each rendering is also gzipped once, for the scrapers
+that accept it (Prometheus does): sending megabytes per scrape kept the event loop busy too.
 """
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Callable
 
@@ -32,18 +34,23 @@ class SharedRendering:
     def __init__(self, render: Callable[[], bytes], clock: Callable[[], float] = time.monotonic) -> None:
         self._render = render
         self._clock = clock
-        self._body: bytes | None = None
+        self._body: tuple[bytes, bytes] | None = None  # plain, gzipped
         self._fresh_until = 0.0
         self._lock = anyio.Lock()
 
-    async def get(self) -> bytes:
+    async def get(self) -> tuple[bytes, bytes]:
+        """The exposition, plain and gzipped."""
         async with self._lock:  # one rendering at a time; the scrapes queued behind it reuse it
             if self._body is None or self._clock() >= self._fresh_until:
                 started = self._clock()
-                self._body = await anyio.to_thread.run_sync(self._render)
+                self._body = await anyio.to_thread.run_sync(self._render_both)
                 took = self._clock() - started
                 self._fresh_until = self._clock() + max(MIN_REUSE, REUSE_FACTOR * took)
             return self._body
+
+    def _render_both(self) -> tuple[bytes, bytes]:
+        body = self._render()
+        return body, gzip.compress(body, compresslevel=1)
 
 
 class MetricsEndpoint:
@@ -63,4 +70,8 @@ class MetricsEndpoint:
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-        return Response(await self._rendering.get(), media_type=CONTENT_TYPE_LATEST)
+        plain, gzipped = await self._rendering.get()
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+            return Response(gzipped, media_type=CONTENT_TYPE_LATEST, headers=headers)
+        return Response(plain, media_type=CONTENT_TYPE_LATEST, headers={"Vary": "Accept-Encoding"})

@@ -19,6 +19,7 @@ import anyio.to_thread
 from relay.errors import Rejected
 from relay.outbox.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.settings import Durability
+from relay.store.checkpoint import Checkpointer
 from relay.store.records import Claim, Finished, IngestResult, Page, Received, Recorded
 from relay.store.sqlite import connection, ingest, outbox, queries
 from relay.store.writer import Observer, Writer
@@ -46,8 +47,8 @@ class Store:
         self.gateway = gateway
         self._durability = durability
         self._write_timeout = write_timeout
-        # No busy timeout on the writer's connection: it waits for other processes' locks itself.
-        self._writer = Writer(partial(self._connect, busy_timeout=0.0), observe=observe, lock_timeout=write_timeout)
+        self._writer = Writer(self._connect_writer, observe=observe, lock_timeout=write_timeout)
+        self._checkpointer = Checkpointer(self._connect)
         self._subscribers = outbox.SubscriberCache()  # used on the writer thread only
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
@@ -56,6 +57,13 @@ class Store:
         timeout = self._write_timeout if busy_timeout is None else busy_timeout
         conn = connection.connect(self.path, self._durability, timeout)
         self._opened.append(conn)
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        # No busy timeout: the writer waits for other processes' locks itself. No automatic checkpoint:
+        # the checkpointer thread does it, so no commit waits for one (see relay.store.checkpoint).
+        conn = self._connect(busy_timeout=0.0)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
     def open(self) -> None:
@@ -67,9 +75,11 @@ class Store:
         for _ in range(READERS - 1):
             self._readers.put(self._connect())
         self._writer.start()
+        self._checkpointer.start()
 
     def close(self) -> None:
         self._writer.stop()
+        self._checkpointer.stop()
         for conn in self._opened:
             conn.close()
         self._opened.clear()
