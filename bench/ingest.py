@@ -101,7 +101,13 @@ def add_subscriber(db: Path, url: str, name: str = "sink") -> None:
 
 @contextlib.contextmanager
 def gateway(
-    port: int, db: Path, log: Path, *, workers: int = 1, subscriber_url: str | None = None
+    port: int,
+    db: Path,
+    log: Path,
+    *,
+    workers: int = 1,
+    subscriber_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``cos-relay serve`` as an operator runs it: the CLI, default durability and log level."""
     if subscriber_url is not None:
@@ -109,7 +115,7 @@ def gateway(
     args = ["-m", "relay", "serve", "--port", str(port), "--db", str(db)]
     args += ["--callback-token", TOKEN, "--admin-token", ADMIN_TOKEN, "--workers", str(workers)]
     args += ["--allow-networks", "127.0.0.0/8"]  # subscribers (the sink) are on loopback
-    with serving(args, port, log) as process:
+    with serving(args, port, log, env=env) as process:
         yield process
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
-import anyio.to_thread
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,6 +30,7 @@ from relay.errors import Rejected
 from relay.metrics import Metrics, StoreCollector, exposition_registry, render
 from relay.outbox.manage import Subscribers
 from relay.receive.endpoint import CallbackEndpoint
+from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
 from relay.store import Store
 from relay.validate.schema import CallbackSchema
@@ -95,10 +96,8 @@ def create_app(
     )
     exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock))
 
-    async def metrics_endpoint(request: Request) -> Response:
-        # Rendering reads SQLite for the outbox gauges: keep it off the event loop.
-        body = await anyio.to_thread.run_sync(render, exposition)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    # Rendering reads SQLite for the outbox gauges: SharedRendering keeps it off the event loop.
+    metrics_endpoint = MetricsEndpoint(SharedRendering(functools.partial(render, exposition)), settings.metrics_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -129,7 +128,7 @@ def create_app(
         routes=[
             Route("/cos/callback", callback.handle, methods=["POST"]),
             *health_routes(store, clock),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/metrics", metrics_endpoint.handle, methods=["GET"]),
             Mount("/api", app=api, middleware=admin),
         ],
         lifespan=lifespan,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -12,6 +14,40 @@ LogFormat = Literal["text", "json"]
 
 #: ``extra=`` fields copied into JSON lines. Only ids, names and outcomes: never bodies, tokens or secrets.
 FIELDS = ("action", "outcome", "job_id", "event_id", "subscriber", "delivery_id", "callback_id", "quarantine_id")
+
+
+#: The most of any one value from a request (a header, a token, a detail quoting one) a log line carries.
+MAX_VALUE = 200
+
+
+def clip(value: str, limit: int = MAX_VALUE) -> str:
+    """``value`` cut to ``limit`` characters, with a marker saying how much was left out."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}...[{len(value) - limit} more characters]"
+
+
+class Throttle:
+    """At most one line per key and ``interval``: a flood of one refusal logs a line now and then, not each.
+
+    Keys must be a bounded set (outcomes, say). The lines held back are counted, and the next line let
+    through says how many there were; metrics count every event anyway.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None: hold this line back. Otherwise log it, with the number of lines held back since the last."""
+        now = self._clock()
+        if now < self._next.get(key, now):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._next[key] = now + self._interval
+        return self._held.pop(key, 0)
 
 
 class JsonFormatter(logging.Formatter):

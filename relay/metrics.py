@@ -140,6 +140,13 @@ class Metrics:
             _LATENCY,
         )
         self.write_errors = counter("store_write_errors", "Failed SQLite write transactions, by kind.", ("kind",))
+        self._per_subscriber: tuple[Counter | Histogram, ...] = (
+            self.attempts,
+            self.attempt_seconds,
+            self.e2e_seconds,
+            self.given_up,
+            self.disabled,
+        )
         self._queues: set[str] = set()
         self._subscribers: set[str] = set()
         # Counters that alerts and panels read with increase()/rate() exist at 0 from the start: a series
@@ -150,7 +157,7 @@ class Metrics:
             self.write_errors.labels(kind)
 
     def subscribers_known(self, names: Iterable[str]) -> None:
-        """Start each subscriber's give-up and disable counters at 0 (idempotent; called at every scrape)."""
+        """Start each subscriber's give-up and disable counters at 0 (idempotent; every attempt calls it)."""
         for name in names:
             if name in self._subscribers:
                 continue  # every attempt reports its subscriber: only the first costs anything
@@ -159,6 +166,16 @@ class Metrics:
                 self.given_up.labels(name, reason)
             for reason in DISABLED_REASONS:
                 self.disabled.labels(name, reason)
+
+    def subscribers_live(self, names: Iterable[str]) -> None:
+        """The subscribers that exist now (read at every scrape): start new ones' counters at 0, and drop
+        every series of the ones removed, so the exposition neither names them nor grows with churn."""
+        live = set(names)
+        for name in self._subscribers - live:
+            for metric in self._per_subscriber:
+                metric.remove_by_labels({"subscriber": name})
+        self._subscribers &= live
+        self.subscribers_known(live)
 
     # -- ingest -----------------------------------------------------------------------------------
 
@@ -219,12 +236,15 @@ class StoreCollector(Collector):
         self._clock = clock
         #: Told the current subscriber names at every scrape (`exposition_registry` wires it to the metrics).
         self.on_subscribers = on_subscribers
+        #: The subscriber names the last scrape found (what `LiveSubscribersOnly` keeps).
+        self.live: frozenset[str] = frozenset()
 
     def collect(self) -> Iterable[Metric]:
         stats = self._read()
         now = self._clock()
+        self.live = frozenset(stats["subscribers"])  # type: ignore[call-overload]
         if self.on_subscribers is not None:
-            self.on_subscribers(stats["subscribers"])  # type: ignore[arg-type]
+            self.on_subscribers(self.live)
         depth = GaugeMetricFamily("relay_outbox_deliveries", "Deliveries in the outbox, by state.", labels=["state"])
         oldest = GaugeMetricFamily(
             "relay_outbox_oldest_age_seconds",
@@ -246,19 +266,43 @@ class StoreCollector(Collector):
         yield from (depth, oldest, subscribers, size)
 
 
+class LiveSubscribersOnly(Collector):
+    """Every worker's metrics (multiprocess mode) without the series of removed subscribers.
+
+    Workers count into files that nothing can take a series out of, so removed subscribers are
+    left out here, by the names the store collector (collected first) last found.
+    """
+
+    def __init__(self, store: StoreCollector) -> None:
+        self._store = store
+        self._workers = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        live = self._store.live
+        for family in self._workers.collect():  # type: ignore[no-untyped-call]
+            family.samples = [
+                sample
+                for sample in family.samples
+                if "subscriber" not in sample.labels or sample.labels["subscriber"] in live
+            ]
+            yield family
+
+
 def exposition_registry(metrics: Metrics, collector: StoreCollector) -> CollectorRegistry:
     """The registry /metrics renders: this process's metrics, or every worker's in multiprocess mode.
 
     Also tells ``metrics`` about the subscribers each scrape finds, so their give-up and disable
-    counters are exported at 0 before the first give-up (an alert on increase() sees the first one).
+    counters are exported at 0 before the first give-up (an alert on increase() sees the first one),
+    and the series of removed ones are dropped.
     """
     if collector.on_subscribers is None:
-        collector.on_subscribers = metrics.subscribers_known
+        collector.on_subscribers = metrics.subscribers_live
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        registry = metrics.registry
+        registry.register(collector)  # first: it reads which subscribers are live
+        registry.register(LiveSubscribersOnly(collector))
+        return registry
+    registry = metrics.registry
     registry.register(collector)
     return registry
 

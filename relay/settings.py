@@ -30,6 +30,8 @@ class Settings:
     callback_token: str | None = None
     #: Bearer token for the JSON API; ``None`` means "load or generate one".
     admin_token: str | None = None
+    #: Bearer token /metrics requires; ``None`` leaves /metrics open (it names every subscriber).
+    metrics_token: str | None = None
     #: Accept callbacks without a token. Only with an explicit flag, and logged loudly.
     insecure_no_token: bool = False
     #: Bodies larger than this are refused with 413 while streaming, before parsing.
@@ -136,6 +138,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], object]]] = {
     "RELAY_DB": ("db_path", Path),
     "RELAY_CALLBACK_TOKEN": ("callback_token", str),
     "RELAY_ADMIN_TOKEN": ("admin_token", str),
+    "RELAY_METRICS_TOKEN": ("metrics_token", str),
     "RELAY_INSECURE_NO_TOKEN": ("insecure_no_token", _flag),
     "RELAY_MAX_BODY": ("max_body", int),
     "RELAY_BODY_TIMEOUT": ("body_timeout", float),

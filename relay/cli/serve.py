@@ -60,6 +60,11 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--callback-token", envvar="RELAY_CALLBACK_TOKEN", help="Token COS must send as ?token=.")
 @click.option("--admin-token", envvar="RELAY_ADMIN_TOKEN", help="Bearer token for the JSON API.")
 @click.option(
+    "--metrics-token",
+    envvar="RELAY_METRICS_TOKEN",
+    help="Bearer token /metrics requires (env RELAY_METRICS_TOKEN); unset, /metrics is open.",
+)
+@click.option(
     "--insecure-no-token",
     is_flag=True,
     envvar="RELAY_INSECURE_NO_TOKEN",
@@ -143,6 +148,7 @@ def serve(
     db_path: Path,
     callback_token: str | None,
     admin_token: str | None,
+    metrics_token: str | None,
     insecure_no_token: bool,
     max_body: int,
     max_head: int,
@@ -168,6 +174,7 @@ def serve(
         db_path=db_path,
         callback_token=callback_token,
         admin_token=admin_token,
+        metrics_token=metrics_token or None,
         insecure_no_token=insecure_no_token,
         max_body=max_body,
         max_head=max_head,
@@ -208,6 +215,7 @@ def serve(
             "RELAY_DB": str(settings.db_path),
             "RELAY_ADMIN_TOKEN": settings.admin_token or "",
             "RELAY_CALLBACK_TOKEN": settings.callback_token or "",
+            "RELAY_METRICS_TOKEN": settings.metrics_token or "",
             "RELAY_INSECURE_NO_TOKEN": "1" if insecure_no_token else "",
             "RELAY_MAX_BODY": str(max_body),
             "RELAY_MAX_HEAD": str(settings.max_head),

@@ -20,6 +20,8 @@ class Filter:
     types: tuple[str, ...] = ("*",)
     match: Mapping[str, str] = field(default_factory=dict)
     _patterns: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    #: Every event matches (the default filter): fan-out skips the check, once per subscriber per event.
+    everything: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = set(self.match) - set(FILTER_KEYS)
@@ -29,6 +31,7 @@ class Filter:
             raise ValueError("a subscriber needs at least one event type (use '*' for all)")
         pattern = "|".join(fnmatch.translate(event_type) for event_type in self.types)
         object.__setattr__(self, "_patterns", re.compile(pattern))
+        object.__setattr__(self, "everything", "*" in self.types and not self.match)
 
     @classmethod
     def parse(cls, types: Sequence[str], pairs: Sequence[str]) -> Filter:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from relay.auth import Credentials, tokens_match
 from relay.errors import BodyTimeout, Invalid, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
+from relay.logs import Throttle, clip
 from relay.metrics import Metrics
 from relay.receive.body import body_format, read_body
 from relay.settings import Settings
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 _ACCEPTED = b'{"status":"accepted"}'
 _DUPLICATE = b'{"status":"duplicate"}'
+#: Refusals of one kind log at most one line per this many seconds (relay_callbacks_received_total counts
+#: each): a client sending thousands of bad tokens a second must not fill the disk with lines.
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 def source_address(request: Request) -> str | None:
@@ -64,6 +68,7 @@ class CallbackEndpoint:
         self._schema = schema
         self._clock = clock
         self._parser = new_xml_parser()
+        self._refusal_log = Throttle(REFUSAL_LOG_INTERVAL)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -81,7 +86,7 @@ class CallbackEndpoint:
             )
             if encoding not in ("", "identity"):
                 # COS sends plain bodies; decoding gzip would reopen the size cap to compression bombs.
-                raise UnsupportedType(f"Content-Encoding {encoding!r} is not accepted")
+                raise UnsupportedType(f"Content-Encoding {clip(encoding)!r} is not accepted")
             received = dataclasses.replace(received, format=body_format(received.content_type, body))
             callback, result = await self._ingest(received)
         except Rejected as error:
@@ -148,13 +153,16 @@ class CallbackEndpoint:
                 quarantine_id = await self._store.record_rejection(received, error, self._settings.quarantine_prefix)
             except sqlite3.Error:
                 logger.exception("could not quarantine a rejected body", extra={"action": "quarantine_failed"})
-        logger.warning(
-            "callback refused (%d %s): %s",
-            error.status,
-            error.outcome,
-            error.detail,
-            extra={"action": "callback_refused", "outcome": error.outcome, "quarantine_id": quarantine_id},
-        )
+        held = self._refusal_log.allow(error.outcome)
+        if held is not None:
+            logger.warning(
+                "callback refused (%d %s): %s%s",
+                error.status,
+                error.outcome,
+                clip(error.detail),
+                f" ({held} more refused like this since the last line, not logged)" if held else "",
+                extra={"action": "callback_refused", "outcome": error.outcome, "quarantine_id": quarantine_id},
+            )
         headers = {}
         if isinstance(error, Unavailable):
             headers["Retry-After"] = "5"

@@ -243,13 +243,14 @@ GAUGED_STATES = ("pending", "in_flight", "dead")
 
 def outbox_stats(conn: sqlite3.Connection) -> dict[str, Any]:
     """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, file size."""
-    outbox = {}
-    for state in GAUGED_STATES:
-        row = conn.execute(
-            "SELECT count(*) AS n, min(created_at) AS oldest FROM deliveries WHERE state = ?", (state,)
-        ).fetchone()
-        oldest = datetime.fromisoformat(row["oldest"]) if row["oldest"] else None
-        outbox[state] = (row["n"], oldest)
+    outbox: dict[str, tuple[int, datetime | None]] = dict.fromkeys(GAUGED_STATES, (0, None))
+    # One pass over the (state, created_at) index: three ranges of it, never the table.
+    for row in conn.execute(
+        "SELECT state, count(*) AS n, min(created_at) AS oldest FROM deliveries"
+        f" WHERE state IN ({','.join('?' * len(GAUGED_STATES))}) GROUP BY state",
+        GAUGED_STATES,
+    ):
+        outbox[row["state"]] = (row["n"], datetime.fromisoformat(row["oldest"]))
     subscribers = {
         row["name"]: row["state"]
         for row in conn.execute("SELECT name, state FROM subscribers WHERE removed_at IS NULL")

@@ -1,0 +1,309 @@
+"""Fan-out cost: callback ack latency at 0, 100 and 1,000 matching subscribers, and what /metrics costs.
+
+Run: python -m bench.fanout [--requests 200] [--scrapes 20] [--levels 0,100,1000] [--json PATH]
+
+Each level gets a fresh ``cos-relay serve`` (1 worker, fresh database) with that many subscribers
+matching every event. They first point at a sink (bench/sink.py, ``--allow-networks 127.0.0.0/8``)
+and take a few seed callbacks, so each has real delivery series in /metrics as it would in
+production; then every one is **paused**, so the measured callbacks fan out to all of them (one
+pending delivery each) with no delivery load interfering. Callbacks are posted one at a time over
+one keep-alive connection, each with a new JobId, and the time to its 200 is the ack latency. The
+bare Starlette endpoint (bench/bare.py) takes the same requests in the same run.
+
+At the largest level it then measures sequential scrapes of /metrics (time and bytes), and the ack
+latency again while 4 scrape loops (a separate process) hit /metrics as fast as it answers,
+right after the same measurement with no scrape loops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.ingest import ADMIN_TOKEN, bare, gateway, sink
+from bench.load import MARKER, TOKEN, job_id, new_run_id, sample_template
+from bench.process import free_port
+from bench.report import emit
+from relay.deliver.signing import generate_secret
+from relay.outbox.filters import Filter
+from relay.outbox.subscribers import SubscriberSpec
+from relay.store import Store
+
+METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway gateway on loopback
+#: Callbacks each subscriber takes (and delivers to the sink) before it is paused.
+SEED_CALLBACKS = 2
+SCRAPE_LOOPS = 4
+#: Bound on waiting for the seed deliveries to reach the sink.
+SEED_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Ack:
+    subscribers: int  # matching every callback; 0 for the bare endpoint
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    refused: int  # answers other than 200
+
+
+@dataclass(frozen=True)
+class Scrapes:
+    subscribers: int
+    scrapes: int
+    first_ms: float  # the first scrape, which renders (later ones may reuse its rendering)
+    p50_ms: float
+    max_ms: float
+    wire_bytes: int  # what the last scrape sent (gzipped when the server does)
+    exposition_bytes: int  # the same, uncompressed
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    mode: str  # how subscribers are held while the acks are measured
+    bare: Ack
+    levels: list[Ack]
+    scrape: Scrapes
+    #: At the largest level: no scrape loops, then SCRAPE_LOOPS of them, same server, back to back.
+    without_scrape_loops: Ack
+    with_scrape_loops: Ack
+    scrape_loops: int
+    scrapes_during_loops: int
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
+
+
+def post_callbacks(port: int, count: int, subscribers: int) -> Ack:
+    """``count`` callbacks one after another on one keep-alive connection; each one a new job."""
+    prefix, suffix = sample_template().read_bytes().split(MARKER.encode(), 1)
+    run, latencies, refused = new_run_id(), [], 0
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for number in range(count):
+            body = prefix + job_id(run, 0, number).encode() + suffix
+            started = time.perf_counter()
+            connection.request(
+                "POST", f"/cos/callback?token={TOKEN}", body=body, headers={"Content-Type": "application/xml"}
+            )
+            response = connection.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - started)
+            refused += response.status != 200
+    finally:
+        connection.close()
+    latencies.sort()
+    return Ack(
+        subscribers=subscribers,
+        requests=count,
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=_percentile(latencies, 0.99) * 1000,
+        max_ms=latencies[-1] * 1000,
+        refused=refused,
+    )
+
+
+def scrape(connection: http.client.HTTPConnection) -> tuple[bytes, bytes]:
+    """One scrape as Prometheus makes it (gzip accepted): the bytes that came over the wire, and unzipped."""
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}", "Accept-Encoding": "gzip"}
+    connection.request("GET", "/metrics", headers=headers)
+    response = connection.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"/metrics answered {response.status}")
+    return body, gzip.decompress(body) if response.getheader("Content-Encoding") == "gzip" else body
+
+
+def measure_scrapes(port: int, count: int, subscribers: int) -> Scrapes:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times, wire, plain = [], b"", b""
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            wire, plain = scrape(connection)
+            times.append(time.perf_counter() - started)
+    finally:
+        connection.close()
+    return Scrapes(
+        subscribers,
+        count,
+        first_ms=times[0] * 1000,
+        p50_ms=statistics.median(times) * 1000,
+        max_ms=max(times) * 1000,
+        wire_bytes=len(wire),
+        exposition_bytes=len(plain),
+    )
+
+
+def _admin(port: int, method: str, path: str, body: bytes | None = None) -> bytes:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {answer[:200]!r}")
+        return answer
+    finally:
+        connection.close()
+
+
+def _pending(port: int) -> bool:
+    """Whether any delivery is still pending or in flight."""
+    for state in ("pending", "in_flight"):
+        if b'"items":[]' not in _admin(port, "GET", f"/api/deliveries?state={state}&limit=1").replace(b" ", b""):
+            return True
+    return False
+
+
+def add_subscribers(db: Path, url: str, count: int) -> None:
+    """Create the database with ``count`` subscribers matching every event, all enabled."""
+    with Store(db) as store:
+        at = datetime.now(UTC)
+        for number in range(count):
+            store.add_subscriber(
+                SubscriberSpec(name=f"subscriber-{number:04d}", url=url, secret=generate_secret(), filter=Filter()), at
+            )
+
+
+def seed_and_pause(port: int, subscribers: int) -> None:
+    """A few callbacks delivered to every subscriber (so each has delivery series), then pause them all."""
+    if not subscribers:
+        return
+    post_callbacks(port, SEED_CALLBACKS, subscribers)
+    deadline = time.monotonic() + SEED_TIMEOUT
+    while _pending(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the seed deliveries did not all arrive")
+        time.sleep(0.2)
+    for number in range(subscribers):
+        _admin(port, "POST", f"/api/subscribers/subscriber-{number:04d}/pause")
+
+
+class ScrapeLoops:
+    """``loops`` threads in a child process scraping /metrics back to back until stopped."""
+
+    def __init__(self, port: int, loops: int, seconds: float) -> None:
+        args = ["-m", "bench.fanout", "--scrape-loops", str(port), str(loops), str(seconds)]
+        self._process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> int:
+        """Stop the loops; returns how many scrapes they completed."""
+        self._process.terminate()
+        output, _ = self._process.communicate(timeout=60)
+        lines = output.strip().splitlines()
+        return int(lines[-1]) if lines else 0
+
+
+def run_scrape_loops(port: int, loops: int, seconds: float) -> None:
+    """The child process of ScrapeLoops: prints the number of scrapes done when stopped (or after ``seconds``)."""
+    import signal
+
+    done = [0]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def loop() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while not stop.is_set():
+            scrape(connection)
+            done[0] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(loops)]
+    for thread in threads:
+        thread.start()
+    stop.wait(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    print(done[0], flush=True)
+
+
+def measure(levels: tuple[int, ...], requests: int, scrapes: int, folder: Path, progress: bool = True) -> FanoutResult:
+    warmup = max(5, requests // 10)
+    port = free_port()
+    with bare(port, folder / "bare.log"):
+        post_callbacks(port, warmup, 0)
+        bare_ack = post_callbacks(port, requests, 0)
+    if progress:
+        print(f"  bare: p50 {bare_ack.p50_ms:.1f} ms, p99 {bare_ack.p99_ms:.1f} ms", flush=True)
+    results: list[Ack] = []
+    with sink() as sink_url:
+        for count in levels:
+            port, db = free_port(), folder / f"fanout-{count}.db"
+            add_subscribers(db, sink_url, count)
+            env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN}
+            with gateway(port, db, folder / f"fanout-{count}.log", env=env):
+                seed_and_pause(port, count)
+                post_callbacks(port, warmup, count)
+                ack = post_callbacks(port, requests, count)
+                results.append(ack)
+                if progress:
+                    print(f"  {count} subscribers: p50 {ack.p50_ms:.1f} ms, p99 {ack.p99_ms:.1f} ms", flush=True)
+                if count != max(levels):
+                    continue
+                cost = measure_scrapes(port, scrapes, count)
+                if progress:
+                    print(
+                        f"  scrape at {count}: first {cost.first_ms:.1f} ms, p50 {cost.p50_ms:.1f} ms,"
+                        f" {cost.wire_bytes:,} bytes sent ({cost.exposition_bytes:,} unzipped)",
+                        flush=True,
+                    )
+                quiet = post_callbacks(port, requests, count)
+                loops = ScrapeLoops(port, SCRAPE_LOOPS, seconds=600)
+                try:
+                    loaded = post_callbacks(port, requests, count)
+                finally:
+                    done = loops.stop()
+                if progress:
+                    print(
+                        f"  {SCRAPE_LOOPS} scrape loops ({done} scrapes): p50 {loaded.p50_ms:.1f} ms,"
+                        f" p99 {loaded.p99_ms:.1f} ms (none: p50 {quiet.p50_ms:.1f} ms, p99 {quiet.p99_ms:.1f} ms)",
+                        flush=True,
+                    )
+    return FanoutResult(
+        mode="paused after seeding",
+        bare=bare_ack,
+        levels=results,
+        scrape=cost,
+        without_scrape_loops=quiet,
+        with_scrape_loops=loaded,
+        scrape_loops=SCRAPE_LOOPS,
+        scrapes_during_loops=done,
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--scrape-loops":
+        run_scrape_loops(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--scrapes", type=int, default=20)
+    parser.add_argument("--levels", default="0,100,1000")
+    parser.add_argument("--json", type=Path)
+    options = parser.parse_args()
+    levels = tuple(int(level) for level in options.levels.split(","))
+    with tempfile.TemporaryDirectory(prefix="cos-relay-fanout-") as folder:
+        result = measure(levels, options.requests, options.scrapes, Path(folder))
+    emit(result, options.json)
+
+
+if __name__ == "__main__":
+    main()
