@@ -132,16 +132,17 @@ def test_a_flood_of_bad_tokens_logs_a_bounded_number_of_lines_while_the_counter_
         server.stop()
 
 
-def test_a_100_kb_content_type_is_logged_and_answered_truncated(tmp_path: Path) -> None:
+def test_a_long_content_type_is_logged_and_answered_truncated(tmp_path: Path) -> None:
+    # Just under the 8 KiB header line cap (a longer one gets 431 before the app sees it).
     server = ProcessServer(tmp_path / "relay.db", args=TOKENS).start()
-    content_type = "application/" + "x" * 100_000
+    content_type = "application/" + "x" * 8_000
     try:
         response = httpx.post(
             f"{server.url}{callback_url()}", content=TRANSCODE, headers={"Content-Type": content_type}, timeout=30
         )
         assert response.status_code == 415
         assert len(response.content) < 1000
-        assert "...[99812 more characters]" in response.json()["detail"]
+        assert "...[7812 more characters]" in response.json()["detail"]
         wait_until(lambda: any("415" in line for line in refusal_lines(server)), what="the refusal logged")
         (line,) = [line for line in refusal_lines(server) if "415" in line]
         assert "x" * 100 in line
