@@ -26,7 +26,8 @@ MAX_DEPTH: Final = 64
 #: JobsDetail, WorkflowExecution and NonExistJobIds entries (job ids) in one callback.
 MAX_ITEMS: Final = 500
 
-# True when some element sits deeper than MAX_DEPTH; evaluated by libxml2, without a Python loop.
+# True when some element sits deeper than MAX_DEPTH; evaluated by libxml2, without a Python loop. Shared by
+# threads: lxml serialises the evaluations of one XPath object with a lock of its own.
 _TOO_DEEP: Final = etree.XPath("boolean(/*" + "/*" * MAX_DEPTH + ")")
 
 
