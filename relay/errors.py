@@ -4,6 +4,7 @@
   + Unauthorized      401  missing or wrong token
   + BodyTimeout       408  the body did not finish arriving in time
   + TooLarge          413  over the size cap
+  + TooComplex        413  within the size cap, but more nodes or deeper nesting than any callback has
   + UnsupportedType   415  neither XML nor JSON, or content-encoded
   + Malformed         400  not well-formed, DTD, bad UTF-8
   + Invalid           422  well-formed but not a COS callback
@@ -59,6 +60,16 @@ class TooLarge(Rejected):
     status = 413
     outcome = "too_large"
     quarantined = False
+
+
+class TooComplex(Rejected):
+    """The body has more elements, attributes or values, or deeper nesting, than a callback can have."""
+
+    status = 413
+    # The same bounded label as the size cap: both say "too much for one callback".
+    outcome = "too_large"
+    # Quarantined (the default): unlike an oversized body it was read whole, and the quarantine keeps only
+    # its first few KB.
 
 
 class UnsupportedType(Rejected):

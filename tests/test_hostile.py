@@ -197,6 +197,11 @@ def test_references_to_the_network_are_refused_and_never_fetched(
     assert listener.connections == 0
 
 
+def declared(encoding: bytes, body: bytes) -> bytes:
+    """``body`` (which declares utf-8) declaring ``encoding`` instead."""
+    return body.replace(b'encoding="utf-8"', b'encoding="' + encoding + b'"', 1)
+
+
 # name -> (body, Content-Type, expected status, largest RSS growth in MiB)
 BODY_CASES: dict[str, tuple[Callable[[], bytes], str, int, int]] = {
     "billion-laughs": (billion_laughs, "application/xml", 400, 32),
@@ -209,8 +214,9 @@ BODY_CASES: dict[str, tuple[Callable[[], bytes], str, int, int]] = {
     ),
     "nested-100000-json-arrays": (lambda: b"[" * 100_000 + b"]" * 100_000, "application/json", 400, 32),
     "nested-100000-json-objects": (lambda: b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "application/json", 400, 32),
-    # Well-formed, so parsed whole (~17x its size in lxml) before the schema refuses its attributes.
-    "ten-mb-of-attributes": (many_attributes, "application/xml", 422, 256),
+    # Well-formed, but more attributes than the node limit: refused before lxml builds anything (it was
+    # parsed whole, ~17x its size, before the schema refused its attributes with 422).
+    "ten-mb-of-attributes": (many_attributes, "application/xml", 413, 48),
     "one-ten-mb-attribute": (
         lambda: b'<Response a="' + b"x" * 10_000_001 + b'"/>',
         "application/xml",
@@ -224,6 +230,29 @@ BODY_CASES: dict[str, tuple[Callable[[], bytes], str, int, int]] = {
     "utf16-le-with-bom": (lambda: "\ufeff<Response/>".encode("utf-16-le"), "application/xml", 400, 32),
     "utf16-be-json-with-bom": (lambda: JSON_SAMPLE.decode().encode("utf-16"), "application/json", 400, 32),
     "utf32-xml": (lambda: TRANSCODE.decode().encode("utf-32"), "application/xml", 400, 32),
+    # Declared other encodings: libxml2 used to follow the declaration (or guess UTF-16 from the first
+    # bytes) and store what it decoded. Whatever a body declares, only UTF-8 is read, so these are refused.
+    "utf16-le-declared-without-bom": (
+        lambda: TRANSCODE.replace(b"utf-8", b"UTF-16", 1).decode().encode("utf-16-le"),
+        "application/xml",
+        400,
+        32,
+    ),
+    # "+ADE-" is UTF-7 for "1": read as UTF-7, this body names job j0000001, a job its bytes do not name.
+    "utf7-declared": (
+        lambda: (
+            b'<?xml version="1.0" encoding="UTF-7"?><Response><NonExistJobIds>j000000+ADE-</NonExistJobIds></Response>'
+        ),
+        "application/xml",
+        400,
+        32,
+    ),
+    "latin1-declared-over-utf8-bytes": (
+        lambda: declared(b"ISO-8859-1", TRANSCODE.replace(b"uploads/", "café/".encode())),
+        "application/xml",
+        400,
+        32,
+    ),
     "nul-first": (lambda: b"\x00" + TRANSCODE, "application/xml", 400, 32),
     "nul-in-element-name": (lambda: TRANSCODE.replace(b"<Tag>", b"<T\x00ag>"), "application/xml", 400, 32),
     "nul-raw-in-json-string": (lambda: JSON_SAMPLE.replace(b"Success", b"Succ\x00ess", 1), "application/json", 400, 32),
@@ -252,6 +281,12 @@ def test_hostile_bodies_get_their_status_quickly_in_bounded_memory(
     assert outcome.status == status
     assert outcome.seconds < SECONDS
     assert outcome.rss_growth < mib * MIB, f"{outcome.rss_growth / MIB:.0f} MiB"
+
+
+@pytest.mark.parametrize("encoding", [b"UTF-8", b"utf-8", b"utf8", None])
+def test_bodies_that_declare_utf8_or_nothing_are_still_accepted(encoding: bytes | None, gateway: Gateway) -> None:
+    body = declared(encoding, TRANSCODE) if encoding else TRANSCODE.split(b"?>", 1)[1]
+    assert send(gateway, body).status == 200
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "GZIP", "deflate", "br", "gzip, identity", "identity, gzip"])

@@ -9,7 +9,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Final
 
+import anyio
+import anyio.to_thread
+from lxml import etree
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -18,11 +23,13 @@ from relay.errors import BodyTimeout, Invalid, Rejected, TooLarge, Unauthorized,
 from relay.logs import Throttle, clip
 from relay.metrics import Metrics
 from relay.receive.body import body_format, read_body
+from relay.receive.heap import releaser
 from relay.settings import Settings
 from relay.store import Store
 from relay.store.records import IngestResult, Received
+from relay.validate import limits
 from relay.validate.callback import Callback, callback_from_document
-from relay.validate.parse import new_xml_parser, parse
+from relay.validate.parse import BodyFormat, new_xml_parser, parse
 from relay.validate.schema import CallbackSchema, SchemaViolation
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,13 @@ def source_address(request: Request) -> str | None:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return None
+
+
+#: Bodies up to this size and node count are read on the event loop: a few milliseconds at most, and
+#: cheaper there than the hop to a thread. Larger ones are read in a thread, so that other requests
+#: go on meanwhile (lxml parses without the GIL; the Python walk shares it).
+INLINE_BYTES: Final = 64 * 1024
+INLINE_NODES: Final = 2_000
 
 
 class CallbackEndpoint:
@@ -67,12 +81,18 @@ class CallbackEndpoint:
         self._store = store
         self._schema = schema
         self._clock = clock
+        #: For bodies read on the event loop; each body read in a thread gets its own (not thread-safe).
         self._parser = new_xml_parser()
         self._refusal_log = Throttle(REFUSAL_LOG_INTERVAL)
+        #: One large body is read at a time: a burst of them queues here instead of holding threads,
+        #: the GIL and memory all at once.
+        self._large = anyio.CapacityLimiter(1)
+        self._release_heap = releaser()
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         received: Received | None = None
+        large = False
         try:
             self._authorize(request)
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -88,9 +108,10 @@ class CallbackEndpoint:
                 # COS sends plain bodies; decoding gzip would reopen the size cap to compression bombs.
                 raise UnsupportedType(f"Content-Encoding {clip(encoding)!r} is not accepted")
             received = dataclasses.replace(received, format=body_format(received.content_type, body))
-            callback, result = await self._ingest(received)
+            large = is_large(body, received.format)  # type: ignore[arg-type]
+            callback, result = await self._ingest(received, large)
         except Rejected as error:
-            response = await self._refuse(error, received)
+            response = await self._refuse(error, received, large)
             size = len(received.body) if received is not None else None
             self._metrics.callback(error.outcome, time.perf_counter() - started, size)
             return response
@@ -114,7 +135,18 @@ class CallbackEndpoint:
                 "job_id": ",".join(job.job_id for job in callback.jobs) or None,
             },
         )
-        return Response(_ACCEPTED if result.outcome == "accepted" else _DUPLICATE, media_type="application/json")
+        return Response(
+            _ACCEPTED if result.outcome == "accepted" else _DUPLICATE,
+            media_type="application/json",
+            background=self._after_large() if large else None,
+        )
+
+    def _after_large(self) -> BackgroundTask:
+        """Once the answer is sent (and the body, tree and model are garbage), give the heap back."""
+        return BackgroundTask(self._release_after_large)
+
+    async def _release_after_large(self) -> None:
+        await anyio.to_thread.run_sync(self._release_heap, limiter=self._large)
 
     def _count_items(self, callback: Callback, result: IngestResult, received_at: datetime) -> None:
         new = set(result.new_items)
@@ -132,21 +164,36 @@ class CallbackEndpoint:
         if expected is not None and not tokens_match(request.query_params.get("token"), expected):
             raise Unauthorized()
 
-    async def _ingest(self, received: Received) -> tuple[Callback, IngestResult]:
-        root = parse(received.body, received.format, self._parser)  # type: ignore[arg-type]
-        try:
-            document = self._schema.convert(root)
-        except SchemaViolation as violation:
-            first = violation.violations[0]
-            raise Invalid("the body is not a valid COS callback", path=first.path, rule=first.rule) from None
-        callback = callback_from_document(document)
+    async def _ingest(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:
+        if large:
+            try:
+                callback = await anyio.to_thread.run_sync(self._read, received, new_xml_parser(), limiter=self._large)
+            except Rejected as error:
+                # Raised across the thread, the refusal's traceback holds the worker's frames and the future
+                # that holds the refusal: a cycle that kept the body and its tree alive until the next
+                # garbage collection, which an idle server may never run.
+                raise error.with_traceback(None) from None
+        else:
+            callback = self._read(received, self._parser)
         try:
             return callback, await self._store.record_callback(received, callback)
         except sqlite3.Error as exc:
             # Never 200 for data that is not committed: COS may try again later.
             raise Unavailable(f"the callback could not be stored ({type(exc).__name__})") from None
 
-    async def _refuse(self, error: Rejected, received: Received | None) -> Response:
+    def _read(self, received: Received, parser: etree.XMLParser) -> Callback:
+        """Parse, validate and model the body: everything between reading it and storing it."""
+        root = parse(received.body, received.format, parser)  # type: ignore[arg-type]
+        try:
+            document = self._schema.convert(root)
+        except SchemaViolation as violation:
+            first = violation.violations[0]
+            raise Invalid("the body is not a valid COS callback", path=first.path, rule=first.rule) from None
+        callback = callback_from_document(document)
+        limits.check_items(callback)
+        return callback
+
+    async def _refuse(self, error: Rejected, received: Received | None, large: bool) -> Response:
         quarantine_id = None
         if error.quarantined and received is not None:
             try:
@@ -169,4 +216,10 @@ class CallbackEndpoint:
         if isinstance(error, TooLarge | BodyTimeout):
             # The rest of the body is still coming (or never will): close rather than read it.
             headers["Connection"] = "close"
-        return JSONResponse(error.body(), status_code=error.status, headers=headers)
+        background = self._after_large() if large else None
+        return JSONResponse(error.body(), status_code=error.status, headers=headers, background=background)
+
+
+def is_large(body: bytes, fmt: BodyFormat) -> bool:
+    """Whether reading ``body`` may take long enough to be worth a thread (see `INLINE_BYTES`)."""
+    return len(body) > INLINE_BYTES or limits.nodes(body, fmt) > INLINE_NODES

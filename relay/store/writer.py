@@ -129,6 +129,9 @@ class Writer:
                 self._commit(conn, batch)
             if isinstance(item, _Stop):
                 return
+            # Waiting for the next write must not keep this batch's writes (a whole body and its model,
+            # for a callback) alive: an idle gateway would hold the largest body it last stored.
+            del batch, item
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
         outcomes: list[Outcome] = []

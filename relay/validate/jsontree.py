@@ -11,13 +11,19 @@ from typing import Final
 
 from lxml import etree
 
+from relay.validate.limits import MAX_DEPTH
+
+__all__ = ["MAX_DEPTH", "ROOT", "JsonShapeError", "JsonTooDeep", "json_to_tree"]
+
 ROOT: Final = "Response"
-# libxml2 refuses to parse documents nested deeper than this; keep JSON bodies to the same bound.
-MAX_DEPTH: Final = 256
 
 
 class JsonShapeError(ValueError):
     """The JSON body has no XML shape (json_to_tree raises only this, a ValueError)."""
+
+
+class JsonTooDeep(JsonShapeError):
+    """The JSON body is nested deeper than the XML tree of a callback may be (`MAX_DEPTH`)."""
 
 
 def json_to_tree(doc: object) -> etree._Element:
@@ -30,8 +36,8 @@ def json_to_tree(doc: object) -> etree._Element:
 
 
 def _fill(parent: etree._Element, obj: dict[object, object], depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise JsonShapeError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if depth >= MAX_DEPTH and obj:  # its members would sit deeper than MAX_DEPTH
+        raise JsonTooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
     sub = etree.SubElement
     for key, value in obj.items():
         # "{...}" would make lxml build a namespaced (Clark) name; callbacks never carry one.
