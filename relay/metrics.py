@@ -7,9 +7,9 @@ configured name. Never a JobId, URL, object key or error text.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -246,17 +246,19 @@ class StoreCollector(Collector):
         yield from (depth, oldest, subscribers, size)
 
 
-def exposition_registry(metrics: Metrics, collector: StoreCollector) -> CollectorRegistry:
-    """The registry /metrics renders: this process's metrics, or every worker's in multiprocess mode.
+def exposition_registry(
+    metrics: Metrics, collector: StoreCollector, multiprocess_dir: Path | None = None
+) -> CollectorRegistry:
+    """The registry /metrics renders: this process's metrics, or every worker's in ``multiprocess_dir``.
 
     Also tells ``metrics`` about the subscribers each scrape finds, so their give-up and disable
     counters are exported at 0 before the first give-up (an alert on increase() sees the first one).
     """
     if collector.on_subscribers is None:
         collector.on_subscribers = metrics.subscribers_known
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir is not None:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
     else:
         registry = metrics.registry
     registry.register(collector)
