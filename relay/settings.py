@@ -4,6 +4,9 @@ Each field of `Settings` is declared with `setting(...)`: its default, the kind 
 means and, when it differs from the field name, its public name. From that one declaration come the
 ``cos-relay serve`` option (``--poll-interval``), the environment variable (``RELAY_POLL_INTERVAL``),
 the parser both of them use, the check `Settings` itself applies, and the line in docs/configuration.md.
+
+Adding a setting is adding one field here (a new kind of value also needs a `Kind` in
+`relay.setting_kinds`), then ``python -m relay.cli.reference > docs/configuration.md``.
 """
 
 from __future__ import annotations
@@ -164,7 +167,9 @@ class Setting:
 
     @classmethod
     def of(cls, field: dataclasses.Field[Any]) -> Setting:
-        spec: _Spec = field.metadata[_SPEC]
+        spec: _Spec | None = field.metadata.get(_SPEC)
+        if spec is None:
+            raise TypeError(f"Settings.{field.name} must be declared with setting(...): it has no table entry")
         return cls(field.name, spec.name or field.name, field.default, spec.kind, spec.help, spec.shown)
 
     @property
