@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anyio
 from prometheus_client import CollectorRegistry
@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
-from relay import logs
 from relay.api.health import health_routes
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
@@ -53,11 +52,15 @@ def create_app(
     clock: Clock = utc_now,
     sender: Sender | None = None,
     registry: CollectorRegistry | None = None,
+    credentials: Credentials | None = None,
+    metrics_dir: Path | None = None,
 ) -> Starlette:
     """A cos-relay ASGI app. Nothing is opened until the lifespan starts.
 
     ``sender`` replaces the HTTP transport to subscribers; ``registry`` receives the metrics (a fresh
-    one by default, so two apps in one process never share counters).
+    one by default, so two apps in one process never share counters). ``credentials`` are tokens
+    already resolved (by `cos-relay serve`, once for every worker); without them the lifespan resolves
+    them. ``metrics_dir`` is where every worker counts (see `relay.metrics_files`): /metrics adds them up.
     """
     metrics = Metrics(registry or CollectorRegistry())
     store = Store(
@@ -83,8 +86,9 @@ def create_app(
     subscribers = Subscribers(
         store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=worker.wake
     )
-    # Filled in by the lifespan once the store is open (tokens may come from the database).
-    credentials = Credentials(callback_token=settings.callback_token, admin_token=settings.admin_token or "")
+    # Unless given, filled in by the lifespan once the store is open (tokens may come from the database).
+    resolved = credentials is not None
+    credentials = credentials or Credentials(settings.callback_token, settings.admin_token or "")
     callback = CallbackEndpoint(
         settings=settings,
         credentials=credentials,
@@ -94,7 +98,7 @@ def create_app(
         metrics=metrics,
         on_commit=worker.wake,
     )
-    exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock))
+    exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock), metrics_dir)
 
     # Rendering reads SQLite for the outbox gauges: SharedRendering keeps it off the event loop.
     metrics_endpoint = MetricsEndpoint(SharedRendering(functools.partial(render, exposition)), settings.metrics_token)
@@ -103,9 +107,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store.open()
         try:
-            resolved = resolve_credentials(settings, store, clock)
-            credentials.callback_token = resolved.callback_token
-            credentials.admin_token = resolved.admin_token
+            if not resolved:
+                found = resolve_credentials(settings, store, clock)
+                credentials.callback_token = found.callback_token
+                credentials.admin_token = found.admin_token
             if settings.config_path is not None:
                 for change in subscribers.apply_config(settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
@@ -143,9 +148,3 @@ async def render_rejection(request: Request, error: Exception) -> Response:
     """Every refusal the API raises becomes its short JSON error with its status."""
     assert isinstance(error, Rejected)
     return JSONResponse(error.body(), status_code=error.status)
-
-
-def create_app_from_env() -> Starlette:
-    """Factory for ``uvicorn --factory`` and multi-worker serving: settings come from RELAY_* variables."""
-    logs.configure(os.environ.get("RELAY_LOG_LEVEL", "info"), os.environ.get("RELAY_LOG_FORMAT", "text"))  # type: ignore[arg-type]
-    return create_app(Settings.from_env(os.environ))

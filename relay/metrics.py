@@ -7,9 +7,9 @@ configured name. Never a JobId, URL, object key or error text.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -273,9 +273,9 @@ class LiveSubscribersOnly(Collector):
     left out here, by the names the store collector (collected first) last found.
     """
 
-    def __init__(self, store: StoreCollector) -> None:
+    def __init__(self, store: StoreCollector, multiprocess_dir: Path) -> None:
         self._store = store
-        self._workers = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        self._workers = MultiProcessCollector(None, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
 
     def collect(self) -> Iterable[Metric]:
         live = self._store.live
@@ -288,8 +288,10 @@ class LiveSubscribersOnly(Collector):
             yield family
 
 
-def exposition_registry(metrics: Metrics, collector: StoreCollector) -> CollectorRegistry:
-    """The registry /metrics renders: this process's metrics, or every worker's in multiprocess mode.
+def exposition_registry(
+    metrics: Metrics, collector: StoreCollector, multiprocess_dir: Path | None = None
+) -> CollectorRegistry:
+    """The registry /metrics renders: this process's metrics, or every worker's in ``multiprocess_dir``.
 
     Also tells ``metrics`` about the subscribers each scrape finds, so their give-up and disable
     counters are exported at 0 before the first give-up (an alert on increase() sees the first one),
@@ -297,10 +299,10 @@ def exposition_registry(metrics: Metrics, collector: StoreCollector) -> Collecto
     """
     if collector.on_subscribers is None:
         collector.on_subscribers = metrics.subscribers_live
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir is not None:
         registry = CollectorRegistry()
         registry.register(collector)  # first: it reads which subscribers are live
-        registry.register(LiveSubscribersOnly(collector))
+        registry.register(LiveSubscribersOnly(collector, multiprocess_dir))
         return registry
     registry = metrics.registry
     registry.register(collector)

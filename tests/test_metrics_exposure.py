@@ -10,7 +10,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.logs import Throttle, clip
-from relay.settings import Settings
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, ThreadServer, wait_until
 from tests.sink import Sink
@@ -64,11 +63,6 @@ def test_metrics_token_is_required_when_set_and_compared_exactly(tmp_path: Path)
         assert "relay_callbacks_received_total" in scrape(server, METRICS_TOKEN)
     finally:
         server.stop()
-
-
-def test_metrics_token_option_and_environment_variable_set_the_setting() -> None:
-    assert Settings.from_env({"RELAY_METRICS_TOKEN": "t"}).metrics_token == "t"
-    assert Settings.from_env({}).metrics_token is None
 
 
 def test_metrics_stay_open_without_a_metrics_token(tmp_path: Path) -> None:

@@ -1,23 +1,86 @@
-"""Options shared by several commands."""
+"""Command-line options made from the settings table (`relay.settings.SETTINGS`), for every command."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., object])
+from relay.setting_kinds import Flag
+from relay.settings import SETTINGS, Setting, setting_named
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def db_option(command: F) -> F:
+class SettingType(click.ParamType[Any]):
+    """Reads an option's or environment variable's text with the setting's own parser."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+        self.name = setting.kind.metavar.lower()
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            if isinstance(value, str):
+                return self.setting.parse(value)
+            self.setting.check(value)  # a default, or a flag's True
+            return value
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return self.setting.kind.metavar
+
+
+class SettingOption(click.Option):
+    """An option whose environment variable is read by the setting's parser too, flags included.
+
+    (click reads a flag's variable itself and takes any word it does not know for "off".)
+    """
+
+    def value_from_envvar(self, ctx: click.Context) -> Any:
+        return self.resolve_envvar_value(ctx)
+
+
+def setting_option(field: str, *, option: str | None = None, dest: str | None = None, **extra: Any) -> Callable[[F], F]:
+    """The option for the setting ``field``: its name, ``RELAY_*`` variable, default, help and parser.
+
+    ``option`` and ``dest`` rename it for commands where another name reads better (``--grace``);
+    ``extra`` goes to `click.option` (a ``callback`` that builds something from the value, say).
+    """
+    setting = setting_named(field)
+    declared = (option or setting.option, dest or setting.field)
+    if isinstance(setting.kind, Flag):
+        extra = {
+            "is_flag": True,
+            "flag_value": True,
+            "default": setting.default,
+            "show_default": setting.default_text,
+            **extra,
+        }
+    elif setting.shown is not None:
+        extra = {"default": setting.default, "show_default": setting.shown, **extra}
+    elif setting.default is not None:
+        # The default as an operator would write it, read by the same parser as any other value.
+        extra = {"default": setting.default_text, "show_default": True, **extra}
     return click.option(
-        "--db",
-        "db_path",
-        envvar="RELAY_DB",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=Path("cos-relay.db"),
-        show_default=True,
-        help="SQLite database file (env RELAY_DB).",
-    )(command)
+        *declared,
+        cls=SettingOption,
+        type=SettingType(setting),
+        envvar=setting.env,
+        show_envvar=True,
+        help=setting.help,
+        **extra,
+    )
+
+
+def settings_options(command: F) -> F:
+    """Every setting as an option, in the table's order."""
+    for setting in reversed(SETTINGS):
+        command = setting_option(setting.field)(command)
+    return command
+
+
+#: ``--db`` / ``RELAY_DB``: the database every command works on.
+db_option = setting_option("db_path")

@@ -2,290 +2,42 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import tempfile
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
-import uvicorn
 
-from relay import logs
-from relay.app import create_app, utc_now
-from relay.auth import resolve_credentials
-from relay.cli.options import db_option
-from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
-from relay.deliver.ssrf import AddressPolicy
+from relay import logs, serving
+from relay.app import utc_now
+from relay.auth import Credentials, resolve_credentials
+from relay.cli.options import db_option, settings_options
 from relay.errors import Rejected
-from relay.outbox.manage import Subscribers
-from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
-from relay.receive.protocol import BoundedProtocol, ConnectionLimits
-from relay.settings import KIB, MIB, Settings, parse_forwarded_allow_ips
+from relay.settings import Settings
 from relay.store import Store
-
-logger = logging.getLogger(__name__)
-
-
-def _networks(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        AddressPolicy.from_setting(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
-def _forwarded(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        parse_forwarded_allow_ips(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
-def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        return parse_schedule(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
-@click.option("--host", envvar="RELAY_HOST", default="127.0.0.1", show_default=True, help="Bind address.")
-@click.option("--port", envvar="RELAY_PORT", default=8080, show_default=True, help="Bind port.")
-@db_option
-@click.option("--callback-token", envvar="RELAY_CALLBACK_TOKEN", help="Token COS must send as ?token=.")
-@click.option("--admin-token", envvar="RELAY_ADMIN_TOKEN", help="Bearer token for the JSON API.")
-@click.option(
-    "--metrics-token",
-    envvar="RELAY_METRICS_TOKEN",
-    help="Bearer token /metrics requires (env RELAY_METRICS_TOKEN); unset, /metrics is open.",
-)
-@click.option(
-    "--insecure-no-token",
-    is_flag=True,
-    envvar="RELAY_INSECURE_NO_TOKEN",
-    help="Accept callbacks without a token (never in production).",
-)
-@click.option(
-    "--max-body", envvar="RELAY_MAX_BODY", default=10 * MIB, show_default=True, help="Largest body, in bytes."
-)
-@click.option(
-    "--max-head",
-    envvar="RELAY_MAX_HEAD",
-    default=64 * KIB,
-    show_default=True,
-    help="Largest request head (request line and headers), in bytes; larger ones get 431.",
-)
-@click.option(
-    "--keepalive-timeout",
-    envvar="RELAY_KEEPALIVE_TIMEOUT",
-    default=5.0,
-    show_default=True,
-    help="Seconds an idle keep-alive connection stays open.",
-)
-@click.option(
-    "--max-connections",
-    envvar="RELAY_MAX_CONNECTIONS",
-    default=0,
-    show_default=True,
-    help="Open connections per process; 0: derived from the open-file limit.",
-)
-@click.option(
-    "--forwarded-allow-ips",
-    envvar="RELAY_FORWARDED_ALLOW_IPS",
-    default="",
-    callback=_forwarded,
-    help="Proxies whose X-Forwarded-For is believed, e.g. 10.0.0.5,10.1.0.0/16 (default: none).",
-)
-@click.option(
-    "--durability",
-    envvar="RELAY_DURABILITY",
-    type=click.Choice(["normal", "full"]),
-    default="normal",
-    show_default=True,
-    help="normal: survive a process crash; full: also survive power loss (fsync per commit).",
-)
-@click.option("--workers", envvar="RELAY_WORKERS", default=1, show_default=True, help="uvicorn worker processes.")
-@click.option("--public-url", envvar="RELAY_PUBLIC_URL", help="Base URL COS reaches us at, for the printed hint.")
-@click.option(
-    "--config",
-    "config_path",
-    envvar="RELAY_CONFIG",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML file of [[subscribers]], applied at every start (env RELAY_CONFIG).",
-)
-@click.option(
-    "--allow-networks",
-    envvar="RELAY_ALLOW_NETWORKS",
-    default="",
-    callback=_networks,
-    help="Non-public networks subscribers may be reached at, e.g. 127.0.0.0/8,10.1.0.0/16 (env RELAY_ALLOW_NETWORKS).",
-)
-@click.option(
-    "--retry-schedule",
-    envvar="RELAY_RETRY_SCHEDULE",
-    callback=_schedule,
-    metavar="5,300,1800",
-    help="Seconds to wait after each failed delivery attempt; after the last the delivery is dead "
-    "(env RELAY_RETRY_SCHEDULE).",
-)
-@click.option("--log-level", envvar="RELAY_LOG_LEVEL", default="info", show_default=True, help="Python log level.")
-@click.option(
-    "--log-format",
-    envvar="RELAY_LOG_FORMAT",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one object per line with job_id, event_id, subscriber, outcome.",
-)
-def serve(
-    host: str,
-    port: int,
-    db_path: Path,
-    callback_token: str | None,
-    admin_token: str | None,
-    metrics_token: str | None,
-    insecure_no_token: bool,
-    max_body: int,
-    max_head: int,
-    keepalive_timeout: float,
-    max_connections: int,
-    forwarded_allow_ips: str,
-    durability: str,
-    workers: int,
-    public_url: str | None,
-    config_path: Path | None,
-    allow_networks: str,
-    retry_schedule: tuple[float, ...] | None,
-    log_level: str,
-    log_format: str,
-) -> None:
-    """Run the gateway (uvicorn) on the embedded defaults unless told otherwise."""
-    logs.configure(log_level, log_format)  # type: ignore[arg-type]
-    # Settings without an option of their own (RELAY_GATEWAY_ID, RELAY_POLL_INTERVAL, ...) come from the
-    # environment, as they do in worker processes; the options override the rest.
-    settings = Settings.from_env(os.environ).replace(
-        host=host,
-        port=port,
-        db_path=db_path,
-        callback_token=callback_token,
-        admin_token=admin_token,
-        metrics_token=metrics_token or None,
-        insecure_no_token=insecure_no_token,
-        max_body=max_body,
-        max_head=max_head,
-        keepalive_timeout=keepalive_timeout,
-        max_connections=max_connections,
-        forwarded_allow_ips=forwarded_allow_ips,
-        durability=durability,
-        workers=workers,
-        public_url=public_url,
-        config_path=config_path,
-        allow_networks=allow_networks,
-        retry_schedule=DEFAULT_SCHEDULE if retry_schedule is None else retry_schedule,
-    )
-    with Store(settings.db_path) as store:
-        credentials = resolve_credentials(settings, store, utc_now)
-    settings = settings.replace(callback_token=credentials.callback_token, admin_token=credentials.admin_token)
-    _print_banner(settings, show_tokens=credentials.generated)
-    # Access logs would print the callback URL, token included: cos-relay logs each callback itself.
-    # log_config=None: uvicorn keeps the logging set up above (and its format) instead of its own.
-    options = {
-        "host": host,
-        "port": port,
-        "access_log": False,
-        "server_header": False,
-        "log_config": None,
-        **_connection_options(settings),
-    }
-    if workers == 1:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
-        return
-    # Applied once here: worker processes applying it all at once would race to create the same names.
-    _apply_config(settings)
-    # Worker processes rebuild the app from the environment, so hand them the resolved settings there.
-    os.environ.update(
-        {
-            "RELAY_HOST": host,
-            "RELAY_PORT": str(port),
-            "RELAY_DB": str(settings.db_path),
-            "RELAY_ADMIN_TOKEN": settings.admin_token or "",
-            "RELAY_CALLBACK_TOKEN": settings.callback_token or "",
-            "RELAY_METRICS_TOKEN": settings.metrics_token or "",
-            "RELAY_INSECURE_NO_TOKEN": "1" if insecure_no_token else "",
-            "RELAY_MAX_BODY": str(max_body),
-            "RELAY_MAX_HEAD": str(settings.max_head),
-            "RELAY_KEEPALIVE_TIMEOUT": str(settings.keepalive_timeout),
-            "RELAY_MAX_CONNECTIONS": str(settings.max_connections),
-            "RELAY_FORWARDED_ALLOW_IPS": settings.forwarded_allow_ips,
-            "RELAY_DURABILITY": durability,
-            "RELAY_ALLOW_NETWORKS": settings.allow_networks,
-            "RELAY_RETRY_SCHEDULE": ",".join(str(delay) for delay in settings.retry_schedule),
-            "RELAY_CONFIG": "",
-            "RELAY_LOG_LEVEL": log_level,
-            "RELAY_LOG_FORMAT": log_format,
-            # Each worker counts into files here and /metrics, whichever worker answers, adds them all up.
-            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="cos-relay-metrics-"),
-        }
-    )
-    uvicorn.run("relay.app:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+@settings_options
+def serve(**values: Any) -> None:
+    """Run the gateway (uvicorn). Each option also reads its RELAY_* variable; an option given wins."""
+    settings = Settings(**values)
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        credentials = serving.prepare(settings)
+    except Rejected as error:
+        raise click.ClickException(f"{settings.config_path}: {error.detail}") from None
+    _print_banner(settings, credentials)
+    serving.run(settings, credentials)
 
 
-def _connection_options(settings: Settings) -> dict[str, object]:
-    """uvicorn options bounding connections: every phase has a deadline, heads a size, the process a number of
-    connections below its open-file limit; and X-Forwarded-For is believed only from configured proxies."""
-    open_files = raise_open_file_limit()
-    cap = connection_cap(settings.max_connections, open_files)
-    limits = ConnectionLimits(
-        head_timeout=settings.body_timeout,
-        body_timeout=settings.body_timeout,
-        keepalive_timeout=settings.keepalive_timeout,
-        max_head=settings.max_head,
-        max_line=min(8 * KIB, settings.max_head),
-    )
-    logger.debug("at most %d connections (open-file limit %d)", cap, open_files, extra={"action": "connection_cap"})
-    allowed = parse_forwarded_allow_ips(settings.forwarded_allow_ips)
-    return {
-        # Each worker process unpickles its own copy of the (empty) cap.
-        "http": functools.partial(BoundedProtocol, limits=limits, cap=ConnectionCap(cap)),
-        "timeout_keep_alive": settings.keepalive_timeout,
-        # No WebSocket routes: an upgrade request is an ordinary request, under the deadlines above.
-        "ws": "none",
-        "proxy_headers": bool(allowed),
-        "forwarded_allow_ips": allowed,
-    }
-
-
-def _apply_config(settings: Settings) -> None:
-    if settings.config_path is None:
-        return
-    with Store(settings.db_path) as store:
-        subscribers = Subscribers(
-            store,
-            AddressPolicy.from_setting(settings.allow_networks),
-            utc_now,
-            secret_grace=timedelta(seconds=settings.secret_grace),
-        )
-        try:
-            changes = subscribers.apply_config(settings.config_path)
-        except Rejected as error:
-            raise click.ClickException(f"{settings.config_path}: {error.detail}") from None
-    for change in changes:
-        logger.info("config: %s", change, extra={"action": "config_applied"})
-
-
-def _print_banner(settings: Settings, *, show_tokens: bool) -> None:
+def _print_banner(settings: Settings, credentials: Credentials) -> None:
     url = f"{settings.base_url}/cos/callback"
-    if settings.callback_token is None:
+    if credentials.callback_token is None:
         click.echo(f"Callback URL (NO TOKEN, insecure): {url}")
-    elif show_tokens:
+    elif credentials.generated:
         click.echo("New tokens were generated and saved in the database.")
-        click.echo(f"Callback URL for the COS console: {url}?token={settings.callback_token}")
-        click.echo(f"Admin API token (Authorization: Bearer ...): {settings.admin_token}")
+        click.echo(f"Callback URL for the COS console: {url}?token={credentials.callback_token}")
+        click.echo(f"Admin API token (Authorization: Bearer ...): {credentials.admin_token}")
     else:
         click.echo(f"Callback URL: {url}?token=<hidden: run `cos-relay tokens --db {settings.db_path}`>")
 

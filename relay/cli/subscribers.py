@@ -12,14 +12,13 @@ import click
 
 from relay.api.params import BadParameter, parse_since
 from relay.app import utc_now
-from relay.cli.options import db_option
+from relay.cli.options import db_option, setting_option
 from relay.cli.table import render_table
-from relay.deliver.retry import parse_schedule
 from relay.deliver.ssrf import AddressPolicy
 from relay.errors import Rejected
 from relay.outbox.manage import Subscribers
 from relay.outbox.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT
-from relay.settings import Settings
+from relay.setting_kinds import parse_schedule
 from relay.store import Store
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -27,11 +26,8 @@ F = TypeVar("F", bound=Callable[..., object])
 SHOWN_ONCE = "keep this secret now; it is shown only once"
 
 
-def _policy(ctx: click.Context, param: click.Parameter, value: str | None) -> AddressPolicy:
-    try:
-        return AddressPolicy.from_setting(value or "")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+def _policy(ctx: click.Context, param: click.Parameter, value: str) -> AddressPolicy:
+    return AddressPolicy.from_setting(value)  # already checked by the setting's parser
 
 
 def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -54,15 +50,7 @@ def _since(ctx: click.Context, param: click.Parameter, value: str) -> datetime:
 
 def store_options(command: F) -> F:
     """``--db`` and ``--allow-networks``: what every command that changes subscribers needs."""
-    command = click.option(
-        "--allow-networks",
-        "policy",
-        envvar="RELAY_ALLOW_NETWORKS",
-        default="",
-        callback=_policy,
-        help="Non-public networks subscriber URLs may point at, e.g. 127.0.0.0/8,10.1.0.0/16 "
-        "(env RELAY_ALLOW_NETWORKS).",
-    )(command)
+    command = setting_option("allow_networks", dest="policy", callback=_policy)(command)
     return db_option(command)
 
 
@@ -212,14 +200,7 @@ def remove(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @subscribers.command(name="rotate-secret")
 @click.argument("name")
 @click.option("--secret", help="The new secret (whsec_<base64>); generated when omitted.")
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    envvar="RELAY_SECRET_GRACE",
-    default=Settings.secret_grace,
-    show_default=True,
-    help="Seconds the previous secret keeps signing (env RELAY_SECRET_GRACE).",
-)
+@setting_option("secret_grace", option="--grace", dest="grace")
 @store_options
 def rotate_secret(db_path: Path, policy: AddressPolicy, name: str, secret: str | None, grace: float) -> None:
     """Give NAME a new signing secret and print it (once); the old one signs too for a while."""

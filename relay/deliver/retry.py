@@ -6,25 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Svix's schedule, also the Standard Webhooks example: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then dead.
-DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
-
-
-def _delay(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"retry delay {text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"retry delay {text!r} must be a finite number >= 0")
-    return value
-
-
-def parse_schedule(value: str) -> tuple[float, ...]:
-    """Parse ``"5,300,1800"`` into ``(5.0, 300.0, 1800.0)``; ValueError on junk, negatives or nothing."""
-    if not value.strip():
-        raise ValueError("retry schedule is empty")
-    return tuple(_delay(item.strip()) for item in value.split(","))
+from relay.setting_kinds import DEFAULT_SCHEDULE
 
 
 @dataclass(frozen=True)

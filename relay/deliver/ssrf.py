@@ -11,6 +11,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from yarl import URL
 
+from relay.setting_kinds import parse_networks
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
@@ -114,9 +116,7 @@ class AddressPolicy:
     @classmethod
     def from_setting(cls, value: str) -> AddressPolicy:
         """Parse ``"127.0.0.0/8, ::1/128"``; an empty string means no allow-list."""
-        items = [item.strip() for item in value.split(",")]
-        # strict: "10.0.0.1/8" is more likely a typo than a wish to allow all of 10/8.
-        return cls(allow=tuple(ipaddress.ip_network(item, strict=True) for item in items if item))
+        return cls(allow=parse_networks(value))
 
     def _allowed(self, ip: IPAddress) -> bool:
         if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, strategies as st
 
-from relay.deliver.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_schedule
+from relay.deliver.retry import RetryPolicy
+from relay.setting_kinds import DEFAULT_SCHEDULE, parse_schedule
 
 
 def midpoint() -> float:

@@ -1,0 +1,114 @@
+"""Running the app under uvicorn: in this process, or in worker processes handed the settings explicitly.
+
+Worker processes are spawned (a fresh interpreter each), so everything they need travels as the pickled
+arguments of `worker_app`: the settings, the tokens already resolved and the metrics directory. Nothing
+goes through ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
+
+from relay import logs
+from relay.app import create_app, utc_now
+from relay.auth import Credentials, resolve_credentials
+from relay.deliver.ssrf import AddressPolicy
+from relay.metrics_files import count_into
+from relay.outbox.manage import Subscribers
+from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
+from relay.receive.protocol import BoundedProtocol, ConnectionLimits
+from relay.setting_kinds import parse_proxies
+from relay.settings import KIB, Settings
+from relay.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings) -> Credentials:
+    """Before serving, once: resolve the tokens (for every worker) and apply the subscribers config file.
+
+    `Rejected` when the config file is refused.
+    """
+    with Store(settings.db_path) as store:
+        credentials = resolve_credentials(settings, store, utc_now)
+        if settings.config_path is None:
+            return credentials
+        subscribers = Subscribers(
+            store,
+            AddressPolicy.from_setting(settings.allow_networks),
+            utc_now,
+            secret_grace=timedelta(seconds=settings.secret_grace),
+        )
+        changes = subscribers.apply_config(settings.config_path)
+    for change in changes:
+        logger.info("config: %s", change, extra={"action": "config_applied"})
+    return credentials
+
+
+def run(settings: Settings, credentials: Credentials) -> None:
+    """Serve until told to stop: one process, or ``settings.workers`` sharing one listening socket.
+
+    ``credentials`` and the config file come from `prepare`: the apps neither resolve nor apply them
+    again (workers applying the config all at once would race to create the same subscribers).
+    """
+    settings = settings.replace(config_path=None)
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, credentials=credentials), **_uvicorn_options(settings))
+        return
+    # Each worker counts into its own files here and /metrics, whichever worker answers, adds them all up.
+    with tempfile.TemporaryDirectory(prefix="cos-relay-metrics-") as directory:
+        app = functools.partial(worker_app, settings, credentials, Path(directory))
+        config = uvicorn.Config(app, factory=True, workers=settings.workers, **_uvicorn_options(settings))
+        sock = config.bind_socket()
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            sock.close()
+
+
+def worker_app(settings: Settings, credentials: Credentials, metrics_dir: Path) -> Starlette:
+    """The app of one worker process, built in that process (uvicorn calls it as the app factory)."""
+    logs.configure(settings.log_level, settings.log_format)
+    count_into(metrics_dir)  # before create_app makes the first metric
+    return create_app(settings, credentials=credentials, metrics_dir=metrics_dir)
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Every phase of a connection has a deadline, heads a size, the process a number of connections below its
+    open-file limit; X-Forwarded-For is believed only from configured proxies."""
+    open_files = raise_open_file_limit()
+    cap = connection_cap(settings.max_connections, open_files)
+    limits = ConnectionLimits(
+        head_timeout=settings.body_timeout,
+        body_timeout=settings.body_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        max_head=settings.max_head,
+        max_line=min(8 * KIB, settings.max_head),
+    )
+    logger.debug("at most %d connections (open-file limit %d)", cap, open_files, extra={"action": "connection_cap"})
+    proxies = parse_proxies(settings.forwarded_allow_ips)
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        # Access logs would print the callback URL, token included: cos-relay logs each callback itself.
+        "access_log": False,
+        "server_header": False,
+        # uvicorn keeps the logging `relay.logs` set up (and its format) instead of its own.
+        "log_config": None,
+        # Each worker process unpickles its own copy of the (empty) cap.
+        "http": functools.partial(BoundedProtocol, limits=limits, cap=ConnectionCap(cap)),
+        "timeout_keep_alive": settings.keepalive_timeout,
+        # No WebSocket routes: an upgrade request is an ordinary request, under the deadlines above.
+        "ws": "none",
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies,
+    }

@@ -1,0 +1,311 @@
+"""The kinds of value a setting takes: how each reads an operator's text, checks a value and shows it.
+
+Every kind raises ValueError with one line that says what was wrong and which form is accepted, so the
+command line, the environment and `Settings` itself all refuse a bad value the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any
+
+#: Svix's schedule, also the Standard Webhooks example: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then dead.
+DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class Kind:
+    """One kind of setting value. ``parse`` reads text (CLI or environment); ``check`` judges a value."""
+
+    @property
+    def metavar(self) -> str:
+        """Placeholder for the value in ``--help``."""
+        return "TEXT"
+
+    @property
+    def form(self) -> str:
+        """The accepted form, as a noun phrase: "an integer >= 1"."""
+        return "text"
+
+    def convert(self, text: str) -> Any:
+        return text
+
+    def check(self, value: Any) -> None:
+        """ValueError unless ``value`` is acceptable."""
+
+    def parse(self, text: str) -> Any:
+        value = self.convert(text.strip())
+        self.check(value)
+        return value
+
+    def show(self, value: Any) -> str:
+        """``value`` as an operator would write it (defaults in ``--help`` and the reference)."""
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    """Free text; ``required`` refuses an empty value."""
+
+    required: bool = True
+
+    @property
+    def form(self) -> str:
+        return "non-empty text" if self.required else "text"
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str) or (self.required and not value):
+            raise ValueError(f"{value!r} is not {self.form}")
+
+
+@dataclass(frozen=True)
+class Url(Kind):
+    @property
+    def metavar(self) -> str:
+        return "URL"
+
+    @property
+    def form(self) -> str:
+        return "an http:// or https:// URL"
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not {self.form}")
+
+
+@dataclass(frozen=True)
+class Integer(Kind):
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @property
+    def metavar(self) -> str:
+        return "INTEGER"
+
+    @property
+    def form(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"an integer from {self.minimum} to {self.maximum}"
+        if self.minimum is not None:
+            return f"an integer >= {self.minimum}"
+        return "an integer"
+
+    def convert(self, text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {self.form}") from None
+
+    def check(self, value: Any) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or (self.minimum is not None and value < self.minimum)
+            or (self.maximum is not None and value > self.maximum)
+        ):
+            raise ValueError(f"{value!r} is not {self.form}")
+
+
+@dataclass(frozen=True)
+class Seconds(Kind):
+    """A finite number of seconds; ``zero`` says whether 0 itself is allowed."""
+
+    zero: bool = False
+
+    @property
+    def metavar(self) -> str:
+        return "SECONDS"
+
+    @property
+    def form(self) -> str:
+        return "a number of seconds >= 0" if self.zero else "a number of seconds > 0"
+
+    def convert(self, text: str) -> Any:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {self.form}") from None
+
+    def check(self, value: Any) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+            or (value == 0 and not self.zero)
+        ):
+            raise ValueError(f"{value!r} is not {self.form}")
+
+    def show(self, value: Any) -> str:
+        return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Flag(Kind):
+    @property
+    def metavar(self) -> str:
+        return "BOOLEAN"
+
+    @property
+    def form(self) -> str:
+        return "one of " + "/".join(_TRUE) + " or " + "/".join(_FALSE)
+
+    def convert(self, text: str) -> Any:
+        word = text.lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f"{text!r} is not {self.form}")
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not {self.form}")
+
+    def show(self, value: Any) -> str:
+        return "on" if value else "off"
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    choices: tuple[str, ...]
+
+    @property
+    def metavar(self) -> str:
+        return "[" + "|".join(self.choices) + "]"
+
+    @property
+    def form(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def convert(self, text: str) -> Any:
+        return text.lower()
+
+    def check(self, value: Any) -> None:
+        if value not in self.choices:
+            raise ValueError(f"{value!r} is not {self.form}")
+
+
+@dataclass(frozen=True)
+class File(Kind):
+    """A file path; ``exists`` refuses a path that is not an existing file when it is read."""
+
+    exists: bool = False
+
+    @property
+    def metavar(self) -> str:
+        return "FILE"
+
+    @property
+    def form(self) -> str:
+        return "the path of an existing file" if self.exists else "a file path"
+
+    def convert(self, text: str) -> Any:
+        path = Path(text)
+        if path.is_dir():
+            raise ValueError(f"{text!r} is a directory, not a file")
+        if self.exists and not path.exists():
+            raise ValueError(f"file {text!r} does not exist")
+        return path
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, Path):
+            raise ValueError(f"{value!r} is not {self.form}")
+
+
+@dataclass(frozen=True)
+class Schedule(Kind):
+    @property
+    def metavar(self) -> str:
+        return "5,300,1800"
+
+    @property
+    def form(self) -> str:
+        return "comma-separated seconds, each >= 0"
+
+    def convert(self, text: str) -> Any:
+        return parse_schedule(text)
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, tuple) or not value:
+            raise ValueError(f"{value!r} is not {self.form}")
+        for delay in value:
+            _delay(delay)
+
+    def show(self, value: Any) -> str:
+        return ",".join(f"{delay:g}" for delay in value)
+
+
+@dataclass(frozen=True)
+class Networks(Kind):
+    """Kept as the text the operator wrote (``AddressPolicy.from_setting`` reads it); checked here."""
+
+    @property
+    def metavar(self) -> str:
+        return "CIDR,..."
+
+    @property
+    def form(self) -> str:
+        return "comma-separated networks such as 127.0.0.0/8,10.1.0.0/16"
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not {self.form}")
+        parse_networks(value)
+
+
+class Proxies(Kind):
+    """Kept as the text the operator wrote (uvicorn reads it); each entry an address, a network or ``*``."""
+
+    @property
+    def metavar(self) -> str:
+        return "IP,CIDR,..."
+
+    @property
+    def form(self) -> str:
+        return "comma-separated addresses or networks of trusted proxies, or *"
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not {self.form}")
+        parse_proxies(value)
+
+
+def _delay(value: str | float) -> float:
+    try:
+        delay = float(value)
+    except ValueError:
+        raise ValueError(f"retry delay {value!r} is not a number of seconds") from None
+    if not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"retry delay {value!r} must be a finite number >= 0")
+    return delay
+
+
+def parse_schedule(value: str) -> tuple[float, ...]:
+    """Parse ``"5,300,1800"`` into ``(5.0, 300.0, 1800.0)``; ValueError on junk, negatives or nothing."""
+    if not value.strip():
+        raise ValueError("retry schedule is empty")
+    return tuple(_delay(item.strip()) for item in value.split(","))
+
+
+def parse_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Parse ``"127.0.0.0/8, ::1/128"``; an empty string is no networks."""
+    items = [item.strip() for item in value.split(",")]
+    # strict: "10.0.0.1/8" is more likely a typo than a wish to allow all of 10/8.
+    return tuple(ipaddress.ip_network(item, strict=True) for item in items if item)
+
+
+def parse_proxies(value: str) -> list[str]:
+    """``"10.0.0.1, 10.1.0.0/16"`` (or ``*``) as a list, refusing anything that is not an address or network."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    for item in items:
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+    return items
