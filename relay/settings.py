@@ -8,11 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
+from relay import numbers
+from relay.deliver.retry import DEFAULT_SCHEDULE, check_schedule, parse_schedule
 
 Durability = Literal["normal", "full"]
 
 MIB = 1024 * 1024
+DAY = 24 * 3600.0
+
+# What each numeric setting accepts, from the environment or the command line (wider is a typo).
+PORTS = (1, 65535)
+MAX_BODIES = (1, 1024 * MIB)
+WORKERS = (1, 64)
+#: Body, write and poll timeouts: above 0, at most an hour.
+WAITS = (0.0, 3600.0)
+DISABLE_AFTER = (0.0, 365 * DAY)
+SECRET_GRACE = (0.0, 30 * DAY)
+DELIVERY_CAPACITY = (1, 10_000)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,8 +82,7 @@ class Settings:
             raise ValueError("durability must be 'normal' or 'full'")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
-        if not self.retry_schedule:
-            raise ValueError("retry_schedule needs at least one delay")
+        check_schedule(self.retry_schedule)
         if self.delivery_capacity < 1 or self.poll_interval <= 0:
             raise ValueError("delivery_capacity and poll_interval must be positive")
 
@@ -89,8 +100,24 @@ class Settings:
         for variable, (name, convert) in ENVIRONMENT.items():
             raw = environ.get(variable, "")
             if raw != "":
-                values[name] = convert(raw)
+                try:
+                    values[name] = convert(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{variable}: {exc}") from None
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _whole(bounds: tuple[int, int]) -> Callable[[str], int]:
+    return lambda raw: numbers.whole(raw, *bounds)
+
+
+def _wait(bounds: tuple[float, float]) -> Callable[[str], float]:
+    """Seconds above the lower bound (a zero timeout or interval means nothing works)."""
+    return lambda raw: numbers.decimal(raw, *bounds, above_low=True)
+
+
+def _seconds(bounds: tuple[float, float]) -> Callable[[str], float]:
+    return lambda raw: numbers.decimal(raw, *bounds)
 
 
 def _flag(raw: str) -> bool:
@@ -100,23 +127,23 @@ def _flag(raw: str) -> bool:
 #: Environment variable -> (settings field, converter). The CLI options use the same names.
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], object]]] = {
     "RELAY_HOST": ("host", str),
-    "RELAY_PORT": ("port", int),
+    "RELAY_PORT": ("port", _whole(PORTS)),
     "RELAY_DB": ("db_path", Path),
     "RELAY_CALLBACK_TOKEN": ("callback_token", str),
     "RELAY_ADMIN_TOKEN": ("admin_token", str),
     "RELAY_INSECURE_NO_TOKEN": ("insecure_no_token", _flag),
-    "RELAY_MAX_BODY": ("max_body", int),
-    "RELAY_BODY_TIMEOUT": ("body_timeout", float),
+    "RELAY_MAX_BODY": ("max_body", _whole(MAX_BODIES)),
+    "RELAY_BODY_TIMEOUT": ("body_timeout", _wait(WAITS)),
     "RELAY_DURABILITY": ("durability", str),
-    "RELAY_WRITE_TIMEOUT": ("write_timeout", float),
+    "RELAY_WRITE_TIMEOUT": ("write_timeout", _wait(WAITS)),
     "RELAY_PUBLIC_URL": ("public_url", str),
-    "RELAY_WORKERS": ("workers", int),
+    "RELAY_WORKERS": ("workers", _whole(WORKERS)),
     "RELAY_GATEWAY_ID": ("gateway_id", str),
     "RELAY_RETRY_SCHEDULE": ("retry_schedule", parse_schedule),
     "RELAY_ALLOW_NETWORKS": ("allow_networks", str),
-    "RELAY_DISABLE_AFTER": ("disable_after", float),
-    "RELAY_SECRET_GRACE": ("secret_grace", float),
-    "RELAY_DELIVERY_CAPACITY": ("delivery_capacity", int),
-    "RELAY_POLL_INTERVAL": ("poll_interval", float),
+    "RELAY_DISABLE_AFTER": ("disable_after", _wait(DISABLE_AFTER)),
+    "RELAY_SECRET_GRACE": ("secret_grace", _seconds(SECRET_GRACE)),
+    "RELAY_DELIVERY_CAPACITY": ("delivery_capacity", _whole(DELIVERY_CAPACITY)),
+    "RELAY_POLL_INTERVAL": ("poll_interval", _wait(WAITS)),
     "RELAY_CONFIG": ("config_path", Path),
 }

@@ -15,13 +15,13 @@ import uvicorn
 from relay import logs
 from relay.app import create_app, utc_now
 from relay.auth import resolve_credentials
-from relay.cli.options import db_option
+from relay.cli.options import Whole, db_option
 from relay.deliver.retry import DEFAULT_SCHEDULE, parse_schedule
 from relay.deliver.ssrf import AddressPolicy
 from relay.errors import Rejected
 from relay.outbox.manage import Subscribers
 from relay.receive.protocol import HeadTimeoutProtocol
-from relay.settings import MIB, Settings
+from relay.settings import MAX_BODIES, MIB, PORTS, WORKERS, Settings
 from relay.store import Store
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command()
 @click.option("--host", envvar="RELAY_HOST", default="127.0.0.1", show_default=True, help="Bind address.")
-@click.option("--port", envvar="RELAY_PORT", default=8080, show_default=True, help="Bind port.")
+@click.option("--port", envvar="RELAY_PORT", type=Whole(*PORTS), default=8080, show_default=True, help="Bind port.")
 @db_option
 @click.option("--callback-token", envvar="RELAY_CALLBACK_TOKEN", help="Token COS must send as ?token=.")
 @click.option("--admin-token", envvar="RELAY_ADMIN_TOKEN", help="Bearer token for the JSON API.")
@@ -57,7 +57,12 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="Accept callbacks without a token (never in production).",
 )
 @click.option(
-    "--max-body", envvar="RELAY_MAX_BODY", default=10 * MIB, show_default=True, help="Largest body, in bytes."
+    "--max-body",
+    envvar="RELAY_MAX_BODY",
+    type=Whole(*MAX_BODIES),
+    default=10 * MIB,
+    show_default=True,
+    help="Largest body, in bytes.",
 )
 @click.option(
     "--durability",
@@ -67,7 +72,14 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     show_default=True,
     help="normal: survive a process crash; full: also survive power loss (fsync per commit).",
 )
-@click.option("--workers", envvar="RELAY_WORKERS", default=1, show_default=True, help="uvicorn worker processes.")
+@click.option(
+    "--workers",
+    envvar="RELAY_WORKERS",
+    type=Whole(*WORKERS),
+    default=1,
+    show_default=True,
+    help="uvicorn worker processes.",
+)
 @click.option("--public-url", envvar="RELAY_PUBLIC_URL", help="Base URL COS reaches us at, for the printed hint.")
 @click.option(
     "--config",
@@ -121,7 +133,11 @@ def serve(
     logs.configure(log_level, log_format)  # type: ignore[arg-type]
     # Settings without an option of their own (RELAY_GATEWAY_ID, RELAY_POLL_INTERVAL, ...) come from the
     # environment, as they do in worker processes; the options override the rest.
-    settings = Settings.from_env(os.environ).replace(
+    try:
+        from_env = Settings.from_env(os.environ)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = from_env.replace(
         host=host,
         port=port,
         db_path=db_path,
@@ -151,11 +167,12 @@ def serve(
         # A request head that trickles in (or never comes) is cut off like a trickling body.
         "http": functools.partial(HeadTimeoutProtocol, head_timeout=settings.body_timeout),
     }
-    if workers == 1:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
-        return
-    # Applied once here: worker processes applying it all at once would race to create the same names.
+    # Applied here, before uvicorn: a bad file is one line and exit 1, not a traceback from the app's
+    # startup; and once, as worker processes applying it all at once would race to create the same names.
     _apply_config(settings)
+    if workers == 1:
+        uvicorn.run(create_app(settings.replace(config_path=None)), **options)  # type: ignore[arg-type]
+        return
     # Worker processes rebuild the app from the environment, so hand them the resolved settings there.
     os.environ.update(
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,14 +12,14 @@ import click
 
 from relay.api.params import BadParameter, parse_since
 from relay.app import utc_now
-from relay.cli.options import db_option
+from relay.cli.options import Decimal, Whole, db_option
 from relay.cli.table import render_table
 from relay.deliver.retry import parse_schedule
 from relay.deliver.ssrf import AddressPolicy
 from relay.errors import Rejected
 from relay.outbox.manage import Subscribers
-from relay.outbox.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT
-from relay.settings import Settings
+from relay.outbox.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
+from relay.settings import SECRET_GRACE, Settings
 from relay.store import Store
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -45,11 +45,9 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str) -> datetime:
     try:
-        since = parse_since(value, utc_now())
+        return parse_since(value, utc_now())
     except BadParameter as exc:
         raise click.BadParameter(exc.detail) from None
-    # The store compares UTC text: an offset or a naive (taken as UTC) instant must become UTC first.
-    return since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
 
 
 def store_options(command: F) -> F:
@@ -115,12 +113,18 @@ def subscribers() -> None:
 )
 @click.option(
     "--max-in-flight",
-    type=int,
+    type=Whole(*MAX_IN_FLIGHT),
     default=DEFAULT_MAX_IN_FLIGHT,
     show_default=True,
     help="Deliveries in flight at once (1 keeps strict order).",
 )
-@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds per attempt.")
+@click.option(
+    "--timeout",
+    type=Decimal(*TIMEOUTS, above_low=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds per attempt.",
+)
 @click.option(
     "--retry-schedule",
     callback=_schedule,
@@ -214,7 +218,7 @@ def remove(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @click.option("--secret", help="The new secret (whsec_<base64>); generated when omitted.")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Decimal(*SECRET_GRACE),
     envvar="RELAY_SECRET_GRACE",
     default=Settings.secret_grace,
     show_default=True,

@@ -3,28 +3,51 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from relay import numbers
 
 #: Svix's schedule, also the Standard Webhooks example: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then dead.
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
+#: One step waits at most a week: longer parks a delivery past any use, and near float's maximum the
+#: next attempt's time overflows (every lease then failed again, connecting each time).
+MAX_DELAY = 7 * 24 * 3600.0
+#: A schedule of more steps is a typo, or a way to retry for ever.
+MAX_STEPS = 20
+_RANGE = f"from 0 to {MAX_DELAY:g} (7 days)"
+
+
+def check_schedule(schedule: Sequence[object]) -> tuple[float, ...]:
+    """A schedule from JSON or TOML as floats; ValueError unless it is 1 to 20 delays, each 0 s to 7 days.
+
+    Booleans are refused although Python counts them as ints; NaN and infinities fail the range.
+    """
+    if not schedule or len(schedule) > MAX_STEPS:
+        raise ValueError(f"a retry schedule is 1 to {MAX_STEPS} delays, not {len(schedule)}")
+    delays = []
+    for delay in schedule:
+        # Compared before any float(): a TOML integer of 400 digits must not overflow on the way.
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY:
+            raise ValueError(f"a retry schedule is a list of seconds {_RANGE}; {delay!r} is not")
+        delays.append(float(delay))
+    return tuple(delays)
+
+
 def _delay(text: str) -> float:
     try:
-        value = float(text)
+        return numbers.decimal(text, 0, MAX_DELAY)
     except ValueError:
-        raise ValueError(f"retry delay {text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"retry delay {text!r} must be a finite number >= 0")
-    return value
+        raise ValueError(f"retry delay {text!r} is not a number of seconds {_RANGE}") from None
 
 
 def parse_schedule(value: str) -> tuple[float, ...]:
-    """Parse ``"5,300,1800"`` into ``(5.0, 300.0, 1800.0)``; ValueError on junk, negatives or nothing."""
+    """Parse ``"5,300,1800"`` into ``(5.0, 300.0, 1800.0)``; ValueError on junk, out of range or nothing."""
     if not value.strip():
         raise ValueError("retry schedule is empty")
-    return tuple(_delay(item.strip()) for item in value.split(","))
+    return check_schedule([_delay(item.strip()) for item in value.split(",")])
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,9 @@ class RetryPolicy:
             raise ValueError("failed_attempts counts from 1")
         if failed_attempts > len(self.schedule):
             return None
-        delay = self.schedule[failed_attempts - 1] * (1 + self.jitter * (2 * rand() - 1))
+        # Capped again here for schedules stored before steps were bounded.
+        step = min(self.schedule[failed_attempts - 1], MAX_DELAY)
+        delay = step * (1 + self.jitter * (2 * rand() - 1))
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_cap))
         return delay
