@@ -155,6 +155,9 @@ def serve(
     with Store(settings.db_path) as store:
         credentials = resolve_credentials(settings, store, utc_now)
     settings = settings.replace(callback_token=credentials.callback_token, admin_token=credentials.admin_token)
+    # Applied here, before uvicorn: a bad file is one line and exit 1, not a traceback from the app's
+    # startup; and once, as worker processes applying it all at once would race to create the same names.
+    _apply_config(settings)
     _print_banner(settings, show_tokens=credentials.generated)
     # Access logs would print the callback URL, token included: cos-relay logs each callback itself.
     # log_config=None: uvicorn keeps the logging set up above (and its format) instead of its own.
@@ -167,9 +170,6 @@ def serve(
         # A request head that trickles in (or never comes) is cut off like a trickling body.
         "http": functools.partial(HeadTimeoutProtocol, head_timeout=settings.body_timeout),
     }
-    # Applied here, before uvicorn: a bad file is one line and exit 1, not a traceback from the app's
-    # startup; and once, as worker processes applying it all at once would race to create the same names.
-    _apply_config(settings)
     if workers == 1:
         uvicorn.run(create_app(settings.replace(config_path=None)), **options)  # type: ignore[arg-type]
         return
