@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +21,15 @@ logger = logging.getLogger(__name__)
 
 def generate_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+def sole(values: Sequence[str]) -> str | None:
+    """The one credential a request carries; None when it carries none or several.
+
+    Two tokens (``?token=WRONG&token=<right>``, two Authorization headers) are ambiguous: which one a
+    proxy or a framework takes differs, so neither is tried.
+    """
+    return values[0] if len(values) == 1 else None
 
 
 def tokens_match(given: str | None, expected: str) -> bool:
@@ -71,7 +80,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            header = Request(scope).headers.get("authorization", "")
+            header = sole(Request(scope).headers.getlist("authorization")) or ""
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not tokens_match(token.strip(), self.credentials.admin_token):
                 response: Response = JSONResponse(

@@ -13,8 +13,8 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-#: Svix's schedule, also the Standard Webhooks example: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then dead.
-DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+from relay import numbers
+from relay.schedule import MAX_DELAY, MAX_STEPS, check_schedule, parse_schedule
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -97,10 +97,10 @@ class Integer(Kind):
         return "an integer"
 
     def convert(self, text: str) -> Any:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not {self.form}") from None
+        value = numbers.ascii_whole(text)
+        if value is None:
+            raise ValueError(f"{text!r} is not {self.form}")
+        return value
 
     def check(self, value: Any) -> None:
         if (
@@ -114,9 +114,10 @@ class Integer(Kind):
 
 @dataclass(frozen=True)
 class Seconds(Kind):
-    """A finite number of seconds; ``zero`` says whether 0 itself is allowed."""
+    """A finite number of seconds up to ``maximum``; ``zero`` says whether 0 itself is allowed."""
 
     zero: bool = False
+    maximum: float = 3600.0
 
     @property
     def metavar(self) -> str:
@@ -124,13 +125,14 @@ class Seconds(Kind):
 
     @property
     def form(self) -> str:
-        return "a number of seconds >= 0" if self.zero else "a number of seconds > 0"
+        low = "from 0" if self.zero else "more than 0"
+        return f"a number of seconds {low} to {self.maximum:g}"
 
     def convert(self, text: str) -> Any:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not {self.form}") from None
+        value = numbers.ascii_decimal(text)
+        if value is None:
+            raise ValueError(f"{text!r} is not {self.form}")
+        return value
 
     def check(self, value: Any) -> None:
         if (
@@ -139,6 +141,7 @@ class Seconds(Kind):
             or not math.isfinite(value)
             or value < 0
             or (value == 0 and not self.zero)
+            or value > self.maximum
         ):
             raise ValueError(f"{value!r} is not {self.form}")
 
@@ -225,16 +228,15 @@ class Schedule(Kind):
 
     @property
     def form(self) -> str:
-        return "comma-separated seconds, each >= 0"
+        return f"1 to {MAX_STEPS} comma-separated delays in seconds, each from 0 to {MAX_DELAY:g} (7 days)"
 
     def convert(self, text: str) -> Any:
         return parse_schedule(text)
 
     def check(self, value: Any) -> None:
-        if not isinstance(value, tuple) or not value:
+        if not isinstance(value, tuple):
             raise ValueError(f"{value!r} is not {self.form}")
-        for delay in value:
-            _delay(delay)
+        check_schedule(value)
 
     def show(self, value: Any) -> str:
         return ",".join(f"{delay:g}" for delay in value)
@@ -273,23 +275,6 @@ class Proxies(Kind):
         if not isinstance(value, str):
             raise ValueError(f"{value!r} is not {self.form}")
         parse_proxies(value)
-
-
-def _delay(value: str | float) -> float:
-    try:
-        delay = float(value)
-    except ValueError:
-        raise ValueError(f"retry delay {value!r} is not a number of seconds") from None
-    if not math.isfinite(delay) or delay < 0:
-        raise ValueError(f"retry delay {value!r} must be a finite number >= 0")
-    return delay
-
-
-def parse_schedule(value: str) -> tuple[float, ...]:
-    """Parse ``"5,300,1800"`` into ``(5.0, 300.0, 1800.0)``; ValueError on junk, negatives or nothing."""
-    if not value.strip():
-        raise ValueError("retry schedule is empty")
-    return tuple(_delay(item.strip()) for item in value.split(","))
 
 
 def parse_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:

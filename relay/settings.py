@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from relay.logs import LogFormat
+from relay.schedule import DEFAULT_SCHEDULE
 from relay.setting_kinds import (
-    DEFAULT_SCHEDULE,
     Choice,
     File,
     Flag,
@@ -36,6 +36,7 @@ Durability = Literal["normal", "full"]
 
 KIB = 1024
 MIB = 1024 * 1024
+DAY = 24 * 3600.0
 ENV_PREFIX = "RELAY_"
 
 T = TypeVar("T")
@@ -88,7 +89,9 @@ class Settings:
         False, Flag(), "Accept callbacks without a token; logged loudly at every start. Never in production."
     )
     max_body: int = setting(
-        10 * MIB, Integer(1), "Largest callback body, in bytes; a larger one gets 413 while it is still arriving."
+        10 * MIB,
+        Integer(1, 1024 * MIB),
+        "Largest callback body, in bytes; a larger one gets 413 while it is still arriving.",
     )
     body_timeout: float = setting(
         10.0, Seconds(), "A request head or body not finished arriving after this long gets 408 (slowloris guard)."
@@ -101,13 +104,13 @@ class Settings:
     )
     max_head: int = setting(
         64 * KIB,
-        Integer(KIB),
+        Integer(KIB, MIB),
         "Largest request head (request line and headers), in bytes; a larger one gets 431. Each line may be at"
         " most 8 KiB of it.",
     )
     max_connections: int = setting(
         0,
-        Integer(0),
+        Integer(0, 1_000_000),
         "Open connections per process; at the cap a new one displaces the connection that has waited longest"
         " without a request in progress.",
         shown="0: derived from the open-file limit, which serve raises to its maximum",
@@ -129,8 +132,8 @@ class Settings:
     public_url: str | None = setting(
         None, Url(), "Base URL COS reaches the gateway at, for the printed callback URL.", shown="http://HOST:PORT"
     )
-    workers: int = setting(1, Integer(1), "uvicorn worker processes.")
-    quarantine_prefix: int = setting(4096, Integer(0), "How many bytes of a rejected body the quarantine keeps.")
+    workers: int = setting(1, Integer(1, 64), "uvicorn worker processes.")
+    quarantine_prefix: int = setting(4096, Integer(0, MIB), "How many bytes of a rejected body the quarantine keeps.")
     gateway_id: str = setting("cos-relay", Text(), "Names this gateway in each event's CloudEvents source.")
     retry_schedule: tuple[float, ...] = setting(
         DEFAULT_SCHEDULE,
@@ -144,13 +147,17 @@ class Settings:
         shown="none",
     )
     disable_after: float = setting(
-        5 * 24 * 3600.0, Seconds(), "A subscriber failing without a single success for this long is disabled."
+        5 * 24 * 3600.0,
+        Seconds(maximum=365 * DAY),
+        "A subscriber failing without a single success for this long is disabled.",
     )
     secret_grace: float = setting(
-        24 * 3600.0, Seconds(zero=True), "After a secret rotation, the previous secret keeps signing this long."
+        24 * 3600.0,
+        Seconds(zero=True, maximum=30 * DAY),
+        "After a secret rotation, the previous secret keeps signing this long.",
     )
     delivery_capacity: int = setting(
-        256, Integer(1), "Deliveries in flight at once, over all subscribers (each also has its own limit)."
+        256, Integer(1, 10_000), "Deliveries in flight at once, over all subscribers (each also has its own limit)."
     )
     poll_interval: float = setting(
         1.0, Seconds(), "How often the delivery worker looks for work another process queued."

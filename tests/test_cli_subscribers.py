@@ -235,8 +235,8 @@ def test_filters_that_do_not_parse_are_refused(db: Path, pair: str, reason: str)
     ("args", "code", "reason"),
     [
         (("--retry-schedule", "5,soon"), 2, "retry delay 'soon' is not a number of seconds"),
-        (("--max-in-flight", "0"), 1, "max_in_flight must be from 1 to 256"),
-        (("--timeout", "600"), 1, "timeout must be more than 0 and at most 120 seconds"),
+        (("--max-in-flight", "0"), 2, "Invalid value for '--max-in-flight': must be an integer from 1 to 256"),
+        (("--timeout", "600"), 2, "Invalid value for '--timeout': must be a number more than 0 and at most 120"),
         (("--secret", "not base64!"), 1, "webhook secret is not valid base64"),
     ],
 )
@@ -369,8 +369,8 @@ def test_deliveries_show_and_retry_of_an_unknown_id_fail(db: Path) -> None:
     add_hook(db)
     assert "Error: no delivery has id 42" in failed(cli(db, "deliveries", "show", "42"))
     assert "Error: no delivery has id 42" in failed(cli(db, "deliveries", "retry", "42"))
-    assert "'x' is not a valid integer" in failed(cli(db, "deliveries", "show", "x"), 2)
-    assert "is not in the range" in failed(cli(db, "deliveries", "retry", str(2**64)), 2)
+    assert "Invalid value for 'ID': must be an integer from 1 to" in failed(cli(db, "deliveries", "show", "x"), 2)
+    assert "must be an integer from 1 to" in failed(cli(db, "deliveries", "retry", str(2**64)), 2)
 
 
 def test_deliveries_retry_queues_a_dead_delivery_again(db: Path) -> None:

@@ -16,6 +16,7 @@ from relay.api import params
 from relay.api.params import BadParameter, parse_since
 from relay.outbox.manage import Subscribers, UnknownSubscriber, check_options
 from relay.store import Store
+from relay.store.records import DELIVERY_STATES
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         return JSONResponse(rotated.public(reveal_secret=True))
 
     async def recover(request: Request) -> Response:
-        since = parse_since(request.query_params.get("since"), clock())
+        since = parse_since(params.one(request.query_params, "since"), clock())
         count = await call(subscribers.recover, request.path_params["name"], since)
         return JSONResponse({"requeued": count, "since": since.isoformat()})
 
@@ -84,9 +85,9 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         query = request.query_params
         page = await call(
             lambda: store.list_deliveries(
-                subscriber=query.get("subscriber"),
-                state=query.get("state"),
-                event_id=query.get("event_id"),
+                subscriber=params.one(query, "subscriber"),
+                state=params.choice(query, "state", DELIVERY_STATES),
+                event_id=params.one(query, "event_id"),
                 limit=params.limit(query),
                 cursor=params.cursor(query, numeric=True),
             )
@@ -94,10 +95,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         return JSONResponse({"items": page.items, "next_cursor": page.cursor})
 
     def delivery_id(request: Request) -> int:
-        raw = request.path_params["id"]
-        if not raw.isdigit() or int(raw) >= 2**63:
-            raise BadParameter("a delivery id is a number")
-        return int(raw)
+        return params.identifier(request.path_params["id"], "delivery id")
 
     async def get_delivery(request: Request) -> Response:
         found = await call(store.get_delivery, delivery_id(request))

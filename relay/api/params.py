@@ -1,14 +1,27 @@
-"""Query-string parsing for the API, with 400s that say what is wrong."""
+"""Query-string and path parsing for the API, with 400s that name the parameter and what it accepts.
+
+Strict on purpose: ASCII digits only, every number within a range, a parameter given at most once.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from starlette.datastructures import QueryParams
 
+from relay import numbers
 from relay.errors import Rejected
 
 MAX_LIMIT = 500
+#: Ids and cursors are SQLite INTEGERs (signed 64-bit); larger ones would overflow the binding.
+MAX_ID = 2**63 - 1
+#: ``since=7d`` and friends reach back at most this far (a century: anything older is "everything").
+MAX_SPAN_DAYS = 36500
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SPAN = re.compile(r"([0-9]{1,12})([smhd])")
+_ISO_EXAMPLE = "2024-11-05T10:00:00Z"
 
 
 class BadParameter(Rejected):
@@ -19,47 +32,85 @@ class BadParameter(Rejected):
     quarantined = False
 
 
+def one(params: QueryParams, name: str) -> str | None:
+    """The parameter's value; two of them are ambiguous (which one did the caller mean?), so 400."""
+    values = params.getlist(name)
+    if len(values) > 1:
+        raise BadParameter(f"{name} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def choice(params: QueryParams, name: str, allowed: Collection[str]) -> str | None:
+    raw = one(params, name)
+    if raw is not None and raw not in allowed:
+        raise BadParameter(f"{name} must be one of {', '.join(allowed)}")
+    return raw
+
+
 def limit(params: QueryParams, default: int = 50) -> int:
-    raw = params.get("limit")
+    raw = one(params, "limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadParameter(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
+    try:
+        return numbers.whole(raw, 1, MAX_LIMIT)
+    except ValueError as exc:
+        raise BadParameter(f"limit {exc}") from None
+
+
+def identifier(raw: str, what: str) -> int:
+    """A row id from a path, e.g. ``/api/deliveries/{id}``."""
+    try:
+        return numbers.whole(raw, 1, MAX_ID)
+    except ValueError as exc:
+        raise BadParameter(f"a {what} is a number: it {exc}") from None
+
+
+def _instant(raw: str, name: str, expected: str) -> datetime:
+    """An ISO-8601 instant as an aware UTC datetime (naive means UTC); 400 saying ``expected`` if not."""
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        # An offset can push the first or last representable day out of range: 0001-01-01T00:00+14:00.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except ValueError:
+        raise BadParameter(f"{name} must {expected}") from None
+    except OverflowError:
+        raise BadParameter(f"{name} is out of range: it must be from year 1 to year 9999 in UTC") from None
 
 
 def since(params: QueryParams) -> str | None:
     """An ISO-8601 instant, normalised to the UTC form the store keeps."""
-    raw = params.get("since")
+    raw = one(params, "since")
     if raw is None:
         return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadParameter("since must be an ISO-8601 date or time, e.g. 2024-11-05T10:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _instant(raw, "since", f"be an ISO-8601 date or time, e.g. {_ISO_EXAMPLE}").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def cursor(params: QueryParams, *, numeric: bool = False) -> str | None:
-    raw = params.get("cursor")
+    """The previous page's ``next_cursor``: an id, or (jobs) ``<id>:<job id>``."""
+    raw = one(params, "cursor")
     if raw is None:
         return None
-    head = raw.partition(":")[0]
-    if not head.isdigit() or (numeric and head != raw):
-        raise BadParameter("cursor must be the value returned by the previous page")
+    head, colon, _ = raw.partition(":")
+    try:
+        if numeric and colon:
+            raise ValueError
+        numbers.whole(head, 0, MAX_ID)
+    except ValueError:
+        raise BadParameter("cursor must be the value returned by the previous page") from None
     return raw
 
 
 def parse_since(value: str | None, now: datetime) -> datetime:
-    """``2h``, ``30m``, ``7d``, ``90s`` ago, or an ISO-8601 instant."""
+    """``2h``, ``30m``, ``7d``, ``90s`` ago, or an ISO-8601 instant; always an aware UTC datetime."""
     if not value:
-        raise BadParameter("since is required, e.g. since=2h or since=2024-11-05T10:00:00Z")
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1] in units and value[:-1].isdigit():
-        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+        raise BadParameter(f"since is required, e.g. since=2h or since={_ISO_EXAMPLE}")
+    span = _SPAN.fullmatch(value)
+    if span is None:
+        return _instant(value, "since", "look like 2h, 30m, 7d or an ISO-8601 instant")
+    amount, unit = int(span[1]), span[2]
+    if amount * _UNITS[unit] > MAX_SPAN_DAYS * 86400:
+        raise BadParameter(f"since reaches back at most {MAX_SPAN_DAYS}d ({MAX_SPAN_DAYS // 365} years)")
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadParameter("since must look like 2h, 30m, 7d or an ISO-8601 instant") from None
+        return (now - timedelta(seconds=amount * _UNITS[unit])).astimezone(UTC)
+    except OverflowError:
+        raise BadParameter("since reaches back before year 1") from None

@@ -33,9 +33,9 @@ def api_routes(store: Store) -> list[BaseRoute]:
     async def list_jobs(request: Request) -> Response:
         query = request.query_params
         page = await store.list_jobs(
-            state=query.get("state"),
-            tag=query.get("tag"),
-            queue_id=query.get("queue_id"),
+            state=params.one(query, "state"),
+            tag=params.one(query, "tag"),
+            queue_id=params.one(query, "queue_id"),
             since=params.since(query),
             limit=params.limit(query),
             cursor=params.cursor(query),
@@ -49,7 +49,7 @@ def api_routes(store: Store) -> list[BaseRoute]:
     async def list_callbacks(request: Request) -> Response:
         query = request.query_params
         page = await store.list_callbacks(
-            outcome=query.get("outcome"), limit=params.limit(query), cursor=params.cursor(query, numeric=True)
+            outcome=params.one(query, "outcome"), limit=params.limit(query), cursor=params.cursor(query, numeric=True)
         )
         return _page(page)
 

@@ -7,16 +7,14 @@ from typing import Any
 
 import click
 
-from relay.api.params import MAX_LIMIT
-from relay.cli.options import db_option
+from relay.api.params import MAX_ID, MAX_LIMIT
+from relay.cli.options import Whole, db_option
 from relay.cli.subscribers import subscribers_service
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.store import Store
+from relay.store.records import DELIVERY_STATES
 
-#: Larger ids cannot be in SQLite (and would overflow its INTEGER binding).
-SQLITE_MAX_INT = 2**63 - 1
-STATES = ("pending", "in_flight", "delivered", "dead", "cancelled")
 _COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
 _ATTEMPT_COLUMNS = ("started_at", "trigger", "outcome", "status", "duration", "error")
 
@@ -36,11 +34,9 @@ def deliveries() -> None:
 
 @deliveries.command(name="list")
 @click.option("--subscriber", help="Only deliveries to this subscriber.")
-@click.option("--state", type=click.Choice(STATES), help="Only deliveries in this state.")
+@click.option("--state", type=click.Choice(DELIVERY_STATES), help="Only deliveries in this state.")
 @click.option("--event-id", help="Only deliveries of this event (its CloudEvents id).")
-@click.option(
-    "--limit", type=click.IntRange(1, MAX_LIMIT), default=50, show_default=True, help="How many, newest first."
-)
+@click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many, newest first.")
 @db_option
 def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: str | None, limit: int) -> None:
     """List deliveries, newest first."""
@@ -53,7 +49,7 @@ def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: st
 
 
 @deliveries.command()
-@click.argument("delivery_id", metavar="ID", type=click.IntRange(1, SQLITE_MAX_INT))
+@click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID))
 @db_option
 def show(db_path: Path, delivery_id: int) -> None:
     """Show delivery ID with its attempts log."""
@@ -73,7 +69,7 @@ def show(db_path: Path, delivery_id: int) -> None:
 
 
 @deliveries.command()
-@click.argument("delivery_id", metavar="ID", type=click.IntRange(1, SQLITE_MAX_INT))
+@click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID))
 @db_option
 def retry(db_path: Path, delivery_id: int) -> None:
     """Queue delivery ID again now (delivered, dead or waiting for a retry)."""

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from relay.cli.options import db_option
+from relay.api.params import MAX_LIMIT
+from relay.cli.options import Whole, db_option
 from relay.cli.table import render_table
 from relay.store import Store
 
@@ -22,7 +23,7 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
 @db_option
 @click.option("--state", help="Only jobs in this state (Success, Failed, ...).")
 @click.option("--tag", help="Only jobs with this Tag (Transcode, Snapshot, ...).")
-@click.option("--limit", default=50, show_default=True, help="How many jobs, newest first.")
+@click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many jobs, newest first.")
 @click.pass_context
 def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, limit: int) -> None:
     """List jobs, newest first."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,13 +12,13 @@ import click
 
 from relay.api.params import BadParameter, parse_since
 from relay.app import utc_now
-from relay.cli.options import db_option, setting_option
+from relay.cli.options import Decimal, Whole, db_option, setting_option
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.errors import Rejected
 from relay.outbox.manage import Subscribers
-from relay.outbox.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT
-from relay.setting_kinds import parse_schedule
+from relay.outbox.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
+from relay.schedule import parse_schedule
 from relay.store import Store
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -41,11 +41,9 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str) -> datetime:
     try:
-        since = parse_since(value, utc_now())
+        return parse_since(value, utc_now())
     except BadParameter as exc:
         raise click.BadParameter(exc.detail) from None
-    # The store compares UTC text: an offset or a naive (taken as UTC) instant must become UTC first.
-    return since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
 
 
 def store_options(command: F) -> F:
@@ -103,12 +101,18 @@ def subscribers() -> None:
 )
 @click.option(
     "--max-in-flight",
-    type=int,
+    type=Whole(*MAX_IN_FLIGHT),
     default=DEFAULT_MAX_IN_FLIGHT,
     show_default=True,
     help="Deliveries in flight at once (1 keeps strict order).",
 )
-@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds per attempt.")
+@click.option(
+    "--timeout",
+    type=Decimal(*TIMEOUTS, above_low=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds per attempt.",
+)
 @click.option(
     "--retry-schedule",
     callback=_schedule,

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay.setting_kinds import DEFAULT_SCHEDULE
+from relay.schedule import DEFAULT_SCHEDULE, MAX_DELAY
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class RetryPolicy:
             raise ValueError("failed_attempts counts from 1")
         if failed_attempts > len(self.schedule):
             return None
-        delay = self.schedule[failed_attempts - 1] * (1 + self.jitter * (2 * rand() - 1))
+        # Capped again here for schedules stored before steps were bounded.
+        step = min(self.schedule[failed_attempts - 1], MAX_DELAY)
+        delay = step * (1 + self.jitter * (2 * rand() - 1))
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_cap))
         return delay

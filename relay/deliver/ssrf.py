@@ -65,6 +65,9 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 # A last label that is a number (decimal, octal or 0x-hex) makes the whole host an IPv4 address to
 # `inet_aton` and to browsers' URL parsers, never a DNS name (no TLD is numeric).
 _NUMERIC_LABEL = re.compile(r"(0[xX][0-9A-Fa-f]*|[0-9]+)")
+#: DNS limits on a label and on a whole name (without its trailing dot), in octets of its ASCII form.
+MAX_LABEL = 63
+MAX_NAME = 253
 
 
 class ForbiddenDestination(Exception):
@@ -99,6 +102,18 @@ def _reason(ip: IPAddress) -> str | None:
     if ip.is_multicast or ip.is_reserved or not ip.is_global:
         return "not globally routable"
     return None
+
+
+def _check_lengths(raw_host: str) -> None:
+    """DNS limits (RFC 1035): the resolver's IDNA codec raises UnicodeError beyond them, not a refusal."""
+    name = raw_host.rstrip(".")
+    if len(name) > MAX_NAME:
+        raise ForbiddenDestination(f"the host name is {len(name)} characters; DNS allows at most {MAX_NAME}")
+    for label in name.split("."):
+        if len(label) > MAX_LABEL:
+            raise ForbiddenDestination(
+                f"the host name label {label[:20]}... is {len(label)} characters; DNS allows at most {MAX_LABEL}"
+            )
 
 
 def _numeric_host(host: str) -> bool:
@@ -150,8 +165,12 @@ class AddressPolicy:
             raise ForbiddenDestination(f"scheme {parsed.scheme!r} is not http or https")
         if parsed.raw_user is not None or parsed.raw_password is not None:
             raise ForbiddenDestination("URL must not carry credentials (userinfo)")
-        # `host` is decoded (IDN, IPv6 zone), `raw_host` is what aiohttp connects to.
-        host, raw_host = parsed.host, parsed.raw_host
+        # `host` is decoded (IDN, IPv6 zone), `raw_host` is what aiohttp connects to. Decoding a bad
+        # A-label ("xn--zz") raises UnicodeError, a ValueError.
+        try:
+            host, raw_host = parsed.host, parsed.raw_host
+        except ValueError:
+            raise ForbiddenDestination("the host is not a valid internationalised (IDNA) name") from None
         if not host or not raw_host:
             raise ForbiddenDestination("URL has no host")
         try:
@@ -175,6 +194,7 @@ class AddressPolicy:
             raise ForbiddenDestination(f"{host} is a non-canonical IPv4 address; write {meant}")
         if not _HOSTNAME.fullmatch(raw_host):
             raise ForbiddenDestination(f"{raw_host!r} is not a valid host name")
+        _check_lengths(raw_host)
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """Resolve ``host`` once and return its addresses, refusing all of them if any is forbidden.

@@ -25,6 +25,7 @@ from relay.outbox.subscribers import (
     SubscriberState,
     check_limits,
 )
+from relay.schedule import check_schedule
 from relay.store import Store
 
 #: Bulk recovery requeues this many deliveries per transaction, so the writer is never held for long.
@@ -67,7 +68,8 @@ def vet_destination(policy: AddressPolicy, url: str) -> None:
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
             try:
                 infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except OSError:
+            except (OSError, UnicodeError):
+                # UnicodeError: the IDNA codec refuses the name (check_url already refuses the known cases).
                 raise BadSubscriber(f"the host {host!r} does not resolve") from None
             for info in infos:
                 policy.check_ip(str(info[4][0]))
@@ -131,7 +133,7 @@ class Subscribers:
                 filter=_filter(types, filters),
                 max_in_flight=max_in_flight,
                 timeout=timeout,
-                retry_schedule=None if retry_schedule is None else tuple(float(d) for d in retry_schedule),
+                retry_schedule=None if retry_schedule is None else check_schedule(retry_schedule),
                 source=source,
             )
         except (ValueError, TypeError) as exc:
@@ -163,10 +165,12 @@ class Subscribers:
             if unknown:
                 raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
             check_limits(
-                int(columns.get("max_in_flight", current.max_in_flight)),
-                float(columns.get("timeout", current.timeout)),
+                columns.get("max_in_flight", current.max_in_flight),
+                columns.get("timeout", current.timeout),
                 columns.get("retry_schedule", current.retry_schedule),
             )
+            if columns.get("retry_schedule") is not None:
+                columns["retry_schedule"] = check_schedule(columns["retry_schedule"])
         except (ValueError, TypeError) as exc:
             raise BadSubscriber(str(exc)) from None
         updated = self._store.update_subscriber(name, columns, self._clock())
@@ -324,6 +328,15 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         valid, expected = rules[key]
         if not valid(value):
             raise BadSubscriber(f"{key} must be {expected}")
+    # Ranges too, so that a config file with one bad entry is refused before any entry is applied.
+    try:
+        check_limits(
+            checked.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT),
+            checked.get("timeout", DEFAULT_TIMEOUT),
+            checked.get("retry_schedule"),
+        )
+    except ValueError as exc:
+        raise BadSubscriber(str(exc)) from None
     return checked
 
 

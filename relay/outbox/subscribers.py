@@ -11,10 +11,15 @@ from typing import Any
 
 from relay.deliver.signing import mask_secret
 from relay.outbox.filters import Filter
+from relay.schedule import check_schedule
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 DEFAULT_TIMEOUT = 15.0
 DEFAULT_MAX_IN_FLIGHT = 8
+#: Deliveries in flight at once to one subscriber.
+MAX_IN_FLIGHT = (1, 256)
+#: Seconds per attempt: more than the first, at most the second.
+TIMEOUTS = (0.0, 120.0)
 
 
 class SubscriberState(StrEnum):
@@ -99,10 +104,14 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_limits(max_in_flight: int, timeout: float, schedule: Sequence[float] | None) -> None:
-    if not 1 <= max_in_flight <= 256:
-        raise ValueError("max_in_flight must be from 1 to 256")
-    if not 0 < timeout <= 120:
-        raise ValueError("timeout must be more than 0 and at most 120 seconds")
-    if schedule is not None and (not schedule or any(delay < 0 for delay in schedule)):
-        raise ValueError("a retry schedule is a non-empty list of non-negative seconds")
+def check_limits(max_in_flight: object, timeout: object, schedule: Sequence[object] | None) -> None:
+    """ValueError naming the field unless each is a number (never a boolean) within its range."""
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+        raise ValueError("max_in_flight must be a whole number")
+    if not MAX_IN_FLIGHT[0] <= max_in_flight <= MAX_IN_FLIGHT[1]:
+        raise ValueError(f"max_in_flight must be from {MAX_IN_FLIGHT[0]} to {MAX_IN_FLIGHT[1]}")
+    # Compared as given, never float() first: a TOML integer of 400 digits would overflow.
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not TIMEOUTS[0] < timeout <= TIMEOUTS[1]:
+        raise ValueError(f"timeout must be more than {TIMEOUTS[0]:g} and at most {TIMEOUTS[1]:g} seconds")
+    if schedule is not None:
+        check_schedule(schedule)

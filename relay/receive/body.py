@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import anyio
 from starlette.requests import Request
 
@@ -13,6 +15,7 @@ _XML_TYPES = frozenset({"application/xml", "text/xml"})
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 # Types that say nothing about the body: decide from its first non-blank byte.
 _GENERIC_TYPES = frozenset({"", "text/plain", "application/octet-stream"})
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def media_type(content_type: str | None) -> str:
@@ -38,8 +41,11 @@ def body_format(content_type: str | None, body: bytes) -> BodyFormat:
 async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
     """The whole body, refusing it (413) as soon as it passes ``limit`` bytes, or 408 after ``timeout``."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"body of {declared} bytes is over the {limit} byte limit")
+    # ASCII digits only: '²' (a latin-1 header byte) passes isdigit() and then fails int(); over 18
+    # digits is over any limit, and int() of thousands of them is refused. Anything else malformed is
+    # left to the stream, which counts the bytes that really come.
+    if declared is not None and _DIGITS.fullmatch(declared) and (len(declared) > 18 or int(declared) > limit):
+        raise TooLarge(f"body of {declared[:20]} bytes is over the {limit} byte limit")
     chunks: list[bytes] = []
     size = 0
     with anyio.move_on_after(timeout) as scope:

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from relay.auth import Credentials, tokens_match
+from relay.auth import Credentials, sole, tokens_match
 from relay.errors import BodyTimeout, Invalid, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
 from relay.logs import Throttle, clip
 from relay.metrics import Metrics
@@ -161,7 +161,7 @@ class CallbackEndpoint:
 
     def _authorize(self, request: Request) -> None:
         expected = self._credentials.callback_token
-        if expected is not None and not tokens_match(request.query_params.get("token"), expected):
+        if expected is not None and not tokens_match(sole(request.query_params.getlist("token")), expected):
             raise Unauthorized()
 
     async def _ingest(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:

@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from relay.deliver.client import Attempt
 
 Outcome = Literal["accepted", "duplicate"]
+#: Every state a delivery can be in (the ``deliveries.state`` column).
+DELIVERY_STATES = ("pending", "in_flight", "delivered", "dead", "cancelled")
 
 
 @dataclass(frozen=True)

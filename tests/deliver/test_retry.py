@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from relay.deliver.retry import RetryPolicy
-from relay.setting_kinds import DEFAULT_SCHEDULE, parse_schedule
+from relay.schedule import DEFAULT_SCHEDULE, parse_schedule
 
 
 def midpoint() -> float:
@@ -145,3 +145,25 @@ def test_every_delay_lies_within_jitter_bounds_or_the_capped_retry_after(
     assert base * 0.8 - 1e-9 <= delay
     upper = base * 1.2 if retry_after is None else max(base * 1.2, min(retry_after, policy.retry_after_cap))
     assert delay <= upper + 1e-9
+
+
+@pytest.mark.parametrize("text", ["1e308", "604800.5", "٣", "1_0", "5,\uff11", ",".join(["1"] * 21)])
+def test_parse_schedule_refuses_delays_past_a_week_non_ascii_digits_and_more_than_twenty_steps(text: str) -> None:
+    with pytest.raises(ValueError, match="retry"):
+        parse_schedule(text)
+
+
+def test_parse_schedule_takes_up_to_a_week_a_step_and_twenty_steps_and_no_more() -> None:
+    assert parse_schedule("604800") == (604800.0,)
+    assert parse_schedule(",".join(["1"] * 20)) == (1.0,) * 20
+    with pytest.raises(ValueError, match="retry delay '604801' is not a number of seconds from 0 to 604800"):
+        parse_schedule("604801")
+    with pytest.raises(ValueError, match="a retry schedule is 1 to 20 delays, not 21"):
+        parse_schedule(",".join(["1"] * 21))
+
+
+def test_a_schedule_stored_before_steps_were_bounded_waits_at_most_a_week_and_a_fifth() -> None:
+    # A step of 1e308 s once made the next attempt's time overflow, and the delivery loop on every lease.
+    delay = RetryPolicy(schedule=(1e308,)).next_delay(1, None, highest)
+    assert delay is not None
+    assert delay <= 7 * 24 * 3600 * 1.2

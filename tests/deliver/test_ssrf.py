@@ -357,3 +357,26 @@ def test_any_ipv6_address_gets_a_verdict_and_accepted_ones_are_global_unicast(v6
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (f"https://{'a' * 64}.example.com/", "is 64 characters; DNS allows at most 63"),
+        (f"https://{'a' * 64}/", "is 64 characters; DNS allows at most 63"),
+        (f"https://{'.'.join(['a' * 63] * 4)}.com/", "the host name is 259 characters; DNS allows at most 253"),
+        ("https://xn--zz.example.com/", "not a valid internationalised (IDNA) name"),
+    ],
+)
+def test_host_names_beyond_dns_limits_are_refused_with_the_limit(url: str, why: str) -> None:
+    with pytest.raises(ForbiddenDestination, match=re.escape(why)):
+        AddressPolicy().check_url(url)
+
+
+def test_a_host_name_at_dns_limits_passes_check_url_and_one_character_more_does_not() -> None:
+    AddressPolicy().check_url(f"https://{'a' * 63}.example.com./")
+    AddressPolicy().check_url(f"https://{'.'.join(['a' * 63] * 3)}.{'a' * 61}/")
+    with pytest.raises(ForbiddenDestination, match="DNS allows at most 63"):
+        AddressPolicy().check_url(f"https://{'a' * 64}.example.com./")
+    with pytest.raises(ForbiddenDestination, match="DNS allows at most 253"):
+        AddressPolicy().check_url(f"https://{'.'.join(['a' * 63] * 3)}.{'a' * 62}/")

@@ -1,0 +1,49 @@
+"""Numbers people write (query strings, options, environment): ASCII digits only, always within a range.
+
+``int()`` and ``float()`` take far more than anyone means: ``'٣'`` (Arabic-Indic three), ``'1_000'``,
+``' 7 '``, ``'nan'``, ``'inf'`` and ``'1e308'`` all parse, and ``'²'`` passes ``str.isdigit()`` but not
+``int()``. Each parser raises ValueError with a message that starts "must be" and states the accepted
+form and range, so callers prefix the parameter's name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+#: Longer texts are refused before conversion: int() of thousands of digits is slow (and then refused).
+_LONGEST = 40
+
+
+def ascii_whole(text: str) -> int | None:
+    """``text`` as an int if it is ASCII digits only (no sign or blanks), else None."""
+    return int(text) if len(text) <= _LONGEST and _WHOLE.fullmatch(text) else None
+
+
+def ascii_decimal(text: str) -> float | None:
+    """``text`` as a float if it is ASCII decimal notation (``0.5``, ``1e3``), else None; never NaN or infinite."""
+    value = float(text) if len(text) <= _LONGEST and _DECIMAL.fullmatch(text) else None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def whole(text: str, low: int, high: int) -> int:
+    """``text`` as an int from ``low`` to ``high`` (ASCII digits only, no sign or blanks)."""
+    value = ascii_whole(text)
+    if value is None or not low <= value <= high:
+        raise ValueError(f"must be an integer from {low} to {high}")
+    return value
+
+
+def decimal(text: str, low: float, high: float, *, above_low: bool = False) -> float:
+    """``text`` as a float from ``low`` (or above it, with ``above_low``) to ``high``.
+
+    ASCII decimal notation with an optional exponent (``0.5``, ``1e3``); never NaN or infinite.
+    """
+    value = ascii_decimal(text)
+    in_range = value is not None and (low < value if above_low else low <= value) and value <= high
+    if value is None or not in_range:
+        span = f"more than {low:g} and at most {high:g}" if above_low else f"from {low:g} to {high:g}"
+        raise ValueError(f"must be a number {span}")
+    return value
