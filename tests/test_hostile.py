@@ -21,6 +21,9 @@ from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
 
+#: Slow tier: a real gateway process under hostile input, waiting out its timeouts.
+pytestmark = pytest.mark.slow
+
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 JSON_SAMPLE = (DATA / "samples" / "json" / "transcode_task_finish.json").read_bytes()
 BODY_TIMEOUT = 2.0

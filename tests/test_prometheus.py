@@ -30,6 +30,9 @@ from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, ThreadServer, free_port
 from tests.sink import Sink
 
+#: Slow tier: a real Prometheus and multi-worker gateways.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parent.parent
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "cos-relay.json"

@@ -291,6 +291,7 @@ def test_single_delivery_retry_sends_it_again_with_the_same_id(api: httpx.Client
     assert second.webhook_id == first.webhook_id
 
 
+@pytest.mark.slow
 def test_sigkill_while_deliveries_are_in_flight_loses_nothing(tmp_path: Path, sink: Sink) -> None:
     recorder, url = sink, sink.url
     env = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_RETRY_SCHEDULE": "0.2,0.5,1", "RELAY_POLL_INTERVAL": "0.1"}
