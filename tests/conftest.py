@@ -1,20 +1,87 @@
-"""Shared fixtures: settings on a fresh database, and a running gateway on loopback."""
+"""The tests' one set of factories and fixtures.
+
+Factories: `job_body` (a callback for a new job), `record` / `ingest` (callbacks into a store, as the
+endpoint records them). Fixtures: `settings` on a fresh database, `gateway` (the app on real uvicorn; a
+module narrows it by overriding `settings`), `client` / `admin` on it, `sink` (a recording subscriber on
+loopback), and `outbox`: the delivery side wired as `create_app` wires it, with a fake sender, a fake
+clock and a fresh metrics registry, stepped by hand with `run_once()`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
-from relay.app import create_app
+from relay.app import create_app, utc_now
+from relay.deliver.retry import RetryPolicy
+from relay.deliver.ssrf import AddressPolicy
+from relay.deliver.worker import DeliveryWorker
+from relay.metrics import Metrics
+from relay.outbox.manage import Subscribers
 from relay.settings import Settings
+from relay.store import Store
+from relay.store.records import IngestResult, Received
+from relay.validate.callback import callback_from_document
+from relay.validate.parse import new_xml_parser, parse
+from relay.validate.schema import CallbackSchema
+from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer
+from tests.sink import Sink
 
 DATA = Path(__file__).parent / "data"
 CALLBACK_TOKEN = "test-callback-token"
 ADMIN_TOKEN = "test-admin-token"
+TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
+SAMPLE_JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
+#: Where the fake subscribers live: a documentation network, allowed for them and reached by nothing.
+FAKE_NETWORK = "192.0.2.0/24"
+FAKE_HOST = "http://192.0.2.1"
+
+
+# -- factories ----------------------------------------------------------------------------------------
+
+
+def callback_url(token: str = CALLBACK_TOKEN) -> str:
+    return f"/cos/callback?token={token}"
+
+
+def job_id(number: int) -> str:
+    return f"j{number:032x}"
+
+
+def job_body(number: int, state: str = "Success") -> bytes:
+    """The transcode sample as job ``number`` in ``state``: a new job state, so one new event."""
+    return TRANSCODE.replace(SAMPLE_JOB_ID, job_id(number).encode()).replace(
+        b"<State>Success</State>", f"<State>{state}</State>".encode()
+    )
+
+
+async def record(store: Store, *bodies: bytes, at: datetime | None = None) -> list[IngestResult]:
+    """Record XML callbacks as the endpoint does (events and deliveries included), received ``at``."""
+    schema, parser = CallbackSchema.load(), new_xml_parser()
+    results = []
+    for body in bodies:
+        callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
+        received = Received(at or utc_now(), "127.0.0.1", "application/xml", body, "xml")
+        results.append(await store.record_callback(received, callback))
+    return results
+
+
+def ingest(db: Path, *bodies: bytes) -> list[IngestResult]:
+    """`record` through a store of its own (another writer on a gateway's database)."""
+    with Store(db) as store:
+        return asyncio.run(record(store, *bodies))
+
+
+# -- a real gateway -----------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -24,7 +91,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def gateway(settings: Settings) -> Iterator[ThreadServer]:
-    """cos-relay served by real uvicorn on 127.0.0.1."""
+    """cos-relay served by real uvicorn on 127.0.0.1, with this module's `settings`."""
     server = ThreadServer(create_app(settings)).start()
     yield server
     server.stop()
@@ -43,5 +110,87 @@ def admin(gateway: ThreadServer) -> Iterator[httpx.Client]:
         yield http
 
 
-def callback_url(token: str = CALLBACK_TOKEN) -> str:
-    return f"/cos/callback?token={token}"
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A subscriber on loopback recording every request (routes: see `Sink`)."""
+    recorder = Sink().serve()
+    yield recorder
+    recorder.stop()
+
+
+# -- the delivery side, stepped by hand ---------------------------------------------------------------
+
+
+@dataclass
+class Outbox:
+    """Store, subscribers and delivery worker as `create_app` wires them, around a fake sender and clock.
+
+    Nothing runs by itself: `step` is one pass of the worker at the clock's current time.
+    """
+
+    store: Store
+    subscribers: Subscribers
+    worker: DeliveryWorker
+    sender: FakeSender
+    clock: FakeClock
+    registry: CollectorRegistry
+
+    def add(self, name: str, path: str, **options: Any) -> None:
+        """A subscriber at ``path`` of the fake subscriber (see `tests.fakes.subscriber`)."""
+        self.subscribers.add(name, f"{FAKE_HOST}{path}", **options)
+
+    async def ingest(self, *bodies: bytes) -> list[IngestResult]:
+        return await record(self.store, *bodies, at=self.clock())
+
+    async def step(self) -> int:
+        """Claim what is due now, attempt it, record it (see `DeliveryWorker.run_once`)."""
+        return await self.worker.run_once()
+
+    async def after(self, seconds: float) -> int:
+        """Let ``seconds`` pass, then step."""
+        self.clock.advance(seconds)
+        return await self.step()
+
+    def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
+        """Oldest first."""
+        return list(reversed(self.store.list_deliveries(**filters).items))
+
+    def states(self) -> list[str]:
+        return [delivery["state"] for delivery in self.deliveries()]
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def outbox_settings(settings: Settings) -> Settings:
+    """Exact delays (no jitter is applied by `outbox`), easy to step through."""
+    return settings.replace(allow_networks=FAKE_NETWORK, retry_schedule=(10, 60, 300))
+
+
+@pytest.fixture
+async def outbox(outbox_settings: Settings) -> AsyncIterator[Outbox]:
+    settings, clock, registry = outbox_settings, FakeClock(), CollectorRegistry()
+    policy = AddressPolicy.from_setting(settings.allow_networks)
+    sender = FakeSender(subscriber, policy=policy, clock=clock)
+    store = Store(settings.db_path, gateway=settings.gateway_id)
+    worker = DeliveryWorker(
+        store,
+        sender,
+        RetryPolicy(settings.retry_schedule),
+        clock,
+        capacity=settings.delivery_capacity,
+        disable_after=timedelta(seconds=settings.disable_after),
+        rand=lambda: 0.5,  # the middle of the jitter band: every delay exactly as scheduled
+        metrics=Metrics(registry),
+    )
+    subscribers = Subscribers(store, policy, clock, on_change=worker.wake)
+    with store:
+        await sender.start()
+        yield Outbox(store, subscribers, worker, sender, clock, registry)
+        await sender.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

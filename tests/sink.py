@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.live import ThreadServer
+
 EVENT_SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "cloudevent.schema.json").read_text())
 
 
@@ -38,12 +40,33 @@ class Received:
 
 @dataclass
 class Sink:
-    """Routes: ``/ok``, ``/fail`` (500), ``/gone`` (410), ``/redirect`` (302), ``/throttle`` (429, Retry-After),
-    ``/hang`` (never answers), ``/flaky/N`` (500 for the first N requests, then 200), ``/slow/SECONDS``."""
+    """Routes: ``/ok``, ``/fail`` (500), ``/gone`` (410), ``/redirect`` (302), ``/throttle/N`` (429, Retry-After N),
+    ``/unavailable/N`` (503, Retry-After N), ``/hang`` (never answers), ``/flaky/N`` (500 for the first N
+    requests, then 200), ``/slow/SECONDS``."""
 
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     failing: dict[str, int] = field(default_factory=dict)
+    #: Where it is served, once `serve` started it.
+    server: ThreadServer | None = None
+
+    def serve(self, port: int | None = None) -> Sink:
+        self.server = ThreadServer(self.app(), port=port).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None, "not served"
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "not served"
+        return self.server.port
 
     def app(self) -> Starlette:
         async def handle(request: Request) -> Response:
@@ -62,6 +85,8 @@ class Sink:
                 return Response(status_code=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
             if kind == "throttle":
                 return Response(status_code=429, headers={"Retry-After": arg or "1"})
+            if kind == "unavailable":
+                return Response(status_code=503, headers={"Retry-After": arg or "1"})
             if kind == "hang":
                 await asyncio.sleep(3600)
             if kind == "flaky":

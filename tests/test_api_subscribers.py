@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,19 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay.app import create_app, utc_now
+from relay.app import utc_now
 from relay.deliver.signing import generate_secret
 from relay.settings import Settings
-from relay.store import Store
-from relay.store.records import Received
-from relay.validate.callback import callback_from_document
-from relay.validate.parse import new_xml_parser, parse
-from relay.validate.schema import CallbackSchema
-from tests.conftest import ADMIN_TOKEN, DATA
+from tests.conftest import ADMIN_TOKEN, TRANSCODE, ingest, job_body
 from tests.live import ThreadServer, free_port, wait_until
 
-TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
-SAMPLE_JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
 #: Every admin route of the outbox API, with a path that names something.
 ROUTES = [
     ("GET", "/api/subscribers"),
@@ -49,27 +41,21 @@ ROUTES = [
 
 
 @pytest.fixture
-def loopback_settings(settings: Settings) -> Settings:
+def settings(settings: Settings) -> Settings:
+    """The shared gateway with subscribers on loopback and a quick poll."""
     return settings.replace(allow_networks="127.0.0.0/8", poll_interval=0.1)
 
 
 @pytest.fixture
-def relay(loopback_settings: Settings) -> Iterator[ThreadServer]:
-    server = ThreadServer(create_app(loopback_settings)).start()
-    yield server
-    server.stop()
+def api(admin: httpx.Client) -> httpx.Client:
+    """The admin client on the shared gateway."""
+    return admin
 
 
 @pytest.fixture
-def api(relay: ThreadServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=relay.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as http:
-        yield http
-
-
-@pytest.fixture
-def anonymous(relay: ThreadServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=relay.url, timeout=30) as http:
-        yield http
+def anonymous(client: httpx.Client) -> httpx.Client:
+    """A client without the admin token."""
+    return client
 
 
 class Endpoint:
@@ -98,23 +84,6 @@ def gone() -> Iterator[Endpoint]:
 def nowhere() -> str:
     """A loopback URL nothing listens on: every attempt is refused at once."""
     return f"http://127.0.0.1:{free_port()}/hook"
-
-
-def job_body(number: int) -> bytes:
-    return TRANSCODE.replace(SAMPLE_JOB_ID, f"j{number:032x}".encode())
-
-
-def ingest(db: Path, *bodies: bytes) -> None:
-    """Record callbacks through the Store API (another writer on the gateway's database)."""
-    schema, parser = CallbackSchema.load(), new_xml_parser()
-
-    async def record(store: Store) -> None:
-        for body in bodies:
-            callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
-            await store.record_callback(Received(utc_now(), "127.0.0.1", "application/xml", body, "xml"), callback)
-
-    with Store(db) as store:
-        asyncio.run(record(store))
 
 
 def create(api: httpx.Client, name: str = "hook", url: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -312,10 +281,10 @@ def test_pause_and_resume_set_the_state_field(api: httpx.Client) -> None:
 
 
 def test_a_subscriber_the_gateway_disabled_shows_disabled_until_resumed(
-    api: httpx.Client, gone: Endpoint, loopback_settings: Settings
+    api: httpx.Client, gone: Endpoint, settings: Settings
 ) -> None:
     create(api, url=gone.url)
-    ingest(loopback_settings.db_path, TRANSCODE)
+    ingest(settings.db_path, TRANSCODE)
     wait_until(lambda: api.get("/api/subscribers/hook").json()["state"] == "disabled")
     disabled = api.get("/api/subscribers/hook").json()
     assert "410" in disabled["disabled_reason"]
@@ -326,14 +295,12 @@ def test_a_subscriber_the_gateway_disabled_shows_disabled_until_resumed(
     assert resumed["disabled_reason"] is None
 
 
-def test_delete_removes_the_subscriber_and_reports_cancelled_deliveries(
-    api: httpx.Client, loopback_settings: Settings
-) -> None:
+def test_delete_removes_the_subscriber_and_reports_cancelled_deliveries(api: httpx.Client, settings: Settings) -> None:
     create(api)
     create(api, "other")
     for name in ("hook", "other"):
         api.post(f"/api/subscribers/{name}/pause")  # keeps their deliveries pending
-    ingest(loopback_settings.db_path, job_body(1), job_body(2))
+    ingest(settings.db_path, job_body(1), job_body(2))
     response = api.delete("/api/subscribers/hook")
     assert response.status_code == 200, response.text
     assert response.json() == {"removed": "hook", "cancelled_deliveries": 2}
@@ -367,13 +334,11 @@ def test_rotate_secret_returns_the_new_secret_once_with_the_grace_deadline(api: 
     refused(api.post("/api/subscribers/hook/rotate-secret", json={"secret": "%%%"}), 400, "not valid base64")
 
 
-def test_secrets_appear_only_in_the_creation_and_rotation_responses(
-    api: httpx.Client, loopback_settings: Settings
-) -> None:
+def test_secrets_appear_only_in_the_creation_and_rotation_responses(api: httpx.Client, settings: Settings) -> None:
     created = api.post("/api/subscribers", json={"name": "hook", "url": nowhere(), "retry_schedule": [0]})
     first = created.json()["secret"]
     api.post("/api/subscribers/hook/pause")
-    ingest(loopback_settings.db_path, TRANSCODE)
+    ingest(settings.db_path, TRANSCODE)
     delivery_id = deliveries(api)[0]["id"]
     rotated = api.post("/api/subscribers/hook/rotate-secret")
     second = rotated.json()["secret"]
@@ -414,9 +379,9 @@ def dead_deliveries(api: httpx.Client, db: Path, count: int, name: str = "hook")
     return deliveries(api, subscriber=name, state="dead")
 
 
-def test_recover_requeues_dead_deliveries_since_a_duration(api: httpx.Client, loopback_settings: Settings) -> None:
+def test_recover_requeues_dead_deliveries_since_a_duration(api: httpx.Client, settings: Settings) -> None:
     create(api, retry_schedule=[0])
-    dead = dead_deliveries(api, loopback_settings.db_path, 3)
+    dead = dead_deliveries(api, settings.db_path, 3)
     api.post("/api/subscribers/hook/pause")  # so the requeued deliveries stay put to be looked at
     response = api.post("/api/subscribers/hook/recover", params={"since": "2h"})
     assert response.status_code == 200, response.text
@@ -429,9 +394,9 @@ def test_recover_requeues_dead_deliveries_since_a_duration(api: httpx.Client, lo
     assert api.post("/api/subscribers/hook/recover", params={"since": "2h"}).json()["requeued"] == 0
 
 
-def test_recover_leaves_deliveries_before_since_alone(api: httpx.Client, loopback_settings: Settings) -> None:
+def test_recover_leaves_deliveries_before_since_alone(api: httpx.Client, settings: Settings) -> None:
     create(api, retry_schedule=[0])
-    dead_deliveries(api, loopback_settings.db_path, 1)
+    dead_deliveries(api, settings.db_path, 1)
     response = api.post("/api/subscribers/hook/recover", params={"since": "2999-01-01T00:00:00Z"})
     assert response.json()["requeued"] == 0
     assert len(deliveries(api, state="dead")) == 1
@@ -446,14 +411,12 @@ def test_recover_needs_a_readable_since(api: httpx.Client, query: str, detail: s
     refused(api.post(f"/api/subscribers/hook/recover{query}"), 400, detail)
 
 
-def test_deliveries_list_filters_by_subscriber_state_and_event_id(
-    api: httpx.Client, loopback_settings: Settings
-) -> None:
+def test_deliveries_list_filters_by_subscriber_state_and_event_id(api: httpx.Client, settings: Settings) -> None:
     create(api, "jobs", types=["cos.job.*"])
     create(api, "workflows", types=["cos.workflow.*"])
     for name in ("jobs", "workflows"):
         api.post(f"/api/subscribers/{name}/pause")
-    ingest(loopback_settings.db_path, job_body(1), job_body(2))
+    ingest(settings.db_path, job_body(1), job_body(2))
     everything = deliveries(api)
     assert [delivery["id"] for delivery in everything] == sorted((d["id"] for d in everything), reverse=True)
     assert {delivery["subscriber"] for delivery in everything} == {"jobs"}
@@ -475,9 +438,9 @@ def test_deliveries_list_filters_by_subscriber_state_and_event_id(
     refused(api.get("/api/deliveries", params={"cursor": "abc"}), 400, "cursor must be")
 
 
-def test_a_delivery_shows_its_attempts_log(api: httpx.Client, loopback_settings: Settings) -> None:
+def test_a_delivery_shows_its_attempts_log(api: httpx.Client, settings: Settings) -> None:
     create(api, retry_schedule=[0])
-    [dead] = dead_deliveries(api, loopback_settings.db_path, 1)
+    [dead] = dead_deliveries(api, settings.db_path, 1)
     response = api.get(f"/api/deliveries/{dead['id']}")
     assert response.status_code == 200, response.text
     delivery = response.json()
@@ -495,9 +458,9 @@ def test_unknown_or_malformed_delivery_ids(api: httpx.Client) -> None:
     refused(api.post("/api/deliveries/-1/retry"), 400, "a delivery id is a number")
 
 
-def test_retry_queues_a_dead_delivery_again(api: httpx.Client, loopback_settings: Settings) -> None:
+def test_retry_queues_a_dead_delivery_again(api: httpx.Client, settings: Settings) -> None:
     create(api, retry_schedule=[0])
-    [dead] = dead_deliveries(api, loopback_settings.db_path, 1)
+    [dead] = dead_deliveries(api, settings.db_path, 1)
     api.post("/api/subscribers/hook/pause")
     response = api.post(f"/api/deliveries/{dead['id']}/retry")
     assert response.status_code == 200, response.text
@@ -512,10 +475,10 @@ def test_retry_queues_a_dead_delivery_again(api: httpx.Client, loopback_settings
     assert api.get(f"/api/deliveries/{dead['id']}").json()["attempts_log"][2]["trigger"] == "manual"
 
 
-def test_retry_refuses_a_cancelled_delivery(api: httpx.Client, loopback_settings: Settings) -> None:
+def test_retry_refuses_a_cancelled_delivery(api: httpx.Client, settings: Settings) -> None:
     create(api)
     api.post("/api/subscribers/hook/pause")
-    ingest(loopback_settings.db_path, TRANSCODE)
+    ingest(settings.db_path, TRANSCODE)
     [delivery] = deliveries(api)
     api.delete("/api/subscribers/hook")
     refused(api.post(f"/api/deliveries/{delivery['id']}/retry"), 400, "is in flight or cancelled")

@@ -25,17 +25,12 @@ from relay.deliver.client import Attempt, Outcome
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.store import Store
-from relay.store.records import Decision, Finished, IngestResult, Received
-from relay.validate.callback import callback_from_document
-from relay.validate.parse import new_xml_parser, parse
-from relay.validate.schema import CallbackSchema
-from tests.conftest import DATA
+from relay.store.records import Decision, Finished
+from tests.conftest import SAMPLE_JOB_ID, TRANSCODE, ingest, job_body
 from tests.live import ProcessServer, ThreadServer, wait_until
 
 #: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"
-TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
-SAMPLE_JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
 
 
 @pytest.fixture
@@ -64,27 +59,6 @@ def field(output: str, name: str) -> str:
     match = re.search(rf"^{re.escape(name)}\s+(.*)$", output, re.MULTILINE)
     assert match, f"no {name!r} in:\n{output}"
     return match.group(1).strip()
-
-
-def job_body(number: int) -> bytes:
-    """The transcode sample with a distinct JobId: one new job state, so one event."""
-    return TRANSCODE.replace(SAMPLE_JOB_ID, f"j{number:032x}".encode())
-
-
-def ingest(db: Path, *bodies: bytes) -> list[IngestResult]:
-    """Record callbacks through the Store API, exactly as the endpoint does: events and deliveries included."""
-    schema, parser = CallbackSchema.load(), new_xml_parser()
-
-    async def record(store: Store) -> list[IngestResult]:
-        results = []
-        for body in bodies:
-            callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
-            received = Received(utc_now(), "127.0.0.1", "application/xml", body, "xml")
-            results.append(await store.record_callback(received, callback))
-        return results
-
-    with Store(db) as store:
-        return asyncio.run(record(store))
 
 
 def fail_for_good(db: Path) -> list[int]:

@@ -22,6 +22,9 @@ from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
 
+#: Slow tier: a real gateway process, probed connection by connection up to each deadline.
+pytestmark = pytest.mark.slow
+
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 BODY_TIMEOUT = 2.0
 KEEPALIVE = 1.0

@@ -18,8 +18,11 @@ import pytest
 
 from tests.chaos.harness import record
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
-from tests.live import ProcessServer
+from tests.live import ProcessServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
+
+#: Slow tier: a real gateway process under hostile input, waiting out its timeouts.
+pytestmark = pytest.mark.slow
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 JSON_SAMPLE = (DATA / "samples" / "json" / "transcode_task_finish.json").read_bytes()
@@ -35,7 +38,7 @@ class Listener:
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.2)
         self.port = int(self._sock.getsockname()[1])
-        self.connections = 0
+        self._peers: list[int] = []  # the client port of every connection accepted
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -43,9 +46,21 @@ class Listener:
     def _accept(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                conn, _ = self._sock.accept()
-                self.connections += 1
+                conn, peer = self._sock.accept()
+                self._peers.append(int(peer[1]))
                 conn.close()
+
+    @property
+    def connections(self) -> int:
+        return len(self._peers)
+
+    def settle(self) -> None:
+        """Return once every connection made before this call is counted: connect, and wait until this
+        connection is accepted (connections are accepted in order), then forget it."""
+        with socket.create_connection(("127.0.0.1", self.port)) as marker:
+            port = int(marker.getsockname()[1])
+            wait_until(lambda: port in self._peers, timeout=SECONDS, what="the marker connection accepted")
+        self._peers.remove(port)
 
     def close(self) -> None:
         self._stop.set()
@@ -193,7 +208,7 @@ def test_references_to_the_network_are_refused_and_never_fetched(
     assert outcome.status == status
     assert outcome.seconds < SECONDS
     assert outcome.rss_growth < 32 * MIB
-    time.sleep(0.2)  # a fetch, if one were made, would be under way by now
+    listener.settle()
     assert listener.connections == 0
 
 

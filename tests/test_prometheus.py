@@ -30,6 +30,9 @@ from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, ThreadServer, free_port
 from tests.sink import Sink
 
+#: Slow tier: a real Prometheus and multi-worker gateways.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parent.parent
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "cos-relay.json"
@@ -146,14 +149,6 @@ class Prometheus:
     def value(self, expr: str) -> float | None:
         result = self.query(expr)
         return float(result[0]["value"][1]) if result else None
-
-
-@pytest.fixture
-def sink() -> Iterator[tuple[Sink, str]]:
-    recorder = Sink()
-    server = ThreadServer(recorder.app()).start()
-    yield recorder, server.url
-    server.stop()
 
 
 # -- traffic ------------------------------------------------------------------------------------------
@@ -373,10 +368,10 @@ def test_example_prometheus_config_is_valid() -> None:
 
 
 def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on_real_traffic(
-    tmp_path: Path, settings: Settings, sink: tuple[Sink, str]
+    tmp_path: Path, settings: Settings, sink: Sink
 ) -> None:
     tool("promtool")
-    _recorder, sink_url = sink
+    sink_url = sink.url
     relay_settings = settings.replace(
         allow_networks="127.0.0.0/8",
         retry_schedule=(0.2, 0.4),

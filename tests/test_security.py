@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,14 +30,6 @@ QUERY_ROUTES = [
     "/api/subscribers",
     "/api/deliveries",
 ]
-
-
-@pytest.fixture
-def recorder() -> Iterator[tuple[Sink, ThreadServer]]:
-    sink = Sink()
-    server = ThreadServer(sink.app()).start()
-    yield sink, server
-    server.stop()
 
 
 # -- tokens ------------------------------------------------------------------------------------------
@@ -187,10 +178,8 @@ def test_the_callback_endpoint_refuses_every_method_but_post(
 # -- subscriber secrets ------------------------------------------------------------------------------
 
 
-def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(
-    tmp_path: Path, recorder: tuple[Sink, ThreadServer]
-) -> None:
-    sink, subscriber = recorder
+def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(tmp_path: Path, sink: Sink) -> None:
+    subscriber = sink
     args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "debug")
     env = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_RETRY_SCHEDULE": "0.1", "RELAY_POLL_INTERVAL": "0.1"}
     server = ProcessServer(tmp_path / "relay.db", args=args, env=env).start()
@@ -261,9 +250,9 @@ def deliveries(url: str) -> list[dict[str, Any]]:
 
 
 def test_a_subscriber_allowed_at_creation_is_blocked_at_delivery_by_a_gateway_without_the_allow_list(
-    settings: Settings, recorder: tuple[Sink, ThreadServer]
+    settings: Settings, sink: Sink
 ) -> None:
-    sink, subscriber = recorder
+    subscriber = sink
     allowed = settings.replace(allow_networks="127.0.0.0/8", retry_schedule=(0.1,), poll_interval=0.1)
     first = ThreadServer(create_app(allowed)).start()
     try:
@@ -287,10 +276,10 @@ def test_a_subscriber_allowed_at_creation_is_blocked_at_delivery_by_a_gateway_wi
 
 
 def test_dns_rebinding_after_creation_is_blocked_at_connect_time(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, recorder: tuple[Sink, ThreadServer]
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, sink: Sink
 ) -> None:
     """The name resolves to a public address when the subscriber is created, then to loopback."""
-    sink, subscriber = recorder
+    subscriber = sink
     real = socket.getaddrinfo
     answers: list[str] = []
 

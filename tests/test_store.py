@@ -15,7 +15,7 @@ from relay.outbox.filters import Filter
 from relay.outbox.subscribers import SubscriberSpec
 from relay.store import Store
 from relay.store.records import Decision, Finished
-from tests.test_cli_subscribers import ingest, job_body
+from tests.conftest import ingest, job_body
 
 
 def test_a_write_waits_for_the_lock_another_process_holds_and_commits_once_it_is_free(tmp_path: Path) -> None:

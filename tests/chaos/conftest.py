@@ -1,15 +1,12 @@
-"""Chaos fixtures: the ``--chaos-long`` switch, a recording subscriber, and timeouts sized to the run."""
+"""Chaos fixtures: the ``--chaos-long`` switch and timeouts sized to the run (the subscriber: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.chaos.harness import long_mode
-from tests.live import ThreadServer
-from tests.sink import Sink
 
 CHAOS = Path(__file__).parent
 #: pytest-timeout per chaos test: quick runs are well under a minute each; long runs up to ~12 minutes.
@@ -38,11 +35,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def long_run(request: pytest.FixtureRequest) -> bool:
     return long_mode(request.config)
-
-
-@pytest.fixture
-def sink() -> Iterator[tuple[Sink, ThreadServer]]:
-    recorder = Sink()
-    server = ThreadServer(recorder.app()).start()
-    yield recorder, server
-    server.stop()

@@ -17,13 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, job_body
 from tests.live import ProcessServer
 
 RESULTS = Path(__file__).parent / "results"
 LONG_ENV = "RELAY_CHAOS_LONG"
-TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
-SAMPLE_JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
 #: Tokens on the command line, so a restarted gateway keeps them and nothing is printed.
 TOKEN_ARGS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -41,15 +39,6 @@ def record(name: str, figures: dict[str, Any]) -> None:
     stamped = {"test": name, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
     (RESULTS / f"{name}.json").write_text(json.dumps(stamped, indent=2, sort_keys=False) + "\n")
     print(f"\n{name}: " + ", ".join(f"{key}={value}" for key, value in figures.items()))
-
-
-def job_id(number: int) -> str:
-    return f"j{number:032x}"
-
-
-def job_body(number: int) -> bytes:
-    """The transcode sample with a distinct JobId (so a distinct job state and event)."""
-    return TRANSCODE.replace(SAMPLE_JOB_ID, job_id(number).encode())
 
 
 def gateway(db: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ProcessServer:

@@ -9,18 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import (
-    ADMIN_HEADERS,
-    Sender,
-    column,
-    gateway,
-    integrity,
-    job_id,
-    record,
-    scalar,
-    unfinished_deliveries,
-)
-from tests.live import ThreadServer, wait_until
+from tests.chaos.harness import ADMIN_HEADERS, Sender, column, gateway, integrity, record, scalar, unfinished_deliveries
+from tests.conftest import job_id
+from tests.live import wait_until
 from tests.sink import Sink
 
 CLIENTS = 4
@@ -41,9 +32,9 @@ def read_api_until(url: str, stop: threading.Event, statuses: Counter[str]) -> N
 
 
 def test_three_workers_on_one_database_answer_only_200_or_503_and_deliver_each_event_exactly_once(
-    tmp_path: Path, long_run: bool, sink: tuple[Sink, ThreadServer]
+    tmp_path: Path, long_run: bool, sink: Sink
 ) -> None:
-    recorder, subscriber = sink
+    recorder = subscriber = sink
     duration = 180.0 if long_run else 10.0
     db = tmp_path / "relay.db"
     server = gateway(db, args=("--workers", "3"), env={"RELAY_RETRY_SCHEDULE": "0.5,1,1,1,1"}).start()

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, Sender, column, gateway, integrity, job_id, record, unfinished_deliveries
-from tests.live import ThreadServer, wait_until
+from tests.chaos.harness import ADMIN_HEADERS, Sender, column, gateway, integrity, record, unfinished_deliveries
+from tests.conftest import job_id
+from tests.live import wait_until
 from tests.sink import Sink
 
 
 def test_sigkill_every_few_seconds_loses_no_acknowledged_callback_and_no_event(
-    tmp_path: Path, long_run: bool, sink: tuple[Sink, ThreadServer]
+    tmp_path: Path, long_run: bool, sink: Sink
 ) -> None:
-    recorder, subscriber = sink
+    recorder = subscriber = sink
     duration, min_kills, uptime = (600.0, 50, (3.0, 8.0)) if long_run else (30.0, 5, (1.5, 4.0))
     db = tmp_path / "relay.db"
     server = gateway(db, env={"RELAY_RETRY_SCHEDULE": "0.5,1,1,1,1,1,1,1,1,1"}).start()

@@ -21,18 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.harness import (
-    ADMIN_HEADERS,
-    column,
-    gateway,
-    integrity,
-    job_body,
-    job_id,
-    record,
-    unfinished_deliveries,
-)
-from tests.conftest import CALLBACK_TOKEN
-from tests.live import ThreadServer, wait_until
+from tests.chaos.harness import ADMIN_HEADERS, column, gateway, integrity, record, unfinished_deliveries
+from tests.conftest import CALLBACK_TOKEN, job_body, job_id
+from tests.live import wait_until
 from tests.sink import Sink
 
 PAGE = "<PageInfo><PageNo>{n}</PageNo><TgtUri>doc/out/page-{n}.jpg</TgtUri></PageInfo>"
@@ -84,9 +75,9 @@ def post(client: httpx.Client, body: bytes) -> int:
 
 
 def test_a_full_disk_gets_503_never_200_and_the_gateway_recovers_by_itself_without_corruption(
-    tmp_path: Path, long_run: bool, sink: tuple[Sink, ThreadServer]
+    tmp_path: Path, long_run: bool, sink: Sink
 ) -> None:
-    recorder, subscriber = sink
+    recorder = subscriber = sink
     rounds = 10 if long_run else 2
     statuses: Counter[int] = Counter()
     acknowledged: set[str] = set()
@@ -160,7 +151,7 @@ def _ext4_device(mountpoint: Path) -> str:
 
 @pytest.mark.parametrize("durability", ["full", "normal"])
 def test_a_filesystem_gone_read_only_gets_503_never_200_and_a_restart_on_it_repaired_is_consistent(
-    durability: str, tmp_path: Path, sink: tuple[Sink, ThreadServer]
+    durability: str, tmp_path: Path, sink: Sink
 ) -> None:
     """The kernel remounts ext4 read-only on an error (errors=remount-ro) even with files open for writing;
     ``mount -o remount,ro`` would refuse (busy). Coming back needs an unmount and fsck, hence a restart.
@@ -170,7 +161,7 @@ def test_a_filesystem_gone_read_only_gets_503_never_200_and_a_restart_on_it_repa
     """
     if shutil.which("mkfs.ext4") is None:
         pytest.skip("mkfs.ext4 is not installed")
-    recorder, subscriber = sink
+    recorder = subscriber = sink
     image = tmp_path / "disk.img"
     with image.open("wb") as out:
         out.truncate(32 * 1024 * 1024)

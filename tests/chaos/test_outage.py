@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, gateway, job_body, record, scalar, unfinished_deliveries
-from tests.conftest import CALLBACK_TOKEN
+from tests.chaos.harness import ADMIN_HEADERS, gateway, record, scalar, unfinished_deliveries
+from tests.conftest import CALLBACK_TOKEN, job_body
 from tests.live import ThreadServer, wait_until
 from tests.procfs import cpu_share
 from tests.sink import Sink

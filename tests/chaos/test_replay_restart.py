@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, gateway, integrity, job_body, record, scalar
-from tests.conftest import CALLBACK_TOKEN
-from tests.live import ThreadServer, wait_until
+from tests.chaos.harness import ADMIN_HEADERS, gateway, integrity, record, scalar
+from tests.conftest import CALLBACK_TOKEN, job_body
+from tests.live import wait_until
 from tests.sink import Sink
 
 
@@ -21,10 +21,8 @@ def states(db: Path) -> dict[str, int]:
     }
 
 
-def test_a_bulk_replay_killed_midway_completes_after_the_restart(
-    tmp_path: Path, long_run: bool, sink: tuple[Sink, ThreadServer]
-) -> None:
-    recorder, subscriber = sink
+def test_a_bulk_replay_killed_midway_completes_after_the_restart(tmp_path: Path, long_run: bool, sink: Sink) -> None:
+    recorder = subscriber = sink
     count = 3000 if long_run else 300
     db = tmp_path / "relay.db"
     server = gateway(db).start()
