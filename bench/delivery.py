@@ -29,14 +29,14 @@ import uvloop
 
 from bench.process import free_port, running
 from relay.deliver.client import Sender
-from relay.deliver.retry import RetryPolicy
 from relay.deliver.signing import generate_secret
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
-from relay.outbox.filters import Filter
-from relay.outbox.subscribers import SubscriberSpec
+from relay.domain.callback import Received
+from relay.domain.filters import Filter
+from relay.domain.retry import RetryPolicy
+from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store
-from relay.store.records import Received
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema

@@ -22,9 +22,9 @@ from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
 from relay.auth import BearerAuth, Credentials, resolve_credentials
 from relay.deliver.client import Sender
-from relay.deliver.retry import RetryPolicy
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.retry import RetryPolicy
 from relay.errors import Rejected
 from relay.metrics import Metrics, StoreCollector, exposition_registry, render
 from relay.outbox.manage import Subscribers

@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from relay import __version__
-from relay.validate.callback import JobState, WorkflowRun
+from relay.domain.callback import JobState, WorkflowRun
 
 #: Tag families, from the COS API each Tag belongs to. Unknown Tags are counted as ``other``.
 _MEDIA_TAGS = """Transcode Animation Snapshot SmartCover Concat VoiceSeparate VideoMontage SDRtoHDR VideoProcess

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
-from relay.schedule import DEFAULT_SCHEDULE
 from relay.setting_kinds import (
     Choice,
     File,

@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from relay.app import create_app, utc_now
 from relay.deliver.signing import generate_secret
+from relay.domain.callback import Received
 from relay.settings import Settings
 from relay.store import Store
-from relay.store.records import Received
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema

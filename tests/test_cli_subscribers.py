@@ -21,11 +21,11 @@ from starlette.routing import Route
 from relay.app import utc_now
 from relay.cli import main
 from relay.cli.subscribers import SHOWN_ONCE
-from relay.deliver.client import Attempt, Outcome
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.callback import IngestResult, Received
+from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.store import Store
-from relay.store.records import Decision, Finished, IngestResult, Received
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema

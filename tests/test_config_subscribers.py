@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from relay.app import create_app, utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
+from relay.domain.callback import Received
+from relay.domain.subscribers import Subscriber
 from relay.outbox.manage import BadSubscriber
-from relay.outbox.subscribers import Subscriber
 from relay.settings import Settings
 from relay.store import Store
-from relay.store.records import Received
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema

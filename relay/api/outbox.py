@@ -14,9 +14,9 @@ from starlette.routing import BaseRoute, Route
 
 from relay.api import params
 from relay.api.params import BadParameter, parse_since
+from relay.domain.delivery import DELIVERY_STATES
 from relay.outbox.manage import Subscribers, UnknownSubscriber, check_options
 from relay.store import Store
-from relay.store.records import DELIVERY_STATES
 
 
 async def _body(request: Request) -> dict[str, Any]:

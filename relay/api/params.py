@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.datastructures import QueryParams
 
-from relay import numbers
+from relay.domain import numbers
 from relay.errors import Rejected
 
 MAX_LIMIT = 500

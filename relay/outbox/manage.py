@@ -15,9 +15,9 @@ from yarl import URL
 
 from relay.deliver.signing import generate_secret, secret_key
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
-from relay.errors import Rejected
-from relay.outbox.filters import Filter
-from relay.outbox.subscribers import (
+from relay.domain.filters import Filter
+from relay.domain.retry import check_schedule
+from relay.domain.subscribers import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_TIMEOUT,
     Subscriber,
@@ -25,7 +25,7 @@ from relay.outbox.subscribers import (
     SubscriberState,
     check_limits,
 )
-from relay.schedule import check_schedule
+from relay.errors import Rejected
 from relay.store import Store
 
 #: Bulk recovery requeues this many deliveries per transaction, so the writer is never held for long.

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from relay.auth import Credentials, sole, tokens_match
+from relay.domain.callback import Callback, IngestResult, Received
 from relay.errors import BodyTimeout, Invalid, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
 from relay.logs import Throttle, clip
 from relay.metrics import Metrics
@@ -26,9 +27,8 @@ from relay.receive.body import body_format, read_body
 from relay.receive.heap import releaser
 from relay.settings import Settings
 from relay.store import Store
-from relay.store.records import IngestResult, Received
 from relay.validate import limits
-from relay.validate.callback import Callback, callback_from_document
+from relay.validate.callback import callback_from_document
 from relay.validate.parse import BodyFormat, new_xml_parser, parse
 from relay.validate.schema import CallbackSchema, SchemaViolation
 

@@ -88,6 +88,11 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds") + "Z"
 
 
+def when(value: str | None) -> datetime | None:
+    """An instant as stored by `iso`, or None."""
+    return datetime.fromisoformat(value) if value else None
+
+
 def to_json(value: object) -> str:
     return orjson.dumps(value).decode()
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 
+from relay.domain.callback import Callback, IngestResult, JobState, Received, Timestamp, WorkflowRun
+from relay.domain.events import events_for
 from relay.errors import Rejected
-from relay.outbox.events import events_for
-from relay.store.records import IngestResult, Received
 from relay.store.sqlite.connection import iso, to_json
-from relay.store.sqlite.outbox import SubscriberCache, fan_out
-from relay.validate.callback import Callback, JobState, Timestamp, WorkflowRun
+from relay.store.sqlite.subscribers import SubscriberCache, fan_out
 
 
 def record_callback(

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from relay.validate.callback import Callback, JobState, WorkflowRun
+from relay.domain.callback import Callback, JobState, WorkflowRun
 
 CONTENT_TYPE = "application/cloudevents+json"
 #: Event ids are UUIDv5 of the item's dedup key in this namespace: the same COS callback always maps to
