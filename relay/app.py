@@ -26,6 +26,7 @@ from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.retry import RetryPolicy
 from relay.errors import Rejected
+from relay.ingest import Ingest, Reader
 from relay.metrics import Metrics, StoreCollector, exposition_registry, render
 from relay.outbox.manage import Subscribers
 from relay.receive.endpoint import CallbackEndpoint
@@ -66,7 +67,6 @@ def create_app(
     store = Store(
         settings.db_path,
         durability=settings.durability,
-        gateway=settings.gateway_id,
         write_timeout=settings.write_timeout,
         observe=metrics.transaction,
     )
@@ -93,7 +93,7 @@ def create_app(
         settings=settings,
         credentials=credentials,
         store=store,
-        schema=schema,
+        ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
         clock=clock,
         metrics=metrics,
         on_commit=worker.wake,

@@ -23,10 +23,19 @@ class Rejected(Exception):
     #: Whether the body is kept in quarantine for an operator to inspect.
     quarantined: bool = True
 
-    def __init__(self, detail: str | None = None, *, path: str | None = None, rule: str | None = None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        path: str | None = None,
+        rule: str | None = None,
+        reasons: tuple[tuple[str, str], ...] = (),
+    ):
         self.detail = detail or (self.__doc__ or "").strip()
         self.path = path
         self.rule = rule
+        #: Every (path, rule) found wrong, when they were asked for (``cos-relay validate``).
+        self.reasons = reasons
         super().__init__(self.detail)
 
     def body(self) -> dict[str, object]:

@@ -18,10 +18,9 @@ from starlette.routing import Route
 from relay.app import create_app, utc_now
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import Received
+from relay.ingest import Ingest, Reader
 from relay.settings import Settings
 from relay.store import Store
-from relay.validate.callback import callback_from_document
-from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 from tests.conftest import ADMIN_TOKEN, DATA
 from tests.live import ThreadServer, free_port, wait_until
@@ -106,12 +105,12 @@ def job_body(number: int) -> bytes:
 
 def ingest(db: Path, *bodies: bytes) -> None:
     """Record callbacks through the Store API (another writer on the gateway's database)."""
-    schema, parser = CallbackSchema.load(), new_xml_parser()
+    reader = Reader(CallbackSchema.load())
 
     async def record(store: Store) -> None:
+        ingest = Ingest(store, reader)
         for body in bodies:
-            callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
-            await store.record_callback(Received(utc_now(), "127.0.0.1", "application/xml", body, "xml"), callback)
+            await ingest.ingest(Received(utc_now(), "127.0.0.1", "application/xml", body, "xml"))
 
     with Store(db) as store:
         asyncio.run(record(store))

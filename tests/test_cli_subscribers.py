@@ -25,9 +25,8 @@ from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.callback import IngestResult, Received
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
+from relay.ingest import Ingest, Reader
 from relay.store import Store
-from relay.validate.callback import callback_from_document
-from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 from tests.conftest import DATA
 from tests.live import ProcessServer, ThreadServer, wait_until
@@ -72,15 +71,14 @@ def job_body(number: int) -> bytes:
 
 
 def ingest(db: Path, *bodies: bytes) -> list[IngestResult]:
-    """Record callbacks through the Store API, exactly as the endpoint does: events and deliveries included."""
-    schema, parser = CallbackSchema.load(), new_xml_parser()
+    """Record callbacks through the ingest service, exactly as the endpoint does: events and deliveries included."""
+    reader = Reader(CallbackSchema.load())
 
     async def record(store: Store) -> list[IngestResult]:
-        results = []
+        ingest, results = Ingest(store, reader), []
         for body in bodies:
-            callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
             received = Received(utc_now(), "127.0.0.1", "application/xml", body, "xml")
-            results.append(await store.record_callback(received, callback))
+            results.append((await ingest.ingest(received))[1])
         return results
 
     with Store(db) as store:

@@ -18,11 +18,11 @@ import anyio.to_thread
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.fanout import Owed, Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import Rejected
-from relay.settings import Durability
-from relay.store.records import Page
-from relay.store.sqlite import attempts, connection, deliveries, ingest, queries, subscribers
+from relay.store.records import Durability, Page
+from relay.store.sqlite import attempts, callbacks, connection, deliveries, queries, subscribers
 from relay.store.writer import Observer, Writer
 
 T = TypeVar("T")
@@ -39,17 +39,14 @@ class Store:
         path: Path,
         *,
         durability: Durability = "normal",
-        gateway: str = "cos-relay",
         write_timeout: float = 5.0,
         observe: Observer | None = None,
     ) -> None:
         self.path = path
-        self.gateway = gateway
         self._durability = durability
         self._write_timeout = write_timeout
         # No busy timeout on the writer's connection: it waits for other processes' locks itself.
         self._writer = Writer(partial(self._connect, busy_timeout=0.0), observe=observe, lock_timeout=write_timeout)
-        self._subscribers = subscribers.SubscriberCache()  # used on the writer thread only
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
 
@@ -97,19 +94,20 @@ class Store:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    async def record_callback(self, received: Received, callback: Callback) -> IngestResult:
-        write = partial(
-            ingest.record_callback,
-            received=received,
-            callback=callback,
-            gateway=self.gateway,
-            subscribers=self._subscribers,
-        )
+    async def record_callback(
+        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
+    ) -> IngestResult | None:
+        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
+        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
+        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
         return await self._writer.run(write)
+
+    async def subscriber_snapshot(self) -> Snapshot:
+        return await self._read(subscribers.snapshot)
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
         return await self._writer.run(
-            partial(ingest.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
+            partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
         )
 
     async def check_writable(self, at: datetime) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import sqlite_utils
 
-from relay.settings import Durability
 from relay.store.migrations import migrations
+from relay.store.records import Durability
 
 
 def connect(path: Path, durability: Durability = "normal", busy_timeout: float = 5.0) -> sqlite3.Connection:

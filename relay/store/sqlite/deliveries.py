@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 import orjson
 
 from relay.domain.delivery import Claim
+from relay.domain.fanout import Owed
 from relay.store.sqlite.connection import iso, when
+
+
+def insert_owed(conn: sqlite3.Connection, owed: Sequence[Owed], callback_id: int, stamp: str) -> int:
+    """Store the events and one pending delivery per subscriber each is owed to; returns deliveries created."""
+    if not owed:
+        return 0
+    conn.executemany(
+        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(id) DO NOTHING",
+        [(o.event.id, o.event.item_key, o.event.type, o.event.subject, callback_id, stamp, o.event.body) for o in owed],
+    )
+    rows = [(o.event.id, s, stamp, stamp, stamp) for o in owed for s in o.subscriber_ids]
+    conn.executemany(
+        "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
+        " updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?) ON CONFLICT(event_id, subscriber_id) DO NOTHING",
+        rows,
+    )
+    return len(rows)
 
 
 def claim_due(

@@ -1,15 +1,15 @@
-"""Subscriber rows: create, change, remove, rotate, list; the ingest path's cached copy."""
+"""Subscriber rows: create, change, remove, rotate, list, and the version the ingest path matches against."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from relay.domain.events import Event
+from relay.domain.fanout import Snapshot
 from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.sqlite.connection import iso, to_json, when
@@ -147,46 +147,17 @@ def rotate_secret(
     return get_subscriber(conn, name)
 
 
-class SubscriberCache:
-    """The subscribers as the ingest path last read them, reread only when the table changed.
+def subscribers_version(conn: sqlite3.Connection) -> tuple[object, ...]:
+    """Changes whenever a subscriber is added, changed or removed, by this process or another.
 
     Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
-    ``updated_at`` are enough to notice one (from this process or another).
+    ``updated_at`` are enough to notice one.
     """
-
-    def __init__(self) -> None:
-        self._key: tuple[object, ...] | None = None
-        self._subscribers: list[Subscriber] = []
-
-    def get(self, conn: sqlite3.Connection) -> list[Subscriber]:
-        key = tuple(conn.execute("SELECT count(*), max(updated_at) FROM subscribers").fetchone())
-        if key != self._key:
-            self._subscribers, self._key = list_subscribers(conn), key
-        return self._subscribers
+    return tuple(conn.execute("SELECT count(*), max(updated_at) FROM subscribers").fetchone())
 
 
-def fan_out(
-    conn: sqlite3.Connection, events: Sequence[Event], callback_id: int, at: datetime, subscribers: SubscriberCache
-) -> int:
-    """Store the events and one pending delivery per matching subscriber; returns deliveries created.
-
-    Paused and disabled subscribers get deliveries too: they are held, not lost, until resumed.
-    """
-    if not events:
-        return 0
-    stamp = iso(at)
-    conn.executemany(
-        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT(id) DO NOTHING",
-        [(e.id, e.item_key, e.type, e.subject, callback_id, stamp, e.body) for e in events],
-    )
-    current = subscribers.get(conn)
-    rows = [
-        (e.id, s.id, stamp, stamp, stamp) for e in events for s in current if s.filter.everything or s.filter.matches(e)
-    ]
-    conn.executemany(
-        "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
-        " updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?) ON CONFLICT(event_id, subscriber_id) DO NOTHING",
-        rows,
-    )
-    return len(rows)
+def snapshot(conn: sqlite3.Connection) -> Snapshot:
+    """The subscribers with their version; the version is read first, so a change in between only
+    makes the snapshot look stale (and be read again), never look fresh."""
+    version = subscribers_version(conn)
+    return Snapshot(version, tuple(list_subscribers(conn)))
