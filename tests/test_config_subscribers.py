@@ -20,8 +20,8 @@ from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import Received
 from relay.domain.subscribers import Subscriber
+from relay.errors import BadSubscriber
 from relay.ingest import Ingest, Reader
-from relay.outbox.manage import BadSubscriber
 from relay.settings import Settings
 from relay.store import Store
 from relay.validate.schema import CallbackSchema
