@@ -29,16 +29,15 @@ import uvloop
 
 from bench.process import free_port, running
 from relay.deliver.client import Sender
-from relay.deliver.retry import RetryPolicy
 from relay.deliver.signing import generate_secret
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
-from relay.outbox.filters import Filter
-from relay.outbox.subscribers import SubscriberSpec
+from relay.domain.callback import Received
+from relay.domain.filters import Filter
+from relay.domain.retry import RetryPolicy
+from relay.domain.subscribers import SubscriberSpec
+from relay.ingest import Ingest, Reader
 from relay.store import Store
-from relay.store.records import Received
-from relay.validate.callback import callback_from_document
-from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "samples" / "transcode_success.xml"
@@ -70,17 +69,14 @@ def fill(store: Store, events: int, url: str, concurrency: int) -> list[bytes]:
         SubscriberSpec(name="sink", url=url, secret=generate_secret(), filter=Filter(), max_in_flight=concurrency),
         utc_now(),
     )
-    schema, parser, template = CallbackSchema.load(), new_xml_parser(), SAMPLE.read_bytes()
+    service, template = Ingest(store, Reader(CallbackSchema.load())), SAMPLE.read_bytes()
 
     async def ingest() -> None:
         for start in range(0, events, 500):
             batch = []
             for number in range(start, min(start + 500, events)):
                 body = template.replace(JOB_ID, f"j{number:032x}".encode())
-                callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
-                batch.append(
-                    store.record_callback(Received(utc_now(), "127.0.0.1", "application/xml", body, "xml"), callback)
-                )
+                batch.append(service.ingest(Received(utc_now(), "127.0.0.1", "application/xml", body, "xml")))
             await asyncio.gather(*batch)
 
     asyncio.run(ingest())

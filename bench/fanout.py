@@ -42,8 +42,8 @@ from bench.load import MARKER, TOKEN, job_id, new_run_id, sample_template
 from bench.process import free_port
 from bench.report import emit
 from relay.deliver.signing import generate_secret
-from relay.outbox.filters import Filter
-from relay.outbox.subscribers import SubscriberSpec
+from relay.domain.filters import Filter
+from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store
 
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway gateway on loopback

@@ -17,9 +17,9 @@ Against an empty database with the same subscriber, in the same run:
   relayed everything (the subscriber is enabled: events go to the sink, as in production), so one
   gateway's relaying never overlaps the other's measured run. Throughput is the mean over runs;
 * claim latency: with the servers stopped, the same 1,000 pending deliveries queued in both, time
-  ``outbox.claim_due`` (what ``Store.claim`` runs on the writer connection) inside a transaction
+  ``deliveries.claim_due`` (what ``Store.claim`` runs on the writer connection) inside a transaction
   that is rolled back, so every repetition sees the same outbox; also the single-subscriber claim
-  that finishing an attempt makes, and ``outbox.next_due`` (the worker's idle read).
+  that finishing an attempt makes, and ``deliveries.next_due`` (the worker's idle read).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from bench.load import LoadResult, closed_loop, new_run_id, sample_template
 from bench.process import free_port
 from bench.report import emit
 from relay.deliver.worker import LEASE_MARGIN
-from relay.store.sqlite import connection, outbox
+from relay.store.sqlite import connection, deliveries
 
 PENDING = 1000
 
@@ -213,13 +213,13 @@ def claim_times(dbs: dict[str, Path], repeat: int) -> dict[str, ClaimTimes]:
         for _ in range(repeat):
             for name, conn in conns.items():
                 now = datetime.now(UTC)
-                seconds, claims = timed(conn, lambda: outbox.claim_due(conn, now, LEASE_MARGIN, 256))  # noqa: B023
+                seconds, claims = timed(conn, lambda: deliveries.claim_due(conn, now, LEASE_MARGIN, 256))  # noqa: B023
                 samples[name]["all"].append(seconds)
                 claimed[name] = len(claims)  # type: ignore[arg-type]
-                seconds, _ = timed(conn, lambda: outbox.claim_due(conn, now, LEASE_MARGIN, 1, subscriber[name]))  # noqa: B023
+                seconds, _ = timed(conn, lambda: deliveries.claim_due(conn, now, LEASE_MARGIN, 1, subscriber[name]))  # noqa: B023
                 samples[name]["one"].append(seconds)
                 started = time.perf_counter()
-                outbox.next_due(conn)
+                deliveries.next_due(conn)
                 samples[name]["due"].append(time.perf_counter() - started)
     finally:
         for conn in conns.values():

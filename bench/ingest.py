@@ -27,8 +27,8 @@ from bench.load import TOKEN, LoadResult, closed_loop, fixed_rate, new_run_id, s
 from bench.process import free_port, running, serving
 from bench.report import emit
 from relay.deliver.signing import generate_secret
-from relay.outbox.filters import Filter
-from relay.outbox.subscribers import SubscriberSpec
+from relay.domain.filters import Filter
+from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store
 
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - a throwaway gateway on loopback

@@ -22,12 +22,15 @@ from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
 from relay.auth import BearerAuth, Credentials, resolve_credentials
 from relay.deliver.client import Sender
-from relay.deliver.retry import RetryPolicy
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.retry import RetryPolicy
 from relay.errors import Rejected
-from relay.metrics import Metrics, StoreCollector, exposition_registry, render
-from relay.outbox.manage import Subscribers
+from relay.exposition import StoreCollector, exposition_registry, render
+from relay.ingest import Ingest, Reader
+from relay.metrics import Metrics
+from relay.outbox.config import apply_config
+from relay.outbox.service import Subscribers
 from relay.receive.endpoint import CallbackEndpoint
 from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
@@ -66,7 +69,6 @@ def create_app(
     store = Store(
         settings.db_path,
         durability=settings.durability,
-        gateway=settings.gateway_id,
         write_timeout=settings.write_timeout,
         observe=metrics.transaction,
     )
@@ -93,7 +95,7 @@ def create_app(
         settings=settings,
         credentials=credentials,
         store=store,
-        schema=schema,
+        ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
         clock=clock,
         metrics=metrics,
         on_commit=worker.wake,
@@ -112,7 +114,7 @@ def create_app(
                 credentials.callback_token = found.callback_token
                 credentials.admin_token = found.admin_token
             if settings.config_path is not None:
-                for change in subscribers.apply_config(settings.config_path):
+                for change in apply_config(subscribers, settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
             await sender.start()
             async with anyio.create_task_group() as tasks:

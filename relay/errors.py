@@ -1,6 +1,9 @@
-"""Why a request was refused: one base class, a leaf per HTTP status, each rendered as a short JSON error.
+"""The one error vocabulary: why a request was refused, a leaf per reason, each with its HTTP status and
+rendered as a short JSON error. Lower layers raise these; only the edges (receive, api, cli) turn them into
+responses or exit codes.
 
 * Rejected            (the client's request cannot be taken)
+  callbacks:
   + Unauthorized      401  missing or wrong token
   + BodyTimeout       408  the body did not finish arriving in time
   + TooLarge          413  over the size cap
@@ -9,6 +12,13 @@
   + Malformed         400  not well-formed, DTD, bad UTF-8
   + Invalid           422  well-formed but not a COS callback
   + Unavailable       503  the store could not commit; COS should try again
+  the admin API and the CLI:
+  + BadParameter      400  a query, path or option value is not valid
+  + BadSubscriber     400  a subscriber definition is not valid, or the change is not possible
+  + NotFound          404  nothing has that name or id
+    + UnknownSubscriber    no subscriber has that name
+    + UnknownDelivery      no delivery has that id
+  + SubscriberExists  409  the name is taken
 """
 
 from __future__ import annotations
@@ -23,10 +33,19 @@ class Rejected(Exception):
     #: Whether the body is kept in quarantine for an operator to inspect.
     quarantined: bool = True
 
-    def __init__(self, detail: str | None = None, *, path: str | None = None, rule: str | None = None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        path: str | None = None,
+        rule: str | None = None,
+        reasons: tuple[tuple[str, str], ...] = (),
+    ):
         self.detail = detail or (self.__doc__ or "").strip()
         self.path = path
         self.rule = rule
+        #: Every (path, rule) found wrong, when they were asked for (``cos-relay validate``).
+        self.reasons = reasons
         super().__init__(self.detail)
 
     def body(self) -> dict[str, object]:
@@ -98,4 +117,44 @@ class Unavailable(Rejected):
 
     status = 503
     outcome = "unavailable"
+    quarantined = False
+
+
+class BadParameter(Rejected):
+    """A query parameter is not valid."""
+
+    status = 400
+    outcome = "bad_request"
+    quarantined = False
+
+
+class BadSubscriber(Rejected):
+    """The subscriber definition is not valid."""
+
+    status = 400
+    outcome = "bad_request"
+    quarantined = False
+
+
+class NotFound(Rejected):
+    """Nothing has that name or id."""
+
+    status = 404
+    outcome = "not_found"
+    quarantined = False
+
+
+class UnknownSubscriber(NotFound):
+    """No subscriber has that name."""
+
+
+class UnknownDelivery(NotFound):
+    """No delivery has that id."""
+
+
+class SubscriberExists(Rejected):
+    """A subscriber with that name already exists."""
+
+    status = 409
+    outcome = "conflict"
     quarantined = False

@@ -23,7 +23,8 @@ from relay.app import create_app, utc_now
 from relay.auth import Credentials, resolve_credentials
 from relay.deliver.ssrf import AddressPolicy
 from relay.metrics_files import count_into
-from relay.outbox.manage import Subscribers
+from relay.outbox.config import apply_config
+from relay.outbox.service import Subscribers
 from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
 from relay.receive.protocol import BoundedProtocol, ConnectionLimits
 from relay.setting_kinds import parse_proxies
@@ -48,7 +49,7 @@ def prepare(settings: Settings) -> Credentials:
             utc_now,
             secret_grace=timedelta(seconds=settings.secret_grace),
         )
-        changes = subscribers.apply_config(settings.config_path)
+        changes = apply_config(subscribers, settings.config_path)
     for change in changes:
         logger.info("config: %s", change, extra={"action": "config_applied"})
     return credentials

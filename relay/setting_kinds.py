@@ -13,8 +13,8 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from relay import numbers
-from relay.schedule import MAX_DELAY, MAX_STEPS, check_schedule, parse_schedule
+from relay.domain import numbers
+from relay.domain.retry import MAX_DELAY, MAX_STEPS, check_schedule, parse_schedule
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")

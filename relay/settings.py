@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
+from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
-from relay.schedule import DEFAULT_SCHEDULE
 from relay.setting_kinds import (
     Choice,
     File,
@@ -31,8 +31,7 @@ from relay.setting_kinds import (
     Text,
     Url,
 )
-
-Durability = Literal["normal", "full"]
+from relay.store.records import Durability
 
 KIB = 1024
 MIB = 1024 * 1024

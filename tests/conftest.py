@@ -21,16 +21,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from relay.app import create_app, utc_now
-from relay.deliver.retry import RetryPolicy
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.callback import IngestResult, Received
+from relay.domain.retry import RetryPolicy
+from relay.ingest import Ingest, Reader
 from relay.metrics import Metrics
-from relay.outbox.manage import Subscribers
+from relay.outbox.service import Subscribers
 from relay.settings import Settings
 from relay.store import Store
-from relay.store.records import IngestResult, Received
-from relay.validate.callback import callback_from_document
-from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer
@@ -65,13 +64,12 @@ def job_body(number: int, state: str = "Success") -> bytes:
 
 
 async def record(store: Store, *bodies: bytes, at: datetime | None = None) -> list[IngestResult]:
-    """Record XML callbacks as the endpoint does (events and deliveries included), received ``at``."""
-    schema, parser = CallbackSchema.load(), new_xml_parser()
-    results = []
+    """Record XML callbacks through the ingest service, as the endpoint does (events and deliveries included),
+    received ``at``."""
+    service, results = Ingest(store, Reader(CallbackSchema.load())), []
     for body in bodies:
-        callback = callback_from_document(schema.convert(parse(body, "xml", parser)))
         received = Received(at or utc_now(), "127.0.0.1", "application/xml", body, "xml")
-        results.append(await store.record_callback(received, callback))
+        results.append((await service.ingest(received))[1])
     return results
 
 
@@ -173,7 +171,7 @@ async def outbox(outbox_settings: Settings) -> AsyncIterator[Outbox]:
     settings, clock, registry = outbox_settings, FakeClock(), CollectorRegistry()
     policy = AddressPolicy.from_setting(settings.allow_networks)
     sender = FakeSender(subscriber, policy=policy, clock=clock)
-    store = Store(settings.db_path, gateway=settings.gateway_id)
+    store = Store(settings.db_path)
     worker = DeliveryWorker(
         store,
         sender,

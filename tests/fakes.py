@@ -17,8 +17,9 @@ from typing import Any
 import anyio
 from yarl import URL
 
-from relay.deliver.client import Attempt, Outcome, Sender, outcome_for, parse_retry_after
+from relay.deliver.client import Sender, outcome_for, parse_retry_after
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.delivery import Attempt, Outcome
 
 #: Any fixed instant will do; a Monday morning reads well in failures.
 EPOCH = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)

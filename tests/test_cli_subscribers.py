@@ -21,11 +21,10 @@ from starlette.routing import Route
 from relay.app import utc_now
 from relay.cli import main
 from relay.cli.subscribers import SHOWN_ONCE
-from relay.deliver.client import Attempt, Outcome
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.store import Store
-from relay.store.records import Decision, Finished
 from tests.conftest import SAMPLE_JOB_ID, TRANSCODE, ingest, job_body
 from tests.live import ProcessServer, ThreadServer, wait_until
 

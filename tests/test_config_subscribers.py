@@ -18,13 +18,12 @@ from click.testing import CliRunner
 from relay.app import create_app, utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
-from relay.outbox.manage import BadSubscriber
-from relay.outbox.subscribers import Subscriber
+from relay.domain.callback import Received
+from relay.domain.subscribers import Subscriber
+from relay.errors import BadSubscriber
+from relay.ingest import Ingest, Reader
 from relay.settings import Settings
 from relay.store import Store
-from relay.store.records import Received
-from relay.validate.callback import callback_from_document
-from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 from tests.conftest import ADMIN_TOKEN, DATA
 from tests.live import ProcessServer, ThreadServer, free_port
@@ -352,10 +351,9 @@ def test_serve_takes_its_config_and_retry_schedule_from_the_environment(tmp_path
     server = ProcessServer(db, args=SERVE_ARGS, env=env).start()
     try:
         assert [item["name"] for item in api_get(server, "/api/subscribers")["items"]] == ["hook"]
-        schema = CallbackSchema.load()
-        callback = callback_from_document(schema.convert(parse(TRANSCODE, "xml", new_xml_parser())))
         with Store(db) as store:
-            asyncio.run(store.record_callback(Received(utc_now(), None, None, TRANSCODE, "xml"), callback))
+            ingest = Ingest(store, Reader(CallbackSchema.load()))
+            asyncio.run(ingest.ingest(Received(utc_now(), None, None, TRANSCODE, "xml")))
         failed = wait_for(
             lambda: next(
                 (d for d in api_get(server, "/api/deliveries?subscriber=hook")["items"] if d["failures"] == 1), None

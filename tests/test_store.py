@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from relay.app import utc_now
-from relay.deliver.client import Attempt, Outcome
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN, Recorder
-from relay.outbox.filters import Filter
-from relay.outbox.subscribers import SubscriberSpec
+from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
+from relay.domain.filters import Filter
+from relay.domain.retry import RetryPolicy
+from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store
-from relay.store.records import Decision, Finished
 from tests.conftest import ingest, job_body
 
 
@@ -64,3 +65,46 @@ def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_ow
         assert len(set(following)) == lanes
         assert store.count_deliveries("delivered") == lanes
         assert store.count_deliveries("in_flight") == lanes
+
+
+def test_a_failure_streak_disables_its_subscriber_unless_a_success_ended_the_streak_since_the_claim(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "relay.db"
+    with Store(db) as store:
+        spec = SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter(), max_in_flight=2)
+        store.add_subscriber(spec, utc_now())
+    ingest(db, job_body(1), job_body(2), job_body(3))
+    policy, long_ago = RetryPolicy(), timedelta(days=5)
+    failed = Attempt(Outcome.HTTP_5XX, 500, 0.01, None, b"", None)
+    delivered = Attempt(Outcome.SUCCESS, 204, 0.01, None, b"", None)
+
+    def finished(claim: Claim, attempt: Attempt, at: datetime) -> Finished:
+        return Finished(claim, attempt, decide(claim, attempt, at, policy, long_ago, lambda: 0.5), at, at)
+
+    with Store(db) as store:
+
+        async def scenario() -> tuple[str | None, str | None]:
+            start = utc_now()
+            first, second = await store.claim(start, LEASE_MARGIN, 2)
+            [streak_begins] = await store.finish([finished(first, failed, start)], LEASE_MARGIN)
+            stale = streak_begins.following  # leased in the same transaction: it saw the streak begin
+            assert stale is not None
+            assert stale.failing_since is not None
+            later = start + timedelta(days=6)
+            # Another lane succeeds, which ends the streak; the stale claim's failure must not disable.
+            await store.finish([finished(second, delivered, later)], LEASE_MARGIN)
+            [not_disabled] = await store.finish([finished(stale, failed, later)], LEASE_MARGIN)
+            # With no success in between, a streak as old as the limit disables.
+            much_later = later + timedelta(days=6)
+            [again, *_] = await store.claim(much_later, LEASE_MARGIN, 1)
+            [disabled] = await store.finish([finished(again, failed, much_later)], LEASE_MARGIN)
+            return not_disabled.disabled, disabled.disabled
+
+        not_disabled, disabled = asyncio.run(scenario())
+        assert not_disabled is None
+        assert disabled is not None
+        assert disabled.startswith("failing continuously since")
+        subscriber = store.get_subscriber("hook")
+        assert subscriber is not None
+        assert subscriber.state == "disabled"

@@ -22,8 +22,9 @@ from starlette.requests import Request
 from relay.app import utc_now
 from relay.cli import main
 from relay.deliver.ssrf import AddressPolicy
-from relay.errors import TooLarge
-from relay.outbox.manage import BadSubscriber, Subscribers
+from relay.errors import BadSubscriber, TooLarge
+from relay.outbox.config import apply_config
+from relay.outbox.service import Subscribers
 from relay.receive.body import read_body
 from relay.store import Store
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
@@ -327,5 +328,5 @@ def test_a_config_with_an_unbounded_retry_schedule_changes_nothing(tmp_path: Pat
     with Store(tmp_path / "relay.db") as store:
         service = Subscribers(store, AddressPolicy.from_setting("127.0.0.0/8"), utc_now)
         with pytest.raises(BadSubscriber, match=r"^bad: a retry schedule is"):
-            service.apply_config(config)
+            apply_config(service, config)
         assert service.all() == []

@@ -13,10 +13,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from relay.api import params
-from relay.api.params import BadParameter, parse_since
-from relay.outbox.manage import Subscribers, UnknownSubscriber, check_options
+from relay.api.params import parse_since
+from relay.domain.delivery import DELIVERY_STATES
+from relay.errors import BadParameter, UnknownDelivery
+from relay.outbox.options import check_options
+from relay.outbox.service import Subscribers
 from relay.store import Store
-from relay.store.records import DELIVERY_STATES
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
     async def get_delivery(request: Request) -> Response:
         found = await call(store.get_delivery, delivery_id(request))
         if found is None:
-            raise UnknownSubscriber("no such delivery")
+            raise UnknownDelivery("no such delivery")
         return JSONResponse(found)
 
     async def retry_delivery(request: Request) -> Response:

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.datastructures import QueryParams
 
-from relay import numbers
-from relay.errors import Rejected
+from relay.domain import numbers
+from relay.errors import BadParameter
 
 MAX_LIMIT = 500
 #: Ids and cursors are SQLite INTEGERs (signed 64-bit); larger ones would overflow the binding.
@@ -22,14 +22,6 @@ MAX_SPAN_DAYS = 36500
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SPAN = re.compile(r"([0-9]{1,12})([smhd])")
 _ISO_EXAMPLE = "2024-11-05T10:00:00Z"
-
-
-class BadParameter(Rejected):
-    """A query parameter is not valid."""
-
-    status = 400
-    outcome = "bad_request"
-    quarantined = False
 
 
 def one(params: QueryParams, name: str) -> str | None:

@@ -12,8 +12,8 @@ from relay.cli.options import Whole, db_option
 from relay.cli.subscribers import subscribers_service
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.delivery import DELIVERY_STATES
 from relay.store import Store
-from relay.store.records import DELIVERY_STATES
 
 _COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
 _ATTEMPT_COLUMNS = ("started_at", "trigger", "outcome", "status", "duration", "error")

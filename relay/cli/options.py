@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from relay import numbers
+from relay.domain import numbers
 from relay.setting_kinds import Flag
 from relay.settings import SETTINGS, Setting, setting_named
 

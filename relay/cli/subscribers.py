@@ -10,15 +10,15 @@ from typing import Any, TypeVar
 
 import click
 
-from relay.api.params import BadParameter, parse_since
+from relay.api.params import parse_since
 from relay.app import utc_now
 from relay.cli.options import Decimal, Whole, db_option, setting_option
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
-from relay.errors import Rejected
-from relay.outbox.manage import Subscribers
-from relay.outbox.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
-from relay.schedule import parse_schedule
+from relay.domain.retry import parse_schedule
+from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
+from relay.errors import BadParameter, Rejected
+from relay.outbox.service import Subscribers
 from relay.store import Store
 
 F = TypeVar("F", bound=Callable[..., object])

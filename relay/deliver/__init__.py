@@ -1,1 +1,1 @@
-"""Deliver: sign events, guard destinations, send them over HTTP and schedule retries."""
+"""Deliver: the worker that claims, signs and sends events over HTTP (SSRF-guarded) and records each attempt."""

@@ -6,10 +6,8 @@ import asyncio
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from types import TracebackType
 
 import aiohttp
@@ -17,43 +15,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
+from relay.domain.delivery import Attempt, Outcome
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 #: URL verdicts kept (one per subscriber URL in practice); beyond this the cache starts over.
 URL_CACHE = 1024
-
-
-class Outcome(StrEnum):
-    """How one delivery attempt ended; a bounded label for metrics and the attempt log."""
-
-    SUCCESS = "success"
-    HTTP_3XX = "http_3xx"
-    HTTP_4XX = "http_4xx"
-    HTTP_429 = "http_429"
-    HTTP_410 = "http_410"
-    HTTP_5XX = "http_5xx"
-    TIMEOUT = "timeout"
-    CONNECTION_ERROR = "connection_error"
-    SSRF_BLOCKED = "ssrf_blocked"
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """The result of one delivery attempt."""
-
-    outcome: Outcome
-    #: HTTP status, if a status line arrived (also on TIMEOUT while the body was still trickling in).
-    status: int | None
-    #: Seconds from the start of `Sender.send` to the end of the attempt.
-    duration: float
-    #: Short description of a failure (exception class, "timeout after 15s", "10.0.0.1 is private"),
-    #: never the URL or a header, so no secret can leak into the attempt log.
-    error: str | None
-    #: At most ``body_limit`` bytes of the response body.
-    response_body: bytes
-    #: Parsed Retry-After in seconds from now, for 429 and 503 only.
-    retry_after: float | None
 
 
 def outcome_for(status: int) -> Outcome:

@@ -36,15 +36,6 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
-def mask_secret(secret: str) -> str:
-    """``whsec_abcd…``: enough to tell secrets apart in logs and the API, never more than 4 characters."""
-    prefix = _PREFIX if secret.startswith(_PREFIX) else ""
-    body = secret.removeprefix(_PREFIX)
-    # A short secret would be mostly revealed by 4 characters: show none.
-    shown = body[:4] if len(body) >= 16 else ""
-    return f"{prefix}{shown}…"
-
-
 class Signer:
     """Signs deliveries with the current secret and any previous ones still in their grace period."""
 

@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 
 import anyio
 
-from relay.deliver.client import Attempt, Outcome, Sender
-from relay.deliver.retry import RetryPolicy
+from relay.deliver.client import Sender
 from relay.deliver.signing import Signer
+from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, Recorded, decide
+from relay.domain.retry import RetryPolicy
 from relay.metrics import Metrics
 from relay.store import Store
-from relay.store.records import Claim, Decision, Finished, Recorded
 
 logger = logging.getLogger(__name__)
 
@@ -23,28 +23,6 @@ logger = logging.getLogger(__name__)
 LEASE_MARGIN = timedelta(seconds=5)
 #: Signers kept for reuse (one per subscriber and secret set); beyond this the cache starts over.
 SIGNER_CACHE = 1024
-
-
-def decide(
-    claim: Claim,
-    attempt: Attempt,
-    now: datetime,
-    policy: RetryPolicy,
-    disable_after: timedelta,
-    rand: Callable[[], float],
-) -> Decision:
-    """What an attempt's outcome means for its delivery and its subscriber (pure, so tests are tables)."""
-    if attempt.outcome is Outcome.SUCCESS:
-        return Decision("delivered")
-    if attempt.outcome is Outcome.HTTP_410:
-        # Gone: stop sending at once. The delivery is held, not dropped, in case an operator resumes.
-        return Decision("pending", next_attempt_at=now, disable_reason="the endpoint answered 410 Gone")
-    schedule = policy if claim.retry_schedule is None else RetryPolicy(claim.retry_schedule, policy.jitter)
-    delay = schedule.next_delay(claim.failures + 1, attempt.retry_after, rand)
-    streak_limit = now - disable_after
-    if delay is None:
-        return Decision("dead", disable_if_failing_since=streak_limit)
-    return Decision("pending", next_attempt_at=now + timedelta(seconds=delay), disable_if_failing_since=streak_limit)
 
 
 class Recorder:

@@ -1,1 +1,1 @@
-"""Outbox: the events a callback becomes and which subscribers each one is for."""
+"""Outbox: managing subscribers (the service the CLI, the admin API and the TOML config go through)."""

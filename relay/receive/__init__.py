@@ -1,1 +1,1 @@
-"""Receive: the HTTP side of ingest (token, body limits, media type), then hand over to validate and store."""
+"""Receive: the HTTP side of ingest (token, body limits, media type), then hand over to `relay.ingest`."""

@@ -13,24 +13,22 @@ from typing import Final
 
 import anyio
 import anyio.to_thread
-from lxml import etree
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from relay.auth import Credentials, sole, tokens_match
-from relay.errors import BodyTimeout, Invalid, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
+from relay.domain.callback import Callback, IngestResult, Received
+from relay.errors import BodyTimeout, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
+from relay.ingest import Ingest
 from relay.logs import Throttle, clip
 from relay.metrics import Metrics
 from relay.receive.body import body_format, read_body
 from relay.receive.heap import releaser
 from relay.settings import Settings
 from relay.store import Store
-from relay.store.records import IngestResult, Received
 from relay.validate import limits
-from relay.validate.callback import Callback, callback_from_document
-from relay.validate.parse import BodyFormat, new_xml_parser, parse
-from relay.validate.schema import CallbackSchema, SchemaViolation
+from relay.validate.parse import BodyFormat, new_xml_parser
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ class CallbackEndpoint:
         settings: Settings,
         credentials: Credentials,
         store: Store,
-        schema: CallbackSchema,
+        ingest: Ingest,
         clock: Callable[[], datetime],
         metrics: Metrics,
         on_commit: Callable[[], None] = lambda: None,
@@ -79,7 +77,7 @@ class CallbackEndpoint:
         self._on_commit = on_commit
         self._credentials = credentials
         self._store = store
-        self._schema = schema
+        self._ingest = ingest
         self._clock = clock
         #: For bodies read on the event loop; each body read in a thread gets its own (not thread-safe).
         self._parser = new_xml_parser()
@@ -109,7 +107,7 @@ class CallbackEndpoint:
                 raise UnsupportedType(f"Content-Encoding {clip(encoding)!r} is not accepted")
             received = dataclasses.replace(received, format=body_format(received.content_type, body))
             large = is_large(body, received.format)  # type: ignore[arg-type]
-            callback, result = await self._ingest(received, large)
+            callback, result = await self._read_and_record(received, large)
         except Rejected as error:
             response = await self._refuse(error, received, large)
             size = len(received.body) if received is not None else None
@@ -164,34 +162,20 @@ class CallbackEndpoint:
         if expected is not None and not tokens_match(sole(request.query_params.getlist("token")), expected):
             raise Unauthorized()
 
-    async def _ingest(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:
+    async def _read_and_record(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:
         if large:
             try:
-                callback = await anyio.to_thread.run_sync(self._read, received, new_xml_parser(), limiter=self._large)
+                reading = await anyio.to_thread.run_sync(
+                    self._ingest.reader.read, received, new_xml_parser(), limiter=self._large
+                )
             except Rejected as error:
                 # Raised across the thread, the refusal's traceback holds the worker's frames and the future
                 # that holds the refusal: a cycle that kept the body and its tree alive until the next
                 # garbage collection, which an idle server may never run.
                 raise error.with_traceback(None) from None
         else:
-            callback = self._read(received, self._parser)
-        try:
-            return callback, await self._store.record_callback(received, callback)
-        except sqlite3.Error as exc:
-            # Never 200 for data that is not committed: COS may try again later.
-            raise Unavailable(f"the callback could not be stored ({type(exc).__name__})") from None
-
-    def _read(self, received: Received, parser: etree.XMLParser) -> Callback:
-        """Parse, validate and model the body: everything between reading it and storing it."""
-        root = parse(received.body, received.format, parser)  # type: ignore[arg-type]
-        try:
-            document = self._schema.convert(root)
-        except SchemaViolation as violation:
-            first = violation.violations[0]
-            raise Invalid("the body is not a valid COS callback", path=first.path, rule=first.rule) from None
-        callback = callback_from_document(document)
-        limits.check_items(callback)
-        return callback
+            reading = self._ingest.reader.read(received, self._parser)
+        return reading.callback, await self._ingest.record(received, reading)
 
     async def _refuse(self, error: Rejected, received: Received | None, large: bool) -> Response:
         quarantine_id = None

@@ -16,13 +16,14 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from relay.domain.callback import Callback, IngestResult, Received
+from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.fanout import Owed, Snapshot
+from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import Rejected
-from relay.outbox.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.settings import Durability
-from relay.store.records import Claim, Finished, IngestResult, Page, Received, Recorded
-from relay.store.sqlite import connection, ingest, outbox, queries
+from relay.store.records import Durability, Page
+from relay.store.sqlite import attempts, callbacks, connection, deliveries, queries, subscribers
 from relay.store.writer import Observer, Writer
-from relay.validate.callback import Callback
 
 T = TypeVar("T")
 
@@ -38,17 +39,14 @@ class Store:
         path: Path,
         *,
         durability: Durability = "normal",
-        gateway: str = "cos-relay",
         write_timeout: float = 5.0,
         observe: Observer | None = None,
     ) -> None:
         self.path = path
-        self.gateway = gateway
         self._durability = durability
         self._write_timeout = write_timeout
         # No busy timeout on the writer's connection: it waits for other processes' locks itself.
         self._writer = Writer(partial(self._connect, busy_timeout=0.0), observe=observe, lock_timeout=write_timeout)
-        self._subscribers = outbox.SubscriberCache()  # used on the writer thread only
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._opened: list[sqlite3.Connection] = []
 
@@ -96,19 +94,20 @@ class Store:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    async def record_callback(self, received: Received, callback: Callback) -> IngestResult:
-        write = partial(
-            ingest.record_callback,
-            received=received,
-            callback=callback,
-            gateway=self.gateway,
-            subscribers=self._subscribers,
-        )
+    async def record_callback(
+        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
+    ) -> IngestResult | None:
+        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
+        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
+        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
         return await self._writer.run(write)
+
+    async def subscriber_snapshot(self) -> Snapshot:
+        return await self._read(subscribers.snapshot)
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
         return await self._writer.run(
-            partial(ingest.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
+            partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
         )
 
     async def check_writable(self, at: datetime) -> None:
@@ -121,54 +120,56 @@ class Store:
     # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
 
     def list_subscribers(self) -> list[Subscriber]:
-        return self._read_sync(outbox.list_subscribers)
+        return self._read_sync(subscribers.list_subscribers)
 
     def get_subscriber(self, name: str) -> Subscriber | None:
-        return self._read_sync(partial(outbox.get_subscriber, name=name))
+        return self._read_sync(partial(subscribers.get_subscriber, name=name))
 
     def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
         """Raises sqlite3.IntegrityError when the name is taken."""
-        return self._write_sync(partial(outbox.insert_subscriber, spec=spec, at=at))
+        return self._write_sync(partial(subscribers.insert_subscriber, spec=spec, at=at))
 
     def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
-        return self._write_sync(partial(outbox.update_subscriber, name=name, changes=changes, at=at))
+        return self._write_sync(partial(subscribers.update_subscriber, name=name, changes=changes, at=at))
 
     def set_subscriber_state(
         self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
     ) -> Subscriber | None:
-        return self._write_sync(partial(outbox.set_state, name=name, state=state, reason=reason, at=at))
+        return self._write_sync(partial(subscribers.set_state, name=name, state=state, reason=reason, at=at))
 
     def remove_subscriber(self, name: str, at: datetime) -> int | None:
         """Returns how many unfinished deliveries were cancelled, or None for an unknown name."""
-        return self._write_sync(partial(outbox.remove_subscriber, name=name, at=at))
+        return self._write_sync(partial(subscribers.remove_subscriber, name=name, at=at))
 
     def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
         return self._write_sync(
-            partial(outbox.rotate_secret, name=name, new_secret=secret, grace_until=grace_until, at=at)
+            partial(subscribers.rotate_secret, name=name, new_secret=secret, grace_until=grace_until, at=at)
         )
 
     def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
-        return self._write_sync(partial(outbox.requeue, delivery_ids=list(delivery_ids), at=at))
+        return self._write_sync(partial(deliveries.requeue, delivery_ids=list(delivery_ids), at=at))
 
     def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]:
         return self._read_sync(
-            partial(outbox.recoverable, subscriber_id=subscriber_id, since=since, after_id=after_id, limit=limit)
+            partial(deliveries.recoverable, subscriber_id=subscriber_id, since=since, after_id=after_id, limit=limit)
         )
 
     # -- the delivery worker ----------------------------------------------------------------------
 
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
-        return await self._writer.run(partial(outbox.claim_due, now=now, lease_margin=lease_margin, capacity=capacity))
+        return await self._writer.run(
+            partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity)
+        )
 
     async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
         """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
-        return await self._writer.run(partial(outbox.finish, finished=finished, lease_margin=lease_margin))
+        return await self._writer.run(partial(attempts.finish, finished=finished, lease_margin=lease_margin))
 
     async def release(self, claim: Claim, at: datetime) -> None:
-        await self._writer.run(partial(outbox.release, claim=claim, at=at))
+        await self._writer.run(partial(deliveries.release, claim=claim, at=at))
 
     async def next_due(self) -> datetime | None:
-        return await self._read(outbox.next_due)
+        return await self._read(deliveries.next_due)
 
     # -- reads ------------------------------------------------------------------------------------
 

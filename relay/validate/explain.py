@@ -11,7 +11,7 @@ from xmlschema.validators import XsdAssert, XsdAssertionFacet
 from relay.validate.assertions import ASSERTION_RULES, VALUE_ASSERTIONS
 from relay.validate.errors import Violation
 from relay.validate.fastpath import child_spec_of, element_path
-from relay.validate.model import ComplexSpec, Invalid, describe
+from relay.validate.model import CheckFailed, ComplexSpec, describe
 
 
 def _mixed(root: etree._Element) -> list[etree._Element]:
@@ -83,9 +83,9 @@ def _value_rule(error: Any, element: etree._Element, document: etree._Element, s
         text = element.text or ""
         try:
             outcome = child.simple.convert(text) if text else child.simple.empty
-        except Invalid as invalid:
+        except CheckFailed as invalid:
             return invalid.rule
-        if isinstance(outcome, Invalid):
+        if isinstance(outcome, CheckFailed):
             return outcome.rule
         # Otherwise the compiled twin accepts the value: xmlschema's own words are the honest answer.
     validator = error.validator

@@ -18,10 +18,10 @@ from relay.validate.model import (
     EMPTY,
     INTEGER,
     TEXT,
+    CheckFailed,
     ChildSpec,
     CompiledSchema,
     ComplexSpec,
-    Invalid,
     describe,
 )
 
@@ -41,7 +41,7 @@ def make_converter(compiled: CompiledSchema) -> Callable[[etree._Element], dict[
     root_name = compiled.root_name
     root_spec = compiled.root
     empty = EMPTY
-    invalid = Invalid
+    invalid = CheckFailed
     inf = math.inf
 
     def walk(el: etree._Element, spec: ComplexSpec) -> Any:
@@ -184,7 +184,7 @@ def _finish(el: etree._Element, spec: ComplexSpec, out: dict[str, Any]) -> None:
 def _convert(child: etree._Element, conv: Any, text: str) -> Any:
     try:
         return conv(text)
-    except Invalid as err:
+    except CheckFailed as err:
         raise _Fault(child, err.rule) from None
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
-from relay.validate.model import Invalid, describe
+from relay.validate.model import CheckFailed, describe
 
 XS: Final = "{http://www.w3.org/2001/XMLSchema}"
 
@@ -23,7 +23,7 @@ _SPACES: Final = re.compile(r"\s+")
 _DECIMAL: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _BOOLEANS: Final = {"true": True, "false": False, "1": True, "0": False}
 
-# A value check after conversion: gets (typed value, normalized text), raises Invalid.
+# A value check after conversion: gets (typed value, normalized text), raises CheckFailed.
 Check = Callable[[Any, str], None]
 # One pattern facet step: its regexes (any may match) and their XSD source for messages.
 Group = tuple[tuple[re.Pattern[str], ...], str]
@@ -51,16 +51,16 @@ def _to_integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise Invalid(f"not an integer: {describe(text)}", 1) from None
+        raise CheckFailed(f"not an integer: {describe(text)}", 1) from None
 
 
 def _to_decimal(text: str) -> float:
     compact = text.replace(" ", "")
     if _DECIMAL.fullmatch(compact) is None:
-        raise Invalid(f"not a decimal: {describe(text)}", 1)
+        raise CheckFailed(f"not a decimal: {describe(text)}", 1)
     value = float(compact)
     if math.isinf(value):
-        raise Invalid(f"decimal out of range: {describe(text)}", 2)
+        raise CheckFailed(f"decimal out of range: {describe(text)}", 2)
     return value
 
 
@@ -68,7 +68,7 @@ def _to_boolean(text: str) -> bool:
     try:
         return _BOOLEANS[text]
     except KeyError:
-        raise Invalid(f"not a boolean (true/false/1/0): {describe(text)}", 1) from None
+        raise CheckFailed(f"not a boolean (true/false/1/0): {describe(text)}", 1) from None
 
 
 def _to_string(text: str) -> str:
@@ -96,7 +96,7 @@ def enumeration_check(allowed: frozenset[str], ordered: list[str]) -> Check:
 
     def check(value: Any, text: str) -> None:
         if value not in allowed:
-            raise Invalid(f"value {describe(text)} is not one of {shown}", 1)
+            raise CheckFailed(f"value {describe(text)} is not one of {shown}", 1)
 
     return check
 
@@ -109,7 +109,7 @@ def length_check(kind: str, limit: int) -> Check:
             or (kind == "minLength" and size < limit)
             or (kind == "maxLength" and size > limit)
         ):
-            raise Invalid(f"value {describe(text)} breaks {kind} {limit}", 1)
+            raise CheckFailed(f"value {describe(text)} breaks {kind} {limit}", 1)
 
     return check
 
@@ -125,6 +125,6 @@ def bound_check(kind: str, limit: Any, *, exact: bool) -> Check:
             or (kind == "maxExclusive" and number >= limit)
         )
         if broken:
-            raise Invalid(f"value {text} breaks {kind} {limit}", 2)
+            raise CheckFailed(f"value {text} breaks {kind} {limit}", 2)
 
     return check

@@ -20,7 +20,7 @@ class _Empty:
 EMPTY: Final = _Empty()
 
 
-class Invalid(Exception):
+class CheckFailed(Exception):
     """A simple-type check failed.
 
     `stage` ranks how far the value got (1 lexical, 2 value bounds, 3 assertion) so that a union
@@ -33,7 +33,7 @@ class Invalid(Exception):
         self.stage = stage
 
 
-# Converts the raw text of a simple-typed element to its typed value (or EMPTY); raises Invalid.
+# Converts the raw text of a simple-typed element to its typed value (or EMPTY); raises CheckFailed.
 Converter = Callable[[str], object]
 # A compiled xs:assert on element content: sees child name -> converted value (before empty ones
 # are dropped, so presence is exact) and returns a rule when the assertion is false.
@@ -55,7 +55,7 @@ class SimpleSpec:
     name: str
     # None only for TEXT.
     convert: Converter | None
-    # Precomputed outcome for an empty element ("" text): a value, EMPTY, or the Invalid to raise.
+    # Precomputed outcome for an empty element ("" text): a value, EMPTY, or the CheckFailed to raise.
     empty: object
     kind: int = OTHER
 

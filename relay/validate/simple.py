@@ -22,7 +22,7 @@ from relay.validate.lexical import (
     enumeration_check,
     length_check,
 )
-from relay.validate.model import DECIMAL, EMPTY, INTEGER, OTHER, TEXT, Converter, Invalid, SimpleSpec, describe
+from relay.validate.model import DECIMAL, EMPTY, INTEGER, OTHER, TEXT, CheckFailed, Converter, SimpleSpec, describe
 
 
 def _label(xsd_type: Any) -> str:
@@ -106,7 +106,7 @@ def _only_empty(xsd_type: Any) -> bool:
 def _empty_outcome(convert: Converter) -> object:
     try:
         value = convert("")
-    except Invalid as err:
+    except CheckFailed as err:
         return err
     return EMPTY if value == "" else value
 
@@ -120,20 +120,20 @@ def _union(members: list[Converter]) -> Converter:
         def convert_pair(text: str) -> object:
             try:
                 return first(text)
-            except Invalid as error:
+            except CheckFailed as error:
                 try:
                     return second(text)
-                except Invalid as other:
+                except CheckFailed as other:
                     raise (other if other.stage > error.stage else error) from None
 
         return convert_pair
 
     def convert(text: str) -> object:
-        best: Invalid | None = None
+        best: CheckFailed | None = None
         for member in members:
             try:
                 return member(text)
-            except Invalid as err:
+            except CheckFailed as err:
                 if best is None or err.stage > best.stage:
                     best = err
         assert best is not None
@@ -202,8 +202,8 @@ def _assemble(label: str, normalize: Callable[[str], str] | None, builtin_name: 
     single = groups[0][0][0] if len(groups) == 1 and len(groups[0][0]) == 1 else None
     shown = groups[0][1] if len(groups) == 1 else ""
 
-    def mismatch(text: str, shown: str) -> Invalid:
-        return Invalid(f"value {describe(text)} does not match the {label} pattern {shown}", 1)
+    def mismatch(text: str, shown: str) -> CheckFailed:
+        return CheckFailed(f"value {describe(text)} does not match the {label} pattern {shown}", 1)
 
     if (
         normalize is None
@@ -243,7 +243,7 @@ def _assemble(label: str, normalize: Callable[[str], str] | None, builtin_name: 
                 if match(text) is None:
                     raise mismatch(text, shown)
                 if not holds(text):
-                    raise Invalid(rule(text), 3)
+                    raise CheckFailed(rule(text), 3)
                 return text
 
             return convert_asserted
@@ -265,7 +265,7 @@ def _assemble(label: str, normalize: Callable[[str], str] | None, builtin_name: 
             check(value, text)
         for holds, rule in assertions:  # string types only: the value is the text
             if not holds(text):
-                raise Invalid(rule(text), 3)
+                raise CheckFailed(rule(text), 3)
         if stringy and not text:
             return EMPTY
         return value

@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from relay.deliver.client import Attempt, Outcome, Sender, outcome_for, parse_retry_after
+from relay.deliver.client import Sender, outcome_for, parse_retry_after
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.delivery import Attempt, Outcome
 from tests.live import free_port
 
 pytestmark = pytest.mark.anyio

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from relay.deliver.client import Attempt, Sender
+from relay.deliver.client import Sender
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.delivery import Attempt
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import free_port
 from tests.sink import Sink

@@ -2,7 +2,7 @@
 
 Uses atheris (libFuzzer) when it is installed, instrumenting the ``relay`` package so that inputs reaching
 new code are kept and mutated further; otherwise a plain random-mutation loop over the same seeds. Either
-way, any exception other than Rejected or SchemaViolation stops the run with exit status 1 and the input
+way, any exception other than a Rejected refusal stops the run with exit status 1 and the input
 saved under --work. On success it writes the figures (inputs/s, peak RSS, outcomes) to --results.
 """
 

@@ -10,7 +10,7 @@ from email.utils import formatdate
 
 import pytest
 
-from relay.deliver.client import Outcome
+from relay.domain.delivery import Outcome
 from tests.conftest import Outbox, job_body
 from tests.fakes import Reply, Request
 

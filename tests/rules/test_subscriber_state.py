@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.outbox.subscribers import SubscriberState
+from relay.domain.subscribers import SubscriberState
 from relay.settings import Settings
 from tests.conftest import Outbox, job_body
 

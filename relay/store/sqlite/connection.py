@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import sqlite_utils
 
-from relay.settings import Durability
 from relay.store.migrations import migrations
+from relay.store.records import Durability
 
 
 def connect(path: Path, durability: Durability = "normal", busy_timeout: float = 5.0) -> sqlite3.Connection:
@@ -86,6 +86,11 @@ def iso(moment: datetime) -> str:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     # isoformat, not strftime: several times faster (a few are made per callback), and the year is zero-padded.
     return moment.isoformat(timespec="microseconds") + "Z"
+
+
+def when(value: str | None) -> datetime | None:
+    """An instant as stored by `iso`, or None."""
+    return datetime.fromisoformat(value) if value else None
 
 
 def to_json(value: object) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from relay.validate.callback import Callback, JobState, WorkflowRun
+from relay.domain.callback import Callback, JobState, WorkflowRun
 
 CONTENT_TYPE = "application/cloudevents+json"
 #: Event ids are UUIDv5 of the item's dedup key in this namespace: the same COS callback always maps to
@@ -103,10 +103,10 @@ def nonexistent_event(callback: Callback, gateway: str, received_at: datetime) -
     return _event(key, "cos.job.nonexistent", None, _source(gateway), received_at, data)
 
 
-def events_for(callback: Callback, new_items: set[str], gateway: str, received_at: datetime) -> list[Event]:
-    """The events for the items of ``callback`` that were new (duplicates make none)."""
-    events = [job_event(job, gateway, received_at) for job in callback.jobs if job.dedup_key in new_items]
-    events += [workflow_event(run, gateway, received_at) for run in callback.workflows if run.dedup_key in new_items]
-    if callback.nonexistent_dedup_key in new_items:
+def events_for(callback: Callback, gateway: str, received_at: datetime) -> list[Event]:
+    """The events for the items of ``callback``: one per job state, workflow run and NonExistJobIds set."""
+    events = [job_event(job, gateway, received_at) for job in callback.jobs]
+    events += [workflow_event(run, gateway, received_at) for run in callback.workflows]
+    if callback.nonexistent_dedup_key is not None:
         events.append(nonexistent_event(callback, gateway, received_at))
     return events

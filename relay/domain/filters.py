@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from relay.outbox.events import Event
+from relay.domain.events import Event
 
 #: Filter keys a subscriber may set, besides event types.
 FILTER_KEYS = ("tag", "state", "queue_id", "bucket", "object_prefix")

@@ -7,8 +7,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, strategies as st
 
-from relay.deliver.retry import RetryPolicy
-from relay.schedule import DEFAULT_SCHEDULE, parse_schedule
+from relay.domain.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_schedule
 
 
 def midpoint() -> float:

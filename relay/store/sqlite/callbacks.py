@@ -1,22 +1,33 @@
-"""Recording callbacks: the raw body, job and workflow state, and the quarantine."""
+"""Recording callbacks: the raw body, job and workflow state, their events and deliveries, and the quarantine."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
+from relay.domain.callback import Callback, IngestResult, JobState, Received, Timestamp, WorkflowRun
+from relay.domain.fanout import Owed
 from relay.errors import Rejected
-from relay.outbox.events import events_for
-from relay.store.records import IngestResult, Received
 from relay.store.sqlite.connection import iso, to_json
-from relay.store.sqlite.outbox import SubscriberCache, fan_out
-from relay.validate.callback import Callback, JobState, Timestamp, WorkflowRun
+from relay.store.sqlite.deliveries import insert_owed
+from relay.store.sqlite.subscribers import subscribers_version
 
 
 def record_callback(
-    conn: sqlite3.Connection, received: Received, callback: Callback, gateway: str, subscribers: SubscriberCache
-) -> IngestResult:
+    conn: sqlite3.Connection,
+    received: Received,
+    callback: Callback,
+    owed: Sequence[Owed],
+    version: tuple[object, ...] | None,
+) -> IngestResult | None:
     """Store the raw callback, every new job state, workflow state and NonExistJobIds set it carries, and
-    the events and deliveries they make (transactional outbox: if this commits, the events exist)."""
+    the events of the new items with their deliveries (transactional outbox: if this commits, they exist).
+
+    ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
+    written and the answer is None (match again against a fresh snapshot).
+    """
+    if subscribers_version(conn) != version:
+        return None
     at = iso(received.received_at)
     callback_id = _insert_callback(conn, received, callback, at)
     new_items: list[str] = []
@@ -38,8 +49,8 @@ def record_callback(
     if not new_items:
         conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = ?", (callback_id,))
         return IngestResult(callback_id, "duplicate", (), 0)
-    events = events_for(callback, set(new_items), gateway, received.received_at)
-    deliveries = fan_out(conn, events, callback_id, received.received_at, subscribers)
+    new = set(new_items)
+    deliveries = insert_owed(conn, [o for o in owed if o.event.item_key in new], callback_id, at)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 

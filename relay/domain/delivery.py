@@ -1,0 +1,151 @@
+"""One delivery attempt and what it means: the outcome, the leased work, and THE delivery decision.
+
+`decide` is the only place that says whether a delivery is retried, given up or delivered, and whether
+its subscriber is disabled (410 Gone, or failing without a single success for ``disable_after``). The
+store applies a `Decision` as it is; it judges nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from relay.domain.retry import RetryPolicy
+
+#: Every state a delivery can be in (the ``deliveries.state`` column).
+DELIVERY_STATES = ("pending", "in_flight", "delivered", "dead", "cancelled")
+
+
+class Outcome(StrEnum):
+    """How one delivery attempt ended; a bounded label for metrics and the attempt log."""
+
+    SUCCESS = "success"
+    HTTP_3XX = "http_3xx"
+    HTTP_4XX = "http_4xx"
+    HTTP_429 = "http_429"
+    HTTP_410 = "http_410"
+    HTTP_5XX = "http_5xx"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    SSRF_BLOCKED = "ssrf_blocked"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The result of one delivery attempt."""
+
+    outcome: Outcome
+    #: HTTP status, if a status line arrived (also on TIMEOUT while the body was still trickling in).
+    status: int | None
+    #: Seconds from the start of `Sender.send` to the end of the attempt.
+    duration: float
+    #: Short description of a failure (exception class, "timeout after 15s", "10.0.0.1 is private"),
+    #: never the URL or a header, so no secret can leak into the attempt log.
+    error: str | None
+    #: At most ``body_limit`` bytes of the response body.
+    response_body: bytes
+    #: Parsed Retry-After in seconds from now, for 429 and 503 only.
+    retry_after: float | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery leased to this worker: everything needed to make one attempt and record it."""
+
+    delivery_id: int
+    event_id: str
+    body: bytes
+    subscriber_id: int
+    subscriber: str
+    url: str
+    secrets: tuple[str, ...]
+    timeout: float
+    retry_schedule: tuple[float, ...] | None
+    #: Failed attempts since it was last queued (indexes the retry schedule).
+    failures: int
+    #: first | retry | manual
+    trigger: str
+    created_at: datetime
+    #: Since when the subscriber has failed without a success, as of the claim (None: its last attempt succeeded).
+    failing_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a delivery (and its subscriber) after an attempt."""
+
+    #: delivered | pending | dead
+    state: str
+    next_attempt_at: datetime | None = None
+    #: Disable the subscriber, with this reason.
+    disable_reason: str | None = None
+    #: For a disable because of a failure streak: the streak start the verdict rests on. The store
+    #: disables only while the subscriber's streak still starts there, so a success recorded by another
+    #: attempt since the claim (which ends the streak) wins.
+    streak_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One attempt to record: the claim it used, how it went and what that means for the delivery."""
+
+    claim: Claim
+    attempt: Attempt
+    decision: Decision
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an attempt did."""
+
+    #: Why it disabled the subscriber, if it did.
+    disabled: str | None
+    #: The subscriber's next due delivery, leased to the lane that made the attempt.
+    following: Claim | None
+
+
+GONE = "the endpoint answered 410 Gone"
+
+
+def decide(
+    claim: Claim,
+    attempt: Attempt,
+    now: datetime,
+    policy: RetryPolicy,
+    disable_after: timedelta,
+    rand: Callable[[], float],
+) -> Decision:
+    """What an attempt's outcome means for its delivery and its subscriber (pure, so tests are tables).
+
+    * success: delivered (and the subscriber's failure streak ends);
+    * 410 Gone: the subscriber is disabled at once; the delivery is held, not dropped, in case an
+      operator resumes it;
+    * any other failure: retried after the schedule's next delay (the subscriber's own schedule, else
+      ``policy``), or dead when the schedule is used up; and the subscriber is disabled when this
+      failure continues a streak that began at least ``disable_after`` ago.
+    """
+    if attempt.outcome is Outcome.SUCCESS:
+        return Decision("delivered")
+    if attempt.outcome is Outcome.HTTP_410:
+        return Decision("pending", next_attempt_at=now, disable_reason=GONE)
+    schedule = policy if claim.retry_schedule is None else RetryPolicy(claim.retry_schedule, policy.jitter)
+    delay = schedule.next_delay(claim.failures + 1, attempt.retry_after, rand)
+    streak = claim.failing_since or now
+    reason = None
+    if streak <= now - disable_after:
+        reason = f"failing continuously since {_moment(streak)}"
+    if delay is None:
+        return Decision("dead", disable_reason=reason, streak_since=streak)
+    return Decision(
+        "pending", next_attempt_at=now + timedelta(seconds=delay), disable_reason=reason, streak_since=streak
+    )
+
+
+def _moment(moment: datetime) -> str:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds") + "Z"

@@ -1,0 +1,110 @@
+"""THE ingest pipeline: a received body -> parse -> validate and convert -> callback model -> events ->
+the deliveries they owe -> one store call. The endpoint, ``cos-relay validate``, bench, the fuzz target and
+the tests all go through here; nothing else rebuilds it.
+
+`Reader.read` is everything before storing (pure CPU, thread-safe given a parser per thread, so the
+endpoint may run it in a worker thread for large bodies); `Ingest.record` matches the events against a
+snapshot of the subscribers and makes the one store call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from lxml import etree
+
+from relay.domain.callback import Callback, IngestResult, Received
+from relay.domain.events import Event, events_for
+from relay.domain.fanout import EMPTY, Snapshot, fan_out
+from relay.errors import Invalid, Unavailable
+from relay.store import Store
+from relay.validate import limits
+from relay.validate.callback import callback_from_document
+from relay.validate.parse import BodyFormat, new_xml_parser, parse
+from relay.validate.schema import CallbackSchema, SchemaViolation
+
+#: A write finding the subscribers changed since its snapshot reads them again and retries; this many
+#: times in a row means something is changing them without pause.
+STALE_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A body read and understood: its callback model and the events its items make."""
+
+    callback: Callback
+    #: One per item, new or not: the store keeps only those of items it had not seen.
+    events: tuple[Event, ...]
+
+
+class Reader:
+    """Reads callbacks: no store, no state. ``gateway`` names this gateway in every event's source."""
+
+    def __init__(self, schema: CallbackSchema, *, gateway: str = "cos-relay") -> None:
+        self._schema = schema
+        self._gateway = gateway
+
+    def check(self, body: bytes, fmt: BodyFormat, parser: etree.XMLParser, *, explain: bool = False) -> Callback:
+        """Parse, validate and model one body, or raise the refusal (`Malformed`, `Invalid`, `TooComplex`).
+
+        ``explain`` lists every schema violation in the `Invalid` (slow: for people, not the hot path).
+        The parser is not thread-safe: give each thread its own.
+        """
+        root = parse(body, fmt, parser)
+        try:
+            document = self._schema.convert(root)
+        except SchemaViolation as violation:
+            first = violation.violations[0]
+            reasons = tuple(self._schema.explain(root) or violation.violations) if explain else ()
+            raise Invalid(
+                "the body is not a valid COS callback",
+                path=first.path,
+                rule=first.rule,
+                reasons=tuple((reason.path, reason.rule) for reason in reasons),
+            ) from None
+        callback = callback_from_document(document)
+        limits.check_items(callback)
+        return callback
+
+    def read(self, received: Received, parser: etree.XMLParser) -> Reading:
+        """Everything between reading a body and storing it."""
+        callback = self.check(received.body, received.format, parser)  # type: ignore[arg-type]
+        return Reading(callback, tuple(events_for(callback, self._gateway, received.received_at)))
+
+
+class Ingest:
+    """Reads callbacks (`reader`) and records them in ``store``."""
+
+    def __init__(self, store: Store, reader: Reader) -> None:
+        self._store = store
+        self.reader = reader
+        #: The subscribers as last read; replaced whenever a write finds them changed.
+        self._snapshot = EMPTY
+        #: For `ingest`, which runs on one thread (lxml parsers are not thread-safe).
+        self._parser = new_xml_parser()
+
+    async def record(self, received: Received, reading: Reading) -> IngestResult:
+        """Store the callback, its new items' events and their deliveries in one transaction.
+
+        Raises `Unavailable` when it could not be committed: never claim a callback is stored when it is not.
+        """
+        try:
+            for _ in range(STALE_RETRIES):
+                snapshot = self._snapshot
+                owed = fan_out(reading.events, snapshot.subscribers)
+                result = await self._store.record_callback(received, reading.callback, owed, snapshot.version)
+                if result is not None:
+                    return result
+                self._snapshot = await self._fresh_snapshot()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"the callback could not be stored ({type(exc).__name__})") from None
+        raise Unavailable("the subscribers kept changing while the callback was stored")
+
+    async def ingest(self, received: Received) -> tuple[Callback, IngestResult]:
+        """Read and record one body on the calling thread (the CLI, bench and tests)."""
+        reading = self.reader.read(received, self._parser)
+        return reading.callback, await self.record(received, reading)
+
+    async def _fresh_snapshot(self) -> Snapshot:
+        return await self._store.subscriber_snapshot()

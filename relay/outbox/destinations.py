@@ -1,0 +1,32 @@
+"""Vetting a subscriber's URL before it is stored: the SSRF policy, and every address its host resolves to."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from yarl import URL
+
+from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
+from relay.errors import BadSubscriber
+
+
+def vet_destination(policy: AddressPolicy, url: str) -> None:
+    """Refuse URLs that are, or resolve to, addresses subscribers may not reach (checked again at connect)."""
+    try:
+        policy.check_url(url)
+        parsed = URL(url)
+        host = parsed.host or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError):
+                # UnicodeError: the IDNA codec refuses the name (check_url already refuses the known cases).
+                raise BadSubscriber(f"the host {host!r} does not resolve") from None
+            for info in infos:
+                policy.check_ip(str(info[4][0]))
+    except ForbiddenDestination as exc:
+        raise BadSubscriber(f"the URL is not allowed: {exc}") from None

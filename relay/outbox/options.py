@@ -1,0 +1,67 @@
+"""Subscriber options as users write them (JSON body, TOML entry): types, ranges, and the filter they build."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from relay.domain.filters import Filter
+from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits
+from relay.errors import BadSubscriber
+
+#: The options a subscriber definition may carry (JSON body or TOML entry), besides its name.
+OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule")
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Type-check user-written subscriber options, with messages a user understands."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise BadSubscriber(f"unknown field(s): {', '.join(sorted(unknown))}")
+    checked = dict(options)
+    if "types" in checked and isinstance(checked["types"], str):
+        checked["types"] = [checked["types"]]  # one type written as a plain string
+    rules: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "url": (lambda v: isinstance(v, str), "a string"),
+        "secret": (lambda v: isinstance(v, str), "a string (whsec_...)"),
+        "types": (
+            lambda v: isinstance(v, list) and bool(v) and all(isinstance(t, str) for t in v),
+            "a list of event types",
+        ),
+        "filters": (
+            lambda v: (
+                isinstance(v, dict | list)
+                and all(isinstance(x, str) for x in (v.values() if isinstance(v, dict) else v))
+            ),
+            "an object of strings or a list of KEY=VALUE strings",
+        ),
+        "max_in_flight": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+        "timeout": (number, "a number of seconds"),
+        "retry_schedule": (lambda v: v is None or (isinstance(v, list) and all(map(number, v))), "a list of seconds"),
+    }
+    for key, value in checked.items():
+        valid, expected = rules[key]
+        if not valid(value):
+            raise BadSubscriber(f"{key} must be {expected}")
+    # Ranges too, so that a config file with one bad entry is refused before any entry is applied.
+    try:
+        check_limits(
+            checked.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT),
+            checked.get("timeout", DEFAULT_TIMEOUT),
+            checked.get("retry_schedule"),
+        )
+    except ValueError as exc:
+        raise BadSubscriber(str(exc)) from None
+    return checked
+
+
+def build_filter(types: Sequence[str] | None, filters: Mapping[str, str] | Sequence[str]) -> Filter:
+    """The filter of ``types`` (None: every type) and ``filters`` (a mapping, or KEY=VALUE strings)."""
+    types = ("*",) if types is None else tuple(types)
+    if isinstance(filters, Mapping):
+        return Filter(types, dict(filters))
+    return Filter.parse(types, filters)

@@ -1,0 +1,88 @@
+"""Recording attempts: the attempt log, the decision applied to the delivery and its subscriber, the next lease."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import timedelta
+
+from relay.domain.delivery import Claim, Finished, Recorded
+from relay.store.sqlite.connection import iso
+from relay.store.sqlite.deliveries import claim_due
+
+
+def finish(conn: sqlite3.Connection, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
+    """Record a batch of attempts, apply their decisions, and lease each lane its subscriber's next delivery.
+
+    Handing the freed slots straight to the next deliveries saves the worker a claim transaction per
+    attempt; claiming once per subscriber for the whole batch saves most of the claim's queries.
+    """
+    disabled = [_apply(conn, item) for item in finished]
+    lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next delivery
+    for position, (item, reason) in enumerate(zip(finished, disabled, strict=True)):
+        if reason is None:
+            lanes.setdefault(item.claim.subscriber_id, []).append(position)
+    following: dict[int, Claim] = {}
+    if lanes:
+        at = max(item.finished_at for item in finished)
+        for subscriber_id, positions in lanes.items():
+            claims = claim_due(conn, at, lease_margin, len(positions), subscriber_id)
+            following.update(zip(positions, claims, strict=False))
+    return [Recorded(reason, following.get(position)) for position, reason in enumerate(disabled)]
+
+
+def _apply(conn: sqlite3.Connection, finished: Finished) -> str | None:
+    claim, attempt, decision = finished.claim, finished.attempt, finished.decision
+    stamp = iso(finished.finished_at)
+    conn.execute(
+        "INSERT INTO attempts(delivery_id, started_at, duration, outcome, status, error, response_body, trigger)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            claim.delivery_id,
+            iso(finished.started_at),
+            attempt.duration,
+            attempt.outcome.value,
+            attempt.status,
+            attempt.error,
+            attempt.response_body,
+            claim.trigger,
+        ),
+    )
+    delivered = decision.state == "delivered"
+    # A delivery cancelled meanwhile (subscriber removed) stays cancelled.
+    conn.execute(
+        "UPDATE deliveries SET state = ?, next_attempt_at = coalesce(?, next_attempt_at), lease_expires_at = NULL,"
+        " failures = failures + ?, last_outcome = ?, last_status = ?, updated_at = ?,"
+        " delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END WHERE id = ? AND state = 'in_flight'",
+        (
+            decision.state,
+            iso(decision.next_attempt_at) if decision.next_attempt_at else None,
+            0 if delivered else 1,
+            attempt.outcome.value,
+            attempt.status,
+            stamp,
+            delivered,
+            stamp,
+            claim.delivery_id,
+        ),
+    )
+    if delivered:
+        conn.execute(
+            "UPDATE subscribers SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+            (claim.subscriber_id,),
+        )
+        return None
+    conn.execute(
+        "UPDATE subscribers SET failing_since = coalesce(failing_since, ?) WHERE id = ?", (stamp, claim.subscriber_id)
+    )
+    reason = decision.disable_reason
+    if reason is None:
+        return None
+    # A streak verdict holds only while the streak still starts where the claim saw it start.
+    streak = None if decision.streak_since is None else iso(decision.streak_since)
+    disabled = conn.execute(
+        "UPDATE subscribers SET state = 'disabled', disabled_reason = ?, updated_at = ?"
+        " WHERE id = ? AND state = 'enabled' AND (? IS NULL OR failing_since = ?)",
+        (reason, stamp, claim.subscriber_id, streak, streak),
+    ).rowcount
+    return reason if disabled else None

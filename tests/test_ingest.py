@@ -1,0 +1,74 @@
+"""The ingest service: duplicates make no events, and deliveries follow the subscribers as they are now."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from relay.app import utc_now
+from relay.deliver.signing import generate_secret
+from relay.domain.callback import IngestResult, Received
+from relay.domain.filters import Filter
+from relay.domain.subscribers import SubscriberSpec
+from relay.errors import Invalid
+from relay.ingest import Ingest, Reader
+from relay.store import Store
+from relay.validate.parse import new_xml_parser
+from relay.validate.schema import CallbackSchema
+from tests.conftest import job_body
+
+READER = Reader(CallbackSchema.load())
+
+
+def received(body: bytes) -> Received:
+    return Received(utc_now(), "127.0.0.1", "application/xml", body, "xml")
+
+
+def spec(name: str) -> SubscriberSpec:
+    return SubscriberSpec(name, "http://127.0.0.1:9/hook", generate_secret(), Filter())
+
+
+def test_a_subscriber_added_after_a_callback_gets_the_next_ones_even_from_another_process(tmp_path: Path) -> None:
+    db = tmp_path / "relay.db"
+    with Store(db) as store, Store(db) as other:
+        ingest = Ingest(store, READER)
+
+        async def scenario() -> list[IngestResult]:
+            results = [(await ingest.ingest(received(job_body(1))))[1]]  # nobody to deliver to yet
+            other.add_subscriber(spec("first"), utc_now())  # another process: the snapshot is stale now
+            results.append((await ingest.ingest(received(job_body(2))))[1])
+            store.add_subscriber(spec("second"), utc_now())
+            results.append((await ingest.ingest(received(job_body(3))))[1])
+            return results
+
+        results = asyncio.run(scenario())
+        assert [result.deliveries for result in results] == [0, 1, 2]
+        assert store.count_deliveries("pending") == 3
+
+
+def test_a_duplicate_is_recorded_but_makes_no_event_and_no_delivery(tmp_path: Path) -> None:
+    with Store(tmp_path / "relay.db") as store:
+        store.add_subscriber(spec("hook"), utc_now())
+        ingest = Ingest(store, READER)
+
+        async def twice() -> list[IngestResult]:
+            return [(await ingest.ingest(received(job_body(1))))[1] for _ in range(2)]
+
+        first, again = asyncio.run(twice())
+        assert (first.outcome, first.deliveries) == ("accepted", 1)
+        assert (again.outcome, again.new_items, again.deliveries) == ("duplicate", (), 0)
+        assert len(store.event_bodies(limit=10)) == 1
+
+
+def test_explain_lists_every_schema_violation_and_the_hot_path_only_the_first() -> None:
+    body = job_body(1).replace(b"<State>Success</State>", b"<State>Exploded</State>")
+    with pytest.raises(Invalid) as fast:
+        READER.check(body, "xml", new_xml_parser())
+    assert fast.value.reasons == ()
+    assert fast.value.path is not None
+    with pytest.raises(Invalid) as explained:
+        READER.check(body, "xml", new_xml_parser(), explain=True)
+    assert explained.value.reasons
+    assert any("Exploded" in rule for _, rule in explained.value.reasons)
