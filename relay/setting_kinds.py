@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -243,38 +244,25 @@ class Schedule(Kind):
 
 
 @dataclass(frozen=True)
-class Networks(Kind):
-    """Kept as the text the operator wrote (``AddressPolicy.from_setting`` reads it); checked here."""
+class AddressList(Kind):
+    """Kept as the text the operator wrote (its user parses it again); checked here by ``parse``."""
+
+    parse_text: Callable[[str], object]
+    placeholder: str
+    description: str
 
     @property
     def metavar(self) -> str:
-        return "CIDR,..."
+        return self.placeholder
 
     @property
     def form(self) -> str:
-        return "comma-separated networks such as 127.0.0.0/8,10.1.0.0/16"
+        return self.description
 
     def check(self, value: Any) -> None:
         if not isinstance(value, str):
             raise ValueError(f"{value!r} is not {self.form}")
-        parse_networks(value)
-
-
-class Proxies(Kind):
-    """Kept as the text the operator wrote (uvicorn reads it); each entry an address, a network or ``*``."""
-
-    @property
-    def metavar(self) -> str:
-        return "IP,CIDR,..."
-
-    @property
-    def form(self) -> str:
-        return "comma-separated addresses or networks of trusted proxies, or *"
-
-    def check(self, value: Any) -> None:
-        if not isinstance(value, str):
-            raise ValueError(f"{value!r} is not {self.form}")
-        parse_proxies(value)
+        self.parse_text(value)
 
 
 def parse_networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -294,3 +282,9 @@ def parse_proxies(value: str) -> list[str]:
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or network") from None
     return items
+
+
+#: Networks subscribers may be reached at although they are not public (``AddressPolicy.from_setting``).
+NETWORKS = AddressList(parse_networks, "CIDR,...", "comma-separated networks such as 127.0.0.0/8,10.1.0.0/16")
+#: Reverse proxies whose X-Forwarded-For is believed (uvicorn's ``forwarded_allow_ips``).
+PROXIES = AddressList(parse_proxies, "IP,CIDR,...", "comma-separated addresses or networks of trusted proxies, or *")

@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
 from relay.setting_kinds import (
+    NETWORKS,
+    PROXIES,
     Choice,
     File,
     Flag,
     Integer,
     Kind,
-    Networks,
-    Proxies,
     Schedule,
     Seconds,
     Text,
@@ -116,7 +116,7 @@ class Settings:
     )
     forwarded_allow_ips: str = setting(
         "",
-        Proxies(),
+        PROXIES,
         "Addresses or networks (or *) of reverse proxies whose X-Forwarded-For is believed.",
         shown="none: no proxy is trusted",
     )
@@ -141,7 +141,7 @@ class Settings:
     )
     allow_networks: str = setting(
         "",
-        Networks(),
+        NETWORKS,
         "Networks subscribers may be reached at although they are not public (SSRF allow-list).",
         shown="none",
     )
