@@ -39,6 +39,11 @@ def prepare(settings: Settings) -> Credentials:
 
     `Rejected` when the config file is refused.
     """
+    logger.info(
+        "subscriber URLs may reach non-public networks: %s",
+        settings.allow_networks or "none (set RELAY_ALLOW_NETWORKS or --allow-networks to allow some)",
+        extra={"action": "allow_networks"},
+    )
     with Store(settings.db_path) as store:
         credentials = resolve_credentials(settings, store, utc_now)
         if settings.config_path is None:

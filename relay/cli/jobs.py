@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from relay.api.params import MAX_LIMIT
+from relay.cli import units
+from relay.cli.database import existing_store
 from relay.cli.options import Whole, db_option
 from relay.cli.table import render_table
-from relay.store import Store
 
 _COLUMNS = ("job_id", "state", "tag", "end_time", "object")
 
@@ -30,7 +32,7 @@ def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, 
     ctx.obj = db_path
     if ctx.invoked_subcommand is not None:
         return
-    with Store(db_path) as store:
+    with existing_store(db_path) as store:
         page = store.list_jobs_sync(state=state, tag=tag, limit=limit)
     if not page.items:
         click.echo("no jobs")
@@ -40,10 +42,14 @@ def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, 
 
 @jobs.command()
 @click.argument("job_id")
-@click.pass_obj
-def show(db_path: Path, job_id: str) -> None:
+@db_option
+@click.pass_context
+def show(ctx: click.Context, db_path: Path, job_id: str) -> None:
     """Show one job with its state history."""
-    with Store(db_path) as store:
+    # ``--db`` after the subcommand, as everywhere else; before it (``jobs --db X show ID``) still works.
+    if ctx.get_parameter_source("db_path") is ParameterSource.DEFAULT:
+        db_path = ctx.obj
+    with existing_store(db_path) as store:
         job = store.get_job_sync(job_id)
     if job is None:
         raise click.ClickException(f"job {job_id} is not known")
@@ -64,7 +70,10 @@ def show(db_path: Path, job_id: str) -> None:
     click.echo("history:")
     click.echo(
         render_table(
-            [(h["received_at"], h["state"], h["code"] or "-", h["end_time"] or "-") for h in job["history"]],
+            [
+                (units.instant(h["received_at"]), h["state"], h["code"] or "-", h["end_time"] or "-")
+                for h in job["history"]
+            ],
             ("received_at", "state", "code", "end_time"),
         )
     )
