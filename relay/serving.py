@@ -39,11 +39,6 @@ def prepare(settings: Settings) -> Credentials:
 
     `Rejected` when the config file is refused.
     """
-    logger.info(
-        "subscriber URLs may reach non-public networks: %s",
-        settings.allow_networks or "none (set RELAY_ALLOW_NETWORKS or --allow-networks to allow some)",
-        extra={"action": "allow_networks"},
-    )
     with Store(settings.db_path) as store:
         credentials = resolve_credentials(settings, store, utc_now)
         if settings.config_path is None:
@@ -67,6 +62,11 @@ def run(settings: Settings, credentials: Credentials) -> None:
     again (workers applying the config all at once would race to create the same subscribers).
     """
     settings = settings.replace(config_path=None)
+    logger.info(
+        "subscriber URLs may reach non-public networks: %s",
+        settings.allow_networks or "none (set RELAY_ALLOW_NETWORKS or --allow-networks to allow some)",
+        extra={"action": "allow_networks"},
+    )
     if settings.workers == 1:
         uvicorn.run(create_app(settings, credentials=credentials), **_uvicorn_options(settings))
         return

@@ -56,6 +56,9 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         found = await call(subscribers.get, request.path_params["name"])
         return JSONResponse(found.public())
 
+    async def get_secret(request: Request) -> Response:
+        return JSONResponse(await call(subscribers.secrets, request.path_params["name"]))
+
     async def update_subscriber(request: Request) -> Response:
         changes = check_options(await _body(request))
         if "secret" in changes:
@@ -85,9 +88,12 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
 
     async def list_deliveries(request: Request) -> Response:
         query = request.query_params
+        subscriber = params.one(query, "subscriber")
+        if subscriber is not None:
+            await call(subscribers.get, subscriber)  # 404 naming the known ones, not an empty page
         page = await call(
             lambda: store.list_deliveries(
-                subscriber=params.one(query, "subscriber"),
+                subscriber=subscriber,
                 state=params.choice(query, "state", DELIVERY_STATES),
                 event_id=params.one(query, "event_id"),
                 limit=params.limit(query),
@@ -115,6 +121,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         Route(named, get_subscriber, methods=["GET"]),
         Route(named, update_subscriber, methods=["PATCH"]),
         Route(named, delete_subscriber, methods=["DELETE"]),
+        Route(f"{named}/secret", get_secret, methods=["GET"]),
         Route(f"{named}/pause", pause, methods=["POST"]),
         Route(f"{named}/resume", resume, methods=["POST"]),
         Route(f"{named}/rotate-secret", rotate, methods=["POST"]),

@@ -46,6 +46,9 @@ def deliveries() -> None:
 def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: str | None, limit: int) -> None:
     """List deliveries, newest first."""
     with existing_store(db_path) as store:
+        if subscriber is not None and store.get_subscriber(subscriber) is None:
+            known = ", ".join(sorted(s.name for s in store.list_subscribers())) or "none yet"
+            raise click.ClickException(f"no subscriber is named {subscriber!r} (known: {known})")
         page = store.list_deliveries(subscriber=subscriber, state=state, event_id=event_id, limit=limit)
     if not page.items:
         click.echo("no deliveries")

@@ -13,6 +13,7 @@ from relay.cli import units
 from relay.cli.database import existing_store
 from relay.cli.options import Whole, db_option
 from relay.cli.table import render_table
+from relay.domain.callback import JOB_STATES
 
 _COLUMNS = ("job_id", "state", "tag", "end_time", "object")
 
@@ -21,9 +22,19 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
     return (job["job_id"], job["state"], job["tag"], job["end_time"] or "-", job["input"]["object"] or "-")
 
 
+def _state(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The state as COS spells it; an unknown one is a one-line error, not "no jobs"."""
+    if value is None:
+        return None
+    for state in JOB_STATES:
+        if state.casefold() == value.casefold():
+            return state
+    raise click.ClickException(f"--state {value!r} is not a job state; use one of {', '.join(JOB_STATES)}")
+
+
 @click.group(invoke_without_command=True)
 @db_option
-@click.option("--state", help="Only jobs in this state (Success, Failed, ...).")
+@click.option("--state", callback=_state, help=f"Only jobs in this state: {', '.join(JOB_STATES)} (any case).")
 @click.option("--tag", help="Only jobs with this Tag (Transcode, Snapshot, ...).")
 @click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many jobs, newest first.")
 @click.pass_context

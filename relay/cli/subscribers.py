@@ -177,6 +177,19 @@ def show(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @subscribers.command()
 @click.argument("name")
 @store_options
+def secret(db_path: Path, policy: AddressPolicy, name: str) -> None:
+    """Print the secret(s) NAME's events are signed with now, to verify their signatures."""
+    with subscribers_service(db_path, policy) as service:
+        shown = service.secrets(name)
+    click.echo(f"secret: {shown['secret']}")
+    if shown["previous_secret"] is not None:
+        until = units.instant(shown["previous_secret_expires_at"])
+        click.echo(f"previous_secret: {shown['previous_secret']} (signs too until {until})")
+
+
+@subscribers.command()
+@click.argument("name")
+@store_options
 def pause(db_path: Path, policy: AddressPolicy, name: str) -> None:
     """Hold deliveries to NAME until it is resumed (nothing is lost)."""
     with subscribers_service(db_path, policy) as service:

@@ -59,8 +59,21 @@ class Subscribers:
     def get(self, name: str) -> Subscriber:
         subscriber = self._store.get_subscriber(name)
         if subscriber is None:
-            raise UnknownSubscriber(f"no subscriber is named {name!r}")
+            known = ", ".join(sorted(s.name for s in self.all())) or "none yet"
+            raise UnknownSubscriber(f"no subscriber is named {name!r} (known: {known})")
         return subscriber
+
+    def secrets(self, name: str) -> dict[str, Any]:
+        """What NAME's events are signed with now, for an operator verifying signatures (never listed or logged)."""
+        subscriber = self.get(name)
+        current, *previous = subscriber.signing_secrets(self._clock())
+        expires = subscriber.previous_secret_expires_at
+        return {
+            "name": name,
+            "secret": current,
+            "previous_secret": previous[0] if previous else None,
+            "previous_secret_expires_at": expires.isoformat() if previous and expires else None,
+        }
 
     def add(
         self,
