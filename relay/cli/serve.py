@@ -26,7 +26,11 @@ def serve(**values: Any) -> None:
     try:
         credentials = serving.prepare(settings)
     except Rejected as error:
-        raise click.ClickException(f"{settings.config_path}: {error.detail}") from None
+        # The config file's own refusals name it, with the line and key; others get its name here.
+        where = str(settings.config_path)
+        raise click.ClickException(
+            error.detail if error.detail.startswith(where) else f"{where}: {error.detail}"
+        ) from None
     if new:
         click.echo(f"Created a new database at {settings.db_path}")
     _print_banner(settings, credentials)
