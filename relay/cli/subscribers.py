@@ -171,7 +171,7 @@ def list_(db_path: Path, policy: AddressPolicy) -> None:
 def show(db_path: Path, policy: AddressPolicy, name: str) -> None:
     """Show every field of subscriber NAME (secret masked)."""
     with subscribers_service(db_path, policy) as service:
-        _echo_fields(service.get(name).public())
+        _echo_fields(service.describe(name))
 
 
 @subscribers.command()

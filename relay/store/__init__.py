@@ -205,6 +205,9 @@ class Store:
     def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
         return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
 
+    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None:
+        return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))
+
     def count_deliveries(self, state: str) -> int:
         return self._read_sync(partial(queries.count_deliveries, state=state))
 
