@@ -61,7 +61,7 @@ class ConfigFile:
             end = headers[entry + 1] if entry + 1 < len(headers) else end
             if key == "":
                 return start + 1
-        written = re.compile(rf"\s*(\[+\s*(subscribers\.)?{re.escape(key)}\s*[\].]|\"?{re.escape(key)}\"?\s*=)")
+        written = re.compile(rf"\s*(\[+\s*(subscribers\.)?{re.escape(key)}\s*[\].]|\"?{re.escape(key)}\"?\s*[=.])")
         for number in range(start, end):
             if written.match(self.lines[number]):
                 return number + 1

@@ -45,6 +45,7 @@ def refusal(tmp_path: Path, text: str) -> str:
         (GOOD + GOOD.replace('"a"', '"b"') + 'filtres = { tag = "x" }\n', ":7: subscribers[1].filtres: unknown key"),
         (GOOD + 'filters = { tga = "x" }\n', ":4: subscribers[0].filters.tga: unknown filter key (known: tag, state"),
         (GOOD + "[subscribers.filters]\ntga = 'x'\n", ":4: subscribers[0].filters.tga: unknown filter key"),
+        (GOOD + "filters.tga = 'x'\n", ":4: subscribers[0].filters.tga: unknown filter key"),
         (GOOD + 'timeout = "10"\n', ":4: subscribers[0].timeout: timeout must be a number of seconds"),
         (GOOD + "max_in_flight = 0\n", ":4: subscribers[0].max_in_flight: max_in_flight must be"),
         (
@@ -86,6 +87,7 @@ def refusal(tmp_path: Path, text: str) -> str:
         "unknown-entry-key",
         "unknown-filter-key",
         "unknown-filter-key-subtable",
+        "unknown-filter-key-dotted",
         "wrong-type",
         "out-of-range",
         "type-pattern-matches-nothing",
