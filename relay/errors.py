@@ -158,3 +158,13 @@ class SubscriberExists(Rejected):
     status = 409
     outcome = "conflict"
     quarantined = False
+
+
+class NoDatabase(NotFound):
+    """A command that only reads or manages a database was pointed at a path with none."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"no database at {path}: start `cos-relay serve --db {path}` first, or pass --db (or RELAY_DB) "
+            "naming the database the server uses"
+        )

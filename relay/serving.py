@@ -11,6 +11,7 @@ import functools
 import logging
 import tempfile
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from relay.auth import Credentials, resolve_credentials
 from relay.deliver.ssrf import AddressPolicy
 from relay.metrics_files import count_into
 from relay.outbox.config import apply_config
+from relay.outbox.config_file import read_config
+from relay.outbox.destinations import vet_destination
 from relay.outbox.service import Subscribers
 from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
 from relay.receive.protocol import BoundedProtocol, ConnectionLimits
@@ -39,17 +42,22 @@ def prepare(settings: Settings) -> Credentials:
 
     `Rejected` when the config file is refused.
     """
+    policy = AddressPolicy.from_setting(settings.allow_networks)
+    # The config file first: a mistake in it stops the start before anything, a new database included.
+    checked = (
+        None if settings.config_path is None else read_config(settings.config_path, partial(vet_destination, policy))
+    )
     with Store(settings.db_path) as store:
         credentials = resolve_credentials(settings, store, utc_now)
         if settings.config_path is None:
             return credentials
         subscribers = Subscribers(
             store,
-            AddressPolicy.from_setting(settings.allow_networks),
+            policy,
             utc_now,
             secret_grace=timedelta(seconds=settings.secret_grace),
         )
-        changes = apply_config(subscribers, settings.config_path)
+        changes = apply_config(subscribers, settings.config_path, checked)
     for change in changes:
         logger.info("config: %s", change, extra={"action": "config_applied"})
     return credentials
@@ -62,6 +70,11 @@ def run(settings: Settings, credentials: Credentials) -> None:
     again (workers applying the config all at once would race to create the same subscribers).
     """
     settings = settings.replace(config_path=None)
+    logger.info(
+        "subscriber URLs may reach non-public networks: %s",
+        settings.allow_networks or "none (set RELAY_ALLOW_NETWORKS or --allow-networks to allow some)",
+        extra={"action": "allow_networks"},
+    )
     if settings.workers == 1:
         uvicorn.run(create_app(settings, credentials=credentials), **_uvicorn_options(settings))
         return

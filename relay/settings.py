@@ -69,7 +69,7 @@ class Settings:
     db_path: Path = setting(
         Path("cos-relay.db"),
         File(),
-        "SQLite database file; created, migrated and put in WAL mode on start.",
+        "SQLite database file; `serve` creates it (migrated, in WAL mode), every other command needs it to exist.",
         name="db",
     )
     callback_token: str | None = setting(

@@ -422,7 +422,8 @@ def test_deliveries_list_filters_by_subscriber_state_and_event_id(api: httpx.Cli
     assert {delivery["subscriber"] for delivery in everything} == {"jobs"}
     assert len(everything) == 2
     assert deliveries(api, subscriber="workflows") == []
-    assert deliveries(api, subscriber="nobody") == []
+    # An unknown subscriber is a 404, not an empty list (issue 15).
+    assert api.get("/api/deliveries", params={"subscriber": "nobody"}).status_code == 404
     assert len(deliveries(api, subscriber="jobs", state="pending")) == 2
     assert deliveries(api, state="delivered") == []
     first = everything[-1]

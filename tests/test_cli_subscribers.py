@@ -6,7 +6,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -34,7 +34,10 @@ PUBLIC_URL = "https://8.8.8.8/hooks/cos"
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return tmp_path / "relay.db"
+    """A database as `serve` leaves it: the other commands never create one (issue 15)."""
+    path = tmp_path / "relay.db"
+    with Store(path):
+        return path
 
 
 def cli(db: Path, *args: str, env: Mapping[str, str | None] | None = None) -> Result:
@@ -251,7 +254,8 @@ def test_rotate_secret_prints_the_new_secret_once_and_when_the_old_one_stops_sig
     shown = ok(cli(db, "subscribers", "show", "hook"))
     assert field(shown, "previous_secret_expires_at") == until
     # The default grace: a day (generous bounds; only the order of magnitude matters).
-    assert timedelta(hours=23) < datetime.fromisoformat(until) - before < timedelta(hours=25)
+    expires = datetime.fromisoformat(until.removesuffix(" UTC")).replace(tzinfo=UTC)  # printed readably (issue 15)
+    assert timedelta(hours=23) < expires - before < timedelta(hours=25)
     assert field(shown, "secret") == f"{new[:10]}…"
     assert new not in shown
     assert old not in shown
@@ -335,7 +339,8 @@ def test_deliveries_show_includes_the_attempts_log(db: Path) -> None:
     assert field(shown, "last_status") == "500"
     log = shown.split("attempts:\n", 1)[1].splitlines()
     assert log[0].split() == ["started_at", "trigger", "outcome", "status", "duration", "error"]
-    assert log[1].split()[1:5] == ["first", "http_5xx", "500", "0.05"]
+    # started_at is "date time UTC", the duration in human units (issue 15)
+    assert log[1].split()[3:8] == ["first", "http_5xx", "500", "50", "ms"]
 
 
 def test_deliveries_show_and_retry_of_an_unknown_id_fail(db: Path) -> None:

@@ -19,6 +19,7 @@ from relay.cli import main
 from relay.cli.reference import render_reference
 from relay.setting_kinds import Flag
 from relay.settings import SETTINGS, Setting, Settings, setting_named
+from relay.store import Store
 from tests.live import ProcessServer
 from tests.procfs import children
 
@@ -187,9 +188,13 @@ def test_the_configuration_reference_is_what_the_settings_table_renders() -> Non
 
 def test_other_commands_read_the_database_from_the_same_setting(tmp_path: Path) -> None:
     db = tmp_path / "elsewhere.db"
+    # Only serve creates a database (issue 15): tokens looks for the one RELAY_DB names, then reads it.
+    missing = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": str(db)})
+    assert missing.exit_code == 1
+    assert f"no database at {db}" in missing.output
+    Store(db).open()
     result = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": str(db)})
     assert result.exit_code == 0, result.output
-    assert db.exists()
     for command in (["tokens"], ["jobs"], ["deliveries", "list"], ["subscribers", "list"]):
         shown = " ".join(CliRunner().invoke(main, [*command, "--help"]).output.split())
         assert "--db FILE" in shown, command

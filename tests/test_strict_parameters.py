@@ -241,8 +241,8 @@ def test_serve_with_a_config_naming_a_dns_label_over_63_characters_exits_with_on
     assert finished.returncode == 1, output
     assert "Traceback" not in output
     assert finished.stderr.strip().splitlines() == [
-        f"Error: {config}: the URL is not allowed: the host name label {'a' * 20}... is 64 characters;"
-        " DNS allows at most 63"
+        f"Error: {config}:3: subscribers[0].url: the URL is not allowed: the host name label {'a' * 20}..."
+        " is 64 characters; DNS allows at most 63"
     ]
 
 
@@ -327,6 +327,8 @@ def test_a_config_with_an_unbounded_retry_schedule_changes_nothing(tmp_path: Pat
     )
     with Store(tmp_path / "relay.db") as store:
         service = Subscribers(store, AddressPolicy.from_setting("127.0.0.0/8"), utc_now)
-        with pytest.raises(BadSubscriber, match=r"^bad: a retry schedule is"):
+        with pytest.raises(
+            BadSubscriber, match=r"subscribers\.toml:8: subscribers\[1\]\.retry_schedule: a retry schedule is"
+        ):
             apply_config(service, config)
         assert service.all() == []

@@ -38,8 +38,8 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         return await anyio.to_thread.run_sync(function, *args)
 
     async def list_subscribers(request: Request) -> Response:
-        found = await call(subscribers.all)
-        return JSONResponse({"items": [subscriber.public() for subscriber in found]})
+        found = await call(lambda: [subscribers.shown(subscriber) for subscriber in subscribers.all()])
+        return JSONResponse({"items": found})
 
     async def create_subscriber(request: Request) -> Response:
         body = await _body(request)
@@ -48,35 +48,38 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
             raise BadParameter("name and url are required strings")
         options = check_options(body)
         url = options.pop("url")
-        created = await call(lambda: subscribers.add(name, url, **options))
-        # The only response that ever shows the secret.
-        return JSONResponse(created.public(reveal_secret=True), status_code=201)
+        created = await call(lambda: subscribers.shown(subscribers.add(name, url, **options), reveal_secret=True))
+        # The only response that ever shows the secret (besides rotation and the secret endpoint).
+        return JSONResponse(created, status_code=201)
 
     async def get_subscriber(request: Request) -> Response:
-        found = await call(subscribers.get, request.path_params["name"])
-        return JSONResponse(found.public())
+        return JSONResponse(await call(subscribers.describe, request.path_params["name"]))
+
+    async def get_secret(request: Request) -> Response:
+        return JSONResponse(await call(subscribers.secrets, request.path_params["name"]))
 
     async def update_subscriber(request: Request) -> Response:
         changes = check_options(await _body(request))
         if "secret" in changes:
             raise BadParameter("change a secret with POST /api/subscribers/{name}/rotate-secret")
-        updated = await call(subscribers.update, request.path_params["name"], changes)
-        return JSONResponse(updated.public())
+        updated = await call(lambda: subscribers.shown(subscribers.update(request.path_params["name"], changes)))
+        return JSONResponse(updated)
 
     async def delete_subscriber(request: Request) -> Response:
         cancelled = await call(subscribers.remove, request.path_params["name"])
         return JSONResponse({"removed": request.path_params["name"], "cancelled_deliveries": cancelled})
 
     async def pause(request: Request) -> Response:
-        return JSONResponse((await call(subscribers.pause, request.path_params["name"])).public())
+        return JSONResponse(await call(lambda: subscribers.shown(subscribers.pause(request.path_params["name"]))))
 
     async def resume(request: Request) -> Response:
-        return JSONResponse((await call(subscribers.resume, request.path_params["name"])).public())
+        return JSONResponse(await call(lambda: subscribers.shown(subscribers.resume(request.path_params["name"]))))
 
     async def rotate(request: Request) -> Response:
         secret = check_options(await _body(request)).get("secret")
-        rotated = await call(subscribers.rotate_secret, request.path_params["name"], secret)
-        return JSONResponse(rotated.public(reveal_secret=True))
+        name = request.path_params["name"]
+        rotated = await call(lambda: subscribers.shown(subscribers.rotate_secret(name, secret), reveal_secret=True))
+        return JSONResponse(rotated)
 
     async def recover(request: Request) -> Response:
         since = parse_since(params.one(request.query_params, "since"), clock())
@@ -85,9 +88,12 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
 
     async def list_deliveries(request: Request) -> Response:
         query = request.query_params
+        subscriber = params.one(query, "subscriber")
+        if subscriber is not None:
+            await call(subscribers.get, subscriber)  # 404 naming the known ones, not an empty page
         page = await call(
             lambda: store.list_deliveries(
-                subscriber=params.one(query, "subscriber"),
+                subscriber=subscriber,
                 state=params.choice(query, "state", DELIVERY_STATES),
                 event_id=params.one(query, "event_id"),
                 limit=params.limit(query),
@@ -115,6 +121,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         Route(named, get_subscriber, methods=["GET"]),
         Route(named, update_subscriber, methods=["PATCH"]),
         Route(named, delete_subscriber, methods=["DELETE"]),
+        Route(f"{named}/secret", get_secret, methods=["GET"]),
         Route(f"{named}/pause", pause, methods=["POST"]),
         Route(f"{named}/resume", resume, methods=["POST"]),
         Route(f"{named}/rotate-secret", rotate, methods=["POST"]),

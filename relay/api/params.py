@@ -39,6 +39,17 @@ def choice(params: QueryParams, name: str, allowed: Collection[str]) -> str | No
     return raw
 
 
+def folded_choice(params: QueryParams, name: str, allowed: Collection[str]) -> str | None:
+    """Like `choice`, ignoring case (``state=success``), and giving the value as ``allowed`` spells it."""
+    raw = one(params, name)
+    if raw is None:
+        return None
+    for value in allowed:
+        if value.casefold() == raw.casefold():
+            return value
+    raise BadParameter(f"{name} must be one of {', '.join(allowed)} (any case)")
+
+
 def limit(params: QueryParams, default: int = 50) -> int:
     raw = one(params, "limit")
     if raw is None:

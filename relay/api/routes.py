@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from relay.api import params
+from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
 from relay.store import Store
 from relay.store.records import Page
 
@@ -33,7 +34,7 @@ def api_routes(store: Store) -> list[BaseRoute]:
     async def list_jobs(request: Request) -> Response:
         query = request.query_params
         page = await store.list_jobs(
-            state=params.one(query, "state"),
+            state=params.folded_choice(query, "state", JOB_STATES),
             tag=params.one(query, "tag"),
             queue_id=params.one(query, "queue_id"),
             since=params.since(query),
@@ -49,7 +50,9 @@ def api_routes(store: Store) -> list[BaseRoute]:
     async def list_callbacks(request: Request) -> Response:
         query = request.query_params
         page = await store.list_callbacks(
-            outcome=params.one(query, "outcome"), limit=params.limit(query), cursor=params.cursor(query, numeric=True)
+            outcome=params.folded_choice(query, "outcome", CALLBACK_OUTCOMES),
+            limit=params.limit(query),
+            cursor=params.cursor(query, numeric=True),
         )
         return _page(page)
 

@@ -8,23 +8,28 @@ from typing import Any
 import click
 
 from relay.api.params import MAX_ID, MAX_LIMIT
+from relay.cli import units
+from relay.cli.database import existing_store
 from relay.cli.options import Whole, db_option
 from relay.cli.subscribers import subscribers_service
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import DELIVERY_STATES
-from relay.store import Store
 
 _COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
 _ATTEMPT_COLUMNS = ("started_at", "trigger", "outcome", "status", "duration", "error")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, name: str = "") -> str:
+    if name.endswith("_at"):
+        return units.instant(value)
+    if name == "duration":
+        return units.duration(value)
     return "-" if value is None or value == "" else str(value)
 
 
 def _row(delivery: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(_cell(delivery[column]) for column in _COLUMNS)
+    return tuple(_cell(delivery[column], column) for column in _COLUMNS)
 
 
 @click.group()
@@ -40,7 +45,10 @@ def deliveries() -> None:
 @db_option
 def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: str | None, limit: int) -> None:
     """List deliveries, newest first."""
-    with Store(db_path) as store:
+    with existing_store(db_path) as store:
+        if subscriber is not None and store.get_subscriber(subscriber) is None:
+            known = ", ".join(sorted(s.name for s in store.list_subscribers())) or "none yet"
+            raise click.ClickException(f"no subscriber is named {subscriber!r} (known: {known})")
         page = store.list_deliveries(subscriber=subscriber, state=state, event_id=event_id, limit=limit)
     if not page.items:
         click.echo("no deliveries")
@@ -53,19 +61,21 @@ def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: st
 @db_option
 def show(db_path: Path, delivery_id: int) -> None:
     """Show delivery ID with its attempts log."""
-    with Store(db_path) as store:
+    with existing_store(db_path) as store:
         delivery = store.get_delivery(delivery_id)
     if delivery is None:
         raise click.ClickException(f"no delivery has id {delivery_id}")
     attempts = delivery.pop("attempts_log")
     width = max(len(name) for name in delivery)
     for name, value in delivery.items():
-        click.echo(f"{name.ljust(width)}  {_cell(value)}")
+        click.echo(f"{name.ljust(width)}  {_cell(value, name)}")
     if not attempts:
         click.echo("attempts: none yet")
         return
     click.echo("attempts:")
-    click.echo(render_table([[_cell(a[column]) for column in _ATTEMPT_COLUMNS] for a in attempts], _ATTEMPT_COLUMNS))
+    click.echo(
+        render_table([[_cell(a[column], column) for column in _ATTEMPT_COLUMNS] for a in attempts], _ATTEMPT_COLUMNS)
+    )
 
 
 @deliveries.command()

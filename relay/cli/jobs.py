@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from relay.api.params import MAX_LIMIT
+from relay.cli import units
+from relay.cli.database import existing_store
 from relay.cli.options import Whole, db_option
 from relay.cli.table import render_table
-from relay.store import Store
+from relay.domain.callback import JOB_STATES
 
 _COLUMNS = ("job_id", "state", "tag", "end_time", "object")
 
@@ -19,9 +22,19 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
     return (job["job_id"], job["state"], job["tag"], job["end_time"] or "-", job["input"]["object"] or "-")
 
 
+def _state(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The state as COS spells it; an unknown one is a one-line error, not "no jobs"."""
+    if value is None:
+        return None
+    for state in JOB_STATES:
+        if state.casefold() == value.casefold():
+            return state
+    raise click.ClickException(f"--state {value!r} is not a job state; use one of {', '.join(JOB_STATES)}")
+
+
 @click.group(invoke_without_command=True)
 @db_option
-@click.option("--state", help="Only jobs in this state (Success, Failed, ...).")
+@click.option("--state", callback=_state, help=f"Only jobs in this state: {', '.join(JOB_STATES)} (any case).")
 @click.option("--tag", help="Only jobs with this Tag (Transcode, Snapshot, ...).")
 @click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many jobs, newest first.")
 @click.pass_context
@@ -30,7 +43,7 @@ def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, 
     ctx.obj = db_path
     if ctx.invoked_subcommand is not None:
         return
-    with Store(db_path) as store:
+    with existing_store(db_path) as store:
         page = store.list_jobs_sync(state=state, tag=tag, limit=limit)
     if not page.items:
         click.echo("no jobs")
@@ -40,10 +53,14 @@ def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, 
 
 @jobs.command()
 @click.argument("job_id")
-@click.pass_obj
-def show(db_path: Path, job_id: str) -> None:
+@db_option
+@click.pass_context
+def show(ctx: click.Context, db_path: Path, job_id: str) -> None:
     """Show one job with its state history."""
-    with Store(db_path) as store:
+    # ``--db`` after the subcommand, as everywhere else; before it (``jobs --db X show ID``) still works.
+    if ctx.get_parameter_source("db_path") is ParameterSource.DEFAULT:
+        db_path = ctx.obj
+    with existing_store(db_path) as store:
         job = store.get_job_sync(job_id)
     if job is None:
         raise click.ClickException(f"job {job_id} is not known")
@@ -64,7 +81,10 @@ def show(db_path: Path, job_id: str) -> None:
     click.echo("history:")
     click.echo(
         render_table(
-            [(h["received_at"], h["state"], h["code"] or "-", h["end_time"] or "-") for h in job["history"]],
+            [
+                (units.instant(h["received_at"]), h["state"], h["code"] or "-", h["end_time"] or "-")
+                for h in job["history"]
+            ],
             ("received_at", "state", "code", "end_time"),
         )
     )

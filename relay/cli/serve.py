@@ -10,10 +10,10 @@ import click
 from relay import logs, serving
 from relay.app import utc_now
 from relay.auth import Credentials, resolve_credentials
-from relay.cli.options import db_option, settings_options
+from relay.cli.database import existing_store
+from relay.cli.options import db_option, setting_option, settings_options
 from relay.errors import Rejected
 from relay.settings import Settings
-from relay.store import Store
 
 
 @click.command()
@@ -22,10 +22,17 @@ def serve(**values: Any) -> None:
     """Run the gateway (uvicorn). Each option also reads its RELAY_* variable; an option given wins."""
     settings = Settings(**values)
     logs.configure(settings.log_level, settings.log_format)
+    new = not settings.db_path.exists()
     try:
         credentials = serving.prepare(settings)
     except Rejected as error:
-        raise click.ClickException(f"{settings.config_path}: {error.detail}") from None
+        # The config file's own refusals name it, with the line and key; others get its name here.
+        where = str(settings.config_path)
+        raise click.ClickException(
+            error.detail if error.detail.startswith(where) else f"{where}: {error.detail}"
+        ) from None
+    if new:
+        click.echo(f"Created a new database at {settings.db_path}")
     _print_banner(settings, credentials)
     serving.run(settings, credentials)
 
@@ -44,10 +51,13 @@ def _print_banner(settings: Settings, credentials: Credentials) -> None:
 
 @click.command()
 @db_option
-def tokens(db_path: Path) -> None:
+@setting_option("public_url")
+@setting_option("host")
+@setting_option("port")
+def tokens(db_path: Path, public_url: str | None, host: str, port: int) -> None:
     """Print the callback URL and admin token kept in the database (generating them if missing)."""
-    settings = Settings(db_path=db_path)
-    with Store(db_path) as store:
+    settings = Settings(db_path=db_path, public_url=public_url, host=host, port=port)
+    with existing_store(db_path) as store:
         credentials = resolve_credentials(settings, store, utc_now)
     click.echo(f"callback_token: {credentials.callback_token}")
     click.echo(f"admin_token: {credentials.admin_token}")

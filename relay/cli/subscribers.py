@@ -12,6 +12,8 @@ import click
 
 from relay.api.params import parse_since
 from relay.app import utc_now
+from relay.cli import units
+from relay.cli.database import existing_store
 from relay.cli.options import Decimal, Whole, db_option, setting_option
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
@@ -19,7 +21,6 @@ from relay.domain.retry import parse_schedule
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
 from relay.errors import BadParameter, Rejected
 from relay.outbox.service import Subscribers
-from relay.store import Store
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -64,7 +65,7 @@ def refusals() -> Iterator[None]:
 @contextlib.contextmanager
 def subscribers_service(db_path: Path, policy: AddressPolicy, **options: Any) -> Iterator[Subscribers]:
     """The `Subscribers` service over the database at ``db_path``, with refusals as CLI errors."""
-    with Store(db_path) as store, refusals():
+    with existing_store(db_path) as store, refusals():
         yield Subscribers(store, policy, utc_now, **options)
 
 
@@ -79,6 +80,8 @@ def _echo_fields(fields: Mapping[str, Any]) -> None:
             value = ",".join(str(item) for item in value)
         elif isinstance(value, dict):
             value = _filters(value)
+        elif name.endswith("_at") and isinstance(value, str):
+            value = units.instant(value)
         click.echo(f"{name.ljust(width)}  {'-' if value is None or value == '' else value}")
 
 
@@ -168,7 +171,20 @@ def list_(db_path: Path, policy: AddressPolicy) -> None:
 def show(db_path: Path, policy: AddressPolicy, name: str) -> None:
     """Show every field of subscriber NAME (secret masked)."""
     with subscribers_service(db_path, policy) as service:
-        _echo_fields(service.get(name).public())
+        _echo_fields(service.describe(name))
+
+
+@subscribers.command()
+@click.argument("name")
+@store_options
+def secret(db_path: Path, policy: AddressPolicy, name: str) -> None:
+    """Print the secret(s) NAME's events are signed with now, to verify their signatures."""
+    with subscribers_service(db_path, policy) as service:
+        shown = service.secrets(name)
+    click.echo(f"secret: {shown['secret']}")
+    if shown["previous_secret"] is not None:
+        until = units.instant(shown["previous_secret_expires_at"])
+        click.echo(f"previous_secret: {shown['previous_secret']} (signs too until {until})")
 
 
 @subscribers.command()
@@ -212,7 +228,7 @@ def rotate_secret(db_path: Path, policy: AddressPolicy, name: str, secret: str |
         rotated = service.rotate_secret(name, secret)
     shown = rotated.public(reveal_secret=True)
     click.echo(f"new secret: {shown['secret']}")
-    click.echo(f"the previous secret keeps signing until {shown['previous_secret_expires_at']}")
+    click.echo(f"the previous secret keeps signing until {units.instant(shown['previous_secret_expires_at'])}")
     click.echo(SHOWN_ONCE)
 
 
@@ -227,7 +243,7 @@ def rotate_secret(db_path: Path, policy: AddressPolicy, name: str, secret: str |
 @store_options
 def recover(db_path: Path, policy: AddressPolicy, name: str, since: datetime) -> None:
     """Queue again every failed or dead delivery to NAME created since --since."""
-    with Store(db_path) as store, refusals():
+    with existing_store(db_path) as store, refusals():
         service = Subscribers(store, policy, utc_now)
         subscriber = service.get(name)
         # Only to size the bar: the service decides what it requeues.

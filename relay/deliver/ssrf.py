@@ -149,7 +149,9 @@ class AddressPolicy:
             return
         why = _reason(address)
         if why is not None:
-            raise ForbiddenDestination(f"{address} is {why}")
+            raise ForbiddenDestination(
+                f"{address} is {why}; to allow it, add its network to RELAY_ALLOW_NETWORKS (--allow-networks)"
+            )
 
     def check_url(self, url: str) -> None:
         """Refuse non-http(s) URLs, credentials in URLs, and IP-literal hosts that are forbidden.

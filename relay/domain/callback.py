@@ -121,6 +121,12 @@ class Received:
 #: What storing a callback found: new items, or only items already recorded.
 IngestOutcome = Literal["accepted", "duplicate"]
 
+#: A job's and a workflow run's states as COS writes them (the schema's JobState and WorkflowState).
+JOB_STATES = ("Submitted", "Running", "Success", "Failed", "Pause", "Cancel")
+WORKFLOW_STATES = ("Success", "Failed")
+#: Every ``callbacks.outcome`` recorded: accepted and duplicate, and the refusals whose bodies are kept.
+CALLBACK_OUTCOMES = ("accepted", "duplicate", "invalid", "malformed", "too_large", "unsupported_type")
+
 
 @dataclass(frozen=True)
 class IngestResult:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from relay.domain.callback import Callback, JobState, WorkflowRun
+from relay.domain.callback import JOB_STATES, WORKFLOW_STATES, Callback, JobState, WorkflowRun
 
 CONTENT_TYPE = "application/cloudevents+json"
 #: Event ids are UUIDv5 of the item's dedup key in this namespace: the same COS callback always maps to
@@ -52,6 +52,14 @@ def _source(gateway: str, *parts: tuple[str, str | None]) -> str:
 
 def _state_word(state: str) -> str:
     return {"Success": "succeeded", "Failed": "failed"}.get(state, state.lower())
+
+
+#: Every CloudEvents type the gateway emits (what a subscriber's type patterns are checked against).
+EVENT_TYPES = (
+    *(f"cos.job.{_state_word(state)}" for state in JOB_STATES),
+    "cos.job.nonexistent",
+    *(f"cos.workflow.{_state_word(state)}" for state in WORKFLOW_STATES),
+)
 
 
 def _event(

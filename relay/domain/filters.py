@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from relay.domain.events import Event
+from relay.domain.events import EVENT_TYPES, Event
 
 #: Filter keys a subscriber may set, besides event types.
 FILTER_KEYS = ("tag", "state", "queue_id", "bucket", "object_prefix")
@@ -54,3 +54,13 @@ class Filter:
             elif getattr(event, key) != wanted:
                 return False
         return True
+
+
+def check_types(types: Sequence[str]) -> None:
+    """ValueError naming the known types when a pattern matches none of them (``cos.jbo.*`` would never fire).
+
+    Checked where subscribers are defined, not in `Filter`: one stored before this check must still load.
+    """
+    for pattern in types:
+        if not fnmatch.filter(EVENT_TYPES, pattern):
+            raise ValueError(f"event type {pattern!r} matches no event type; known types: {', '.join(EVENT_TYPES)}")

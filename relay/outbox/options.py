@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from relay.domain.filters import Filter
+from relay.domain.filters import Filter, check_types
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits
 from relay.errors import BadSubscriber
 
@@ -54,6 +54,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             checked.get("timeout", DEFAULT_TIMEOUT),
             checked.get("retry_schedule"),
         )
+        build_filter(checked.get("types"), checked.get("filters", {}))
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
     return checked
@@ -62,6 +63,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def build_filter(types: Sequence[str] | None, filters: Mapping[str, str] | Sequence[str]) -> Filter:
     """The filter of ``types`` (None: every type) and ``filters`` (a mapping, or KEY=VALUE strings)."""
     types = ("*",) if types is None else tuple(types)
+    check_types(types)
     if isinstance(filters, Mapping):
         return Filter(types, dict(filters))
     return Filter.parse(types, filters)

@@ -59,8 +59,35 @@ class Subscribers:
     def get(self, name: str) -> Subscriber:
         subscriber = self._store.get_subscriber(name)
         if subscriber is None:
-            raise UnknownSubscriber(f"no subscriber is named {name!r}")
+            known = ", ".join(sorted(s.name for s in self.all())) or "none yet"
+            raise UnknownSubscriber(f"no subscriber is named {name!r} (known: {known})")
         return subscriber
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self.shown(self.get(name))
+
+    def shown(self, subscriber: Subscriber, *, reveal_secret: bool = False) -> dict[str, Any]:
+        """A subscriber as the API and CLI show it, with how its latest delivery attempt went: a refusal by
+        the address policy (``ssrf_blocked``) is visible here, not only in the log."""
+        last = self._store.last_attempt(subscriber.id) or {}
+        return {
+            **subscriber.public(reveal_secret=reveal_secret),
+            "last_outcome": last.get("outcome"),
+            "last_error": last.get("error"),
+            "last_attempt_at": last.get("started_at"),
+        }
+
+    def secrets(self, name: str) -> dict[str, Any]:
+        """What NAME's events are signed with now, for an operator verifying signatures (never listed or logged)."""
+        subscriber = self.get(name)
+        current, *previous = subscriber.signing_secrets(self._clock())
+        expires = subscriber.previous_secret_expires_at
+        return {
+            "name": name,
+            "secret": current,
+            "previous_secret": previous[0] if previous else None,
+            "previous_secret_expires_at": expires.isoformat() if previous and expires else None,
+        }
 
     def add(
         self,

@@ -20,7 +20,7 @@ from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import Rejected
+from relay.errors import NoDatabase, Rejected
 from relay.store.records import Durability, Page
 from relay.store.sqlite import attempts, callbacks, connection, deliveries, queries, subscribers
 from relay.store.writer import Observer, Writer
@@ -41,8 +41,11 @@ class Store:
         durability: Durability = "normal",
         write_timeout: float = 5.0,
         observe: Observer | None = None,
+        create: bool = True,
     ) -> None:
         self.path = path
+        #: Only `serve` creates a database; the other commands open an existing one or refuse.
+        self.create = create
         self._durability = durability
         self._write_timeout = write_timeout
         # No busy timeout on the writer's connection: it waits for other processes' locks itself.
@@ -52,12 +55,17 @@ class Store:
 
     def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
         timeout = self._write_timeout if busy_timeout is None else busy_timeout
-        conn = connection.connect(self.path, self._durability, timeout)
+        conn = connection.connect(self.path, self._durability, timeout, create=self.create)
         self._opened.append(conn)
         return conn
 
     def open(self) -> None:
-        """Create or migrate the database and start the writer thread."""
+        """Create (if ``create``) or migrate the database and start the writer thread.
+
+        `NoDatabase` when there is none at the path and ``create`` is off.
+        """
+        if not self.create and not self.path.is_file():
+            raise NoDatabase(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         connection.migrate(conn)
@@ -196,6 +204,9 @@ class Store:
 
     def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
         return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
+
+    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None:
+        return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))
 
     def count_deliveries(self, state: str) -> int:
         return self._read_sync(partial(queries.count_deliveries, state=state))

@@ -439,7 +439,10 @@ async def test_a_name_whose_answer_mixes_public_and_private_addresses_is_blocked
     async with Sender(AddressPolicy()) as guarded:
         attempt = await post(guarded, subscriber.url("/ok", host="hooks.example"), deadline=5)
     assert attempt.outcome is Outcome.SSRF_BLOCKED
-    assert attempt.error == "hooks.example: 127.0.0.1 is loopback"
+    # The refusal names the setting that would allow it (issue 15).
+    assert attempt.error == (
+        "hooks.example: 127.0.0.1 is loopback; to allow it, add its network to RELAY_ALLOW_NETWORKS (--allow-networks)"
+    )
     assert subscriber.seen == []
 
 

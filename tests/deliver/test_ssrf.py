@@ -288,7 +288,10 @@ def fake_getaddrinfo(*addresses: str) -> Any:
 async def test_a_name_with_any_forbidden_address_is_refused_entirely(monkeypatch: pytest.MonkeyPatch) -> None:
     loop = asyncio.get_running_loop()
     monkeypatch.setattr(loop, "getaddrinfo", fake_getaddrinfo("8.8.8.8", "10.0.0.1", "8.8.4.4"))
-    with pytest.raises(ForbiddenDestination, match=r"^hooks\.example: 10\.0\.0\.1 is private$"):
+    with pytest.raises(
+        ForbiddenDestination,
+        match=r"^hooks\.example: 10\.0\.0\.1 is private; to allow it, add its network to RELAY_ALLOW",
+    ):
         await GUARD.resolve("hooks.example", 443)
 
 

@@ -15,12 +15,16 @@ from relay.store.migrations import migrations
 from relay.store.records import Durability
 
 
-def connect(path: Path, durability: Durability = "normal", busy_timeout: float = 5.0) -> sqlite3.Connection:
+def connect(
+    path: Path, durability: Durability = "normal", busy_timeout: float = 5.0, *, create: bool = True
+) -> sqlite3.Connection:
     """Open a connection in autocommit mode; transactions are explicit (BEGIN IMMEDIATE).
 
-    ``busy_timeout`` is how long to wait for a lock another process holds before giving up.
+    ``busy_timeout`` is how long to wait for a lock another process holds before giving up. Without
+    ``create``, SQLite's ``mode=rw`` refuses to make a file (one removed since the caller looked, say).
     """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+    target: str | Path = path if create else f"{path.resolve().as_uri()}?mode=rw"
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=busy_timeout, uri=not create)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     # NORMAL in WAL mode loses nothing on a process crash; FULL adds an fsync per commit for power loss.

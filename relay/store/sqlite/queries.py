@@ -228,6 +228,17 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] |
     return delivery
 
 
+def last_attempt(conn: sqlite3.Connection, subscriber_id: int) -> dict[str, Any] | None:
+    """The latest attempt to the subscriber (among its 100 latest attempted deliveries, to stay cheap)."""
+    row = conn.execute(
+        "SELECT a.outcome, a.status, a.error, a.started_at FROM attempts a WHERE a.delivery_id IN"
+        " (SELECT id FROM deliveries WHERE subscriber_id = ? AND attempts > 0 ORDER BY id DESC LIMIT 100)"
+        " ORDER BY a.id DESC LIMIT 1",
+        (subscriber_id,),
+    ).fetchone()
+    return dict(row) if row else None
+
+
 def count_deliveries(conn: sqlite3.Connection, state: str) -> int:
     return int(conn.execute("SELECT count(*) FROM deliveries WHERE state = ?", (state,)).fetchone()[0])
 

@@ -1,0 +1,41 @@
+"""A delivery the address policy blocks is visible on the subscriber (CLI and API), not only in the log."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+
+from relay.store import Store
+from tests.conftest import ingest, job_body
+from tests.live import ProcessServer, wait_until
+from tests.mistakes.commands import cos_relay
+
+
+def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_api(tmp_path: Path) -> None:
+    db = tmp_path / "relay.db"
+    with Store(db):
+        pass
+    # Added while loopback was allowed; the server then runs without that allow-list.
+    added = cos_relay(
+        "subscribers", "add", "local", "--url", "http://127.0.0.1:9/hook", "--allow-networks", "127.0.0.0/8",
+        "--db", str(db),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    server = ProcessServer(db, args=("--admin-token", "admin", "--poll-interval", "0.1")).start()
+    try:
+        ingest(db, job_body(1))
+
+        def shown() -> str:
+            return cos_relay("subscribers", "show", "local", "--db", str(db)).stdout
+
+        wait_until(lambda: "ssrf_blocked" in shown(), what="the blocked delivery on subscribers show")
+        printed = shown()
+        assert re.search(r"^last_outcome\s+ssrf_blocked$", printed, re.MULTILINE), printed
+        assert re.search(r"^last_error\s+.*127\.0\.0\.1 is loopback.*RELAY_ALLOW_NETWORKS", printed, re.MULTILINE)
+        api = httpx.get(f"{server.url}/api/subscribers/local", headers={"Authorization": "Bearer admin"}).json()
+        assert api["last_outcome"] == "ssrf_blocked"
+        assert "RELAY_ALLOW_NETWORKS" in api["last_error"]
+    finally:
+        server.stop()

@@ -1,0 +1,63 @@
+"""Only `serve` creates a database: every other command on a path with none says so and exits non-zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from relay.cli import main
+from tests.live import ProcessServer
+from tests.mistakes.commands import cos_relay
+
+COMMANDS = [
+    ["jobs"],
+    ["jobs", "show", "j1"],
+    ["subscribers", "list"],
+    ["subscribers", "show", "a"],
+    ["subscribers", "add", "a", "--url", "https://example.com/hook"],
+    ["deliveries", "list"],
+    ["deliveries", "show", "1"],
+    ["tokens"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_command_other_than_serve_refuses_a_missing_database_and_creates_none(
+    tmp_path: Path, command: list[str]
+) -> None:
+    typo = tmp_path / "typo.db"
+    result = CliRunner().invoke(main, [*command, "--db", str(typo)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: no database at {typo}: start `cos-relay serve --db {typo}` first, or pass --db (or RELAY_DB) "
+        "naming the database the server uses"
+    ]
+    assert not typo.exists()
+
+
+def test_tokens_on_a_missing_database_mints_nothing_and_exits_1_in_a_real_process(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    result = cos_relay("tokens", "--db", str(typo))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"Error: no database at {typo}: start `cos-relay serve")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not typo.exists()
+
+
+def test_the_database_named_in_relay_db_is_the_one_looked_for(tmp_path: Path) -> None:
+    result = cos_relay("jobs", env={"RELAY_DB": str(tmp_path / "from-env.db")})
+    assert result.returncode == 1
+    assert f"no database at {tmp_path / 'from-env.db'}" in result.stderr
+
+
+def test_serve_creates_the_database_and_says_so_once(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    first = ProcessServer(db).start().stop()
+    assert f"Created a new database at {db}" in first
+    again = ProcessServer(db).start().stop()
+    assert "Created a new database" not in again
+    assert cos_relay("jobs", "--db", str(db)).stdout.strip() == "no jobs"

@@ -1,0 +1,97 @@
+"""Unknown values are refused, listing the valid ones: job states, callback outcomes, subscribers, event types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from relay.domain.events import EVENT_TYPES
+from relay.settings import Settings
+from relay.store import Store
+from tests.conftest import ingest, job_body, job_id
+from tests.mistakes.commands import cos_relay
+
+PUBLIC_URL = "https://8.8.8.8/hooks/cos"  # a public literal: no DNS, and nothing is sent to it here
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "relay.db"
+    with Store(path):
+        return path
+
+
+def test_api_jobs_with_an_unknown_state_is_400_listing_the_states(admin: httpx.Client) -> None:
+    response = admin.get("/api/jobs", params={"state": "bogus"})
+    assert response.status_code == 400
+    assert (
+        response.json()["detail"]
+        == "state must be one of Submitted, Running, Success, Failed, Pause, Cancel (any case)"
+    )
+
+
+def test_api_jobs_state_matches_in_any_case(admin: httpx.Client, settings: Settings) -> None:
+    ingest(settings.db_path, job_body(1, "Failed"))
+    for spelling in ("Failed", "failed", "FAILED"):
+        found = admin.get("/api/jobs", params={"state": spelling}).json()["items"]
+        assert [job["job_id"] for job in found] == [job_id(1)]
+
+
+def test_api_callbacks_with_an_unknown_outcome_is_400_listing_the_outcomes(admin: httpx.Client) -> None:
+    response = admin.get("/api/callbacks", params={"outcome": "bogus"})
+    assert response.status_code == 400
+    assert "outcome must be one of accepted, duplicate, invalid, malformed" in response.json()["detail"]
+    assert admin.get("/api/callbacks", params={"outcome": "ACCEPTED"}).status_code == 200
+
+
+def test_api_deliveries_of_an_unknown_subscriber_is_404(admin: httpx.Client) -> None:
+    admin.post("/api/subscribers", json={"name": "real", "url": PUBLIC_URL}).raise_for_status()
+    response = admin.get("/api/deliveries", params={"subscriber": "nope"})
+    assert response.status_code == 404
+    assert response.json()["detail"] == "no subscriber is named 'nope' (known: real)"
+
+
+def test_api_refuses_a_type_pattern_matching_no_event_type(admin: httpx.Client) -> None:
+    response = admin.post("/api/subscribers", json={"name": "t", "url": PUBLIC_URL, "types": ["cos.jbo.*"]})
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        f"event type 'cos.jbo.*' matches no event type; known types: {', '.join(EVENT_TYPES)}"
+    )
+    assert admin.get("/api/subscribers/t").status_code == 404
+    patch = admin.post("/api/subscribers", json={"name": "t", "url": PUBLIC_URL, "types": ["cos.job.*"]})
+    assert patch.status_code == 201
+    changed = admin.patch("/api/subscribers/t", json={"types": ["cos.workflw.*"]})
+    assert changed.status_code == 400
+    assert "matches no event type" in changed.json()["detail"]
+
+
+def test_cli_refuses_a_type_pattern_matching_no_event_type(db: Path) -> None:
+    result = cos_relay("subscribers", "add", "t", "--url", PUBLIC_URL, "--type", "cos.jbo.*", "--db", str(db))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: event type 'cos.jbo.*' matches no event type; known types: {', '.join(EVENT_TYPES)}"
+    ]
+    assert "no subscribers" in cos_relay("subscribers", "list", "--db", str(db)).stdout
+
+
+def test_cli_deliveries_of_an_unknown_subscriber_exits_1_naming_the_known_ones(db: Path) -> None:
+    result = cos_relay("deliveries", "list", "--subscriber", "nope", "--db", str(db))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["Error: no subscriber is named 'nope' (known: none yet)"]
+
+
+def test_cli_jobs_with_an_unknown_state_exits_1_listing_the_states(db: Path) -> None:
+    result = cos_relay("jobs", "--state", "bogus", "--db", str(db))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: --state 'bogus' is not a job state; use one of Submitted, Running, Success, Failed, Pause, Cancel"
+    ]
+
+
+def test_cli_jobs_state_matches_in_any_case(db: Path) -> None:
+    ingest(db, job_body(3, "Failed"))
+    result = cos_relay("jobs", "--state", "failed", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert job_id(3) in result.stdout
