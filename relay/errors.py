@@ -23,6 +23,8 @@ responses or exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class Rejected(Exception):
     """The request was refused."""
@@ -146,6 +148,11 @@ class NotFound(Rejected):
 
 class UnknownSubscriber(NotFound):
     """No subscriber has that name."""
+
+    @classmethod
+    def named(cls, name: str, known: Iterable[str]) -> UnknownSubscriber:
+        """The refusal for ``name``, listing the names there are (a typo is the usual cause)."""
+        return cls(f"no subscriber is named {name!r} (known: {', '.join(sorted(known)) or 'none yet'})")
 
 
 class UnknownDelivery(NotFound):

@@ -15,6 +15,7 @@ from relay.cli.subscribers import subscribers_service
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import DELIVERY_STATES
+from relay.errors import UnknownSubscriber
 
 _COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
 _ATTEMPT_COLUMNS = ("started_at", "trigger", "outcome", "status", "duration", "error")
@@ -47,8 +48,8 @@ def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: st
     """List deliveries, newest first."""
     with existing_store(db_path) as store:
         if subscriber is not None and store.get_subscriber(subscriber) is None:
-            known = ", ".join(sorted(s.name for s in store.list_subscribers())) or "none yet"
-            raise click.ClickException(f"no subscriber is named {subscriber!r} (known: {known})")
+            known = (found.name for found in store.list_subscribers())
+            raise click.ClickException(UnknownSubscriber.named(subscriber, known).detail)
         page = store.list_deliveries(subscriber=subscriber, state=state, event_id=event_id, limit=limit)
     if not page.items:
         click.echo("no deliveries")

@@ -59,9 +59,11 @@ class Subscribers:
     def get(self, name: str) -> Subscriber:
         subscriber = self._store.get_subscriber(name)
         if subscriber is None:
-            known = ", ".join(sorted(s.name for s in self.all())) or "none yet"
-            raise UnknownSubscriber(f"no subscriber is named {name!r} (known: {known})")
+            raise self._unknown(name)
         return subscriber
+
+    def _unknown(self, name: str) -> UnknownSubscriber:
+        return UnknownSubscriber.named(name, (subscriber.name for subscriber in self.all()))
 
     def describe(self, name: str) -> dict[str, Any]:
         return self.shown(self.get(name))
@@ -171,7 +173,7 @@ class Subscribers:
     def _set_state(self, name: str, state: SubscriberState) -> Subscriber:
         subscriber = self._store.set_subscriber_state(name, state, self._clock())
         if subscriber is None:
-            raise UnknownSubscriber(f"no subscriber is named {name!r}")
+            raise self._unknown(name)
         self._on_change()
         return subscriber
 
@@ -179,7 +181,7 @@ class Subscribers:
         """Delete a subscriber; returns how many unfinished deliveries were cancelled."""
         cancelled = self._store.remove_subscriber(name, self._clock())
         if cancelled is None:
-            raise UnknownSubscriber(f"no subscriber is named {name!r}")
+            raise self._unknown(name)
         self._on_change()
         return cancelled
 
@@ -193,7 +195,7 @@ class Subscribers:
         now = self._clock()
         subscriber = self._store.rotate_secret(name, secret or generate_secret(), now + self._secret_grace, now)
         if subscriber is None:
-            raise UnknownSubscriber(f"no subscriber is named {name!r}")
+            raise self._unknown(name)
         self._on_change()
         return subscriber
 
