@@ -39,15 +39,20 @@ def choice(params: QueryParams, name: str, allowed: Collection[str]) -> str | No
     return raw
 
 
+def spelled(raw: str, allowed: Collection[str]) -> str | None:
+    """``raw`` as ``allowed`` spells it, ignoring case (``success`` -> ``Success``); None if it is not there."""
+    return next((value for value in allowed if value.casefold() == raw.casefold()), None)
+
+
 def folded_choice(params: QueryParams, name: str, allowed: Collection[str]) -> str | None:
     """Like `choice`, ignoring case (``state=success``), and giving the value as ``allowed`` spells it."""
     raw = one(params, name)
     if raw is None:
         return None
-    for value in allowed:
-        if value.casefold() == raw.casefold():
-            return value
-    raise BadParameter(f"{name} must be one of {', '.join(allowed)} (any case)")
+    value = spelled(raw, allowed)
+    if value is None:
+        raise BadParameter(f"{name} must be one of {', '.join(allowed)} (any case)")
+    return value
 
 
 def limit(params: QueryParams, default: int = 50) -> int:

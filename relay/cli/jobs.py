@@ -8,7 +8,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from relay.api.params import MAX_LIMIT
+from relay.api.params import MAX_LIMIT, spelled
 from relay.cli import units
 from relay.cli.database import existing_store
 from relay.cli.options import Whole, db_option
@@ -26,9 +26,9 @@ def _state(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     """The state as COS spells it; an unknown one is a one-line error, not "no jobs"."""
     if value is None:
         return None
-    for state in JOB_STATES:
-        if state.casefold() == value.casefold():
-            return state
+    state = spelled(value, JOB_STATES)
+    if state is not None:
+        return state
     raise click.ClickException(f"--state {value!r} is not a job state; use one of {', '.join(JOB_STATES)}")
 
 
