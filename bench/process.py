@@ -173,11 +173,16 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (all threads)
 
 
+def group_cpu(group: int) -> float:
+    """CPU seconds used so far by the processes of a process group (a server and its workers)."""
+    return sum(_process_cpu(pid) for pid in group_members(group))
+
+
 def _ours() -> float:
     """CPU seconds used by this process, its waited-for children (wrk, generators) and running servers."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    servers = sum(_process_cpu(pid) for group in list(SERVERS) for pid in group_members(group))
+    servers = sum(group_cpu(group) for group in list(SERVERS))
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + servers
 
 

@@ -31,3 +31,18 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
     assert set(data["sections"]) == {"validation", "ingest", "delivery", "e2e", "history", "memory"}
     assert data["sections"]["ingest"]["variants"]
     assert report.read_text().startswith("# Benchmarks")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_cost_run_reports_cpu_per_callback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cost", "--rate", "50", "--seconds", "1", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ms CPU per callback with its delivery" in done.stdout
