@@ -105,6 +105,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         head_timeout=settings.body_timeout,
         body_timeout=settings.body_timeout,
         keepalive_timeout=settings.keepalive_timeout,
+        send_timeout=settings.body_timeout,
         max_head=settings.max_head,
         max_line=min(8 * KIB, settings.max_head),
     )

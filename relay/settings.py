@@ -93,7 +93,10 @@ class Settings:
         "Largest callback body, in bytes; a larger one gets 413 while it is still arriving.",
     )
     body_timeout: float = setting(
-        10.0, Seconds(), "A request head or body not finished arriving after this long gets 408 (slowloris guard)."
+        10.0,
+        Seconds(),
+        "A request head or body not finished arriving after this long gets 408; a client that takes none of an"
+        " answer for this long is disconnected (slowloris guards).",
     )
     keepalive_timeout: float = setting(
         5.0,

@@ -175,6 +175,35 @@ def test_pipelined_requests_are_all_answered_in_order(server: ProcessServer) -> 
     assert statuses == [b"200", b"200", b"200", b"404"]
 
 
+TCP_CLOSE = 7  # tcpi_state, the first byte of struct tcp_info
+
+
+def tcp_closed(sock: socket.socket) -> bool:
+    """Whether the peer reset or closed the connection, found without reading what it sent."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == TCP_CLOSE
+
+
+def test_a_client_that_pipelines_requests_and_never_reads_the_answers_is_cut_off(server: ProcessServer) -> None:
+    # 800 scrapes of ~7.5 KB: more than a small receive window, the server's largest send buffer (4 MiB here)
+    # and its transport's high-water mark together, so the server's writing pauses for good.
+    requests = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n" * 800
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.connect(("127.0.0.1", server.port))
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the server stops reading, then resets the connection
+            sock.sendall(requests)
+
+    sender = threading.Thread(target=send, daemon=True)
+    with sock:
+        sender.start()
+        wait_until(lambda: tcp_closed(sock), timeout=BODY_TIMEOUT + 3 * SECONDS, what="the reader cut off")
+        sender.join(timeout=SECONDS)
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get("/healthz").status_code == 200
+
+
 def test_a_second_request_whose_head_stalls_gets_408_after_the_first_answer(server: ProcessServer) -> None:
     # Sent in one write: a pause between the two could outlast the 1 s keep-alive on a loaded machine.
     with connect(server.port) as sock:

@@ -8,6 +8,8 @@ holds the connection forever. It also buffers a request head of any size, at a c
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +35,9 @@ UNREAD_LINGER = 2.0
 #: with its log line and metrics); it catches the routes that have none.
 BODY_GRACE = 1.0
 
+#: SO_LINGER on, zero seconds: closing resets the connection and discards unsent data.
+_RESET = struct.pack("ii", 1, 0)
+
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
@@ -45,6 +50,8 @@ class ConnectionLimits:
     body_timeout: float = 10.0
     #: An idle keep-alive connection is closed after this many seconds without a new request.
     keepalive_timeout: float = 5.0
+    #: A client that takes none of an answer for this many seconds (its window and our buffer full) is cut off.
+    send_timeout: float = 10.0
     #: The largest request head (request line and headers), in bytes.
     max_head: int = 64 * KIB
     #: The longest request line (the URL) or header line (name and value), in bytes.
@@ -67,6 +74,8 @@ class BoundedProtocol(HttpToolsProtocol):
         self._cap = cap
         self._phase: Phase = "head"
         self._deadline: asyncio.TimerHandle | None = None
+        #: Armed while writing is paused: the app's send waits for the client, which must resume reading in time.
+        self._send_deadline: asyncio.TimerHandle | None = None
         #: A request head is expected or arriving (true from the start: the first request is expected).
         self._in_head = True
         #: The current request's head arrived and its body has not ended yet.
@@ -87,6 +96,7 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._resumed()
         if self._cap is not None:
             self._cap.closed(self)
         super().connection_lost(exc)
@@ -126,6 +136,22 @@ class BoundedProtocol(HttpToolsProtocol):
                     self.logger.warning(message)
                     self.send_400_response(message)
                 return
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        # Writing pauses in the "app" phase, which has no deadline of its own: without this, a client that
+        # pipelines requests and never reads the answers holds the connection (and a cap slot) forever.
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self._limits.send_timeout, self._reset)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._resumed()
+
+    def _resumed(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
 
     # -- parser callbacks -------------------------------------------------------------------------------------
 
@@ -241,6 +267,14 @@ class BoundedProtocol(HttpToolsProtocol):
     def _close(self) -> None:
         # A peer that has not read what was sent by the deadline loses it: close() would wait for it forever.
         if self.transport.get_write_buffer_size():
-            self.transport.abort()
+            self._reset()
         else:
             self.transport.close()
+
+    def _reset(self) -> None:
+        """Drop the connection and what it still had to send, in the kernel too (a reset, not a FIN queued
+        behind megabytes the peer will never read)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.transport.abort()
