@@ -455,6 +455,18 @@ def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descript
         server.stop()
 
 
+def test_upgrade_requests_are_answered_as_ordinary_requests_and_log_nothing(tmp_path: Path) -> None:
+    server = ProcessServer(tmp_path / "relay.db", args=TOKENS[:-2]).start()  # info-level logs
+    try:
+        for _ in range(20):
+            with connect(server.port) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                assert read_answer(sock).startswith(b"HTTP/1.1 200 "), "answered as a plain GET"
+    finally:
+        output = server.stop()
+    assert "upgrade request" not in output.lower(), output[-2000:]
+
+
 def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start(tmp_path: Path) -> None:
     hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
     if hard <= NOFILE:

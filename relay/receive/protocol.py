@@ -123,10 +123,8 @@ class BoundedProtocol(HttpToolsProtocol):
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserUpgrade:
-                if self._should_upgrade():
-                    self.handle_websocket_upgrade()
-                else:
-                    self._unsupported_upgrade_warning()
+                # No WebSocket routes (ws="none"): the request was answered as an ordinary one. uvicorn would log
+                # two warnings for each such request, a log flood anyone can cause.
                 return
             except httptools.HttpParserError:
                 if self._head_too_large:
