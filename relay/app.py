@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from relay.api.health import health_routes
+from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
 from relay.auth import BearerAuth, Credentials, resolve_credentials
@@ -136,6 +137,7 @@ def create_app(
             Route("/cos/callback", callback.handle, methods=["POST"]),
             *health_routes(store, clock),
             Route("/metrics", metrics_endpoint.handle, methods=["GET"]),
+            openapi_route(),
             Mount("/api", app=api, middleware=admin),
         ],
         lifespan=lifespan,
