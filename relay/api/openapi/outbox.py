@@ -6,6 +6,7 @@ from typing import Any
 
 from relay.api.openapi.operations import admin, answer, body, parameter
 from relay.api.openapi.schemas import Schema
+from relay.api.params import MAX_SPAN_DAYS
 
 _SUBSCRIBERS, _DELIVERIES = "subscribers", "deliveries"
 _NAME = parameter("name")
@@ -14,8 +15,10 @@ _RECOVER_SINCE: Schema = {
     "name": "since",
     "in": "query",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9]"},
-    "description": "How far back: 90s, 30m, 2h or 7d (at most 36500d), or an ISO-8601 instant.",
+    "schema": {
+        "anyOf": [{"type": "string", "pattern": "^[0-9]{1,12}[smhd]$"}, {"type": "string", "format": "date-time"}]
+    },
+    "description": f"How far back: 90s, 30m, 2h or 7d (at most {MAX_SPAN_DAYS}d), or an ISO-8601 instant.",
 }
 
 

@@ -55,6 +55,7 @@ _SCHEDULE: Schema = {
 _SUBSCRIBER_OPTIONS: dict[str, Schema] = {
     "url": {
         "type": "string",
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
         "description": "http(s) URL without credentials, resolving only to public addresses (or to"
         " RELAY_ALLOW_NETWORKS).",
     },
