@@ -104,7 +104,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         page = await call(
             lambda: store.list_deliveries(
                 subscriber=subscriber,
-                state=params.choice(query, "state", DELIVERY_STATES),
+                state=params.folded_choice(query, "state", DELIVERY_STATES),
                 event_id=params.one(query, "event_id"),
                 limit=params.limit(query),
                 cursor=params.cursor(query, numeric=True),

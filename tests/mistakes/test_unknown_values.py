@@ -95,3 +95,29 @@ def test_cli_jobs_state_matches_in_any_case(db: Path) -> None:
     result = cos_relay("jobs", "--state", "failed", "--db", str(db))
     assert result.returncode == 0, result.stderr
     assert job_id(3) in result.stdout
+
+
+def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Path) -> None:
+    result = cos_relay("deliveries", "list", "--state", "bogus", "--db", str(db))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: --state 'bogus' is not a delivery state; use one of pending, in_flight, delivered, dead, cancelled"
+    ]
+
+
+def test_cli_deliveries_state_matches_in_any_case(db: Path) -> None:
+    assert cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--db", str(db)).returncode == 0
+    ingest(db, job_body(4))  # no server runs: its delivery stays pending
+    result = cos_relay("deliveries", "list", "--state", "PENDING", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert "pending" in result.stdout
+    assert "hook" in result.stdout
+
+
+def test_api_deliveries_with_an_unknown_state_is_400_and_matches_in_any_case(admin: httpx.Client) -> None:
+    response = admin.get("/api/deliveries", params={"state": "bogus"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "state must be one of pending, in_flight, delivered, dead, cancelled (any case)"
+    )
+    assert admin.get("/api/deliveries", params={"state": "Dead"}).status_code == 200
