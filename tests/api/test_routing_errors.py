@@ -22,5 +22,5 @@ def test_a_name_with_a_line_break_is_a_json_404(admin: httpx.Client) -> None:
 def test_a_method_no_route_takes_is_a_json_405_saying_which_are_allowed(client: httpx.Client) -> None:
     response = client.put("/openapi.json")
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET, HEAD"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
     assert response.json()["error"] == "method_not_allowed"

@@ -10,7 +10,7 @@ import pytest
 from relay.domain.events import EVENT_TYPES
 from relay.settings import Settings
 from relay.store import Store
-from tests.conftest import ingest, job_body, job_id
+from tests.conftest import callback_url, ingest, job_body, job_id
 from tests.mistakes.commands import cos_relay
 
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"  # a public literal: no DNS, and nothing is sent to it here
@@ -44,6 +44,13 @@ def test_api_callbacks_with_an_unknown_outcome_is_400_listing_the_outcomes(admin
     assert response.status_code == 400
     assert "outcome must be one of accepted, duplicate, invalid, malformed" in response.json()["detail"]
     assert admin.get("/api/callbacks", params={"outcome": "ACCEPTED"}).status_code == 200
+
+
+def test_api_callbacks_outcome_rejected_lists_every_refused_callback(admin: httpx.Client, client: httpx.Client) -> None:
+    client.post(callback_url(), content=b"<Response><Unclosed>", headers={"Content-Type": "application/xml"})
+    client.post(callback_url(), content=job_body(2), headers={"Content-Type": "application/xml"})
+    refused = admin.get("/api/callbacks", params={"outcome": "rejected"}).json()["items"]
+    assert [callback["outcome"] for callback in refused] == ["malformed"]
 
 
 def test_api_deliveries_of_an_unknown_subscriber_is_404(admin: httpx.Client) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.api.params import MAX_ID, MAX_LIMIT
+from relay.api.routes import OUTCOME_FILTERS
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
 from relay.domain.delivery import DELIVERY_STATES, Outcome
 from relay.domain.events import EVENT_TYPES
@@ -238,7 +239,9 @@ PARAMETERS: dict[str, Schema] = {
     "jobCursor": _query("cursor", {"type": "string", "pattern": "^[0-9]{1,19}(:[\\s\\S]*)?$"}, _CURSOR),
     "jobState": _query("state", {"enum": list(JOB_STATES)}, "Only jobs in this state (matched in any case)."),
     "outcome": _query(
-        "outcome", {"enum": list(CALLBACK_OUTCOMES)}, "Only callbacks with this outcome (matched in any case)."
+        "outcome",
+        {"enum": list(OUTCOME_FILTERS)},
+        "Only callbacks with this outcome, or every refused one (rejected); matched in any case.",
     ),
     "deliveryState": _query(
         "state", {"enum": list(DELIVERY_STATES)}, "Only deliveries in this state (matched in any case)."
