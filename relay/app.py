@@ -12,12 +12,14 @@ from pathlib import Path
 import anyio
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from relay.api.health import health_routes
+from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
 from relay.auth import BearerAuth, Credentials, resolve_credentials
@@ -131,11 +133,12 @@ def create_app(
     admin = [Middleware(BearerAuth, credentials=credentials)]
     api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
     app = Starlette(
-        exception_handlers={Rejected: render_rejection},
+        exception_handlers={Rejected: render_rejection, HTTPException: render_http_error},
         routes=[
             Route("/cos/callback", callback.handle, methods=["POST"]),
             *health_routes(store, clock),
             Route("/metrics", metrics_endpoint.handle, methods=["GET"]),
+            openapi_route(),
             Mount("/api", app=api, middleware=admin),
         ],
         lifespan=lifespan,
@@ -150,3 +153,16 @@ async def render_rejection(request: Request, error: Exception) -> Response:
     """Every refusal the API raises becomes its short JSON error with its status."""
     assert isinstance(error, Rejected)
     return JSONResponse(error.body(), status_code=error.status)
+
+
+async def render_http_error(request: Request, error: Exception) -> Response:
+    """No route for the path (404) or the method (405): the same JSON error shape as every other refusal."""
+    assert isinstance(error, HTTPException)
+    label, detail = _ROUTING_ERRORS.get(error.status_code, ("http_error", error.detail))
+    return JSONResponse({"error": label, "detail": detail}, status_code=error.status_code, headers=error.headers)
+
+
+_ROUTING_ERRORS = {
+    404: ("not_found", "no route has this path (GET /openapi.json lists them)"),
+    405: ("method_not_allowed", "the route does not take this method (GET /openapi.json lists them)"),
+}

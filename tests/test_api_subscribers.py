@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.api.outbox import MAX_BODY
 from relay.app import utc_now
 from relay.deliver.signing import generate_secret
 from relay.settings import Settings
@@ -192,6 +193,14 @@ def test_bad_bodies_are_400_and_create_nothing(api: httpx.Client, body: bytes, d
     response = api.post("/api/subscribers", content=body, headers={"Content-Type": "application/json"})
     refused(response, 400, detail)
     assert response.json()["error"] == "bad_request"
+    assert api.get("/api/subscribers").json()["items"] == []
+
+
+def test_a_body_over_the_limit_is_413_and_creates_nothing(api: httpx.Client) -> None:
+    padding = "x" * MAX_BODY
+    response = api.post("/api/subscribers", json={"name": "hook", "url": "http://127.0.0.1:9/", "p": padding})
+    refused(response, 413, f"over the {MAX_BODY} byte limit")
+    assert response.json()["error"] == "too_large"
     assert api.get("/api/subscribers").json()["items"] == []
 
 

@@ -320,7 +320,7 @@ def test_deliveries_list_limit_takes_the_newest(db: Path) -> None:
     assert len(everything) == 5
     assert delivery_ids(ok(cli(db, "deliveries", "list", "--limit", "2"))) == everything[:2]
     assert "--limit" in failed(cli(db, "deliveries", "list", "--limit", "0"), 2)
-    assert "--state" in failed(cli(db, "deliveries", "list", "--state", "lost"), 2)
+    assert "--state 'lost' is not a delivery state" in failed(cli(db, "deliveries", "list", "--state", "lost"), 1)
 
 
 def test_deliveries_show_includes_the_attempts_log(db: Path) -> None:

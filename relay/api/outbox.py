@@ -15,14 +15,24 @@ from starlette.routing import BaseRoute, Route
 from relay.api import params
 from relay.api.params import parse_since
 from relay.domain.delivery import DELIVERY_STATES
-from relay.errors import BadParameter, UnknownDelivery
+from relay.errors import BadParameter, TooLarge, UnknownDelivery
 from relay.outbox.options import check_options
 from relay.outbox.service import Subscribers
 from relay.store import Store
 
+#: A subscriber definition is a few hundred bytes; the cap keeps a runaway client from filling memory.
+MAX_BODY = 64 * 1024
+
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise TooLarge(f"the request body is over the {MAX_BODY} byte limit")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         document = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
@@ -94,7 +104,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         page = await call(
             lambda: store.list_deliveries(
                 subscriber=subscriber,
-                state=params.choice(query, "state", DELIVERY_STATES),
+                state=params.folded_choice(query, "state", DELIVERY_STATES),
                 event_id=params.one(query, "event_id"),
                 limit=params.limit(query),
                 cursor=params.cursor(query, numeric=True),

@@ -32,13 +32,6 @@ def one(params: QueryParams, name: str) -> str | None:
     return values[0] if values else None
 
 
-def choice(params: QueryParams, name: str, allowed: Collection[str]) -> str | None:
-    raw = one(params, name)
-    if raw is not None and raw not in allowed:
-        raise BadParameter(f"{name} must be one of {', '.join(allowed)}")
-    return raw
-
-
 def spelled(raw: str, allowed: Collection[str]) -> str | None:
     """``raw`` as ``allowed`` spells it, ignoring case (``success`` -> ``Success``); None if it is not there."""
     return next((value for value in allowed if value.casefold() == raw.casefold()), None)

@@ -13,6 +13,9 @@ from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
 from relay.store import Store
 from relay.store.records import Page
 
+#: What ``/api/callbacks?outcome=`` takes: a stored outcome, or ``rejected`` for every refused callback.
+OUTCOME_FILTERS = (*CALLBACK_OUTCOMES, "rejected")
+
 
 def _json(payload: Any, status: int = 200) -> Response:
     return JSONResponse(payload, status_code=status)
@@ -50,7 +53,7 @@ def api_routes(store: Store) -> list[BaseRoute]:
     async def list_callbacks(request: Request) -> Response:
         query = request.query_params
         page = await store.list_callbacks(
-            outcome=params.folded_choice(query, "outcome", CALLBACK_OUTCOMES),
+            outcome=params.folded_choice(query, "outcome", OUTCOME_FILTERS),
             limit=params.limit(query),
             cursor=params.cursor(query, numeric=True),
         )

@@ -10,7 +10,7 @@ import click
 from relay.api.params import MAX_ID, MAX_LIMIT
 from relay.cli import units
 from relay.cli.database import existing_store
-from relay.cli.options import Whole, db_option
+from relay.cli.options import Whole, db_option, one_of
 from relay.cli.subscribers import subscribers_service
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
@@ -40,7 +40,11 @@ def deliveries() -> None:
 
 @deliveries.command(name="list")
 @click.option("--subscriber", help="Only deliveries to this subscriber.")
-@click.option("--state", type=click.Choice(DELIVERY_STATES), help="Only deliveries in this state.")
+@click.option(
+    "--state",
+    callback=one_of(DELIVERY_STATES, "a delivery state"),
+    help=f"Only deliveries in this state: {', '.join(DELIVERY_STATES)} (any case).",
+)
 @click.option("--event-id", help="Only deliveries of this event (its CloudEvents id).")
 @click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many, newest first.")
 @db_option

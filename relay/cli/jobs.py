@@ -8,10 +8,10 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from relay.api.params import MAX_LIMIT, spelled
+from relay.api.params import MAX_LIMIT
 from relay.cli import units
 from relay.cli.database import existing_store
-from relay.cli.options import Whole, db_option
+from relay.cli.options import Whole, db_option, one_of
 from relay.cli.table import render_table
 from relay.domain.callback import JOB_STATES
 
@@ -22,19 +22,13 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
     return (job["job_id"], job["state"], job["tag"], job["end_time"] or "-", job["input"]["object"] or "-")
 
 
-def _state(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """The state as COS spells it; an unknown one is a one-line error, not "no jobs"."""
-    if value is None:
-        return None
-    state = spelled(value, JOB_STATES)
-    if state is not None:
-        return state
-    raise click.ClickException(f"--state {value!r} is not a job state; use one of {', '.join(JOB_STATES)}")
-
-
 @click.group(invoke_without_command=True)
 @db_option
-@click.option("--state", callback=_state, help=f"Only jobs in this state: {', '.join(JOB_STATES)} (any case).")
+@click.option(
+    "--state",
+    callback=one_of(JOB_STATES, "a job state"),
+    help=f"Only jobs in this state: {', '.join(JOB_STATES)} (any case).",
+)
 @click.option("--tag", help="Only jobs with this Tag (Transcode, Snapshot, ...).")
 @click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many jobs, newest first.")
 @click.pass_context

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
+from relay.api.params import spelled
 from relay.domain import numbers
 from relay.setting_kinds import Flag
 from relay.settings import SETTINGS, Setting, setting_named
@@ -115,3 +116,18 @@ class Decimal(click.ParamType[float]):
             return numbers.decimal(str(value), self.low, self.high, above_low=self.above_low)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def one_of(allowed: Sequence[str], what: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """An option callback for a value from ``allowed``, in any case: the value as ``allowed`` spells it, or a
+    one-line error listing them (click's Choice prints a usage screen, and matches case exactly)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = spelled(value, allowed)
+        if found is None:
+            raise click.ClickException(f"{param.opts[0]} {value!r} is not {what}; use one of {', '.join(allowed)}")
+        return found
+
+    return check

@@ -10,7 +10,7 @@ import pytest
 from relay.domain.events import EVENT_TYPES
 from relay.settings import Settings
 from relay.store import Store
-from tests.conftest import ingest, job_body, job_id
+from tests.conftest import callback_url, ingest, job_body, job_id
 from tests.mistakes.commands import cos_relay
 
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"  # a public literal: no DNS, and nothing is sent to it here
@@ -44,6 +44,13 @@ def test_api_callbacks_with_an_unknown_outcome_is_400_listing_the_outcomes(admin
     assert response.status_code == 400
     assert "outcome must be one of accepted, duplicate, invalid, malformed" in response.json()["detail"]
     assert admin.get("/api/callbacks", params={"outcome": "ACCEPTED"}).status_code == 200
+
+
+def test_api_callbacks_outcome_rejected_lists_every_refused_callback(admin: httpx.Client, client: httpx.Client) -> None:
+    client.post(callback_url(), content=b"<Response><Unclosed>", headers={"Content-Type": "application/xml"})
+    client.post(callback_url(), content=job_body(2), headers={"Content-Type": "application/xml"})
+    refused = admin.get("/api/callbacks", params={"outcome": "rejected"}).json()["items"]
+    assert [callback["outcome"] for callback in refused] == ["malformed"]
 
 
 def test_api_deliveries_of_an_unknown_subscriber_is_404(admin: httpx.Client) -> None:
@@ -95,3 +102,29 @@ def test_cli_jobs_state_matches_in_any_case(db: Path) -> None:
     result = cos_relay("jobs", "--state", "failed", "--db", str(db))
     assert result.returncode == 0, result.stderr
     assert job_id(3) in result.stdout
+
+
+def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Path) -> None:
+    result = cos_relay("deliveries", "list", "--state", "bogus", "--db", str(db))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: --state 'bogus' is not a delivery state; use one of pending, in_flight, delivered, dead, cancelled"
+    ]
+
+
+def test_cli_deliveries_state_matches_in_any_case(db: Path) -> None:
+    assert cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--db", str(db)).returncode == 0
+    ingest(db, job_body(4))  # no server runs: its delivery stays pending
+    result = cos_relay("deliveries", "list", "--state", "PENDING", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert "pending" in result.stdout
+    assert "hook" in result.stdout
+
+
+def test_api_deliveries_with_an_unknown_state_is_400_and_matches_in_any_case(admin: httpx.Client) -> None:
+    response = admin.get("/api/deliveries", params={"state": "bogus"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "state must be one of pending, in_flight, delivered, dead, cancelled (any case)"
+    )
+    assert admin.get("/api/deliveries", params={"state": "Dead"}).status_code == 200

@@ -1,0 +1,170 @@
+"""The document of `relay.api.outbox`: subscribers and their deliveries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.api.openapi.operations import admin, answer, body, parameter
+from relay.api.openapi.schemas import Schema
+from relay.api.params import MAX_SPAN_DAYS
+
+_SUBSCRIBERS, _DELIVERIES = "subscribers", "deliveries"
+_NAME = parameter("name")
+_ID = parameter("deliveryId")
+_RECOVER_SINCE: Schema = {
+    "name": "since",
+    "in": "query",
+    "required": True,
+    "schema": {
+        "anyOf": [{"type": "string", "pattern": "^[0-9]{1,12}[smhd]$"}, {"type": "string", "format": "date-time"}]
+    },
+    "description": f"How far back: 90s, 30m, 2h or 7d (at most {MAX_SPAN_DAYS}d), or an ISO-8601 instant.",
+}
+
+
+def _links(parameters: dict[str, str], *operation_ids: str) -> dict[str, Any]:
+    """Links from an answer to the operations on what it names (schemathesis follows them, statefully)."""
+    return {op: {"operationId": op, "parameters": parameters} for op in operation_ids}
+
+
+_BY_NAME = _links(
+    {"name": "$response.body#/name"},
+    "getSubscriber",
+    "updateSubscriber",
+    "getSubscriberSecret",
+    "pauseSubscriber",
+    "resumeSubscriber",
+    "rotateSubscriberSecret",
+    "recoverSubscriber",
+    "removeSubscriber",
+) | _links({"subscriber": "$response.body#/name"}, "listDeliveries")
+_FIRST_DELIVERY = _links({"id": "$response.body#/items/0/id"}, "getDelivery", "retryDelivery")
+
+
+def _subscriber_action(operation_id: str, summary: str, description: str, **options: Any) -> Schema:
+    return admin(
+        operation_id,
+        summary,
+        {200: answer(description, "Subscriber")},
+        errors=options.pop("errors", (404,)),
+        parameters=(_NAME,),
+        tag=_SUBSCRIBERS,
+        **options,
+    )
+
+
+PATHS: dict[str, dict[str, Schema]] = {
+    "/api/subscribers": {
+        "get": admin(
+            "listSubscribers",
+            "Every subscriber (secrets masked)",
+            {200: answer("The subscribers.", "SubscriberList")},
+            tag=_SUBSCRIBERS,
+        ),
+        "post": admin(
+            "createSubscriber",
+            "Add a subscriber",
+            {201: answer("Created: the only listing that shows the whole secret.", "Subscriber", links=_BY_NAME)},
+            errors=(400, 409, 413),
+            request=body("SubscriberCreate", "The subscriber; name and url are required."),
+            tag=_SUBSCRIBERS,
+        ),
+    },
+    "/api/subscribers/{name}": {
+        "get": _subscriber_action("getSubscriber", "One subscriber", "The subscriber (secret masked)."),
+        "patch": _subscriber_action(
+            "updateSubscriber",
+            "Change url, types, filters, max_in_flight, timeout or retry_schedule",
+            "The changed subscriber.",
+            errors=(400, 404, 413),
+            request=body("SubscriberChange", "The fields to change (the secret: rotate-secret).", required=False),
+        ),
+        "delete": admin(
+            "removeSubscriber",
+            "Remove a subscriber; its unfinished deliveries are cancelled",
+            {200: answer("Removed.", "Removed")},
+            errors=(404,),
+            parameters=(_NAME,),
+            tag=_SUBSCRIBERS,
+        ),
+    },
+    "/api/subscribers/{name}/secret": {
+        "get": admin(
+            "getSubscriberSecret",
+            "The secret(s) events are signed with now, to verify signatures",
+            {200: answer("The current secret, and the previous one during its grace period.", "SubscriberSecrets")},
+            errors=(404,),
+            parameters=(_NAME,),
+            tag=_SUBSCRIBERS,
+        )
+    },
+    "/api/subscribers/{name}/pause": {
+        "post": _subscriber_action("pauseSubscriber", "Hold deliveries (nothing is lost)", "The paused subscriber.")
+    },
+    "/api/subscribers/{name}/resume": {
+        "post": _subscriber_action(
+            "resumeSubscriber", "Enable a paused or disabled subscriber", "The enabled subscriber."
+        )
+    },
+    "/api/subscribers/{name}/rotate-secret": {
+        "post": _subscriber_action(
+            "rotateSubscriberSecret",
+            "New signing secret; the previous one still signs during RELAY_SECRET_GRACE",
+            "The subscriber with its new secret shown whole.",
+            errors=(400, 404, 413),
+            request=body("SecretRotation", "The new secret; omitted, one is generated.", required=False),
+        )
+    },
+    "/api/subscribers/{name}/recover": {
+        "post": admin(
+            "recoverSubscriber",
+            "Queue again every dead or failed delivery created since a time",
+            {200: answer("How many were queued again.", "Requeued")},
+            errors=(400, 404),
+            parameters=(_NAME, _RECOVER_SINCE),
+            tag=_SUBSCRIBERS,
+        )
+    },
+    "/api/deliveries": {
+        "get": admin(
+            "listDeliveries",
+            "Deliveries, newest first",
+            {200: answer("One page of deliveries.", "DeliveryPage", links=_FIRST_DELIVERY)},
+            errors=(400, 404),
+            parameters=(
+                {
+                    "name": "subscriber",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "Only deliveries to this subscriber (404 if there is none by that name).",
+                },
+                parameter("deliveryState"),
+                {"name": "event_id", "in": "query", "required": False, "schema": {"type": "string"}},
+                parameter("limit"),
+                parameter("cursor"),
+            ),
+            tag=_DELIVERIES,
+        )
+    },
+    "/api/deliveries/{id}": {
+        "get": admin(
+            "getDelivery",
+            "One delivery with every attempt",
+            {200: answer("The delivery.", "DeliveryDetail")},
+            errors=(400, 404),
+            parameters=(_ID,),
+            tag=_DELIVERIES,
+        )
+    },
+    "/api/deliveries/{id}/retry": {
+        "post": admin(
+            "retryDelivery",
+            "Queue one delivery again now (400 while it is in flight or cancelled)",
+            {200: answer("The delivery, queued again.", "DeliveryDetail")},
+            errors=(400, 404),
+            parameters=(_ID,),
+            tag=_DELIVERIES,
+        )
+    },
+}

@@ -1,0 +1,74 @@
+"""The document of `relay.api.routes`: jobs, workflow runs and raw callbacks (read only)."""
+
+from __future__ import annotations
+
+from relay.api.openapi.operations import admin, answer, parameter
+from relay.api.openapi.schemas import Schema
+
+_TAG = "jobs"
+_SINCE: Schema = {
+    "name": "since",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Only jobs updated at or after this ISO-8601 instant (2024-11-05T10:00:00Z; no offset: UTC).",
+}
+
+
+def _by_text(name: str, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": description}
+
+
+def _path(name: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+PATHS: dict[str, dict[str, Schema]] = {
+    "/api/jobs": {
+        "get": admin(
+            "listJobs",
+            "Jobs, most recently updated first",
+            {200: answer("One page of jobs.", "JobPage")},
+            errors=(400,),
+            parameters=(
+                parameter("jobState"),
+                _by_text("tag", "Only jobs with this Tag (Transcode, Snapshot, ...)."),
+                _by_text("queue_id", "Only jobs of this queue."),
+                _SINCE,
+                parameter("limit"),
+                parameter("jobCursor"),
+            ),
+            tag=_TAG,
+        )
+    },
+    "/api/jobs/{job_id}": {
+        "get": admin(
+            "getJob",
+            "One job with its detail and state history",
+            {200: answer("The job.", "JobDetail")},
+            errors=(404,),
+            parameters=(_path("job_id"),),
+            tag=_TAG,
+        )
+    },
+    "/api/workflows/{run_id}": {
+        "get": admin(
+            "getWorkflowRun",
+            "One workflow run with its tasks and state history",
+            {200: answer("The run.", "WorkflowRun")},
+            errors=(404,),
+            parameters=(_path("run_id"),),
+            tag=_TAG,
+        )
+    },
+    "/api/callbacks": {
+        "get": admin(
+            "listCallbacks",
+            "Callbacks as received, refused ones included, newest first",
+            {200: answer("One page of callbacks.", "CallbackPage")},
+            errors=(400,),
+            parameters=(parameter("outcome"), parameter("limit"), parameter("cursor")),
+            tag=_TAG,
+        )
+    },
+}
