@@ -12,19 +12,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_bench(*args: str, timeout: float) -> str:
+    """``python -m ARGS`` from the project root; its output, once it exited 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_smoke_run_writes_results(tmp_path: Path) -> None:
     results, report = tmp_path / "smoke.json", tmp_path / "smoke.md"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--json", str(results), "--markdown", str(report)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_bench("bench", "--smoke", "--json", str(results), "--markdown", str(report), timeout=280)
     data = json.loads(results.read_text())
     assert data["smoke"] is True
     assert data["errors"] == {}
@@ -36,13 +37,5 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_cost_run_reports_cpu_per_callback() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cost", "--rate", "50", "--seconds", "1", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "ms CPU per callback with its delivery" in done.stdout
+    output = run_bench("bench.cost", "--rate", "50", "--seconds", "1", "--rounds", "1", timeout=110)
+    assert "ms CPU per callback with its delivery" in output

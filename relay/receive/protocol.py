@@ -96,7 +96,7 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        self._resumed()
+        self._disarm_send()
         if self._cap is not None:
             self._cap.closed(self)
         super().connection_lost(exc)
@@ -144,9 +144,9 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._resumed()
+        self._disarm_send()
 
-    def _resumed(self) -> None:
+    def _disarm_send(self) -> None:
         if self._send_deadline is not None:
             self._send_deadline.cancel()
             self._send_deadline = None
