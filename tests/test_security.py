@@ -97,8 +97,8 @@ def test_tokens_appear_only_in_the_first_start_banner_never_in_logs_or_responses
     callback_token, admin_token = banner_tokens(first.printed)
     responses = exercise_everything(first.url, callback_token, admin_token)
     output = first.stop()
-    # A later start, logging JSON this time: the banner hides the token.
-    again = ProcessServer(db, args=("--log-level", "debug", "--log-format", "json")).start()
+    # A later start, logging JSON from two workers this time: the banner hides the token.
+    again = ProcessServer(db, args=("--log-level", "debug", "--log-format", "json", "--workers", "2")).start()
     responses += exercise_everything(again.url, callback_token, admin_token)
     output += again.stop()
 
