@@ -151,6 +151,46 @@ class Seconds(Kind):
 
 
 @dataclass(frozen=True)
+class Duration(Kind):
+    """A span an operator writes as ``30d``, ``12h``, ``45m``, ``90s`` or plain seconds, up to ``maximum`` seconds.
+
+    ``zero`` is what 0 means where 0 is allowed ("keep forever"); None refuses it.
+    """
+
+    maximum: float = 3650 * 86400.0
+    zero: str | None = None
+
+    @property
+    def metavar(self) -> str:
+        return "DURATION"
+
+    @property
+    def form(self) -> str:
+        zero = f", or 0 to {self.zero}" if self.zero else ""
+        return f"a duration like 30d, 12h, 45m or 90s, more than 0 up to {numbers.span_text(self.maximum)}{zero}"
+
+    def convert(self, text: str) -> Any:
+        value = numbers.ascii_span(text)
+        if value is None:
+            raise ValueError(f"{text!r} is not {self.form}")
+        return value
+
+    def check(self, value: Any) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+            or (value == 0 and self.zero is None)
+            or value > self.maximum
+        ):
+            raise ValueError(f"{value!r} is not {self.form}")
+
+    def show(self, value: Any) -> str:
+        return numbers.span_text(value) if value else "0"
+
+
+@dataclass(frozen=True)
 class Flag(Kind):
     @property
     def metavar(self) -> str:

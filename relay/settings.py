@@ -22,6 +22,7 @@ from relay.setting_kinds import (
     NETWORKS,
     PROXIES,
     Choice,
+    Duration,
     File,
     Flag,
     Integer,
@@ -160,6 +161,22 @@ class Settings:
     )
     poll_interval: float = setting(
         1.0, Seconds(), "How often the delivery worker looks for work another process queued."
+    )
+    retention: float = setting(
+        30 * DAY,
+        Duration(zero="keep them forever"),
+        "Raw callbacks (accepted, duplicate, quarantined), finished deliveries with their attempts, and events no"
+        " delivery still needs are removed once older than this. A delivery still owed is never removed.",
+    )
+    job_retention: float = setting(
+        90 * DAY,
+        Duration(zero="keep them forever"),
+        "Job and workflow records (latest state, state history, NonExistJobIds) are removed once older than this.",
+    )
+    prune_interval: float = setting(
+        3600.0,
+        Duration(maximum=DAY),
+        "How often the background pruner applies the two retention windows (in small batches).",
     )
     config_path: Path | None = setting(
         None, File(exists=True), "TOML file of [[subscribers]], applied at every start.", name="config", shown="none"
