@@ -164,14 +164,15 @@ class Settings:
     )
     retention: float = setting(
         30 * DAY,
-        Duration(zero="keep them forever"),
+        Duration(forever=True),
         "Raw callbacks (accepted, duplicate, quarantined), finished deliveries with their attempts, and events no"
-        " delivery still needs are removed once older than this. A delivery still owed is never removed.",
+        " delivery still needs are removed once older than this (forever: never). A delivery still owed never is.",
     )
     job_retention: float = setting(
         90 * DAY,
-        Duration(zero="keep them forever"),
-        "Job and workflow records (latest state, state history, NonExistJobIds) are removed once older than this.",
+        Duration(forever=True),
+        "Job and workflow records (latest state, state history, NonExistJobIds) are removed once older than this"
+        " (forever: never).",
     )
     prune_interval: float = setting(
         3600.0,

@@ -62,6 +62,8 @@ def ascii_span(text: str) -> float | None:
 
 def span_text(seconds: float) -> str:
     """``seconds`` in the largest unit that divides it: 2592000 is ``30d``, 90 is ``90s``."""
+    if seconds == 0:
+        return "0s"
     for unit in ("d", "h", "m"):
         if seconds and seconds % SPAN_UNITS[unit] == 0:
             return f"{seconds / SPAN_UNITS[unit]:g}{unit}"

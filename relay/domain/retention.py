@@ -9,6 +9,7 @@ removed, whatever its age, and neither is the event it needs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,8 +43,11 @@ class Windows:
 
     @classmethod
     def of_seconds(cls, raw: float, jobs: float) -> Windows:
-        """From settings, where 0 means "keep forever"."""
-        return cls(timedelta(seconds=raw) if raw > 0 else None, timedelta(seconds=jobs) if jobs > 0 else None)
+        """From settings, where infinity ("forever") keeps a kind forever and 0 keeps nothing older than now."""
+        return cls(
+            timedelta(seconds=raw) if math.isfinite(raw) else None,
+            timedelta(seconds=jobs) if math.isfinite(jobs) else None,
+        )
 
     def cutoffs(self, now: datetime) -> Cutoffs:
         return Cutoffs(

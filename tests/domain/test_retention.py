@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -32,7 +33,7 @@ def test_the_cutoffs_are_the_windows_back_from_now() -> None:
 
 def test_a_zero_window_keeps_its_kinds_forever() -> None:
     clock = FakeClock()
-    cutoffs = Windows.of_seconds(0, 0).cutoffs(clock())
+    cutoffs = Windows.of_seconds(math.inf, math.inf).cutoffs(clock())
     clock.advance(3650 * DAY)
     assert (cutoffs.raw, cutoffs.jobs) == (None, None)
     assert not callback_may_go(clock.now - timedelta(days=3000), cutoffs)
@@ -100,12 +101,21 @@ def test_a_duration_refuses_what_it_does_not_mean(text: str) -> None:
         Duration().parse(text)
 
 
-def test_zero_is_a_duration_only_where_it_means_something() -> None:
-    assert Duration(zero="keep them forever").parse("0") == 0
+def test_zero_and_forever_are_durations_only_where_they_are_allowed() -> None:
+    assert Duration(zero=True).parse("0s") == 0
+    assert Duration(forever=True).parse("Forever") == math.inf
     with pytest.raises(ValueError, match="more than 0"):
         Duration().parse("0d")
+    with pytest.raises(ValueError, match="is not"):
+        Duration().parse("forever")
+
+
+def test_a_zero_window_keeps_nothing_older_than_now() -> None:
+    clock = FakeClock()
+    assert Windows.of_seconds(0, 0).cutoffs(clock()).raw == clock()
 
 
 def test_a_duration_is_shown_in_its_largest_whole_unit() -> None:
-    kind = Duration(zero="keep them forever")
-    assert [kind.show(v) for v in (30 * DAY, 7200, 90, 0, 1.5)] == ["30d", "2h", "90s", "0", "1.5s"]
+    kind = Duration(zero=True, forever=True)
+    shown = [kind.show(v) for v in (30 * DAY, 7200, 90, 0, 1.5, math.inf)]
+    assert shown == ["30d", "2h", "90s", "0s", "1.5s", "forever"]
