@@ -68,7 +68,7 @@ def _retention(stats: Mapping[str, object]) -> Iterable[Metric]:
     )
     free.add_metric([], float(stats["filesystem_free"]))  # type: ignore[arg-type]
     pruned = GaugeMetricFamily(
-        "relay_prune_last_success_timestamp_seconds", "When the last complete prune ended (0: never)."
+        "relay_prune_last_success_timestamp_seconds", "When a prune batch last committed (0: never)."
     )
     at = stats["pruned_at"]
     pruned.add_metric([], at.timestamp() if isinstance(at, datetime) else 0.0)

@@ -185,7 +185,7 @@ class Store:
 
     async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
         """One batch: up to ``limit`` rows of each kind older than ``cutoffs``, then up to ``reclaim`` free pages
-        given back. Removed rows per kind; all zero once nothing is left (``at`` is then the last prune)."""
+        given back. Removed rows per kind, all zero once nothing is left; ``at`` is recorded as the last prune."""
         return await self._writer.run(
             partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim)
         )

@@ -259,5 +259,5 @@ def m005_retention(db: Database) -> None:
     # so each index takes its new entry at its right edge.
     for table in ("items", "job_states", "workflow_states", "nonexistent_job_ids", "events", "workflow_runs"):
         db.execute(f"CREATE INDEX {table}_by_callback ON {table}(callback_id)")
-    # When the last complete prune ended (read at every scrape: the alert on a prune that stopped succeeding).
+    # When a prune batch last committed (read at every scrape: the alert on a prune that stopped succeeding).
     db.table("maintenance").create({"name": str, "at": str}, pk="name")

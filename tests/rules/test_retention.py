@@ -179,7 +179,7 @@ async def test_a_large_prune_goes_in_batches_of_at_most_the_batch_size(outbox: O
     assert sum(counts["jobs"] for counts in batches) == 10
 
 
-async def test_pruned_rows_are_counted_per_kind_and_a_complete_prune_is_recorded(outbox: Outbox) -> None:
+async def test_pruned_rows_are_counted_per_kind_and_the_time_of_the_last_prune_is_recorded(outbox: Outbox) -> None:
     registry = CollectorRegistry()
     await outbox.ingest(job_body(1))
     assert outbox.store.outbox_stats()["pruned_at"] is None

@@ -25,8 +25,7 @@ _KEPT_CHILDREN = ("job_states", "workflow_states", "nonexistent_job_ids")
 def prune_batch(conn: sqlite3.Connection, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
     """Remove up to ``limit`` rows of each kind that the rules let go; then give back up to ``reclaim`` free pages.
 
-    All zero means there was nothing left to remove: the prune is complete, and ``at`` is recorded as the
-    last complete prune.
+    All zero means there was nothing left to remove. ``at`` is recorded as the last successful prune.
     """
     counts = dict.fromkeys(KINDS, 0)
     if cutoffs.raw is not None:
@@ -44,11 +43,11 @@ def prune_batch(conn: sqlite3.Connection, cutoffs: Cutoffs, limit: int, at: date
             if ids:
                 counts[kind] = conn.execute(f"DELETE FROM {table} WHERE id BETWEEN ? AND ?", (ids[0], ids[-1])).rowcount
         _job_records(conn, jobs, limit, counts)
-    if not any(counts.values()):
-        conn.execute(
-            "INSERT INTO maintenance(name, at) VALUES ('pruned', ?) ON CONFLICT(name) DO UPDATE SET at = excluded.at",
-            (iso(at),),
-        )
+    # Every batch that commits counts as success: a long first prune after an upgrade is progress, not a stall.
+    conn.execute(
+        "INSERT INTO maintenance(name, at) VALUES ('pruned', ?) ON CONFLICT(name) DO UPDATE SET at = excluded.at",
+        (iso(at),),
+    )
     reclaim_pages(conn, reclaim)
     return counts
 
@@ -162,7 +161,7 @@ def count_prunable(conn: sqlite3.Connection, cutoffs: Cutoffs) -> dict[str, int]
 
 
 def last_pruned(conn: sqlite3.Connection) -> datetime | None:
-    """When the last complete prune ended."""
+    """When a prune batch last committed."""
     row = conn.execute("SELECT at FROM maintenance WHERE name = 'pruned'").fetchone()
     return when(row["at"]) if row else None
 
