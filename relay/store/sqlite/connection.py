@@ -29,9 +29,11 @@ def connect(
     target: str | Path = path if create else f"{path.resolve().as_uri()}?mode=rw"
     conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=busy_timeout, uri=not create)
     conn.row_factory = sqlite3.Row
-    # Before anything else: only a file with no table yet takes it (an older file keeps NONE until a VACUUM).
-    # Pages freed by pruning then go back to the filesystem a batch at a time (`retention.reclaim`).
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new file, before its first table (the only time it can be set without a VACUUM): pages freed by
+        # pruning go back to the filesystem a batch at a time (`retention.reclaim_pages`). On an existing
+        # incremental file, setting it again would take the write lock.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode = WAL")
     # A large prune writes much WAL; a checkpoint truncates the file back to this instead of keeping its peak.
     conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")

@@ -175,7 +175,9 @@ def reusable_bytes(conn: sqlite3.Connection) -> int:
 def backup(conn: sqlite3.Connection, target: Path) -> None:
     """A consistent, compacted copy of the database as of one read snapshot (writers go on meanwhile).
 
-    The copy has auto_vacuum=INCREMENTAL whatever the source has: this connection asks for it, and VACUUM INTO
-    builds the copy with the connection's setting.
+    The copy has auto_vacuum=INCREMENTAL whatever the source has: VACUUM INTO builds it with the connection's
+    setting, and asking for it on a file without auto-vacuum only records the wish (no lock, no change).
     """
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("VACUUM INTO ?", (str(target),))
