@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
+from relay.setting_durations import Duration
 from relay.setting_kinds import (
     NETWORKS,
     PROXIES,
     Choice,
-    Duration,
     File,
     Flag,
     Integer,

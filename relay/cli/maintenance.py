@@ -16,7 +16,7 @@ from relay.cli.options import db_option
 from relay.cli.table import render_table
 from relay.domain.retention import Windows
 from relay.pruning import Pruner
-from relay.setting_kinds import Duration
+from relay.setting_durations import Duration
 from relay.settings import setting_named
 
 F = TypeVar("F", bound=Callable[..., Any])
