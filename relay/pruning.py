@@ -2,7 +2,7 @@
 (started by the app factory) or once on demand (`cos-relay prune`).
 
 Each batch is one write among the callbacks' writes: ingest waits at most one batch. After each batch the
-pruner rests as long as the batch took, so it never holds more than about half of the writer's time.
+pruner rests twice as long as the batch took, so it holds at most about a third of the writer's time.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from relay.store import Store
 
 logger = logging.getLogger(__name__)
 
-#: Rows of each kind per batch: about 10 ms of writing on a laptop disk (`python -m bench.retention`).
-BATCH = 200
-#: Free pages given back per batch (4 KiB each): the pages the batch freed, or a little more.
-RECLAIM = 1024
+#: Rows of each kind per batch: a few ms of writing (`python -m bench.retention`, docs/benchmarks.md).
+BATCH = 100
+#: Free pages given back per batch (4 KiB each): about what a batch of real callbacks frees.
+RECLAIM = 512
+#: Rest after a batch, in multiples of the batch's own time.
+REST = 2.0
 #: The shortest rest between batches, so queued callbacks always get the writer in between.
 MIN_REST = 0.005
 
@@ -61,7 +63,7 @@ class Pruner:
                 self._metrics.pruned(counts)
             if not any(counts.values()):
                 return pruned
-            await anyio.sleep(max(MIN_REST, time.perf_counter() - started))
+            await anyio.sleep(max(MIN_REST, REST * (time.perf_counter() - started)))
 
     async def run(self) -> None:
         """Prune now, then every ``interval`` seconds, until cancelled. A failed prune is logged and tried again
