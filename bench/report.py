@@ -327,8 +327,8 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: A section measured by a module run on its own ends its title so: regenerating the report keeps it as it was.
-STANDALONE = "(run on its own)"
+#: A section measured by a module run on its own ends its title with it: regenerating the report keeps it as it was.
+STANDALONE = "run on its own)"
 
 
 def standalone(previous: str) -> str:
