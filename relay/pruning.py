@@ -8,6 +8,7 @@ pruner rests twice as long as the batch took, so it holds at most about a third 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -71,6 +72,8 @@ class Pruner:
         while True:
             try:
                 pruned = await self.prune()
+            except sqlite3.Error as error:  # locked, full, read-only: one line, tried again next interval
+                logger.error("prune failed: %s", error, extra={"action": "prune_failed"})
             except Exception:
                 logger.exception("prune failed", extra={"action": "prune_failed"})
             else:

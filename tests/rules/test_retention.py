@@ -215,3 +215,28 @@ async def test_the_background_pruner_prunes_at_start_and_again_when_woken(
             await completed[1].wait()
         assert outbox.store.counts()["callbacks"] == 0
         tasks.cancel_scope.cancel()
+
+
+async def test_a_failing_prune_is_logged_in_one_line_and_tried_again(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    tries: list[anyio.Event] = [anyio.Event(), anyio.Event()]
+
+    async def locked(*args: Any) -> dict[str, int]:
+        next(event for event in tries if not event.is_set()).set()
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(outbox.store, "prune", locked)
+    background = pruner(outbox)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(background.run)
+        with anyio.fail_after(10):
+            await tries[0].wait()
+            background.wake()
+            await tries[1].wait()
+        tasks.cancel_scope.cancel()
+    failures = [record for record in caplog.records if record.getMessage().startswith("prune failed")]
+    assert failures[0].getMessage() == "prune failed: database is locked"
+    assert failures[0].exc_info is None
