@@ -240,3 +240,29 @@ async def test_a_failing_prune_is_logged_in_one_line_and_tried_again(
     failures = [record for record in caplog.records if record.getMessage().startswith("prune failed")]
     assert failures[0].getMessage() == "prune failed: database is locked"
     assert failures[0].exc_info is None
+
+
+async def test_the_store_removes_exactly_the_deliveries_the_domain_rule_lets_go(outbox: Outbox) -> None:
+    from datetime import datetime
+
+    from relay.domain.retention import delivery_may_go
+
+    for name, path in (("ok", "/ok"), ("retrying", "/fail"), ("held", "/ok"), ("gone", "/gone"), ("leaving", "/ok")):
+        outbox.add(name, path)
+    outbox.subscribers.pause("held")
+    await outbox.ingest(job_body(1), job_body(2))
+    await outbox.step()
+    outbox.subscribers.pause("leaving")
+    outbox.clock.advance(20 * DAY)
+    await outbox.ingest(job_body(3))
+    outbox.subscribers.remove("leaving")  # its unfinished deliveries end cancelled
+    outbox.clock.advance(15 * DAY)
+    await outbox.step()
+    cutoffs = WINDOWS.cutoffs(outbox.clock())
+    before = outbox.deliveries()
+    assert {d["state"] for d in before} >= {"delivered", "pending", "cancelled"}
+    kept = {
+        d["id"] for d in before if not delivery_may_go(d["state"], datetime.fromisoformat(d["created_at"]), cutoffs)
+    }
+    await pruner(outbox).prune(cutoffs)
+    assert {d["id"] for d in outbox.deliveries()} == kept
