@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(_clean(results), indent=2) + "\n")
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
-    markdown_path.write_text(report.markdown(results))
+    kept = report.standalone(markdown_path.read_text()) if markdown_path.exists() else ""
+    markdown_path.write_text(report.markdown(results) + kept)
     print(f"[{results['seconds']:5.0f} s] done: {json_path}, {markdown_path}", flush=True)
     for verdict in report.verdicts(suite.sections):
         mark = {True: "ok  ", False: "MISS", None: "  - "}[verdict.met]

@@ -327,6 +327,21 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: A section measured by a module run on its own ends its title with it: regenerating the report keeps it as it was.
+STANDALONE = "run on its own)"
+
+
+def standalone(previous: str) -> str:
+    """The sections of the previous report whose title ends with `STANDALONE`, each up to the next section."""
+    kept, keeping = [], False
+    for line in previous.splitlines():
+        if line.startswith("## "):
+            keeping = line.rstrip().endswith(STANDALONE)
+        if keeping:
+            kept.append(line)
+    return "\n".join(["", *kept]) + "\n" if kept else ""
+
+
 METHOD = [
     "* Only loopback traffic. Every server is a child process in its own process group, stopped"
     " (SIGTERM, then SIGKILL) when its measurement ends, also on errors. Every load is bounded in"

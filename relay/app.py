@@ -26,6 +26,7 @@ from relay.auth import BearerAuth, Credentials, resolve_credentials
 from relay.deliver.client import Sender
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.retention import Windows
 from relay.domain.retry import RetryPolicy
 from relay.errors import Rejected
 from relay.exposition import StoreCollector, exposition_registry, render
@@ -33,6 +34,7 @@ from relay.ingest import Ingest, Reader
 from relay.metrics import Metrics
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
+from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
 from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
@@ -87,6 +89,13 @@ def create_app(
         disable_after=timedelta(seconds=settings.disable_after),
         metrics=metrics,
     )
+    pruner = Pruner(
+        store,
+        Windows.of_seconds(settings.retention, settings.job_retention),
+        clock,
+        interval=settings.prune_interval,
+        metrics=metrics,
+    )
     subscribers = Subscribers(
         store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=worker.wake
     )
@@ -121,6 +130,7 @@ def create_app(
             await sender.start()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(worker.run)
+                tasks.start_soon(pruner.run)
                 try:
                     yield
                 finally:

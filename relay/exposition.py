@@ -54,7 +54,25 @@ class StoreCollector(Collector):
                 subscribers.add_metric([name, candidate], 1.0 if state == candidate else 0.0)
         size = GaugeMetricFamily("relay_store_database_size_bytes", "SQLite database size, WAL included.")
         size.add_metric([], float(stats["size"]))  # type: ignore[arg-type]
-        yield from (depth, oldest, subscribers, size)
+        yield from (depth, oldest, subscribers, size, *_retention(stats))
+
+
+def _retention(stats: Mapping[str, object]) -> Iterable[Metric]:
+    """Room left, and whether pruning keeps up: read at scrape like the rest, so right across workers and CLI runs."""
+    reusable = GaugeMetricFamily(
+        "relay_store_reusable_bytes", "Free pages inside the database file: new rows take them before it grows."
+    )
+    reusable.add_metric([], float(stats["reusable"]))  # type: ignore[arg-type]
+    free = GaugeMetricFamily(
+        "relay_store_filesystem_free_bytes", "Space left for unprivileged users on the database's filesystem."
+    )
+    free.add_metric([], float(stats["filesystem_free"]))  # type: ignore[arg-type]
+    pruned = GaugeMetricFamily(
+        "relay_prune_last_success_timestamp_seconds", "When a prune batch last committed (0: never)."
+    )
+    at = stats["pruned_at"]
+    pruned.add_metric([], at.timestamp() if isinstance(at, datetime) else 0.0)
+    return (reusable, free, pruned)
 
 
 class LiveSubscribersOnly(Collector):

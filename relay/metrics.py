@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from relay import __version__
 from relay.domain.callback import JobState, WorkflowRun
+from relay.domain.retention import KINDS
 
 #: Tag families, from the COS API each Tag belongs to. Unknown Tags are counted as ``other``.
 _MEDIA_TAGS = """Transcode Animation Snapshot SmartCover Concat VoiceSeparate VideoMontage SDRtoHDR VideoProcess
@@ -136,6 +137,7 @@ class Metrics:
             _LATENCY,
         )
         self.write_errors = counter("store_write_errors", "Failed SQLite write transactions, by kind.", ("kind",))
+        self.pruned_rows = counter("pruned_rows", "Rows removed by retention, by kind.", ("kind",))
         self._per_subscriber: tuple[Counter | Histogram, ...] = (
             self.attempts,
             self.attempt_seconds,
@@ -151,6 +153,8 @@ class Metrics:
             self.callbacks.labels(outcome)
         for kind in WRITE_ERROR_KINDS:
             self.write_errors.labels(kind)
+        for kind in KINDS:
+            self.pruned_rows.labels(kind)
 
     def subscribers_known(self, names: Iterable[str]) -> None:
         """Start each subscriber's give-up and disable counters at 0 (idempotent; every attempt calls it)."""
@@ -211,6 +215,11 @@ class Metrics:
         self.attempt_seconds.labels(subscriber).observe(seconds)
 
     # -- store ------------------------------------------------------------------------------------
+
+    def pruned(self, counts: Mapping[str, int]) -> None:
+        for kind, count in counts.items():
+            if count:
+                self.pruned_rows.labels(kind).inc(count)
 
     def transaction(self, seconds: float, error: str | None) -> None:
         if error is None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
+from relay.setting_durations import Duration
 from relay.setting_kinds import (
     NETWORKS,
     PROXIES,
@@ -163,6 +164,23 @@ class Settings:
     )
     poll_interval: float = setting(
         1.0, Seconds(), "How often the delivery worker looks for work another process queued."
+    )
+    retention: float = setting(
+        30 * DAY,
+        Duration(forever=True),
+        "Raw callbacks (accepted, duplicate, quarantined), finished deliveries with their attempts, and events no"
+        " delivery still needs are removed once older than this (forever: never). A delivery still owed never is.",
+    )
+    job_retention: float = setting(
+        90 * DAY,
+        Duration(forever=True),
+        "Job and workflow records (latest state, state history, NonExistJobIds) are removed once older than this"
+        " (forever: never).",
+    )
+    prune_interval: float = setting(
+        3600.0,
+        Duration(maximum=DAY),
+        "How often the background pruner applies the two retention windows (in small batches).",
     )
     config_path: Path | None = setting(
         None, File(exists=True), "TOML file of [[subscribers]], applied at every start.", name="config", shown="none"

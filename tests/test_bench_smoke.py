@@ -39,3 +39,15 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
 def test_cost_run_reports_cpu_per_callback() -> None:
     output = run_bench("bench.cost", "--rate", "50", "--seconds", "1", "--rounds", "1", timeout=110)
     assert "ms CPU per callback with its delivery" in output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_retention_benchmark_runs_and_its_file_levels_off(tmp_path: Path) -> None:
+    results = tmp_path / "retention.json"
+    command = ["--jobs", "5000", "--seconds", "1", "--rate", "50", "--window", "4", "--steady", "15"]
+    run_bench("bench.retention", *command, "--json", str(results), timeout=280)
+    data = json.loads(results.read_text())
+    assert data["prune"]["during_prune"]["accepted"] > 0
+    assert data["steady"]["samples"]
+    assert data["compaction"]["vacuum_seconds"] > 0

@@ -16,7 +16,7 @@ Every setting of `cos-relay serve` is an option and an environment variable. An 
 command line wins over the variable, the variable over the default; an empty variable counts as unset.
 Both are read by the same parser: a value it refuses stops `serve` before it starts, with one line naming
 the option, the variable and the form it accepts, and exit status 2. The other commands (`tokens`, `jobs`,
-`subscribers`, `deliveries`, `validate`) read `--db` / `RELAY_DB` the same way.
+`subscribers`, `deliveries`, `validate`, `prune`, `backup`) read `--db` / `RELAY_DB` the same way.
 """
 
 

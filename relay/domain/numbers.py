@@ -47,3 +47,24 @@ def decimal(text: str, low: float, high: float, *, above_low: bool = False) -> f
         span = f"more than {low:g} and at most {high:g}" if above_low else f"from {low:g} to {high:g}"
         raise ValueError(f"must be a number {span}")
     return value
+
+
+_SPAN = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
+#: Seconds in each unit a span may be written in.
+SPAN_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def ascii_span(text: str) -> float | None:
+    """``30d``, ``12h``, ``45m``, ``90s`` or a plain number of seconds, in seconds; else None."""
+    match = _SPAN.fullmatch(text) if len(text) <= _LONGEST else None
+    return float(match[1]) * SPAN_UNITS[match[2]] if match else None
+
+
+def span_text(seconds: float) -> str:
+    """``seconds`` in the largest unit that divides it: 2592000 is ``30d``, 90 is ``90s``."""
+    if seconds == 0:
+        return "0s"
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % SPAN_UNITS[unit] == 0:
+            return f"{seconds / SPAN_UNITS[unit]:g}{unit}"
+    return f"{seconds:g}s"

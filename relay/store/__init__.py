@@ -7,6 +7,7 @@ Writes go through the single writer thread and return only after their transacti
 from __future__ import annotations
 
 import queue
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -19,10 +20,11 @@ import anyio.to_thread
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Owed, Snapshot
+from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import NoDatabase, Rejected
 from relay.store.records import Durability, Page
-from relay.store.sqlite import attempts, callbacks, connection, deliveries, queries, subscribers
+from relay.store.sqlite import attempts, callbacks, connection, deliveries, queries, retention, subscribers
 from relay.store.writer import Observer, Writer
 
 T = TypeVar("T")
@@ -179,6 +181,22 @@ class Store:
     async def next_due(self) -> datetime | None:
         return await self._read(deliveries.next_due)
 
+    # -- retention ------------------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
+        """One batch: up to ``limit`` rows of each kind older than ``cutoffs``, then up to ``reclaim`` free pages
+        given back. Removed rows per kind, all zero once nothing is left; ``at`` is recorded as the last prune."""
+        return await self._writer.run(
+            partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim)
+        )
+
+    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
+        return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
+
+    def backup(self, target: Path) -> None:
+        """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile."""
+        self._read_sync(partial(retention.backup, target=target))
+
     # -- reads ------------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -218,6 +236,9 @@ class Store:
         stats = self._read_sync(queries.outbox_stats)
         wal = self.path.with_name(self.path.name + "-wal")
         stats["size"] += wal.stat().st_size if wal.exists() else 0
+        stats["reusable"] = self._read_sync(retention.reusable_bytes)
+        stats["filesystem_free"] = shutil.disk_usage(self.path.parent).free
+        stats["pruned_at"] = self._read_sync(retention.last_pruned)
         return stats
 
     def counts(self) -> dict[str, int]:

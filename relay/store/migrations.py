@@ -250,3 +250,14 @@ def m004_deliveries_active_indexes(db: Database) -> None:
     db.execute("CREATE INDEX deliveries_pending_order ON deliveries(subscriber_id) WHERE state = 'pending'")
     # Lanes busy per subscriber, leases to reclaim, the head of a strict-order queue (a few rows each).
     db.execute("CREATE INDEX deliveries_in_flight ON deliveries(subscriber_id) WHERE state = 'in_flight'")
+
+
+@migrations()
+def m005_retention(db: Database) -> None:
+    # Pruning deletes callbacks in id order. Every table with a foreign key to callbacks needs an index on it:
+    # without one, SQLite checks each deleted callback against the whole child table. callback_id only grows,
+    # so each index takes its new entry at its right edge.
+    for table in ("items", "job_states", "workflow_states", "nonexistent_job_ids", "events", "workflow_runs"):
+        db.execute(f"CREATE INDEX {table}_by_callback ON {table}(callback_id)")
+    # When a prune batch last committed (read at every scrape: the alert on a prune that stopped succeeding).
+    db.table("maintenance").create({"name": str, "at": str}, pk="name")

@@ -20,6 +20,9 @@ COMMANDS = [
     ["deliveries", "list"],
     ["deliveries", "show", "1"],
     ["tokens"],
+    ["prune"],
+    ["prune", "--dry-run"],
+    ["backup", "never-written.db"],
 ]
 
 

@@ -14,6 +14,9 @@ import sqlite_utils
 from relay.store.migrations import migrations
 from relay.store.records import Durability
 
+#: Bytes a checkpointed WAL file is truncated to.
+WAL_LIMIT = 64 * 1024 * 1024
+
 
 def connect(
     path: Path, durability: Durability = "normal", busy_timeout: float = 5.0, *, create: bool = True
@@ -26,7 +29,14 @@ def connect(
     target: str | Path = path if create else f"{path.resolve().as_uri()}?mode=rw"
     conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=busy_timeout, uri=not create)
     conn.row_factory = sqlite3.Row
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new file, before its first table (the only time it can be set without a VACUUM): pages freed by
+        # pruning go back to the filesystem a batch at a time (`retention.reclaim_pages`). On an existing
+        # incremental file, setting it again would take the write lock.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode = WAL")
+    # A large prune writes much WAL; a checkpoint truncates the file back to this instead of keeping its peak.
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
     # NORMAL in WAL mode loses nothing on a process crash; FULL adds an fsync per commit for power loss.
     conn.execute(f"PRAGMA synchronous = {durability.upper()}")
     conn.execute("PRAGMA foreign_keys = ON")
