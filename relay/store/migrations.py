@@ -250,3 +250,13 @@ def m004_deliveries_active_indexes(db: Database) -> None:
     db.execute("CREATE INDEX deliveries_pending_order ON deliveries(subscriber_id) WHERE state = 'pending'")
     # Lanes busy per subscriber, leases to reclaim, the head of a strict-order queue (a few rows each).
     db.execute("CREATE INDEX deliveries_in_flight ON deliveries(subscriber_id) WHERE state = 'in_flight'")
+
+
+@migrations()
+def m006_console_indexes(db: Database) -> None:
+    # The console's job page lists every delivery of a job's events: events by subject (the JobId).
+    db.execute("CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject)")
+    # The overview counts callbacks per minute over the last hour: a range of received_at, not the table.
+    db.execute("CREATE INDEX IF NOT EXISTS callbacks_by_time ON callbacks(received_at, outcome)")
+    # ... and finished jobs by Tag over the last day: a covering range scan of updated_at.
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs(updated_at, state, tag)")
