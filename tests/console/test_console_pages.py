@@ -96,7 +96,7 @@ def test_the_overview_counts_callbacks_per_minute_jobs_by_tag_the_outbox_and_sub
     signed_in.callback(b"<nope")
     wait_until(lambda: len(signed_in.sender.to("/fail")) == 2, what="both first attempts")
     page = signed_in.get("/console/").text
-    assert 'http-equiv="refresh"' in page
+    assert '<script src="/console/static/overview.js" defer></script>' in page
     minute = signed_in.clock().strftime("%Y-%m-%d %H:%M")
     row = page.split(f"<td>{minute}</td>")[1].split("</tr>")[0]
     # The columns are the outcomes seen, in order: accepted, malformed (drawn as bad).
