@@ -35,9 +35,11 @@ def job_trail(conn: sqlite3.Connection, job_id: str, body_prefix: int) -> dict[s
 
 
 def overview(conn: sqlite3.Connection, since_minute: str, since_day: str) -> dict[str, list[dict[str, Any]]]:
-    """Callbacks per minute by outcome since ``since_minute``; finished and failed jobs by Tag since ``since_day``.
+    """Callbacks per minute by outcome since ``since_minute``; finished and failed jobs by Tag whose state a
+    callback since ``since_day`` set.
 
-    Both are range scans of an index (m006), so their cost follows the traffic in the window, not the history.
+    Each is a range of an index, so its cost follows the traffic in the window, not the history: callbacks by
+    received_at (m006); jobs by (state, callback_id) from the window's first callback id.
     """
     per_minute = [
         dict(row)
@@ -47,14 +49,21 @@ def overview(conn: sqlite3.Connection, since_minute: str, since_day: str) -> dic
             (since_minute,),
         )
     ]
-    by_tag = [
-        dict(row)
-        for row in conn.execute(
-            "SELECT tag, state, count(*) AS n FROM jobs WHERE updated_at >= ? AND state IN ('Success', 'Failed')"
-            " GROUP BY tag, state ORDER BY tag, state",
-            (since_day,),
-        )
-    ]
+    first = conn.execute(
+        "SELECT id FROM callbacks WHERE received_at >= ? ORDER BY received_at LIMIT 1", (since_day,)
+    ).fetchone()
+    by_tag = (
+        []
+        if first is None
+        else [
+            dict(row)
+            for row in conn.execute(
+                "SELECT tag, state, count(*) AS n FROM jobs WHERE state IN ('Success', 'Failed') AND callback_id >= ?"
+                " GROUP BY tag, state ORDER BY tag, state",
+                (first["id"],),
+            )
+        ]
+    )
     return {"callbacks": per_minute, "jobs": by_tag}
 
 
