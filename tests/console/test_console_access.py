@@ -184,3 +184,26 @@ def test_a_session_survives_a_restart_on_the_same_database(console_settings: Set
 def test_a_changed_admin_token_ends_every_session(console_settings: Settings) -> None:
     cookie = signed_cookie(console_settings)
     assert not session_works(console_settings.replace(admin_token="another-admin-token"), cookie)
+
+
+def test_the_login_page_sends_a_signed_in_browser_on(signed_in: Console) -> None:
+    answer = signed_in.get("/console/login?next=/console/callbacks")
+    assert (answer.status_code, answer.headers["location"]) == (303, "/console/callbacks")
+
+
+def test_an_oversized_form_or_a_field_given_twice_is_a_400_page(signed_in: Console) -> None:
+    signed_in.add_subscriber("billing", "/ok")
+    csrf = signed_in.csrf()
+    headers = {"origin": signed_in.origin, "content-type": "application/x-www-form-urlencoded"}
+    for body in (f"csrf={csrf}&pad={'a' * 20000}", f"csrf={csrf}&csrf={csrf}"):
+        answer = signed_in.http.post("/console/subscribers/billing/pause", content=body, headers=headers)
+        assert answer.status_code == 400
+        assert 'role="alert"' in answer.text
+    assert signed_in.api("/api/subscribers/billing")["state"] == "enabled"
+
+
+def test_an_unknown_console_path_is_a_404_page(signed_in: Console) -> None:
+    answer = signed_in.get("/console/nothing-here")
+    assert answer.status_code == 404
+    assert 'role="alert"' in answer.text
+    assert signed_in.get(f"/console/jobs/{job_id(99)}").status_code == 404
