@@ -15,14 +15,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from relay.api.health import health_routes
 from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
-from relay.auth import BearerAuth, Credentials, resolve_credentials
+from relay.auth import BearerAuth, Credentials, generate_token, resolve_credentials
+from relay.console import console_app
+from relay.console.session import SessionKey
 from relay.deliver.client import Sender
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
@@ -124,6 +126,8 @@ def create_app(
                 found = resolve_credentials(settings, store, clock)
                 credentials.callback_token = found.callback_token
                 credentials.admin_token = found.admin_token
+            # Kept in the database so every worker process signs console sessions alike.
+            session_key.derive(store.secret("console_session_key", generate_token(), clock()), credentials.admin_token)
             if settings.config_path is not None:
                 for change in apply_config(subscribers, settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
@@ -140,6 +144,7 @@ def create_app(
             await sender.close()
             store.close()
 
+    session_key = SessionKey()
     admin = [Middleware(BearerAuth, credentials=credentials)]
     api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
     app = Starlette(
@@ -150,6 +155,8 @@ def create_app(
             Route("/metrics", metrics_endpoint.handle, methods=["GET"]),
             openapi_route(),
             Mount("/api", app=api, middleware=admin),
+            Route("/console", lambda request: RedirectResponse("/console/", status_code=308), methods=["GET"]),
+            Mount("/console", app=console_app(settings, store, subscribers, credentials, session_key, clock)),
         ],
         lifespan=lifespan,
     )

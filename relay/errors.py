@@ -15,6 +15,7 @@ responses or exit codes.
   the admin API and the CLI:
   + BadParameter      400  a query, path or option value is not valid
   + BadSubscriber     400  a subscriber definition is not valid, or the change is not possible
+  + Forbidden         403  a console form from another origin or without its CSRF token
   + NotFound          404  nothing has that name or id
     + UnknownSubscriber    no subscriber has that name
     + UnknownDelivery      no delivery has that id
@@ -135,6 +136,14 @@ class BadSubscriber(Rejected):
 
     status = 400
     outcome = "bad_request"
+    quarantined = False
+
+
+class Forbidden(Rejected):
+    """A console form that did not come from a console page: another origin, or a stale or forged CSRF token."""
+
+    status = 403
+    outcome = "forbidden"
     quarantined = False
 
 

@@ -79,8 +79,13 @@ class Settings:
     admin_token: str | None = setting(
         None,
         Text(),
-        "Bearer token for the JSON API (/api).",
+        "Bearer token for the JSON API (/api); the web console (/console/) asks for it at login.",
         shown="kept in the database, generated on first start",
+    )
+    console_session: float = setting(
+        8 * 3600.0,
+        Seconds(maximum=30 * DAY),
+        "How long a web console login lasts (/console/); then the console asks for the admin token again.",
     )
     metrics_token: str | None = setting(
         None, Text(), "Bearer token /metrics requires (it names every subscriber).", shown="none: /metrics is open"

@@ -1,10 +1,11 @@
 """deploy/nginx/cos-relay.conf in front of a real `cos-relay serve`: TLS with a certificate made here, the
-client's address recorded from the trusted proxy, a forged X-Forwarded-For believed from nowhere else, and
-the proxy's body limit the gateway's own."""
+client's address recorded from the trusted proxy, a forged X-Forwarded-For believed from nowhere else, the
+proxy's body limit the gateway's own, and the console's session cookie Secure behind it (and only there)."""
 
 from __future__ import annotations
 
 import getpass
+import re
 import shutil
 import signal
 import ssl
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import callback_url
+from tests.conftest import ADMIN_TOKEN, callback_url
 from tests.live import ProcessServer, free_port, wait_until
 from tests.test_connections import SECONDS, TOKENS, fresh, recorded_sources
 
@@ -165,3 +166,32 @@ def test_the_proxy_refuses_a_body_over_the_gateways_limit(proxy: Proxy) -> None:
 def test_the_proxy_without_a_trusted_certificate_is_refused(proxy: Proxy) -> None:
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"), httpx.Client(timeout=SECONDS) as client:
         client.get(f"{proxy.url}/healthz")
+
+
+def test_the_console_session_cookie_is_secure_behind_the_tls_proxy_and_its_forms_work(proxy: Proxy) -> None:
+    with proxy.client(Origin=proxy.url) as client:
+        signed_in = client.post("/console/login", data={"token": ADMIN_TOKEN})
+        assert signed_in.status_code == 303, signed_in.text
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "; secure" in cookie
+        assert "httponly" in cookie
+        # The cookie comes back over https, and a form posted from the console's https origin is accepted
+        # (nginx's Host carries no port: the host name must match).
+        page = client.get("/console/jobs")
+        assert page.status_code == 200
+        found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert found is not None
+        signed_out = client.post("/console/logout", data={"csrf": found[1]})
+        assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/console/login")
+
+
+def test_a_forged_forwarded_proto_sent_straight_to_the_gateway_gets_no_secure_cookie(gateway: ProcessServer) -> None:
+    transport = httpx.HTTPTransport(local_address=STRANGER)
+    with httpx.Client(base_url=gateway.url, transport=transport, timeout=SECONDS) as client:
+        response = client.post(
+            "/console/login",
+            data={"token": ADMIN_TOKEN},
+            headers={"X-Forwarded-Proto": "https", "Origin": gateway.url},
+        )
+    assert response.status_code == 303, response.text
+    assert "secure" not in response.headers["set-cookie"].lower()

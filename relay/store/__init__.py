@@ -24,7 +24,16 @@ from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import NoDatabase, Rejected
 from relay.store.records import Durability, Page
-from relay.store.sqlite import attempts, callbacks, connection, deliveries, queries, retention, subscribers
+from relay.store.sqlite import (
+    attempts,
+    callbacks,
+    connection,
+    console,
+    deliveries,
+    queries,
+    retention,
+    subscribers,
+)
 from relay.store.writer import Observer, Writer
 
 T = TypeVar("T")
@@ -243,3 +252,22 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         return self._read_sync(queries.counts)
+
+    # -- the web console --------------------------------------------------------------------------
+
+    def job_trail(self, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
+        """The callbacks that carried the job (``callbacks``, bodies cut to ``body_prefix`` bytes) and every
+        delivery of its events (``deliveries``)."""
+        return self._read_sync(partial(console.job_trail, job_id=job_id, body_prefix=body_prefix))
+
+    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
+        """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""
+        return self._read_sync(
+            partial(console.overview, since_minute=connection.iso(since_minute), since_day=connection.iso(since_day))
+        )
+
+    def recent_states(self, subscriber_id: int) -> dict[str, int]:
+        return self._read_sync(partial(console.recent_states, subscriber_id=subscriber_id))
+
+    def event_body(self, event_id: str) -> bytes | None:
+        return self._read_sync(partial(console.event_body, event_id=event_id))

@@ -261,3 +261,12 @@ def m005_retention(db: Database) -> None:
         db.execute(f"CREATE INDEX {table}_by_callback ON {table}(callback_id)")
     # When a prune batch last committed (read at every scrape: the alert on a prune that stopped succeeding).
     db.table("maintenance").create({"name": str, "at": str}, pk="name")
+
+
+@migrations()
+def m006_console_indexes(db: Database) -> None:
+    # The console's job page lists every delivery of a job's events: events by subject (the JobId).
+    db.execute("CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject)")
+    # The overview counts callbacks per minute over the last hour (a range of received_at, not the table), and
+    # finds where the last day starts in callback ids (jobs are then a range of their callback_id index).
+    db.execute("CREATE INDEX IF NOT EXISTS callbacks_by_time ON callbacks(received_at, outcome)")

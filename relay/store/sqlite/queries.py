@@ -178,11 +178,11 @@ def _join(conditions: Iterable[Condition]) -> tuple[str, list[object]]:
     return (" WHERE " + " AND ".join(clause for clause, _ in given) if given else ""), params
 
 
-_DELIVERY_COLUMNS = (
+DELIVERY_COLUMNS = (
     "d.id, d.event_id, e.type AS event_type, e.subject, s.name AS subscriber, d.state, d.attempts, d.failures,"
     " d.next_attempt_at, d.last_outcome, d.last_status, d.created_at, d.updated_at, d.delivered_at"
 )
-_DELIVERY_JOINS = " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
+DELIVERY_JOINS = " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
 
 
 def list_deliveries(
@@ -204,13 +204,13 @@ def list_deliveries(
         ]
     )
     rows = conn.execute(
-        f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ?", (*params, limit + 1)
+        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ?", (*params, limit + 1)
     ).fetchall()
     return Page([dict(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
 
 
 def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] | None:
-    row = conn.execute(f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_JOINS} WHERE d.id = ?", (delivery_id,)).fetchone()
+    row = conn.execute(f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE d.id = ?", (delivery_id,)).fetchone()
     if row is None:
         return None
     delivery = dict(row)

@@ -1,0 +1,63 @@
+"""Signing in with the admin token, and out."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from relay.auth import Credentials, tokens_match
+from relay.console.guard import check_origin, checked_form, read_form
+from relay.console.render import Renderer
+from relay.console.session import COOKIE, COOKIE_PATH, Sessions
+
+HOME = "/console/"
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a console path only (never another site: ``//evil``, ``/\\evil``)."""
+    if not target or not target.startswith(HOME) or "//" in target or "\\" in target:
+        return HOME
+    return target
+
+
+def login_routes(
+    sessions: Sessions, credentials: Credentials, renderer: Renderer, public_url: str | None
+) -> list[BaseRoute]:
+    async def form(request: Request) -> Response:
+        target = safe_next(request.query_params.get("next"))
+        if sessions.check(request.cookies.get(COOKIE)) is not None:
+            return RedirectResponse(target, status_code=303)
+        return renderer.page(request, "login.html", next=target, error=None)
+
+    async def sign_in(request: Request) -> Response:
+        # Login CSRF: only this gateway's own login page may sign a browser in.
+        check_origin(request, public_url)
+        fields = await read_form(request)
+        target = safe_next(fields.get("next"))
+        if not tokens_match(fields.get("token"), credentials.admin_token):
+            return renderer.page(request, "login.html", status=401, next=target, error="That is not the admin token.")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            sessions.issue(),
+            max_age=int(sessions.lifetime.total_seconds()),
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="strict",
+            # https as the client sees it: directly, or as a trusted proxy (RELAY_FORWARDED_ALLOW_IPS) reports it.
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def sign_out(request: Request) -> Response:
+        await checked_form(request, sessions, public_url)
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+        return response
+
+    return [
+        Route("/login", form, methods=["GET"]),
+        Route("/login", sign_in, methods=["POST"]),
+        Route("/logout", sign_out, methods=["POST"]),
+    ]

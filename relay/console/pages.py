@@ -1,0 +1,118 @@
+"""Read-only console pages: the overview, jobs, a job, callbacks. Each is one or two indexed queries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from relay.api import params
+from relay.console.render import Renderer
+from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
+from relay.errors import BadParameter, NotFound
+from relay.store import Store
+
+#: Rows on one page of a listing.
+PAGE = 50
+#: How much of a raw callback body the job page shows.
+BODY_PREFIX = 4096
+#: The overview's windows: callbacks per minute over the last hour, finished jobs over the last day.
+MINUTES = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def _filters(request: Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The listing's filters as given (blank fields dropped), for the form and the next page's link."""
+    return {name: value for name in names if (value := (params.one(request.query_params, name) or "").strip())}
+
+
+def _pivot(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, dict[str, int]]]]:
+    """Callbacks per minute as a table: the outcomes seen are the columns, newest minute first."""
+    outcomes = sorted({row["outcome"] for row in rows})
+    minutes: dict[str, dict[str, int]] = {}
+    for row in rows:
+        minutes.setdefault(row["minute"], {})[row["outcome"]] = row["n"]
+    return outcomes, list(minutes.items())
+
+
+def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime]) -> list[BaseRoute]:
+    async def overview(request: Request) -> Response:
+        now = clock()
+        counts = await anyio.to_thread.run_sync(store.overview, now - MINUTES, now - DAY)
+        stats = await anyio.to_thread.run_sync(store.outbox_stats)
+        outcomes, minutes = _pivot(counts["callbacks"])
+        tags: dict[str, dict[str, int]] = {}
+        for row in counts["jobs"]:
+            tags.setdefault(row["tag"] or "", {})[row["state"]] = row["n"]
+        by_state: dict[str, int] = {}
+        for state in stats["subscribers"].values():
+            by_state[state] = by_state.get(state, 0) + 1
+        return renderer.page(
+            request,
+            "overview.html",
+            outcomes=outcomes,
+            minutes=minutes,
+            tags=sorted(tags.items()),
+            outbox=stats["outbox"],
+            subscriber_states=sorted(by_state.items()),
+        )
+
+    async def jobs(request: Request) -> Response:
+        query = request.query_params
+        wanted = (params.one(query, "job_id") or "").strip()
+        if wanted:
+            # Search by JobId: an exact id is the usual question ("what happened to job X?").
+            if await store.get_job(wanted) is None:
+                raise NotFound(f"no job has the id {wanted!r}")
+            return RedirectResponse(f"/console/jobs/{quote(wanted, safe='')}", status_code=303)
+        filters = _filters(request, ("state", "tag", "queue_id", "since"))
+        since, state = filters.get("since"), filters.get("state")
+        if state is not None and params.spelled(state, JOB_STATES) is None:
+            raise BadParameter(f"state must be one of {', '.join(JOB_STATES)}")
+        found = await store.list_jobs(
+            state=None if state is None else params.spelled(state, JOB_STATES),
+            tag=filters.get("tag"),
+            queue_id=filters.get("queue_id"),
+            since=None if since is None else params.parse_since(since, clock()).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            limit=PAGE,
+            cursor=params.cursor(query),
+        )
+        return renderer.page(
+            request, "jobs.html", jobs=found.items, cursor=found.cursor, filters=filters, states=JOB_STATES
+        )
+
+    async def job(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        found = await store.get_job(job_id)
+        if found is None:
+            raise NotFound(f"no job has the id {job_id!r}")
+        trail = await anyio.to_thread.run_sync(store.job_trail, job_id, BODY_PREFIX)
+        return renderer.page(
+            request, "job.html", job=found, callbacks=trail["callbacks"], deliveries=trail["deliveries"]
+        )
+
+    async def callbacks(request: Request) -> Response:
+        query = request.query_params
+        outcome = params.folded_choice(query, "outcome", (*CALLBACK_OUTCOMES, "rejected"))
+        found = await store.list_callbacks(outcome=outcome, limit=PAGE, cursor=params.cursor(query, numeric=True))
+        return renderer.page(
+            request,
+            "callbacks.html",
+            callbacks=found.items,
+            cursor=found.cursor,
+            filters={"outcome": outcome} if outcome else {},
+            outcomes=(*CALLBACK_OUTCOMES, "rejected"),
+        )
+
+    return [
+        Route("/", overview, methods=["GET"]),
+        Route("/jobs", jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", job, methods=["GET"]),
+        Route("/callbacks", callbacks, methods=["GET"]),
+    ]

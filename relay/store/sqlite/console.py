@@ -1,0 +1,84 @@
+"""Reads only the web console makes: a job's trail, the overview's counts, a subscriber's recent record."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from relay.store.sqlite.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
+
+#: How many of a subscriber's latest attempted deliveries its success ratio is taken over.
+RECENT_DELIVERIES = 100
+
+
+def job_trail(conn: sqlite3.Connection, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
+    """The raw callbacks that carried a job's states, and every delivery of its events, oldest first."""
+    callbacks = [
+        {
+            **{key: row[key] for key in row.keys() if key != "body_prefix"},
+            "body_prefix": bytes(row["body_prefix"] or b"").decode("utf-8", "replace"),
+        }
+        for row in conn.execute(
+            "SELECT id, received_at, source_addr, content_type, format, size, outcome, substr(body, 1, ?)"
+            " AS body_prefix FROM callbacks WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = ?)"
+            " ORDER BY id",
+            (body_prefix, job_id),
+        )
+    ]
+    deliveries = [
+        dict(row)
+        for row in conn.execute(
+            f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = ? ORDER BY d.id", (job_id,)
+        )
+    ]
+    return {"callbacks": callbacks, "deliveries": deliveries}
+
+
+def overview(conn: sqlite3.Connection, since_minute: str, since_day: str) -> dict[str, list[dict[str, Any]]]:
+    """Callbacks per minute by outcome since ``since_minute``; finished and failed jobs by Tag whose state a
+    callback since ``since_day`` set.
+
+    Each is a range of an index, so its cost follows the traffic in the window, not the history: callbacks by
+    received_at (m006); jobs by (state, callback_id) from the window's first callback id.
+    """
+    per_minute = [
+        dict(row)
+        for row in conn.execute(
+            "SELECT substr(received_at, 1, 16) AS minute, outcome, count(*) AS n FROM callbacks"
+            " WHERE received_at >= ? GROUP BY minute, outcome ORDER BY minute DESC, outcome",
+            (since_minute,),
+        )
+    ]
+    first = conn.execute(
+        "SELECT id FROM callbacks WHERE received_at >= ? ORDER BY received_at LIMIT 1", (since_day,)
+    ).fetchone()
+    by_tag = (
+        []
+        if first is None
+        else [
+            dict(row)
+            for row in conn.execute(
+                "SELECT tag, state, count(*) AS n FROM jobs WHERE state IN ('Success', 'Failed') AND callback_id >= ?"
+                " GROUP BY tag, state ORDER BY tag, state",
+                (first["id"],),
+            )
+        ]
+    )
+    return {"callbacks": per_minute, "jobs": by_tag}
+
+
+def recent_states(conn: sqlite3.Connection, subscriber_id: int) -> dict[str, int]:
+    """How the subscriber's latest attempted deliveries stand, by state (its success ratio comes from these)."""
+    return {
+        row["state"]: row["n"]
+        for row in conn.execute(
+            "SELECT state, count(*) AS n FROM (SELECT state FROM deliveries WHERE subscriber_id = ? AND attempts > 0"
+            " ORDER BY id DESC LIMIT ?) GROUP BY state",
+            (subscriber_id, RECENT_DELIVERIES),
+        )
+    }
+
+
+def event_body(conn: sqlite3.Connection, event_id: str) -> bytes | None:
+    row = conn.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
+    return None if row is None else bytes(row["body"])
