@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import anyio
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,6 +21,7 @@ from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
 from relay.auth import BearerAuth, Credentials, resolve_credentials
 from relay.deliver.client import Sender
+from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.retry import RetryPolicy
@@ -85,8 +85,9 @@ def create_app(
         disable_after=timedelta(seconds=settings.disable_after),
         metrics=metrics,
     )
+    delivery = DeliveryThread(worker, sender, grace=SHUTDOWN_GRACE)
     subscribers = Subscribers(
-        store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=worker.wake
+        store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=delivery.wake
     )
     # Unless given, filled in by the lifespan once the store is open (tokens may come from the database).
     resolved = credentials is not None
@@ -98,7 +99,7 @@ def create_app(
         ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
         clock=clock,
         metrics=metrics,
-        on_commit=worker.wake,
+        on_commit=delivery.wake,
     )
     exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock), metrics_dir)
 
@@ -116,16 +117,12 @@ def create_app(
             if settings.config_path is not None:
                 for change in apply_config(subscribers, settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
-            await sender.start()
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(worker.run)
-                try:
-                    yield
-                finally:
-                    await worker.stop(grace=SHUTDOWN_GRACE)
-                    tasks.cancel_scope.cancel()
+            await delivery.start()
+            try:
+                yield
+            finally:
+                await delivery.stop()
         finally:
-            await sender.close()
             store.close()
 
     admin = [Middleware(BearerAuth, credentials=credentials)]
