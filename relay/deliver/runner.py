@@ -50,7 +50,9 @@ class DeliveryThread:
 
     async def start(self) -> None:
         """Start the thread; returns once the sender is open and the worker runs (or raises why not)."""
-        threading.Thread(target=self._main, name=self._name, daemon=True).start()
+        # The same kind of loop as the server's (uvloop when uvicorn chose it): the choice is the operator's.
+        uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        threading.Thread(target=self._main, args=(uvloop,), name=self._name, daemon=True).start()
         await asyncio.wrap_future(self._started)
 
     async def stop(self) -> None:
@@ -61,9 +63,9 @@ class DeliveryThread:
                 loop.call_soon_threadsafe(stop.set)
         await asyncio.wrap_future(self._done)
 
-    def _main(self) -> None:
+    def _main(self, uvloop: bool) -> None:
         try:
-            anyio.run(self._serve, backend="asyncio", backend_options={"use_uvloop": True})
+            anyio.run(self._serve, backend="asyncio", backend_options={"use_uvloop": uvloop})
         except BaseException as exc:  # told to whoever waits: start() if it never started, else stop()
             for future in (self._started, self._done):
                 if not future.done():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -80,3 +81,18 @@ async def test_waking_before_the_thread_starts_or_after_it_stopped_is_harmless(t
         await delivery.stop()
         delivery.wake()
     assert not sender.started
+
+
+async def test_the_delivery_loop_is_the_same_kind_as_the_servers(tmp_path: Path) -> None:
+    kinds: list[str] = []
+
+    class Noting(FakeSender):
+        async def start(self) -> None:
+            kinds.append(type(asyncio.get_running_loop()).__module__)
+            await super().start()
+
+    with Store(tmp_path / "relay.db") as store:
+        delivery = delivery_thread(store, Noting(ThreadedSubscriber()))
+        await delivery.start()
+        await delivery.stop()
+    assert kinds == [type(asyncio.get_running_loop()).__module__]
