@@ -133,13 +133,17 @@ class Writer:
             if urgent:
                 self._commit(conn, urgent)
             if backlog:
-                group = [backlog.popleft() for _ in range(min(len(backlog), MAX_BATCH))]
-                backlog.extendleft(reversed(self._commit(conn, group, yield_to_urgent=True)))
+                self._commit_group(conn, backlog)
             elif stopping and self._urgent.empty():
                 return
             # Waiting for the next write must not keep this batch's writes (a whole body and its model,
             # for a callback) alive: an idle gateway would hold the largest body it last stored.
             del urgent
+
+    def _commit_group(self, conn: sqlite3.Connection, backlog: collections.deque[_Job[Any]]) -> None:
+        """The next group of ordinary writes; those left out for an urgent write go back to the front."""
+        group = [backlog.popleft() for _ in range(min(len(backlog), MAX_BATCH))]
+        backlog.extendleft(reversed(self._commit(conn, group, yield_to_urgent=True)))
 
     def _take(self, backlog: collections.deque[_Job[Any]], *, wait: bool) -> bool:
         """Move the ordinary writes queued to ``backlog`` (waiting for anything first if ``wait``); True on stop."""
