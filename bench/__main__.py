@@ -1,6 +1,6 @@
 """The benchmark suite in one command: python -m bench [--smoke] [--only SECTIONS].
 
-Runs validation, ingest, delivery, e2e, history and memory (in that order), prints progress, writes
+Runs validation, ingest, delivery, fairness, e2e, history and memory (in that order), prints progress, writes
 the results as JSON (bench/results/latest.json) and the Markdown report (docs/benchmarks.md). The
 full suite fits in 10 minutes on a 2-core machine; ``--smoke`` runs every section at tiny sizes
 (about 40 s) so CI keeps the code working. A section that fails is reported, the others still run,
@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, e2e, history, ingest, machine, memory, report, validation
+from bench import delivery, e2e, fairness, history, ingest, machine, memory, report, validation
 from relay.validate.schema import CallbackSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("validation", "ingest", "delivery", "e2e", "history", "memory")
+SECTIONS = ("validation", "ingest", "delivery", "fairness", "e2e", "history", "memory")
 #: The whole suite must finish within this (seconds); the memory section takes what is left.
 BUDGET = 570.0
 #: What the memory section needs besides ingesting: start-up, warm-up, stopping.
@@ -42,6 +42,8 @@ class Sizes:
     ingest_config: ingest.Config
     delivery_events: int
     delivery_concurrency: int
+    fairness_seconds: float
+    fairness_connections: int
     e2e_rate: float
     e2e_seconds: float
     e2e_warmup: float
@@ -66,6 +68,8 @@ FULL = Sizes(
     ingest_config=ingest.Config(seconds=6, warmup=2, rounds=3, connections=32, fixed_seconds=10),
     delivery_events=20_000,
     delivery_concurrency=32,
+    fairness_seconds=6,
+    fairness_connections=32,
     e2e_rate=200,
     e2e_seconds=30,
     e2e_warmup=2,
@@ -83,6 +87,8 @@ SMOKE = Sizes(
     ingest_config=ingest.Config(seconds=1, warmup=0, rounds=1, connections=8, fixed_seconds=1),
     delivery_events=200,
     delivery_concurrency=8,
+    fairness_seconds=1,
+    fairness_connections=8,
     e2e_rate=50,
     e2e_seconds=1,
     e2e_warmup=0,
@@ -129,6 +135,17 @@ class Suite:
             flush=True,
         )
         return {**asdict(result), "ratio": result.ratio}
+
+    def fairness(self) -> dict[str, Any]:
+        sizes = self.sizes
+        warmup = 0.0 if sizes is SMOKE else 2.0
+        result = fairness.measure(
+            sizes.fairness_seconds, sizes.fairness_connections, self.workdir("fairness"), warmup=warmup
+        )
+        print(
+            f"  fairness: {result.share:.0%} delivered during the load, drained in {result.drain_seconds} s", flush=True
+        )
+        return asdict(result)
 
     def e2e(self) -> dict[str, Any]:
         sizes = self.sizes

@@ -54,6 +54,12 @@ def verdicts(sections: dict[str, Any]) -> list[Verdict]:
     add(f"p99 ack at half capacity ({rate:,.0f} req/s)", "< 10 ms", p99, shown, (p99 or 0) < 10)
     ratio = _get(sections, "delivery", "ratio")
     add("delivery: cos-relay drain / raw aiohttp loop", ">= 0.6", ratio, f"{ratio or 0:.2f}", (ratio or 0) >= 0.6)
+    share = _get(sections, "fairness", "share")
+    shown = f"{share or 0:.0%} of callbacks accepted"
+    add("events delivered during saturated ingest, 1 subscriber", ">= 50%", share, shown, (share or 0) >= 0.5)
+    drain = _get(sections, "fairness", "drain_seconds")
+    ok = None if "fairness" not in sections else drain is not None and drain <= 2
+    add("backlog gone after the load stops", "<= 2 s", drain if ok is not None else None, f"{drain or 0:.2f} s", ok)
     rate = _get(sections, "e2e", "rate") or 0
     p50 = _get(sections, "e2e", "p50_ms")
     bare = _get(sections, "e2e", "baseline", "p50_ms") or math.nan
@@ -179,6 +185,20 @@ def _delivery(delivery: dict[str, Any]) -> list[str]:
     ]
 
 
+def fairness_table(result: dict[str, Any]) -> list[str]:
+    lags = result["lag_seconds"] or [0.0]
+    drain = result["drain_seconds"]
+    return [
+        "| connections | seconds | callbacks/s | accepted | delivered during | share | outbox lag each second (s)"
+        " | backlog gone after |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        f"| {result['connections']} | {result['seconds']:.1f} | {result['requests_per_second']:,.0f} |"
+        f" {result['accepted']:,} | {result['delivered_during']:,} | {result['share']:.0%} |"
+        f" {', '.join(f'{lag:.2f}' for lag in lags)} |"
+        f" {'not within the limit' if drain is None else f'{drain:.2f} s'} |",
+    ]
+
+
 def _e2e(e2e: dict[str, Any]) -> list[str]:
     ack, base = e2e["ack"], e2e["baseline"]
     base_ack = base["ack"]
@@ -296,6 +316,7 @@ def markdown(results: dict[str, Any]) -> str:
         "python -m bench --only ingest,e2e      # some sections (JSON to bench/results/partial.json)",
         "python -m bench.ingest                 # each section alone, see each module's --help",
         "python -m bench.delivery --events 20000",
+        "python -m bench.fairness --seconds 6   # events delivered during saturated ingest, outbox lag",
         "python -m bench.e2e --rate 200 --seconds 30",
         "python -m bench.memory --callbacks 200000",
         "python -m bench.history --jobs 1000000",
@@ -307,6 +328,7 @@ def markdown(results: dict[str, Any]) -> str:
     parts = (
         ("1. Ingest throughput and ack latency (bench/ingest.py)", "ingest", _ingest),
         ("2. Delivery throughput (bench/delivery.py)", "delivery", _delivery),
+        ("2b. Delivery during saturated ingest (bench/fairness.py)", "fairness", fairness_table),
         ("3. End-to-end latency (bench/e2e.py)", "e2e", _e2e),
         ("4. Memory (bench/memory.py)", "memory", _memory),
         ("5. Scale with history (bench/history.py)", "history", _history),

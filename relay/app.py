@@ -26,6 +26,7 @@ from relay.auth import BearerAuth, Credentials, generate_token, resolve_credenti
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.deliver.client import Sender
+from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.retention import Windows
@@ -98,8 +99,9 @@ def create_app(
         interval=settings.prune_interval,
         metrics=metrics,
     )
+    delivery = DeliveryThread(worker, sender, grace=SHUTDOWN_GRACE)
     subscribers = Subscribers(
-        store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=worker.wake
+        store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=delivery.wake
     )
     # Unless given, filled in by the lifespan once the store is open (tokens may come from the database).
     resolved = credentials is not None
@@ -111,7 +113,7 @@ def create_app(
         ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
         clock=clock,
         metrics=metrics,
-        on_commit=worker.wake,
+        on_commit=delivery.wake,
     )
     exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock), metrics_dir)
 
@@ -131,17 +133,15 @@ def create_app(
             if settings.config_path is not None:
                 for change in apply_config(subscribers, settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
-            await sender.start()
+            await delivery.start()
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(worker.run)
                 tasks.start_soon(pruner.run)
                 try:
                     yield
                 finally:
-                    await worker.stop(grace=SHUTDOWN_GRACE)
+                    await delivery.stop()
                     tasks.cancel_scope.cancel()
         finally:
-            await sender.close()
             store.close()
 
     session_key = SessionKey()

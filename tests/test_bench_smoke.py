@@ -29,7 +29,8 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
     data = json.loads(results.read_text())
     assert data["smoke"] is True
     assert data["errors"] == {}
-    assert set(data["sections"]) == {"validation", "ingest", "delivery", "e2e", "history", "memory"}
+    assert set(data["sections"]) == {"validation", "ingest", "delivery", "fairness", "e2e", "history", "memory"}
+    assert 0 <= data["sections"]["fairness"]["share"] <= 1.5
     assert data["sections"]["ingest"]["variants"]
     assert report.read_text().startswith("# Benchmarks")
 

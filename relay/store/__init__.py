@@ -177,15 +177,17 @@ class Store:
 
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
         return await self._writer.run(
-            partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity)
+            partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity), urgent=True
         )
 
     async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
         """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
-        return await self._writer.run(partial(attempts.finish, finished=finished, lease_margin=lease_margin))
+        return await self._writer.run(
+            partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True
+        )
 
     async def release(self, claim: Claim, at: datetime) -> None:
-        await self._writer.run(partial(deliveries.release, claim=claim, at=at))
+        await self._writer.run(partial(deliveries.release, claim=claim, at=at), urgent=True)
 
     async def next_due(self) -> datetime | None:
         return await self._read(deliveries.next_due)

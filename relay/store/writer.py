@@ -10,6 +10,7 @@ delivery drain, a wake-up per write took a quarter of the writer thread's time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -67,7 +68,12 @@ def error_kind(exc: sqlite3.Error) -> str:
 
 
 class Writer:
-    """Runs writes on one connection, on one thread, in batched transactions."""
+    """Runs writes on one connection, on one thread, in batched transactions.
+
+    Urgent writes (the delivery worker's: short, and each one holds a delivery lane) never wait for a
+    whole group of ordinary ones: a group in progress commits early when one arrives, and the urgent
+    writes go next, in a transaction of their own. Without load, groups are as large as before.
+    """
 
     def __init__(
         self,
@@ -82,7 +88,8 @@ class Writer:
         self._connect = connect
         self._lock_timeout = lock_timeout
         self._observe = observe or (lambda seconds, error: None)
-        self._queue: queue.SimpleQueue[_Job[Any] | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job[Any] | _Stop | None] = queue.SimpleQueue()  # None: look at urgent
+        self._urgent: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._conn: sqlite3.Connection | None = None
 
@@ -99,11 +106,15 @@ class Writer:
             self._conn.close()
             self._conn = None
 
-    async def run(self, write: Write[T]) -> T:
-        """Queue ``write`` and wait until its transaction has committed."""
+    async def run(self, write: Write[T], *, urgent: bool = False) -> T:
+        """Queue ``write`` and wait until its transaction has committed (``urgent``: ahead of ordinary writes)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(write, future, loop))
+        if urgent:
+            self._urgent.put(_Job(write, future, loop))
+            self._queue.put(None)  # wakes the thread if it waits for work
+        else:
+            self._queue.put(_Job(write, future, loop))
         return await future
 
     def run_sync(self, write: Write[T]) -> T:
@@ -114,31 +125,62 @@ class Writer:
     def _loop(self) -> None:
         conn = self._conn
         assert conn is not None
+        backlog: collections.deque[_Job[Any]] = collections.deque()  # ordinary writes taken, not yet run
+        stopping = False
         while True:
-            batch: list[_Job[Any]] = []
-            item = self._queue.get()
-            while not isinstance(item, _Stop):
-                batch.append(item)
-                if len(batch) >= MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._commit(conn, batch)
-            if isinstance(item, _Stop):
+            stopping = self._take(backlog, wait=not backlog and not stopping) or stopping
+            urgent = self._take_urgent()
+            if urgent:
+                self._commit(conn, urgent)
+            if backlog:
+                self._commit_group(conn, backlog)
+            elif stopping and self._urgent.empty():
                 return
             # Waiting for the next write must not keep this batch's writes (a whole body and its model,
             # for a callback) alive: an idle gateway would hold the largest body it last stored.
-            del batch, item
+            del urgent
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
+    def _commit_group(self, conn: sqlite3.Connection, backlog: collections.deque[_Job[Any]]) -> None:
+        """The next group of ordinary writes; those left out for an urgent write go back to the front."""
+        group = [backlog.popleft() for _ in range(min(len(backlog), MAX_BATCH))]
+        backlog.extendleft(reversed(self._commit(conn, group, yield_to_urgent=True)))
+
+    def _take(self, backlog: collections.deque[_Job[Any]], *, wait: bool) -> bool:
+        """Move the ordinary writes queued to ``backlog`` (waiting for anything first if ``wait``); True on stop."""
+        stop = False
+        try:
+            item = self._queue.get() if wait else self._queue.get_nowait()
+            while True:
+                if isinstance(item, _Stop):
+                    stop = True
+                elif item is not None:
+                    backlog.append(item)
+                if len(backlog) >= MAX_BATCH:
+                    return stop
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            return stop
+
+    def _take_urgent(self) -> list[_Job[Any]]:
+        taken: list[_Job[Any]] = []
+        with contextlib.suppress(queue.Empty):
+            while len(taken) < MAX_BATCH:
+                taken.append(self._urgent.get_nowait())
+        return taken
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[_Job[Any]], *, yield_to_urgent: bool = False
+    ) -> list[_Job[Any]]:
+        """Run ``batch`` in one transaction; returns the writes left out for an urgent one (never the first)."""
         outcomes: list[Outcome] = []
+        ran = len(batch)
         started = time.perf_counter()
         try:
             sql.begin(conn, self._lock_timeout)
-            for job in batch:
+            for index, job in enumerate(batch):
+                if yield_to_urgent and index and not self._urgent.empty():
+                    ran = index
+                    break
                 if not job.started():
                     continue
                 sql.savepoint(conn)
@@ -159,8 +201,9 @@ class Writer:
                 sql.rollback(conn)
             except sqlite3.Error:
                 logger.exception("rollback failed")
-            outcomes = [(job, None, exc) for job in batch]
+            outcomes = [(job, None, exc) for job in batch[:ran]]
         _settle(outcomes)
+        return batch[ran:]
 
 
 def _settle(outcomes: list[Outcome]) -> None:
