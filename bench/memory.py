@@ -33,6 +33,7 @@ class Checkpoint:
     rss_mib: float
     peak_rss_mib: float
     seconds: float  # since the load started
+    database_bytes: int  # the database's pages as a reader sees them (WAL frames included, free pages not)
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,25 @@ class MemoryResult:
     peak_rss_mib: float
     growth: float  # (full - half) / half, RSS
     requests_per_second: float
+    #: Database growth per callback between N/2 and N (callback, job, event, delivery, attempt, indexes).
+    bytes_per_callback: float
+    body_bytes: int  # the size of each callback body posted
 
 
-def _counts(db: Path) -> tuple[int, int]:
+def _counts(db: Path) -> tuple[int, int, int]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         callbacks = conn.execute("SELECT count(*) FROM callbacks WHERE outcome = 'accepted'").fetchone()[0]
         delivered = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0]
-    return int(callbacks), int(delivered)
+        pages, free, size = (
+            conn.execute(f"PRAGMA {pragma}").fetchone()[0] for pragma in ("page_count", "freelist_count", "page_size")
+        )
+    return int(callbacks), int(delivered), (int(pages) - int(free)) * int(size)
 
 
 def _checkpoint(pid: int, db: Path, since: float) -> Checkpoint:
     rss, peak = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
-    callbacks, delivered = _counts(db)
-    return Checkpoint(callbacks, delivered, rss / 1024, peak / 1024, time.monotonic() - since)
+    callbacks, delivered, stored = _counts(db)
+    return Checkpoint(callbacks, delivered, rss / 1024, peak / 1024, time.monotonic() - since, stored)
 
 
 def measure(
@@ -94,11 +101,14 @@ def measure(
         peak_rss_mib=end.peak_rss_mib,
         growth=(end.rss_mib - middle.rss_mib) / middle.rss_mib,
         requests_per_second=(end.callbacks - reference.callbacks) / end.seconds,
+        bytes_per_callback=(end.database_bytes - middle.database_bytes) / max(end.callbacks - middle.callbacks, 1),
+        body_bytes=template.stat().st_size,
     )
     if progress:
         print(
             f"  memory: {end.callbacks:,} callbacks, RSS {end.rss_mib:.1f} MiB, peak {end.peak_rss_mib:.1f} MiB,"
-            f" growth {result.growth:+.1%} ({result.requests_per_second:,.0f} req/s)",
+            f" growth {result.growth:+.1%} ({result.requests_per_second:,.0f} req/s),"
+            f" {result.bytes_per_callback / 1000:.1f} KB stored per {result.body_bytes / 1000:.1f} KB callback",
             flush=True,
         )
     return result

@@ -270,3 +270,11 @@ def m006_console_indexes(db: Database) -> None:
     # The overview counts callbacks per minute over the last hour (a range of received_at, not the table), and
     # finds where the last day starts in callback ids (jobs are then a range of their callback_id index).
     db.execute("CREATE INDEX IF NOT EXISTS callbacks_by_time ON callbacks(received_at, outcome)")
+
+
+@migrations()
+def m007_packed_bodies(db: Database) -> None:
+    # Raw callback bodies, event bodies and job details are zlib-compressed from here on (relay/store/sqlite/
+    # packing.py); a flag per row, so rows written before stay readable as they are, and no rewrite is needed.
+    for table, column in (("callbacks", "body_packed"), ("events", "body_packed"), ("jobs", "detail_packed")):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+import orjson
+
 from relay.domain.callback import Callback, IngestResult, JobState, Received, Timestamp, WorkflowRun
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.sqlite.connection import iso, to_json
 from relay.store.sqlite.deliveries import insert_owed
+from relay.store.sqlite.packing import pack
 from relay.store.sqlite.subscribers import subscribers_version
 
 
@@ -57,7 +60,7 @@ def record_callback(
 def _insert_callback(conn: sqlite3.Connection, received: Received, callback: Callback, at: str) -> int:
     cursor = conn.execute(
         "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
-        " dedup_key, body, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?, 0)",
+        " dedup_key, body, body_packed, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?, 1, 0)",
         (
             at,
             received.source_addr,
@@ -66,7 +69,7 @@ def _insert_callback(conn: sqlite3.Connection, received: Received, callback: Cal
             len(received.body),
             callback.event_name,
             " ".join(callback.dedup_keys),
-            received.body,
+            pack(received.body),
         ),
     )
     assert cursor.lastrowid is not None
@@ -105,15 +108,16 @@ def _record_job(conn: sqlite3.Connection, job: JobState, callback_id: int, at: s
     conn.execute(
         "INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
         " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
-        " end_time_raw, detail, first_seen_at, updated_at, callback_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " end_time_raw, detail, detail_packed, first_seen_at, updated_at, callback_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
         " ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, tag = excluded.tag,"
         " queue_id = excluded.queue_id, code = excluded.code, message = excluded.message,"
         " bucket = excluded.bucket, object_key = excluded.object_key, region = excluded.region,"
         " workflow_run_id = excluded.workflow_run_id, creation_time = excluded.creation_time,"
         " creation_time_raw = excluded.creation_time_raw, start_time = excluded.start_time,"
         " start_time_raw = excluded.start_time_raw, end_time = excluded.end_time,"
-        " end_time_raw = excluded.end_time_raw, detail = excluded.detail, updated_at = excluded.updated_at,"
+        " end_time_raw = excluded.end_time_raw, detail = excluded.detail, detail_packed = 1,"
+        " updated_at = excluded.updated_at,"
         " callback_id = excluded.callback_id"
         " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time",
         (
@@ -131,7 +135,7 @@ def _record_job(conn: sqlite3.Connection, job: JobState, callback_id: int, at: s
             *_times(job.start_time),
             end,
             end_raw,
-            to_json(job.detail),
+            pack(orjson.dumps(job.detail)),
             at,
             at,
             callback_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from relay.store.sqlite.packing import unpack, unpack_prefix
 from relay.store.sqlite.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
 
 #: How many of a subscriber's latest attempted deliveries its success ratio is taken over.
@@ -15,14 +16,13 @@ def job_trail(conn: sqlite3.Connection, job_id: str, body_prefix: int) -> dict[s
     """The raw callbacks that carried a job's states, and every delivery of its events, oldest first."""
     callbacks = [
         {
-            **{key: row[key] for key in row.keys() if key != "body_prefix"},
-            "body_prefix": bytes(row["body_prefix"] or b"").decode("utf-8", "replace"),
+            **{key: row[key] for key in row.keys() if key not in ("body", "body_packed")},
+            "body_prefix": unpack_prefix(row["body"], row["body_packed"], body_prefix).decode("utf-8", "replace"),
         }
         for row in conn.execute(
-            "SELECT id, received_at, source_addr, content_type, format, size, outcome, substr(body, 1, ?)"
-            " AS body_prefix FROM callbacks WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = ?)"
-            " ORDER BY id",
-            (body_prefix, job_id),
+            "SELECT id, received_at, source_addr, content_type, format, size, outcome, body, body_packed"
+            " FROM callbacks WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = ?) ORDER BY id",
+            (job_id,),
         )
     ]
     deliveries = [
@@ -80,5 +80,5 @@ def recent_states(conn: sqlite3.Connection, subscriber_id: int) -> dict[str, int
 
 
 def event_body(conn: sqlite3.Connection, event_id: str) -> bytes | None:
-    row = conn.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
-    return None if row is None else bytes(row["body"])
+    row = conn.execute("SELECT body, body_packed FROM events WHERE id = ?", (event_id,)).fetchone()
+    return None if row is None else unpack(row["body"], row["body_packed"])

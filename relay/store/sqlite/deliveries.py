@@ -11,6 +11,7 @@ import orjson
 from relay.domain.delivery import Claim
 from relay.domain.fanout import Owed
 from relay.store.sqlite.connection import iso, when
+from relay.store.sqlite.packing import pack, unpack
 
 
 def insert_owed(conn: sqlite3.Connection, owed: Sequence[Owed], callback_id: int, stamp: str) -> int:
@@ -18,9 +19,13 @@ def insert_owed(conn: sqlite3.Connection, owed: Sequence[Owed], callback_id: int
     if not owed:
         return 0
     conn.executemany(
-        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body, body_packed)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
         " ON CONFLICT(id) DO NOTHING",
-        [(o.event.id, o.event.item_key, o.event.type, o.event.subject, callback_id, stamp, o.event.body) for o in owed],
+        [
+            (o.event.id, o.event.item_key, o.event.type, o.event.subject, callback_id, stamp, pack(o.event.body))
+            for o in owed
+        ],
     )
     rows = [(o.event.id, s, stamp, stamp, stamp) for o in owed for s in o.subscriber_ids]
     conn.executemany(
@@ -68,7 +73,8 @@ def claim_due(
     if not chosen:
         return []
     rows = conn.execute(
-        "SELECT d.id, d.event_id, d.failures, d.attempts, d.created_at, d.last_outcome, e.body, s.id AS sid,"
+        "SELECT d.id, d.event_id, d.failures, d.attempts, d.created_at, d.last_outcome, e.body, e.body_packed,"
+        " s.id AS sid,"
         " s.name, s.url, s.secret, s.previous_secret, s.previous_secret_expires_at, s.timeout, s.retry_schedule,"
         " s.failing_since"
         " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
@@ -126,7 +132,7 @@ def _claim(row: sqlite3.Row, stamp: str) -> Claim:
     return Claim(
         delivery_id=row["id"],
         event_id=row["event_id"],
-        body=bytes(row["body"]),
+        body=unpack(row["body"], row["body_packed"]),
         subscriber_id=row["sid"],
         subscriber=row["name"],
         url=row["url"],

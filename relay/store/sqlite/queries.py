@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from relay.store.records import Page
+from relay.store.sqlite.packing import unpack, unpack_prefix
 
 _JOB_COLUMNS = (
     "job_id, state, tag, queue_id, code, message, bucket, object_key, region, workflow_run_id,"
@@ -40,12 +41,13 @@ def _job_json(row: sqlite3.Row, *, with_detail: bool) -> dict[str, Any]:
         "updated_at": row["updated_at"],
     }
     if with_detail:
-        job["detail"] = orjson.loads(row["detail"])
+        detail = row["detail"]  # text in rows written before m007, packed bytes after
+        job["detail"] = orjson.loads(unpack(detail, 1) if row["detail_packed"] else detail)
     return job
 
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS}, detail FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"SELECT {_JOB_COLUMNS}, detail, detail_packed FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     if row is None:
         return None
     job = _job_json(row, with_detail=True)
@@ -114,6 +116,8 @@ def get_workflow(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None
     return run
 
 
+#: How much of each body a listing of callbacks shows.
+BODY_PREFIX = 4096
 _CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
     " dedup_key, body_truncated"
@@ -132,22 +136,16 @@ def list_callbacks(
     conditions.append(_where("id < ?", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
     rows = conn.execute(
-        f"SELECT {_CALLBACK_COLUMNS}, substr(body, 1, 4096) AS body_prefix FROM callbacks{where}"
-        " ORDER BY id DESC LIMIT ?",
+        f"SELECT {_CALLBACK_COLUMNS}, body, body_packed FROM callbacks{where} ORDER BY id DESC LIMIT ?",
         (*params, limit + 1),
     ).fetchall()
     items = []
     for row in rows[:limit]:
-        item = {key: row[key] for key in row.keys() if key != "body_prefix"}
+        item = {key: row[key] for key in row.keys() if key not in ("body", "body_packed")}
         item["body_truncated"] = bool(row["body_truncated"])
-        item["body_prefix"] = bytes(row["body_prefix"] or b"").decode("utf-8", "replace")
+        item["body_prefix"] = unpack_prefix(row["body"], row["body_packed"], BODY_PREFIX).decode("utf-8", "replace")
         items.append(item)
     return Page(items, str(rows[limit - 1]["id"]) if len(rows) > limit else None)
-
-
-def get_callback_body(conn: sqlite3.Connection, callback_id: int) -> bytes | None:
-    row = conn.execute("SELECT body FROM callbacks WHERE id = ?", (callback_id,)).fetchone()
-    return None if row is None else bytes(row["body"])
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -245,7 +243,8 @@ def count_deliveries(conn: sqlite3.Connection, state: str) -> int:
 
 def event_bodies(conn: sqlite3.Connection, limit: int) -> list[bytes]:
     """The serialized events, oldest first (benchmarks replay them)."""
-    return [bytes(row[0]) for row in conn.execute("SELECT body FROM events ORDER BY rowid LIMIT ?", (limit,))]
+    rows = conn.execute("SELECT body, body_packed FROM events ORDER BY rowid LIMIT ?", (limit,))
+    return [unpack(body, packed) for body, packed in rows]
 
 
 #: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
