@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from relay.cli import main
-from relay.store import Store
+from relay.store import store_for
 from tests.conftest import DATA
 from tests.live import ProcessServer
 
@@ -47,7 +47,7 @@ def test_first_start_generates_tokens_prints_the_callback_url_and_keeps_them(tmp
 
 def test_tokens_command_shows_the_stored_tokens(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    Store(db).open()  # as serve leaves it: `tokens` never creates a database (issue 15)
+    store_for(db).open()  # as serve leaves it: `tokens` never creates a database (issue 15)
     first = CliRunner().invoke(main, ["tokens", "--db", str(db)])
     second = CliRunner().invoke(main, ["tokens", "--db", str(db)])
     assert first.exit_code == 0

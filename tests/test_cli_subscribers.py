@@ -24,7 +24,7 @@ from relay.cli.subscribers import SHOWN_ONCE
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
-from relay.store import Store
+from relay.store import Store, store_for
 from tests.conftest import SAMPLE_JOB_ID, TRANSCODE, ingest, job_body
 from tests.live import ProcessServer, ThreadServer, wait_until
 
@@ -36,7 +36,7 @@ PUBLIC_URL = "https://8.8.8.8/hooks/cos"
 def db(tmp_path: Path) -> Path:
     """A database as `serve` leaves it: the other commands never create one (issue 15)."""
     path = tmp_path / "relay.db"
-    with Store(path):
+    with store_for(path):
         return path
 
 
@@ -78,7 +78,7 @@ def fail_for_good(db: Path) -> list[int]:
             pending += [recorded.following] if recorded.following else []
         return sorted(killed)
 
-    with Store(db) as store:
+    with store_for(db) as store:
         return asyncio.run(kill(store))
 
 
@@ -364,7 +364,7 @@ def test_deliveries_retry_queues_a_dead_delivery_again(db: Path) -> None:
         [claim] = await store.claim(utc_now(), LEASE_MARGIN, 10)
         return claim.trigger
 
-    with Store(db) as store:
+    with store_for(db) as store:
         assert asyncio.run(trigger(store)) == "manual"
 
 
