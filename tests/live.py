@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 
 import httpx
 import uvicorn
 from starlette.types import ASGIApp
+
+from relay.store.records import PostgresUrl, Target
 
 
 def wait_until(
@@ -73,12 +74,17 @@ def serving(app: ASGIApp) -> Iterator[ThreadServer]:
         server.stop()
 
 
+def db_text(db: Target) -> str:
+    """``--db``'s value for ``db`` (a URL in full: `PostgresUrl` prints without its password)."""
+    return db.url if isinstance(db, PostgresUrl) else str(db)
+
+
 class ProcessServer:
     """``cos-relay serve`` in a child process, for restarts, kills and the CLI's own startup."""
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Target,
         *,
         args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
@@ -102,7 +108,7 @@ class ProcessServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ProcessServer:
-        command = [sys.executable, "-m", "relay", "serve", "--port", str(self.port), "--db", str(self.db_path)]
+        command = [sys.executable, "-m", "relay", "serve", "--port", str(self.port), "--db", db_text(self.db_path)]
         self.process = subprocess.Popen(
             [*command, *self.args],
             env=self.env,
