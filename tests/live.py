@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -90,8 +91,11 @@ class ProcessServer:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.port = port or free_port()
+        #: The child's working directory (where a relative SQLite path would land).
+        self.cwd = cwd
         #: Run in the child before cos-relay starts (e.g. to lower its resource limits).
         self.preexec_fn = preexec_fn
         self.db_path = db_path
@@ -116,6 +120,7 @@ class ProcessServer:
             stderr=subprocess.STDOUT,
             text=True,
             preexec_fn=self.preexec_fn,
+            cwd=self.cwd,
         )
         self._lines = []
         self._reader = threading.Thread(target=self._drain, args=(self.process, self._lines), daemon=True)
