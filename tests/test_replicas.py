@@ -76,7 +76,7 @@ def test_two_replicas_share_one_database_and_each_delivery_is_attempted_by_one_o
     # The outbox gauges come from the database: every replica reports the same.
     gauges = {server.url: outbox_gauges(server) for server in servers}
     assert len(set(gauges.values())) == 1, gauges
-    assert "relay_outbox_deliveries{state=\"pending\"} 0.0" in gauges[servers[0].url]
+    assert 'relay_outbox_deliveries{state="pending"} 0.0' in gauges[servers[0].url]
     # Nothing was written to disk by either replica: the folder they ran in is still empty.
     assert list(tmp_path.iterdir()) == []
 
