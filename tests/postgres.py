@@ -66,12 +66,14 @@ class Cluster:
             capture_output=True,
         )
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
+    def psql(self, sql: str, database: str = "postgres", options: str = "") -> str:
+        """Run ``sql``; ``options`` are the session's settings (``-c name=value``)."""
         return subprocess.run(
             [str(BIN / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", self.url(database), "-c", sql],
             check=True,
             capture_output=True,
             text=True,
+            env={**os.environ, "PGOPTIONS": options},
         ).stdout
 
     def remove(self) -> None:

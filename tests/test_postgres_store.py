@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,21 @@ def test_two_stores_never_lease_the_same_delivery_and_strict_order_holds_across_
         url, "SELECT s.name FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE d.state = 'in_flight'"
     )
     assert sum(row["name"] == "strict" for row in in_flight) == 1
+
+
+def test_a_dead_replicas_lease_expires_and_another_replica_takes_the_delivery(postgres: Cluster) -> None:
+    url = fresh_database(postgres)
+    with store_for(url) as store:
+        spec = SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter(), timeout=5)
+        store.add_subscriber(spec, utc_now())
+    ingest(url, job_body(1))
+    start = utc_now()
+    dead = PostgresStore(url)
+    with dead:
+        [leased] = asyncio.run(dead.claim(start, LEASE_MARGIN, 10))  # and then it dies, never finishing
+    with PostgresStore(url) as survivor:
+        assert asyncio.run(survivor.claim(start, LEASE_MARGIN, 10)) == []  # the lease still holds
+        expired = start + timedelta(seconds=5) + LEASE_MARGIN
+        [taken] = asyncio.run(survivor.claim(expired, LEASE_MARGIN, 10))
+    assert taken.delivery_id == leased.delivery_id
+    assert taken.trigger == "retry"
