@@ -7,6 +7,7 @@ import click
 from relay import __version__
 from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
+from relay.cli.migrate import migrate_to
 from relay.cli.serve import serve, tokens
 from relay.cli.subscribers import subscribers
 from relay.cli.validate import validate
@@ -24,3 +25,4 @@ main.add_command(validate)
 main.add_command(jobs)
 main.add_command(subscribers)
 main.add_command(deliveries)
+main.add_command(migrate_to)
