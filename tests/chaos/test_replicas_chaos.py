@@ -4,10 +4,7 @@ Every acknowledged callback is stored and delivered; nothing is acknowledged tha
 
 from __future__ import annotations
 
-import getpass
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,17 +14,16 @@ import httpx
 import pytest
 
 from relay.store.records import PostgresUrl
+from tests.balancer import balancing
 from tests.chaos.harness import ADMIN_HEADERS, Sender, gateway, record
 from tests.conftest import job_id
 from tests.databases import rows
-from tests.live import ProcessServer, free_port, wait_until
+from tests.live import ProcessServer, wait_until
 from tests.postgres import Cluster
 from tests.sink import Sink
 
 pytestmark = pytest.mark.slow
 
-TEMPLATE = Path(__file__).parent.parent.parent / "deploy" / "nginx" / "cos-relay-replicas.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 KILLS = 3
 RATE = 30.0
 
@@ -41,59 +37,22 @@ class Deployment:
     sink: Sink
 
 
-def render(folder: Path, listen: int, replicas: list[ProcessServer]) -> Path:
-    """The committed file with its placeholders filled, inside a minimal nginx.conf of the test's own."""
-    site = TEMPLATE.read_text()
-    values = {"__LISTEN__": f"127.0.0.1:{listen}"}
-    values |= {f"__REPLICA_{n}__": f"127.0.0.1:{server.port}" for n, server in enumerate(replicas, 1)}
-    for placeholder, value in values.items():
-        assert placeholder in site, placeholder
-        site = site.replace(placeholder, value)
-    assert "__" not in site, "a placeholder the test does not fill"
-    (folder / "site.conf").write_text(site)
-    temp = " ".join(
-        f"{kind}_temp_path {folder / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = folder / "nginx.conf"
-    main.write_text(
-        f"daemon off;\nworker_processes 1;\nuser {getpass.getuser()};\npid {folder / 'nginx.pid'};\n"
-        f"error_log {folder / 'error.log'} error;\nevents {{ worker_connections 256; }}\n"
-        f"http {{\n  access_log off;\n  {temp}\n  include {folder / 'site.conf'};\n}}\n"
-    )
-    return main
-
-
 @pytest.fixture
 def deployment(tmp_path: Path, sink: Sink) -> Iterator[Deployment]:
     cluster = Cluster()
     cluster.start()
     url = PostgresUrl(cluster.url())
     replicas = [gateway(url, args=("--forwarded-allow-ips", "127.0.0.1")) for _ in range(2)]
-    nginx: subprocess.Popen[bytes] | None = None
     try:
         for replica in replicas:
             replica.start()
-        port = free_port()
-        config = render(tmp_path, port, replicas)
-        nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(config)])
-        balancer = f"http://127.0.0.1:{port}"
-
-        def answering() -> bool:
-            try:
-                return httpx.get(f"{balancer}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(answering, timeout=20, what="nginx answering")
-        # A short timeout: a killed replica's leases expire within seconds, not minutes.
-        body = {"name": "hook", "url": f"{sink.url}/ok", "max_in_flight": 8, "timeout": 2}
-        added = httpx.post(f"{balancer}/api/subscribers", json=body, headers=ADMIN_HEADERS)
-        assert added.status_code == 201, added.text
-        yield Deployment(cluster, url, replicas, balancer, sink)
+        with balancing(tmp_path, [replica.port for replica in replicas]) as balancer:
+            # A short timeout: a killed replica's leases expire within seconds, not minutes.
+            body = {"name": "hook", "url": f"{sink.url}/ok", "max_in_flight": 8, "timeout": 2}
+            added = httpx.post(f"{balancer}/api/subscribers", json=body, headers=ADMIN_HEADERS)
+            assert added.status_code == 201, added.text
+            yield Deployment(cluster, url, replicas, balancer, sink)
     finally:
-        if nginx is not None:
-            nginx.send_signal(signal.SIGQUIT)
-            nginx.wait(timeout=20)
         for replica in replicas:
             replica.stop()
         cluster.remove()
