@@ -23,7 +23,7 @@ def render(folder: Path, listen: int, replica_ports: list[int]) -> Path:
     """The committed file with its placeholders filled, inside a minimal nginx.conf of the caller's own."""
     site = TEMPLATE.read_text()
     if len(replica_ports) == 1:  # one replica: its line, without the second's
-        site = "\n".join(line for line in site.splitlines() if "__REPLICA_2__" not in line or "server" not in line)
+        site = "\n".join(line for line in site.splitlines() if "__REPLICA_2__" not in line)
     values = {"__LISTEN__": f"127.0.0.1:{listen}"}
     values |= {f"__REPLICA_{n}__": f"127.0.0.1:{port}" for n, port in enumerate(replica_ports, 1)}
     for placeholder, value in values.items():
