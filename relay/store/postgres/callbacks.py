@@ -10,7 +10,7 @@ from relay.domain.callback import Callback, IngestResult, JobState, Received, Ti
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, to_json
-from relay.store.postgres.deliveries import insert_owed, notify
+from relay.store.postgres.deliveries import insert_owed
 from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version
 
 
@@ -54,8 +54,6 @@ async def record_callback(
         return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
     deliveries = await insert_owed(conn, [o for o in owed if o.event.item_key in new], callback_id, at)
-    if deliveries:
-        await notify(conn)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 
@@ -103,22 +101,13 @@ def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:
 
 
 async def _record_job(conn: asyncpg.Connection, job: JobState, callback_id: int, at: str) -> None:
+    """The job state's history row and the job's current row, in one statement (one round trip)."""
     end, end_raw = _times(job.end_time)
-    await conn.execute(
-        "INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw, received_at, callback_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        job.job_id,
-        job.state,
-        job.code,
-        job.message,
-        end,
-        end_raw,
-        at,
-        callback_id,
-    )
     # Callbacks can arrive out of order: the row keeps the state with the latest EndTime.
     await conn.execute(
-        "INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
+        "WITH history AS (INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw,"
+        " received_at, callback_id) VALUES ($1, $2, $5, $6, $15, $16, $18, $20))"
+        " INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
         " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
         " end_time_raw, detail, first_seen_at, updated_at, callback_id)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"

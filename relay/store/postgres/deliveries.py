@@ -26,26 +26,33 @@ async def notify(conn: asyncpg.Connection) -> None:
 
 
 async def insert_owed(conn: asyncpg.Connection, owed: Sequence[Owed], callback_id: int, stamp: str) -> int:
-    """Store the events and one pending delivery per subscriber each is owed to; returns deliveries created."""
+    """Store the events and one pending delivery per subscriber each is owed to, and wake every replica when
+    this commits; returns deliveries created. One statement however many events and subscribers."""
     if not owed:
         return 0
-    await conn.executemany(
-        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(id) DO NOTHING",
-        [(o.event.id, o.event.item_key, o.event.type, o.event.subject, callback_id, stamp, o.event.body) for o in owed],
-    )
-    events = [o.event.id for o in owed for _ in o.subscriber_ids]
+    events = [o.event for o in owed]
+    owed_events = [o.event.id for o in owed for _ in o.subscriber_ids]
     subscribers = [s for o in owed for s in o.subscriber_ids]
-    # One statement for the whole fan-out, however many subscribers.
     await conn.execute(
-        "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
-        " updated_at) SELECT e, s, 'pending', 0, 0, $3, $3, $3 FROM unnest($1::text[], $2::bigint[]) AS t(e, s)"
-        " ON CONFLICT(event_id, subscriber_id) DO NOTHING",
-        events,
-        subscribers,
+        "WITH stored AS (INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body)"
+        " SELECT i, k, t, s, $6, $7, b FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])"
+        " AS e(i, k, t, s, b) ON CONFLICT(id) DO NOTHING),"
+        " queued AS (INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
+        " created_at, updated_at) SELECT e, s, 'pending', 0, 0, $7, $7, $7"
+        " FROM unnest($8::text[], $9::bigint[]) AS d(e, s) ON CONFLICT(event_id, subscriber_id) DO NOTHING"
+        " RETURNING 1)"
+        f" SELECT pg_notify('{CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM queued)",
+        [event.id for event in events],
+        [event.item_key for event in events],
+        [event.type for event in events],
+        [event.subject for event in events],
+        [event.body for event in events],
+        callback_id,
         stamp,
+        owed_events,
+        subscribers,
     )
-    return len(events)
+    return len(owed_events)
 
 
 async def claim_due(
