@@ -14,7 +14,7 @@ from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import Store
+from relay.store import SqliteStore
 from relay.store.migrations import migrations
 from tests.conftest import ingest, job_body
 
@@ -51,7 +51,7 @@ def test_prune_prints_per_kind_what_it_removed(tmp_path: Path) -> None:
     removed = dict(line.split() for line in lines[1:])
     assert lines[0].split() == ["kind", "removed"]
     assert (removed["callbacks"], removed["events"], removed["jobs"]) == ("5", "5", "0")
-    with Store(db, create=False) as store:
+    with SqliteStore(db, create=False) as store:
         assert store.counts()["callbacks"] == 0
 
 
@@ -61,7 +61,7 @@ def test_a_dry_run_prints_what_would_go_and_removes_nothing(tmp_path: Path) -> N
     assert code == 0
     would = dict(line.rsplit(maxsplit=1) for line in lines[1:])
     assert (would["callbacks"], would["jobs"], would["job_states"]) == ("3", "3", "3")
-    with Store(db, create=False) as store:
+    with SqliteStore(db, create=False) as store:
         assert store.counts()["callbacks"] == 3
 
 
@@ -100,7 +100,7 @@ def test_backup_refuses_to_overwrite_a_file_in_one_line(tmp_path: Path) -> None:
 
 def test_a_backup_is_a_working_database_with_every_job_and_owed_delivery(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         spec = SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter())
         store.add_subscriber(spec, utc_now())
     filled(db, 4)
@@ -108,7 +108,7 @@ def test_a_backup_is_a_working_database_with_every_job_and_owed_delivery(tmp_pat
     code, lines = run("backup", "--db", str(db), str(copy))
     assert code == 0
     assert lines[0].startswith(f"backed up {db} to {copy} (")
-    with Store(copy, create=False) as store:
+    with SqliteStore(copy, create=False) as store:
         assert store.counts()["jobs"] == 4
         assert store.count_deliveries("pending") == 4
 
