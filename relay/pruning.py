@@ -8,7 +8,6 @@ pruner rests twice as long as the batch took, so it holds at most about a third 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +17,7 @@ import anyio
 from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.metrics import Metrics
 from relay.store import Store
+from relay.store.failures import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Pruner:
         while True:
             try:
                 pruned = await self.prune()
-            except sqlite3.Error as error:  # locked, full, read-only: one line, tried again next interval
+            except StoreError as error:  # locked, full, read-only, unreachable: one line, tried again next interval
                 logger.error("prune failed: %s", error, extra={"action": "prune_failed"})
             except Exception:
                 logger.exception("prune failed", extra={"action": "prune_failed"})

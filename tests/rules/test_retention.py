@@ -16,6 +16,7 @@ from relay.domain.retention import Pruned, Windows
 from relay.errors import Malformed
 from relay.metrics import Metrics
 from relay.pruning import Pruner
+from relay.store.failures import StoreUnavailable
 from tests.conftest import DATA, Outbox, job_body
 
 pytestmark = pytest.mark.anyio
@@ -220,13 +221,11 @@ async def test_the_background_pruner_prunes_at_start_and_again_when_woken(
 async def test_a_failing_prune_is_logged_in_one_line_and_tried_again(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import sqlite3
-
     tries: list[anyio.Event] = [anyio.Event(), anyio.Event()]
 
     async def locked(*args: Any) -> dict[str, int]:
         next(event for event in tries if not event.is_set()).set()
-        raise sqlite3.OperationalError("database is locked")
+        raise StoreUnavailable("database is locked", "locked")
 
     monkeypatch.setattr(outbox.store, "prune", locked)
     background = pruner(outbox)

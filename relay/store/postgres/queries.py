@@ -161,11 +161,11 @@ async def counts(conn: asyncpg.Connection) -> dict[str, int]:
     return {table: int(await conn.fetchval(f"SELECT count(*) FROM {table}")) for table in tables}
 
 
-_DELIVERY_COLUMNS = (
+DELIVERY_COLUMNS = (
     "d.id, d.event_id, e.type AS event_type, e.subject, s.name AS subscriber, d.state, d.attempts, d.failures,"
     " d.next_attempt_at, d.last_outcome, d.last_status, d.created_at, d.updated_at, d.delivered_at"
 )
-_DELIVERY_JOINS = " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
+DELIVERY_JOINS = " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
 
 
 async def list_deliveries(
@@ -187,7 +187,7 @@ async def list_deliveries(
         ]
     )
     rows = await conn.fetch(
-        f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ${len(params) + 1}",
+        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ${len(params) + 1}",
         *params,
         limit + 1,
     )
@@ -195,7 +195,7 @@ async def list_deliveries(
 
 
 async def get_delivery(conn: asyncpg.Connection, delivery_id: int) -> dict[str, Any] | None:
-    row = await conn.fetchrow(f"SELECT {_DELIVERY_COLUMNS}{_DELIVERY_JOINS} WHERE d.id = $1", delivery_id)
+    row = await conn.fetchrow(f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE d.id = $1", delivery_id)
     if row is None:
         return None
     delivery = dict(row)

@@ -100,4 +100,25 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX attempts_delivery ON attempts(delivery_id, id);
         """,
     ),
+    (
+        3,
+        "retention_and_console",
+        """
+        -- Pruning deletes callbacks by id: each table with a foreign key to them needs an index on it, or every
+        -- deleted callback's check scans the whole child table (the SQLite store's m005, name for name).
+        -- workflow_runs has no foreign key; its index orders runs by last update for the job window.
+        CREATE INDEX items_by_callback ON items(callback_id);
+        CREATE INDEX job_states_by_callback ON job_states(callback_id);
+        CREATE INDEX workflow_states_by_callback ON workflow_states(callback_id);
+        CREATE INDEX nonexistent_job_ids_by_callback ON nonexistent_job_ids(callback_id);
+        CREATE INDEX events_by_callback ON events(callback_id);
+        CREATE INDEX workflow_runs_by_callback ON workflow_runs(callback_id);
+        -- When a prune batch last committed (read at every scrape: the alert on a prune that stopped succeeding).
+        CREATE TABLE maintenance (name text PRIMARY KEY, at text);
+        -- The console (m006): a job's deliveries through its events by subject; the overview's last hour and day
+        -- as a range of received_at.
+        CREATE INDEX events_by_subject ON events(subject);
+        CREATE INDEX callbacks_by_time ON callbacks(received_at, outcome);
+        """,
+    ),
 )

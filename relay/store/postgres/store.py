@@ -7,15 +7,28 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Owed, Snapshot
+from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import NoDatabase, Rejected
+from relay.errors import BadParameter, NoDatabase, Rejected
 from relay.store.failures import StoreUnavailable
-from relay.store.postgres import attempts, callbacks, deliveries, migrations, queries, secrets, subscribers
+from relay.store.formats import iso
+from relay.store.postgres import (
+    attempts,
+    callbacks,
+    console,
+    deliveries,
+    migrations,
+    queries,
+    retention,
+    secrets,
+    subscribers,
+)
 from relay.store.postgres.connection import Database, Observer, Work
 from relay.store.records import Page, PostgresUrl
 
@@ -161,6 +174,20 @@ class PostgresStore:
     async def next_due(self) -> datetime | None:
         return await self._read(deliveries.next_due)
 
+    # -- retention ------------------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
+        """One batch (one replica at a time); ``reclaim`` does nothing here: autovacuum makes the space reusable
+        (see `relay.store.postgres.retention`)."""
+        return await self._write(partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim))
+
+    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
+        return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
+
+    def backup(self, target: Path) -> None:
+        """Refused: PostgreSQL's own pg_dump makes a consistent copy of a live database (docs/operations.md)."""
+        raise BadParameter("cos-relay backup copies SQLite files; for PostgreSQL use pg_dump (docs/operations.md)")
+
     # -- reads ----------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -197,7 +224,27 @@ class PostgresStore:
         return self._read_sync(partial(queries.event_bodies, limit=limit))
 
     def outbox_stats(self) -> dict[str, Any]:
-        return self._read_sync(queries.outbox_stats)
+        stats = self._read_sync(queries.outbox_stats)
+        # Free space inside PostgreSQL's files and on its server's disk are not visible to a client: None, so
+        # the scrape leaves those gauges out rather than report a guess (watch them on the server instead).
+        stats["reusable"] = None
+        stats["filesystem_free"] = None
+        stats["pruned_at"] = self._read_sync(retention.last_pruned)
+        return stats
 
     def counts(self) -> dict[str, int]:
         return self._read_sync(queries.counts)
+
+    # -- the web console ------------------------------------------------------------------------
+
+    def job_trail(self, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
+        return self._read_sync(partial(console.job_trail, job_id=job_id, body_prefix=body_prefix))
+
+    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
+        return self._read_sync(partial(console.overview, since_minute=iso(since_minute), since_day=iso(since_day)))
+
+    def recent_states(self, subscriber_id: int) -> dict[str, int]:
+        return self._read_sync(partial(console.recent_states, subscriber_id=subscriber_id))
+
+    def event_body(self, event_id: str) -> bytes | None:
+        return self._read_sync(partial(console.event_body, event_id=event_id))

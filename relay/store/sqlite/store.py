@@ -22,7 +22,7 @@ from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import NoDatabase, Rejected
+from relay.errors import BadParameter, NoDatabase, Rejected
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
 from relay.store.formats import iso
 from relay.store.records import Durability, Page
@@ -218,6 +218,10 @@ class SqliteStore:
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile."""
+        if target.exists():
+            raise BadParameter(f"{target} already exists: give a new file name (a backup never overwrites)")
+        if not target.parent.is_dir():
+            raise BadParameter(f"{target.parent} is not a directory: create it first")
         self._read_sync(partial(retention.backup, target=target))
 
     # -- reads ------------------------------------------------------------------------------------
