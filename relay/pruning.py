@@ -1,5 +1,6 @@
-"""The pruner: applies the retention windows in small batches through the single writer, in the background
-(started by the app factory) or once on demand (`cos-relay prune`).
+"""The pruner: applies the retention windows in small batches (SQLite: through the single writer;
+PostgreSQL: one replica at a time), in the background (started by the app factory) or once on demand
+(`cos-relay prune`).
 
 Each batch is one write among the callbacks' writes: ingest waits at most one batch. After each batch the
 pruner rests twice as long as the batch took, so it holds at most about a third of the writer's time.

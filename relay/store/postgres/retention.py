@@ -10,8 +10,8 @@ with what a single writer gave for free made explicit, since replicas and the de
 * finished deliveries are locked with SKIP LOCKED, and every delete repeats its rule, so a delivery an
   operator requeues meanwhile (pending again) or a job a callback updates meanwhile stays.
 
-Ingest never waits on a batch: it only inserts new rows, except a job's latest state, whose update waits at
-most for the one batch that holds that row.
+Ingest does not wait on a batch: it inserts new rows, and the rare one that touches a row a batch removes (a
+job's latest state, updated in place; a dedup key reused after its window) waits at most for that batch.
 
 There is no page give-back: SQLite's incremental vacuum returns freed pages to the filesystem, while on
 PostgreSQL plain autovacuum marks dead rows' space reusable and new rows take it (docs/operations.md). A
