@@ -1,11 +1,16 @@
-"""Pruning where only PostgreSQL has the problem: replicas pruning the same database at once, and a delivery an
-operator requeues while a batch runs (the SQLite store's single writer orders both for free)."""
+"""Pruning where only PostgreSQL has the problem: replicas pruning the same database at once, a delivery an
+operator requeues while a batch runs (the SQLite store's single writer orders both for free), and every step of
+a batch and every console read planned through an index (schema step 3)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+import asyncpg
 import psycopg
 
 from relay.deliver.signing import generate_secret
@@ -14,8 +19,9 @@ from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.domain.subscribers import SubscriberSpec
 from relay.pruning import Pruner
 from relay.store import PostgresStore, store_for
+from relay.store.postgres import console, retention
 from relay.store.records import PostgresUrl
-from tests.conftest import fresh_database, job_body, record
+from tests.conftest import DATA, fresh_database, job_body, job_id, record
 from tests.databases import count, rows
 from tests.postgres import Cluster
 
@@ -77,3 +83,71 @@ def test_a_delivery_being_requeued_is_skipped_by_the_batch_without_waiting_and_s
         assert count(url, "events") == 1  # the event the requeued delivery needs stays
         again = asyncio.run(relay.prune(Cutoffs(raw=NOW + timedelta(days=1), jobs=None), 100, NOW, 0))
         assert again["deliveries"] == 0  # owed now: never pruned
+
+
+class Planned:
+    """An asyncpg connection that asks PostgreSQL for its plan of each query before running it."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.plans: list[tuple[str, str]] = []
+
+    async def _explained(self, run: Callable[..., Awaitable[Any]], query: str, *args: Any) -> Any:
+        if not query.startswith(("SELECT pg_advisory", "INSERT")):
+            self.plans.append((query, str(await self.conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args))))
+        return await run(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        return await self._explained(self.conn.fetch, query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._explained(self.conn.fetchval, query, *args)
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        return await self._explained(self.conn.execute, query, *args)
+
+
+def test_every_step_of_a_prune_batch_and_every_console_read_is_planned_through_an_index(postgres: Cluster) -> None:
+    url = fresh_database(postgres)
+    with store_for(url) as relay:
+        relay.add_subscriber(SubscriberSpec("hook", "http://192.0.2.1/hook", generate_secret(), Filter()), LONG_AGO)
+        workflow = (DATA / "samples" / "workflow_finish_success.xml").read_bytes()
+        asyncio.run(record(relay, *(job_body(n) for n in range(5)), workflow, at=LONG_AGO))
+    rows(url, "UPDATE deliveries SET state = 'delivered' WHERE id % 2 = 0 RETURNING id")
+
+    async def planned() -> list[tuple[str, str]]:
+        conn = await asyncpg.connect(url.url)
+        try:
+            # Tables this small would be scanned whole whatever the indexes: forbid that, and any step without an
+            # index it can use still shows a Seq Scan.
+            await conn.execute("SET enable_seqscan = off")
+            spy = Planned(conn)
+            as_conn = cast(asyncpg.Connection, spy)
+            transaction = conn.transaction()
+            await transaction.start()
+            await retention.prune_batch(as_conn, Cutoffs(raw=NOW, jobs=NOW), 100, NOW, 0)
+            await transaction.rollback()
+            await console.job_trail(as_conn, job_id(1), 64)
+            await console.overview(as_conn, "2019-12-31T23:00:00.000000Z", "2019-12-31T00:00:00.000000Z")
+            await console.recent_states(as_conn, 1)
+            await console.event_body(as_conn, "nope")
+            return spy.plans
+        finally:
+            await conn.close()
+
+    plans = asyncio.run(planned())
+    assert len(plans) >= 20  # every step ran: deliveries, callbacks, history, jobs, workflows, the console
+    assert [(query, whole) for query, plan in plans if (whole := unbounded(json.loads(plan)[0]["Plan"]))] == []
+
+
+def unbounded(node: dict[str, Any], limited: bool = False) -> list[str]:
+    """The scans in a plan that read a whole table or index: a Seq Scan, or an index scan with no condition
+    that no LIMIT above it bounds (the leading rows of a table in id order are taken that way, a batch at a time)."""
+    kind = node["Node Type"]
+    limited = limited or kind == "Limit"
+    found = []
+    if kind == "Seq Scan" or (kind.endswith("Index Scan") and "Index Cond" not in node and not limited):
+        found.append(f"{kind} on {node.get('Relation Name') or node.get('Index Name')}")
+    for child in node.get("Plans", []):
+        found += unbounded(child, limited)
+    return found
