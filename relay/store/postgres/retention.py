@@ -74,14 +74,18 @@ async def _leading(conn: asyncpg.Connection, query: str, cutoff: str, limit: int
 
 
 async def _finished_deliveries(conn: asyncpg.Connection, raw: str, limit: int, counts: dict[str, int]) -> None:
-    # SKIP LOCKED: a delivery being requeued right now is left for the next batch (its state is rechecked too).
-    rows = await conn.fetch(
-        "SELECT id, event_id FROM deliveries WHERE state = ANY($1::text[]) AND created_at < $2"
-        " ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED",
-        list(FINISHED),
-        raw,
-        limit,
-    )
+    rows: list[asyncpg.Record] = []
+    # One state at a time: each is an ordered range of the (state, created_at) index that LIMIT stops early,
+    # where all three at once would sort every prunable row first. SKIP LOCKED: a delivery being requeued right
+    # now is left for the next batch.
+    for state in FINISHED:
+        rows += await conn.fetch(
+            "SELECT id, event_id FROM deliveries WHERE state = $1 AND created_at < $2"
+            " ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+            state,
+            raw,
+            limit - len(rows),
+        )
     if not rows:
         return
     ids = [row["id"] for row in rows]
