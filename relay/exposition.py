@@ -68,7 +68,7 @@ def _retention(stats: Mapping[str, object]) -> Iterable[Metric]:
     room = (
         (
             "relay_store_reusable_bytes",
-            "Free space inside the database file: new rows take it before it grows.",
+            "Free pages inside the database file: new rows take them before it grows.",
             "reusable",
         ),
         (

@@ -217,7 +217,8 @@ class SqliteStore:
         return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
 
     def backup(self, target: Path) -> None:
-        """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile."""
+        """A consistent copy of the live database at ``target``; writers go on meanwhile. `BadParameter` (one line
+        for the CLI) when ``target`` exists or its folder does not: a backup never overwrites."""
         if target.exists():
             raise BadParameter(f"{target} already exists: give a new file name (a backup never overwrites)")
         if not target.parent.is_dir():
