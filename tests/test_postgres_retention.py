@@ -85,6 +85,15 @@ def test_a_delivery_being_requeued_is_skipped_by_the_batch_without_waiting_and_s
         assert again["deliveries"] == 0  # owed now: never pruned
 
 
+def test_ingest_goes_on_while_another_replica_holds_the_prune_lock(postgres: Cluster) -> None:
+    url = fresh_database(postgres)
+    with store_for(url) as relay, psycopg.connect(url.url) as other, other.transaction():
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (retention.PRUNE_LOCK,))  # a batch in progress there
+        results = asyncio.run(asyncio.wait_for(record(relay, job_body(1), at=NOW), timeout=4))
+        assert [result.outcome for result in results] == ["accepted"]
+        assert relay.count_prunable(Cutoffs(raw=NOW + timedelta(seconds=1), jobs=None))["callbacks"] == 1
+
+
 class Planned:
     """An asyncpg connection that asks PostgreSQL for its plan of each query before running it."""
 
