@@ -37,7 +37,7 @@ from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
 from relay.ingest import Ingest, Reader
-from relay.store import Store
+from relay.store import Store, store_for
 from relay.validate.schema import CallbackSchema
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "samples" / "transcode_success.xml"
@@ -144,7 +144,7 @@ def measure(events: int, concurrency: int) -> Result:
     with (
         running(["-m", "bench.sink", str(port)], port),
         tempfile.TemporaryDirectory() as folder,
-        Store(Path(folder) / "bench.db") as store,
+        store_for(Path(folder) / "bench.db") as store,
     ):
         bodies = fill(store, events, url, concurrency)
         # uvloop on both sides: the loop uvicorn gives the gateway's delivery worker.

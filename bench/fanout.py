@@ -44,7 +44,7 @@ from bench.report import emit
 from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import Store
+from relay.store import store_for
 
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway gateway on loopback
 #: Callbacks each subscriber takes (and delivers to the sink) before it is paused.
@@ -185,7 +185,7 @@ def _pending(port: int) -> bool:
 
 def add_subscribers(db: Path, url: str, count: int) -> None:
     """Create the database with ``count`` subscribers matching every event, all enabled."""
-    with Store(db) as store:
+    with store_for(db) as store:
         at = datetime.now(UTC)
         for number in range(count):
             store.add_subscriber(

@@ -42,6 +42,7 @@ from bench.load import LoadResult, closed_loop, new_run_id, sample_template
 from bench.process import free_port
 from bench.report import emit
 from relay.deliver.worker import LEASE_MARGIN
+from relay.store.formats import iso
 from relay.store.sqlite import connection, deliveries
 
 PENDING = 1000
@@ -150,7 +151,7 @@ def queue_pending(db: Path, count: int) -> None:
     """Leave exactly ``count`` due pending deliveries (and nothing in flight) for the sink subscriber."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        now = connection.iso(datetime.now(UTC) - timedelta(seconds=1))
+        now = iso(datetime.now(UTC) - timedelta(seconds=1))
         conn.execute("BEGIN")
         conn.execute("UPDATE deliveries SET state = 'delivered' WHERE state IN ('pending', 'in_flight')")
         subscriber = conn.execute("SELECT id FROM subscribers WHERE name = 'sink'").fetchone()[0]

@@ -29,7 +29,7 @@ from bench.report import emit
 from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import Store
+from relay.store import store_for
 
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - a throwaway gateway on loopback
 
@@ -93,7 +93,7 @@ class IngestReport:
 
 def add_subscriber(db: Path, url: str, name: str = "sink") -> None:
     """Create the database (migrated) with one subscriber matching every event."""
-    with Store(db) as store:
+    with store_for(db) as store:
         store.add_subscriber(
             SubscriberSpec(name=name, url=url, secret=generate_secret(), filter=Filter()), datetime.now(UTC)
         )

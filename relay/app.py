@@ -41,7 +41,7 @@ from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
 from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
-from relay.store import Store
+from relay.store import store_for
 from relay.validate.schema import CallbackSchema
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,12 @@ def create_app(
     them. ``metrics_dir`` is where every worker counts (see `relay.metrics_files`): /metrics adds them up.
     """
     metrics = Metrics(registry or CollectorRegistry())
-    store = Store(
+    store = store_for(
         settings.db_path,
         durability=settings.durability,
         write_timeout=settings.write_timeout,
+        pool_size=settings.pool_size,
+        statement_timeout=settings.statement_timeout,
         observe=metrics.transaction,
     )
     schema = CallbackSchema.load()
@@ -117,7 +119,7 @@ def create_app(
     )
     exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock), metrics_dir)
 
-    # Rendering reads SQLite for the outbox gauges: SharedRendering keeps it off the event loop.
+    # Rendering reads the database for the outbox gauges: SharedRendering keeps it off the event loop.
     metrics_endpoint = MetricsEndpoint(SharedRendering(functools.partial(render, exposition)), settings.metrics_token)
 
     @contextlib.asynccontextmanager
@@ -133,6 +135,7 @@ def create_app(
             if settings.config_path is not None:
                 for change in apply_config(subscribers, settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
+            store.watch(delivery.wake)
             await delivery.start()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pruner.run)

@@ -52,27 +52,43 @@ class StoreCollector(Collector):
         for name, state in stats["subscribers"].items():  # type: ignore[attr-defined]
             for candidate in ("enabled", "paused", "disabled"):
                 subscribers.add_metric([name, candidate], 1.0 if state == candidate else 0.0)
-        size = GaugeMetricFamily("relay_store_database_size_bytes", "SQLite database size, WAL included.")
+        size = GaugeMetricFamily(
+            "relay_store_database_size_bytes",
+            "Database size: the SQLite file with its WAL, or the PostgreSQL database.",
+        )
         size.add_metric([], float(stats["size"]))  # type: ignore[arg-type]
         yield from (depth, oldest, subscribers, size, *_retention(stats))
 
 
 def _retention(stats: Mapping[str, object]) -> Iterable[Metric]:
-    """Room left, and whether pruning keeps up: read at scrape like the rest, so right across workers and CLI runs."""
-    reusable = GaugeMetricFamily(
-        "relay_store_reusable_bytes", "Free pages inside the database file: new rows take them before it grows."
+    """Room left, and whether pruning keeps up: read at scrape like the rest, so right across workers and CLI runs.
+
+    A gauge whose value the backend cannot tell (None: PostgreSQL's free space) is left out, not exported as 0.
+    """
+    room = (
+        (
+            "relay_store_reusable_bytes",
+            "Free pages inside the database file: new rows take them before it grows.",
+            "reusable",
+        ),
+        (
+            "relay_store_filesystem_free_bytes",
+            "Space left for unprivileged users on the database's filesystem.",
+            "filesystem_free",
+        ),
     )
-    reusable.add_metric([], float(stats["reusable"]))  # type: ignore[arg-type]
-    free = GaugeMetricFamily(
-        "relay_store_filesystem_free_bytes", "Space left for unprivileged users on the database's filesystem."
-    )
-    free.add_metric([], float(stats["filesystem_free"]))  # type: ignore[arg-type]
+    for name, documentation, key in room:
+        value = stats.get(key)
+        if value is not None:
+            gauge = GaugeMetricFamily(name, documentation)
+            gauge.add_metric([], float(value))  # type: ignore[arg-type]
+            yield gauge
     pruned = GaugeMetricFamily(
         "relay_prune_last_success_timestamp_seconds", "When a prune batch last committed (0: never)."
     )
     at = stats["pruned_at"]
     pruned.add_metric([], at.timestamp() if isinstance(at, datetime) else 0.0)
-    return (reusable, free, pruned)
+    yield pruned
 
 
 class LiveSubscribersOnly(Collector):

@@ -9,7 +9,6 @@ snapshot of the subscribers and makes the one store call.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from lxml import etree
@@ -19,6 +18,7 @@ from relay.domain.events import Event, events_for
 from relay.domain.fanout import EMPTY, Snapshot, fan_out
 from relay.errors import Invalid, Unavailable
 from relay.store import Store
+from relay.store.failures import StoreError
 from relay.validate import limits
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import BodyFormat, new_xml_parser, parse
@@ -97,7 +97,7 @@ class Ingest:
                 if result is not None:
                     return result
                 self._snapshot = await self._fresh_snapshot()
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             raise Unavailable(f"the callback could not be stored ({type(exc).__name__})") from None
         raise Unavailable("the subscribers kept changing while the callback was stored")
 

@@ -1,5 +1,6 @@
-"""The pruner: applies the retention windows in small batches through the single writer, in the background
-(started by the app factory) or once on demand (`cos-relay prune`).
+"""The pruner: applies the retention windows in small batches (SQLite: through the single writer;
+PostgreSQL: one replica at a time), in the background (started by the app factory) or once on demand
+(`cos-relay prune`).
 
 Each batch is one write among the callbacks' writes: ingest waits at most one batch. After each batch the
 pruner rests twice as long as the batch took, so it holds at most about a third of the writer's time.
@@ -8,7 +9,6 @@ pruner rests twice as long as the batch took, so it holds at most about a third 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +18,7 @@ import anyio
 from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.metrics import Metrics
 from relay.store import Store
+from relay.store.failures import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Pruner:
         while True:
             try:
                 pruned = await self.prune()
-            except sqlite3.Error as error:  # locked, full, read-only: one line, tried again next interval
+            except StoreError as error:  # locked, full, read-only, unreachable: one line, tried again next interval
                 logger.error("prune failed: %s", error, extra={"action": "prune_failed"})
             except Exception:
                 logger.exception("prune failed", extra={"action": "prune_failed"})

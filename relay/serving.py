@@ -32,7 +32,7 @@ from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_fil
 from relay.receive.protocol import BoundedProtocol, ConnectionLimits
 from relay.setting_kinds import parse_proxies
 from relay.settings import KIB, Settings
-from relay.store import Store
+from relay.store import store_for
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def prepare(settings: Settings) -> Credentials:
     checked = (
         None if settings.config_path is None else read_config(settings.config_path, partial(vet_destination, policy))
     )
-    with Store(settings.db_path) as store:
+    with store_for(settings.db_path, pool_size=1, statement_timeout=settings.statement_timeout) as store:
         credentials = resolve_credentials(settings, store, utc_now)
         if settings.config_path is None:
             return credentials

@@ -19,20 +19,8 @@ from typing import Any, TypeVar
 from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
 from relay.setting_durations import Duration
-from relay.setting_kinds import (
-    NETWORKS,
-    PROXIES,
-    Choice,
-    File,
-    Flag,
-    Integer,
-    Kind,
-    Schedule,
-    Seconds,
-    Text,
-    Url,
-)
-from relay.store.records import Durability
+from relay.setting_kinds import NETWORKS, PROXIES, Choice, File, Flag, Integer, Kind, Schedule, Seconds, Text, Url
+from relay.store.records import POSTGRES_SCHEMES, Durability, PostgresUrl, Target, target_of
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -42,6 +30,27 @@ ENV_PREFIX = "RELAY_"
 T = TypeVar("T")
 
 _SPEC = "relay.setting"
+
+
+@dataclass(frozen=True)
+class Database(File):
+    """An SQLite file path, or a PostgreSQL URL (``postgresql://`` or ``postgres://``): a URL is never a path."""
+
+    @property
+    def metavar(self) -> str:
+        return "FILE|URL"
+
+    @property
+    def form(self) -> str:
+        return f"an SQLite file path or a PostgreSQL URL ({' or '.join(POSTGRES_SCHEMES)}...)"
+
+    def convert(self, text: str) -> Any:
+        target = target_of(text)
+        return target if isinstance(target, PostgresUrl) else super().convert(text)
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, PostgresUrl):
+            super().check(value)
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,11 @@ class Settings:
 
     host: str = setting("127.0.0.1", Text(), "Address to bind to.")
     port: int = setting(8080, Integer(0, 65535), "Port to bind to.")
-    db_path: Path = setting(
+    db_path: Target = setting(
         Path("cos-relay.db"),
-        File(),
-        "SQLite database file; `serve` creates it (migrated, in WAL mode), every other command needs it to exist.",
+        Database(),
+        "SQLite database file, or a postgresql:// URL (for several replicas); `serve` creates the file or sets up"
+        " the database (migrated), every other command needs it to exist.",
         name="db",
     )
     callback_token: str | None = setting(
@@ -136,6 +146,14 @@ class Settings:
     )
     write_timeout: float = setting(
         5.0, Seconds(), "How long a write waits for a lock another process holds before the request gets 503."
+    )
+    pool_size: int = setting(
+        10, Integer(1, 1000), "PostgreSQL only: connections per process (each replica and worker has its own pool)."
+    )
+    statement_timeout: float = setting(
+        5.0,
+        Seconds(),
+        "PostgreSQL only: a statement, or a wait for a pooled connection, longer than this fails (503 to COS).",
     )
     public_url: str | None = setting(
         None, Url(), "Base URL COS reaches the gateway at, for the printed callback URL.", shown="http://HOST:PORT"

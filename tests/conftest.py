@@ -10,6 +10,7 @@ clock and a fresh metrics registry, stepped by hand with `run_once()`.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,10 +30,12 @@ from relay.ingest import Ingest, Reader
 from relay.metrics import Metrics
 from relay.outbox.service import Subscribers
 from relay.settings import Settings
-from relay.store import Store
+from relay.store import Store, store_for
+from relay.store.records import PostgresUrl, Target
 from relay.validate.schema import CallbackSchema
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer
+from tests.postgres import Cluster
 from tests.sink import Sink
 
 DATA = Path(__file__).parent / "data"
@@ -73,18 +76,61 @@ async def record(store: Store, *bodies: bytes, at: datetime | None = None) -> li
     return results
 
 
-def ingest(db: Path, *bodies: bytes) -> list[IngestResult]:
+def ingest(db: Target, *bodies: bytes) -> list[IngestResult]:
     """`record` through a store of its own (another writer on a gateway's database)."""
-    with Store(db) as store:
+    with store_for(db) as store:
         return asyncio.run(record(store, *bodies))
+
+
+# -- the database: every test that takes one runs on both backends ------------------------------------
+
+BACKENDS = ("sqlite", "postgres")
+TEMPLATE = "relay_template"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL 15 cluster for the session (each xdist worker has its own), with a migrated
+    template database that every test's database is copied from."""
+    cluster = Cluster()
+    cluster.start()
+    try:
+        cluster.psql(f"CREATE DATABASE {TEMPLATE}")
+        with store_for(PostgresUrl(cluster.url(TEMPLATE))):
+            pass
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+def fresh_database(cluster: Cluster) -> PostgresUrl:
+    """A new, migrated database of its own in ``cluster``."""
+    name = f"t_{uuid.uuid4().hex}"
+    cluster.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    return PostgresUrl(cluster.url(name))
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """Where a test's database is: an SQLite file in its temporary folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "relay.db"
+    return fresh_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture
+def sqlite_only(database: Target) -> None:
+    """For tests of what only a file can show (its size, its WAL, another process locking it)."""
+    if isinstance(database, PostgresUrl):
+        pytest.skip("about the SQLite file")
 
 
 # -- a real gateway -----------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(db_path=tmp_path / "relay.db", callback_token=CALLBACK_TOKEN, admin_token=ADMIN_TOKEN)
+def settings(database: Target) -> Settings:
+    return Settings(db_path=database, callback_token=CALLBACK_TOKEN, admin_token=ADMIN_TOKEN)
 
 
 @pytest.fixture
@@ -171,7 +217,7 @@ async def outbox(outbox_settings: Settings) -> AsyncIterator[Outbox]:
     settings, clock, registry = outbox_settings, FakeClock(), CollectorRegistry()
     policy = AddressPolicy.from_setting(settings.allow_networks)
     sender = FakeSender(subscriber, policy=policy, clock=clock)
-    store = Store(settings.db_path)
+    store = store_for(settings.db_path)
     worker = DeliveryWorker(
         store,
         sender,

@@ -17,6 +17,8 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from relay.store.records import PostgresUrl, Target
+
 
 def wait_until(
     check: Callable[[], bool], timeout: float = 30.0, what: str = "the condition", interval: float = 0.05
@@ -73,19 +75,27 @@ def serving(app: ASGIApp) -> Iterator[ThreadServer]:
         server.stop()
 
 
+def db_text(db: Target) -> str:
+    """``--db``'s value for ``db`` (a URL in full: `PostgresUrl` prints without its password)."""
+    return db.url if isinstance(db, PostgresUrl) else str(db)
+
+
 class ProcessServer:
     """``cos-relay serve`` in a child process, for restarts, kills and the CLI's own startup."""
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Target,
         *,
         args: tuple[str, ...] = (),
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.port = port or free_port()
+        #: The child's working directory (where a relative SQLite path would land).
+        self.cwd = cwd
         #: Run in the child before cos-relay starts (e.g. to lower its resource limits).
         self.preexec_fn = preexec_fn
         self.db_path = db_path
@@ -102,7 +112,7 @@ class ProcessServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ProcessServer:
-        command = [sys.executable, "-m", "relay", "serve", "--port", str(self.port), "--db", str(self.db_path)]
+        command = [sys.executable, "-m", "relay", "serve", "--port", str(self.port), "--db", db_text(self.db_path)]
         self.process = subprocess.Popen(
             [*command, *self.args],
             env=self.env,
@@ -110,6 +120,7 @@ class ProcessServer:
             stderr=subprocess.STDOUT,
             text=True,
             preexec_fn=self.preexec_fn,
+            cwd=self.cwd,
         )
         self._lines = []
         self._reader = threading.Thread(target=self._drain, args=(self.process, self._lines), daemon=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ from relay.api.outbox import MAX_BODY
 from relay.app import utc_now
 from relay.deliver.signing import generate_secret
 from relay.settings import Settings
+from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, TRANSCODE, ingest, job_body
 from tests.live import ThreadServer, free_port, wait_until
 
@@ -381,7 +381,7 @@ def test_secrets_appear_only_in_the_creation_and_rotation_responses(api: httpx.C
 # -- recover and deliveries --------------------------------------------------------------------------
 
 
-def dead_deliveries(api: httpx.Client, db: Path, count: int, name: str = "hook") -> list[dict[str, Any]]:
+def dead_deliveries(api: httpx.Client, db: Target, count: int, name: str = "hook") -> list[dict[str, Any]]:
     """``count`` deliveries to ``name`` that failed for good (refused twice; the schedule allows one retry)."""
     ingest(db, *(job_body(number) for number in range(count)))
     wait_until(lambda: len(deliveries(api, subscriber=name, state="dead")) == count)

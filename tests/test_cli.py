@@ -14,16 +14,17 @@ import pytest
 from click.testing import CliRunner
 
 from relay.cli import main
-from relay.store import Store
+from relay.store import store_for
+from relay.store.records import Target
 from tests.conftest import DATA
-from tests.live import ProcessServer
+from tests.live import ProcessServer, db_text
 
 SAMPLES = sorted((DATA / "samples").glob("*.xml"))
 ROOT = Path(__file__).parent.parent
 
 
-def test_first_start_generates_tokens_prints_the_callback_url_and_keeps_them(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_first_start_generates_tokens_prints_the_callback_url_and_keeps_them(database: Target) -> None:
+    db = database
     server = ProcessServer(db).start()
     output = server.stop()
     match = re.search(r"Callback URL for the COS console: (\S+)\?token=(\S+)", output)
@@ -45,18 +46,19 @@ def test_first_start_generates_tokens_prints_the_callback_url_and_keeps_them(tmp
     assert "cos-relay tokens" in second_output
 
 
-def test_tokens_command_shows_the_stored_tokens(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
-    Store(db).open()  # as serve leaves it: `tokens` never creates a database (issue 15)
-    first = CliRunner().invoke(main, ["tokens", "--db", str(db)])
-    second = CliRunner().invoke(main, ["tokens", "--db", str(db)])
+def test_tokens_command_shows_the_stored_tokens(database: Target) -> None:
+    db = database
+    with store_for(db):  # as serve leaves it: `tokens` never creates a database (issue 15)
+        pass
+    first = CliRunner().invoke(main, ["tokens", "--db", db_text(db)])
+    second = CliRunner().invoke(main, ["tokens", "--db", db_text(db)])
     assert first.exit_code == 0
     assert first.output == second.output
     assert "callback_token: " in first.output
 
 
-def test_insecure_no_token_accepts_callbacks_without_a_token_and_warns(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=("--insecure-no-token",)).start()
+def test_insecure_no_token_accepts_callbacks_without_a_token_and_warns(database: Target) -> None:
+    server = ProcessServer(database, args=("--insecure-no-token",)).start()
     try:
         response = httpx.post(
             f"{server.url}/cos/callback", content=SAMPLES[0].read_bytes(), headers={"Content-Type": "text/xml"}
@@ -84,21 +86,21 @@ def test_validate_exits_one_with_path_precise_errors() -> None:
     assert "400" in bad.output
 
 
-def test_jobs_lists_and_shows_what_the_api_returns(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_jobs_lists_and_shows_what_the_api_returns(database: Target) -> None:
+    db = database
     server = ProcessServer(db, args=("--callback-token", "t", "--admin-token", "a")).start()
     try:
         for sample in SAMPLES:
             httpx.post(f"{server.url}/cos/callback?token=t", content=sample.read_bytes())
-        listing = CliRunner().invoke(main, ["jobs", "--db", str(db), "--state", "Failed"])
+        listing = CliRunner().invoke(main, ["jobs", "--db", db_text(db), "--state", "Failed"])
         assert listing.exit_code == 0, listing.output
         assert listing.output.splitlines()[0].split() == ["job_id", "state", "tag", "end_time", "object"]
         assert all(" Failed " in line for line in listing.output.splitlines()[1:])
-        shown = CliRunner().invoke(main, ["jobs", "--db", str(db), "show", "j7c12d4be4c935a96bfe3fb23d1a491e9"])
+        shown = CliRunner().invoke(main, ["jobs", "--db", db_text(db), "show", "j7c12d4be4c935a96bfe3fb23d1a491e9"])
         assert shown.exit_code == 0, shown.output
         assert "Success" in shown.output
         assert "history:" in shown.output
-        missing = CliRunner().invoke(main, ["jobs", "--db", str(db), "show", "j0"])
+        missing = CliRunner().invoke(main, ["jobs", "--db", db_text(db), "show", "j0"])
         assert missing.exit_code == 1
     finally:
         server.stop()

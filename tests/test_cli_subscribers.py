@@ -7,7 +7,6 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import click
 import httpx
@@ -24,26 +23,26 @@ from relay.cli.subscribers import SHOWN_ONCE
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
-from relay.store import Store
+from relay.store import Store, store_for
+from relay.store.records import Target
 from tests.conftest import SAMPLE_JOB_ID, TRANSCODE, ingest, job_body
-from tests.live import ProcessServer, ThreadServer, wait_until
+from tests.live import ProcessServer, ThreadServer, db_text, wait_until
 
 #: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def db(database: Target) -> Target:
     """A database as `serve` leaves it: the other commands never create one (issue 15)."""
-    path = tmp_path / "relay.db"
-    with Store(path):
-        return path
+    with store_for(database):
+        return database
 
 
-def cli(db: Path, *args: str, env: Mapping[str, str | None] | None = None) -> Result:
+def cli(db: Target, *args: str, env: Mapping[str, str | None] | None = None) -> Result:
     """Run ``cos-relay ARGS --db DB`` in-process; RELAY_ALLOW_NETWORKS is unset unless ``env`` sets it."""
     environment: dict[str, str | None] = {"RELAY_ALLOW_NETWORKS": None, "RELAY_DB": None, **(env or {})}
-    return CliRunner().invoke(main, [*args, "--db", str(db)], env=environment)
+    return CliRunner().invoke(main, [*args, "--db", db_text(db)], env=environment)
 
 
 def ok(result: Result) -> str:
@@ -63,7 +62,7 @@ def field(output: str, name: str) -> str:
     return match.group(1).strip()
 
 
-def fail_for_good(db: Path) -> list[int]:
+def fail_for_good(db: Target) -> list[int]:
     """Claim every due delivery and record one failed attempt that makes it dead; returns their ids."""
     attempt = Attempt(Outcome.HTTP_5XX, 500, 0.05, None, b"boom", None)
 
@@ -78,7 +77,7 @@ def fail_for_good(db: Path) -> list[int]:
             pending += [recorded.following] if recorded.following else []
         return sorted(killed)
 
-    with Store(db) as store:
+    with store_for(db) as store:
         return asyncio.run(kill(store))
 
 
@@ -87,14 +86,14 @@ def delivery_ids(output: str) -> list[int]:
     return [int(line.split()[0]) for line in output.splitlines()[1:]]
 
 
-def add_hook(db: Path, *extra: str, name: str = "hook") -> str:
+def add_hook(db: Target, *extra: str, name: str = "hook") -> str:
     return ok(cli(db, "subscribers", "add", name, "--url", PUBLIC_URL, *extra))
 
 
 # -- add, list, show ---------------------------------------------------------------------------------
 
 
-def test_add_prints_the_secret_once_and_list_and_show_only_mask_it(db: Path) -> None:
+def test_add_prints_the_secret_once_and_list_and_show_only_mask_it(db: Target) -> None:
     output = add_hook(db, "--type", "cos.job.*", "--filter", "tag=Transcode", "--filter", "object_prefix=uploads/")
     secret = field(output, "secret")
     assert secret.startswith("whsec_")
@@ -126,7 +125,7 @@ def test_add_prints_the_secret_once_and_list_and_show_only_mask_it(db: Path) -> 
         assert SHOWN_ONCE not in output_without_secret
 
 
-def test_add_keeps_a_given_secret_and_the_delivery_settings(db: Path) -> None:
+def test_add_keeps_a_given_secret_and_the_delivery_settings(db: Target) -> None:
     secret = generate_secret()
     output = add_hook(
         db, "--secret", secret, "--max-in-flight", "1", "--timeout", "2.5", "--retry-schedule", "5,30,300"
@@ -140,11 +139,11 @@ def test_add_keeps_a_given_secret_and_the_delivery_settings(db: Path) -> None:
     assert field(shown, "filters") == "-"
 
 
-def test_list_on_an_empty_database_says_so(db: Path) -> None:
+def test_list_on_an_empty_database_says_so(db: Target) -> None:
     assert ok(cli(db, "subscribers", "list")).strip() == "no subscribers"
 
 
-def test_adding_a_taken_name_fails_with_a_clear_message(db: Path) -> None:
+def test_adding_a_taken_name_fails_with_a_clear_message(db: Target) -> None:
     add_hook(db)
     output = failed(cli(db, "subscribers", "add", "hook", "--url", "https://8.8.4.4/other"))
     assert "Error: a subscriber named 'hook' already exists" in output
@@ -161,7 +160,7 @@ def test_adding_a_taken_name_fails_with_a_clear_message(db: Path) -> None:
         ("http://user:pw@8.8.8.8/hook", "must not carry credentials"),
     ],
 )
-def test_urls_that_are_not_public_http_are_refused(db: Path, url: str, reason: str) -> None:
+def test_urls_that_are_not_public_http_are_refused(db: Target, url: str, reason: str) -> None:
     output = failed(cli(db, "subscribers", "add", "hook", "--url", url))
     assert "Error: the URL is not allowed" in output
     assert reason in output
@@ -172,7 +171,7 @@ def test_urls_that_are_not_public_http_are_refused(db: Path, url: str, reason: s
     ("url", "networks"),
     [("http://10.0.0.1/", "10.0.0.0/8"), ("http://169.254.169.254/", "169.254.169.254/32, 10.0.0.0/8")],
 )
-def test_private_addresses_are_accepted_when_allow_networks_covers_them(db: Path, url: str, networks: str) -> None:
+def test_private_addresses_are_accepted_when_allow_networks_covers_them(db: Target, url: str, networks: str) -> None:
     assert (
         field(ok(cli(db, "subscribers", "add", "by-option", "--url", url, "--allow-networks", networks)), "url") == url
     )
@@ -180,14 +179,14 @@ def test_private_addresses_are_accepted_when_allow_networks_covers_them(db: Path
     assert field(ok(by_env), "url") == url
 
 
-def test_allow_networks_that_does_not_cover_the_address_still_refuses(db: Path) -> None:
+def test_allow_networks_that_does_not_cover_the_address_still_refuses(db: Target) -> None:
     output = failed(
         cli(db, "subscribers", "add", "hook", "--url", "http://10.0.0.1/", "--allow-networks", "10.1.0.0/16")
     )
     assert "10.0.0.1 is private" in output
 
 
-def test_a_malformed_allow_list_is_a_usage_error(db: Path) -> None:
+def test_a_malformed_allow_list_is_a_usage_error(db: Target) -> None:
     output = failed(cli(db, "subscribers", "add", "hook", "--url", PUBLIC_URL, "--allow-networks", "10.0.0.1/8"), 2)
     assert "--allow-networks" in output
     assert "has host bits set" in output
@@ -201,7 +200,7 @@ def test_a_malformed_allow_list_is_a_usage_error(db: Path) -> None:
         ("colour=red", "unknown filter key(s) ['colour']"),
     ],
 )
-def test_filters_that_do_not_parse_are_refused(db: Path, pair: str, reason: str) -> None:
+def test_filters_that_do_not_parse_are_refused(db: Target, pair: str, reason: str) -> None:
     output = failed(cli(db, "subscribers", "add", "hook", "--url", PUBLIC_URL, "--filter", pair))
     assert f"Error: {reason}" in output
     assert ok(cli(db, "subscribers", "list")).strip() == "no subscribers"
@@ -216,11 +215,11 @@ def test_filters_that_do_not_parse_are_refused(db: Path, pair: str, reason: str)
         (("--secret", "not base64!"), 1, "webhook secret is not valid base64"),
     ],
 )
-def test_bad_delivery_settings_are_refused(db: Path, args: tuple[str, ...], code: int, reason: str) -> None:
+def test_bad_delivery_settings_are_refused(db: Target, args: tuple[str, ...], code: int, reason: str) -> None:
     assert reason in failed(cli(db, "subscribers", "add", "hook", "--url", PUBLIC_URL, *args), code)
 
 
-def test_a_bad_name_is_refused(db: Path) -> None:
+def test_a_bad_name_is_refused(db: Target) -> None:
     output = failed(cli(db, "subscribers", "add", "Bad Name", "--url", PUBLIC_URL))
     assert "a subscriber name is 1-63 characters" in output
 
@@ -228,7 +227,7 @@ def test_a_bad_name_is_refused(db: Path) -> None:
 # -- pause, resume, rotate, remove -------------------------------------------------------------------
 
 
-def test_pause_and_resume_change_the_state_show_reports(db: Path) -> None:
+def test_pause_and_resume_change_the_state_show_reports(db: Target) -> None:
     add_hook(db)
     assert ok(cli(db, "subscribers", "pause", "hook")).strip() == "hook: paused"
     assert field(ok(cli(db, "subscribers", "show", "hook")), "state") == "paused"
@@ -238,11 +237,11 @@ def test_pause_and_resume_change_the_state_show_reports(db: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["show", "pause", "resume", "remove", "rotate-secret"])
-def test_commands_on_an_unknown_name_fail_with_exit_1(db: Path, command: str) -> None:
+def test_commands_on_an_unknown_name_fail_with_exit_1(db: Target, command: str) -> None:
     assert "Error: no subscriber is named 'nope'" in failed(cli(db, "subscribers", command, "nope"))
 
 
-def test_rotate_secret_prints_the_new_secret_once_and_when_the_old_one_stops_signing(db: Path) -> None:
+def test_rotate_secret_prints_the_new_secret_once_and_when_the_old_one_stops_signing(db: Target) -> None:
     old = field(add_hook(db), "secret")
     before = utc_now()
     output = ok(cli(db, "subscribers", "rotate-secret", "hook"))
@@ -261,7 +260,7 @@ def test_rotate_secret_prints_the_new_secret_once_and_when_the_old_one_stops_sig
     assert old not in shown
 
 
-def test_rotate_secret_accepts_a_given_secret_and_grace(db: Path) -> None:
+def test_rotate_secret_accepts_a_given_secret_and_grace(db: Target) -> None:
     add_hook(db)
     secret = generate_secret()
     output = ok(cli(db, "subscribers", "rotate-secret", "hook", "--secret", secret, "--grace", "0"))
@@ -269,7 +268,7 @@ def test_rotate_secret_accepts_a_given_secret_and_grace(db: Path) -> None:
     assert "not valid base64" in failed(cli(db, "subscribers", "rotate-secret", "hook", "--secret", "%%%"))
 
 
-def test_remove_reports_the_cancelled_deliveries_and_forgets_the_name(db: Path) -> None:
+def test_remove_reports_the_cancelled_deliveries_and_forgets_the_name(db: Target) -> None:
     add_hook(db)
     add_hook(db, name="other")
     ingest(db, job_body(1), job_body(2))
@@ -284,7 +283,7 @@ def test_remove_reports_the_cancelled_deliveries_and_forgets_the_name(db: Path) 
 # -- deliveries --------------------------------------------------------------------------------------
 
 
-def test_deliveries_list_filters_by_subscriber_state_and_event(db: Path) -> None:
+def test_deliveries_list_filters_by_subscriber_state_and_event(db: Target) -> None:
     add_hook(db)
     add_hook(db, "--type", "cos.workflow.*", name="workflows-only")
     [result] = ingest(db, TRANSCODE)
@@ -312,7 +311,7 @@ def test_deliveries_list_filters_by_subscriber_state_and_event(db: Path) -> None
     assert ok(cli(db, "deliveries", "list", "--state", "dead")).strip() == "no deliveries"
 
 
-def test_deliveries_list_limit_takes_the_newest(db: Path) -> None:
+def test_deliveries_list_limit_takes_the_newest(db: Target) -> None:
     add_hook(db)
     ingest(db, *(job_body(number) for number in range(5)))
     everything = delivery_ids(ok(cli(db, "deliveries", "list")))
@@ -323,7 +322,7 @@ def test_deliveries_list_limit_takes_the_newest(db: Path) -> None:
     assert "--state 'lost' is not a delivery state" in failed(cli(db, "deliveries", "list", "--state", "lost"), 1)
 
 
-def test_deliveries_show_includes_the_attempts_log(db: Path) -> None:
+def test_deliveries_show_includes_the_attempts_log(db: Target) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
     [delivery_id] = delivery_ids(ok(cli(db, "deliveries", "list")))
@@ -343,7 +342,7 @@ def test_deliveries_show_includes_the_attempts_log(db: Path) -> None:
     assert log[1].split()[3:8] == ["first", "http_5xx", "500", "50", "ms"]
 
 
-def test_deliveries_show_and_retry_of_an_unknown_id_fail(db: Path) -> None:
+def test_deliveries_show_and_retry_of_an_unknown_id_fail(db: Target) -> None:
     add_hook(db)
     assert "Error: no delivery has id 42" in failed(cli(db, "deliveries", "show", "42"))
     assert "Error: no delivery has id 42" in failed(cli(db, "deliveries", "retry", "42"))
@@ -351,7 +350,7 @@ def test_deliveries_show_and_retry_of_an_unknown_id_fail(db: Path) -> None:
     assert "must be an integer from 1 to" in failed(cli(db, "deliveries", "retry", str(2**64)), 2)
 
 
-def test_deliveries_retry_queues_a_dead_delivery_again(db: Path) -> None:
+def test_deliveries_retry_queues_a_dead_delivery_again(db: Target) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
     [delivery_id] = fail_for_good(db)
@@ -364,11 +363,11 @@ def test_deliveries_retry_queues_a_dead_delivery_again(db: Path) -> None:
         [claim] = await store.claim(utc_now(), LEASE_MARGIN, 10)
         return claim.trigger
 
-    with Store(db) as store:
+    with store_for(db) as store:
         assert asyncio.run(trigger(store)) == "manual"
 
 
-def test_deliveries_retry_refuses_a_cancelled_delivery(db: Path) -> None:
+def test_deliveries_retry_refuses_a_cancelled_delivery(db: Target) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
     [delivery_id] = delivery_ids(ok(cli(db, "deliveries", "list")))
@@ -380,7 +379,7 @@ def test_deliveries_retry_refuses_a_cancelled_delivery(db: Path) -> None:
 # -- recover -----------------------------------------------------------------------------------------
 
 
-def test_recover_requeues_dead_deliveries_with_a_progress_bar(db: Path) -> None:
+def test_recover_requeues_dead_deliveries_with_a_progress_bar(db: Target) -> None:
     add_hook(db)
     add_hook(db, name="other")
     ingest(db, *(job_body(number) for number in range(3)))
@@ -396,14 +395,14 @@ def test_recover_requeues_dead_deliveries_with_a_progress_bar(db: Path) -> None:
 
 
 @pytest.mark.parametrize("since", ["90s", "30m", "7d", "2000-01-01T00:00:00Z", "2000-01-01T08:00:00+08:00"])
-def test_recover_accepts_durations_and_iso_instants(db: Path, since: str) -> None:
+def test_recover_accepts_durations_and_iso_instants(db: Target, since: str) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
     fail_for_good(db)
     assert "requeued 1 deliveries" in ok(cli(db, "subscribers", "recover", "hook", "--since", since))
 
 
-def test_recover_compares_an_instant_with_an_offset_in_utc(db: Path) -> None:
+def test_recover_compares_an_instant_with_an_offset_in_utc(db: Target) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
     fail_for_good(db)
@@ -412,7 +411,7 @@ def test_recover_compares_an_instant_with_an_offset_in_utc(db: Path) -> None:
     assert "requeued 1 deliveries" in ok(cli(db, "subscribers", "recover", "hook", "--since", since))
 
 
-def test_recover_leaves_deliveries_older_than_since_alone(db: Path) -> None:
+def test_recover_leaves_deliveries_older_than_since_alone(db: Target) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
     fail_for_good(db)
@@ -421,7 +420,7 @@ def test_recover_leaves_deliveries_older_than_since_alone(db: Path) -> None:
     assert ok(cli(db, "deliveries", "list", "--state", "pending")).strip() == "no deliveries"
 
 
-def test_recover_refuses_a_since_it_cannot_read_and_unknown_names(db: Path) -> None:
+def test_recover_refuses_a_since_it_cannot_read_and_unknown_names(db: Target) -> None:
     add_hook(db)
     output = failed(cli(db, "subscribers", "recover", "hook", "--since", "yesterday"), 2)
     assert "Invalid value for '--since'" in output
@@ -476,7 +475,7 @@ def recorder() -> Iterator[Recorder]:
     subscriber.server.stop()
 
 
-def test_the_cli_manages_subscribers_while_the_server_runs_on_the_same_database(db: Path, recorder: Recorder) -> None:
+def test_the_cli_manages_subscribers_while_the_server_runs_on_the_same_database(db: Target, recorder: Recorder) -> None:
     loopback = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
     server = ProcessServer(db, args=("--callback-token", "t", "--admin-token", "a"), env=loopback).start()
     try:

@@ -23,7 +23,8 @@ from relay.domain.subscribers import Subscriber
 from relay.errors import BadSubscriber
 from relay.ingest import Ingest, Reader
 from relay.settings import Settings
-from relay.store import Store
+from relay.store import store_for
+from relay.store.records import Target
 from relay.validate.schema import CallbackSchema
 from tests.conftest import ADMIN_TOKEN, DATA
 from tests.live import ProcessServer, ThreadServer, free_port
@@ -78,9 +79,9 @@ def running(settings: Settings) -> Iterator[httpx.Client]:
         server.stop()
 
 
-def stored(db: Path) -> dict[str, Subscriber]:
+def stored(db: Target) -> dict[str, Subscriber]:
     """What the database holds, secrets included."""
-    with Store(db) as store:
+    with store_for(db) as store:
         return {subscriber.name: subscriber for subscriber in store.list_subscribers()}
 
 
@@ -354,7 +355,7 @@ def test_serve_takes_its_config_and_retry_schedule_from_the_environment(tmp_path
     server = ProcessServer(db, args=SERVE_ARGS, env=env).start()
     try:
         assert [item["name"] for item in api_get(server, "/api/subscribers")["items"]] == ["hook"]
-        with Store(db) as store:
+        with store_for(db) as store:
             ingest = Ingest(store, Reader(CallbackSchema.load()))
             asyncio.run(ingest.ingest(Received(utc_now(), None, None, TRANSCODE, "xml")))
         failed = wait_for(

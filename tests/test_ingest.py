@@ -14,7 +14,7 @@ from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.errors import Invalid
 from relay.ingest import Ingest, Reader
-from relay.store import Store
+from relay.store import store_for
 from relay.validate.parse import new_xml_parser
 from relay.validate.schema import CallbackSchema
 from tests.conftest import job_body
@@ -32,7 +32,7 @@ def spec(name: str) -> SubscriberSpec:
 
 def test_a_subscriber_added_after_a_callback_gets_the_next_ones_even_from_another_process(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    with Store(db) as store, Store(db) as other:
+    with store_for(db) as store, store_for(db) as other:
         ingest = Ingest(store, READER)
 
         async def scenario() -> list[IngestResult]:
@@ -49,7 +49,7 @@ def test_a_subscriber_added_after_a_callback_gets_the_next_ones_even_from_anothe
 
 
 def test_a_duplicate_is_recorded_but_makes_no_event_and_no_delivery(tmp_path: Path) -> None:
-    with Store(tmp_path / "relay.db") as store:
+    with store_for(tmp_path / "relay.db") as store:
         store.add_subscriber(spec("hook"), utc_now())
         ingest = Ingest(store, READER)
 

@@ -374,7 +374,7 @@ def test_example_prometheus_config_is_valid() -> None:
 
 
 def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on_real_traffic(
-    tmp_path: Path, settings: Settings, sink: Sink
+    tmp_path: Path, settings: Settings, sink: Sink, sqlite_only: None
 ) -> None:
     tool("promtool")
     sink_url = sink.url
@@ -405,6 +405,7 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
                 failing = http.get("/api/deliveries", params={"subscriber": "failing", "state": "pending"}).json()
                 return not items and not failing["items"]
 
+            assert isinstance(relay_settings.db_path, Path)  # sqlite_only
             traffic = Traffic(http, relay_settings.db_path)
             traffic.wave(first=True)
             wait_for("deliveries to settle (failing ones dead)", settled)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from lxml import etree
 
 from relay.settings import Settings
+from relay.store.records import Target
 from tests.conftest import DATA, callback_url
+from tests.databases import count, rows
 from tests.live import ThreadServer
 
 SAMPLES = sorted((DATA / "samples").glob("*.xml"))
@@ -29,16 +31,13 @@ BAD_STATUS = {
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 
 
-def table_counts(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        tables = ("jobs", "job_states", "workflow_runs", "nonexistent_job_ids", "items")
-        return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}  # noqa: S608
+def table_counts(db: Target) -> dict[str, int]:
+    tables = ("jobs", "job_states", "workflow_runs", "nonexistent_job_ids", "items")
+    return {table: count(db, table) for table in tables}
 
 
-def quarantine(db: Path) -> list[sqlite3.Row]:
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        return conn.execute("SELECT * FROM quarantine ORDER BY id").fetchall()
+def quarantine(db: Target) -> list[dict[str, Any]]:
+    return rows(db, "SELECT * FROM quarantine ORDER BY id")
 
 
 def expected_states(body: bytes) -> dict[str, str]:
@@ -109,10 +108,9 @@ def test_workflow_execution_is_stored_with_its_tasks(client: httpx.Client, admin
 def test_nonexistent_job_ids_are_recorded_with_their_callback(client: httpx.Client, settings: Settings) -> None:
     body = (DATA / "samples" / "nonexist_job_ids_only.xml").read_bytes()
     assert post(client, body).status_code == 200
-    with sqlite3.connect(settings.db_path) as conn:
-        rows = conn.execute("SELECT job_id, callback_id FROM nonexistent_job_ids").fetchall()
-    assert [row[0] for row in rows] == ["jc121da366e07d345ab63f1b8df836a19"]
-    assert rows[0][1] is not None
+    found = rows(settings.db_path, "SELECT job_id, callback_id FROM nonexistent_job_ids")
+    assert [row["job_id"] for row in found] == ["jc121da366e07d345ab63f1b8df836a19"]
+    assert found[0]["callback_id"] is not None
 
 
 def test_duplicate_callback_is_acknowledged_and_recorded_once(

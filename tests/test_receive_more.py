@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import select
 import socket
-import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from relay.app import create_app
 from relay.settings import Settings
 from tests.conftest import ADMIN_TOKEN, DATA, callback_url
+from tests.databases import locked
 from tests.fuzz.mutate import edit_bytes
 from tests.live import ThreadServer
 
@@ -143,25 +143,19 @@ def test_mutated_samples_never_get_a_5xx(
 
 @pytest.fixture
 def locked_gateway(settings: Settings) -> Iterator[ThreadServer]:
-    server = ThreadServer(create_app(settings.replace(write_timeout=0.2))).start()
+    server = ThreadServer(create_app(settings.replace(write_timeout=0.2, statement_timeout=0.3))).start()
     yield server
     server.stop()
 
 
 def test_locked_database_gets_503_never_200_and_recovers(locked_gateway: ThreadServer, settings: Settings) -> None:
-    holder = sqlite3.connect(settings.db_path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        with httpx.Client(base_url=locked_gateway.url, timeout=30) as client:
-            response = post(client, TRANSCODE)
-            assert response.status_code == 503
-            assert response.headers["retry-after"]
-            assert response.json()["error"] == "unavailable"
-            ready = client.get("/readyz")
-            assert ready.status_code == 503
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+    with locked(settings.db_path), httpx.Client(base_url=locked_gateway.url, timeout=30) as client:
+        response = post(client, TRANSCODE)
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert response.json()["error"] == "unavailable"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
     with httpx.Client(base_url=locked_gateway.url, timeout=30) as client:
         assert post(client, TRANSCODE).json() == {"status": "accepted"}
         assert client.get("/readyz").status_code == 200

@@ -19,7 +19,7 @@ from relay.cli import main
 from relay.cli.reference import render_reference
 from relay.setting_kinds import Flag
 from relay.settings import SETTINGS, Setting, Settings, setting_named
-from relay.store import Store
+from relay.store import store_for
 from tests.live import ProcessServer
 from tests.procfs import children
 
@@ -192,7 +192,7 @@ def test_other_commands_read_the_database_from_the_same_setting(tmp_path: Path) 
     missing = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": str(db)})
     assert missing.exit_code == 1
     assert f"no database at {db}" in missing.output
-    Store(db).open()
+    store_for(db).open()
     result = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": str(db)})
     assert result.exit_code == 0, result.output
     for command in (["tokens"], ["jobs"], ["deliveries", "list"], ["subscribers", "list"]):

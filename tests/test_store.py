@@ -15,13 +15,14 @@ from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, d
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import Store
+from relay.store import SqliteStore, store_for
+from relay.store.records import Target
 from tests.conftest import ingest, job_body
 
 
 def test_a_write_waits_for_the_lock_another_process_holds_and_commits_once_it_is_free(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    with Store(db, write_timeout=5.0) as store:
+    with SqliteStore(db, write_timeout=5.0) as store:
         other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")  # as a second worker or the CLI would, mid-transaction
         released = threading.Timer(0.3, other.execute, ("COMMIT",))
@@ -34,15 +35,15 @@ def test_a_write_waits_for_the_lock_another_process_holds_and_commits_once_it_is
     assert value == "stored"
 
 
-def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_own_result(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_own_result(database: Target) -> None:
+    db = database
     lanes = 24
-    with Store(db) as store:
+    with store_for(db) as store:
         spec = SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter(), max_in_flight=lanes)
         store.add_subscriber(spec, utc_now())
     ingest(db, *(job_body(number) for number in range(lanes * 2)))
     transactions: list[float] = []
-    with Store(db, observe=lambda seconds, error: transactions.append(seconds)) as store:
+    with store_for(db, observe=lambda seconds, error: transactions.append(seconds)) as store:
 
         async def attempt_all() -> list[int | None]:
             claims = await store.claim(utc_now(), LEASE_MARGIN, lanes)
@@ -68,10 +69,10 @@ def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_ow
 
 
 def test_a_failure_streak_disables_its_subscriber_unless_a_success_ended_the_streak_since_the_claim(
-    tmp_path: Path,
+    database: Target,
 ) -> None:
-    db = tmp_path / "relay.db"
-    with Store(db) as store:
+    db = database
+    with store_for(db) as store:
         spec = SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter(), max_in_flight=2)
         store.add_subscriber(spec, utc_now())
     ingest(db, job_body(1), job_body(2), job_body(3))
@@ -82,7 +83,7 @@ def test_a_failure_streak_disables_its_subscriber_unless_a_success_ended_the_str
     def finished(claim: Claim, attempt: Attempt, at: datetime) -> Finished:
         return Finished(claim, attempt, decide(claim, attempt, at, policy, long_ago, lambda: 0.5), at, at)
 
-    with Store(db) as store:
+    with store_for(db) as store:
 
         async def scenario() -> tuple[str | None, str | None]:
             start = utc_now()

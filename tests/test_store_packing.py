@@ -13,20 +13,20 @@ from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import Store
+from relay.store import SqliteStore
 from tests.conftest import ingest, job_body, job_id
 
 
 def _gateway_database(db: Path) -> bytes:
     """A database with one subscriber and one accepted callback; the callback's body."""
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         store.add_subscriber(SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter()), utc_now())
     ingest(db, job_body(1))
     return job_body(1)
 
 
 def _read_everything(db: Path) -> dict[str, object]:
-    with Store(db) as store:
+    with SqliteStore(db) as store:
 
         async def reads() -> dict[str, object]:
             [claim] = await store.claim(utc_now(), LEASE_MARGIN, 10)

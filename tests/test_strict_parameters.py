@@ -26,7 +26,7 @@ from relay.errors import BadSubscriber, TooLarge
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
 from relay.receive.body import read_body
-from relay.store import Store
+from relay.store import store_for
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
 from tests.live import ProcessServer, free_port
 
@@ -325,7 +325,7 @@ def test_a_config_with_an_unbounded_retry_schedule_changes_nothing(tmp_path: Pat
         '[[subscribers]]\nname = "good"\nurl = "http://127.0.0.1:9/"\n\n'
         f'[[subscribers]]\nname = "bad"\nurl = "http://127.0.0.1:9/"\nretry_schedule = {schedule}\n'
     )
-    with Store(tmp_path / "relay.db") as store:
+    with store_for(tmp_path / "relay.db") as store:
         service = Subscribers(store, AddressPolicy.from_setting("127.0.0.0/8"), utc_now)
         with pytest.raises(
             BadSubscriber, match=r"subscribers\.toml:8: subscribers\[1\]\.retry_schedule: a retry schedule is"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 
@@ -12,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.store import Store
+from relay.store.failures import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def health_routes(store: Store, clock: Callable[[], datetime]) -> list[Route]:
     async def readyz(request: Request) -> Response:
         try:
             await store.check_writable(clock())
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             logger.warning("not ready: database not writable: %s", exc, extra={"action": "not_ready"})
             return JSONResponse({"status": "unavailable", "detail": "database is not writable"}, status_code=503)
         return JSONResponse({"status": "ready"})

@@ -8,6 +8,7 @@ from relay import __version__
 from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.maintenance import backup, prune
+from relay.cli.migrate import migrate_to
 from relay.cli.serve import serve, tokens
 from relay.cli.subscribers import subscribers
 from relay.cli.validate import validate
@@ -27,3 +28,4 @@ main.add_command(subscribers)
 main.add_command(deliveries)
 main.add_command(prune)
 main.add_command(backup)
+main.add_command(migrate_to)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import DELIVERY_STATES
 from relay.errors import UnknownSubscriber
+from relay.store.records import Target
 
 _COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
 _ATTEMPT_COLUMNS = ("started_at", "trigger", "outcome", "status", "duration", "error")
@@ -48,7 +48,7 @@ def deliveries() -> None:
 @click.option("--event-id", help="Only deliveries of this event (its CloudEvents id).")
 @click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many, newest first.")
 @db_option
-def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: str | None, limit: int) -> None:
+def list_(db_path: Target, subscriber: str | None, state: str | None, event_id: str | None, limit: int) -> None:
     """List deliveries, newest first."""
     with existing_store(db_path) as store:
         if subscriber is not None and store.get_subscriber(subscriber) is None:
@@ -64,7 +64,7 @@ def list_(db_path: Path, subscriber: str | None, state: str | None, event_id: st
 @deliveries.command()
 @click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID))
 @db_option
-def show(db_path: Path, delivery_id: int) -> None:
+def show(db_path: Target, delivery_id: int) -> None:
     """Show delivery ID with its attempts log."""
     with existing_store(db_path) as store:
         delivery = store.get_delivery(delivery_id)
@@ -86,7 +86,7 @@ def show(db_path: Path, delivery_id: int) -> None:
 @deliveries.command()
 @click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID))
 @db_option
-def retry(db_path: Path, delivery_id: int) -> None:
+def retry(db_path: Target, delivery_id: int) -> None:
     """Queue delivery ID again now (delivered, dead or waiting for a retry)."""
     # Retrying never changes a URL, so no address policy is involved.
     with subscribers_service(db_path, AddressPolicy()) as service:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +13,7 @@ from relay.cli.database import existing_store
 from relay.cli.options import Whole, db_option, one_of
 from relay.cli.table import render_table
 from relay.domain.callback import JOB_STATES
+from relay.store.records import Target
 
 _COLUMNS = ("job_id", "state", "tag", "end_time", "object")
 
@@ -32,7 +32,7 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
 @click.option("--tag", help="Only jobs with this Tag (Transcode, Snapshot, ...).")
 @click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many jobs, newest first.")
 @click.pass_context
-def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, limit: int) -> None:
+def jobs(ctx: click.Context, db_path: Target, state: str | None, tag: str | None, limit: int) -> None:
     """List jobs, newest first."""
     ctx.obj = db_path
     if ctx.invoked_subcommand is not None:
@@ -49,7 +49,7 @@ def jobs(ctx: click.Context, db_path: Path, state: str | None, tag: str | None, 
 @click.argument("job_id")
 @db_option
 @click.pass_context
-def show(ctx: click.Context, db_path: Path, job_id: str) -> None:
+def show(ctx: click.Context, db_path: Target, job_id: str) -> None:
     """Show one job with its state history."""
     # ``--db`` after the subcommand, as everywhere else; before it (``jobs --db X show ID``) still works.
     if ctx.get_parameter_source("db_path") is ParameterSource.DEFAULT:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,9 +14,12 @@ from relay.cli.database import existing_store
 from relay.cli.options import db_option
 from relay.cli.table import render_table
 from relay.domain.retention import Windows
+from relay.errors import Rejected
 from relay.pruning import Pruner
 from relay.setting_durations import Duration
 from relay.settings import setting_named
+from relay.store.failures import StoreError
+from relay.store.records import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,7 +55,7 @@ def _window_option(option: str, field: str, what: str) -> Callable[[F], F]:
 @_window_option("--jobs-older-than", "job_retention", "job and workflow records")
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
 @db_option
-def prune(db_path: Path, older_than: float, jobs_older_than: float, dry_run: bool) -> None:
+def prune(db_path: Target, older_than: float, jobs_older_than: float, dry_run: bool) -> None:
     """Apply the retention windows now (safe while serve runs: small batches, each waits its turn to write).
 
     Deliveries still owed (pending, in flight, retrying, held for a paused subscriber) and their events are
@@ -73,15 +75,13 @@ def prune(db_path: Path, older_than: float, jobs_older_than: float, dry_run: boo
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-def backup(db_path: Path, file: Path) -> None:
+def backup(db_path: Target, file: Path) -> None:
     """Write a consistent copy of the database to FILE while serve keeps running (restore: docs/operations.md)."""
-    if file.exists():
-        raise click.ClickException(f"{file} already exists: give a new file name (a backup never overwrites)")
-    if not file.parent.is_dir():
-        raise click.ClickException(f"{file.parent} is not a directory: create it first")
     with existing_store(db_path) as store:
         try:
             store.backup(file)
-        except sqlite3.Error as error:
+        except Rejected as error:  # FILE exists, its folder does not, or the database is PostgreSQL's
+            raise click.ClickException(error.detail) from None
+        except StoreError as error:
             raise click.ClickException(f"backup to {file} failed: {error}") from None
     click.echo(f"backed up {db_path} to {file} ({file.stat().st_size / 1e6:.1f} MB)")

@@ -14,6 +14,7 @@ from relay.cli.database import existing_store
 from relay.cli.options import db_option, setting_option, settings_options
 from relay.errors import Rejected
 from relay.settings import Settings
+from relay.store.records import Target
 
 
 @click.command()
@@ -22,7 +23,7 @@ def serve(**values: Any) -> None:
     """Run the gateway (uvicorn). Each option also reads its RELAY_* variable; an option given wins."""
     settings = Settings(**values)
     logs.configure(settings.log_level, settings.log_format)
-    new = not settings.db_path.exists()
+    new = isinstance(settings.db_path, Path) and not settings.db_path.exists()
     try:
         credentials = serving.prepare(settings)
     except Rejected as error:
@@ -54,7 +55,7 @@ def _print_banner(settings: Settings, credentials: Credentials) -> None:
 @setting_option("public_url")
 @setting_option("host")
 @setting_option("port")
-def tokens(db_path: Path, public_url: str | None, host: str, port: int) -> None:
+def tokens(db_path: Target, public_url: str | None, host: str, port: int) -> None:
     """Print the callback URL and admin token kept in the database (generating them if missing)."""
     settings = Settings(db_path=db_path, public_url=public_url, host=host, port=port)
     with existing_store(db_path) as store:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,6 +20,7 @@ from relay.domain.retry import parse_schedule
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
 from relay.errors import BadParameter, Rejected
 from relay.outbox.service import Subscribers
+from relay.store.records import Target
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -63,7 +63,7 @@ def refusals() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def subscribers_service(db_path: Path, policy: AddressPolicy, **options: Any) -> Iterator[Subscribers]:
+def subscribers_service(db_path: Target, policy: AddressPolicy, **options: Any) -> Iterator[Subscribers]:
     """The `Subscribers` service over the database at ``db_path``, with refusals as CLI errors."""
     with existing_store(db_path) as store, refusals():
         yield Subscribers(store, policy, utc_now, **options)
@@ -124,7 +124,7 @@ def subscribers() -> None:
 )
 @store_options
 def add(
-    db_path: Path,
+    db_path: Target,
     policy: AddressPolicy,
     name: str,
     url: str,
@@ -154,7 +154,7 @@ def add(
 
 @subscribers.command(name="list")
 @store_options
-def list_(db_path: Path, policy: AddressPolicy) -> None:
+def list_(db_path: Target, policy: AddressPolicy) -> None:
     """List subscribers (secrets masked)."""
     with subscribers_service(db_path, policy) as service:
         found = [subscriber.public() for subscriber in service.all()]
@@ -168,7 +168,7 @@ def list_(db_path: Path, policy: AddressPolicy) -> None:
 @subscribers.command()
 @click.argument("name")
 @store_options
-def show(db_path: Path, policy: AddressPolicy, name: str) -> None:
+def show(db_path: Target, policy: AddressPolicy, name: str) -> None:
     """Show every field of subscriber NAME (secret masked)."""
     with subscribers_service(db_path, policy) as service:
         _echo_fields(service.describe(name))
@@ -177,7 +177,7 @@ def show(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @subscribers.command()
 @click.argument("name")
 @store_options
-def secret(db_path: Path, policy: AddressPolicy, name: str) -> None:
+def secret(db_path: Target, policy: AddressPolicy, name: str) -> None:
     """Print the secret(s) NAME's events are signed with now, to verify their signatures."""
     with subscribers_service(db_path, policy) as service:
         shown = service.secrets(name)
@@ -190,7 +190,7 @@ def secret(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @subscribers.command()
 @click.argument("name")
 @store_options
-def pause(db_path: Path, policy: AddressPolicy, name: str) -> None:
+def pause(db_path: Target, policy: AddressPolicy, name: str) -> None:
     """Hold deliveries to NAME until it is resumed (nothing is lost)."""
     with subscribers_service(db_path, policy) as service:
         paused = service.pause(name)
@@ -200,7 +200,7 @@ def pause(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @subscribers.command()
 @click.argument("name")
 @store_options
-def resume(db_path: Path, policy: AddressPolicy, name: str) -> None:
+def resume(db_path: Target, policy: AddressPolicy, name: str) -> None:
     """Enable a paused or disabled subscriber; its held deliveries flow again."""
     with subscribers_service(db_path, policy) as service:
         resumed = service.resume(name)
@@ -210,7 +210,7 @@ def resume(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @subscribers.command()
 @click.argument("name")
 @store_options
-def remove(db_path: Path, policy: AddressPolicy, name: str) -> None:
+def remove(db_path: Target, policy: AddressPolicy, name: str) -> None:
     """Remove NAME; its pending deliveries are cancelled."""
     with subscribers_service(db_path, policy) as service:
         cancelled = service.remove(name)
@@ -222,7 +222,7 @@ def remove(db_path: Path, policy: AddressPolicy, name: str) -> None:
 @click.option("--secret", help="The new secret (whsec_<base64>); generated when omitted.")
 @setting_option("secret_grace", option="--grace", dest="grace")
 @store_options
-def rotate_secret(db_path: Path, policy: AddressPolicy, name: str, secret: str | None, grace: float) -> None:
+def rotate_secret(db_path: Target, policy: AddressPolicy, name: str, secret: str | None, grace: float) -> None:
     """Give NAME a new signing secret and print it (once); the old one signs too for a while."""
     with subscribers_service(db_path, policy, secret_grace=timedelta(seconds=grace)) as service:
         rotated = service.rotate_secret(name, secret)
@@ -241,7 +241,7 @@ def rotate_secret(db_path: Path, policy: AddressPolicy, name: str, secret: str |
     help="Requeue failed and dead deliveries created since: 90s, 30m, 2h, 7d or an ISO-8601 instant.",
 )
 @store_options
-def recover(db_path: Path, policy: AddressPolicy, name: str, since: datetime) -> None:
+def recover(db_path: Target, policy: AddressPolicy, name: str, since: datetime) -> None:
     """Queue again every failed or dead delivery to NAME created since --since."""
     with existing_store(db_path) as store, refusals():
         service = Subscribers(store, policy, utc_now)

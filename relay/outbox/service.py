@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from relay.errors import BadSubscriber, SubscriberExists, UnknownDelivery, Unkno
 from relay.outbox.destinations import vet_destination
 from relay.outbox.options import build_filter
 from relay.store import Store
+from relay.store.failures import StoreConflict
 
 #: Bulk recovery requeues this many deliveries per transaction, so the writer is never held for long.
 RECOVER_BATCH = 500
@@ -126,7 +126,7 @@ class Subscribers:
             raise BadSubscriber(str(exc)) from None
         try:
             subscriber = self._store.add_subscriber(spec, self._clock())
-        except sqlite3.IntegrityError:
+        except StoreConflict:
             raise SubscriberExists(f"a subscriber named {name!r} already exists") from None
         self._on_change()
         return subscriber

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -27,6 +26,7 @@ from relay.receive.body import body_format, read_body
 from relay.receive.heap import releaser
 from relay.settings import Settings
 from relay.store import Store
+from relay.store.failures import StoreError
 from relay.validate import limits
 from relay.validate.parse import BodyFormat, new_xml_parser
 
@@ -182,7 +182,7 @@ class CallbackEndpoint:
         if error.quarantined and received is not None:
             try:
                 quarantine_id = await self._store.record_rejection(received, error, self._settings.quarantine_prefix)
-            except sqlite3.Error:
+            except StoreError:
                 logger.exception("could not quarantine a rejected body", extra={"action": "quarantine_failed"})
         held = self._refusal_log.allow(error.outcome)
         if held is not None:

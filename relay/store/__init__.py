@@ -1,275 +1,34 @@
-"""Store: the durable record of callbacks, jobs, workflows and the outbox (SQLite in WAL mode, one writer).
+"""The store: the durable record of callbacks, jobs, workflows and the outbox, on SQLite or PostgreSQL.
 
-This class is the store's whole interface: the app, worker and CLI call these methods, never SQL.
-Writes go through the single writer thread and return only after their transaction committed.
+`Store` is the interface everything above depends on (relay/store/interface.py); `store_for` picks the
+implementation from what ``--db`` names: a ``postgresql://`` URL, or an SQLite file path.
 """
 
 from __future__ import annotations
 
-import queue
-import shutil
-import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
-from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from relay.store.interface import Store
+from relay.store.postgres.store import PostgresStore
+from relay.store.records import Durability, PostgresUrl, Target
+from relay.store.sqlite.store import SqliteStore
+from relay.store.writer import Observer
 
-import anyio.to_thread
-
-from relay.domain.callback import Callback, IngestResult, Received
-from relay.domain.delivery import Claim, Finished, Recorded
-from relay.domain.fanout import Owed, Snapshot
-from relay.domain.retention import Cutoffs
-from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import NoDatabase, Rejected
-from relay.store.records import Durability, Page
-from relay.store.sqlite import (
-    attempts,
-    callbacks,
-    connection,
-    console,
-    deliveries,
-    queries,
-    retention,
-    subscribers,
-)
-from relay.store.writer import Observer, Writer
-
-T = TypeVar("T")
-
-#: Reader connections kept open; WAL lets them read while the writer commits.
-READERS = 4
+__all__ = ["PostgresStore", "SqliteStore", "Store", "store_for"]
 
 
-class Store:
-    """Open it (or use it as a context manager) before calling anything else."""
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        durability: Durability = "normal",
-        write_timeout: float = 5.0,
-        observe: Observer | None = None,
-        create: bool = True,
-    ) -> None:
-        self.path = path
-        #: Only `serve` creates a database; the other commands open an existing one or refuse.
-        self.create = create
-        self._durability = durability
-        self._write_timeout = write_timeout
-        # No busy timeout on the writer's connection: it waits for other processes' locks itself.
-        self._writer = Writer(partial(self._connect, busy_timeout=0.0), observe=observe, lock_timeout=write_timeout)
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._opened: list[sqlite3.Connection] = []
-
-    def _connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
-        timeout = self._write_timeout if busy_timeout is None else busy_timeout
-        conn = connection.connect(self.path, self._durability, timeout, create=self.create)
-        self._opened.append(conn)
-        return conn
-
-    def open(self) -> None:
-        """Create (if ``create``) or migrate the database and start the writer thread.
-
-        `NoDatabase` when there is none at the path and ``create`` is off.
-        """
-        if not self.create and not self.path.is_file():
-            raise NoDatabase(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
-        connection.migrate(conn)
-        self._readers.put(conn)
-        for _ in range(READERS - 1):
-            self._readers.put(self._connect())
-        self._writer.start()
-
-    def close(self) -> None:
-        self._writer.stop()
-        for conn in self._opened:
-            conn.close()
-        self._opened.clear()
-
-    def __enter__(self) -> Store:
-        self.open()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _write_sync(self, write: Callable[[sqlite3.Connection], T]) -> T:
-        return self._writer.run_sync(write)
-
-    def _read_sync(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._readers.get()
-        try:
-            return read(conn)
-        finally:
-            self._readers.put(conn)
-
-    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(self._read_sync, read)
-
-    # -- ingest ---------------------------------------------------------------------------------
-
-    async def record_callback(
-        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
-    ) -> IngestResult | None:
-        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
-        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
-        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
-        return await self._writer.run(write)
-
-    async def subscriber_snapshot(self) -> Snapshot:
-        return await self._read(subscribers.snapshot)
-
-    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
-        return await self._writer.run(
-            partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
+def store_for(
+    target: Target,
+    *,
+    create: bool = True,
+    durability: Durability = "normal",
+    write_timeout: float = 5.0,
+    pool_size: int = 10,
+    statement_timeout: float = 5.0,
+    observe: Observer | None = None,
+) -> Store:
+    """The store for ``target``, not yet opened. ``durability`` and ``write_timeout`` apply to SQLite,
+    ``pool_size`` and ``statement_timeout`` to PostgreSQL."""
+    if isinstance(target, PostgresUrl):
+        return PostgresStore(
+            target, pool_size=pool_size, statement_timeout=statement_timeout, observe=observe, create=create
         )
-
-    async def check_writable(self, at: datetime) -> None:
-        await self._writer.run(partial(connection.check_writable, at=at))
-
-    def secret(self, name: str, candidate: str, at: datetime) -> str:
-        """The value stored under ``name``, storing ``candidate`` first if there is none."""
-        return self._write_sync(partial(connection.get_or_create_secret, name=name, candidate=candidate, at=at))
-
-    # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
-
-    def list_subscribers(self) -> list[Subscriber]:
-        return self._read_sync(subscribers.list_subscribers)
-
-    def get_subscriber(self, name: str) -> Subscriber | None:
-        return self._read_sync(partial(subscribers.get_subscriber, name=name))
-
-    def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
-        """Raises sqlite3.IntegrityError when the name is taken."""
-        return self._write_sync(partial(subscribers.insert_subscriber, spec=spec, at=at))
-
-    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
-        return self._write_sync(partial(subscribers.update_subscriber, name=name, changes=changes, at=at))
-
-    def set_subscriber_state(
-        self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
-    ) -> Subscriber | None:
-        return self._write_sync(partial(subscribers.set_state, name=name, state=state, reason=reason, at=at))
-
-    def remove_subscriber(self, name: str, at: datetime) -> int | None:
-        """Returns how many unfinished deliveries were cancelled, or None for an unknown name."""
-        return self._write_sync(partial(subscribers.remove_subscriber, name=name, at=at))
-
-    def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
-        return self._write_sync(
-            partial(subscribers.rotate_secret, name=name, new_secret=secret, grace_until=grace_until, at=at)
-        )
-
-    def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
-        return self._write_sync(partial(deliveries.requeue, delivery_ids=list(delivery_ids), at=at))
-
-    def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]:
-        return self._read_sync(
-            partial(deliveries.recoverable, subscriber_id=subscriber_id, since=since, after_id=after_id, limit=limit)
-        )
-
-    # -- the delivery worker ----------------------------------------------------------------------
-
-    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
-        return await self._writer.run(
-            partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity), urgent=True
-        )
-
-    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
-        """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
-        return await self._writer.run(
-            partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True
-        )
-
-    async def release(self, claim: Claim, at: datetime) -> None:
-        await self._writer.run(partial(deliveries.release, claim=claim, at=at), urgent=True)
-
-    async def next_due(self) -> datetime | None:
-        return await self._read(deliveries.next_due)
-
-    # -- retention ------------------------------------------------------------------------------
-
-    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
-        """One batch: up to ``limit`` rows of each kind older than ``cutoffs``, then up to ``reclaim`` free pages
-        given back. Removed rows per kind, all zero once nothing is left; ``at`` is recorded as the last prune."""
-        return await self._writer.run(
-            partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim)
-        )
-
-    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
-        return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
-
-    def backup(self, target: Path) -> None:
-        """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile."""
-        self._read_sync(partial(retention.backup, target=target))
-
-    # -- reads ------------------------------------------------------------------------------------
-
-    async def get_job(self, job_id: str) -> dict[str, Any] | None:
-        return await self._read(partial(queries.get_job, job_id=job_id))
-
-    async def list_jobs(self, **filters: Any) -> Page:
-        return await self._read(partial(queries.list_jobs, **filters))
-
-    async def get_workflow(self, run_id: str) -> dict[str, Any] | None:
-        return await self._read(partial(queries.get_workflow, run_id=run_id))
-
-    async def list_callbacks(self, **filters: Any) -> Page:
-        return await self._read(partial(queries.list_callbacks, **filters))
-
-    def get_job_sync(self, job_id: str) -> dict[str, Any] | None:
-        return self._read_sync(partial(queries.get_job, job_id=job_id))
-
-    def list_jobs_sync(self, **filters: Any) -> Page:
-        return self._read_sync(partial(queries.list_jobs, **filters))
-
-    def list_deliveries(self, **filters: Any) -> Page:
-        return self._read_sync(partial(queries.list_deliveries, **filters))
-
-    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
-
-    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None:
-        return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))
-
-    def count_deliveries(self, state: str) -> int:
-        return self._read_sync(partial(queries.count_deliveries, state=state))
-
-    def event_bodies(self, limit: int) -> list[bytes]:
-        return self._read_sync(partial(queries.event_bodies, limit=limit))
-
-    def outbox_stats(self) -> dict[str, Any]:
-        stats = self._read_sync(queries.outbox_stats)
-        wal = self.path.with_name(self.path.name + "-wal")
-        stats["size"] += wal.stat().st_size if wal.exists() else 0
-        stats["reusable"] = self._read_sync(retention.reusable_bytes)
-        stats["filesystem_free"] = shutil.disk_usage(self.path.parent).free
-        stats["pruned_at"] = self._read_sync(retention.last_pruned)
-        return stats
-
-    def counts(self) -> dict[str, int]:
-        return self._read_sync(queries.counts)
-
-    # -- the web console --------------------------------------------------------------------------
-
-    def job_trail(self, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
-        """The callbacks that carried the job (``callbacks``, bodies cut to ``body_prefix`` bytes) and every
-        delivery of its events (``deliveries``)."""
-        return self._read_sync(partial(console.job_trail, job_id=job_id, body_prefix=body_prefix))
-
-    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
-        """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""
-        return self._read_sync(
-            partial(console.overview, since_minute=connection.iso(since_minute), since_day=connection.iso(since_day))
-        )
-
-    def recent_states(self, subscriber_id: int) -> dict[str, int]:
-        return self._read_sync(partial(console.recent_states, subscriber_id=subscriber_id))
-
-    def event_body(self, event_id: str) -> bytes | None:
-        return self._read_sync(partial(console.event_body, event_id=event_id))
+    return SqliteStore(target, durability=durability, write_timeout=write_timeout, observe=observe, create=create)

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, job_body
 from tests.live import ProcessServer
 
@@ -41,7 +42,7 @@ def record(name: str, figures: dict[str, Any]) -> None:
     print(f"\n{name}: " + ", ".join(f"{key}={value}" for key, value in figures.items()))
 
 
-def gateway(db: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ProcessServer:
+def gateway(db: Target, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ProcessServer:
     """``cos-relay serve`` for loopback subscribers, quiet unless something goes wrong."""
     base = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_POLL_INTERVAL": "0.2"}
     return ProcessServer(db, args=(*TOKEN_ARGS, "--log-level", "warning", *args), env={**base, **(env or {})})

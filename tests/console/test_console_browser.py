@@ -1,7 +1,8 @@
 """The console in a real browser (Debian's Chromium through Playwright) against a real `cos-relay serve` and a
-real subscriber: an operator finds a job, follows it to its dead delivery and retries it, pauses and resumes a
-subscriber; markup in an object key stays text; axe-core finds nothing serious on any page; nothing is
-requested from anywhere but the gateway. Screenshots go to $RELAY_SCREENSHOTS (default: the test's tmp)."""
+real subscriber, on each backend: an operator finds a job, follows it to its dead delivery and retries it,
+pauses and resumes a subscriber; markup in an object key stays text; axe-core finds nothing serious on any
+page; nothing is requested from anywhere but the gateway. Screenshots go to $RELAY_SCREENSHOTS (default: the
+test's tmp)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Error, Page, Request, expect, sync_playwright
 
+from relay.store.records import Target
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, axe_source, serious_violations
-from tests.conftest import ADMIN_TOKEN, callback_url, job_body, job_id
+from tests.conftest import ADMIN_TOKEN, BACKENDS, callback_url, fresh_database, job_body, job_id
 from tests.console.test_console_pages import MARKUP, with_object_key
 from tests.live import ProcessServer, wait_until
 from tests.sink import Sink
@@ -41,10 +43,15 @@ class World:
         return f"{self.gateway.url}{path}"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One gateway per backend for the module's tests (about 10 s of browser work each)."""
     sink = Sink().serve()
-    db = tmp_path_factory.mktemp("console") / "relay.db"
+    db: Target = (
+        tmp_path_factory.mktemp("console") / "relay.db"
+        if request.param == "sqlite"
+        else fresh_database(request.getfixturevalue("postgres"))
+    )
     args = (*TOKENS, "--allow-networks", "127.0.0.0/8", "--poll-interval", "0.1")
     gateway = ProcessServer(db, args=args).start()
     shots = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))

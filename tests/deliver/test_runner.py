@@ -16,7 +16,7 @@ from relay.deliver.worker import DeliveryWorker
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import Store
+from relay.store import SqliteStore, Store
 from tests.conftest import FAKE_HOST, FAKE_NETWORK, job_body, record
 from tests.fakes import FakeSender, Reply, Request, settle
 
@@ -43,7 +43,7 @@ def delivery_thread(store: Store, sender: FakeSender) -> DeliveryThread:
 async def test_a_wake_up_from_the_http_loop_gets_the_event_sent_from_the_delivery_thread(tmp_path: Path) -> None:
     handler = ThreadedSubscriber()
     sender = FakeSender(handler, policy=AddressPolicy.from_setting(FAKE_NETWORK))
-    with Store(tmp_path / "relay.db") as store:
+    with SqliteStore(tmp_path / "relay.db") as store:
         store.add_subscriber(SubscriberSpec("hook", f"{FAKE_HOST}/ok", generate_secret(), Filter()), utc_now())
         delivery = delivery_thread(store, sender)
         await delivery.start()
@@ -66,7 +66,7 @@ async def test_a_sender_that_cannot_start_fails_the_start_with_its_own_error(tmp
         async def start(self) -> None:
             raise OSError("no sockets left")
 
-    with Store(tmp_path / "relay.db") as store:
+    with SqliteStore(tmp_path / "relay.db") as store:
         delivery = delivery_thread(store, Broken(ThreadedSubscriber()))
         with pytest.raises(OSError, match="no sockets left"):
             await delivery.start()
@@ -74,7 +74,7 @@ async def test_a_sender_that_cannot_start_fails_the_start_with_its_own_error(tmp
 
 async def test_waking_before_the_thread_starts_or_after_it_stopped_is_harmless(tmp_path: Path) -> None:
     sender = FakeSender(ThreadedSubscriber())
-    with Store(tmp_path / "relay.db") as store:
+    with SqliteStore(tmp_path / "relay.db") as store:
         delivery = delivery_thread(store, sender)
         delivery.wake()
         await delivery.start()
@@ -91,7 +91,7 @@ async def test_the_delivery_loop_is_the_same_kind_as_the_servers(tmp_path: Path)
             kinds.append(type(asyncio.get_running_loop()).__module__)
             await super().start()
 
-    with Store(tmp_path / "relay.db") as store:
+    with SqliteStore(tmp_path / "relay.db") as store:
         delivery = delivery_thread(store, Noting(ThreadedSubscriber()))
         await delivery.start()
         await delivery.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from relay.store import Store
+from relay.store import store_for
 from tests.conftest import ingest, job_body
 from tests.live import ProcessServer, wait_until
 from tests.mistakes.commands import cos_relay
@@ -15,7 +15,7 @@ from tests.mistakes.commands import cos_relay
 
 def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_api(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    with Store(db):
+    with store_for(db):
         pass
     # Added while loopback was allowed; the server then runs without that allow-list.
     added = cos_relay(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from relay.store import Store
+from relay.store import store_for
 from tests.mistakes.commands import cos_relay
 
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"
@@ -16,7 +16,7 @@ NEWER = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
 
 def test_subscribers_secret_prints_the_current_and_the_previous_secret(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    with Store(db):
+    with store_for(db):
         pass
     assert (
         cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--secret", SECRET, "--db", str(db)).returncode
@@ -38,7 +38,7 @@ def test_subscribers_secret_prints_the_current_and_the_previous_secret(tmp_path:
 
 def test_subscribers_secret_of_an_unknown_name_exits_1(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    with Store(db):
+    with store_for(db):
         pass
     result = cos_relay("subscribers", "secret", "nope", "--db", str(db))
     assert result.returncode == 1

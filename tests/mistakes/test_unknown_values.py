@@ -9,7 +9,7 @@ import pytest
 
 from relay.domain.events import EVENT_TYPES
 from relay.settings import Settings
-from relay.store import Store
+from relay.store import store_for
 from tests.conftest import callback_url, ingest, job_body, job_id
 from tests.mistakes.commands import cos_relay
 
@@ -19,7 +19,7 @@ PUBLIC_URL = "https://8.8.8.8/hooks/cos"  # a public literal: no DNS, and nothin
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "relay.db"
-    with Store(path):
+    with store_for(path):
         return path
 
 

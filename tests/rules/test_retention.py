@@ -14,8 +14,11 @@ from prometheus_client import CollectorRegistry
 from relay.domain.callback import Received
 from relay.domain.retention import Pruned, Windows
 from relay.errors import Malformed
+from relay.exposition import StoreCollector
 from relay.metrics import Metrics
 from relay.pruning import Pruner
+from relay.store import SqliteStore
+from relay.store.failures import StoreUnavailable
 from tests.conftest import DATA, Outbox, job_body
 
 pytestmark = pytest.mark.anyio
@@ -220,13 +223,11 @@ async def test_the_background_pruner_prunes_at_start_and_again_when_woken(
 async def test_a_failing_prune_is_logged_in_one_line_and_tried_again(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import sqlite3
-
     tries: list[anyio.Event] = [anyio.Event(), anyio.Event()]
 
     async def locked(*args: Any) -> dict[str, int]:
         next(event for event in tries if not event.is_set()).set()
-        raise sqlite3.OperationalError("database is locked")
+        raise StoreUnavailable("database is locked", "locked")
 
     monkeypatch.setattr(outbox.store, "prune", locked)
     background = pruner(outbox)
@@ -266,3 +267,14 @@ async def test_the_store_removes_exactly_the_deliveries_the_domain_rule_lets_go(
     }
     await pruner(outbox).prune(cutoffs)
     assert {d["id"] for d in outbox.deliveries()} == kept
+
+
+async def test_the_scrape_leaves_out_the_space_gauges_the_backend_cannot_tell(outbox: Outbox) -> None:
+    await outbox.ingest(job_body(1))
+    await pruner(outbox).prune()
+    families = {family.name: family for family in StoreCollector(outbox.store.outbox_stats, outbox.clock).collect()}
+    on_sqlite = isinstance(outbox.store, SqliteStore)
+    assert ("relay_store_reusable_bytes" in families) is on_sqlite  # PostgreSQL: None, never a made-up 0
+    assert ("relay_store_filesystem_free_bytes" in families) is on_sqlite
+    pruned = families["relay_prune_last_success_timestamp_seconds"].samples[0].value
+    assert pruned == outbox.clock().timestamp()

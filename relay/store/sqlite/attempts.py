@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from relay.domain.delivery import Claim, Finished, Recorded
-from relay.store.sqlite.connection import iso
+from relay.store.formats import iso
 from relay.store.sqlite.deliveries import claim_due
 
 

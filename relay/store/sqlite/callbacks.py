@@ -10,7 +10,7 @@ import orjson
 from relay.domain.callback import Callback, IngestResult, JobState, Received, Timestamp, WorkflowRun
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
-from relay.store.sqlite.connection import iso, to_json
+from relay.store.formats import iso, to_json
 from relay.store.sqlite.deliveries import insert_owed
 from relay.store.sqlite.packing import pack
 from relay.store.sqlite.subscribers import subscribers_version

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import orjson
 import sqlite_utils
 
+from relay.store.formats import iso
 from relay.store.migrations import migrations
 from relay.store.records import Durability
 
@@ -92,23 +92,6 @@ def rollback_to_savepoint(conn: sqlite3.Connection) -> None:
 def check_writable(conn: sqlite3.Connection, at: datetime) -> None:
     """Write one row, so that a read-only file or a full disk shows up."""
     conn.execute("INSERT OR REPLACE INTO heartbeat(id, at) VALUES (1, ?)", (iso(at),))
-
-
-def iso(moment: datetime) -> str:
-    """The stored form of an instant: UTC, fixed width, so text order is time order (naive means UTC)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    # isoformat, not strftime: several times faster (a few are made per callback), and the year is zero-padded.
-    return moment.isoformat(timespec="microseconds") + "Z"
-
-
-def when(value: str | None) -> datetime | None:
-    """An instant as stored by `iso`, or None."""
-    return datetime.fromisoformat(value) if value else None
-
-
-def to_json(value: object) -> str:
-    return orjson.dumps(value).decode()
 
 
 def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str, at: datetime) -> str:

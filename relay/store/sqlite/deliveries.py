@@ -10,7 +10,7 @@ import orjson
 
 from relay.domain.delivery import Claim
 from relay.domain.fanout import Owed
-from relay.store.sqlite.connection import iso, when
+from relay.store.formats import iso, when
 from relay.store.sqlite.packing import pack, unpack
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.domain.retention import FINISHED, KINDS, Cutoffs
-from relay.store.sqlite.connection import iso, when
+from relay.store.formats import iso, when
 
 _FINISHED = ",".join(f"'{state}'" for state in FINISHED)
 #: Children whose callback_id is cleared, not deleted, when their raw callback goes: they follow the job window.

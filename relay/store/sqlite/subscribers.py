@@ -12,7 +12,7 @@ import orjson
 from relay.domain.fanout import Snapshot
 from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.store.sqlite.connection import iso, to_json, when
+from relay.store.formats import iso, to_json, when
 
 _SUBSCRIBER_COLUMNS = (
     "id, name, url, secret, previous_secret, previous_secret_expires_at, types, filters, state, disabled_reason,"

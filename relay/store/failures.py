@@ -1,0 +1,22 @@
+"""Why a store call failed, the same for both backends: callers never see a driver's own exceptions."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """The database could not do what was asked."""
+
+
+class StoreUnavailable(StoreError):
+    """Unreachable, read-only, locked past the timeout, full: nothing was written; try again later.
+
+    ``kind`` is a bounded label (locked, busy, readonly, full, io, unreachable, timeout, other).
+    """
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class StoreConflict(StoreError):
+    """A uniqueness rule refused the write (a live subscriber already has that name)."""

@@ -1,0 +1,144 @@
+"""The store's whole interface: the app, worker, services and CLI call these methods, never SQL.
+
+Two implementations: `relay.store.sqlite.store.SqliteStore` (one file, one writer thread) and
+`relay.store.postgres.store.PostgresStore` (any number of replicas on one database). Writes return only
+after their transaction committed. Failures are `relay.store.failures` errors, never a driver's.
+Sync methods serve the CLI, the config loader and the API (through a thread); async ones the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from relay.domain.callback import Callback, IngestResult, Received
+from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.fanout import Owed, Snapshot
+from relay.domain.retention import Cutoffs
+from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
+from relay.errors import Rejected
+from relay.store.records import Page
+
+
+class Store(Protocol):
+    """Open it (or use it as a context manager) before calling anything else."""
+
+    def open(self) -> None:
+        """Create (if allowed) or migrate the database; `NoDatabase` when there is none and creating is not."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (on the calling event loop) when another process adds due work, where the backend
+        can tell; the worker polls anyway."""
+
+    # -- ingest
+    async def record_callback(
+        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
+    ) -> IngestResult | None:
+        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
+        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
+
+    async def subscriber_snapshot(self) -> Snapshot: ...
+
+    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int: ...
+
+    async def check_writable(self, at: datetime) -> None:
+        """A real write: raises `StoreUnavailable` when the database cannot take one."""
+
+    def secret(self, name: str, candidate: str, at: datetime) -> str:
+        """The value stored under ``name``, storing ``candidate`` first if there is none."""
+
+    # -- subscribers
+    def list_subscribers(self) -> list[Subscriber]: ...
+
+    def get_subscriber(self, name: str) -> Subscriber | None: ...
+
+    def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
+        """Raises `StoreConflict` when the name is taken."""
+
+    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None: ...
+
+    def set_subscriber_state(
+        self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
+    ) -> Subscriber | None: ...
+
+    def remove_subscriber(self, name: str, at: datetime) -> int | None:
+        """How many unfinished deliveries were cancelled, or None for an unknown name."""
+
+    def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None: ...
+
+    def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int: ...
+
+    def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]: ...
+
+    # -- the delivery worker
+    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]: ...
+
+    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
+        """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
+
+    async def release(self, claim: Claim, at: datetime) -> None: ...
+
+    async def next_due(self) -> datetime | None: ...
+
+    # -- reads
+    async def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+
+    async def list_jobs(self, **filters: Any) -> Page: ...
+
+    async def get_workflow(self, run_id: str) -> dict[str, Any] | None: ...
+
+    async def list_callbacks(self, **filters: Any) -> Page: ...
+
+    def get_job_sync(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def list_jobs_sync(self, **filters: Any) -> Page: ...
+
+    def list_deliveries(self, **filters: Any) -> Page: ...
+
+    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
+
+    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None: ...
+
+    def count_deliveries(self, state: str) -> int: ...
+
+    def event_bodies(self, limit: int) -> list[bytes]: ...
+
+    def outbox_stats(self) -> dict[str, Any]:
+        """Outbox depth and oldest age by state, subscriber states, database size, space left (``reusable``,
+        ``filesystem_free``: None where the backend cannot tell) and the last prune: the same from any replica."""
+
+    def counts(self) -> dict[str, int]: ...
+
+    # -- retention
+    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
+        """One batch: up to ``limit`` rows of each kind older than ``cutoffs``, then up to ``reclaim`` free pages
+        given back where the backend can. Removed rows per kind, all zero once nothing is left; ``at`` is
+        recorded as the last prune."""
+
+    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]: ...
+
+    def backup(self, target: Path) -> None:
+        """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile.
+        `Rejected` where the backend has its own tools (PostgreSQL: pg_dump)."""
+
+    # -- the web console
+    def job_trail(self, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
+        """The callbacks that carried the job (``callbacks``, bodies cut to ``body_prefix`` bytes) and every
+        delivery of its events (``deliveries``)."""
+
+    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
+        """Callbacks per minute by outcome since ``since_minute``, finished and failed jobs by Tag since
+        ``since_day``."""
+
+    def recent_states(self, subscriber_id: int) -> dict[str, int]:
+        """The subscriber's most recent deliveries counted by state."""
+
+    def event_body(self, event_id: str) -> bytes | None: ...

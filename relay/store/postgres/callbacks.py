@@ -1,0 +1,211 @@
+"""Recording callbacks: the raw body, job and workflow state, their events and deliveries, and the quarantine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from relay.domain.callback import Callback, IngestResult, JobState, Received, Timestamp, WorkflowRun
+from relay.domain.fanout import Owed
+from relay.errors import Rejected
+from relay.store.formats import iso, to_json
+from relay.store.postgres.deliveries import insert_owed
+from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version
+
+
+async def record_callback(
+    conn: asyncpg.Connection,
+    received: Received,
+    callback: Callback,
+    owed: Sequence[Owed],
+    version: tuple[object, ...] | None,
+) -> IngestResult | None:
+    """Store the raw callback, every new job state, workflow state and NonExistJobIds set it carries, and
+    the events of the new items with their deliveries (transactional outbox: if this commits, they exist).
+
+    ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
+    written and the answer is None (match again against a fresh snapshot). The shared lock keeps a
+    subscriber change (which takes it exclusively) from committing between the check and this commit.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SUBSCRIBERS_LOCK)
+    if await subscribers_version(conn) != version:
+        return None
+    at = iso(received.received_at)
+    callback_id = await _insert_callback(conn, received, callback, at)
+    new_items: list[str] = []
+    for job in callback.jobs:
+        if await _claim_item(conn, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
+            await _record_job(conn, job, callback_id, at)
+            new_items.append(job.dedup_key)
+    for run in callback.workflows:
+        if await _claim_item(conn, run.dedup_key, "workflow", run.run_id, run.state, callback_id, at):
+            await _record_workflow(conn, run, callback_id, at)
+            new_items.append(run.dedup_key)
+    key = callback.nonexistent_dedup_key
+    if key and await _claim_item(conn, key, "nonexistent", None, None, callback_id, at):
+        await conn.executemany(
+            "INSERT INTO nonexistent_job_ids(job_id, callback_id, received_at) VALUES ($1, $2, $3)",
+            [(job_id, callback_id, at) for job_id in callback.nonexistent_job_ids],
+        )
+        new_items.append(key)
+    if not new_items:
+        await conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = $1", callback_id)
+        return IngestResult(callback_id, "duplicate", (), 0)
+    new = set(new_items)
+    deliveries = await insert_owed(conn, [o for o in owed if o.event.item_key in new], callback_id, at)
+    return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
+
+
+async def _insert_callback(conn: asyncpg.Connection, received: Received, callback: Callback, at: str) -> int:
+    return int(
+        await conn.fetchval(
+            "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
+            " dedup_key, body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, 'accepted', $7, $8, 0) RETURNING id",
+            at,
+            received.source_addr,
+            received.content_type,
+            received.format,
+            len(received.body),
+            callback.event_name,
+            " ".join(callback.dedup_keys),
+            received.body,
+        )
+    )
+
+
+async def _claim_item(
+    conn: asyncpg.Connection,
+    key: str,
+    kind: str,
+    subject: str | None,
+    state: str | None,
+    callback_id: int,
+    at: str,
+) -> bool:
+    claimed = await conn.fetchval(
+        "INSERT INTO items(dedup_key, kind, subject, state, callback_id, received_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT(dedup_key) DO NOTHING RETURNING 1",
+        key,
+        kind,
+        subject,
+        state,
+        callback_id,
+        at,
+    )
+    return claimed is not None
+
+
+def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:
+    return (stamp.iso, stamp.raw) if stamp else (None, None)
+
+
+async def _record_job(conn: asyncpg.Connection, job: JobState, callback_id: int, at: str) -> None:
+    """The job state's history row and the job's current row, in one statement (one round trip)."""
+    end, end_raw = _times(job.end_time)
+    # Callbacks can arrive out of order: the row keeps the state with the latest EndTime.
+    await conn.execute(
+        "WITH history AS (INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw,"
+        " received_at, callback_id) VALUES ($1, $2, $5, $6, $15, $16, $18, $20))"
+        " INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
+        " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
+        " end_time_raw, detail, first_seen_at, updated_at, callback_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+        " ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, tag = excluded.tag,"
+        " queue_id = excluded.queue_id, code = excluded.code, message = excluded.message,"
+        " bucket = excluded.bucket, object_key = excluded.object_key, region = excluded.region,"
+        " workflow_run_id = excluded.workflow_run_id, creation_time = excluded.creation_time,"
+        " creation_time_raw = excluded.creation_time_raw, start_time = excluded.start_time,"
+        " start_time_raw = excluded.start_time_raw, end_time = excluded.end_time,"
+        " end_time_raw = excluded.end_time_raw, detail = excluded.detail, updated_at = excluded.updated_at,"
+        " callback_id = excluded.callback_id"
+        " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time",
+        job.job_id,
+        job.state,
+        job.tag,
+        job.queue_id,
+        job.code,
+        job.message,
+        job.bucket,
+        job.object_key,
+        job.region,
+        job.workflow_run_id,
+        *_times(job.creation_time),
+        *_times(job.start_time),
+        end,
+        end_raw,
+        to_json(job.detail),
+        at,
+        at,
+        callback_id,
+    )
+
+
+async def _record_workflow(conn: asyncpg.Connection, run: WorkflowRun, callback_id: int, at: str) -> None:
+    await conn.execute(
+        "INSERT INTO workflow_states(run_id, state, received_at, callback_id) VALUES ($1, $2, $3, $4)",
+        run.run_id,
+        run.state,
+        at,
+        callback_id,
+    )
+    await conn.execute(
+        "INSERT INTO workflow_runs(run_id, workflow_id, workflow_name, state, bucket, object_key, create_time,"
+        " create_time_raw, detail, first_seen_at, updated_at, callback_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " ON CONFLICT(run_id) DO UPDATE SET workflow_id = excluded.workflow_id,"
+        " workflow_name = excluded.workflow_name, state = excluded.state, bucket = excluded.bucket,"
+        " object_key = excluded.object_key, create_time = excluded.create_time,"
+        " create_time_raw = excluded.create_time_raw, detail = excluded.detail,"
+        " updated_at = excluded.updated_at, callback_id = excluded.callback_id",
+        run.run_id,
+        run.workflow_id,
+        run.workflow_name,
+        run.state,
+        run.bucket,
+        run.object_key,
+        *_times(run.create_time),
+        to_json(run.detail),
+        at,
+        at,
+        callback_id,
+    )
+    await conn.execute("DELETE FROM workflow_tasks WHERE run_id = $1", run.run_id)
+    await conn.executemany(
+        "INSERT INTO workflow_tasks(run_id, position, job_id, type, name, state, create_time, end_time, detail)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        [
+            (
+                run.run_id,
+                position,
+                task.get("JobId"),
+                task.get("Type"),
+                task.get("Name"),
+                task.get("State"),
+                task.get("CreateTime"),
+                task.get("EndTime"),
+                to_json(task),
+            )
+            for position, task in enumerate(run.tasks)
+        ],
+    )
+
+
+async def record_rejection(conn: asyncpg.Connection, received: Received, error: Rejected, prefix_limit: int) -> int:
+    """Quarantine a refused body: reason, size, type, source and a bounded prefix."""
+    return int(
+        await conn.fetchval(
+            "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, outcome, reason,"
+            " error_path, body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            iso(received.received_at),
+            received.source_addr,
+            received.content_type,
+            received.format,
+            len(received.body),
+            error.outcome,
+            error.detail if error.rule is None else f"{error.detail}: {error.rule}",
+            error.path,
+            received.body[:prefix_limit],
+            int(len(received.body) > prefix_limit),
+        )
+    )

@@ -1,0 +1,175 @@
+"""asyncpg on an event loop thread of its own: one pool for the sync callers (CLI, API threads) and the app.
+
+asyncpg measured faster than psycopg 3 on the ingest transaction and the delivery claim
+(bench/postgres_driver.py, docs/performance.md), but it only speaks asyncio, and the store's sync methods
+are called from threads and from the CLI with no loop at all. So the pool lives on one loop, in one
+thread, like the SQLite writer: callers hand it work and wait (sync) or await it (async). Connections are
+opened lazily and replaced when they break, so the store reconnects by itself once PostgreSQL is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+
+from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
+from relay.store.records import PostgresUrl
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: What runs on a pooled connection (typed as the connection it stands for).
+Work = Callable[[asyncpg.Connection], Awaitable[T]]
+#: Told about every write transaction: its duration in seconds, and the kind of error if it failed.
+Observer = Callable[[float, str | None], None]
+
+#: The channel replicas wake each other on when they queue due deliveries.
+CHANNEL = "relay_work"
+#: Seconds between tries to listen again after the listening connection broke.
+RELISTEN = 1.0
+
+
+def failure(exc: BaseException) -> StoreError | None:
+    """The store's error for a driver or network failure; None for anything else (a bug: let it raise)."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return StoreConflict(str(exc))
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return StoreUnavailable("the database is read-only", "readonly")
+    if isinstance(exc, asyncpg.QueryCanceledError | TimeoutError):
+        return StoreUnavailable("the database did not answer in time", "timeout")
+    if isinstance(exc, asyncpg.DiskFullError):
+        return StoreUnavailable("the database's disk is full", "full")
+    if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
+        return StoreUnavailable(str(exc), "busy")
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+        return StoreUnavailable(f"the database is unreachable ({type(exc).__name__})", "unreachable")
+    return None
+
+
+class Database:
+    """A pool of ``pool_size`` connections to ``url``, each statement cut off after ``statement_timeout``."""
+
+    def __init__(
+        self, url: PostgresUrl, *, pool_size: int, statement_timeout: float, observe: Observer | None = None
+    ) -> None:
+        self.url = url
+        self._pool_size = pool_size
+        self._timeout = statement_timeout
+        self._observe = observe or (lambda seconds, error: None)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="relay-postgres", daemon=True)
+        self._pool: asyncpg.Pool | None = None
+        self._listening: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._pool = self.call(self._create_pool())
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            self.call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _create_pool(self) -> asyncpg.Pool:
+        # min_size 0: nothing connects until needed, and a broken connection is simply replaced.
+        return await asyncpg.create_pool(
+            self.url.url,
+            min_size=0,
+            max_size=self._pool_size,
+            command_timeout=self._timeout + 1,
+            timeout=self._timeout,
+            server_settings={"statement_timeout": str(int(self._timeout * 1000)), "application_name": "cos-relay"},
+        )
+
+    async def _close(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listening
+        if self._pool is not None:
+            await asyncio.wait_for(self._pool.close(), timeout=5)
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the store's loop and wait for it (from any thread but that loop's)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def acall(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the store's loop and await it from another loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
+    async def run(self, work: Work[T], *, write: bool) -> T:
+        """``work`` on a pooled connection: in a transaction when it writes. Driver failures leave as
+        `StoreError`."""
+        assert self._pool is not None
+        started = time.perf_counter()
+        try:
+            async with self._pool.acquire(timeout=self._timeout) as proxy:
+                conn: asyncpg.Connection = proxy  # type: ignore[assignment]  # the proxy forwards every call
+                if not write:
+                    return await work(conn)
+                async with conn.transaction():
+                    result = await work(conn)
+        except Exception as exc:
+            error = failure(exc)
+            if error is None:
+                raise
+            if write:
+                self._observe(time.perf_counter() - started, getattr(error, "kind", "other"))
+                logger.error("write transaction failed: %s", error, extra={"action": "store_write_failed"})
+            raise error from exc
+        self._observe(time.perf_counter() - started, None)
+        return result
+
+    def run_sync(self, work: Work[T], *, write: bool) -> T:
+        return self.call(self.run(work, write=write))
+
+    async def run_async(self, work: Work[T], *, write: bool) -> T:
+        return await self.acall(self.run(work, write=write))
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever any replica notifies ``CHANNEL``; keep listening across reconnects."""
+
+        async def start() -> None:
+            self._listening = asyncio.ensure_future(self._listen(wake))
+
+        self.call(start())
+
+    async def _listen(self, wake: Callable[[], None]) -> None:
+        while True:
+            await self._listen_once(wake)
+            await asyncio.sleep(RELISTEN)
+
+    async def _listen_once(self, wake: Callable[[], None]) -> None:
+        """Listen on one connection until it breaks (or cannot be opened)."""
+        broken = asyncio.Event()
+        try:
+            conn = await asyncpg.connect(self.url.url, timeout=self._timeout)
+        except Exception as exc:  # unreachable: polling covers the gap; try again shortly
+            logger.debug("cannot listen for new work: %s", exc, extra={"action": "listen_failed"})
+            return
+        try:
+            conn.add_termination_listener(lambda _: broken.set())
+            await conn.add_listener(CHANNEL, lambda *_: wake())
+            wake()  # work may have been queued while nobody listened
+            await broken.wait()
+        except Exception as exc:
+            logger.debug("listening broke: %s", exc, extra={"action": "listen_failed"})
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1)
+
+
+def rowcount(status: str) -> int:
+    """Rows an INSERT, UPDATE or DELETE touched, from asyncpg's status line ("UPDATE 3")."""
+    return int(status.rsplit(" ", 1)[-1])

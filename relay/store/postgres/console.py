@@ -1,0 +1,87 @@
+"""Reads only the web console makes: a job's trail, the overview's counts, a subscriber's recent record.
+
+The same queries as the SQLite store's (relay/store/sqlite/console.py), through the indexes of schema step 3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from relay.store.postgres.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
+
+#: How many of a subscriber's latest attempted deliveries its success ratio is taken over.
+RECENT_DELIVERIES = 100
+
+
+async def job_trail(conn: asyncpg.Connection, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
+    """The raw callbacks that carried a job's states, and every delivery of its events, oldest first."""
+    callbacks = [
+        {
+            **{key: row[key] for key in row.keys() if key != "body_prefix"},
+            "body_prefix": bytes(row["body_prefix"] or b"").decode("utf-8", "replace"),
+        }
+        for row in await conn.fetch(
+            "SELECT id, received_at, source_addr, content_type, format, size, outcome,"
+            " substring(body from 1 for $1) AS body_prefix FROM callbacks"
+            " WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = $2) ORDER BY id",
+            body_prefix,
+            job_id,
+        )
+    ]
+    deliveries = [
+        dict(row)
+        for row in await conn.fetch(
+            f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = $1 ORDER BY d.id", job_id
+        )
+    ]
+    return {"callbacks": callbacks, "deliveries": deliveries}
+
+
+async def overview(conn: asyncpg.Connection, since_minute: str, since_day: str) -> dict[str, list[dict[str, Any]]]:
+    """Callbacks per minute by outcome since ``since_minute``; finished and failed jobs by Tag whose state a
+    callback since ``since_day`` set. Each a range of an index: callbacks by received_at, then jobs by
+    (state, callback_id) from the window's first callback id."""
+    per_minute = [
+        dict(row)
+        for row in await conn.fetch(
+            "SELECT substr(received_at, 1, 16) AS minute, outcome, count(*) AS n FROM callbacks"
+            " WHERE received_at >= $1 GROUP BY minute, outcome ORDER BY minute DESC, outcome",
+            since_minute,
+        )
+    ]
+    first = await conn.fetchval(
+        "SELECT id FROM callbacks WHERE received_at >= $1 ORDER BY received_at LIMIT 1", since_day
+    )
+    by_tag = (
+        []
+        if first is None
+        else [
+            dict(row)
+            for row in await conn.fetch(
+                "SELECT tag, state, count(*) AS n FROM jobs WHERE state IN ('Success', 'Failed') AND callback_id >= $1"
+                " GROUP BY tag, state ORDER BY tag, state",
+                first,
+            )
+        ]
+    )
+    return {"callbacks": per_minute, "jobs": by_tag}
+
+
+async def recent_states(conn: asyncpg.Connection, subscriber_id: int) -> dict[str, int]:
+    """How the subscriber's latest attempted deliveries stand, by state (its success ratio comes from these)."""
+    return {
+        row["state"]: int(row["n"])
+        for row in await conn.fetch(
+            "SELECT state, count(*) AS n FROM (SELECT state FROM deliveries WHERE subscriber_id = $1 AND attempts > 0"
+            " ORDER BY id DESC LIMIT $2) AS recent GROUP BY state",
+            subscriber_id,
+            RECENT_DELIVERIES,
+        )
+    }
+
+
+async def event_body(conn: asyncpg.Connection, event_id: str) -> bytes | None:
+    body = await conn.fetchval("SELECT body FROM events WHERE id = $1", event_id)
+    return None if body is None else bytes(body)

@@ -1,0 +1,27 @@
+"""Generated tokens (shared by every replica through the database) and the readiness heartbeat."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from relay.store.formats import iso
+
+
+async def get_or_create_secret(conn: asyncpg.Connection, name: str, candidate: str, at: datetime) -> str:
+    """Keep the first value ever stored under ``name``: replicas starting together all get the same one."""
+    await conn.execute(
+        "INSERT INTO secrets(name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT(name) DO NOTHING",
+        name,
+        candidate,
+        iso(at),
+    )
+    return str(await conn.fetchval("SELECT value FROM secrets WHERE name = $1", name))
+
+
+async def check_writable(conn: asyncpg.Connection, at: datetime) -> None:
+    """Write one row, so that a read-only database (a standby, a full disk) shows up."""
+    await conn.execute(
+        "INSERT INTO heartbeat(id, at) VALUES (1, $1) ON CONFLICT(id) DO UPDATE SET at = excluded.at", iso(at)
+    )

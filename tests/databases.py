@@ -1,0 +1,46 @@
+"""Looking straight into a test's database, whichever backend it is on (for what no API shows)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from relay.store.records import Target
+
+
+def rows(db: Target, query: str) -> list[dict[str, Any]]:
+    """The rows ``query`` (no parameters, portable SQL) returns, as dicts."""
+    if isinstance(db, Path):
+        with sqlite3.connect(db) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute(query)]
+    with psycopg.connect(db.url, row_factory=dict_row) as conn:
+        return list(conn.execute(query.encode()))
+
+
+def count(db: Target, table: str) -> int:
+    return int(rows(db, f"SELECT count(*) AS n FROM {table}")[0]["n"])  # noqa: S608
+
+
+@contextlib.contextmanager
+def locked(db: Target) -> Iterator[None]:
+    """Another client holding the database's write lock (SQLite) or every table the gateway writes
+    (PostgreSQL) until the block ends."""
+    if isinstance(db, Path):
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    with psycopg.connect(db.url) as conn, conn.transaction(force_rollback=True):
+        conn.execute("LOCK TABLE callbacks, heartbeat IN ACCESS EXCLUSIVE MODE")
+        yield

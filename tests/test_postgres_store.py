@@ -1,0 +1,131 @@
+"""What only the PostgreSQL backend has: URLs for --db, migrations under a lock, refusing a database cos-relay
+never set up, and stores in several processes sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from relay.app import utc_now
+from relay.cli import main
+from relay.deliver.signing import generate_secret
+from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.filters import Filter
+from relay.domain.subscribers import SubscriberSpec
+from relay.settings import Settings
+from relay.store import PostgresStore, store_for
+from relay.store.postgres.migrations import LATEST
+from relay.store.records import PostgresUrl
+from tests.conftest import fresh_database, ingest, job_body
+from tests.databases import rows
+from tests.mistakes.commands import cos_relay
+from tests.postgres import Cluster
+
+
+def empty_database(cluster: Cluster) -> PostgresUrl:
+    name = f"e_{uuid.uuid4().hex}"
+    cluster.psql(f"CREATE DATABASE {name}")
+    return PostgresUrl(cluster.url(name))
+
+
+def test_a_postgres_url_is_never_taken_for_a_file_path(tmp_path: Path, postgres: Cluster) -> None:
+    os.chdir(tmp_path)
+    url = fresh_database(postgres)
+    assert Settings(db_path=PostgresUrl(url.url)).db_path == url
+    for scheme in ("postgresql://", "postgres://"):
+        text = url.url.replace("postgresql://", scheme)
+        result = CliRunner().invoke(main, ["jobs", "--db", text])
+        assert result.exit_code == 0, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_url_is_shown_without_its_password() -> None:
+    url = PostgresUrl("postgresql://relay:hunter2@db.internal:5432/relay")
+    assert str(url) == "postgresql://relay:***@db.internal:5432/relay"
+    assert "hunter2" not in str(Settings(db_path=url).db_path)
+
+
+def test_replicas_starting_together_on_an_empty_database_migrate_it_once(postgres: Cluster) -> None:
+    url = empty_database(postgres)
+
+    def start() -> None:
+        with store_for(url):
+            pass
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: start(), range(4)))
+    applied = rows(url, "SELECT version FROM relay_migrations ORDER BY version")
+    assert [row["version"] for row in applied] == list(range(1, LATEST + 1))
+
+
+@pytest.mark.parametrize(
+    "command", [["jobs"], ["subscribers", "list"], ["deliveries", "list"], ["tokens"]], ids=" ".join
+)
+def test_a_command_other_than_serve_refuses_a_database_cos_relay_never_set_up(
+    postgres: Cluster, command: list[str]
+) -> None:
+    url = empty_database(postgres)
+    result = CliRunner().invoke(main, [*command, "--db", url.url])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: no database at {url}: start `cos-relay serve --db {url}` first, or pass --db (or RELAY_DB) "
+        "naming the database the server uses"
+    ]
+    assert rows(url, "SELECT to_regclass('relay_migrations') AS t") == [{"t": None}]
+
+
+def test_an_unreachable_database_is_one_line_and_exit_1(postgres: Cluster) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{postgres.port + 1}/nowhere"
+    result = cos_relay("jobs", "--db", url, env={"RELAY_STATEMENT_TIMEOUT": "2"})
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("Error: cannot open the database at postgresql://")
+    assert "Traceback" not in result.stderr
+
+
+def test_two_stores_never_lease_the_same_delivery_and_strict_order_holds_across_them(postgres: Cluster) -> None:
+    url = fresh_database(postgres)
+    with store_for(url) as store:
+        for name, lanes in (("strict", 1), ("wide", 50)):
+            spec = SubscriberSpec(name, f"http://127.0.0.1:9/{name}", generate_secret(), Filter(), max_in_flight=lanes)
+            store.add_subscriber(spec, utc_now())
+    ingest(url, *(job_body(number) for number in range(40)))
+    first, second = PostgresStore(url), PostgresStore(url)
+    with first, second:
+
+        async def race() -> list[list[int]]:
+            claims = await asyncio.gather(*(s.claim(utc_now(), LEASE_MARGIN, 100) for s in (first, second) * 3))
+            return [[claim.delivery_id for claim in batch] for batch in claims]
+
+        batches = asyncio.run(race())
+    leased = [delivery for batch in batches for delivery in batch]
+    assert len(leased) == len(set(leased)) == 41  # every "wide" delivery once, and only the head of "strict"
+    in_flight = rows(
+        url, "SELECT s.name FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE d.state = 'in_flight'"
+    )
+    assert sum(row["name"] == "strict" for row in in_flight) == 1
+
+
+def test_a_dead_replicas_lease_expires_and_another_replica_takes_the_delivery(postgres: Cluster) -> None:
+    url = fresh_database(postgres)
+    with store_for(url) as store:
+        spec = SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter(), timeout=5)
+        store.add_subscriber(spec, utc_now())
+    ingest(url, job_body(1))
+    start = utc_now()
+    dead = PostgresStore(url)
+    with dead:
+        [leased] = asyncio.run(dead.claim(start, LEASE_MARGIN, 10))  # and then it dies, never finishing
+    with PostgresStore(url) as survivor:
+        assert asyncio.run(survivor.claim(start, LEASE_MARGIN, 10)) == []  # the lease still holds
+        expired = start + timedelta(seconds=5) + LEASE_MARGIN
+        [taken] = asyncio.run(survivor.claim(expired, LEASE_MARGIN, 10))
+    assert taken.delivery_id == leased.delivery_id
+    assert taken.trigger == "retry"
