@@ -63,17 +63,21 @@ class Database:
         self._pool_size = pool_size
         self._timeout = statement_timeout
         self._observe = observe or (lambda seconds, error: None)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="relay-postgres", daemon=True)
+        # Made by `start`: a loop holds sockets from birth, and a store built but never opened (an app whose
+        # lifespan never ran) would leave them to the garbage collector.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._pool: asyncpg.Pool | None = None
         self._listening: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="relay-postgres", daemon=True)
         self._thread.start()
         self._pool = self.call(self._create_pool())
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
             return
         with contextlib.suppress(Exception):
             self.call(self._close())
@@ -102,11 +106,16 @@ class Database:
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the store's loop and wait for it (from any thread but that loop's)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(coroutine, self._started()).result()
 
     async def acall(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the store's loop and await it from another loop."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._started()))
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the PostgreSQL store was used before open()")
+        return self._loop
 
     async def run(self, work: Work[T], *, write: bool) -> T:
         """``work`` on a pooled connection: in a transaction when it writes. Driver failures leave as
