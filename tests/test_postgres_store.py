@@ -81,9 +81,11 @@ def test_a_command_other_than_serve_refuses_a_database_cos_relay_never_set_up(
     assert rows(url, "SELECT to_regclass('relay_migrations') AS t") == [{"t": None}]
 
 
-def test_an_unreachable_database_is_one_line_and_exit_1(postgres: Cluster) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{postgres.port + 1}/nowhere"
-    result = cos_relay("jobs", "--db", url, env={"RELAY_STATEMENT_TIMEOUT": "2"})
+@pytest.mark.parametrize("command", ["jobs", "serve"])
+def test_an_unreachable_database_is_one_line_without_its_password_and_exit_1(postgres: Cluster, command: str) -> None:
+    url = f"postgresql://postgres:pg-password-x7Q2@127.0.0.1:{postgres.port + 1}/nowhere"
+    result = cos_relay(command, "--db", url, env={"RELAY_STATEMENT_TIMEOUT": "2"})
+    assert "pg-password-x7Q2" not in result.stdout + result.stderr
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("Error: cannot open the database at postgresql://")

@@ -15,8 +15,10 @@ import pytest
 import relay.auth
 from relay.app import create_app
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
+from relay.store.records import PostgresUrl, Target
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url, fresh_database
 from tests.live import ProcessServer, ThreadServer, wait_until
+from tests.postgres import Cluster
 from tests.sink import Sink
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
@@ -91,8 +93,8 @@ def exercise_everything(url: str, callback_token: str, admin_token: str) -> list
     return responses
 
 
-def test_tokens_appear_only_in_the_first_start_banner_never_in_logs_or_responses(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_tokens_appear_only_in_the_first_start_banner_never_in_logs_or_responses(database: Target) -> None:
+    db = database
     first = ProcessServer(db, args=("--log-level", "debug")).start()
     callback_token, admin_token = banner_tokens(first.printed)
     responses = exercise_everything(first.url, callback_token, admin_token)
@@ -178,11 +180,11 @@ def test_the_callback_endpoint_refuses_every_method_but_post(
 # -- subscriber secrets ------------------------------------------------------------------------------
 
 
-def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(tmp_path: Path, sink: Sink) -> None:
+def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(database: Target, sink: Sink) -> None:
     subscriber = sink
     args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "debug")
     env = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_RETRY_SCHEDULE": "0.1", "RELAY_POLL_INTERVAL": "0.1"}
-    server = ProcessServer(tmp_path / "relay.db", args=args, env=env).start()
+    server = ProcessServer(database, args=args, env=env).start()
     later: list[httpx.Response] = []
     try:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as api:
@@ -207,6 +209,25 @@ def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(tmp_path
         for text in [output, *(response.text + str(response.headers) for response in later)]:
             assert key[4:] not in text  # masked forms show at most the first 4 characters
             assert key[:12] not in text
+
+
+def test_the_database_password_never_reaches_logs_or_responses(postgres: Cluster) -> None:
+    # The throwaway cluster trusts loopback, so any password connects: what is checked is where it shows.
+    password = "pg-password-" + "x7Q2" * 4
+    database = fresh_database(postgres)
+    user, _, host = database.url.removeprefix("postgresql://").partition("@")
+    url = PostgresUrl(f"postgresql://{user}:{password}@{host}")
+    args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "debug")
+    server = ProcessServer(url, args=args).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as api:
+            api.post(callback_url(), content=TRANSCODE).raise_for_status()
+            answers = [api.get(path) for path in ("/api/jobs", "/api/callbacks", "/readyz", "/healthz", "/metrics")]
+    finally:
+        output = server.stop()
+    assert password not in output
+    for answer in answers:
+        assert password not in answer.text + str(answer.headers), answer.request.url
 
 
 # -- SSRF --------------------------------------------------------------------------------------------
