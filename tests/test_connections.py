@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.store.records import PostgresUrl, Target
-from tests.chaos.harness import record
+from relay.store.records import Target
+from tests.chaos.harness import case, record_cases
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
@@ -55,11 +55,11 @@ def server(module_database: Target) -> Iterator[ProcessServer]:
 
 @pytest.fixture(scope="module")
 def figures() -> Iterator[dict[str, dict[str, object]]]:
-    """What each attack cost the server, kept in tests/chaos/results/connections.json for the docs."""
+    """What each attack cost the server, kept in tests/chaos/results/connections.json for the docs (the
+    PostgreSQL run's in connections_postgres.json)."""
     found: dict[str, dict[str, object]] = {}
     yield found
-    if found:
-        record("connections", found)
+    record_cases("connections", found)
 
 
 def connect(port: int, timeout: float = SECONDS) -> socket.socket:
@@ -238,7 +238,7 @@ def test_two_thousand_connections_holding_unread_bodies_are_all_released(
             timeout=BODY_TIMEOUT + SECONDS,
             what="the server's descriptors back near baseline",
         )
-        figures["2000 sockets: 401, then one more body byte"] = {
+        figures[case("2000 sockets: 401, then one more body byte", server.db_path)] = {
             "fds_before": baseline,
             "fds_after_the_last_byte": held,
             "seconds_until_released": round(time.monotonic() - started, 2),
@@ -316,7 +316,7 @@ def test_eight_parallel_50_mb_heads_are_refused_without_stalling_the_server_or_g
     for thread in threads:
         thread.join(timeout=60)
     growth = peak_rss(server.pid) - before
-    figures["8 parallel 50 MB request heads"] = {
+    figures[case("8 parallel 50 MB request heads", server.db_path)] = {
         "answers": sorted({answer[:12].decode() for answer in answers}),
         "rss_before_mib": round(before / MIB, 1),
         "rss_growth_mib": round(growth / MIB, 1),
@@ -436,8 +436,7 @@ def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descript
                     outcomes.append((callback, health, time.monotonic() - started))
                     fds_peak = max(fds_peak, open_fds(server.pid))
             opened, held = attacker.opened, attacker.held
-        backend = " (PostgreSQL)" if isinstance(database, PostgresUrl) else ""
-        figures[f"starvation: {3 * NOFILE} sockets against RLIMIT_NOFILE {NOFILE}{backend}"] = {
+        figures[case(f"starvation: {3 * NOFILE} sockets against RLIMIT_NOFILE {NOFILE}", database)] = {
             "attacker_sockets_opened": opened,
             "attacker_sockets_held_at_the_end": held,
             "server_fds_before": baseline,

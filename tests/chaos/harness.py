@@ -43,6 +43,27 @@ def record(name: str, figures: dict[str, Any]) -> None:
     print(f"\n{name}: " + ", ".join(f"{key}={value}" for key, value in figures.items()))
 
 
+#: Marks a figure measured on PostgreSQL in a dict of figures shared by a module's runs on both backends.
+POSTGRES_CASE = " (PostgreSQL)"
+
+
+def case(name: str, db: Target) -> str:
+    """A figure's name in a shared dict: `record_cases` files the PostgreSQL ones apart."""
+    return name + POSTGRES_CASE if isinstance(db, PostgresUrl) else name
+
+
+def record_cases(name: str, found: dict[str, dict[str, object]]) -> None:
+    """`record` the SQLite figures as ``name`` and the PostgreSQL ones as ``name``_postgres."""
+    on_sqlite = {key: value for key, value in found.items() if not key.endswith(POSTGRES_CASE)}
+    on_postgres = {
+        key.removesuffix(POSTGRES_CASE): value for key, value in found.items() if key.endswith(POSTGRES_CASE)
+    }
+    if on_sqlite:
+        record(name, on_sqlite)
+    if on_postgres:
+        record(f"{name}_postgres", on_postgres)
+
+
 def gateway(db: Target, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ProcessServer:
     """``cos-relay serve`` for loopback subscribers, quiet unless something goes wrong."""
     base = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_POLL_INTERVAL": "0.2"}
