@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,9 +56,12 @@ async def test_a_callback_reaches_the_injected_sender_stamped_by_the_injected_cl
     assert delivery["delivered_at"].startswith(app.clock().strftime("%Y-%m-%dT%H:%M:%S"))
 
 
-async def test_two_apps_in_one_process_count_into_their_own_registries(app: App, settings: Settings) -> None:
+async def test_two_apps_in_one_process_count_into_their_own_registries(
+    app: App, settings: Settings, tmp_path: Path
+) -> None:
     other = CollectorRegistry()
-    create_app(settings, registry=other)  # on the same database: only the registries differ
+    # Never started: on an SQLite file of its own, as a PostgreSQL store starts its loop when it is built.
+    create_app(settings.replace(db_path=tmp_path / "other.db"), registry=other)
     assert (await app.http.post(callback_url(), content=job_body(1))).status_code == 200
     assert app.registry.get_sample_value("relay_callbacks_received_total", {"outcome": "accepted"}) == 1
     assert not other.get_sample_value("relay_callbacks_received_total", {"outcome": "accepted"})
