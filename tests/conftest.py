@@ -118,6 +118,14 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     return fresh_database(request.getfixturevalue("postgres"))
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Target:
+    """`database` shared by a module's tests (for a server they all use): the module runs once per backend."""
+    if request.param == "sqlite":
+        return tmp_path_factory.mktemp("module") / "relay.db"
+    return fresh_database(request.getfixturevalue("postgres"))
+
+
 @pytest.fixture
 def sqlite_only(database: Target) -> None:
     """For tests of what only a file can show (its size, its WAL, another process locking it)."""

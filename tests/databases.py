@@ -24,6 +24,16 @@ def rows(db: Target, query: str) -> list[dict[str, Any]]:
         return list(conn.execute(query.encode()))
 
 
+def values(db: Target, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows ``query`` returns, as tuples; ``?`` marks each of ``params`` on both backends."""
+    if isinstance(db, Path):
+        # Read-only: beside a running gateway it never takes the write lock (WAL: never blocks it).
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+            return list(conn.execute(query, params))
+    with psycopg.connect(db.url) as conn:
+        return list(conn.execute(query.replace("?", "%s").encode(), params or None))
+
+
 def count(db: Target, table: str) -> int:
     return int(rows(db, f"SELECT count(*) AS n FROM {table}")[0]["n"])  # noqa: S608
 

@@ -8,12 +8,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from bench import hostile
+from relay.store.records import Target
 from relay.validate.limits import MAX_DEPTH, MAX_ITEMS
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url
 from tests.databases import rows
@@ -30,8 +30,8 @@ RSS_GROWTH = 96 * MIB
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
-    running = ProcessServer(tmp_path_factory.mktemp("bounded") / "relay.db", args=TOKENS).start()
+def server(module_database: Target) -> Iterator[ProcessServer]:
+    running = ProcessServer(module_database, args=TOKENS).start()
     yield running
     running.stop()
 
@@ -153,8 +153,8 @@ def test_a_callback_with_more_items_than_the_limit_is_refused_422_and_quarantine
         assert at_limit.status_code == 200, at_limit.text
 
 
-def test_memory_the_largest_accepted_bodies_take_comes_back_once_the_work_stops(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS).start()
+def test_memory_the_largest_accepted_bodies_take_comes_back_once_the_work_stops(database: Target) -> None:
+    server = ProcessServer(database, args=TOKENS).start()
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             client.post(callback_url(), content=hostile.jobs_detail(count=1))  # warm up: schema, parser, commit

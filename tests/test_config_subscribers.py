@@ -27,7 +27,7 @@ from relay.store import store_for
 from relay.store.records import Target
 from relay.validate.schema import CallbackSchema
 from tests.conftest import ADMIN_TOKEN, DATA
-from tests.live import ProcessServer, ThreadServer, free_port
+from tests.live import ProcessServer, ThreadServer, db_text, free_port
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 LOOPBACK = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
@@ -280,11 +280,11 @@ def api_get(server: ProcessServer, path: str) -> Any:
 
 
 def test_serve_config_creates_the_subscribers_with_the_allow_list_from_the_environment(
-    tmp_path: Path, config: Path
+    database: Target, config: Path
 ) -> None:
     url = nowhere()
     config.write_text(entry("hook", url, types=["cos.job.*"]))
-    server = ProcessServer(tmp_path / "relay.db", args=("--config", str(config), *SERVE_ARGS), env=LOOPBACK).start()
+    server = ProcessServer(database, args=("--config", str(config), *SERVE_ARGS), env=LOOPBACK).start()
     try:
         [hook] = api_get(server, "/api/subscribers")["items"]
     finally:
@@ -295,20 +295,18 @@ def test_serve_config_creates_the_subscribers_with_the_allow_list_from_the_envir
     assert hook["types"] == ["cos.job.*"]
 
 
-def test_serve_config_refuses_loopback_subscribers_without_the_allow_list(tmp_path: Path, config: Path) -> None:
+def test_serve_config_refuses_loopback_subscribers_without_the_allow_list(database: Target, config: Path) -> None:
     config.write_text(entry("hook", nowhere()))
-    server = ProcessServer(
-        tmp_path / "relay.db", args=("--config", str(config), *SERVE_ARGS), env={"RELAY_ALLOW_NETWORKS": ""}
-    )
+    server = ProcessServer(database, args=("--config", str(config), *SERVE_ARGS), env={"RELAY_ALLOW_NETWORKS": ""})
     with pytest.raises(RuntimeError, match=r"127\.0\.0\.1 is loopback"):
         server.start()
     server.stop()
 
 
-def test_serve_with_several_workers_applies_the_config_once_before_they_start(tmp_path: Path, config: Path) -> None:
+def test_serve_with_several_workers_applies_the_config_once_before_they_start(database: Target, config: Path) -> None:
     config.write_text(entry("one", nowhere()) + entry("two", nowhere()))
     args = ("--workers", "2", "--config", str(config), *SERVE_ARGS)
-    server = ProcessServer(tmp_path / "relay.db", args=args, env=LOOPBACK).start()
+    server = ProcessServer(database, args=args, env=LOOPBACK).start()
     try:
         names = [item["name"] for item in api_get(server, "/api/subscribers")["items"]]
     finally:
@@ -317,9 +315,9 @@ def test_serve_with_several_workers_applies_the_config_once_before_they_start(tm
     assert "Traceback" not in output
 
 
-def test_serve_with_several_workers_and_a_bad_config_exits_with_the_reason(tmp_path: Path, config: Path) -> None:
+def test_serve_with_several_workers_and_a_bad_config_exits_with_the_reason(database: Target, config: Path) -> None:
     config.write_text(entry("hook", "http://10.0.0.1/"))
-    args = ["serve", "--db", str(tmp_path / "relay.db"), "--workers", "2", "--config", str(config), *SERVE_ARGS]
+    args = ["serve", "--db", db_text(database), "--workers", "2", "--config", str(config), *SERVE_ARGS]
     result = CliRunner().invoke(main, args, env={"RELAY_ALLOW_NETWORKS": None})
     assert result.exit_code == 1, result.output
     assert f"Error: {config}:3: subscribers[0].url: the URL is not allowed: 10.0.0.1 is private" in result.output
@@ -333,8 +331,8 @@ def test_serve_with_several_workers_and_a_bad_config_exits_with_the_reason(tmp_p
         (("--allow-networks", "10.0.0.1/8"), "has host bits set"),
     ],
 )
-def test_serve_refuses_bad_options_before_starting(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    result = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "relay.db"), *args, *SERVE_ARGS])
+def test_serve_refuses_bad_options_before_starting(database: Target, args: tuple[str, ...], message: str) -> None:
+    result = CliRunner().invoke(main, ["serve", "--db", db_text(database), *args, *SERVE_ARGS])
     assert result.exit_code == 2, result.output
     assert message in result.output
 
@@ -348,8 +346,8 @@ def wait_for(fetch: Callable[[], Any], timeout: float = 30.0) -> Any:
     return value
 
 
-def test_serve_takes_its_config_and_retry_schedule_from_the_environment(tmp_path: Path, config: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_serve_takes_its_config_and_retry_schedule_from_the_environment(database: Target, config: Path) -> None:
+    db = database
     config.write_text(entry("hook", nowhere()))  # refused at once; no schedule of its own
     env = {**LOOPBACK, "RELAY_CONFIG": str(config), "RELAY_RETRY_SCHEDULE": "3600,7200"}
     server = ProcessServer(db, args=SERVE_ARGS, env=env).start()

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.harness import record
+from relay.store.records import Target
+from tests.chaos.harness import case, record_cases
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
@@ -42,8 +43,8 @@ def fresh(number: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
-    db = tmp_path_factory.mktemp("connections") / "relay.db"
+def server(module_database: Target) -> Iterator[ProcessServer]:
+    db = module_database
     env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT), "RELAY_KEEPALIVE_TIMEOUT": str(KEEPALIVE)}
     started = ProcessServer(db, args=TOKENS, env=env).start()
     with httpx.Client(base_url=started.url) as client:  # warm up: schema, parser, first commit
@@ -54,11 +55,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
 
 @pytest.fixture(scope="module")
 def figures() -> Iterator[dict[str, dict[str, object]]]:
-    """What each attack cost the server, kept in tests/chaos/results/connections.json for the docs."""
+    """What each attack cost the server, kept in tests/chaos/results/connections.json for the docs (the
+    PostgreSQL run's in connections_postgres.json)."""
     found: dict[str, dict[str, object]] = {}
     yield found
-    if found:
-        record("connections", found)
+    record_cases("connections", found)
 
 
 def connect(port: int, timeout: float = SECONDS) -> socket.socket:
@@ -237,7 +238,7 @@ def test_two_thousand_connections_holding_unread_bodies_are_all_released(
             timeout=BODY_TIMEOUT + SECONDS,
             what="the server's descriptors back near baseline",
         )
-        figures["2000 sockets: 401, then one more body byte"] = {
+        figures[case("2000 sockets: 401, then one more body byte", server.db_path)] = {
             "fds_before": baseline,
             "fds_after_the_last_byte": held,
             "seconds_until_released": round(time.monotonic() - started, 2),
@@ -315,7 +316,7 @@ def test_eight_parallel_50_mb_heads_are_refused_without_stalling_the_server_or_g
     for thread in threads:
         thread.join(timeout=60)
     growth = peak_rss(server.pid) - before
-    figures["8 parallel 50 MB request heads"] = {
+    figures[case("8 parallel 50 MB request heads", server.db_path)] = {
         "answers": sorted({answer[:12].decode() for answer in answers}),
         "rss_before_mib": round(before / MIB, 1),
         "rss_growth_mib": round(growth / MIB, 1),
@@ -417,10 +418,10 @@ class Attacker:
 
 
 def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descriptor_limit_in_sockets(
-    tmp_path: Path, figures: dict[str, dict[str, object]]
+    database: Target, figures: dict[str, dict[str, object]]
 ) -> None:
     env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT)}
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS, env=env, preexec_fn=low_nofile).start()
+    server = ProcessServer(database, args=TOKENS, env=env, preexec_fn=low_nofile).start()
     try:
         baseline = open_fds(server.pid)
         outcomes: list[tuple[int, int, float]] = []
@@ -435,7 +436,7 @@ def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descript
                     outcomes.append((callback, health, time.monotonic() - started))
                     fds_peak = max(fds_peak, open_fds(server.pid))
             opened, held = attacker.opened, attacker.held
-        figures[f"starvation: {3 * NOFILE} sockets against RLIMIT_NOFILE {NOFILE}"] = {
+        figures[case(f"starvation: {3 * NOFILE} sockets against RLIMIT_NOFILE {NOFILE}", database)] = {
             "attacker_sockets_opened": opened,
             "attacker_sockets_held_at_the_end": held,
             "server_fds_before": baseline,
@@ -455,8 +456,8 @@ def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descript
         server.stop()
 
 
-def test_upgrade_requests_are_answered_as_ordinary_requests_and_log_nothing(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS[:-2]).start()  # info-level logs
+def test_upgrade_requests_are_answered_as_ordinary_requests_and_log_nothing(database: Target) -> None:
+    server = ProcessServer(database, args=TOKENS[:-2]).start()  # info-level logs
     try:
         for _ in range(20):
             with connect(server.port) as sock:
@@ -467,7 +468,7 @@ def test_upgrade_requests_are_answered_as_ordinary_requests_and_log_nothing(tmp_
     assert "upgrade request" not in output.lower(), output[-2000:]
 
 
-def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start(tmp_path: Path) -> None:
+def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start(database: Target) -> None:
     hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
     if hard <= NOFILE:
         pytest.skip(f"the hard limit on open files here is only {hard}")
@@ -475,7 +476,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start(tmp_path: Path
     def soft_below_hard() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, hard))
 
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS, preexec_fn=soft_below_hard).start()
+    server = ProcessServer(database, args=TOKENS, preexec_fn=soft_below_hard).start()
     try:
         limits = Path(f"/proc/{server.pid}/limits").read_text()
         line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
@@ -520,9 +521,9 @@ def test_x_forwarded_for_is_not_believed_by_default_even_from_loopback(server: P
     assert recorded_sources(server.url, 2) == ["127.0.0.1", "127.0.0.1"]
 
 
-def test_from_a_configured_proxy_only_a_valid_forwarded_address_is_recorded(tmp_path: Path) -> None:
+def test_from_a_configured_proxy_only_a_valid_forwarded_address_is_recorded(database: Target) -> None:
     env = {"RELAY_FORWARDED_ALLOW_IPS": "127.0.0.1"}
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS, env=env).start()
+    server = ProcessServer(database, args=TOKENS, env=env).start()
     try:
         with httpx.Client(base_url=server.url, timeout=SECONDS) as client:
             for number, forwarded in enumerate(["203.0.113.7", FORGED, "2001:db8::1"]):
@@ -535,9 +536,9 @@ def test_from_a_configured_proxy_only_a_valid_forwarded_address_is_recorded(tmp_
         server.stop()
 
 
-def test_worker_processes_get_the_head_limit_and_the_trusted_proxies(tmp_path: Path) -> None:
+def test_worker_processes_get_the_head_limit_and_the_trusted_proxies(database: Target) -> None:
     args = (*TOKENS, "--workers", "2", "--max-head", "4096", "--forwarded-allow-ips", "127.0.0.1")
-    server = ProcessServer(tmp_path / "relay.db", args=args).start()
+    server = ProcessServer(database, args=args).start()
     try:
         for _ in range(4):  # whichever worker accepts the connection
             with connect(server.port) as sock:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, callback_url
 from tests.live import ProcessServer, free_port, wait_until
 from tests.test_connections import SECONDS, TOKENS, fresh, recorded_sources
@@ -87,8 +88,8 @@ def render(folder: Path, *, listen: int, upstream: int, cert: Path, key: Path) -
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessServer]:
-    db = tmp_path_factory.mktemp("gateway") / "relay.db"
+def gateway(module_database: Target) -> Iterator[ProcessServer]:
+    db = module_database
     server = ProcessServer(db, args=(*TOKENS, "--forwarded-allow-ips", "127.0.0.1")).start()
     yield server
     server.stop()

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.harness import record
+from relay.store.records import Target
+from tests.chaos import harness
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
@@ -79,8 +80,8 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    db = tmp_path_factory.mktemp("hostile") / "relay.db"
+def gateway(module_database: Target) -> Iterator[Gateway]:
+    db = module_database
     args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "warning")
     server = ProcessServer(db, args=args, env={"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT)}).start()
     with httpx.Client(base_url=server.url) as client:  # warm up: schema, parser, first commit
@@ -94,12 +95,11 @@ def figures() -> Iterator[dict[str, dict[str, object]]]:
     """Each case's status, time and memory, kept in tests/chaos/results/hostile_inputs.json for the docs."""
     found: dict[str, dict[str, object]] = {}
     yield found
-    if found:
-        record("hostile_inputs", found)
+    harness.record_cases("hostile_inputs", found)
 
 
-def note(figures: dict[str, dict[str, object]], case: str, outcome: Outcome) -> None:
-    figures[case] = {
+def note(figures: dict[str, dict[str, object]], case: str, outcome: Outcome, gateway: Gateway) -> None:
+    figures[harness.case(case, gateway.server.db_path)] = {
         "status": outcome.status,
         "seconds": round(outcome.seconds, 3),
         "rss_growth_mib": round(outcome.rss_growth / MIB, 1),
@@ -204,7 +204,7 @@ def test_references_to_the_network_are_refused_and_never_fetched(
 ) -> None:
     make, status = NETWORK_CASES[case]
     outcome = send(gateway, make(listener.port))
-    note(figures, case, outcome)
+    note(figures, case, outcome, gateway)
     assert outcome.status == status
     assert outcome.seconds < SECONDS
     assert outcome.rss_growth < 32 * MIB
@@ -292,7 +292,7 @@ def test_hostile_bodies_get_their_status_quickly_in_bounded_memory(
 ) -> None:
     make, content_type, status, mib = BODY_CASES[case]
     outcome = send(gateway, make(), {"Content-Type": content_type})
-    note(figures, case, outcome)
+    note(figures, case, outcome, gateway)
     assert outcome.status == status
     assert outcome.seconds < SECONDS
     assert outcome.rss_growth < mib * MIB, f"{outcome.rss_growth / MIB:.0f} MiB"
@@ -309,7 +309,7 @@ def test_compressed_bodies_are_refused_with_415_without_being_inflated(
     encoding: str, gateway: Gateway, figures: dict[str, dict[str, object]]
 ) -> None:
     outcome = send(gateway, gzip_bomb(), {"Content-Type": "application/xml", "Content-Encoding": encoding})
-    note(figures, f"gzip-bomb-1GiB ({encoding})", outcome)
+    note(figures, f"gzip-bomb-1GiB ({encoding})", outcome, gateway)
     assert outcome.status == 415
     assert outcome.seconds < SECONDS
     assert outcome.rss_growth < 32 * MIB  # 1 MB on the wire; 1 GiB if it were ever inflated
@@ -455,7 +455,7 @@ def test_slowloris_connections_are_timed_out_and_freed_while_normal_callbacks_ge
     for thread in slow:
         thread.join(timeout=BODY_TIMEOUT + 2 * SECONDS)
     growth = peak_rss(gateway.pid) - before
-    figures["slowloris (10 body + 10 head tricklers)"] = {
+    figures[harness.case("slowloris (10 body + 10 head tricklers)", gateway.server.db_path)] = {
         "statuses": sorted({answer[9:12].decode() for answer in answers}),
         "normal_callback_seconds_max": round(max(latencies), 3),
         "body_timeout_seconds": BODY_TIMEOUT,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from relay.domain.subscribers import SubscriberSpec
 from relay.errors import Invalid
 from relay.ingest import Ingest, Reader
 from relay.store import store_for
+from relay.store.records import Target
 from relay.validate.parse import new_xml_parser
 from relay.validate.schema import CallbackSchema
 from tests.conftest import job_body
@@ -30,8 +30,8 @@ def spec(name: str) -> SubscriberSpec:
     return SubscriberSpec(name, "http://127.0.0.1:9/hook", generate_secret(), Filter())
 
 
-def test_a_subscriber_added_after_a_callback_gets_the_next_ones_even_from_another_process(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_a_subscriber_added_after_a_callback_gets_the_next_ones_even_from_another_process(database: Target) -> None:
+    db = database
     with store_for(db) as store, store_for(db) as other:
         ingest = Ingest(store, READER)
 
@@ -48,8 +48,8 @@ def test_a_subscriber_added_after_a_callback_gets_the_next_ones_even_from_anothe
         assert store.count_deliveries("pending") == 3
 
 
-def test_a_duplicate_is_recorded_but_makes_no_event_and_no_delivery(tmp_path: Path) -> None:
-    with store_for(tmp_path / "relay.db") as store:
+def test_a_duplicate_is_recorded_but_makes_no_event_and_no_delivery(database: Target) -> None:
+    with store_for(database) as store:
         store.add_subscriber(spec("hook"), utc_now())
         ingest = Ingest(store, READER)
 

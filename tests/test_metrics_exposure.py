@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.logs import Throttle, clip
+from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, ThreadServer, wait_until
 from tests.sink import Sink
@@ -46,8 +46,8 @@ def refusal_lines(server: ProcessServer) -> list[str]:
     return [line for line in server.printed.splitlines() if "callback refused" in line]
 
 
-def test_metrics_token_is_required_when_set_and_compared_exactly(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=(*TOKENS, "--metrics-token", METRICS_TOKEN)).start()
+def test_metrics_token_is_required_when_set_and_compared_exactly(database: Target) -> None:
+    server = ProcessServer(database, args=(*TOKENS, "--metrics-token", METRICS_TOKEN)).start()
     try:
         for headers in (
             {},
@@ -65,17 +65,19 @@ def test_metrics_token_is_required_when_set_and_compared_exactly(tmp_path: Path)
         server.stop()
 
 
-def test_metrics_stay_open_without_a_metrics_token(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS).start()
+def test_metrics_stay_open_without_a_metrics_token(database: Target) -> None:
+    server = ProcessServer(database, args=TOKENS).start()
     try:
         assert "relay_callbacks_received_total" in scrape(server)
     finally:
         server.stop()
 
 
-def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape(tmp_path: Path, sink_url: str) -> None:
+def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape(
+    database: Target, sink_url: str
+) -> None:
     args = (*TOKENS, "--allow-networks", "127.0.0.0/8")
-    server = ProcessServer(tmp_path / "relay.db", args=args).start()
+    server = ProcessServer(database, args=args).start()
     admin = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
     try:
         for name in ("leaving", "staying"):
@@ -109,9 +111,9 @@ def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape
 
 
 def test_a_flood_of_bad_tokens_logs_a_bounded_number_of_lines_while_the_counter_counts_every_one(
-    tmp_path: Path,
+    database: Target,
 ) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS).start()
+    server = ProcessServer(database, args=TOKENS).start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             for _ in range(FLOOD):
@@ -126,9 +128,9 @@ def test_a_flood_of_bad_tokens_logs_a_bounded_number_of_lines_while_the_counter_
         server.stop()
 
 
-def test_a_long_content_type_is_logged_and_answered_truncated(tmp_path: Path) -> None:
+def test_a_long_content_type_is_logged_and_answered_truncated(database: Target) -> None:
     # Just under the 8 KiB header line cap (a longer one gets 431 before the app sees it).
-    server = ProcessServer(tmp_path / "relay.db", args=TOKENS).start()
+    server = ProcessServer(database, args=TOKENS).start()
     content_type = "application/" + "x" * 8_000
     try:
         response = httpx.post(

@@ -50,6 +50,7 @@ def attempt_one(store: Store) -> None:
 
 
 def test_migrate_to_copies_every_row_and_the_copy_answers_as_the_file_did(tmp_path: Path, postgres: Cluster) -> None:
+    # Both backends by design: an SQLite file is the source, PostgreSQL the destination.
     db = tmp_path / "relay.db"
     with store_for(db) as store:
         store.secret("callback_token", "the-token", utc_now())
@@ -74,6 +75,7 @@ def test_migrate_to_copies_every_row_and_the_copy_answers_as_the_file_did(tmp_pa
 
 
 def test_migrate_to_needs_a_postgres_url_and_an_existing_file(tmp_path: Path) -> None:
+    # SQLite only by design: the source must be an existing SQLite file.
     missing = CliRunner().invoke(main, ["migrate-to", "postgresql://x@127.0.0.1:1/x", "--db", str(tmp_path / "no.db")])
     assert missing.exit_code == 1
     assert "no database at" in missing.output

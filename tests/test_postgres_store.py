@@ -1,5 +1,5 @@
-"""What only the PostgreSQL backend has: URLs for --db, migrations under a lock, refusing a database cos-relay
-never set up, and stores in several processes sharing one database."""
+"""What only the PostgreSQL backend has: URLs for --db (their password never shown), migrations under a lock,
+refusing a database cos-relay never set up, and stores in several processes sharing one database."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -23,8 +24,9 @@ from relay.settings import Settings
 from relay.store import PostgresStore, store_for
 from relay.store.postgres.migrations import LATEST
 from relay.store.records import PostgresUrl
-from tests.conftest import fresh_database, ingest, job_body
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, fresh_database, ingest, job_body
 from tests.databases import rows
+from tests.live import ProcessServer
 from tests.mistakes.commands import cos_relay
 from tests.postgres import Cluster
 
@@ -81,9 +83,11 @@ def test_a_command_other_than_serve_refuses_a_database_cos_relay_never_set_up(
     assert rows(url, "SELECT to_regclass('relay_migrations') AS t") == [{"t": None}]
 
 
-def test_an_unreachable_database_is_one_line_and_exit_1(postgres: Cluster) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{postgres.port + 1}/nowhere"
-    result = cos_relay("jobs", "--db", url, env={"RELAY_STATEMENT_TIMEOUT": "2"})
+@pytest.mark.parametrize("command", ["jobs", "serve"])
+def test_an_unreachable_database_is_one_line_without_its_password_and_exit_1(postgres: Cluster, command: str) -> None:
+    url = f"postgresql://postgres:pg-password-x7Q2@127.0.0.1:{postgres.port + 1}/nowhere"
+    result = cos_relay(command, "--db", url, env={"RELAY_STATEMENT_TIMEOUT": "2"})
+    assert "pg-password-x7Q2" not in result.stdout + result.stderr
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("Error: cannot open the database at postgresql://")
@@ -129,3 +133,22 @@ def test_a_dead_replicas_lease_expires_and_another_replica_takes_the_delivery(po
         [taken] = asyncio.run(survivor.claim(expired, LEASE_MARGIN, 10))
     assert taken.delivery_id == leased.delivery_id
     assert taken.trigger == "retry"
+
+
+def test_the_database_password_never_reaches_logs_or_responses(postgres: Cluster) -> None:
+    # The throwaway cluster trusts loopback, so any password connects: what is checked is where it shows.
+    password = "pg-password-" + "x7Q2" * 4
+    database = fresh_database(postgres)
+    user, _, host = database.url.removeprefix("postgresql://").partition("@")
+    url = PostgresUrl(f"postgresql://{user}:{password}@{host}")
+    args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "debug")
+    server = ProcessServer(url, args=args).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as api:
+            api.post(callback_url(), content=job_body(1)).raise_for_status()
+            answers = [api.get(path) for path in ("/api/jobs", "/api/callbacks", "/readyz", "/healthz", "/metrics")]
+    finally:
+        output = server.stop()
+    assert password not in output
+    for answer in answers:
+        assert password not in answer.text + str(answer.headers), answer.request.url

@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,8 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.app import create_app
 from relay.metrics import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
 from relay.settings import Settings
+from relay.store.records import Target
 from relay.store.writer import error_kind
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
+from tests.databases import locked
 from tests.live import ProcessServer, ThreadServer, free_port
 from tests.sink import Sink
 
@@ -189,7 +191,7 @@ def media_type(path: Path) -> str:
 class Traffic:
     """Posts callbacks to the gateway and counts what it should have answered."""
 
-    def __init__(self, http: httpx.Client, db: Path) -> None:
+    def __init__(self, http: httpx.Client, db: Target) -> None:
         self.http = http
         self.db = db
         self.sent: dict[str, int] = {}
@@ -211,7 +213,7 @@ class Traffic:
         """A 503, every sample (new the first time, duplicates after), a new variant of each, failures, refusals."""
         transcode = (SAMPLES / "transcode_success.xml").read_bytes()
         self.serial += 1
-        with self.locked():  # another process holds the write lock past the gateway's write timeout
+        with locked(self.db):  # another client holds the write lock past the gateway's write timeout
             self.post(variant(transcode, self.serial), 503, outcome="unavailable")
         for path in SAMPLE_FILES:
             body = path.read_bytes()
@@ -229,16 +231,6 @@ class Traffic:
             self.post(b"<Response><JobsDetail>", 400, outcome="malformed")
             self.post(b"<Other><JobId>j1234</JobId></Other>", 422, outcome="invalid")
         self.post(b"<Response>" + b" " * 300_000 + b"</Response>", 413, outcome="too_large")
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        conn = sqlite3.connect(self.db, isolation_level=None, timeout=10)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
 
     @property
     def total(self) -> int:
@@ -374,7 +366,7 @@ def test_example_prometheus_config_is_valid() -> None:
 
 
 def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on_real_traffic(
-    tmp_path: Path, settings: Settings, sink: Sink, sqlite_only: None
+    tmp_path: Path, settings: Settings, sink: Sink
 ) -> None:
     tool("promtool")
     sink_url = sink.url
@@ -405,7 +397,6 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
                 failing = http.get("/api/deliveries", params={"subscriber": "failing", "state": "pending"}).json()
                 return not items and not failing["items"]
 
-            assert isinstance(relay_settings.db_path, Path)  # sqlite_only
             traffic = Traffic(http, relay_settings.db_path)
             traffic.wave(first=True)
             wait_for("deliveries to settle (failing ones dead)", settled)
@@ -469,10 +460,10 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
         gateway.stop()
 
 
-def test_counters_add_up_across_uvicorn_workers(tmp_path: Path) -> None:
+def test_counters_add_up_across_uvicorn_workers(tmp_path: Path, database: Target) -> None:
     # serve puts its multiprocess directory under TMPDIR: there each worker's counts can be seen apart.
     server = ProcessServer(
-        tmp_path / "relay.db",
+        database,
         args=("--workers", "2", "--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN),
         env={"TMPDIR": str(tmp_path)},
     ).start()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import itertools
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +13,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.settings import Settings
+from relay.store.records import Target
 from tests import live
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, SAMPLE_JOB_ID, callback_url, job_body, job_id
+from tests.databases import values
 from tests.live import ProcessServer
 from tests.sink import Sink, verify
 
@@ -292,11 +292,11 @@ def test_single_delivery_retry_sends_it_again_with_the_same_id(api: httpx.Client
 
 
 @pytest.mark.slow
-def test_sigkill_while_deliveries_are_in_flight_loses_nothing(tmp_path: Path, sink: Sink) -> None:
+def test_sigkill_while_deliveries_are_in_flight_loses_nothing(database: Target, sink: Sink) -> None:
     recorder, url = sink, sink.url
     env = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_RETRY_SCHEDULE": "0.2,0.5,1", "RELAY_POLL_INTERVAL": "0.1"}
     args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)
-    db = tmp_path / "relay.db"
+    db = database
     server = ProcessServer(db, args=args, env=env).start()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(base_url=server.url, headers=headers) as api:
@@ -305,8 +305,7 @@ def test_sigkill_while_deliveries_are_in_flight_loses_nothing(tmp_path: Path, si
             post(api, job_body(number))
     recorder.wait_for("/slow/0.5", 2)
     server.stop(signal.SIGKILL)
-    with sqlite3.connect(db) as conn:
-        in_flight = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'in_flight'").fetchone()[0]
+    in_flight = values(db, "SELECT count(*) FROM deliveries WHERE state = 'in_flight'")[0][0]
     assert in_flight > 0  # the kill really interrupted deliveries
     server = ProcessServer(db, args=args, env=env).start()
     try:
@@ -315,6 +314,5 @@ def test_sigkill_while_deliveries_are_in_flight_loses_nothing(tmp_path: Path, si
     finally:
         server.stop()
     assert len({r.webhook_id for r in recorder.to("/slow/0.5")}) == 30
-    with sqlite3.connect(db) as conn:
-        states = dict(conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
+    states = dict(values(db, "SELECT state, count(*) FROM deliveries GROUP BY state"))
     assert states == {"delivered": 30}

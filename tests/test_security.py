@@ -15,6 +15,7 @@ import pytest
 import relay.auth
 from relay.app import create_app
 from relay.settings import Settings
+from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
 from tests.live import ProcessServer, ThreadServer, wait_until
 from tests.sink import Sink
@@ -91,8 +92,8 @@ def exercise_everything(url: str, callback_token: str, admin_token: str) -> list
     return responses
 
 
-def test_tokens_appear_only_in_the_first_start_banner_never_in_logs_or_responses(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_tokens_appear_only_in_the_first_start_banner_never_in_logs_or_responses(database: Target) -> None:
+    db = database
     first = ProcessServer(db, args=("--log-level", "debug")).start()
     callback_token, admin_token = banner_tokens(first.printed)
     responses = exercise_everything(first.url, callback_token, admin_token)
@@ -178,11 +179,11 @@ def test_the_callback_endpoint_refuses_every_method_but_post(
 # -- subscriber secrets ------------------------------------------------------------------------------
 
 
-def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(tmp_path: Path, sink: Sink) -> None:
+def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(database: Target, sink: Sink) -> None:
     subscriber = sink
     args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "debug")
     env = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_RETRY_SCHEDULE": "0.1", "RELAY_POLL_INTERVAL": "0.1"}
-    server = ProcessServer(tmp_path / "relay.db", args=args, env=env).start()
+    server = ProcessServer(database, args=args, env=env).start()
     later: list[httpx.Response] = []
     try:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as api:

@@ -20,7 +20,8 @@ from relay.cli.reference import render_reference
 from relay.setting_kinds import Flag
 from relay.settings import SETTINGS, Setting, Settings, setting_named
 from relay.store import store_for
-from tests.live import ProcessServer
+from relay.store.records import Target
+from tests.live import ProcessServer, db_text
 from tests.procfs import children
 
 ROOT = Path(__file__).parent.parent
@@ -133,9 +134,9 @@ def test_every_setting_reads_the_same_value_from_its_option_and_from_its_environ
 
 
 def test_an_option_wins_over_its_environment_variable_which_wins_over_the_default(
-    tmp_path: Path, started: list[Settings]
+    database: Target, started: list[Settings]
 ) -> None:
-    db = ["--db", str(tmp_path / "relay.db")]
+    db = ["--db", db_text(database)]
     both = serve_settings(started, [*db, "--poll-interval", "3"], {"RELAY_POLL_INTERVAL": "2"})
     assert both.poll_interval == 3.0
     env_only = serve_settings(started, db, {"RELAY_POLL_INTERVAL": "2", "RELAY_GATEWAY_ID": ""})
@@ -154,10 +155,10 @@ def test_an_option_wins_over_its_environment_variable_which_wins_over_the_defaul
     ],
 )
 def test_a_bad_value_is_one_error_line_naming_the_option_and_the_variable_and_exit_status_2(
-    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], option: str, variable: str
+    database: Target, args: tuple[str, ...], env: dict[str, str], option: str, variable: str
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "relay", "serve", "--db", str(tmp_path / "relay.db"), *args],
+        [sys.executable, "-m", "relay", "serve", "--db", db_text(database), *args],
         env={**relay_free_environment(), **env},
         capture_output=True,
         text=True,
@@ -168,7 +169,8 @@ def test_a_bad_value_is_one_error_line_naming_the_option_and_the_variable_and_ex
     [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert option in error
     assert variable in error
-    assert not (tmp_path / "relay.db").exists()  # refused before anything was opened
+    if isinstance(database, Path):
+        assert not database.exists()  # refused before anything was opened
 
 
 def test_settings_built_in_code_are_checked_by_the_same_table() -> None:
@@ -186,14 +188,16 @@ def test_the_configuration_reference_is_what_the_settings_table_renders() -> Non
         assert f"`{setting.env}`" in committed
 
 
-def test_other_commands_read_the_database_from_the_same_setting(tmp_path: Path) -> None:
-    db = tmp_path / "elsewhere.db"
-    # Only serve creates a database (issue 15): tokens looks for the one RELAY_DB names, then reads it.
-    missing = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": str(db)})
-    assert missing.exit_code == 1
-    assert f"no database at {db}" in missing.output
-    store_for(db).open()
-    result = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": str(db)})
+def test_other_commands_read_the_database_from_the_same_setting(database: Target) -> None:
+    db = database
+    if isinstance(db, Path):
+        # Only serve creates a database (issue 15): tokens looks for the one RELAY_DB names, then reads it.
+        missing = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": str(db)})
+        assert missing.exit_code == 1
+        assert f"no database at {db}" in missing.output
+    with store_for(db):
+        pass
+    result = CliRunner().invoke(main, ["tokens"], env={"RELAY_DB": db_text(db)})
     assert result.exit_code == 0, result.output
     for command in (["tokens"], ["jobs"], ["deliveries", "list"], ["subscribers", "list"]):
         shown = " ".join(CliRunner().invoke(main, [*command, "--help"]).output.split())
@@ -201,19 +205,17 @@ def test_other_commands_read_the_database_from_the_same_setting(tmp_path: Path) 
         assert "env var: RELAY_DB" in shown, command
 
 
-def test_credentials_are_resolved_once_per_start(tmp_path: Path) -> None:
+def test_credentials_are_resolved_once_per_start(database: Target) -> None:
     """serve resolves the tokens and hands them to the app: the insecure warning is logged once, not per app."""
-    server = ProcessServer(tmp_path / "relay.db", args=("--insecure-no-token",)).start()
+    server = ProcessServer(database, args=("--insecure-no-token",)).start()
     output = server.stop()
     assert output.count("--insecure-no-token: ANYONE") == 1, output
 
 
-def test_serving_with_workers_leaves_the_environment_as_it_was(tmp_path: Path) -> None:
+def test_serving_with_workers_leaves_the_environment_as_it_was(database: Target) -> None:
     """Workers are spawned with the supervisor's environment at that moment: it must be the one serve got."""
     environment = relay_free_environment()
-    server = ProcessServer(
-        tmp_path / "relay.db", args=("--workers", "2", "--callback-token", "t", "--admin-token", "a")
-    )
+    server = ProcessServer(database, args=("--workers", "2", "--callback-token", "t", "--admin-token", "a"))
     server.env = environment
     server.start()
     try:

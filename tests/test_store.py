@@ -1,12 +1,11 @@
-"""The store's write path: waiting for another process's lock, and attempts recorded in batches."""
+"""The store's write path: waiting for another client's lock, and attempts recorded in batches."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from relay.app import utc_now
 from relay.deliver.signing import generate_secret
@@ -15,24 +14,36 @@ from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, d
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import SqliteStore, store_for
+from relay.store import store_for
 from relay.store.records import Target
-from tests.conftest import ingest, job_body
+from tests.conftest import ingest, job_body, record
+from tests.databases import count, locked
 
 
-def test_a_write_waits_for_the_lock_another_process_holds_and_commits_once_it_is_free(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
-    with SqliteStore(db, write_timeout=5.0) as store:
-        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        other.execute("BEGIN IMMEDIATE")  # as a second worker or the CLI would, mid-transaction
-        released = threading.Timer(0.3, other.execute, ("COMMIT",))
-        released.start()
+def test_a_write_waits_for_the_lock_another_client_holds_and_commits_once_it_is_free(database: Target) -> None:
+    db = database
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with locked(db):  # as a second worker or the CLI would, mid-transaction
+            holding.set()
+            release.wait(10)
+
+    with store_for(db) as store:
+        holder = threading.Thread(target=hold)
+        holder.start()
         try:
-            value = store.secret("test", "stored", utc_now())  # a write through the writer thread
+            assert holding.wait(10)
+            threading.Timer(0.3, release.set).start()
+            started = time.monotonic()
+            [result] = asyncio.run(record(store, job_body(1)))  # a write through the store's writer
+            waited = time.monotonic() - started
         finally:
-            released.join()
-            other.close()
-    assert value == "stored"
+            release.set()
+            holder.join()
+    assert result.outcome == "accepted"
+    assert waited >= 0.25
+    assert count(db, "callbacks") == 1
 
 
 def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_own_result(database: Target) -> None:

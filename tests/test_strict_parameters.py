@@ -27,8 +27,9 @@ from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
 from relay.receive.body import read_body
 from relay.store import store_for
+from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
-from tests.live import ProcessServer, free_port
+from tests.live import ProcessServer, db_text, free_port
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 SERVE_ARGS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)
@@ -207,9 +208,9 @@ def test_settings_from_the_environment_are_strict_and_name_the_variable(
     assert accepted in error
 
 
-def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def serve(db: Target, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m relay serve`` to the end; a refusal must come at once, not after serving."""
-    command = [sys.executable, "-m", "relay", "serve", "--port", str(free_port()), "--db", str(tmp_path / "r.db")]
+    command = [sys.executable, "-m", "relay", "serve", "--port", str(free_port()), "--db", db_text(db)]
     environment = {**os.environ, "RELAY_ALLOW_NETWORKS": "", **(env or {})}
     return subprocess.run(
         [*command, *args, *SERVE_ARGS], env=environment, capture_output=True, text=True, timeout=30, check=False
@@ -227,16 +228,18 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
 def test_serve_refuses_hostile_numbers_from_the_environment_in_one_line(
     tmp_path: Path, env: dict[str, str], detail: str
 ) -> None:
-    finished = serve(tmp_path, env=env)
+    finished = serve(tmp_path / "r.db", env=env)
     assert finished.returncode == 2, finished.stdout + finished.stderr
     assert detail in finished.stderr
     assert "Traceback" not in finished.stdout + finished.stderr
 
 
-def test_serve_with_a_config_naming_a_dns_label_over_63_characters_exits_with_one_line(tmp_path: Path) -> None:
+def test_serve_with_a_config_naming_a_dns_label_over_63_characters_exits_with_one_line(
+    tmp_path: Path, database: Target
+) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(f'[[subscribers]]\nname = "hook"\nurl = "https://{LONG_LABEL}.example.com/hook"\n')
-    finished = serve(tmp_path, "--config", str(config))
+    finished = serve(database, "--config", str(config))
     output = finished.stdout + finished.stderr
     assert finished.returncode == 1, output
     assert "Traceback" not in output
@@ -246,8 +249,8 @@ def test_serve_with_a_config_naming_a_dns_label_over_63_characters_exits_with_on
     ]
 
 
-def test_a_real_server_refuses_hostile_parameters_and_repeated_tokens(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=SERVE_ARGS).start()
+def test_a_real_server_refuses_hostile_parameters_and_repeated_tokens(database: Target) -> None:
+    server = ProcessServer(database, args=SERVE_ARGS).start()
     try:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as api:
             schedule = api.post(
@@ -269,8 +272,8 @@ def test_a_real_server_refuses_hostile_parameters_and_repeated_tokens(tmp_path: 
 # -- the CLI: every option that takes a number, a duration, a time or an id -------------------------
 
 
-def cli(db: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, [*args, "--db", str(db)], env={"RELAY_ALLOW_NETWORKS": None, "RELAY_DB": None})
+def cli(db: Target, *args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--db", db_text(db)], env={"RELAY_ALLOW_NETWORKS": None, "RELAY_DB": None})
 
 
 @pytest.mark.parametrize(
@@ -305,9 +308,9 @@ def cli(db: Path, *args: str) -> Result:
     ],
 )
 def test_cli_numbers_and_times_are_strict_with_a_one_line_error(
-    tmp_path: Path, args: tuple[str, ...], detail: str
+    database: Target, args: tuple[str, ...], detail: str
 ) -> None:
-    result = cli(tmp_path / "relay.db", *args)
+    result = cli(database, *args)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert detail in result.output
@@ -319,13 +322,15 @@ def test_cli_numbers_and_times_are_strict_with_a_one_line_error(
 @pytest.mark.parametrize(
     "schedule", ["[nan]", "[inf]", "[1e308]", "[" + ", ".join(["1"] * 21) + "]", "[" + "9" * 400 + "]"]
 )
-def test_a_config_with_an_unbounded_retry_schedule_changes_nothing(tmp_path: Path, schedule: str) -> None:
+def test_a_config_with_an_unbounded_retry_schedule_changes_nothing(
+    tmp_path: Path, database: Target, schedule: str
+) -> None:
     config = tmp_path / "subscribers.toml"
     config.write_text(
         '[[subscribers]]\nname = "good"\nurl = "http://127.0.0.1:9/"\n\n'
         f'[[subscribers]]\nname = "bad"\nurl = "http://127.0.0.1:9/"\nretry_schedule = {schedule}\n'
     )
-    with store_for(tmp_path / "relay.db") as store:
+    with store_for(database) as store:
         service = Subscribers(store, AddressPolicy.from_setting("127.0.0.0/8"), utc_now)
         with pytest.raises(
             BadSubscriber, match=r"subscribers\.toml:8: subscribers\[1\]\.retry_schedule: a retry schedule is"

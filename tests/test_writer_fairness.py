@@ -19,7 +19,10 @@ def connect(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(db, isolation_level=None, check_same_thread=False)
 
 
-async def test_an_urgent_write_commits_before_the_rest_of_a_group_already_under_way(tmp_path: Path) -> None:
+async def test_an_urgent_write_commits_before_the_rest_of_a_group_already_under_way(
+    tmp_path: Path, sqlite_only: None
+) -> None:
+    # SQLite only: the single writer thread and its group commits are SQLite's (PostgreSQL writes in parallel).
     writer = Writer(lambda: connect(tmp_path / "w.db"))
     ran: list[str] = []
     urgent_queued = threading.Event()
@@ -55,7 +58,10 @@ async def test_an_urgent_write_commits_before_the_rest_of_a_group_already_under_
     assert commits == [1, 2, 4]  # the group committed early, the urgent write alone, then the rest together
 
 
-async def test_stopping_the_writer_finishes_urgent_and_ordinary_writes_already_queued(tmp_path: Path) -> None:
+async def test_stopping_the_writer_finishes_urgent_and_ordinary_writes_already_queued(
+    tmp_path: Path, sqlite_only: None
+) -> None:
+    # SQLite only: the single writer thread is SQLite's.
     writer = Writer(lambda: connect(tmp_path / "w.db"))
 
     def value(n: int) -> Callable[[sqlite3.Connection], int]:

@@ -14,6 +14,7 @@ from relay.cli.database import existing_store
 from relay.cli.options import db_option, setting_option, settings_options
 from relay.errors import Rejected
 from relay.settings import Settings
+from relay.store.failures import StoreError
 from relay.store.records import Target
 
 
@@ -32,6 +33,9 @@ def serve(**values: Any) -> None:
         raise click.ClickException(
             error.detail if error.detail.startswith(where) else f"{where}: {error.detail}"
         ) from None
+    except StoreError as error:
+        # PostgreSQL unreachable or refusing (a file is created): the same one line as the other commands.
+        raise click.ClickException(f"cannot open the database at {settings.db_path}: {error}") from None
     if new:
         click.echo(f"Created a new database at {settings.db_path}")
     _print_banner(settings, credentials)

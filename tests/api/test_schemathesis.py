@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 
 from relay.api.openapi import document
+from relay.store.records import Target
 from tests.conftest import DATA, job_body
 from tests.live import ProcessServer, wait_until
 from tests.sink import Sink
@@ -34,14 +35,14 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, sink: Sink) -> Iterator[ProcessServer]:
+def gateway(database: Target, sink: Sink) -> Iterator[ProcessServer]:
     env = {
         "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "RELAY_CALLBACK_TOKEN": CALLBACK_TOKEN,
         "RELAY_ALLOW_NETWORKS": "127.0.0.0/8",  # the sink
         "RELAY_SECRET_GRACE": "3600",
     }
-    server = ProcessServer(tmp_path / "relay.db", env=env).start()
+    server = ProcessServer(database, env=env).start()
     try:
         yield server
     finally:

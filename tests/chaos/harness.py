@@ -1,4 +1,4 @@
-"""What the chaos tests share: the long-run switch, result files, a retrying COS-like sender, SQLite peeks."""
+"""What the chaos tests share: the long-run switch, result files, a retrying COS-like sender, database peeks."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
-from relay.store.records import Target
+from relay.store.records import PostgresUrl, Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, job_body
+from tests.databases import values
 from tests.live import ProcessServer
 
 RESULTS = Path(__file__).parent / "results"
@@ -42,39 +43,71 @@ def record(name: str, figures: dict[str, Any]) -> None:
     print(f"\n{name}: " + ", ".join(f"{key}={value}" for key, value in figures.items()))
 
 
+#: Marks a figure measured on PostgreSQL in a dict of figures shared by a module's runs on both backends.
+POSTGRES_CASE = " (PostgreSQL)"
+
+
+def case(name: str, db: Target) -> str:
+    """A figure's name in a shared dict: `record_cases` files the PostgreSQL ones apart."""
+    return name + POSTGRES_CASE if isinstance(db, PostgresUrl) else name
+
+
+def record_cases(name: str, found: dict[str, dict[str, object]]) -> None:
+    """`record` the SQLite figures as ``name`` and the PostgreSQL ones as ``name``_postgres."""
+    on_sqlite = {key: value for key, value in found.items() if not key.endswith(POSTGRES_CASE)}
+    on_postgres = {
+        key.removesuffix(POSTGRES_CASE): value for key, value in found.items() if key.endswith(POSTGRES_CASE)
+    }
+    if on_sqlite:
+        record(name, on_sqlite)
+    if on_postgres:
+        record(f"{name}_postgres", on_postgres)
+
+
 def gateway(db: Target, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> ProcessServer:
     """``cos-relay serve`` for loopback subscribers, quiet unless something goes wrong."""
     base = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_POLL_INTERVAL": "0.2"}
     return ProcessServer(db, args=(*TOKEN_ARGS, "--log-level", "warning", *args), env={**base, **(env or {})})
 
 
-@contextlib.contextmanager
-def read_db(db: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection next to a running gateway (WAL: never blocks it)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        yield conn
-    finally:
-        conn.close()
+def scalar(db: Target, sql: str, *params: object) -> Any:
+    return values(db, sql, *params)[0][0]
 
 
-def scalar(db: Path, sql: str, *params: object) -> Any:
-    with read_db(db) as conn:
-        return conn.execute(sql, params).fetchone()[0]
+def column(db: Target, sql: str, *params: object) -> list[Any]:
+    return [row[0] for row in values(db, sql, *params)]
 
 
-def column(db: Path, sql: str, *params: object) -> list[Any]:
-    with read_db(db) as conn:
-        return [row[0] for row in conn.execute(sql, params)]
-
-
-def unfinished_deliveries(db: Path) -> int:
+def unfinished_deliveries(db: Target) -> int:
     return int(scalar(db, "SELECT count(*) FROM deliveries WHERE state != 'delivered'"))
 
 
+def intact(db: Target) -> bool:
+    """SQLite's integrity check of the file; on PostgreSQL, amcheck over every B-tree index of the gateway's
+    tables (the heap is recovered from PostgreSQL's own WAL)."""
+    if isinstance(db, PostgresUrl):
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+            indexes = conn.execute(
+                "SELECT c.oid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam"
+                " WHERE n.nspname = 'public' AND a.amname = 'btree'"
+            ).fetchall()
+            for (oid,) in indexes:
+                conn.execute("SELECT bt_index_check(%s::oid::regclass, true)", (oid,))  # raises on corruption
+            return bool(indexes)
+    return integrity(db) == "ok"
+
+
 def integrity(db: Path) -> str:
+    """SQLite's own verdict on the file ("ok", or what is wrong)."""
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def named(name: str, db: Target) -> str:
+    """A result file's name: the SQLite run keeps the plain name, the PostgreSQL run gets ``_postgres``."""
+    return f"{name}_postgres" if isinstance(db, PostgresUrl) else name
 
 
 @dataclass

@@ -5,11 +5,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, Sender, column, gateway, integrity, record, scalar, unfinished_deliveries
+from relay.store.records import Target
+from tests.chaos.harness import (
+    ADMIN_HEADERS,
+    Sender,
+    column,
+    gateway,
+    intact,
+    named,
+    record,
+    scalar,
+    unfinished_deliveries,
+)
 from tests.conftest import job_id
 from tests.live import wait_until
 from tests.sink import Sink
@@ -32,11 +42,11 @@ def read_api_until(url: str, stop: threading.Event, statuses: Counter[str]) -> N
 
 
 def test_three_workers_on_one_database_answer_only_200_or_503_and_deliver_each_event_exactly_once(
-    tmp_path: Path, long_run: bool, sink: Sink
+    database: Target, long_run: bool, sink: Sink
 ) -> None:
     recorder = subscriber = sink
     duration = 180.0 if long_run else 10.0
-    db = tmp_path / "relay.db"
+    db = database
     server = gateway(db, args=("--workers", "3"), env={"RELAY_RETRY_SCHEDULE": "0.5,1,1,1,1"}).start()
     stop = threading.Event()
     reads: Counter[str] = Counter()
@@ -81,7 +91,7 @@ def test_three_workers_on_one_database_answer_only_200_or_503_and_deliver_each_e
         "api_reads": dict(sorted(reads.items())),
         "locked_in_log": output.count("database is locked"),
     }
-    record("concurrency_long" if long_run else "concurrency", figures)
+    record(named("concurrency_long" if long_run else "concurrency", db), figures)
 
     assert set(statuses) <= {200, 503}, statuses
     assert not any(key.endswith((" 500", "transport error")) for key in reads), (
@@ -92,4 +102,4 @@ def test_three_workers_on_one_database_answer_only_200_or_503_and_deliver_each_e
     assert len(events) == len(acknowledged)  # one job state, one event
     assert set(received) == events
     assert len(received) == len(events), "an event was sent twice without a crash"
-    assert integrity(db) == "ok"
+    assert intact(db)

@@ -6,22 +6,22 @@ import random
 import signal
 import statistics
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, Sender, column, gateway, integrity, record, unfinished_deliveries
+from relay.store.records import Target
+from tests.chaos.harness import ADMIN_HEADERS, Sender, column, gateway, intact, named, record, unfinished_deliveries
 from tests.conftest import job_id
 from tests.live import wait_until
 from tests.sink import Sink
 
 
 def test_sigkill_every_few_seconds_loses_no_acknowledged_callback_and_no_event(
-    tmp_path: Path, long_run: bool, sink: Sink
+    database: Target, long_run: bool, sink: Sink
 ) -> None:
     recorder = subscriber = sink
     duration, min_kills, uptime = (600.0, 50, (3.0, 8.0)) if long_run else (30.0, 5, (1.5, 4.0))
-    db = tmp_path / "relay.db"
+    db = database
     server = gateway(db, env={"RELAY_RETRY_SCHEDULE": "0.5,1,1,1,1,1,1,1,1,1"}).start()
     with httpx.Client(base_url=server.url, headers=ADMIN_HEADERS, timeout=30) as api:
         response = api.post("/api/subscribers", json={"name": "sink", "url": f"{subscriber.url}/ok", "timeout": 2})
@@ -73,7 +73,7 @@ def test_sigkill_every_few_seconds_loses_no_acknowledged_callback_and_no_event(
         "ack_latency_p50_s": round(statistics.median(sender.latencies), 3),
         "ack_latency_max_s": round(max(sender.latencies), 2),
     }
-    record("crash_under_load_long" if long_run else "crash_under_load", figures)
+    record(named("crash_under_load_long" if long_run else "crash_under_load", db), figures)
 
     assert kills >= min_kills
     assert sender.unacknowledged == []  # COS's retries always got through once the gateway was back
@@ -81,4 +81,4 @@ def test_sigkill_every_few_seconds_loses_no_acknowledged_callback_and_no_event(
     assert set(events) == stored  # one event per stored job state, none without its job
     assert set(events.values()) <= distinct, "an event never reached the subscriber"
     assert set(sender.statuses) <= {200, 503}
-    assert integrity(db) == "ok"
+    assert intact(db)

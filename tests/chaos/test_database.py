@@ -75,8 +75,9 @@ def post(client: httpx.Client, body: bytes) -> int:
 
 
 def test_a_full_disk_gets_503_never_200_and_the_gateway_recovers_by_itself_without_corruption(
-    tmp_path: Path, long_run: bool, sink: Sink
+    tmp_path: Path, long_run: bool, sink: Sink, sqlite_only: None
 ) -> None:
+    # SQLite only: the gateway's own file on a full filesystem (PostgreSQL's outages: test_postgres_outage.py).
     recorder = subscriber = sink
     rounds = 10 if long_run else 2
     statuses: Counter[int] = Counter()
@@ -151,9 +152,12 @@ def _ext4_device(mountpoint: Path) -> str:
 
 @pytest.mark.parametrize("durability", ["full", "normal"])
 def test_a_filesystem_gone_read_only_gets_503_never_200_and_a_restart_on_it_repaired_is_consistent(
-    durability: str, tmp_path: Path, sink: Sink
+    durability: str, tmp_path: Path, sink: Sink, sqlite_only: None
 ) -> None:
-    """The kernel remounts ext4 read-only on an error (errors=remount-ro) even with files open for writing;
+    """SQLite only: the gateway's own file on a filesystem gone read-only (PostgreSQL read-only:
+    test_postgres_outage.py).
+
+    The kernel remounts ext4 read-only on an error (errors=remount-ro) even with files open for writing;
     ``mount -o remount,ro`` would refuse (busy). Coming back needs an unmount and fsck, hence a restart.
 
     To the data not yet written back, a filesystem abort is a power loss: ``full`` durability (fsync per

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, Sender, gateway, read_db, record
+from relay.store.records import Target
+from tests.chaos.harness import ADMIN_HEADERS, Sender, gateway, named, record
 from tests.chaos.hostile import HostileServer
+from tests.databases import values
 from tests.live import wait_until
 from tests.procfs import MIB, peak_rss, reset_peak_rss, rss
 from tests.sink import Sink
@@ -24,11 +25,11 @@ HOSTILE = {
 
 
 def test_hostile_subscribers_neither_slow_a_healthy_one_nor_grow_memory_nor_pass_the_ssrf_guard(
-    tmp_path: Path, long_run: bool, sink: Sink
+    database: Target, long_run: bool, sink: Sink
 ) -> None:
     recorder = healthy = sink
     duration = 180.0 if long_run else 15.0
-    db = tmp_path / "relay.db"
+    db = database
     # Each delivery retries every ~0.5 s as often as a schedule may (20 steps), and new events keep
     # coming: the hostile answers never stop.
     server = gateway(db, env={"RELAY_RETRY_SCHEDULE": ",".join(["0.5"] * 20)}).start()
@@ -59,21 +60,22 @@ def test_hostile_subscribers_neither_slow_a_healthy_one_nor_grow_memory_nor_pass
     finally:
         server.stop()
 
-    with read_db(db) as conn:
-        outcomes = {
-            (name, outcome): count
-            for name, outcome, count in conn.execute(
-                "SELECT s.name, a.outcome, count(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
-                " JOIN subscribers s ON s.id = d.subscriber_id GROUP BY s.name, a.outcome"
-            )
-        }
-        kept = {
-            len(body)
-            for (body,) in conn.execute(
-                "SELECT a.response_body FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
-                " JOIN subscribers s ON s.id = d.subscriber_id WHERE s.name = 'huge-body'"
-            )
-        }
+    outcomes = {
+        (name, outcome): count
+        for name, outcome, count in values(
+            db,
+            "SELECT s.name, a.outcome, count(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " JOIN subscribers s ON s.id = d.subscriber_id GROUP BY s.name, a.outcome",
+        )
+    }
+    kept = {
+        len(body)
+        for (body,) in values(
+            db,
+            "SELECT a.response_body FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " JOIN subscribers s ON s.id = d.subscriber_id WHERE s.name = 'huge-body'",
+        )
+    }
     latencies = [request.at - sender.acknowledged_at[int(request.event["subject"][1:], 16)] for request in received]
     third = max(1, len(samples) // 3)
     figures = {
@@ -88,7 +90,7 @@ def test_hostile_subscribers_neither_slow_a_healthy_one_nor_grow_memory_nor_pass
         "hostile_requests": requests,
         "attempt_outcomes": {f"{name}:{outcome}": count for (name, outcome), count in sorted(outcomes.items())},
     }
-    record("hostile_subscribers_long" if long_run else "hostile_subscribers", figures)
+    record(named("hostile_subscribers_long" if long_run else "hostile_subscribers", db), figures)
 
     assert len({request.webhook_id for request in received}) == len(sender.acknowledged)
     assert max(latencies) < 5.0, "a hostile subscriber held up the healthy one"

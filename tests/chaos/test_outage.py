@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, gateway, record, scalar, unfinished_deliveries
+from relay.store.records import Target
+from tests.chaos.harness import ADMIN_HEADERS, gateway, named, record, scalar, unfinished_deliveries
 from tests.conftest import CALLBACK_TOKEN, job_body
 from tests.live import ThreadServer, wait_until
 from tests.procfs import cpu_share
@@ -38,11 +38,11 @@ def gaps(log: list[dict[str, Any]]) -> list[float]:
 
 
 def test_events_held_during_a_subscriber_outage_all_arrive_after_it_on_schedule_without_busy_waiting(
-    tmp_path: Path, long_run: bool
+    database: Target, long_run: bool
 ) -> None:
     # The gateway's CPU is measured against its retry rate: ~count/4 attempts a second here.
     outage, count = (60.0, 40) if long_run else (8.0, 20)
-    db = tmp_path / "relay.db"
+    db = database
     recorder = Sink()
     subscriber = ThreadServer(recorder.app()).start()
     port = subscriber.port
@@ -78,7 +78,7 @@ def test_events_held_during_a_subscriber_outage_all_arrive_after_it_on_schedule_
 
     retried = [log for log in logs if len(log) > 1]
     record(
-        "subscriber_outage_long" if long_run else "subscriber_outage",
+        named("subscriber_outage_long" if long_run else "subscriber_outage", db),
         {
             "outage_seconds": outage,
             "events": count + 1,

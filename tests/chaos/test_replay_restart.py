@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.chaos.harness import ADMIN_HEADERS, gateway, integrity, record, scalar
+from relay.store.records import Target
+from tests.chaos.harness import ADMIN_HEADERS, gateway, intact, named, record, scalar
 from tests.conftest import CALLBACK_TOKEN, job_body
 from tests.live import wait_until
 from tests.sink import Sink
 
 
-def states(db: Path) -> dict[str, int]:
+def states(db: Target) -> dict[str, int]:
     return {
         state: int(scalar(db, "SELECT count(*) FROM deliveries WHERE state = ?", state))
         for state in ("pending", "in_flight", "dead", "delivered")
     }
 
 
-def test_a_bulk_replay_killed_midway_completes_after_the_restart(tmp_path: Path, long_run: bool, sink: Sink) -> None:
+def test_a_bulk_replay_killed_midway_completes_after_the_restart(database: Target, long_run: bool, sink: Sink) -> None:
     recorder = subscriber = sink
     count = 3000 if long_run else 300
-    db = tmp_path / "relay.db"
+    db = database
     server = gateway(db).start()
     with httpx.Client(base_url=server.url, headers=ADMIN_HEADERS, timeout=60) as api:
         # Down for good: one retry, then dead.
@@ -52,7 +52,7 @@ def test_a_bulk_replay_killed_midway_completes_after_the_restart(tmp_path: Path,
         server.stop()
     replayed = [request.webhook_id for request in recorder.to("/slow/0.05")]
     record(
-        "replay_restart_long" if long_run else "replay_restart",
+        named("replay_restart_long" if long_run else "replay_restart", db),
         {
             "dead_deliveries": count,
             "requeued": requeued,
@@ -67,4 +67,4 @@ def test_a_bulk_replay_killed_midway_completes_after_the_restart(tmp_path: Path,
     assert 0 < at_kill["delivered"] < count, "the kill did not land mid-replay"
     assert len(set(replayed)) == count
     assert states(db) == {"pending": 0, "in_flight": 0, "dead": 0, "delivered": count}
-    assert integrity(db) == "ok"
+    assert intact(db)

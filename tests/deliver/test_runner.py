@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,8 @@ from relay.deliver.worker import DeliveryWorker
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
-from relay.store import SqliteStore, Store
+from relay.store import Store, store_for
+from relay.store.records import Target
 from tests.conftest import FAKE_HOST, FAKE_NETWORK, job_body, record
 from tests.fakes import FakeSender, Reply, Request, settle
 
@@ -40,10 +40,10 @@ def delivery_thread(store: Store, sender: FakeSender) -> DeliveryThread:
     return DeliveryThread(worker, sender, grace=1.0)
 
 
-async def test_a_wake_up_from_the_http_loop_gets_the_event_sent_from_the_delivery_thread(tmp_path: Path) -> None:
+async def test_a_wake_up_from_the_http_loop_gets_the_event_sent_from_the_delivery_thread(database: Target) -> None:
     handler = ThreadedSubscriber()
     sender = FakeSender(handler, policy=AddressPolicy.from_setting(FAKE_NETWORK))
-    with SqliteStore(tmp_path / "relay.db") as store:
+    with store_for(database) as store:
         store.add_subscriber(SubscriberSpec("hook", f"{FAKE_HOST}/ok", generate_secret(), Filter()), utc_now())
         delivery = delivery_thread(store, sender)
         await delivery.start()
@@ -61,20 +61,20 @@ async def test_a_wake_up_from_the_http_loop_gets_the_event_sent_from_the_deliver
         assert len(delivered) == 2
 
 
-async def test_a_sender_that_cannot_start_fails_the_start_with_its_own_error(tmp_path: Path) -> None:
+async def test_a_sender_that_cannot_start_fails_the_start_with_its_own_error(database: Target) -> None:
     class Broken(FakeSender):
         async def start(self) -> None:
             raise OSError("no sockets left")
 
-    with SqliteStore(tmp_path / "relay.db") as store:
+    with store_for(database) as store:
         delivery = delivery_thread(store, Broken(ThreadedSubscriber()))
         with pytest.raises(OSError, match="no sockets left"):
             await delivery.start()
 
 
-async def test_waking_before_the_thread_starts_or_after_it_stopped_is_harmless(tmp_path: Path) -> None:
+async def test_waking_before_the_thread_starts_or_after_it_stopped_is_harmless(database: Target) -> None:
     sender = FakeSender(ThreadedSubscriber())
-    with SqliteStore(tmp_path / "relay.db") as store:
+    with store_for(database) as store:
         delivery = delivery_thread(store, sender)
         delivery.wake()
         await delivery.start()
@@ -83,7 +83,7 @@ async def test_waking_before_the_thread_starts_or_after_it_stopped_is_harmless(t
     assert not sender.started
 
 
-async def test_the_delivery_loop_is_the_same_kind_as_the_servers(tmp_path: Path) -> None:
+async def test_the_delivery_loop_is_the_same_kind_as_the_servers(database: Target) -> None:
     kinds: list[str] = []
 
     class Noting(FakeSender):
@@ -91,7 +91,7 @@ async def test_the_delivery_loop_is_the_same_kind_as_the_servers(tmp_path: Path)
             kinds.append(type(asyncio.get_running_loop()).__module__)
             await super().start()
 
-    with SqliteStore(tmp_path / "relay.db") as store:
+    with store_for(database) as store:
         delivery = delivery_thread(store, Noting(ThreadedSubscriber()))
         await delivery.start()
         await delivery.stop()

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import httpx
 
 from relay.store import store_for
+from relay.store.records import Target
 from tests.conftest import ingest, job_body
-from tests.live import ProcessServer, wait_until
+from tests.live import ProcessServer, db_text, wait_until
 from tests.mistakes.commands import cos_relay
 
 
-def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_api(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_api(database: Target) -> None:
+    db = database
     with store_for(db):
         pass
     # Added while loopback was allowed; the server then runs without that allow-list.
     added = cos_relay(
         "subscribers", "add", "local", "--url", "http://127.0.0.1:9/hook", "--allow-networks", "127.0.0.0/8",
-        "--db", str(db),
+        "--db", db_text(db),
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     server = ProcessServer(db, args=("--admin-token", "admin", "--poll-interval", "0.1")).start()
@@ -28,7 +28,7 @@ def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_
         ingest(db, job_body(1))
 
         def shown() -> str:
-            return cos_relay("subscribers", "show", "local", "--db", str(db)).stdout
+            return cos_relay("subscribers", "show", "local", "--db", db_text(db)).stdout
 
         wait_until(lambda: "ssrf_blocked" in shown(), what="the blocked delivery on subscribers show")
         printed = shown()

@@ -11,7 +11,8 @@ from relay.domain.events import EVENT_TYPES
 from relay.errors import BadSubscriber
 from relay.outbox.config_file import read_config
 from relay.outbox.destinations import vet_destination
-from tests.live import ProcessServer
+from relay.store.records import Target
+from tests.live import ProcessServer, db_text
 from tests.mistakes.commands import cos_relay
 
 GOOD = '[[subscribers]]\nname = "a"\nurl = "https://8.8.8.8/a"\n'
@@ -118,11 +119,15 @@ def test_a_secret_may_come_from_a_file_or_the_environment(tmp_path: Path, monkey
     assert checked["b"]["secret"] == SECRET
 
 
-def test_serve_with_a_singular_subscriber_table_exits_1_before_creating_anything(tmp_path: Path) -> None:
+def test_serve_with_a_singular_subscriber_table_exits_1_before_creating_anything(
+    tmp_path: Path, database: Target, sqlite_only: None
+) -> None:
+    # SQLite only: "nothing created" is the file not appearing (a PostgreSQL test database exists already).
     config = tmp_path / "subscribers.toml"
     config.write_text('[[subscriber]]\nname = "a"\nurl = "https://8.8.8.8/a"\n')
-    db = tmp_path / "relay.db"
-    finished = cos_relay("serve", "--db", str(db), "--port", "0", "--config", str(config))
+    db = database
+    assert isinstance(db, Path)
+    finished = cos_relay("serve", "--db", db_text(db), "--port", "0", "--config", str(config))
     assert finished.returncode == 1
     assert finished.stderr.strip().splitlines() == [
         f"Error: {config}:1: subscriber: unknown key (known: subscribers); the table is [[subscribers]] (plural)"
@@ -131,19 +136,21 @@ def test_serve_with_a_singular_subscriber_table_exits_1_before_creating_anything
     assert not db.exists()
 
 
-def test_serve_with_unparseable_toml_and_two_workers_prints_one_line_not_a_traceback(tmp_path: Path) -> None:
+def test_serve_with_unparseable_toml_and_two_workers_prints_one_line_not_a_traceback(
+    tmp_path: Path, database: Target
+) -> None:
     config = tmp_path / "subscribers.toml"
     config.write_text(GOOD + "timeout = \n")
-    finished = cos_relay("serve", "--db", str(tmp_path / "relay.db"), "--workers", "2", "--config", str(config))
+    finished = cos_relay("serve", "--db", db_text(database), "--workers", "2", "--config", str(config))
     assert finished.returncode == 1
     assert finished.stderr.strip().splitlines() == [f"Error: {config}:4:11: not valid TOML: Invalid value"]
 
 
-def test_serve_with_a_secret_file_signs_with_that_secret(tmp_path: Path) -> None:
+def test_serve_with_a_secret_file_signs_with_that_secret(tmp_path: Path, database: Target) -> None:
     (tmp_path / "secret").write_text(SECRET)
     config = tmp_path / "subscribers.toml"
     config.write_text(f'{GOOD}secret_file = "{tmp_path / "secret"}"\n')
-    db = tmp_path / "relay.db"
+    db = database
     ProcessServer(db, args=("--config", str(config))).start().stop()
-    shown = cos_relay("subscribers", "secret", "a", "--db", str(db))
+    shown = cos_relay("subscribers", "secret", "a", "--db", db_text(db))
     assert shown.stdout.splitlines() == [f"secret: {SECRET}"]

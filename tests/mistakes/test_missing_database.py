@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from relay.cli import main
-from tests.live import ProcessServer
+from relay.store.records import PostgresUrl, Target
+from tests.live import ProcessServer, db_text
 from tests.mistakes.commands import cos_relay
 
 COMMANDS = [
@@ -28,8 +29,9 @@ COMMANDS = [
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_a_command_other_than_serve_refuses_a_missing_database_and_creates_none(
-    tmp_path: Path, command: list[str]
+    tmp_path: Path, command: list[str], sqlite_only: None
 ) -> None:
+    # SQLite only: a missing file; PostgreSQL's never-set-up database is tests/test_postgres_store.py's.
     typo = tmp_path / "typo.db"
     result = CliRunner().invoke(main, [*command, "--db", str(typo)])
     assert result.exit_code == 1
@@ -40,7 +42,10 @@ def test_a_command_other_than_serve_refuses_a_missing_database_and_creates_none(
     assert not typo.exists()
 
 
-def test_tokens_on_a_missing_database_mints_nothing_and_exits_1_in_a_real_process(tmp_path: Path) -> None:
+def test_tokens_on_a_missing_database_mints_nothing_and_exits_1_in_a_real_process(
+    tmp_path: Path, sqlite_only: None
+) -> None:
+    # SQLite only: a missing file; PostgreSQL's never-set-up database is tests/test_postgres_store.py's.
     typo = tmp_path / "typo.db"
     result = cos_relay("tokens", "--db", str(typo))
     assert result.returncode == 1
@@ -51,13 +56,20 @@ def test_tokens_on_a_missing_database_mints_nothing_and_exits_1_in_a_real_proces
     assert not typo.exists()
 
 
-def test_the_database_named_in_relay_db_is_the_one_looked_for(tmp_path: Path) -> None:
-    result = cos_relay("jobs", env={"RELAY_DB": str(tmp_path / "from-env.db")})
+def test_the_database_named_in_relay_db_is_the_one_looked_for(database: Target) -> None:
+    missing = (
+        PostgresUrl(database.url.rpartition("/")[0] + "/from_env")
+        if isinstance(database, PostgresUrl)
+        else database.with_name("from-env.db")
+    )
+    result = cos_relay("jobs", env={"RELAY_DB": db_text(missing)})
     assert result.returncode == 1
-    assert f"no database at {tmp_path / 'from-env.db'}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert str(missing) in result.stderr
 
 
-def test_serve_creates_the_database_and_says_so_once(tmp_path: Path) -> None:
+def test_serve_creates_the_database_and_says_so_once(tmp_path: Path, sqlite_only: None) -> None:
+    # SQLite only: serve creates a file; a PostgreSQL database is created by its operator.
     db = tmp_path / "new.db"
     first = ProcessServer(db).start().stop()
     assert f"Created a new database at {db}" in first

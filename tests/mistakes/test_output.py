@@ -3,53 +3,52 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from click.testing import CliRunner
 
 from relay.cli import main
 from relay.cli.units import duration, instant
+from relay.store.records import Target
 from tests.conftest import ingest, job_body, job_id
-from tests.live import ProcessServer
+from tests.live import ProcessServer, db_text
 from tests.mistakes.commands import cos_relay
 
 
-def _made(tmp_path: Path) -> Path:
-    db = tmp_path / "relay.db"
+def _made(db: Target) -> Target:
     ProcessServer(db).start().stop()
     return db
 
 
-def test_tokens_prints_the_callback_url_on_relay_public_url(tmp_path: Path) -> None:
-    db = _made(tmp_path)
-    result = cos_relay("tokens", "--db", str(db), env={"RELAY_PUBLIC_URL": "https://relay.example.com/"})
+def test_tokens_prints_the_callback_url_on_relay_public_url(database: Target) -> None:
+    db = _made(database)
+    result = cos_relay("tokens", "--db", db_text(db), env={"RELAY_PUBLIC_URL": "https://relay.example.com/"})
     assert result.returncode == 0, result.stderr
     assert "callback URL: https://relay.example.com/cos/callback?token=" in result.stdout
-    flag = CliRunner().invoke(main, ["tokens", "--db", str(db), "--public-url", "https://cos.example.org"])
+    flag = CliRunner().invoke(main, ["tokens", "--db", db_text(db), "--public-url", "https://cos.example.org"])
     assert "callback URL: https://cos.example.org/cos/callback?token=" in flag.output
 
 
-def test_serve_banner_prints_the_callback_url_on_the_public_url(tmp_path: Path) -> None:
-    server = ProcessServer(tmp_path / "relay.db", args=("--public-url", "https://relay.example.com"))
+def test_serve_banner_prints_the_callback_url_on_the_public_url(database: Target) -> None:
+    server = ProcessServer(database, args=("--public-url", "https://relay.example.com"))
     output = server.start().stop()
     assert "Callback URL for the COS console: https://relay.example.com/cos/callback?token=" in output
 
 
-def test_jobs_show_takes_db_after_the_subcommand(tmp_path: Path) -> None:
-    db = _made(tmp_path)
+def test_jobs_show_takes_db_after_the_subcommand(database: Target) -> None:
+    db = _made(database)
     ingest(db, job_body(7))
-    after = cos_relay("jobs", "show", job_id(7), "--db", str(db))
+    after = cos_relay("jobs", "show", job_id(7), "--db", db_text(db))
     assert after.returncode == 0, after.stderr
     assert f"job_id     {job_id(7)}" in after.stdout
-    before = CliRunner().invoke(main, ["jobs", "--db", str(db), "show", job_id(7)])
+    before = CliRunner().invoke(main, ["jobs", "--db", db_text(db), "show", job_id(7)])
     assert before.exit_code == 0, before.output
     assert before.output == after.stdout
 
 
-def test_jobs_show_prints_received_times_readably(tmp_path: Path) -> None:
-    db = _made(tmp_path)
+def test_jobs_show_prints_received_times_readably(database: Target) -> None:
+    db = _made(database)
     ingest(db, job_body(8))
-    result = CliRunner().invoke(main, ["jobs", "show", job_id(8), "--db", str(db)])
+    result = CliRunner().invoke(main, ["jobs", "show", job_id(8), "--db", db_text(db)])
     history = result.output.split("history:")[1]
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC  ", history.splitlines()[2]), history
 
@@ -67,17 +66,17 @@ def test_instants_are_printed_to_the_millisecond_in_utc() -> None:
     assert instant(None) == "-"
 
 
-def test_a_loopback_subscriber_url_is_refused_naming_the_allow_list_setting(tmp_path: Path) -> None:
-    db = _made(tmp_path)
-    result = cos_relay("subscribers", "add", "local", "--url", "http://127.0.0.1:9/hook", "--db", str(db))
+def test_a_loopback_subscriber_url_is_refused_naming_the_allow_list_setting(database: Target) -> None:
+    db = _made(database)
+    result = cos_relay("subscribers", "add", "local", "--url", "http://127.0.0.1:9/hook", "--db", db_text(db))
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "127.0.0.1 is loopback" in result.stderr
     assert "RELAY_ALLOW_NETWORKS (--allow-networks)" in result.stderr
 
 
-def test_serve_logs_the_allow_list_at_start(tmp_path: Path) -> None:
-    output = ProcessServer(tmp_path / "relay.db", args=("--allow-networks", "10.0.0.0/8")).start().stop()
+def test_serve_logs_the_allow_list_at_start(database: Target) -> None:
+    output = ProcessServer(database, args=("--allow-networks", "10.0.0.0/8")).start().stop()
     assert "subscriber URLs may reach non-public networks: 10.0.0.0/8" in output
-    default = ProcessServer(tmp_path / "relay.db").start().stop()
+    default = ProcessServer(database).start().stop()
     assert "subscriber URLs may reach non-public networks: none (set RELAY_ALLOW_NETWORKS" in default

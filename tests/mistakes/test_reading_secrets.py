@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 
 from relay.store import store_for
+from relay.store.records import Target
+from tests.live import db_text
 from tests.mistakes.commands import cos_relay
 
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"
@@ -14,33 +14,33 @@ SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEWER = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
 
 
-def test_subscribers_secret_prints_the_current_and_the_previous_secret(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_subscribers_secret_prints_the_current_and_the_previous_secret(database: Target) -> None:
+    db = database
     with store_for(db):
         pass
     assert (
-        cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--secret", SECRET, "--db", str(db)).returncode
+        cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--secret", SECRET, "--db", db_text(db)).returncode
         == 0
     )
-    shown = cos_relay("subscribers", "secret", "hook", "--db", str(db))
+    shown = cos_relay("subscribers", "secret", "hook", "--db", db_text(db))
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines() == [f"secret: {SECRET}"]
-    rotated = cos_relay("subscribers", "rotate-secret", "hook", "--secret", NEWER, "--db", str(db))
+    rotated = cos_relay("subscribers", "rotate-secret", "hook", "--secret", NEWER, "--db", db_text(db))
     assert rotated.returncode == 0, rotated.stderr
-    both = cos_relay("subscribers", "secret", "hook", "--db", str(db)).stdout.splitlines()
+    both = cos_relay("subscribers", "secret", "hook", "--db", db_text(db)).stdout.splitlines()
     assert both[0] == f"secret: {NEWER}"
     assert both[1].startswith(f"previous_secret: {SECRET} (signs too until ")
     for listing in (("subscribers", "list"), ("subscribers", "show", "hook")):
-        printed = cos_relay(*listing, "--db", str(db)).stdout
+        printed = cos_relay(*listing, "--db", db_text(db)).stdout
         assert SECRET not in printed
         assert NEWER not in printed
 
 
-def test_subscribers_secret_of_an_unknown_name_exits_1(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
+def test_subscribers_secret_of_an_unknown_name_exits_1(database: Target) -> None:
+    db = database
     with store_for(db):
         pass
-    result = cos_relay("subscribers", "secret", "nope", "--db", str(db))
+    result = cos_relay("subscribers", "secret", "nope", "--db", db_text(db))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["Error: no subscriber is named 'nope' (known: none yet)"]
 

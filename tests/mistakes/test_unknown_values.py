@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
 from relay.domain.events import EVENT_TYPES
 from relay.settings import Settings
 from relay.store import store_for
+from relay.store.records import Target
 from tests.conftest import callback_url, ingest, job_body, job_id
+from tests.live import db_text
 from tests.mistakes.commands import cos_relay
 
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"  # a public literal: no DNS, and nothing is sent to it here
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "relay.db"
-    with store_for(path):
-        return path
+def db(database: Target) -> Target:
+    with store_for(database):
+        return database
 
 
 def test_api_jobs_with_an_unknown_state_is_400_listing_the_states(admin: httpx.Client) -> None:
@@ -74,48 +73,48 @@ def test_api_refuses_a_type_pattern_matching_no_event_type(admin: httpx.Client) 
     assert "matches no event type" in changed.json()["detail"]
 
 
-def test_cli_refuses_a_type_pattern_matching_no_event_type(db: Path) -> None:
-    result = cos_relay("subscribers", "add", "t", "--url", PUBLIC_URL, "--type", "cos.jbo.*", "--db", str(db))
+def test_cli_refuses_a_type_pattern_matching_no_event_type(db: Target) -> None:
+    result = cos_relay("subscribers", "add", "t", "--url", PUBLIC_URL, "--type", "cos.jbo.*", "--db", db_text(db))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"Error: event type 'cos.jbo.*' matches no event type; known types: {', '.join(EVENT_TYPES)}"
     ]
-    assert "no subscribers" in cos_relay("subscribers", "list", "--db", str(db)).stdout
+    assert "no subscribers" in cos_relay("subscribers", "list", "--db", db_text(db)).stdout
 
 
-def test_cli_deliveries_of_an_unknown_subscriber_exits_1_naming_the_known_ones(db: Path) -> None:
-    result = cos_relay("deliveries", "list", "--subscriber", "nope", "--db", str(db))
+def test_cli_deliveries_of_an_unknown_subscriber_exits_1_naming_the_known_ones(db: Target) -> None:
+    result = cos_relay("deliveries", "list", "--subscriber", "nope", "--db", db_text(db))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["Error: no subscriber is named 'nope' (known: none yet)"]
 
 
-def test_cli_jobs_with_an_unknown_state_exits_1_listing_the_states(db: Path) -> None:
-    result = cos_relay("jobs", "--state", "bogus", "--db", str(db))
+def test_cli_jobs_with_an_unknown_state_exits_1_listing_the_states(db: Target) -> None:
+    result = cos_relay("jobs", "--state", "bogus", "--db", db_text(db))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Error: --state 'bogus' is not a job state; use one of Submitted, Running, Success, Failed, Pause, Cancel"
     ]
 
 
-def test_cli_jobs_state_matches_in_any_case(db: Path) -> None:
+def test_cli_jobs_state_matches_in_any_case(db: Target) -> None:
     ingest(db, job_body(3, "Failed"))
-    result = cos_relay("jobs", "--state", "failed", "--db", str(db))
+    result = cos_relay("jobs", "--state", "failed", "--db", db_text(db))
     assert result.returncode == 0, result.stderr
     assert job_id(3) in result.stdout
 
 
-def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Path) -> None:
-    result = cos_relay("deliveries", "list", "--state", "bogus", "--db", str(db))
+def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Target) -> None:
+    result = cos_relay("deliveries", "list", "--state", "bogus", "--db", db_text(db))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Error: --state 'bogus' is not a delivery state; use one of pending, in_flight, delivered, dead, cancelled"
     ]
 
 
-def test_cli_deliveries_state_matches_in_any_case(db: Path) -> None:
-    assert cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--db", str(db)).returncode == 0
+def test_cli_deliveries_state_matches_in_any_case(db: Target) -> None:
+    assert cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--db", db_text(db)).returncode == 0
     ingest(db, job_body(4))  # no server runs: its delivery stays pending
-    result = cos_relay("deliveries", "list", "--state", "PENDING", "--db", str(db))
+    result = cos_relay("deliveries", "list", "--state", "PENDING", "--db", db_text(db))
     assert result.returncode == 0, result.stderr
     assert "pending" in result.stdout
     assert "hook" in result.stdout

@@ -60,6 +60,7 @@ async def test_two_apps_in_one_process_count_into_their_own_registries(
     app: App, settings: Settings, tmp_path: Path
 ) -> None:
     other = CollectorRegistry()
+    # Never started: on an SQLite file of its own, as a PostgreSQL store starts its loop when it is built.
     create_app(settings.replace(db_path=tmp_path / "other.db"), registry=other)
     assert (await app.http.post(callback_url(), content=job_body(1))).status_code == 200
     assert app.registry.get_sample_value("relay_callbacks_received_total", {"outcome": "accepted"}) == 1
