@@ -95,6 +95,11 @@ def test_the_overview_counts_callbacks_per_minute_jobs_by_tag_the_outbox_and_sub
     signed_in.callback(job_body(2, "Failed"))
     signed_in.callback(b"<nope")
     wait_until(lambda: len(signed_in.sender.to("/fail")) == 2, what="both first attempts")
+    # Sent is not yet recorded: wait until both failed attempts are back in the outbox as pending.
+    wait_until(
+        lambda: len(signed_in.api("/api/deliveries?state=pending")["items"]) == 2,  # type: ignore[arg-type]
+        what="both deliveries pending again",
+    )
     page = signed_in.get("/console/").text
     assert '<script src="/console/static/overview.js" defer></script>' in page
     minute = signed_in.clock().strftime("%Y-%m-%d %H:%M")
