@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from relay.api.health import health_routes
+from relay.api.nul import RefuseNul
 from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
@@ -151,6 +152,7 @@ def create_app(
     admin = [Middleware(BearerAuth, credentials=credentials)]
     api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
     app = Starlette(
+        middleware=[Middleware(RefuseNul)],
         exception_handlers={Rejected: render_rejection, HTTPException: render_http_error},
         routes=[
             Route("/cos/callback", callback.handle, methods=["POST"]),

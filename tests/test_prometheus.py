@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app import create_app
+from relay.store.records import PostgresUrl
 from relay.metrics import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
 from relay.settings import Settings
 from relay.store.records import Target
@@ -433,6 +434,10 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
         for title, expr in variable_queries(board) + panel_queries(board):
             if not shows_something(prometheus.query(expr)):
                 no_data.append(f"{title}: {expr}")
+        # Free pages and free disk are SQLite's file: PostgreSQL's store leaves those gauges out (docs/metrics.md).
+        file_only = {"relay_store_reusable_bytes", "relay_store_filesystem_free_bytes"}
+        if isinstance(settings.db_path, PostgresUrl):
+            no_data = [query for query in no_data if not any(metric in query for metric in file_only)]
         assert not no_data, "panel queries without data:\n" + "\n".join(no_data)
 
         rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
