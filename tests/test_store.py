@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from relay.app import utc_now
+from relay.deliver.recorder import Recorder
 from relay.deliver.signing import generate_secret
-from relay.deliver.worker import LEASE_MARGIN, Recorder
+from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
