@@ -186,6 +186,9 @@ class DeliveryWorker:
             metrics.disabled.labels(claim.subscriber, reason).inc()
 
     def _log(self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None) -> None:
+        level = logging.DEBUG if decision.state == "delivered" else logging.INFO
+        if not (logger.isEnabledFor(level) or decision.state == "dead" or disabled):
+            return  # the usual success, logged at a level nobody reads: skip building the record
         fields = {
             "action": "delivery_attempt",
             "event_id": claim.event_id,
@@ -195,7 +198,7 @@ class DeliveryWorker:
         }
         # Successes at debug: the attempts table records each one; failures are what an operator reads.
         logger.log(
-            logging.DEBUG if decision.state == "delivered" else logging.INFO,
+            level,
             "delivery %d to %s: %s (%s) -> %s",
             claim.delivery_id,
             claim.subscriber,
