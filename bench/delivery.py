@@ -36,6 +36,7 @@ from relay.domain.callback import Received
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
+from relay.heap import freeze_startup_heap
 from relay.ingest import Ingest, Reader
 from relay.store import Store, store_for
 from relay.validate.schema import CallbackSchema
@@ -147,6 +148,8 @@ def measure(events: int, concurrency: int) -> Result:
         store_for(Path(folder) / "bench.db") as store,
     ):
         bodies = fill(store, events, url, concurrency)
+        # As `cos-relay serve` does once the app is built (the schema is loaded by now): for both sides.
+        freeze_startup_heap()
         # uvloop on both sides: the loop uvicorn gives the gateway's delivery worker.
         raw = uvloop.run(raw_loop(url, bodies, concurrency))
         relay = uvloop.run(drain(store, events))

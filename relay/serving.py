@@ -23,6 +23,7 @@ from relay import logs
 from relay.app import create_app, utc_now
 from relay.auth import Credentials, resolve_credentials
 from relay.deliver.ssrf import AddressPolicy
+from relay.heap import freeze_startup_heap
 from relay.metrics_files import count_into
 from relay.outbox.config import apply_config
 from relay.outbox.config_file import read_config
@@ -76,7 +77,9 @@ def run(settings: Settings, credentials: Credentials) -> None:
         extra={"action": "allow_networks"},
     )
     if settings.workers == 1:
-        uvicorn.run(create_app(settings, credentials=credentials), **_uvicorn_options(settings))
+        single = create_app(settings, credentials=credentials)
+        freeze_startup_heap()
+        uvicorn.run(single, **_uvicorn_options(settings))
         return
     # Each worker counts into its own files here and /metrics, whichever worker answers, adds them all up.
     with tempfile.TemporaryDirectory(prefix="cos-relay-metrics-") as directory:
@@ -93,7 +96,9 @@ def worker_app(settings: Settings, credentials: Credentials, metrics_dir: Path) 
     """The app of one worker process, built in that process (uvicorn calls it as the app factory)."""
     logs.configure(settings.log_level, settings.log_format)
     count_into(metrics_dir)  # before create_app makes the first metric
-    return create_app(settings, credentials=credentials, metrics_dir=metrics_dir)
+    app = create_app(settings, credentials=credentials, metrics_dir=metrics_dir)
+    freeze_startup_heap()
+    return app
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:

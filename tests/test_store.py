@@ -8,8 +8,9 @@ import time
 from datetime import datetime, timedelta
 
 from relay.app import utc_now
+from relay.deliver.recorder import Recorder
 from relay.deliver.signing import generate_secret
-from relay.deliver.worker import LEASE_MARGIN, Recorder
+from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
@@ -120,3 +121,70 @@ def test_a_failure_streak_disables_its_subscriber_unless_a_success_ended_the_str
         subscriber = store.get_subscriber("hook")
         assert subscriber is not None
         assert subscriber.state == "disabled"
+
+
+def test_one_batch_of_mixed_outcomes_records_every_attempt_and_the_last_outcome_sets_the_streak(
+    database: Target,
+) -> None:
+    db = database
+    with store_for(db) as store:
+        spec = SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter(), max_in_flight=4)
+        store.add_subscriber(spec, utc_now())
+    ingest(db, *(job_body(number) for number in range(4)))
+    failed = Attempt(Outcome.HTTP_5XX, 503, 0.01, "busy", b"later", 7.0)
+    delivered = Attempt(Outcome.SUCCESS, 204, 0.01, None, b"", None)
+    policy, never = RetryPolicy(), timedelta(days=5)
+
+    def finished(claim: Claim, attempt: Attempt, at: datetime) -> Finished:
+        return Finished(claim, attempt, decide(claim, attempt, at, policy, never, lambda: 0.5), at, at)
+
+    with store_for(db) as store:
+
+        async def batches() -> tuple[list[Claim], datetime | None, datetime | None]:
+            at = utc_now()
+            claims = await store.claim(at, LEASE_MARGIN, 4)
+            first, second, third, fourth = claims
+            # A success then a failure in one batch: the streak begins; a failure then a success: it ends.
+            await store.finish([finished(first, delivered, at), finished(second, failed, at)], LEASE_MARGIN)
+            failing = store.get_subscriber("hook")
+            await store.finish([finished(third, failed, at), finished(fourth, delivered, at)], LEASE_MARGIN)
+            ended = store.get_subscriber("hook")
+            assert failing is not None
+            assert ended is not None
+            return claims, failing.failing_since, ended.failing_since
+
+        claims, failing_since, ended = asyncio.run(batches())
+        assert failing_since is not None
+        assert ended is None
+        states = []
+        for claim in claims:
+            delivery = store.get_delivery(claim.delivery_id)
+            assert delivery is not None
+            [attempt] = delivery["attempts_log"]
+            states.append((delivery["state"], attempt["outcome"], attempt["status"]))
+        assert states == [
+            ("delivered", "success", 204),
+            ("pending", "http_5xx", 503),
+            ("pending", "http_5xx", 503),
+            ("delivered", "success", 204),
+        ]
+        retried = store.get_delivery(claims[1].delivery_id)
+        assert retried is not None
+        assert retried["attempts_log"][0]["error"] == "busy"
+        assert retried["attempts_log"][0]["response_body"] == "later"
+
+
+def test_an_instant_is_stored_in_one_form_whatever_zone_it_comes_in() -> None:
+    from datetime import UTC, timezone
+
+    from relay.store.formats import iso, when
+
+    moment = datetime(2025, 1, 6, 9, 0, 0, 120, tzinfo=UTC)
+    forms = {
+        iso(moment),
+        iso(moment.astimezone(timezone(timedelta(hours=2)))),
+        iso(moment.replace(tzinfo=None)),  # naive means UTC
+    }
+    assert forms == {"2025-01-06T09:00:00.000120Z"}
+    assert when(iso(moment)) == moment
+    assert iso(datetime(5, 1, 1, tzinfo=UTC)) == "0005-01-01T00:00:00.000000Z"  # fixed width: text order is time order

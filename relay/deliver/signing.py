@@ -6,12 +6,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from secrets import token_bytes
 
 _PREFIX = "whsec_"
 # The spec asks for 24-64 random bytes; 16 is accepted so secrets minted by older tools still verify.
 _MIN_KEY, _MAX_KEY = 16, 64
+#: What a webhook id may not contain: a dot would make the signed content ambiguous, whitespace the header.
+_BAD_ID = re.compile(r"[.\s]")
 
 
 def generate_secret() -> str:
@@ -53,7 +56,7 @@ class Signer:
 
     def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         """The ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers for ``body``."""
-        if not msg_id or "." in msg_id or any(char.isspace() for char in msg_id):
+        if not msg_id or _BAD_ID.search(msg_id):
             # The signed content is "id.timestamp.body": a dot in the id would make it ambiguous.
             raise ValueError("webhook id must be non-empty, without dots or whitespace")
         content = f"{msg_id}.{timestamp}.".encode() + body

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -11,8 +10,9 @@ from datetime import datetime, timedelta
 import anyio
 
 from relay.deliver.client import Sender
+from relay.deliver.recorder import Recorder
 from relay.deliver.signing import Signer
-from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, Recorded, decide
+from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
 from relay.domain.retry import RetryPolicy
 from relay.metrics import Metrics
 from relay.store import Store
@@ -23,50 +23,6 @@ logger = logging.getLogger(__name__)
 LEASE_MARGIN = timedelta(seconds=5)
 #: Signers kept for reuse (one per subscriber and secret set); beyond this the cache starts over.
 SIGNER_CACHE = 1024
-
-
-class Recorder:
-    """Records finished attempts in batches: while one batch commits, the next one gathers.
-
-    Each lane awaits its own attempt's commit, but a busy worker pays for one write per batch, not
-    one per attempt. No background task: a waiter that finds no commit running commits everything
-    gathered so far; the others wait for that commit to end and find their attempt recorded (or,
-    if it arrived too late for the batch, one of them commits the next).
-    """
-
-    def __init__(self, store: Store, lease_margin: timedelta) -> None:
-        self._store = store
-        self._lease_margin = lease_margin
-        self._pending: list[tuple[Finished, asyncio.Future[Recorded]]] = []
-        self._committed: anyio.Event | None = None  # while a commit runs: set when it ends
-
-    async def record(self, finished: Finished) -> Recorded:
-        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
-        self._pending.append((finished, future))
-        while not future.done():
-            if self._committed is not None:
-                await self._committed.wait()
-                continue
-            committed = self._committed = anyio.Event()
-            batch, self._pending = self._pending, []
-            try:
-                # Shielded: once taken from the queue, every waiter in the batch must hear the result.
-                with anyio.CancelScope(shield=True):
-                    await self._commit(batch)
-            finally:
-                self._committed = None
-                committed.set()
-        return future.result()
-
-    async def _commit(self, batch: list[tuple[Finished, asyncio.Future[Recorded]]]) -> None:
-        try:
-            results = await self._store.finish([finished for finished, _ in batch], self._lease_margin)
-        except Exception as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-        else:
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
 
 
 class DeliveryWorker:
@@ -118,16 +74,24 @@ class DeliveryWorker:
                 await self._idle.wait()
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tasks:
-            while not self._stopping:
-                self._wake = anyio.Event()
-                claims = await self._claim()
-                for claim in claims:
-                    self._in_flight += 1
-                    tasks.start_soon(self._deliver, claim)
-                if claims:
-                    continue  # there may be more due than one claim takes
-                await self._sleep()
+        try:
+            async with anyio.create_task_group() as tasks:
+                while not self._stopping:
+                    self._wake = anyio.Event()
+                    claims = await self._claim()
+                    for claim in claims:
+                        self._in_flight += 1
+                        tasks.start_soon(self._deliver, claim)
+                    if claims:
+                        continue  # there may be more due than one claim takes
+                    await self._sleep()
+        finally:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Even when cancelled: attempts already handed to the recorder are committed, not dropped."""
+        with anyio.CancelScope(shield=True):
+            await self._recorder.idle()
 
     async def _claim(self) -> list[Claim]:
         free = self._capacity - self._in_flight
@@ -162,10 +126,13 @@ class DeliveryWorker:
     async def run_once(self) -> int:
         """Claim everything due now and deliver it, waiting for the attempts (for tests and tools)."""
         claims = await self._claim()
-        async with anyio.create_task_group() as tasks:
-            for claim in claims:
-                self._in_flight += 1
-                tasks.start_soon(self._deliver, claim)
+        try:
+            async with anyio.create_task_group() as tasks:
+                for claim in claims:
+                    self._in_flight += 1
+                    tasks.start_soon(self._deliver, claim)
+        finally:
+            await self._settle()
         return len(claims)
 
     async def _deliver(self, claim: Claim | None) -> None:
@@ -219,6 +186,9 @@ class DeliveryWorker:
             metrics.disabled.labels(claim.subscriber, reason).inc()
 
     def _log(self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None) -> None:
+        level = logging.DEBUG if decision.state == "delivered" else logging.INFO
+        if not (logger.isEnabledFor(level) or decision.state == "dead" or disabled):
+            return  # the usual success, logged at a level nobody reads: skip building the record
         fields = {
             "action": "delivery_attempt",
             "event_id": claim.event_id,
@@ -228,7 +198,7 @@ class DeliveryWorker:
         }
         # Successes at debug: the attempts table records each one; failures are what an operator reads.
         logger.log(
-            logging.DEBUG if decision.state == "delivered" else logging.INFO,
+            level,
             "delivery %d to %s: %s (%s) -> %s",
             claim.delivery_id,
             claim.subscriber,

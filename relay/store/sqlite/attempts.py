@@ -17,7 +17,8 @@ def finish(conn: sqlite3.Connection, finished: Sequence[Finished], lease_margin:
     Handing the freed slots straight to the next deliveries saves the worker a claim transaction per
     attempt; claiming once per subscriber for the whole batch saves most of the claim's queries.
     """
-    disabled = [_apply(conn, item) for item in finished]
+    cleared: set[int] = set()  # subscribers whose failure streak this batch ended, with no failure since
+    disabled = [_apply(conn, item, cleared) for item in finished]
     lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next delivery
     for position, (item, reason) in enumerate(zip(finished, disabled, strict=True)):
         if reason is None:
@@ -31,7 +32,7 @@ def finish(conn: sqlite3.Connection, finished: Sequence[Finished], lease_margin:
     return [Recorded(reason, following.get(position)) for position, reason in enumerate(disabled)]
 
 
-def _apply(conn: sqlite3.Connection, finished: Finished) -> str | None:
+def _apply(conn: sqlite3.Connection, finished: Finished, cleared: set[int]) -> str | None:
     claim, attempt, decision = finished.claim, finished.attempt, finished.decision
     stamp = iso(finished.finished_at)
     conn.execute(
@@ -67,11 +68,15 @@ def _apply(conn: sqlite3.Connection, finished: Finished) -> str | None:
         ),
     )
     if delivered:
-        conn.execute(
-            "UPDATE subscribers SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-            (claim.subscriber_id,),
-        )
+        # Ending a streak this batch already ended changes nothing: one statement per subscriber and batch.
+        if claim.subscriber_id not in cleared:
+            conn.execute(
+                "UPDATE subscribers SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+                (claim.subscriber_id,),
+            )
+            cleared.add(claim.subscriber_id)
         return None
+    cleared.discard(claim.subscriber_id)
     conn.execute(
         "UPDATE subscribers SET failing_since = coalesce(failing_since, ?) WHERE id = ?", (stamp, claim.subscriber_id)
     )

@@ -72,16 +72,7 @@ def claim_due(
             chosen += ids
     if not chosen:
         return []
-    rows = conn.execute(
-        "SELECT d.id, d.event_id, d.failures, d.attempts, d.created_at, d.last_outcome, e.body, e.body_packed,"
-        " s.id AS sid,"
-        " s.name, s.url, s.secret, s.previous_secret, s.previous_secret_expires_at, s.timeout, s.retry_schedule,"
-        " s.failing_since"
-        " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
-        f" WHERE d.id IN ({','.join('?' * len(chosen))}) ORDER BY d.id",
-        chosen,
-    ).fetchall()
-    return [_claim(row, stamp) for row in rows]
+    return _claims(conn, chosen, stamp)
 
 
 def _due(conn: sqlite3.Connection, subscriber_id: int, stamp: str, limit: int) -> list[int]:
@@ -118,32 +109,76 @@ def _head_if_due(conn: sqlite3.Connection, subscriber_id: int, stamp: str) -> li
     return [head["id"]] if due_at <= stamp else []
 
 
-def _claim(row: sqlite3.Row, stamp: str) -> Claim:
-    secrets = [row["secret"]]
-    if row["previous_secret"] and (row["previous_secret_expires_at"] or "") > stamp:
-        secrets.append(row["previous_secret"])
-    schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
-    if row["attempts"] == 1:
-        trigger = "first"
-    elif row["last_outcome"] == "manual":
-        trigger = "manual"
-    else:
-        trigger = "retry"
-    return Claim(
-        delivery_id=row["id"],
-        event_id=row["event_id"],
-        body=unpack(row["body"], row["body_packed"]),
-        subscriber_id=row["sid"],
-        subscriber=row["name"],
-        url=row["url"],
-        secrets=tuple(secrets),
-        timeout=row["timeout"],
-        retry_schedule=tuple(schedule) if schedule is not None else None,
-        failures=row["failures"],
-        trigger=trigger,
-        created_at=datetime.fromisoformat(row["created_at"]),
-        failing_since=when(row["failing_since"]),
-    )
+#: A subscriber's part of every claim of it: everything but the delivery's own fields.
+_SubscriberPart = tuple[str, str, tuple[str, ...], float, tuple[float, ...] | None, datetime | None]
+
+
+def _claims(conn: sqlite3.Connection, chosen: list[int], stamp: str) -> list[Claim]:
+    """The claims of the leased deliveries, in id order.
+
+    Each subscriber's part (secrets, schedule, failure streak) is read and parsed once, not once per
+    delivery, and rows come as plain tuples: this runs on the writer thread, holding the GIL the
+    delivery loop waits for.
+    """
+    marks = ",".join("?" * len(chosen))
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    rows = cursor.execute(
+        "SELECT d.id, d.event_id, d.subscriber_id, d.failures, d.attempts, d.last_outcome, d.created_at,"
+        f" e.body, e.body_packed FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN ({marks})"
+        " ORDER BY d.id",
+        chosen,
+    ).fetchall()
+    parts = _subscriber_parts(conn, {row[2] for row in rows}, stamp)
+    claims = []
+    for delivery_id, event_id, subscriber_id, failures, attempts, last_outcome, created_at, body, packed in rows:
+        name, url, secrets, timeout, schedule, failing_since = parts[subscriber_id]
+        if attempts == 1:
+            trigger = "first"
+        elif last_outcome == "manual":
+            trigger = "manual"
+        else:
+            trigger = "retry"
+        claims.append(
+            Claim(
+                delivery_id,
+                event_id,
+                unpack(body, packed),
+                subscriber_id,
+                name,
+                url,
+                secrets,
+                timeout,
+                schedule,
+                failures,
+                trigger,
+                datetime.fromisoformat(created_at),
+                failing_since,
+            )
+        )
+    return claims
+
+
+def _subscriber_parts(conn: sqlite3.Connection, ids: set[int], stamp: str) -> dict[int, _SubscriberPart]:
+    parts: dict[int, _SubscriberPart] = {}
+    for row in conn.execute(
+        "SELECT id, name, url, secret, previous_secret, previous_secret_expires_at, timeout, retry_schedule,"
+        f" failing_since FROM subscribers WHERE id IN ({','.join('?' * len(ids))})",
+        tuple(ids),
+    ):
+        secrets = [row["secret"]]
+        if row["previous_secret"] and (row["previous_secret_expires_at"] or "") > stamp:
+            secrets.append(row["previous_secret"])
+        schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
+        parts[row["id"]] = (
+            row["name"],
+            row["url"],
+            tuple(secrets),
+            row["timeout"],
+            tuple(schedule) if schedule is not None else None,
+            when(row["failing_since"]),
+        )
+    return parts
 
 
 def next_due(conn: sqlite3.Connection) -> datetime | None:
