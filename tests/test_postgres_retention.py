@@ -138,7 +138,7 @@ def test_every_step_of_a_prune_batch_and_every_console_read_is_planned_through_a
             await transaction.rollback()
             await console.job_trail(as_conn, job_id(1), 64)
             await console.overview(as_conn, "2019-12-31T23:00:00.000000Z", "2019-12-31T00:00:00.000000Z")
-            await console.recent_states(as_conn, 1)
+            await console.recent_states(as_conn, [1, 2])
             await console.event_body(as_conn, "nope")
             return spy.plans
         finally:

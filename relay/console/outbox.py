@@ -43,10 +43,9 @@ def outbox_console_routes(
         return await anyio.to_thread.run_sync(function, *args)
 
     def listing() -> list[dict[str, Any]]:
-        return [
-            {**subscriber.public(), "ratio": ratio(store.recent_states(subscriber.id))}
-            for subscriber in subscribers.all()
-        ]
+        every = subscribers.all()
+        recent = store.recent_states([subscriber.id for subscriber in every])
+        return [{**subscriber.public(), "ratio": ratio(recent.get(subscriber.id, {}))} for subscriber in every]
 
     async def list_subscribers(request: Request) -> Response:
         return renderer.page(request, "subscribers.html", subscribers=await call(listing))
@@ -55,7 +54,7 @@ def outbox_console_routes(
         subscriber = subscribers.get(name)
         return {
             "subscriber": subscribers.shown(subscriber),
-            "ratio": ratio(store.recent_states(subscriber.id)),
+            "ratio": ratio(store.recent_states([subscriber.id]).get(subscriber.id, {})),
             "deliveries": store.list_deliveries(subscriber=name, limit=RECENT).items,
         }
 

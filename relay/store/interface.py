@@ -138,7 +138,7 @@ class Store(Protocol):
         """Callbacks per minute by outcome since ``since_minute``, finished and failed jobs by Tag since
         ``since_day``."""
 
-    def recent_states(self, subscriber_id: int) -> dict[str, int]:
-        """The subscriber's most recent deliveries counted by state."""
+    def recent_states(self, subscriber_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Each subscriber's most recent attempted deliveries counted by state (absent: none attempted)."""
 
     def event_body(self, event_id: str) -> bytes | None: ...

@@ -5,6 +5,7 @@ The same queries as the SQLite store's (relay/store/sqlite/console.py), through 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -69,17 +70,19 @@ async def overview(conn: asyncpg.Connection, since_minute: str, since_day: str) 
     return {"callbacks": per_minute, "jobs": by_tag}
 
 
-async def recent_states(conn: asyncpg.Connection, subscriber_id: int) -> dict[str, int]:
-    """How the subscriber's latest attempted deliveries stand, by state (its success ratio comes from these)."""
-    return {
-        row["state"]: int(row["n"])
-        for row in await conn.fetch(
-            "SELECT state, count(*) AS n FROM (SELECT state FROM deliveries WHERE subscriber_id = $1 AND attempts > 0"
-            " ORDER BY id DESC LIMIT $2) AS recent GROUP BY state",
-            subscriber_id,
-            RECENT_DELIVERIES,
-        )
-    }
+async def recent_states(conn: asyncpg.Connection, subscriber_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """How each subscriber's latest attempted deliveries stand, by state (its success ratio comes from these):
+    one statement, a bounded index range per subscriber (LATERAL), so one round trip for the whole list."""
+    found: dict[int, dict[str, int]] = {}
+    for row in await conn.fetch(
+        "SELECT s.id, recent.state, count(*) AS n FROM unnest($1::bigint[]) AS s(id) CROSS JOIN LATERAL"
+        " (SELECT state FROM deliveries WHERE subscriber_id = s.id AND attempts > 0 ORDER BY id DESC LIMIT $2)"
+        " AS recent GROUP BY s.id, recent.state",
+        list(subscriber_ids),
+        RECENT_DELIVERIES,
+    ):
+        found.setdefault(row["id"], {})[row["state"]] = int(row["n"])
+    return found
 
 
 async def event_body(conn: asyncpg.Connection, event_id: str) -> bytes | None:

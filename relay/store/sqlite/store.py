@@ -283,8 +283,8 @@ class SqliteStore:
         """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""
         return self._read_sync(partial(console.overview, since_minute=iso(since_minute), since_day=iso(since_day)))
 
-    def recent_states(self, subscriber_id: int) -> dict[str, int]:
-        return self._read_sync(partial(console.recent_states, subscriber_id=subscriber_id))
+    def recent_states(self, subscriber_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        return self._read_sync(partial(console.recent_states, subscriber_ids=subscriber_ids))
 
     def event_body(self, event_id: str) -> bytes | None:
         return self._read_sync(partial(console.event_body, event_id=event_id))
