@@ -10,12 +10,7 @@ import asyncpg
 import orjson
 
 from relay.store.records import Page
-
-_JOB_COLUMNS = (
-    "job_id, state, tag, queue_id, code, message, bucket, object_key, region, workflow_run_id,"
-    " creation_time, creation_time_raw, start_time, start_time_raw, end_time, end_time_raw,"
-    " first_seen_at, updated_at, callback_id"
-)
+from relay.store.rows import JOB_COLUMNS, job_json
 
 #: A filter: its clause with ``{}`` for each parameter, and the values; None when the filter was not given.
 Condition = tuple[str, tuple[object, ...]] | None
@@ -37,37 +32,11 @@ def _join(conditions: Iterable[Condition]) -> tuple[str, list[object]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _job_json(row: asyncpg.Record, *, with_detail: bool) -> dict[str, Any]:
-    job: dict[str, Any] = {
-        "job_id": row["job_id"],
-        "state": row["state"],
-        "tag": row["tag"],
-        "queue_id": row["queue_id"],
-        "code": row["code"],
-        "message": row["message"],
-        "input": {"bucket": row["bucket"], "object": row["object_key"], "region": row["region"]},
-        "workflow_run_id": row["workflow_run_id"],
-        "creation_time": row["creation_time"],
-        "start_time": row["start_time"],
-        "end_time": row["end_time"],
-        "times_as_sent": {
-            "creation_time": row["creation_time_raw"],
-            "start_time": row["start_time_raw"],
-            "end_time": row["end_time_raw"],
-        },
-        "first_seen_at": row["first_seen_at"],
-        "updated_at": row["updated_at"],
-    }
-    if with_detail:
-        job["detail"] = orjson.loads(row["detail"])
-    return job
-
-
 async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS}, detail FROM jobs WHERE job_id = $1", job_id)
+    row = await conn.fetchrow(f"SELECT {JOB_COLUMNS}, detail FROM jobs WHERE job_id = $1", job_id)
     if row is None:
         return None
-    job = _job_json(row, with_detail=True)
+    job = {**job_json(row), "detail": orjson.loads(row["detail"])}
     job["history"] = [
         dict(state)
         for state in await conn.fetch(
@@ -97,13 +66,13 @@ async def list_jobs(
         conditions.append(("(callback_id < {0} OR (callback_id = {0} AND job_id > {1}))", (int(callback_id), job_id)))
     where, params = _join(conditions)
     rows = await conn.fetch(
-        f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ${len(params) + 1}",
+        f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ${len(params) + 1}",
         *params,
         limit + 1,
     )
     last = rows[limit - 1] if len(rows) > limit else None
     return Page(
-        [_job_json(row, with_detail=False) for row in rows[:limit]],
+        [job_json(row) for row in rows[:limit]],
         f"{last['callback_id']}:{last['job_id']}" if last is not None else None,
     )
 

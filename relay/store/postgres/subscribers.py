@@ -11,41 +11,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from relay.domain.fanout import Snapshot
-from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.store.formats import iso, to_json, when
+from relay.store.formats import iso, to_json
 from relay.store.postgres.connection import CHANNEL, rowcount
+from relay.store.rows import SUBSCRIBER_COLUMNS, subscriber_from
 
 SUBSCRIBERS_LOCK = 0x636F7372656C6170
-
-_SUBSCRIBER_COLUMNS = (
-    "id, name, url, secret, previous_secret, previous_secret_expires_at, types, filters, state, disabled_reason,"
-    " failing_since, max_in_flight, timeout, retry_schedule, source, created_at"
-)
-
-
-def _subscriber(row: asyncpg.Record) -> Subscriber:
-    schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
-    return Subscriber(
-        id=row["id"],
-        name=row["name"],
-        url=row["url"],
-        secret=row["secret"],
-        filter=Filter(tuple(orjson.loads(row["types"])), orjson.loads(row["filters"])),
-        state=SubscriberState(row["state"]),
-        max_in_flight=row["max_in_flight"],
-        timeout=row["timeout"],
-        retry_schedule=tuple(schedule) if schedule is not None else None,
-        previous_secret=row["previous_secret"],
-        previous_secret_expires_at=when(row["previous_secret_expires_at"]),
-        disabled_reason=row["disabled_reason"],
-        failing_since=when(row["failing_since"]),
-        created_at=when(row["created_at"]),
-        source=row["source"],
-    )
 
 
 async def _lock(conn: asyncpg.Connection) -> None:
@@ -53,15 +26,15 @@ async def _lock(conn: asyncpg.Connection) -> None:
 
 
 async def list_subscribers(conn: asyncpg.Connection) -> list[Subscriber]:
-    rows = await conn.fetch(f"SELECT {_SUBSCRIBER_COLUMNS} FROM subscribers WHERE removed_at IS NULL ORDER BY name")
-    return [_subscriber(row) for row in rows]
+    rows = await conn.fetch(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE removed_at IS NULL ORDER BY name")
+    return [subscriber_from(row) for row in rows]
 
 
 async def get_subscriber(conn: asyncpg.Connection, name: str) -> Subscriber | None:
     row = await conn.fetchrow(
-        f"SELECT {_SUBSCRIBER_COLUMNS} FROM subscribers WHERE name = $1 AND removed_at IS NULL", name
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE name = $1 AND removed_at IS NULL", name
     )
-    return None if row is None else _subscriber(row)
+    return None if row is None else subscriber_from(row)
 
 
 async def insert_subscriber(conn: asyncpg.Connection, spec: SubscriberSpec, at: datetime) -> Subscriber:

@@ -10,47 +10,16 @@ from typing import Any
 import orjson
 
 from relay.store.records import Page
+from relay.store.rows import JOB_COLUMNS, job_json
 from relay.store.sqlite.packing import unpack, unpack_prefix
-
-_JOB_COLUMNS = (
-    "job_id, state, tag, queue_id, code, message, bucket, object_key, region, workflow_run_id,"
-    " creation_time, creation_time_raw, start_time, start_time_raw, end_time, end_time_raw,"
-    " first_seen_at, updated_at, callback_id"
-)
-
-
-def _job_json(row: sqlite3.Row, *, with_detail: bool) -> dict[str, Any]:
-    job: dict[str, Any] = {
-        "job_id": row["job_id"],
-        "state": row["state"],
-        "tag": row["tag"],
-        "queue_id": row["queue_id"],
-        "code": row["code"],
-        "message": row["message"],
-        "input": {"bucket": row["bucket"], "object": row["object_key"], "region": row["region"]},
-        "workflow_run_id": row["workflow_run_id"],
-        "creation_time": row["creation_time"],
-        "start_time": row["start_time"],
-        "end_time": row["end_time"],
-        "times_as_sent": {
-            "creation_time": row["creation_time_raw"],
-            "start_time": row["start_time_raw"],
-            "end_time": row["end_time_raw"],
-        },
-        "first_seen_at": row["first_seen_at"],
-        "updated_at": row["updated_at"],
-    }
-    if with_detail:
-        detail = row["detail"]  # text in rows written before m007, packed bytes after
-        job["detail"] = orjson.loads(unpack(detail, 1) if row["detail_packed"] else detail)
-    return job
 
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS}, detail, detail_packed FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"SELECT {JOB_COLUMNS}, detail, detail_packed FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     if row is None:
         return None
-    job = _job_json(row, with_detail=True)
+    detail = row["detail"]  # text in rows written before m007, packed bytes after
+    job = {**job_json(row), "detail": orjson.loads(unpack(detail, 1) if row["detail_packed"] else detail)}
     job["history"] = [
         dict(state)
         for state in conn.execute(
@@ -86,12 +55,12 @@ def list_jobs(
         )
     where, params = _join(conditions)
     rows = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?",
+        f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?",
         (*params, limit + 1),
     ).fetchall()
     last = rows[limit - 1] if len(rows) > limit else None
     return Page(
-        [_job_json(row, with_detail=False) for row in rows[:limit]],
+        [job_json(row) for row in rows[:limit]],
         f"{last['callback_id']}:{last['job_id']}" if last is not None else None,
     )
 

@@ -7,52 +7,24 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from relay.domain.fanout import Snapshot
-from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.store.formats import iso, to_json, when
-
-_SUBSCRIBER_COLUMNS = (
-    "id, name, url, secret, previous_secret, previous_secret_expires_at, types, filters, state, disabled_reason,"
-    " failing_since, max_in_flight, timeout, retry_schedule, source, created_at"
-)
-
-
-def _subscriber(row: sqlite3.Row) -> Subscriber:
-    schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
-    return Subscriber(
-        id=row["id"],
-        name=row["name"],
-        url=row["url"],
-        secret=row["secret"],
-        filter=Filter(tuple(orjson.loads(row["types"])), orjson.loads(row["filters"])),
-        state=SubscriberState(row["state"]),
-        max_in_flight=row["max_in_flight"],
-        timeout=row["timeout"],
-        retry_schedule=tuple(schedule) if schedule is not None else None,
-        previous_secret=row["previous_secret"],
-        previous_secret_expires_at=when(row["previous_secret_expires_at"]),
-        disabled_reason=row["disabled_reason"],
-        failing_since=when(row["failing_since"]),
-        created_at=when(row["created_at"]),
-        source=row["source"],
-    )
+from relay.store.formats import iso, to_json
+from relay.store.rows import SUBSCRIBER_COLUMNS, subscriber_from
 
 
 def list_subscribers(conn: sqlite3.Connection) -> list[Subscriber]:
     return [
-        _subscriber(row)
-        for row in conn.execute(f"SELECT {_SUBSCRIBER_COLUMNS} FROM subscribers WHERE removed_at IS NULL ORDER BY name")
+        subscriber_from(row)
+        for row in conn.execute(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE removed_at IS NULL ORDER BY name")
     ]
 
 
 def get_subscriber(conn: sqlite3.Connection, name: str) -> Subscriber | None:
     row = conn.execute(
-        f"SELECT {_SUBSCRIBER_COLUMNS} FROM subscribers WHERE name = ? AND removed_at IS NULL", (name,)
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE name = ? AND removed_at IS NULL", (name,)
     ).fetchone()
-    return None if row is None else _subscriber(row)
+    return None if row is None else subscriber_from(row)
 
 
 def insert_subscriber(conn: sqlite3.Connection, spec: SubscriberSpec, at: datetime) -> Subscriber:
