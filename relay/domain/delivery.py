@@ -72,6 +72,14 @@ class Claim:
     failing_since: datetime | None = None
 
 
+def trigger_of(attempts: int, last_outcome: str | None) -> str:
+    """Why a claimed attempt is made (``attempts`` counts it): the first, a retry, or one an operator asked
+    for (a requeue leaves ``manual`` as the last outcome)."""
+    if attempts == 1:
+        return "first"
+    return "manual" if last_outcome == "manual" else "retry"
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with a delivery (and its subscriber) after an attempt."""

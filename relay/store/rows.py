@@ -53,6 +53,13 @@ def subscriber_from(row: Row) -> Subscriber:
     )
 
 
+def signing_secrets(row: Row, stamp: str) -> tuple[str, ...]:
+    """The subscriber's secret, and its previous one while the rotation's grace lasts (``stamp``: now)."""
+    if row["previous_secret"] and (row["previous_secret_expires_at"] or "") > stamp:
+        return (row["secret"], row["previous_secret"])
+    return (row["secret"],)
+
+
 def job_json(row: Row) -> dict[str, Any]:
     """A job as the API shows it, without its typed detail (each backend stores that its own way)."""
     return {

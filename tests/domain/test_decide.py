@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relay.domain.delivery import GONE, Attempt, Claim, Decision, Outcome, decide
+from relay.domain.delivery import GONE, Attempt, Claim, Decision, Outcome, decide, trigger_of
 from relay.domain.retry import RetryPolicy
 
 NOW = datetime(2024, 11, 5, 10, 0, tzinfo=UTC)
@@ -126,3 +126,10 @@ def test_a_failure_with_a_zero_limit_disables_on_the_first_failure() -> None:
     decision = decide(claim(0), attempt(Outcome.HTTP_5XX), NOW, POLICY, timedelta(0), never)
     assert decision.disable_reason == "failing continuously since 2024-11-05T10:00:00Z"
     assert decision.streak_since == NOW
+
+
+def test_an_attempt_is_the_first_a_retry_or_one_an_operator_asked_for() -> None:
+    assert trigger_of(1, None) == "first"
+    assert trigger_of(1, "manual") == "first"  # a requeued delivery never attempted: still its first
+    assert trigger_of(3, "http_5xx") == "retry"
+    assert trigger_of(3, "manual") == "manual"

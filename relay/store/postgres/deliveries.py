@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 import asyncpg
 import orjson
 
-from relay.domain.delivery import Claim
+from relay.domain.delivery import Claim, trigger_of
 from relay.domain.fanout import Owed
 from relay.store.formats import iso, when
 from relay.store.postgres.connection import CHANNEL, rowcount
+from relay.store.rows import signing_secrets
 
 
 async def notify(conn: asyncpg.Connection) -> None:
@@ -159,16 +160,7 @@ async def _head_if_due(conn: asyncpg.Connection, subscriber_id: int, stamp: str)
 
 
 def _claim(row: asyncpg.Record, stamp: str) -> Claim:
-    secrets = [row["secret"]]
-    if row["previous_secret"] and (row["previous_secret_expires_at"] or "") > stamp:
-        secrets.append(row["previous_secret"])
     schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
-    if row["attempts"] == 1:
-        trigger = "first"
-    elif row["last_outcome"] == "manual":
-        trigger = "manual"
-    else:
-        trigger = "retry"
     return Claim(
         delivery_id=row["id"],
         event_id=row["event_id"],
@@ -176,11 +168,11 @@ def _claim(row: asyncpg.Record, stamp: str) -> Claim:
         subscriber_id=row["sid"],
         subscriber=row["name"],
         url=row["url"],
-        secrets=tuple(secrets),
+        secrets=signing_secrets(row, stamp),
         timeout=row["timeout"],
         retry_schedule=tuple(schedule) if schedule is not None else None,
         failures=row["failures"],
-        trigger=trigger,
+        trigger=trigger_of(row["attempts"], row["last_outcome"]),
         created_at=datetime.fromisoformat(row["created_at"]),
         failing_since=when(row["failing_since"]),
     )

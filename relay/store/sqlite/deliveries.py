@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 
 import orjson
 
-from relay.domain.delivery import Claim
+from relay.domain.delivery import Claim, trigger_of
 from relay.domain.fanout import Owed
 from relay.store.formats import iso, when
+from relay.store.rows import signing_secrets
 from relay.store.sqlite.packing import pack, unpack
 
 
@@ -133,12 +134,6 @@ def _claims(conn: sqlite3.Connection, chosen: list[int], stamp: str) -> list[Cla
     claims = []
     for delivery_id, event_id, subscriber_id, failures, attempts, last_outcome, created_at, body, packed in rows:
         name, url, secrets, timeout, schedule, failing_since = parts[subscriber_id]
-        if attempts == 1:
-            trigger = "first"
-        elif last_outcome == "manual":
-            trigger = "manual"
-        else:
-            trigger = "retry"
         claims.append(
             Claim(
                 delivery_id,
@@ -151,7 +146,7 @@ def _claims(conn: sqlite3.Connection, chosen: list[int], stamp: str) -> list[Cla
                 timeout,
                 schedule,
                 failures,
-                trigger,
+                trigger_of(attempts, last_outcome),
                 datetime.fromisoformat(created_at),
                 failing_since,
             )
@@ -166,14 +161,11 @@ def _subscriber_parts(conn: sqlite3.Connection, ids: set[int], stamp: str) -> di
         f" failing_since FROM subscribers WHERE id IN ({','.join('?' * len(ids))})",
         tuple(ids),
     ):
-        secrets = [row["secret"]]
-        if row["previous_secret"] and (row["previous_secret_expires_at"] or "") > stamp:
-            secrets.append(row["previous_secret"])
         schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
         parts[row["id"]] = (
             row["name"],
             row["url"],
-            tuple(secrets),
+            signing_secrets(row, stamp),
             row["timeout"],
             tuple(schedule) if schedule is not None else None,
             when(row["failing_since"]),
