@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, e2e, fairness, history, ingest, machine, memory, report, validation
+from bench import delivery, e2e, fairness, floor, history, ingest, machine, memory, report, validation
 from relay.validate.schema import CallbackSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("validation", "ingest", "delivery", "fairness", "e2e", "history", "memory")
+SECTIONS = ("validation", "ingest", "floor", "delivery", "fairness", "e2e", "history", "memory")
 #: The whole suite must finish within this (seconds); the memory section takes what is left.
 BUDGET = 570.0
 #: What the memory section needs besides ingesting: start-up, warm-up, stopping.
@@ -40,6 +40,7 @@ class Sizes:
     validation_bodies: tuple[str, ...]
     validation_repeat: int
     ingest_config: ingest.Config
+    floor_config: floor.Config
     delivery_events: int
     delivery_concurrency: int
     fairness_seconds: float
@@ -66,6 +67,7 @@ FULL = Sizes(
     ),
     validation_repeat=3,
     ingest_config=ingest.Config(seconds=6, warmup=2, rounds=3, connections=32, fixed_seconds=10),
+    floor_config=floor.Config(seconds=4, warmup=1, rounds=2, connections=32),
     delivery_events=20_000,
     delivery_concurrency=32,
     fairness_seconds=6,
@@ -85,6 +87,7 @@ SMOKE = Sizes(
     validation_bodies=("/nonexist_job_ids_only.xml",),
     validation_repeat=1,
     ingest_config=ingest.Config(seconds=1, warmup=0, rounds=1, connections=8, fixed_seconds=1),
+    floor_config=floor.Config(seconds=1, warmup=0, rounds=1, connections=8),
     delivery_events=200,
     delivery_concurrency=8,
     fairness_seconds=1,
@@ -126,6 +129,9 @@ class Suite:
 
     def ingest(self) -> dict[str, Any]:
         return asdict(ingest.measure(self.sizes.ingest_config, self.workdir("ingest")))
+
+    def floor(self) -> dict[str, Any]:
+        return asdict(floor.measure(self.sizes.floor_config, self.workdir("floor")))
 
     def delivery(self) -> dict[str, Any]:
         result = delivery.measure(self.sizes.delivery_events, self.sizes.delivery_concurrency)
