@@ -357,6 +357,7 @@ def markdown(results: dict[str, Any]) -> str:
         "python -m bench --smoke                # ~40 s, tiny sizes (CI: tests/test_bench_smoke.py)",
         "python -m bench --only ingest,e2e      # some sections (JSON to bench/results/partial.json)",
         "python -m bench.ingest                 # each section alone, see each module's --help",
+        "python -m bench.floor --rounds 3       # the ingest ladder: bare, + parse, + validate, + commit, cos-relay",
         "python -m bench.delivery --events 20000",
         "python -m bench.fairness --seconds 6   # events delivered during saturated ingest, outbox lag",
         "python -m bench.e2e --rate 200 --seconds 30",

@@ -29,8 +29,12 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
     data = json.loads(results.read_text())
     assert data["smoke"] is True
     assert data["errors"] == {}
-    assert set(data["sections"]) == {"validation", "ingest", "delivery", "fairness", "e2e", "history", "memory"}
+    sections = {"validation", "ingest", "floor", "delivery", "fairness", "e2e", "history", "memory"}
+    assert set(data["sections"]) == sections
     assert 0 <= data["sections"]["fairness"]["share"] <= 1.5
+    assert [step["server"] for step in data["sections"]["floor"]["steps"]][::6] == ["bare", "cos-relay"]
+    assert all(step["refused"] == 0 for step in data["sections"]["floor"]["steps"])
+    assert data["sections"]["delivery"]["signed_per_second"] > 0
     assert data["sections"]["ingest"]["variants"]
     assert report.read_text().startswith("# Benchmarks")
 
