@@ -360,6 +360,7 @@ def markdown(results: dict[str, Any]) -> str:
         "python -m bench.floor --rounds 3       # the ingest ladder: bare, + parse, + validate, + commit, cos-relay",
         "python -m bench.delivery --events 20000",
         "python -m bench.fairness --seconds 6   # events delivered during saturated ingest, outbox lag",
+        "python -m bench.regimes                # the same, load after load on one gateway: CPU and share per load",
         "python -m bench.e2e --rate 200 --seconds 30",
         "python -m bench.memory --callbacks 200000",
         "python -m bench.history --jobs 1000000",

@@ -41,6 +41,17 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+def test_regimes_run_reports_each_load(tmp_path: Path) -> None:
+    results = tmp_path / "regimes.json"
+    command = ["--loads", "2", "--seconds", "1", "--connections", "8", "--json", str(results)]
+    run_bench("bench.regimes", *command, timeout=110)
+    loads = json.loads(results.read_text())["loads"]
+    assert len(loads) == 2
+    assert all(load["cpu_us"] > 0 and 0 <= load["delivered_during"] <= 1.5 for load in loads)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_cost_run_reports_cpu_per_callback() -> None:
     output = run_bench("bench.cost", "--rate", "50", "--seconds", "1", "--rounds", "1", timeout=110)
     assert "ms CPU per callback with its delivery" in output
