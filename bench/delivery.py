@@ -60,8 +60,8 @@ class Result:
     #: CPU time of this process (every thread) per request: steadier than rates on a shared machine.
     raw_cpu_us: float
     relay_cpu_us: float
-    signed_per_second: float = 0.0
-    signed_cpu_us: float = 0.0
+    signed_per_second: float
+    signed_cpu_us: float
 
     @property
     def ratio(self) -> float:
@@ -185,8 +185,8 @@ def measure(events: int, concurrency: int) -> Result:
         relay.per_second,
         raw.cpu_us,
         relay.cpu_us,
-        signed_per_second=signed.per_second,
-        signed_cpu_us=signed.cpu_us,
+        signed.per_second,
+        signed.cpu_us,
     )
 
 
