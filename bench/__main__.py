@@ -40,7 +40,7 @@ class Sizes:
     validation_bodies: tuple[str, ...]
     validation_repeat: int
     ingest_config: ingest.Config
-    floor_config: floor.Config
+    floor_config: ingest.Config
     delivery_events: int
     delivery_concurrency: int
     fairness_seconds: float
@@ -67,7 +67,7 @@ FULL = Sizes(
     ),
     validation_repeat=3,
     ingest_config=ingest.Config(seconds=6, warmup=2, rounds=3, connections=32, fixed_seconds=10),
-    floor_config=floor.Config(seconds=4, warmup=1, rounds=2, connections=32),
+    floor_config=ingest.Config(seconds=4, warmup=1, rounds=2, connections=32),
     delivery_events=20_000,
     delivery_concurrency=32,
     fairness_seconds=6,
@@ -87,7 +87,7 @@ SMOKE = Sizes(
     validation_bodies=("/nonexist_job_ids_only.xml",),
     validation_repeat=1,
     ingest_config=ingest.Config(seconds=1, warmup=0, rounds=1, connections=8, fixed_seconds=1),
-    floor_config=floor.Config(seconds=1, warmup=0, rounds=1, connections=8),
+    floor_config=ingest.Config(seconds=1, warmup=0, rounds=1, connections=8),
     delivery_events=200,
     delivery_concurrency=8,
     fairness_seconds=1,

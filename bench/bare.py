@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -25,12 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-_ACCEPTED = b'{"status":"accepted"}'
+ACCEPTED = b'{"status":"accepted"}'
 
 
 async def accept(request: Request) -> Response:
     await request.body()
-    return Response(_ACCEPTED, media_type="application/json")
+    return Response(ACCEPTED, media_type="application/json")
 
 
 async def probe(request: Request) -> Response:
@@ -56,7 +57,7 @@ def forwarder(url: str) -> Starlette:
         task = asyncio.create_task(forward(await request.body()))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-        return Response(_ACCEPTED, media_type="application/json")
+        return Response(ACCEPTED, media_type="application/json")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,14 +70,26 @@ def forwarder(url: str) -> Starlette:
     )
 
 
+def server_settings(port: int) -> dict[str, Any]:
+    """uvicorn's options for every baseline server: those ``cos-relay serve`` uses, on loopback."""
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "access_log": False,
+        "server_header": False,
+        "log_level": "warning",
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("port", type=int)
     parser.add_argument("workers", type=int, nargs="?", default=1)
     parser.add_argument("--forward", metavar="URL")
     options = parser.parse_args()
-    settings = {"host": "127.0.0.1", "port": options.port, "access_log": False, "server_header": False}
-    settings |= {"log_level": "warning", "loop": "uvloop", "http": "httptools"}
+    settings = server_settings(options.port)
     if options.forward:
         uvicorn.run(forwarder(options.forward), **settings)
     elif options.workers == 1:

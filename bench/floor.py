@@ -23,21 +23,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.ingest import bare, gateway
+from bench.ingest import Config, bare, gateway
 from bench.load import LoadResult, closed_loop, new_run_id, sample_template
 from bench.process import free_port, group_cpu, serving
 from bench.report import emit, floor_table
 from bench.rungs import RUNGS
 
 SERVERS = ("bare", *RUNGS, "cos-relay")
-
-
-@dataclass(frozen=True)
-class Config:
-    seconds: float = 5.0
-    warmup: float = 2.0
-    rounds: int = 3
-    connections: int = 32
 
 
 @dataclass
@@ -112,9 +104,9 @@ def measure(config: Config, folder: Path, progress: bool = True) -> FloorReport:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=Config.seconds)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=Config.warmup)
-    parser.add_argument("--rounds", type=int, default=Config.rounds)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=Config.connections)
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()

@@ -25,6 +25,7 @@ from bench.ingest import add_subscriber, gateway, sink
 from bench.load import closed_loop, new_run_id, sample_template
 from bench.process import free_port, group_cpu
 from bench.report import emit
+from relay.store.sqlite import queries
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class RegimesReport:
 
 def delivered(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
-        return int(conn.execute("SELECT count(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0])
+        return queries.count_deliveries(conn, "delivered")
 
 
 def measure(loads: int, seconds: float, connections: int, folder: Path) -> RegimesReport:

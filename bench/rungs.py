@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench.bare import ACCEPTED, probe, server_settings
 from relay.ingest import Reader
 from relay.store.sqlite.connection import connect
 from relay.store.writer import Writer
@@ -42,7 +43,6 @@ from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 
 RUNGS = ("parse", "validate", "commit", "parse-commit", "validate-commit")
-_ACCEPTED = b'{"status":"accepted"}'
 
 
 def _inbox(path: Path) -> sqlite3.Connection:
@@ -76,10 +76,7 @@ def app(rung: str, db: Path) -> Starlette:
         body = await request.body()
         check(body)
         await commit(body)
-        return Response(_ACCEPTED, media_type="application/json")
-
-    async def probe(request: Request) -> Response:
-        return Response(b"ok")
+        return Response(ACCEPTED, media_type="application/json")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -99,9 +96,7 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("db", type=Path, nargs="?", default=Path("rung.db"))
     options = parser.parse_args()
-    settings = {"host": "127.0.0.1", "port": options.port, "access_log": False, "server_header": False}
-    settings |= {"log_level": "warning", "loop": "uvloop", "http": "httptools"}
-    uvicorn.run(app(options.rung, options.db), **settings)
+    uvicorn.run(app(options.rung, options.db), **server_settings(options.port))
 
 
 if __name__ == "__main__":
