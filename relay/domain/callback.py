@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
+
+from relay.errors import Invalid
 
 JsonObject = dict[str, Any]
 
@@ -61,6 +63,21 @@ class JobState:
         # The same job can legitimately fail and later succeed; EndTime tells two runs in one state apart.
         end = self.end_time.raw if self.end_time else ""
         return f"job:{self.job_id}:{self.state}:{end}"
+
+
+#: States one job's history may hold. A real job has a handful (Submitted, Running, then Success or Failed,
+#: maybe again after a retry): only a buggy or hostile sender varying EndTime reaches this, and without a
+#: bound one JobId took 109,000 states, every read of the job carrying them all.
+MAX_JOB_STATES: Final = 100
+
+
+def history_full(job_id: str, position: int) -> Invalid:
+    """The refusal of a new state for ``job_id``, the ``position``-th JobsDetail (from 1), whose history is full."""
+    return Invalid(
+        f"too many states for job {job_id}: its history already holds {MAX_JOB_STATES}",
+        path=f"/Response/JobsDetail[{position}]/JobId",
+        rule=f"at most {MAX_JOB_STATES} states per job",
+    )
 
 
 @dataclass(frozen=True)

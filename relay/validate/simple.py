@@ -173,6 +173,7 @@ class _Facets:
         self.checks: list[Check] = []
         self.assertions: list[tuple[Callable[[str], bool], Callable[[str], str]]] = []
         self.enumerations: list[list[str]] = []  # also in `checks`; kept to specialise on
+        self.max_length: int | None = None  # also in `checks`; kept to specialise on
 
     def add(self, label: str, tag: str | None, facet: Any, builtin: str) -> None:
         stringy = builtin in STRINGS
@@ -187,6 +188,8 @@ class _Facets:
             self.enumerations.append(list(facet.enumeration))
         elif name in ("length", "minLength", "maxLength") and stringy:
             self.checks.append(length_check(name, int(facet.value)))
+            if name == "maxLength":
+                self.max_length = int(facet.value)
         elif name in ("minInclusive", "maxInclusive", "minExclusive", "maxExclusive") and numeric:
             self.checks.append(bound_check(name, facet.value, exact=builtin == XS + "decimal"))
         elif name == "assertion" and stringy and facet.path in VALUE_ASSERTIONS:
@@ -224,6 +227,24 @@ def _assemble(label: str, normalize: Callable[[str], str] | None, builtin_name: 
             return text
 
         return convert_enumeration
+
+    if (
+        normalize is None
+        and builtin_name in STRINGS
+        and not groups
+        and not assertions
+        and facets.max_length is not None
+        and len(checks) == 1
+    ):
+        # Free text (Message, UserData, object keys): a preserved string of bounded length.
+        limit, length = facets.max_length, checks[0]
+
+        def convert_bounded(text: str) -> object:
+            if len(text) > limit:
+                length(text, text)  # raises with the full wording
+            return text
+
+        return convert_bounded
 
     if normalize is None and builtin_name in STRINGS and single is not None and not checks:
         # IDs, Tag, timestamps: one pattern on a preserved string, maybe an assertion.

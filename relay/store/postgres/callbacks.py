@@ -6,7 +6,16 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from relay.domain.callback import Callback, IngestResult, JobState, Received, Timestamp, WorkflowRun
+from relay.domain.callback import (
+    MAX_JOB_STATES,
+    Callback,
+    IngestResult,
+    JobState,
+    Received,
+    Timestamp,
+    WorkflowRun,
+    history_full,
+)
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, to_json
@@ -34,8 +43,11 @@ async def record_callback(
     at = iso(received.received_at)
     callback_id = await _insert_callback(conn, received, callback, at)
     new_items: list[str] = []
-    for job in callback.jobs:
+    for position, job in enumerate(callback.jobs, 1):
         if await _claim_item(conn, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
+            if await _states(conn, job.job_id) >= MAX_JOB_STATES:
+                # Raised inside the transaction: it rolls back, nothing of the callback is kept.
+                raise history_full(job.job_id, position)
             await _record_job(conn, job, callback_id, at)
             new_items.append(job.dedup_key)
     for run in callback.workflows:
@@ -94,6 +106,20 @@ async def _claim_item(
         at,
     )
     return claimed is not None
+
+
+async def _states(conn: asyncpg.Connection, job_id: str) -> int:
+    """How many states the job's history holds, counting up to the bound (a short range of an index).
+
+    Replicas recording new states of one job at the same moment may each see room for one more: the
+    history can pass the bound by the number of replicas, never grow without one."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM job_states WHERE job_id = $1 LIMIT $2) AS states",
+            job_id,
+            MAX_JOB_STATES,
+        )
+    )
 
 
 def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:

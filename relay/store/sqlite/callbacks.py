@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 import orjson
 
-from relay.domain.callback import Callback, IngestResult, JobState, Received, Timestamp, WorkflowRun
+from relay.domain.callback import (
+    MAX_JOB_STATES,
+    Callback,
+    IngestResult,
+    JobState,
+    Received,
+    Timestamp,
+    WorkflowRun,
+    history_full,
+)
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, to_json
@@ -34,8 +43,10 @@ def record_callback(
     at = iso(received.received_at)
     callback_id = _insert_callback(conn, received, callback, at)
     new_items: list[str] = []
-    for job in callback.jobs:
+    for position, job in enumerate(callback.jobs, 1):
         if _claim_item(conn, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
+            if _states(conn, job.job_id) >= MAX_JOB_STATES:
+                raise history_full(job.job_id, position)  # the writer undoes this write alone
             _record_job(conn, job, callback_id, at)
             new_items.append(job.dedup_key)
     for run in callback.workflows:
@@ -91,6 +102,15 @@ def _claim_item(
         (key, kind, subject, state, callback_id, at),
     )
     return cursor.rowcount == 1
+
+
+def _states(conn: sqlite3.Connection, job_id: str) -> int:
+    """How many states the job's history holds, counting up to the bound (a short range of an index)."""
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM job_states WHERE job_id = ? LIMIT ?)", (job_id, MAX_JOB_STATES)
+        ).fetchone()[0]
+    )
 
 
 def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:
