@@ -33,12 +33,13 @@ def _read_everything(db: Path) -> dict[str, object]:
             listed = await store.list_callbacks()
             job = await store.get_job(job_id(1))
             assert job is not None
+            callbacks = await store.job_callbacks(job_id(1), body_prefix=100, limit=1, cursor=None)
             return {
                 "claimed": claim.body,
                 "event": store.event_body(claim.event_id),
                 "events": store.event_bodies(limit=10),
                 "listed": listed.items[0]["body_prefix"],
-                "trail": store.job_trail(job_id(1), body_prefix=100)["callbacks"][0]["body_prefix"],
+                "trail": callbacks.items[0]["body_prefix"],
                 "detail": job["detail"],
             }
 

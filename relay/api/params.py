@@ -86,9 +86,9 @@ def since(params: QueryParams) -> str | None:
     return _instant(raw, "since", f"be an ISO-8601 date or time, e.g. {_ISO_EXAMPLE}").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def cursor(params: QueryParams, *, numeric: bool = False) -> str | None:
-    """The previous page's ``next_cursor``: an id, or (jobs) ``<id>:<job id>``."""
-    raw = one(params, "cursor")
+def cursor(params: QueryParams, *, numeric: bool = False, name: str = "cursor") -> str | None:
+    """The previous page's ``next_cursor``: an id, or (jobs) ``<id>:<job id>``; ``name``: the parameter's."""
+    raw = one(params, name)
     if raw is None:
         return None
     head, colon, _ = raw.partition(":")
@@ -97,7 +97,7 @@ def cursor(params: QueryParams, *, numeric: bool = False) -> str | None:
             raise ValueError
         numbers.whole(head, 0, MAX_ID)
     except ValueError:
-        raise BadParameter("cursor must be the value returned by the previous page") from None
+        raise BadParameter(f"{name} must be the value returned by the previous page") from None
     return raw
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from relay.api import params
@@ -15,24 +17,50 @@ from relay.store.records import Page
 
 #: What ``/api/callbacks?outcome=`` takes: a stored outcome, or ``rejected`` for every refused callback.
 OUTCOME_FILTERS = (*CALLBACK_OUTCOMES, "rejected")
+#: How much of each raw callback ``/api/jobs/{job_id}/callbacks`` shows, as ``/api/callbacks`` does.
+BODY_PREFIX = 4096
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    return JSONResponse(payload, status_code=status)
+async def _json(payload: Any, status: int = 200) -> Response:
+    """``payload`` encoded in a worker thread: a job's detail can be megabytes, and encoding it on the event
+    loop held every other request (``/healthz`` too) for as long."""
+    body = await anyio.to_thread.run_sync(orjson.dumps, payload)
+    return Response(body, status_code=status, media_type="application/json")
 
 
-def _not_found(what: str) -> Response:
-    return _json({"error": "not_found", "detail": f"{what} is not known"}, 404)
+async def _not_found(what: str) -> Response:
+    return await _json({"error": "not_found", "detail": f"{what} is not known"}, 404)
 
 
-def _page(page: Page) -> Response:
-    return _json({"items": page.items, "next_cursor": page.cursor})
+async def _page(page: Page) -> Response:
+    return await _json({"items": page.items, "next_cursor": page.cursor})
 
 
 def api_routes(store: Store) -> list[BaseRoute]:
     async def get_job(request: Request) -> Response:
         job = await store.get_job(request.path_params["job_id"])
-        return _json(job) if job else _not_found("job")
+        return await _json(job) if job else await _not_found("job")
+
+    async def job_history(request: Request) -> Response:
+        query = request.query_params
+        page = await store.job_history(
+            request.path_params["job_id"], params.limit(query), params.cursor(query, numeric=True)
+        )
+        return await _page(page) if page is not None else await _not_found("job")
+
+    async def job_callbacks(request: Request) -> Response:
+        job_id, query = request.path_params["job_id"], request.query_params
+        limit, cursor = params.limit(query), params.cursor(query, numeric=True)
+        if await store.job_history(job_id, 1, None) is None:
+            return await _not_found("job")
+        return await _page(await store.job_callbacks(job_id, BODY_PREFIX, limit, cursor))
+
+    async def job_deliveries(request: Request) -> Response:
+        job_id, query = request.path_params["job_id"], request.query_params
+        limit, cursor = params.limit(query), params.cursor(query, numeric=True)
+        if await store.job_history(job_id, 1, None) is None:
+            return await _not_found("job")
+        return await _page(await store.job_deliveries(job_id, limit, cursor))
 
     async def list_jobs(request: Request) -> Response:
         query = request.query_params
@@ -44,11 +72,11 @@ def api_routes(store: Store) -> list[BaseRoute]:
             limit=params.limit(query),
             cursor=params.cursor(query),
         )
-        return _page(page)
+        return await _page(page)
 
     async def get_workflow(request: Request) -> Response:
         run = await store.get_workflow(request.path_params["run_id"])
-        return _json(run) if run else _not_found("workflow run")
+        return await _json(run) if run else await _not_found("workflow run")
 
     async def list_callbacks(request: Request) -> Response:
         query = request.query_params
@@ -57,11 +85,14 @@ def api_routes(store: Store) -> list[BaseRoute]:
             limit=params.limit(query),
             cursor=params.cursor(query, numeric=True),
         )
-        return _page(page)
+        return await _page(page)
 
     return [
         Route("/jobs", list_jobs, methods=["GET"]),
         Route("/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/jobs/{job_id}/history", job_history, methods=["GET"]),
+        Route("/jobs/{job_id}/callbacks", job_callbacks, methods=["GET"]),
+        Route("/jobs/{job_id}/deliveries", job_deliveries, methods=["GET"]),
         Route("/workflows/{run_id}", get_workflow, methods=["GET"]),
         Route("/callbacks", list_callbacks, methods=["GET"]),
     ]

@@ -13,15 +13,20 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from relay.api import params
-from relay.console.render import Renderer
+from relay.console.render import Renderer, pretty
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
 from relay.errors import BadParameter, NotFound
 from relay.store import Store
+from relay.store.records import Page
 
 #: Rows on one page of a listing.
 PAGE = 50
+#: Rows of each of a job's lists (states, deliveries, callbacks) on its page; "older" links page on.
+ROWS = 20
 #: How much of a raw callback body the job page shows.
 BODY_PREFIX = 4096
+#: How much of a job's detail (as indented JSON) its page shows: a detail can be megabytes, the API has it whole.
+DETAIL_CHARS = 64 * 1024
 #: The overview's windows: callbacks per minute over the last hour, finished jobs over the last day.
 MINUTES = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -39,6 +44,12 @@ def _pivot(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, dict[
     for row in rows:
         minutes.setdefault(row["minute"], {})[row["outcome"]] = row["n"]
     return outcomes, list(minutes.items())
+
+
+def shown_detail(detail: object) -> tuple[str, int]:
+    """The start of ``detail`` as indented JSON (`DETAIL_CHARS` at most) and the length of the whole."""
+    text = pretty(detail)
+    return text[:DETAIL_CHARS], len(text)
 
 
 def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime]) -> list[BaseRoute]:
@@ -88,13 +99,32 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         )
 
     async def job(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+        job_id, query = request.path_params["job_id"], request.query_params
+        older_states = params.cursor(query, numeric=True, name="history_cursor")
+        callbacks_cursor = params.cursor(query, numeric=True, name="callbacks_cursor")
+        deliveries_cursor = params.cursor(query, numeric=True, name="deliveries_cursor")
         found = await store.get_job(job_id)
         if found is None:
             raise NotFound(f"no job has the id {job_id!r}")
-        trail = await anyio.to_thread.run_sync(store.job_trail, job_id, BODY_PREFIX)
+        history = (
+            Page(found["history"], found["history_next_cursor"])
+            if older_states is None
+            else await store.job_history(job_id, ROWS, older_states)
+        )
+        assert history is not None  # the job exists: its history is a page, maybe empty
+        if older_states is not None:
+            history = Page(history.items[::-1], history.cursor)  # a timeline reads oldest first
+        callbacks = await store.job_callbacks(job_id, BODY_PREFIX, ROWS, callbacks_cursor)
+        deliveries = await store.job_deliveries(job_id, ROWS, deliveries_cursor)
+        detail = await anyio.to_thread.run_sync(shown_detail, found["detail"])
         return renderer.page(
-            request, "job.html", job=found, callbacks=trail["callbacks"], deliveries=trail["deliveries"]
+            request,
+            "job.html",
+            job=found,
+            detail=detail,
+            history=history,
+            callbacks=callbacks,
+            deliveries=deliveries,
         )
 
     async def callbacks(request: Request) -> Response:

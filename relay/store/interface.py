@@ -89,7 +89,8 @@ class Store(Protocol):
     async def next_due(self) -> datetime | None: ...
 
     # -- reads
-    async def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job with its latest states (``history``, oldest first) and ``history_next_cursor``."""
 
     async def list_jobs(self, **filters: Any) -> Page: ...
 
@@ -130,9 +131,14 @@ class Store(Protocol):
         `Rejected` where the backend has its own tools (PostgreSQL: pg_dump)."""
 
     # -- the web console
-    def job_trail(self, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
-        """The callbacks that carried the job (``callbacks``, bodies cut to ``body_prefix`` bytes) and every
-        delivery of its events (``deliveries``)."""
+    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:
+        """A job's states, newest first (`get_job` carries the latest few); None for a job not known."""
+
+    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page:
+        """The raw callbacks that carried the job's states, newest first, bodies cut to ``body_prefix`` bytes."""
+
+    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page:
+        """Every delivery of the job's events, newest first."""
 
     def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
         """Callbacks per minute by outcome since ``since_minute``, finished and failed jobs by Tag since

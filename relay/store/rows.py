@@ -6,6 +6,7 @@ a job in the API is one definition here, so the two cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -13,6 +14,7 @@ import orjson
 from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberState
 from relay.store.formats import when
+from relay.store.records import Page
 
 
 class Row(Protocol):
@@ -30,6 +32,39 @@ JOB_COLUMNS = (
     " creation_time, creation_time_raw, start_time, start_time_raw, end_time, end_time_raw,"
     " first_seen_at, updated_at, callback_id"
 )
+
+
+#: Ids are 64-bit signed integers on both backends: a page with no cursor starts below this.
+MAX_ID = 2**63 - 1
+#: States of its history a job's JSON carries (the latest); `Store.job_history` pages through all of them.
+JOB_HISTORY = 20
+HISTORY_COLUMNS = "id, state, code, message, end_time, end_time_raw, received_at, callback_id"
+
+
+def history_entry(row: Row) -> dict[str, Any]:
+    """One state of a job's history as the API shows it (its row id is only a cursor)."""
+    return {
+        "state": row["state"],
+        "code": row["code"],
+        "message": row["message"],
+        "end_time": row["end_time"],
+        "end_time_raw": row["end_time_raw"],
+        "received_at": row["received_at"],
+        "callback_id": row["callback_id"],
+    }
+
+
+def newest_first(rows: list[Any], limit: int, shape: Callable[[Any], dict[str, Any]]) -> Page:
+    """A page of up to ``limit`` of ``rows`` (fetched newest first, ``limit + 1`` of them, with an ``id``):
+    its cursor is the last id shown when there are more."""
+    return Page([shape(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
+
+
+def with_history(job: dict[str, Any], rows: list[Any]) -> dict[str, Any]:
+    """``job`` with its latest `JOB_HISTORY` states (``rows``: newest first, one more if there are), oldest
+    first as ever, and ``history_next_cursor`` for `Store.job_history` when older ones exist."""
+    page = newest_first(rows, JOB_HISTORY, history_entry)
+    return {**job, "history": page.items[::-1], "history_next_cursor": page.cursor}
 
 
 def subscriber_from(row: Row) -> Subscriber:

@@ -44,10 +44,40 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/jobs/{job_id}": {
         "get": admin(
             "getJob",
-            "One job with its detail and state history",
+            "One job with its detail and its latest states",
             {200: answer("The job.", "JobDetail")},
             errors=(404,),
             parameters=(_path("job_id"),),
+            tag=_TAG,
+        )
+    },
+    "/api/jobs/{job_id}/history": {
+        "get": admin(
+            "listJobHistory",
+            "A job's states, newest first (the job itself carries the latest 20)",
+            {200: answer("One page of the job's states.", "JobHistoryPage")},
+            errors=(400, 404),
+            parameters=(_path("job_id"), parameter("limit"), parameter("cursor")),
+            tag=_TAG,
+        )
+    },
+    "/api/jobs/{job_id}/callbacks": {
+        "get": admin(
+            "listJobCallbacks",
+            "The raw callbacks that carried a job's states, newest first",
+            {200: answer("One page of the job's callbacks.", "JobCallbackPage")},
+            errors=(400, 404),
+            parameters=(_path("job_id"), parameter("limit"), parameter("cursor")),
+            tag=_TAG,
+        )
+    },
+    "/api/jobs/{job_id}/deliveries": {
+        "get": admin(
+            "listJobDeliveries",
+            "Every delivery of a job's events, newest first",
+            {200: answer("One page of the job's deliveries.", "DeliveryPage")},
+            errors=(400, 404),
+            parameters=(_path("job_id"), parameter("limit"), parameter("cursor")),
             tag=_TAG,
         )
     },

@@ -16,6 +16,7 @@ from relay.domain.events import EVENT_TYPES
 from relay.domain.filters import FILTER_KEYS
 from relay.domain.retry import MAX_DELAY, MAX_STEPS
 from relay.domain.subscribers import MAX_IN_FLIGHT, NAME, TIMEOUTS, SubscriberState
+from relay.store.rows import JOB_HISTORY
 
 Schema = dict[str, Any]
 
@@ -158,6 +159,8 @@ _CALLBACK = {
     "body_truncated": {"type": "boolean"},
     "body_prefix": {"type": "string", "description": "The first 4 KB of the body as received."},
 }
+#: What a job's callbacks show of each (``/api/jobs/{job_id}/callbacks``).
+_JOB_CALLBACK = ("id", "received_at", "source_addr", "content_type", "format", "size", "outcome", "body_prefix")
 _HISTORY = {"state": STRING, "received_at": STRING, "callback_id": WHOLE}
 _JOB_HISTORY = {**_HISTORY, "code": TEXT, "message": TEXT, "end_time": TEXT, "end_time_raw": TEXT}
 _TASK = {
@@ -201,10 +204,23 @@ SCHEMAS: dict[str, Schema] = {
         {
             **_JOB,
             "detail": {"type": "object", "description": "The job's JobsDetail as COS sent it, typed."},
-            "history": {"type": "array", "items": record(_JOB_HISTORY)},
+            "history": {
+                "type": "array",
+                "items": ref("JobState"),
+                "maxItems": JOB_HISTORY,
+                "description": f"The latest {JOB_HISTORY} states, oldest first.",
+            },
+            "history_next_cursor": {
+                "type": ["string", "null"],
+                "description": "Older states: GET /api/jobs/{job_id}/history?cursor=this (null: none).",
+            },
         }
     ),
     "JobPage": page_of("Job"),
+    "JobState": record(_JOB_HISTORY),
+    "JobHistoryPage": page_of("JobState"),
+    "JobCallback": record({key: _CALLBACK[key] for key in _JOB_CALLBACK}),
+    "JobCallbackPage": page_of("JobCallback"),
     "WorkflowRun": record(
         {
             "run_id": STRING,

@@ -1,4 +1,5 @@
-"""Reads only the web console makes: a job's trail, the overview's counts, a subscriber's recent record.
+"""Reads the web console makes: a job's callbacks and deliveries (the API's too), the overview's counts, a
+subscriber's recent record.
 
 The same queries as the SQLite store's (relay/store/sqlite/console.py), through the indexes of schema step 3.
 """
@@ -11,33 +12,45 @@ from typing import Any
 import asyncpg
 
 from relay.store.postgres.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
+from relay.store.records import Page
+from relay.store.rows import MAX_ID, newest_first
 
 #: How many of a subscriber's latest attempted deliveries its success ratio is taken over.
 RECENT_DELIVERIES = 100
 
 
-async def job_trail(conn: asyncpg.Connection, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
-    """The raw callbacks that carried a job's states, and every delivery of its events, oldest first."""
-    callbacks = [
-        {
+async def job_callbacks(
+    conn: asyncpg.Connection, job_id: str, body_prefix: int, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """The raw callbacks that carried a job's states, newest first, bodies cut to ``body_prefix`` bytes."""
+    rows = await conn.fetch(
+        "SELECT id, received_at, source_addr, content_type, format, size, outcome,"
+        " substring(body from 1 for $1) AS body_prefix FROM callbacks"
+        " WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = $2) AND id < $3 ORDER BY id DESC LIMIT $4",
+        body_prefix,
+        job_id,
+        MAX_ID if cursor is None else int(cursor),
+        limit + 1,
+    )
+    return newest_first(
+        rows,
+        limit,
+        lambda row: {
             **{key: row[key] for key in row.keys() if key != "body_prefix"},
             "body_prefix": bytes(row["body_prefix"] or b"").decode("utf-8", "replace"),
-        }
-        for row in await conn.fetch(
-            "SELECT id, received_at, source_addr, content_type, format, size, outcome,"
-            " substring(body from 1 for $1) AS body_prefix FROM callbacks"
-            " WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = $2) ORDER BY id",
-            body_prefix,
-            job_id,
-        )
-    ]
-    deliveries = [
-        dict(row)
-        for row in await conn.fetch(
-            f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = $1 ORDER BY d.id", job_id
-        )
-    ]
-    return {"callbacks": callbacks, "deliveries": deliveries}
+        },
+    )
+
+
+async def job_deliveries(conn: asyncpg.Connection, job_id: str, limit: int = 50, cursor: str | None = None) -> Page:
+    """Every delivery of a job's events, newest first."""
+    rows = await conn.fetch(
+        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = $1 AND d.id < $2 ORDER BY d.id DESC LIMIT $3",
+        job_id,
+        MAX_ID if cursor is None else int(cursor),
+        limit + 1,
+    )
+    return newest_first(rows, limit, dict)
 
 
 async def overview(conn: asyncpg.Connection, since_minute: str, since_day: str) -> dict[str, list[dict[str, Any]]]:

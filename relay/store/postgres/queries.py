@@ -10,7 +10,15 @@ import asyncpg
 import orjson
 
 from relay.store.records import Page
-from relay.store.rows import JOB_COLUMNS, job_json
+from relay.store.rows import (
+    HISTORY_COLUMNS,
+    JOB_COLUMNS,
+    JOB_HISTORY,
+    history_entry,
+    job_json,
+    newest_first,
+    with_history,
+)
 
 #: A filter: its clause with ``{}`` for each parameter, and the values; None when the filter was not given.
 Condition = tuple[str, tuple[object, ...]] | None
@@ -37,15 +45,23 @@ async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any] | Non
     if row is None:
         return None
     job = {**job_json(row), "detail": orjson.loads(row["detail"])}
-    job["history"] = [
-        dict(state)
-        for state in await conn.fetch(
-            "SELECT state, code, message, end_time, end_time_raw, received_at, callback_id"
-            " FROM job_states WHERE job_id = $1 ORDER BY id",
-            job_id,
-        )
-    ]
-    return job
+    return with_history(job, await _history(conn, job_id, JOB_HISTORY, None))
+
+
+async def _history(conn: asyncpg.Connection, job_id: str, limit: int, cursor: str | None) -> list[asyncpg.Record]:
+    where, params = _join([("job_id = {}", (job_id,)), _where("id < {}", None if cursor is None else int(cursor))])
+    return await conn.fetch(
+        f"SELECT {HISTORY_COLUMNS} FROM job_states{where} ORDER BY id DESC LIMIT ${len(params) + 1}",
+        *params,
+        limit + 1,
+    )
+
+
+async def job_history(conn: asyncpg.Connection, job_id: str, limit: int = 50, cursor: str | None = None) -> Page | None:
+    """A job's states, newest first; None for a job not known."""
+    if await conn.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
+        return None
+    return newest_first(await _history(conn, job_id, limit, cursor), limit, history_entry)
 
 
 async def list_jobs(

@@ -237,8 +237,16 @@ class PostgresStore:
 
     # -- the web console ------------------------------------------------------------------------
 
-    def job_trail(self, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
-        return self._read_sync(partial(console.job_trail, job_id=job_id, body_prefix=body_prefix))
+    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:
+        return await self._read(partial(queries.job_history, job_id=job_id, limit=limit, cursor=cursor))
+
+    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page:
+        return await self._read(
+            partial(console.job_callbacks, job_id=job_id, body_prefix=body_prefix, limit=limit, cursor=cursor)
+        )
+
+    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page:
+        return await self._read(partial(console.job_deliveries, job_id=job_id, limit=limit, cursor=cursor))
 
     def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
         return self._read_sync(partial(console.overview, since_minute=iso(since_minute), since_day=iso(since_day)))

@@ -1,4 +1,5 @@
-"""Reads only the web console makes: a job's trail, the overview's counts, a subscriber's recent record."""
+"""Reads the web console makes: a job's callbacks and deliveries (the API's too), the overview's counts, a
+subscriber's recent record."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from relay.store.records import Page
+from relay.store.rows import MAX_ID, newest_first
 from relay.store.sqlite.packing import unpack, unpack_prefix
 from relay.store.sqlite.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
 
@@ -13,26 +16,37 @@ from relay.store.sqlite.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
 RECENT_DELIVERIES = 100
 
 
-def job_trail(conn: sqlite3.Connection, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
-    """The raw callbacks that carried a job's states, and every delivery of its events, oldest first."""
-    callbacks = [
-        {
+def job_callbacks(
+    conn: sqlite3.Connection, job_id: str, body_prefix: int, limit: int = 50, cursor: str | None = None
+) -> Page:
+    """The raw callbacks that carried a job's states, newest first, bodies cut to ``body_prefix`` bytes."""
+    rows = conn.execute(
+        "SELECT id, received_at, source_addr, content_type, format, size, outcome, body, body_packed FROM callbacks"
+        " WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = ?) AND id < ? ORDER BY id DESC LIMIT ?",
+        (job_id, _before(cursor), limit + 1),
+    ).fetchall()
+    return newest_first(
+        rows,
+        limit,
+        lambda row: {
             **{key: row[key] for key in row.keys() if key not in ("body", "body_packed")},
             "body_prefix": unpack_prefix(row["body"], row["body_packed"], body_prefix).decode("utf-8", "replace"),
-        }
-        for row in conn.execute(
-            "SELECT id, received_at, source_addr, content_type, format, size, outcome, body, body_packed"
-            " FROM callbacks WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = ?) ORDER BY id",
-            (job_id,),
-        )
-    ]
-    deliveries = [
-        dict(row)
-        for row in conn.execute(
-            f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = ? ORDER BY d.id", (job_id,)
-        )
-    ]
-    return {"callbacks": callbacks, "deliveries": deliveries}
+        },
+    )
+
+
+def job_deliveries(conn: sqlite3.Connection, job_id: str, limit: int = 50, cursor: str | None = None) -> Page:
+    """Every delivery of a job's events, newest first."""
+    rows = conn.execute(
+        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?",
+        (job_id, _before(cursor), limit + 1),
+    ).fetchall()
+    return newest_first(rows, limit, dict)
+
+
+def _before(cursor: str | None) -> int:
+    """The id a page starts below: the cursor, or past every id."""
+    return MAX_ID if cursor is None else int(cursor)
 
 
 def overview(conn: sqlite3.Connection, since_minute: str, since_day: str) -> dict[str, list[dict[str, Any]]]:

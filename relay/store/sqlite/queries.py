@@ -10,7 +10,15 @@ from typing import Any
 import orjson
 
 from relay.store.records import Page
-from relay.store.rows import JOB_COLUMNS, job_json
+from relay.store.rows import (
+    HISTORY_COLUMNS,
+    JOB_COLUMNS,
+    JOB_HISTORY,
+    history_entry,
+    job_json,
+    newest_first,
+    with_history,
+)
 from relay.store.sqlite.packing import unpack, unpack_prefix
 
 
@@ -20,15 +28,21 @@ def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
         return None
     detail = row["detail"]  # text in rows written before m007, packed bytes after
     job = {**job_json(row), "detail": orjson.loads(unpack(detail, 1) if row["detail_packed"] else detail)}
-    job["history"] = [
-        dict(state)
-        for state in conn.execute(
-            "SELECT state, code, message, end_time, end_time_raw, received_at, callback_id"
-            " FROM job_states WHERE job_id = ? ORDER BY id",
-            (job_id,),
-        )
-    ]
-    return job
+    return with_history(job, _history(conn, job_id, JOB_HISTORY, None))
+
+
+def _history(conn: sqlite3.Connection, job_id: str, limit: int, cursor: str | None) -> list[sqlite3.Row]:
+    where, params = _join([("job_id = ?", (job_id,)), _where("id < ?", None if cursor is None else int(cursor))])
+    return conn.execute(
+        f"SELECT {HISTORY_COLUMNS} FROM job_states{where} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
+    ).fetchall()
+
+
+def job_history(conn: sqlite3.Connection, job_id: str, limit: int = 50, cursor: str | None = None) -> Page | None:
+    """A job's states, newest first; None for a job not known."""
+    if conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
+        return None
+    return newest_first(_history(conn, job_id, limit, cursor), limit, history_entry)
 
 
 def list_jobs(

@@ -274,10 +274,16 @@ class SqliteStore:
 
     # -- the web console --------------------------------------------------------------------------
 
-    def job_trail(self, job_id: str, body_prefix: int) -> dict[str, list[dict[str, Any]]]:
-        """The callbacks that carried the job (``callbacks``, bodies cut to ``body_prefix`` bytes) and every
-        delivery of its events (``deliveries``)."""
-        return self._read_sync(partial(console.job_trail, job_id=job_id, body_prefix=body_prefix))
+    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:
+        return await self._read(partial(queries.job_history, job_id=job_id, limit=limit, cursor=cursor))
+
+    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page:
+        return await self._read(
+            partial(console.job_callbacks, job_id=job_id, body_prefix=body_prefix, limit=limit, cursor=cursor)
+        )
+
+    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page:
+        return await self._read(partial(console.job_deliveries, job_id=job_id, limit=limit, cursor=cursor))
 
     def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
         """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""
