@@ -25,8 +25,8 @@ PAGE = 50
 ROWS = 20
 #: How much of a raw callback body the job page shows.
 BODY_PREFIX = 4096
-#: How much of a job's detail (as indented JSON) its page shows: a detail can be megabytes, the API has it whole.
-DETAIL_CHARS = 64 * 1024
+#: How much of a job's detail its page shows: a detail can be megabytes, the API has it whole.
+DETAIL_BYTES = 64 * 1024
 #: The overview's windows: callbacks per minute over the last hour, finished jobs over the last day.
 MINUTES = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -46,10 +46,12 @@ def _pivot(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, dict[
     return outcomes, list(minutes.items())
 
 
-def shown_detail(detail: object) -> tuple[str, int]:
-    """The start of ``detail`` as indented JSON (`DETAIL_CHARS` at most) and the length of the whole."""
-    text = pretty(detail)
-    return text[:DETAIL_CHARS], len(text)
+def shown_detail(detail: bytes) -> tuple[str, int, bool]:
+    """What the job page shows of the stored ``detail``: indented when it is small, else its first `DETAIL_BYTES`
+    as stored (parsing megabytes would hold the event loop); its size; whether it was cut."""
+    if len(detail) <= DETAIL_BYTES:
+        return pretty(detail), len(detail), False
+    return detail[:DETAIL_BYTES].decode("utf-8", "ignore"), len(detail), True
 
 
 def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime]) -> list[BaseRoute]:
@@ -79,7 +81,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         wanted = (params.one(query, "job_id") or "").strip()
         if wanted:
             # Search by JobId: an exact id is the usual question ("what happened to job X?").
-            if await store.get_job(wanted) is None:
+            if await store.get_job(wanted, raw=True) is None:
                 raise NotFound(f"no job has the id {wanted!r}")
             return RedirectResponse(f"/console/jobs/{quote(wanted, safe='')}", status_code=303)
         filters = _filters(request, ("state", "tag", "queue_id", "since"))
@@ -103,7 +105,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         older_states = params.cursor(query, numeric=True, name="history_cursor")
         callbacks_cursor = params.cursor(query, numeric=True, name="callbacks_cursor")
         deliveries_cursor = params.cursor(query, numeric=True, name="deliveries_cursor")
-        found = await store.get_job(job_id)
+        found = await store.get_job(job_id, raw=True)
         if found is None:
             raise NotFound(f"no job has the id {job_id!r}")
         history = (

@@ -89,8 +89,9 @@ class Store(Protocol):
     async def next_due(self) -> datetime | None: ...
 
     # -- reads
-    async def get_job(self, job_id: str) -> dict[str, Any] | None:
-        """The job with its latest states (``history``, oldest first) and ``history_next_cursor``."""
+    async def get_job(self, job_id: str, *, raw: bool = False) -> dict[str, Any] | None:
+        """The job with its latest states (``history``, oldest first) and ``history_next_cursor``; ``raw``: its
+        ``detail`` as the stored JSON bytes, not parsed (it can be megabytes: the API passes it on as is)."""
 
     async def list_jobs(self, **filters: Any) -> Page: ...
 

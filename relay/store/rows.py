@@ -6,7 +6,7 @@ a job in the API is one definition here, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -54,16 +54,55 @@ def history_entry(row: Row) -> dict[str, Any]:
     }
 
 
-def newest_first(rows: list[Any], limit: int, shape: Callable[[Any], dict[str, Any]]) -> Page:
-    """A page of up to ``limit`` of ``rows`` (fetched newest first, ``limit + 1`` of them, with an ``id``):
-    its cursor is the last id shown when there are more."""
-    return Page([shape(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
+#: Characters one page of a listing carries at most (past its first row), whatever ``limit`` asks. Every field
+#: is bounded (the schema, the quarantine's clip), yet 500 rows of the largest would be 23 MB; real rows are a
+#: few hundred characters, so only pages of hostile rows end early, and ``next_cursor`` goes on from there.
+PAGE_CHARS = 1 << 20
+
+
+def take(rows: Iterable[Any], limit: int, size: Callable[[Any], int]) -> tuple[list[Any], bool]:
+    """One page of ``rows``: up to ``limit`` (reading no further than needed), fewer once they hold `PAGE_CHARS`
+    characters by ``size``; and whether rows are left."""
+    kept: list[Any] = []
+    total = 0
+    for row in rows:
+        total += size(row)
+        if len(kept) == limit or (kept and total > PAGE_CHARS):
+            return kept, True
+        kept.append(row)
+    return kept, False
+
+
+def text_size(*columns: str) -> Callable[[Row], int]:
+    """A row's size for `take`: the characters in its unbounded-by-pattern text ``columns``."""
+    return lambda row: sum(len(row[column] or "") for column in columns)
+
+
+def newest_first(
+    rows: Iterable[Any], limit: int, shape: Callable[[Any], dict[str, Any]], size: Callable[[Any], int]
+) -> Page:
+    """A page of ``rows`` (fetched newest first, at least ``limit + 1`` of them, each with an ``id``): its
+    cursor is the last id shown when there are more."""
+    kept, more = take(rows, limit, size)
+    return Page([shape(row) for row in kept], str(kept[-1]["id"]) if more else None)
+
+
+#: The sizes of rows in a page: their free-text columns (the rest are ids, times and labels of bounded shape).
+JOB_TEXT = text_size("code", "message", "bucket", "object_key", "region")
+STATE_TEXT = text_size("code", "message")
+NO_TEXT = text_size()
+_CALLBACK_TEXT = text_size("content_type", "dedup_key", "reason", "error_path")
+
+
+def callback_size(body_prefix: int) -> Callable[[Row], int]:
+    """The size of a raw callback's row in a page that shows ``body_prefix`` bytes of each body."""
+    return lambda row: min(row["size"], body_prefix) + _CALLBACK_TEXT(row)
 
 
 def with_history(job: dict[str, Any], rows: list[Any]) -> dict[str, Any]:
     """``job`` with its latest `JOB_HISTORY` states (``rows``: newest first, one more if there are), oldest
     first as ever, and ``history_next_cursor`` for `Store.job_history` when older ones exist."""
-    page = newest_first(rows, JOB_HISTORY, history_entry)
+    page = newest_first(rows, JOB_HISTORY, history_entry, STATE_TEXT)
     return {**job, "history": page.items[::-1], "history_next_cursor": page.cursor}
 
 

@@ -65,7 +65,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         "get": admin(
             "listJobCallbacks",
             "The raw callbacks that carried a job's states, newest first",
-            {200: answer("One page of the job's callbacks.", "JobCallbackPage")},
+            {200: answer("One page of the job's callbacks.", "CallbackPage")},
             errors=(400, 404),
             parameters=(_path("job_id"), parameter("limit"), parameter("cursor")),
             tag=_TAG,

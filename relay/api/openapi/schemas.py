@@ -159,8 +159,6 @@ _CALLBACK = {
     "body_truncated": {"type": "boolean"},
     "body_prefix": {"type": "string", "description": "The first 4 KB of the body as received."},
 }
-#: What a job's callbacks show of each (``/api/jobs/{job_id}/callbacks``).
-_JOB_CALLBACK = ("id", "received_at", "source_addr", "content_type", "format", "size", "outcome", "body_prefix")
 _HISTORY = {"state": STRING, "received_at": STRING, "callback_id": WHOLE}
 _JOB_HISTORY = {**_HISTORY, "code": TEXT, "message": TEXT, "end_time": TEXT, "end_time_raw": TEXT}
 _TASK = {
@@ -219,8 +217,6 @@ SCHEMAS: dict[str, Schema] = {
     "JobPage": page_of("Job"),
     "JobState": record(_JOB_HISTORY),
     "JobHistoryPage": page_of("JobState"),
-    "JobCallback": record({key: _CALLBACK[key] for key in _JOB_CALLBACK}),
-    "JobCallbackPage": page_of("JobCallback"),
     "WorkflowRun": record(
         {
             "run_id": STRING,

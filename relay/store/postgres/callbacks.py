@@ -18,7 +18,7 @@ from relay.domain.callback import (
 )
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
-from relay.store.formats import iso, to_json
+from relay.store.formats import iso, refusal, to_json
 from relay.store.postgres.deliveries import insert_owed
 from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version
 
@@ -229,8 +229,7 @@ async def record_rejection(conn: asyncpg.Connection, received: Received, error: 
             received.format,
             len(received.body),
             error.outcome,
-            error.detail if error.rule is None else f"{error.detail}: {error.rule}",
-            error.path,
+            *refusal(error),
             received.body[:prefix_limit],
             int(len(received.body) > prefix_limit),
         )

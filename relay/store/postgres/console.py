@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from relay.store.postgres.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
+from relay.store.postgres.queries import CALLBACK_COLUMNS, DELIVERY_COLUMNS, DELIVERY_JOINS, callback_json
 from relay.store.records import Page
-from relay.store.rows import MAX_ID, newest_first
+from relay.store.rows import MAX_ID, NO_TEXT, callback_size, newest_first
 
 #: How many of a subscriber's latest attempted deliveries its success ratio is taken over.
 RECENT_DELIVERIES = 100
@@ -24,22 +24,14 @@ async def job_callbacks(
 ) -> Page:
     """The raw callbacks that carried a job's states, newest first, bodies cut to ``body_prefix`` bytes."""
     rows = await conn.fetch(
-        "SELECT id, received_at, source_addr, content_type, format, size, outcome,"
-        " substring(body from 1 for $1) AS body_prefix FROM callbacks"
+        f"SELECT {CALLBACK_COLUMNS}, substring(body from 1 for $1) AS body_prefix FROM callbacks"
         " WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = $2) AND id < $3 ORDER BY id DESC LIMIT $4",
         body_prefix,
         job_id,
         MAX_ID if cursor is None else int(cursor),
         limit + 1,
     )
-    return newest_first(
-        rows,
-        limit,
-        lambda row: {
-            **{key: row[key] for key in row.keys() if key != "body_prefix"},
-            "body_prefix": bytes(row["body_prefix"] or b"").decode("utf-8", "replace"),
-        },
-    )
+    return newest_first(rows, limit, callback_json, callback_size(body_prefix))
 
 
 async def job_deliveries(conn: asyncpg.Connection, job_id: str, limit: int = 50, cursor: str | None = None) -> Page:
@@ -50,7 +42,7 @@ async def job_deliveries(conn: asyncpg.Connection, job_id: str, limit: int = 50,
         MAX_ID if cursor is None else int(cursor),
         limit + 1,
     )
-    return newest_first(rows, limit, dict)
+    return newest_first(rows, limit, dict, NO_TEXT)
 
 
 async def overview(conn: asyncpg.Connection, since_minute: str, since_day: str) -> dict[str, list[dict[str, Any]]]:

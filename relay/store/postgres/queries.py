@@ -14,12 +14,18 @@ from relay.store.rows import (
     HISTORY_COLUMNS,
     JOB_COLUMNS,
     JOB_HISTORY,
+    JOB_TEXT,
+    STATE_TEXT,
+    callback_size,
     history_entry,
     job_json,
     newest_first,
+    take,
     with_history,
 )
 
+#: How much of each body a listing of callbacks shows.
+BODY_PREFIX = 4096
 #: A filter: its clause with ``{}`` for each parameter, and the values; None when the filter was not given.
 Condition = tuple[str, tuple[object, ...]] | None
 
@@ -40,11 +46,11 @@ def _join(conditions: Iterable[Condition]) -> tuple[str, list[object]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any] | None:
+async def get_job(conn: asyncpg.Connection, job_id: str, raw: bool = False) -> dict[str, Any] | None:
     row = await conn.fetchrow(f"SELECT {JOB_COLUMNS}, detail FROM jobs WHERE job_id = $1", job_id)
     if row is None:
         return None
-    job = {**job_json(row), "detail": orjson.loads(row["detail"])}
+    job = {**job_json(row), "detail": row["detail"].encode() if raw else orjson.loads(row["detail"])}
     return with_history(job, await _history(conn, job_id, JOB_HISTORY, None))
 
 
@@ -61,7 +67,7 @@ async def job_history(conn: asyncpg.Connection, job_id: str, limit: int = 50, cu
     """A job's states, newest first; None for a job not known."""
     if await conn.fetchval("SELECT 1 FROM jobs WHERE job_id = $1", job_id) is None:
         return None
-    return newest_first(await _history(conn, job_id, limit, cursor), limit, history_entry)
+    return newest_first(await _history(conn, job_id, limit, cursor), limit, history_entry, STATE_TEXT)
 
 
 async def list_jobs(
@@ -86,11 +92,8 @@ async def list_jobs(
         *params,
         limit + 1,
     )
-    last = rows[limit - 1] if len(rows) > limit else None
-    return Page(
-        [job_json(row) for row in rows[:limit]],
-        f"{last['callback_id']}:{last['job_id']}" if last is not None else None,
-    )
+    kept, more = take(rows, limit, JOB_TEXT)
+    return Page([job_json(row) for row in kept], f"{kept[-1]['callback_id']}:{kept[-1]['job_id']}" if more else None)
 
 
 async def get_workflow(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] | None:
@@ -108,7 +111,7 @@ async def get_workflow(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] 
     return run
 
 
-_CALLBACK_COLUMNS = (
+CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
     " dedup_key, body_truncated"
 )
@@ -126,18 +129,20 @@ async def list_callbacks(
     conditions.append(_where("id < {}", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
     rows = await conn.fetch(
-        f"SELECT {_CALLBACK_COLUMNS}, substring(body from 1 for 4096) AS body_prefix FROM callbacks{where}"
+        f"SELECT {CALLBACK_COLUMNS}, substring(body from 1 for {BODY_PREFIX}) AS body_prefix FROM callbacks{where}"
         f" ORDER BY id DESC LIMIT ${len(params) + 1}",
         *params,
         limit + 1,
     )
-    items = []
-    for row in rows[:limit]:
-        item = {key: row[key] for key in row.keys() if key != "body_prefix"}
-        item["body_truncated"] = bool(row["body_truncated"])
-        item["body_prefix"] = bytes(row["body_prefix"] or b"").decode("utf-8", "replace")
-        items.append(item)
-    return Page(items, str(rows[limit - 1]["id"]) if len(rows) > limit else None)
+    return newest_first(rows, limit, callback_json, callback_size(BODY_PREFIX))
+
+
+def callback_json(row: asyncpg.Record) -> dict[str, Any]:
+    """A raw callback as the API shows it: `CALLBACK_COLUMNS` and the ``body_prefix`` selected."""
+    item = {key: row[key] for key in row.keys() if key != "body_prefix"}
+    item["body_truncated"] = bool(row["body_truncated"])
+    item["body_prefix"] = bytes(row["body_prefix"] or b"").decode("utf-8", "replace")
+    return item
 
 
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:

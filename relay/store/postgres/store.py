@@ -190,8 +190,8 @@ class PostgresStore:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str) -> dict[str, Any] | None:
-        return await self._read(partial(queries.get_job, job_id=job_id))
+    async def get_job(self, job_id: str, *, raw: bool = False) -> dict[str, Any] | None:
+        return await self._read(partial(queries.get_job, job_id=job_id, raw=raw))
 
     async def list_jobs(self, **filters: Any) -> Page:
         return await self._read(partial(queries.list_jobs, **filters))

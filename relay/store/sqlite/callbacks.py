@@ -19,7 +19,7 @@ from relay.domain.callback import (
 )
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
-from relay.store.formats import iso, to_json
+from relay.store.formats import iso, refusal, to_json
 from relay.store.sqlite.deliveries import insert_owed
 from relay.store.sqlite.packing import pack
 from relay.store.sqlite.subscribers import subscribers_version
@@ -224,8 +224,7 @@ def record_rejection(conn: sqlite3.Connection, received: Received, error: Reject
             received.format,
             len(received.body),
             error.outcome,
-            error.detail if error.rule is None else f"{error.detail}: {error.rule}",
-            error.path,
+            *refusal(error),
             received.body[:prefix_limit],
             int(len(received.body) > prefix_limit),
         ),

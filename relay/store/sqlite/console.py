@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from relay.store.records import Page
-from relay.store.rows import MAX_ID, newest_first
-from relay.store.sqlite.packing import unpack, unpack_prefix
-from relay.store.sqlite.queries import DELIVERY_COLUMNS, DELIVERY_JOINS
+from relay.store.rows import MAX_ID, NO_TEXT, callback_size, newest_first
+from relay.store.sqlite.packing import unpack
+from relay.store.sqlite.queries import CALLBACK_COLUMNS, DELIVERY_COLUMNS, DELIVERY_JOINS, callback_json
 
 #: How many of a subscriber's latest attempted deliveries its success ratio is taken over.
 RECENT_DELIVERIES = 100
@@ -21,18 +22,11 @@ def job_callbacks(
 ) -> Page:
     """The raw callbacks that carried a job's states, newest first, bodies cut to ``body_prefix`` bytes."""
     rows = conn.execute(
-        "SELECT id, received_at, source_addr, content_type, format, size, outcome, body, body_packed FROM callbacks"
+        f"SELECT {CALLBACK_COLUMNS}, body, body_packed FROM callbacks"
         " WHERE id IN (SELECT callback_id FROM job_states WHERE job_id = ?) AND id < ? ORDER BY id DESC LIMIT ?",
         (job_id, _before(cursor), limit + 1),
-    ).fetchall()
-    return newest_first(
-        rows,
-        limit,
-        lambda row: {
-            **{key: row[key] for key in row.keys() if key not in ("body", "body_packed")},
-            "body_prefix": unpack_prefix(row["body"], row["body_packed"], body_prefix).decode("utf-8", "replace"),
-        },
     )
+    return newest_first(rows, limit, partial(callback_json, body_prefix=body_prefix), callback_size(body_prefix))
 
 
 def job_deliveries(conn: sqlite3.Connection, job_id: str, limit: int = 50, cursor: str | None = None) -> Page:
@@ -40,8 +34,8 @@ def job_deliveries(conn: sqlite3.Connection, job_id: str, limit: int = 50, curso
     rows = conn.execute(
         f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?",
         (job_id, _before(cursor), limit + 1),
-    ).fetchall()
-    return newest_first(rows, limit, dict)
+    )
+    return newest_first(rows, limit, dict, NO_TEXT)
 
 
 def _before(cursor: str | None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -14,20 +15,25 @@ from relay.store.rows import (
     HISTORY_COLUMNS,
     JOB_COLUMNS,
     JOB_HISTORY,
+    JOB_TEXT,
+    STATE_TEXT,
+    callback_size,
     history_entry,
     job_json,
     newest_first,
+    take,
     with_history,
 )
 from relay.store.sqlite.packing import unpack, unpack_prefix
 
 
-def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+def get_job(conn: sqlite3.Connection, job_id: str, raw: bool = False) -> dict[str, Any] | None:
     row = conn.execute(f"SELECT {JOB_COLUMNS}, detail, detail_packed FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     if row is None:
         return None
     detail = row["detail"]  # text in rows written before m007, packed bytes after
-    job = {**job_json(row), "detail": orjson.loads(unpack(detail, 1) if row["detail_packed"] else detail)}
+    text = unpack(detail, 1) if row["detail_packed"] else detail.encode()
+    job = {**job_json(row), "detail": text if raw else orjson.loads(text)}
     return with_history(job, _history(conn, job_id, JOB_HISTORY, None))
 
 
@@ -42,7 +48,7 @@ def job_history(conn: sqlite3.Connection, job_id: str, limit: int = 50, cursor: 
     """A job's states, newest first; None for a job not known."""
     if conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
         return None
-    return newest_first(_history(conn, job_id, limit, cursor), limit, history_entry)
+    return newest_first(_history(conn, job_id, limit, cursor), limit, history_entry, STATE_TEXT)
 
 
 def list_jobs(
@@ -69,14 +75,10 @@ def list_jobs(
         )
     where, params = _join(conditions)
     rows = conn.execute(
-        f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?",
-        (*params, limit + 1),
-    ).fetchall()
-    last = rows[limit - 1] if len(rows) > limit else None
-    return Page(
-        [job_json(row) for row in rows[:limit]],
-        f"{last['callback_id']}:{last['job_id']}" if last is not None else None,
+        f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?", (*params, limit + 1)
     )
+    kept, more = take(rows, limit, JOB_TEXT)
+    return Page([job_json(row) for row in kept], f"{kept[-1]['callback_id']}:{kept[-1]['job_id']}" if more else None)
 
 
 def get_workflow(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
@@ -101,7 +103,7 @@ def get_workflow(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None
 
 #: How much of each body a listing of callbacks shows.
 BODY_PREFIX = 4096
-_CALLBACK_COLUMNS = (
+CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
     " dedup_key, body_truncated"
 )
@@ -119,16 +121,18 @@ def list_callbacks(
     conditions.append(_where("id < ?", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
     rows = conn.execute(
-        f"SELECT {_CALLBACK_COLUMNS}, body, body_packed FROM callbacks{where} ORDER BY id DESC LIMIT ?",
+        f"SELECT {CALLBACK_COLUMNS}, body, body_packed FROM callbacks{where} ORDER BY id DESC LIMIT ?",
         (*params, limit + 1),
-    ).fetchall()
-    items = []
-    for row in rows[:limit]:
-        item = {key: row[key] for key in row.keys() if key not in ("body", "body_packed")}
-        item["body_truncated"] = bool(row["body_truncated"])
-        item["body_prefix"] = unpack_prefix(row["body"], row["body_packed"], BODY_PREFIX).decode("utf-8", "replace")
-        items.append(item)
-    return Page(items, str(rows[limit - 1]["id"]) if len(rows) > limit else None)
+    )
+    return newest_first(rows, limit, partial(callback_json, body_prefix=BODY_PREFIX), callback_size(BODY_PREFIX))
+
+
+def callback_json(row: sqlite3.Row, body_prefix: int) -> dict[str, Any]:
+    """A raw callback as the API shows it (`CALLBACK_COLUMNS` and the body), its body cut to ``body_prefix``."""
+    item = {key: row[key] for key in row.keys() if key not in ("body", "body_packed")}
+    item["body_truncated"] = bool(row["body_truncated"])
+    item["body_prefix"] = unpack_prefix(row["body"], row["body_packed"], body_prefix).decode("utf-8", "replace")
+    return item
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
