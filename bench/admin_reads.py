@@ -90,9 +90,10 @@ def largest_detail(job_id: str) -> bytes:
     )
 
 
-def load(http: httpx.Client, *, jobs: int = WIDEST_JOBS) -> None:
-    """Post the largest data: ``jobs`` widest jobs, a full history, the largest detail."""
-    post = f"/cos/callback?token={TOKEN}"
+def load(http: httpx.Client, *, jobs: int = WIDEST_JOBS, token: str = TOKEN) -> None:
+    """Post the largest data (with the callback ``token``): ``jobs`` widest jobs, a full history, the largest
+    detail."""
+    post = f"/cos/callback?token={token}"
     widest = [widest_job(f"jeeee{number:028x}") for number in range(jobs)]
     history = [body for second in range(MAX_JOB_STATES) for body in bodies([widest_job(HISTORY_JOB, second)])]
     for body in (*bodies(widest), *history, largest_detail(DETAIL_JOB)):
@@ -117,10 +118,10 @@ READS = (
 
 
 @contextlib.contextmanager
-def admin_client(base: str) -> Iterator[httpx.Client]:
-    """A client with the admin token (the API) and a console session (the console reads the cookie)."""
-    with httpx.Client(base_url=base, timeout=120, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
-        signed_in = http.post("/console/login", data={"token": ADMIN_TOKEN}, headers={"origin": base})
+def admin_client(base: str, token: str = ADMIN_TOKEN) -> Iterator[httpx.Client]:
+    """A client with the admin ``token`` (the API) and a console session (the console reads the cookie)."""
+    with httpx.Client(base_url=base, timeout=120, headers={"authorization": f"Bearer {token}"}) as http:
+        signed_in = http.post("/console/login", data={"token": token}, headers={"origin": base})
         if signed_in.status_code != 303:
             raise RuntimeError(f"console login: {signed_in.status_code}")
         yield http
