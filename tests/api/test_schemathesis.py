@@ -82,6 +82,10 @@ def check_seeded_answers(api: httpx.Client) -> None:
     deliveries = api.get("/api/deliveries", params={"limit": 500}).json()["items"]
     reads = [
         ("/api/jobs/{job_id}", f"/api/jobs/{JOB_ID}"),
+        *(
+            (f"/api/jobs/{{job_id}}/{part}", f"/api/jobs/{JOB_ID}/{part}")
+            for part in ("history", "callbacks", "deliveries")
+        ),
         ("/api/workflows/{run_id}", f"/api/workflows/{RUN_ID}"),
         ("/api/jobs", "/api/jobs?limit=2"),
         ("/api/callbacks", "/api/callbacks"),
