@@ -66,7 +66,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         by_state: dict[str, int] = {}
         for state in stats["subscribers"].values():
             by_state[state] = by_state.get(state, 0) + 1
-        return renderer.page(
+        return await renderer.render(
             request,
             "overview.html",
             outcomes=outcomes,
@@ -96,7 +96,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
             limit=PAGE,
             cursor=params.cursor(query),
         )
-        return renderer.page(
+        return await renderer.render(
             request, "jobs.html", jobs=found.items, cursor=found.cursor, filters=filters, states=JOB_STATES
         )
 
@@ -119,7 +119,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         callbacks = await store.job_callbacks(job_id, BODY_PREFIX, ROWS, callbacks_cursor)
         deliveries = await store.job_deliveries(job_id, ROWS, deliveries_cursor)
         detail = await anyio.to_thread.run_sync(shown_detail, found["detail"])
-        return renderer.page(
+        return await renderer.render(
             request,
             "job.html",
             job=found,
@@ -133,7 +133,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         query = request.query_params
         outcome = params.folded_choice(query, "outcome", (*CALLBACK_OUTCOMES, "rejected"))
         found = await store.list_callbacks(outcome=outcome, limit=PAGE, cursor=params.cursor(query, numeric=True))
-        return renderer.page(
+        return await renderer.render(
             request,
             "callbacks.html",
             callbacks=found.items,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import jinja2
 import orjson
 from starlette.requests import Request
@@ -124,3 +126,8 @@ class Renderer:
             **context,
         )
         return HTMLResponse(html, status_code=status)
+
+    async def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        """`page` in a worker thread: a page of stored rows at the field bounds is megabytes of HTML, and Jinja
+        writing it on the event loop held every other request meanwhile."""
+        return await anyio.to_thread.run_sync(partial(self.page, request, template, status, **context))
