@@ -13,10 +13,9 @@ from starlette.datastructures import QueryParams
 
 from relay.domain import numbers
 from relay.errors import BadParameter
+from relay.store.rows import MAX_ID as MAX_ID  # ids and cursors: the store's 64-bit integers
 
 MAX_LIMIT = 500
-#: Ids and cursors are SQLite INTEGERs (signed 64-bit); larger ones would overflow the binding.
-MAX_ID = 2**63 - 1
 #: ``since=7d`` and friends reach back at most this far (a century: anything older is "everything").
 MAX_SPAN_DAYS = 36500
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -34,7 +34,8 @@ JOB_COLUMNS = (
 )
 
 
-#: Ids are 64-bit signed integers on both backends: a page with no cursor starts below this.
+#: Ids are 64-bit signed integers on both backends (a larger one would overflow the binding): a page with no
+#: cursor starts below this.
 MAX_ID = 2**63 - 1
 #: States of its history a job's JSON carries (the latest); `Store.job_history` pages through all of them.
 JOB_HISTORY = 20
