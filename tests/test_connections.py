@@ -45,7 +45,8 @@ def fresh(number: int) -> bytes:
 @pytest.fixture(scope="module")
 def server(module_database: Target) -> Iterator[ProcessServer]:
     db = module_database
-    env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT), "RELAY_KEEPALIVE_TIMEOUT": str(KEEPALIVE)}
+    # Thousands of wrong tokens probe the connections here, not the guessing throttle (tests/test_edge.py does).
+    env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT), "RELAY_KEEPALIVE_TIMEOUT": str(KEEPALIVE), "RELAY_GUESS_LIMIT": "0"}
     started = ProcessServer(db, args=TOKENS, env=env).start()
     with httpx.Client(base_url=started.url) as client:  # warm up: schema, parser, first commit
         assert client.post(callback_url(), content=TRANSCODE).status_code == 200
@@ -137,7 +138,9 @@ def test_bytes_between_requests_do_not_keep_an_idle_connection_open(server: Proc
 def test_a_body_that_trickles_after_a_refusal_is_cut_off(server: ProcessServer) -> None:
     """A 401 to a 1 MB body, then one byte every 0.2 s: each byte used to hold the connection for good."""
     with connect(server.port) as sock:
-        sock.sendall(f"POST {callback_url('wrong')} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {callback_url('wrong')} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n".encode()
+        )
         assert read_answer(sock).startswith(b"HTTP/1.1 401")
         started = time.monotonic()
         closed = False
@@ -164,7 +167,9 @@ def test_a_refused_callback_whose_body_is_all_sent_still_gets_its_answer_and_kee
 
 def test_pipelined_requests_are_all_answered_in_order(server: ProcessServer) -> None:
     """Heads are fed to the parser in pieces; requests sent back to back in one write still all get answers."""
-    requests = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3 + b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    requests = (
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3 + b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
     with connect(server.port) as sock:
         sock.sendall(requests)
         received = b""
@@ -226,7 +231,9 @@ def test_two_thousand_connections_holding_unread_bodies_are_all_released(
         for _ in range(2000):
             sock = connect(server.port)
             attackers.append(sock)
-            sock.sendall(f"POST {callback_url('wrong')} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n".encode())
+            sock.sendall(
+                f"POST {callback_url('wrong')} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n".encode()
+            )
         for sock in attackers:
             assert read_answer(sock).startswith(b"HTTP/1.1 401")
             sock.sendall(b"x")
@@ -420,7 +427,8 @@ class Attacker:
 def test_real_callbacks_are_served_while_a_client_holds_three_times_the_descriptor_limit_in_sockets(
     database: Target, figures: dict[str, dict[str, object]]
 ) -> None:
-    env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT)}
+    # The flood's wrong tokens and the real callbacks both come from 127.0.0.1: no guessing throttle here.
+    env = {"RELAY_BODY_TIMEOUT": str(BODY_TIMEOUT), "RELAY_GUESS_LIMIT": "0"}
     server = ProcessServer(database, args=TOKENS, env=env, preexec_fn=low_nofile).start()
     try:
         baseline = open_fds(server.pid)
@@ -461,7 +469,9 @@ def test_upgrade_requests_are_answered_as_ordinary_requests_and_log_nothing(data
     try:
         for _ in range(20):
             with connect(server.port) as sock:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                sock.sendall(
+                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                )
                 assert read_answer(sock).startswith(b"HTTP/1.1 200 "), "answered as a plain GET"
     finally:
         output = server.stop()
