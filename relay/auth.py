@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.domain.guessing import Guesses, retry_after, source_key
+from relay.errors import Throttled
 from relay.logs import Throttle
 from relay.metrics import Metrics
 from relay.settings import Settings
@@ -119,11 +120,8 @@ def _source(request: Request) -> str:
 
 
 def too_many_guesses(seconds: float) -> Response:
-    return JSONResponse(
-        {"error": "throttled", "detail": "too many wrong tokens from this address; try again later"},
-        status_code=429,
-        headers={"Retry-After": retry_after(seconds)},
-    )
+    refusal = Throttled(seconds)
+    return JSONResponse(refusal.body(), status_code=refusal.status, headers={"Retry-After": retry_after(seconds)})
 
 
 class BearerAuth:
