@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 
 from relay.api.hosts import allowed_hosts, host_of, matches
+from relay.cli import main
 from relay.setting_kinds import parse_hosts
 from relay.settings import Settings
 
@@ -42,3 +46,13 @@ def test_by_default_the_public_url_host_and_the_loopback_names_are_allowed() -> 
     )
     assert allowed_hosts(Settings(host="10.0.0.5")) == ("10.0.0.5", "localhost", "127.0.0.1", "[::1]")
     assert allowed_hosts(Settings(allowed_hosts="a.example.com,*")) == ("a.example.com", "*")
+
+
+def test_an_allowed_hosts_mistake_stops_serve_with_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["serve", "--db", str(tmp_path / "relay.db"), "--allowed-hosts", "https://relay.example.com"]
+    )
+    assert result.exit_code == 2
+    assert "'https://relay.example.com' is not a host name" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "relay.db").exists()
