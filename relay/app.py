@@ -19,17 +19,19 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from relay.api.health import health_routes
+from relay.api.hosts import AllowedHosts, allowed_hosts
 from relay.api.nul import RefuseNul
 from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
-from relay.auth import BearerAuth, Credentials, generate_token, resolve_credentials
+from relay.auth import BearerAuth, Credentials, Guessing, generate_token, resolve_credentials
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.deliver.client import Sender
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.guessing import Guesses
 from relay.domain.retention import Windows
 from relay.domain.retry import RetryPolicy
 from relay.errors import Rejected
@@ -109,6 +111,7 @@ def create_app(
     # Unless given, filled in by the lifespan once the store is open (tokens may come from the database).
     resolved = credentials is not None
     credentials = credentials or Credentials(settings.callback_token, settings.admin_token or "")
+    guessing = Guessing(Guesses(settings.guess_limit, settings.guess_window), metrics, clock)
     callback = CallbackEndpoint(
         settings=settings,
         credentials=credentials,
@@ -116,6 +119,7 @@ def create_app(
         ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
         clock=clock,
         metrics=metrics,
+        guessing=guessing,
         on_commit=delivery.wake,
     )
     exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock), metrics_dir)
@@ -149,10 +153,10 @@ def create_app(
             store.close()
 
     session_key = SessionKey()
-    admin = [Middleware(BearerAuth, credentials=credentials)]
+    admin = [Middleware(BearerAuth, credentials=credentials, guessing=guessing)]
     api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
     app = Starlette(
-        middleware=[Middleware(RefuseNul)],
+        middleware=[Middleware(AllowedHosts, patterns=allowed_hosts(settings)), Middleware(RefuseNul)],
         exception_handlers={Rejected: render_rejection, HTTPException: render_http_error},
         routes=[
             Route("/cos/callback", callback.handle, methods=["POST"]),
@@ -161,7 +165,7 @@ def create_app(
             openapi_route(),
             Mount("/api", app=api, middleware=admin),
             Route("/console", lambda request: RedirectResponse("/console/", status_code=308), methods=["GET"]),
-            Mount("/console", app=console_app(settings, store, subscribers, credentials, session_key, clock)),
+            Mount("/console", app=console_app(settings, store, subscribers, credentials, session_key, clock, guessing)),
         ],
         lifespan=lifespan,
     )

@@ -13,6 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from relay.domain.guessing import Guesses, retry_after, source_key
+from relay.errors import Throttled
+from relay.logs import Throttle
+from relay.metrics import Metrics
 from relay.settings import Settings
 from relay.store import Store
 
@@ -71,23 +75,81 @@ def resolve_credentials(settings: Settings, store: Store, clock: Callable[[], da
     return Credentials(callback_token, admin_token, generated)
 
 
+#: A line saying a source was throttled is logged at most once per this many seconds and check (the
+#: metrics count every wrong token and every refusal).
+THROTTLED_LOG_INTERVAL = 10.0
+
+
+class Guessing:
+    """The token checks' guard against guessing: the console login, the admin bearer token and the callback
+    token each let a source address (a trusted proxy's X-Forwarded-For, else the peer) send a few wrong
+    tokens a minute (`relay.domain.guessing`); past that the source gets 429 with Retry-After, whatever token
+    it sends, so a throttled guesser cannot tell the right token from a wrong one."""
+
+    def __init__(self, guesses: Guesses, metrics: Metrics, clock: Callable[[], datetime]) -> None:
+        self._guesses = guesses
+        self._metrics = metrics
+        self._clock = clock
+        self._log = Throttle(THROTTLED_LOG_INTERVAL, lambda: clock().timestamp())
+
+    def wait(self, check: str, request: Request) -> float:
+        """Seconds the request's source must wait before its token at ``check`` is compared (0: compare now)."""
+        seconds = self._guesses.wait(check, _source(request), self._clock().timestamp())
+        if seconds:
+            self._metrics.throttled.labels(check).inc()
+        return seconds
+
+    def wrong(self, check: str, request: Request) -> None:
+        """Count a wrong token the request's source sent at ``check``."""
+        self._metrics.wrong_tokens.labels(check).inc()
+        source = _source(request)
+        if self._guesses.wrong(check, source, self._clock().timestamp()):
+            held = self._log.allow(check)
+            if held is not None:
+                logger.warning(
+                    "too many wrong tokens from %s at the %s check: it gets 429 for a while%s",
+                    source,
+                    check,
+                    f" ({held} more like this since the last line, not logged)" if held else "",
+                    extra={"action": "token_guessing_throttled", "outcome": check},
+                )
+
+
+def _source(request: Request) -> str:
+    return source_key(request.client.host if request.client else None)
+
+
+def too_many_guesses(seconds: float) -> Response:
+    refusal = Throttled(seconds)
+    return JSONResponse(refusal.body(), status_code=refusal.status, headers={"Retry-After": retry_after(seconds)})
+
+
 class BearerAuth:
     """ASGI middleware: the wrapped routes need ``Authorization: Bearer <admin token>``."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
+    def __init__(self, app: ASGIApp, credentials: Credentials, guessing: Guessing) -> None:
         self.app = app
         self.credentials = credentials
+        self.guessing = guessing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            header = sole(Request(scope).headers.getlist("authorization")) or ""
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not tokens_match(token.strip(), self.credentials.admin_token):
-                response: Response = JSONResponse(
-                    {"error": "unauthorized", "detail": "a valid admin bearer token is required"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+            request = Request(scope)
+            response: Response | None = None
+            if wait := self.guessing.wait("bearer", request):
+                response = too_many_guesses(wait)
+            else:
+                header = sole(request.headers.getlist("authorization")) or ""
+                scheme, _, token = header.partition(" ")
+                if scheme.lower() != "bearer" or not tokens_match(token.strip(), self.credentials.admin_token):
+                    if token.strip():
+                        self.guessing.wrong("bearer", request)
+                    response = JSONResponse(
+                        {"error": "unauthorized", "detail": "a valid admin bearer token is required"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+            if response is not None:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -12,6 +12,7 @@ responses or exit codes.
   + Malformed         400  not well-formed, DTD, bad UTF-8
   + Invalid           422  well-formed but not a COS callback
   + Unavailable       503  the store could not commit; COS should try again
+  + Throttled         429  the source sent too many wrong tokens; it waits ``retry_after`` seconds
   the admin API and the CLI:
   + BadParameter      400  a query, path or option value is not valid
   + BadSubscriber     400  a subscriber definition is not valid, or the change is not possible
@@ -121,6 +122,18 @@ class Unavailable(Rejected):
     status = 503
     outcome = "unavailable"
     quarantined = False
+
+
+class Throttled(Rejected):
+    """Too many wrong tokens from this address; try again later."""
+
+    status = 429
+    outcome = "throttled"
+    quarantined = False
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__()
+        self.retry_after = retry_after
 
 
 class BadParameter(Rejected):

@@ -40,7 +40,10 @@ CALLBACK_OUTCOMES = (
     "malformed",
     "invalid",
     "unavailable",
+    "throttled",
 )
+#: The token checks that count wrong tokens per source address and throttle guessing (`relay.auth.Guessing`).
+TOKEN_CHECKS = ("login", "bearer", "callback")
 #: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
 WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")
 #: Why a delivery is given up, and why the gateway disables a subscriber (see the delivery worker).
@@ -137,6 +140,14 @@ class Metrics:
             _LATENCY,
         )
         self.write_errors = counter("store_write_errors", "Failed SQLite write transactions, by kind.", ("kind",))
+        self.wrong_tokens = counter(
+            "wrong_tokens", "Wrong tokens sent, by check (console login, admin bearer, callback).", ("check",)
+        )
+        self.throttled = counter(
+            "token_guesses_throttled",
+            "Requests answered 429 because their source address sent too many wrong tokens, by check.",
+            ("check",),
+        )
         self.pruned_rows = counter("pruned_rows", "Rows removed by retention, by kind.", ("kind",))
         self._per_subscriber: tuple[Counter | Histogram, ...] = (
             self.attempts,
@@ -155,6 +166,9 @@ class Metrics:
             self.write_errors.labels(kind)
         for kind in KINDS:
             self.pruned_rows.labels(kind)
+        for check in TOKEN_CHECKS:
+            self.wrong_tokens.labels(check)
+            self.throttled.labels(check)
 
     def subscribers_known(self, names: Iterable[str]) -> None:
         """Start each subscriber's give-up and disable counters at 0 (idempotent; every attempt calls it)."""

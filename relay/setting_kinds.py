@@ -6,8 +6,10 @@ command line, the environment and `Settings` itself all refuse a bad value the s
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
@@ -284,7 +286,31 @@ def parse_proxies(value: str) -> list[str]:
     return items
 
 
+def parse_hosts(value: str) -> tuple[str, ...]:
+    """``"relay.example.com, *.example.net"`` (or ``*``) as lower-case host patterns: names, ``*.`` wildcards and
+    IP addresses (IPv6 in brackets), without ports; an empty string is none."""
+    items = tuple(item.strip().lower().rstrip(".") for item in value.split(",") if item.strip())
+    for item in items:
+        if item == "*" or _HOST_PATTERN.fullmatch(item):
+            continue
+        if item.startswith("[") and item.endswith("]"):
+            with contextlib.suppress(ValueError):
+                ipaddress.IPv6Address(item[1:-1])
+                continue
+        raise ValueError(
+            f"{item!r} is not a host name or IP address (no scheme, port or path; IPv6 in brackets: [::1])"
+        )
+    return items
+
+
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+
+
 #: Networks subscribers may be reached at although they are not public (``AddressPolicy.from_setting``).
 NETWORKS = AddressList(parse_networks, "CIDR,...", "comma-separated networks such as 127.0.0.0/8,10.1.0.0/16")
 #: Reverse proxies whose X-Forwarded-For is believed (uvicorn's ``forwarded_allow_ips``).
 PROXIES = AddressList(parse_proxies, "IP,CIDR,...", "comma-separated addresses or networks of trusted proxies, or *")
+#: The Host header values the gateway answers (`relay.api.hosts`).
+HOSTS = AddressList(
+    parse_hosts, "HOST,...", "comma-separated host names (*.example.com matches below it) and IPs, or *"
+)

@@ -19,7 +19,20 @@ from typing import Any, TypeVar
 from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
 from relay.setting_durations import Duration
-from relay.setting_kinds import NETWORKS, PROXIES, Choice, File, Flag, Integer, Kind, Schedule, Seconds, Text, Url
+from relay.setting_kinds import (
+    HOSTS,
+    NETWORKS,
+    PROXIES,
+    Choice,
+    File,
+    Flag,
+    Integer,
+    Kind,
+    Schedule,
+    Seconds,
+    Text,
+    Url,
+)
 from relay.store.records import POSTGRES_SCHEMES, Durability, PostgresUrl, Target, target_of
 
 KIB = 1024
@@ -138,6 +151,25 @@ class Settings:
         PROXIES,
         "Addresses or networks (or *) of reverse proxies whose X-Forwarded-For is believed.",
         shown="none: no proxy is trusted",
+    )
+    allowed_hosts: str = setting(
+        "",
+        HOSTS,
+        "Host header values the gateway answers (DNS rebinding guard); any other gets 400, except /healthz and"
+        " /readyz.",
+        shown="the host of RELAY_PUBLIC_URL (else --host), localhost, 127.0.0.1 and [::1]",
+    )
+    guess_limit: int = setting(
+        10,
+        Integer(0, 10_000),
+        "Wrong tokens one source address may send per RELAY_GUESS_WINDOW at each check (console login, admin"
+        " bearer, callback), per worker process; past it the address gets 429 with Retry-After, right token or"
+        " not (0: no limit).",
+    )
+    guess_window: float = setting(
+        60.0,
+        Seconds(maximum=DAY),
+        "The window of RELAY_GUESS_LIMIT: once throttled, an address may try again each RELAY_GUESS_LIMIT-th of it.",
     )
     durability: Durability = setting(
         "normal",

@@ -67,3 +67,21 @@ def test_the_retention_benchmark_runs_and_its_file_levels_off(tmp_path: Path) ->
     assert data["prune"]["during_prune"]["accepted"] > 0
     assert data["steady"]["samples"]
     assert data["compaction"]["vacuum_seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_guessing_benchmark_runs_and_one_address_is_throttled(tmp_path: Path) -> None:
+    results = tmp_path / "guessing.json"
+    run_bench("bench.guessing", "--seconds", "1", "--sources", "2", "--json", str(results), timeout=280)
+    rates = json.loads(results.read_text())
+    assert {(rate["limit"], rate["check"], rate["sources"]) for rate in rates} == {
+        (limit, check, sources)
+        for limit in ("0", "10")
+        for check in ("login", "bearer", "callback")
+        for sources in (1, 2)
+    }
+    assert all(rate["throttled"] == 0 for rate in rates if rate["limit"] == "0")
+    # Each address: its burst of 10, and one more if the run outlasted 6 s on a slow machine.
+    assert all(rate["guesses"] <= 11 * rate["sources"] for rate in rates if rate["limit"] == "10")
+    assert all(rate["guesses"] > 0 for rate in rates)

@@ -343,7 +343,7 @@ def bounded_memory(gateway: Gateway, mib: int = 32) -> Iterator[None]:
 
 
 def head(length: int | str | None, extra: str = "") -> bytes:
-    lines = [f"POST {callback_url()} HTTP/1.1", "Host: x", "Content-Type: application/xml"]
+    lines = [f"POST {callback_url()} HTTP/1.1", "Host: localhost", "Content-Type: application/xml"]
     if length is not None:
         lines.append(f"Content-Length: {length}")
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()

@@ -59,13 +59,14 @@ EXPECTED_ACTIVE = {
 }
 
 #: Nothing in this traffic makes the database unwritable, leaves a delivery pending for 30 minutes or
-#: says callbacks are expected.
+#: says callbacks are expected, and nobody keeps guessing tokens.
 QUIET = {
     "CosRelayStoreNotWritable",
     "CosRelayDeliveryBacklogOld",
     "CosRelayNoCallbacks",
     "CosRelayPruneStopped",
     "CosRelayDatabaseFillingDisk",
+    "CosRelayTokenGuessing",
 }
 
 DEADLINE = 30.0
@@ -332,9 +333,18 @@ def test_dashboard_has_schema_39_the_datasource_variable_on_every_panel_and_a_qu
 
 
 def test_outcome_and_error_labels_cover_every_refusal_and_write_error_kind() -> None:
-    from relay.errors import BodyTimeout, Invalid, Malformed, TooLarge, Unauthorized, Unavailable, UnsupportedType
+    from relay.errors import (
+        BodyTimeout,
+        Invalid,
+        Malformed,
+        Throttled,
+        TooLarge,
+        Unauthorized,
+        Unavailable,
+        UnsupportedType,
+    )
 
-    refusals = (Unauthorized, BodyTimeout, TooLarge, UnsupportedType, Malformed, Invalid, Unavailable)
+    refusals = (Unauthorized, BodyTimeout, TooLarge, UnsupportedType, Malformed, Invalid, Unavailable, Throttled)
     assert {refusal.outcome for refusal in refusals} | {"accepted", "duplicate"} == set(CALLBACK_OUTCOMES)
     messages = (
         "database is locked",

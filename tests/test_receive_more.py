@@ -168,7 +168,7 @@ def test_a_body_that_never_finishes_is_timed_out_and_the_connection_freed(settin
     server = ThreadServer(create_app(settings.replace(body_timeout=0.5))).start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            head = f"POST {callback_url()} HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+            head = f"POST {callback_url()} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\n"
             sock.sendall(f"{head}Content-Length: {len(TRANSCODE)}\r\n\r\n".encode() + TRANSCODE[:100])
             started = time.monotonic()
             answer = read_until_closed(sock)
@@ -183,7 +183,7 @@ def test_chunked_body_over_the_cap_is_refused_while_it_is_still_arriving(setting
     server = ThreadServer(create_app(settings.replace(max_body=limit))).start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            head = f"POST {callback_url()} HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+            head = f"POST {callback_url()} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\n"
             sock.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
             chunk = b"%x\r\n%s\r\n" % (1024, b" " * 1024)
             sent = 0

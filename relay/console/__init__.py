@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from relay.auth import Credentials
+from relay.auth import Credentials, Guessing
 from relay.console.guard import ConsoleGuard
 from relay.console.login import login_routes
 from relay.console.outbox import outbox_console_routes
@@ -36,6 +36,7 @@ def console_app(
     credentials: Credentials,
     key: SessionKey,
     clock: Callable[[], datetime],
+    guessing: Guessing,
 ) -> Starlette:
     """The console, to mount at /console. ``key`` signs its sessions once the app factory has set it."""
     sessions = Sessions(key, timedelta(seconds=settings.console_session), clock)
@@ -48,9 +49,9 @@ def console_app(
         assert isinstance(error, HTTPException)
         return renderer.page(request, "error.html", status=error.status_code, message=error.detail)
 
-    return Starlette(
+    console = Starlette(
         routes=[
-            *login_routes(sessions, credentials, renderer, settings.public_url),
+            *login_routes(sessions, credentials, renderer, settings.public_url, guessing),
             *page_routes(store, renderer, clock),
             *outbox_console_routes(store, subscribers, sessions, renderer, clock, settings.public_url),
             Mount("/static", app=StaticFiles(directory=STATIC)),
@@ -58,3 +59,7 @@ def console_app(
         middleware=[Middleware(ConsoleGuard, sessions=sessions)],
         exception_handlers={Rejected: refused, HTTPException: refused},
     )
+    # As for the whole app (`relay.app`): a slash redirect's Location comes from the Host header, and a
+    # redirected login form would carry the admin token to that host.
+    console.router.redirect_slashes = False
+    return console

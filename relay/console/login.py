@@ -6,10 +6,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from relay.auth import Credentials, tokens_match
+from relay.auth import Credentials, Guessing, tokens_match
 from relay.console.guard import check_origin, checked_form, read_form
 from relay.console.render import Renderer
 from relay.console.session import COOKIE, COOKIE_PATH, Sessions
+from relay.domain.guessing import retry_after
 
 HOME = "/console/"
 
@@ -22,7 +23,7 @@ def safe_next(target: str | None) -> str:
 
 
 def login_routes(
-    sessions: Sessions, credentials: Credentials, renderer: Renderer, public_url: str | None
+    sessions: Sessions, credentials: Credentials, renderer: Renderer, public_url: str | None, guessing: Guessing
 ) -> list[BaseRoute]:
     async def form(request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
@@ -35,7 +36,21 @@ def login_routes(
         check_origin(request, public_url)
         fields = await read_form(request)
         target = safe_next(fields.get("next"))
-        if not tokens_match(fields.get("token"), credentials.admin_token):
+        # Before comparing: a throttled source is refused even with the right token, so it learns nothing.
+        if wait := guessing.wait("login", request):
+            page = renderer.page(
+                request,
+                "login.html",
+                status=429,
+                next=target,
+                error=f"Too many wrong tokens from your address: try again in {retry_after(wait)} seconds.",
+            )
+            page.headers["Retry-After"] = retry_after(wait)
+            return page
+        token = fields.get("token")
+        if not tokens_match(token, credentials.admin_token):
+            if token:
+                guessing.wrong("login", request)
             return renderer.page(request, "login.html", status=401, next=target, error="That is not the admin token.")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(

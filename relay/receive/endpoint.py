@@ -16,9 +16,10 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from relay.auth import Credentials, sole, tokens_match
+from relay.auth import Credentials, Guessing, sole, tokens_match
 from relay.domain.callback import Callback, IngestResult, Received
-from relay.errors import BodyTimeout, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
+from relay.domain.guessing import retry_after
+from relay.errors import BodyTimeout, Rejected, Throttled, TooLarge, Unauthorized, Unavailable, UnsupportedType
 from relay.ingest import Ingest
 from relay.logs import Throttle, clip
 from relay.metrics import Metrics
@@ -69,9 +70,11 @@ class CallbackEndpoint:
         ingest: Ingest,
         clock: Callable[[], datetime],
         metrics: Metrics,
+        guessing: Guessing,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        self._guessing = guessing
         self._metrics = metrics
         #: Called when a callback created deliveries, to wake the delivery worker.
         self._on_commit = on_commit
@@ -159,7 +162,15 @@ class CallbackEndpoint:
 
     def _authorize(self, request: Request) -> None:
         expected = self._credentials.callback_token
-        if expected is not None and not tokens_match(sole(request.query_params.getlist("token")), expected):
+        if expected is None:
+            return
+        # Before comparing: a throttled source gets 429 even with the right token, so it learns nothing.
+        if wait := self._guessing.wait("callback", request):
+            raise Throttled(wait)
+        given = sole(request.query_params.getlist("token"))
+        if not tokens_match(given, expected):
+            if given:
+                self._guessing.wrong("callback", request)
             raise Unauthorized()
 
     async def _read_and_record(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:
@@ -197,6 +208,8 @@ class CallbackEndpoint:
         headers = {}
         if isinstance(error, Unavailable):
             headers["Retry-After"] = "5"
+        if isinstance(error, Throttled):
+            headers["Retry-After"] = retry_after(error.retry_after)
         if isinstance(error, TooLarge | BodyTimeout):
             # The rest of the body is still coming (or never will): close rather than read it.
             headers["Connection"] = "close"
