@@ -23,7 +23,7 @@ from relay.api.nul import RefuseNul
 from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
-from relay.auth import BearerAuth, Credentials, generate_token, resolve_credentials
+from relay.auth import BearerAuth, Credentials, Tokens, generate_token, resolve_credentials
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.deliver.client import Sender
@@ -109,9 +109,10 @@ def create_app(
     # Unless given, filled in by the lifespan once the store is open (tokens may come from the database).
     resolved = credentials is not None
     credentials = credentials or Credentials(settings.callback_token, settings.admin_token or "")
+    tokens = Tokens(credentials, store, clock)
     callback = CallbackEndpoint(
         settings=settings,
-        credentials=credentials,
+        tokens=tokens,
         store=store,
         ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
         clock=clock,
@@ -128,11 +129,9 @@ def create_app(
         store.open()
         try:
             if not resolved:
-                found = resolve_credentials(settings, store, clock)
-                credentials.callback_token = found.callback_token
-                credentials.admin_token = found.admin_token
+                tokens.credentials = resolve_credentials(settings, store, clock)
             # Kept in the database so every worker process signs console sessions alike.
-            session_key.derive(store.secret("console_session_key", generate_token(), clock()), credentials.admin_token)
+            session_key.derive(store.secret("console_session_key", generate_token(), clock()))
             if settings.config_path is not None:
                 for change in apply_config(subscribers, settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
@@ -149,7 +148,7 @@ def create_app(
             store.close()
 
     session_key = SessionKey()
-    admin = [Middleware(BearerAuth, credentials=credentials)]
+    admin = [Middleware(BearerAuth, tokens=tokens)]
     api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
     app = Starlette(
         middleware=[Middleware(RefuseNul)],
@@ -161,7 +160,7 @@ def create_app(
             openapi_route(),
             Mount("/api", app=api, middleware=admin),
             Route("/console", lambda request: RedirectResponse("/console/", status_code=308), methods=["GET"]),
-            Mount("/console", app=console_app(settings, store, subscribers, credentials, session_key, clock)),
+            Mount("/console", app=console_app(settings, store, subscribers, tokens, session_key, clock)),
         ],
         lifespan=lifespan,
     )

@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from relay.auth import Credentials, sole, tokens_match
+from relay.auth import Tokens, sole
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.errors import BodyTimeout, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
 from relay.ingest import Ingest
@@ -64,7 +64,7 @@ class CallbackEndpoint:
         self,
         *,
         settings: Settings,
-        credentials: Credentials,
+        tokens: Tokens,
         store: Store,
         ingest: Ingest,
         clock: Callable[[], datetime],
@@ -75,7 +75,7 @@ class CallbackEndpoint:
         self._metrics = metrics
         #: Called when a callback created deliveries, to wake the delivery worker.
         self._on_commit = on_commit
-        self._credentials = credentials
+        self._tokens = tokens
         self._store = store
         self._ingest = ingest
         self._clock = clock
@@ -92,7 +92,7 @@ class CallbackEndpoint:
         received: Received | None = None
         large = False
         try:
-            self._authorize(request)
+            await self._authorize(request)
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
             body = await read_body(request, limit=self._settings.max_body, timeout=self._settings.body_timeout)
             received = Received(
@@ -157,10 +157,13 @@ class CallbackEndpoint:
         if callback.nonexistent_dedup_key in new:
             self._metrics.nonexistent.inc(len(callback.nonexistent_job_ids))
 
-    def _authorize(self, request: Request) -> None:
-        expected = self._credentials.callback_token
-        if expected is not None and not tokens_match(sole(request.query_params.getlist("token")), expected):
+    async def _authorize(self, request: Request) -> None:
+        which = await self._tokens.callback(sole(request.query_params.getlist("token")))
+        if which is None:
             raise Unauthorized()
+        if which == "previous":
+            # COS still posts to the URL from before a rotation: this reaching 0 says it switched.
+            self._metrics.previous_callback_token.inc()
 
     async def _read_and_record(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:
         if large:
