@@ -162,7 +162,7 @@ class CallbackEndpoint:
         if which is None:
             raise Unauthorized()
         if which == "previous":
-            # COS still posts to the URL from before a rotation: this reaching 0 says it switched.
+            # COS still posts to the URL from before a rotation: once this stops growing, it has switched.
             self._metrics.previous_callback_token.inc()
 
     async def _read_and_record(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:
