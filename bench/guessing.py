@@ -21,7 +21,7 @@ import httpx
 from bench.process import free_port, serving
 
 CALLBACK_TOKEN = "bench-callback-token-not-guessed"  # noqa: S105 - a throwaway gateway on loopback
-ADMIN_TOKEN = "bench-admin-token-not-guessed"  # noqa: S105 - a throwaway gateway on loopback
+ADMIN_TOKEN = "bench-admin-Qm7vX2pLr9TcW4nKd8sYh3JfB6gZ1aE5uN0oR"  # noqa: S105 - a throwaway gateway on loopback
 CHECKS = ("login", "bearer", "callback")
 #: The keyspace of a four-digit token such as the issue's ``7351``.
 FOUR_DIGITS = 10_000

@@ -31,7 +31,7 @@ from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import store_for
 
-ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - a throwaway gateway on loopback
+ADMIN_TOKEN = "bench-admin-JCBuI0Nsq1eRbkYjHAhxqx_P2b3-NBgsY9ESF05oPPk"  # noqa: S105 - a throwaway gateway on loopback
 
 
 @dataclass(frozen=True)

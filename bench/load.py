@@ -37,7 +37,7 @@ SAMPLE = ROOT / "tests" / "data" / "samples" / "transcode_success.xml"
 #: The JobId in SAMPLE, replaced in every request.
 MARKER = "j7c12d4be4c935a96bfe3fb23d1a491e9"
 LUA = Path(__file__).resolve().parent / "callback.lua"
-TOKEN = "bench-callback-token"  # noqa: S105 - a throwaway gateway on loopback
+TOKEN = "bench-callback-6bDUfSWHvsmxEY6mNCvkVyHjsJ3a-52RYYFLpmURs1A"  # noqa: S105 - a throwaway gateway on loopback
 #: Upper bound for one request (generator side); a slower answer counts as an error.
 REQUEST_TIMEOUT = 30.0
 

@@ -24,7 +24,7 @@ from relay.api.nul import RefuseNul
 from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
-from relay.auth import BearerAuth, Credentials, Guessing, generate_token, resolve_credentials
+from relay.auth import BearerAuth, Credentials, Guessing, Tokens, generate_token, resolve_credentials
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.deliver.client import Sender
@@ -112,9 +112,10 @@ def create_app(
     resolved = credentials is not None
     credentials = credentials or Credentials(settings.callback_token, settings.admin_token or "")
     guessing = Guessing(Guesses(settings.guess_limit, settings.guess_window), metrics, clock)
+    tokens = Tokens(credentials, store, clock)
     callback = CallbackEndpoint(
         settings=settings,
-        credentials=credentials,
+        tokens=tokens,
         store=store,
         ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
         clock=clock,
@@ -132,11 +133,9 @@ def create_app(
         store.open()
         try:
             if not resolved:
-                found = resolve_credentials(settings, store, clock)
-                credentials.callback_token = found.callback_token
-                credentials.admin_token = found.admin_token
+                tokens.credentials = resolve_credentials(settings, store, clock)
             # Kept in the database so every worker process signs console sessions alike.
-            session_key.derive(store.secret("console_session_key", generate_token(), clock()), credentials.admin_token)
+            session_key.derive(store.secret("console_session_key", generate_token(), clock()))
             if settings.config_path is not None:
                 for change in apply_config(subscribers, settings.config_path):
                     logger.info("config: %s", change, extra={"action": "config_applied"})
@@ -153,7 +152,7 @@ def create_app(
             store.close()
 
     session_key = SessionKey()
-    admin = [Middleware(BearerAuth, credentials=credentials, guessing=guessing)]
+    admin = [Middleware(BearerAuth, tokens=tokens, guessing=guessing)]
     api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
     app = Starlette(
         middleware=[Middleware(AllowedHosts, patterns=allowed_hosts(settings)), Middleware(RefuseNul)],
@@ -165,7 +164,7 @@ def create_app(
             openapi_route(),
             Mount("/api", app=api, middleware=admin),
             Route("/console", lambda request: RedirectResponse("/console/", status_code=308), methods=["GET"]),
-            Mount("/console", app=console_app(settings, store, subscribers, credentials, session_key, clock, guessing)),
+            Mount("/console", app=console_app(settings, store, subscribers, tokens, session_key, clock, guessing)),
         ],
         lifespan=lifespan,
     )

@@ -1,14 +1,20 @@
-"""Tokens: generated once and kept in the database, always compared in constant time, never logged."""
+"""Tokens: configured, or generated once and kept in the database (where they rotate); always compared in constant
+time, never logged."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import math
 import secrets
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import anyio
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,8 +23,10 @@ from relay.domain.guessing import Guesses, retry_after, source_key
 from relay.errors import Throttled
 from relay.logs import Throttle
 from relay.metrics import Metrics
-from relay.settings import Settings
+from relay.settings import Settings, setting_named
 from relay.store import Store
+from relay.store.failures import StoreError
+from relay.store.records import StoredToken
 
 logger = logging.getLogger(__name__)
 
@@ -43,36 +51,151 @@ def tokens_match(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def fingerprint(token: str) -> str:
+    """What the database keeps to recognise a configured token: its SHA-256, never the token (one of at least 128
+    random bits cannot be found from it)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+#: Where a token kept in the database comes from, as `cos-relay tokens` says it.
+DATABASE = "database"
+#: What a running gateway without a callback token records as the callback token's source.
+INSECURE = "--insecure-no-token"
+
+
 @dataclass
 class Credentials:
-    """The tokens one app instance checks. ``callback_token`` is None only with --insecure-no-token."""
+    """The tokens one app instance checks and where each comes from (``DATABASE``, or the option or variable
+    that configured it). ``callback_token`` is None only with --insecure-no-token. ``previous_callback_token``
+    is accepted until ``previous_until``: a rotation's grace."""
 
     callback_token: str | None
     admin_token: str
     #: True when a token was generated on this start, so the CLI prints it once.
     generated: bool = False
+    callback_source: str = DATABASE
+    admin_source: str = DATABASE
+    previous_callback_token: str | None = None
+    previous_until: datetime | None = None
+
+    def take(self, stored: Mapping[str, StoredToken]) -> None:
+        """Take on the tokens kept in the database, for those that come from there."""
+        callback, admin = stored["callback_token"], stored["admin_token"]
+        if self.callback_source == DATABASE and callback.value is not None:
+            self.callback_token = callback.value
+            self.previous_callback_token, self.previous_until = callback.previous, callback.previous_until
+        if self.admin_source == DATABASE and admin.value is not None:
+            self.admin_token = admin.value
 
 
-def resolve_credentials(settings: Settings, store: Store, clock: Callable[[], datetime]) -> Credentials:
-    """Use the configured tokens, else the ones kept in the database, else generate and keep new ones."""
-    generated = False
-    callback_token = settings.callback_token
-    if callback_token is None and not settings.insecure_no_token:
+def configured_source(field: str) -> str:
+    """Where a token given in `Settings` came from, when no command line said which of the two it was."""
+    setting = setting_named(field)
+    return f"{setting.option} or {setting.env}"
+
+
+def resolve_credentials(
+    settings: Settings, store: Store, clock: Callable[[], datetime], sources: Mapping[str, str] | None = None
+) -> Credentials:
+    """Use the configured tokens, else the ones kept in the database, else generate and keep new ones.
+
+    ``sources`` says where each configured token came from (the option or the variable). Each token's source
+    and fingerprint are recorded, so that `cos-relay tokens` shows only the one in force; an admin token other
+    than at the last start ends every console session.
+    """
+    now = clock()
+    sources = sources or {}
+    recorded = store.tokens(now)
+    credentials = Credentials(
+        settings.callback_token,
+        settings.admin_token or "",
+        callback_source=sources.get("callback_token") or configured_source("callback_token"),
+        admin_source=sources.get("admin_token") or configured_source("admin_token"),
+    )
+    if settings.callback_token is None:
+        credentials.callback_source = INSECURE if settings.insecure_no_token else DATABASE
+    if credentials.callback_source == DATABASE:
         candidate = generate_token()
-        callback_token = store.secret("callback_token", candidate, clock())
-        generated = callback_token == candidate
-    admin_token = settings.admin_token
-    if admin_token is None:
+        credentials.callback_token = store.secret("callback_token", candidate, now)
+        credentials.generated = credentials.callback_token == candidate
+    if settings.admin_token is None:
         candidate = generate_token()
-        admin_token = store.secret("admin_token", candidate, clock())
-        generated = generated or admin_token == candidate
+        credentials.admin_source = DATABASE
+        credentials.admin_token = store.secret("admin_token", candidate, now)
+        credentials.generated = credentials.generated or credentials.admin_token == candidate
+    credentials.take(recorded)
+    admin = fingerprint(credentials.admin_token)
+    # Ended before the new fingerprint is recorded: a crash in between ends them again at the next start.
+    if recorded["admin_token"].fingerprint not in (None, admin):
+        ended = store.end_sessions(now)
+        logger.info("the admin token changed: %d console session(s) ended", ended, extra={"action": "sessions_ended"})
+    callback = "" if credentials.callback_token is None else fingerprint(credentials.callback_token)
+    store.record_token_source("callback_token", credentials.callback_source, callback, now)
+    store.record_token_source("admin_token", credentials.admin_source, admin, now)
     if settings.insecure_no_token:
         logger.warning(
             "!!! --insecure-no-token: ANYONE who can reach %s can post callbacks. Never run this in production.",
             settings.base_url,
             extra={"action": "insecure_no_token"},
         )
-    return Credentials(callback_token, admin_token, generated)
+    return credentials
+
+
+#: A callback token kept in the database is read again at most this often (seconds): a rotation reaches every
+#: running gateway within it, and COS's requests never wait on more than one read in it.
+CALLBACK_TOKEN_MAX_AGE = 1.0
+
+
+class Tokens:
+    """The tokens a running app checks, read again from the database where they are kept there: the admin token
+    at every check (a rotation stops the old one at once, on every replica), the callback token at most every
+    `CALLBACK_TOKEN_MAX_AGE` seconds."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        store: Store,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.credentials = credentials
+        self._store = store
+        self._clock = clock
+        self._monotonic = monotonic
+        self._read_at = -math.inf
+        self._lock = anyio.Lock()
+
+    async def _refresh(self, source: str, max_age: float) -> None:
+        """Read the tokens again if the one about to be checked is kept in the database and was read longer than
+        ``max_age`` seconds ago."""
+        if source != DATABASE or self._monotonic() - self._read_at < max_age:
+            return
+        async with self._lock:
+            if self._monotonic() - self._read_at < max_age:
+                return  # another request read them meanwhile
+            try:
+                self.credentials.take(await anyio.to_thread.run_sync(self._store.tokens, self._clock()))
+            except StoreError as error:
+                # The ones read last stay in force until the database answers again.
+                logger.warning("cannot read the tokens: %s", error, extra={"action": "tokens_unreadable"})
+            self._read_at = self._monotonic()
+
+    async def callback(self, given: str | None) -> str | None:
+        """Which callback token ``given`` is: ``current``, ``previous`` (in a rotation's grace), or None."""
+        credentials = self.credentials
+        await self._refresh(credentials.callback_source, CALLBACK_TOKEN_MAX_AGE)
+        if credentials.callback_token is None:
+            return "current"  # --insecure-no-token
+        if tokens_match(given, credentials.callback_token):
+            return "current"
+        previous, until = credentials.previous_callback_token, credentials.previous_until
+        if previous is not None and until is not None and until > self._clock() and tokens_match(given, previous):
+            return "previous"
+        return None
+
+    async def admin(self, given: str | None) -> bool:
+        await self._refresh(self.credentials.admin_source, 0.0)
+        return tokens_match(given, self.credentials.admin_token)
 
 
 #: A line saying a source was throttled is logged at most once per this many seconds and check (the
@@ -127,9 +250,9 @@ def too_many_guesses(seconds: float) -> Response:
 class BearerAuth:
     """ASGI middleware: the wrapped routes need ``Authorization: Bearer <admin token>``."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials, guessing: Guessing) -> None:
+    def __init__(self, app: ASGIApp, tokens: Tokens, guessing: Guessing) -> None:
         self.app = app
-        self.credentials = credentials
+        self.tokens = tokens
         self.guessing = guessing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,7 +264,7 @@ class BearerAuth:
             else:
                 header = sole(request.headers.getlist("authorization")) or ""
                 scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or not tokens_match(token.strip(), self.credentials.admin_token):
+                if scheme.lower() != "bearer" or not await self.tokens.admin(token.strip()):
                     if token.strip():
                         self.guessing.wrong("bearer", request)
                     response = JSONResponse(
@@ -153,3 +276,35 @@ class BearerAuth:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def rotation_refused(name: str, stored: StoredToken, configured_here: str | None) -> str | None:
+    """Why the token ``name`` cannot be rotated in the database, as one line naming what to do; None if it can.
+
+    Only a token kept in the database rotates there: one configured (here, or where the gateway last started)
+    would stay in force whatever the database holds.
+    """
+    what = name.replace("_", " ")
+    if configured_here is not None:
+        return f"the {what} comes from {configured_here} here: change it there, and where the gateway runs, instead"
+    if stored.source == INSECURE:
+        return f"the gateway last started with {INSECURE}: start it without, and it keeps a {what} in the database"
+    if stored.source not in (None, DATABASE):
+        return (
+            f"the gateway last started with its {what} from {stored.source}: change it there and restart the gateway"
+            " instead"
+        )
+    if stored.value is None:
+        return f"there is no {what} in the database yet: `cos-relay serve` generates one at its first start"
+    return None
+
+
+def rotate(store: Store, name: str, grace: timedelta, now: datetime) -> tuple[str, int]:
+    """A new token ``name`` in the database (the callback token's predecessor accepted for ``grace``; a new admin
+    token ends every console session): the token and how many sessions ended."""
+    token = generate_token()
+    previous_until = now + grace if name == "callback_token" and grace > timedelta(0) else None
+    ended = store.rotate_token(
+        name, token, fingerprint(token), now, previous_until=previous_until, end_sessions=name == "admin_token"
+    )
+    return token, ended

@@ -97,6 +97,9 @@ class Metrics:
             _LATENCY,
         )
         self.body_bytes = histogram("callback_body_size_bytes", "Size of callback bodies that were read.", (), _SIZE)
+        self.previous_callback_token = counter(
+            "callback_previous_token", "Callbacks let in by the previous callback token, in a rotation's grace."
+        )
         self.job_states = counter(
             "job_states", "New job states recorded, by Tag family, Tag and State.", ("family", "tag", "state")
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -38,10 +39,11 @@ from relay.store import store_for
 logger = logging.getLogger(__name__)
 
 
-def prepare(settings: Settings) -> Credentials:
+def prepare(settings: Settings, sources: Mapping[str, str] | None = None) -> Credentials:
     """Before serving, once: resolve the tokens (for every worker) and apply the subscribers config file.
 
-    `Rejected` when the config file is refused.
+    ``sources`` says where each configured token came from (its option or variable). `Rejected` when the config
+    file is refused.
     """
     policy = AddressPolicy.from_setting(settings.allow_networks)
     # The config file first: a mistake in it stops the start before anything, a new database included.
@@ -49,7 +51,7 @@ def prepare(settings: Settings) -> Credentials:
         None if settings.config_path is None else read_config(settings.config_path, partial(vet_destination, policy))
     )
     with store_for(settings.db_path, pool_size=1, statement_timeout=settings.statement_timeout) as store:
-        credentials = resolve_credentials(settings, store, utc_now)
+        credentials = resolve_credentials(settings, store, utc_now, sources)
         if settings.config_path is None:
             return credentials
         subscribers = Subscribers(

@@ -16,7 +16,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from relay.domain import numbers
+from relay.domain import numbers, tokens
 from relay.domain.retry import MAX_DELAY, MAX_STEPS, check_schedule, parse_schedule
 
 _TRUE = ("1", "true", "yes", "on")
@@ -65,6 +65,23 @@ class Text(Kind):
     def check(self, value: Any) -> None:
         if not isinstance(value, str) or (self.required and not value):
             raise ValueError(f"{value!r} is not {self.form}")
+
+
+@dataclass(frozen=True)
+class Token(Kind):
+    """A secret an operator configures: refused unless it is random enough (`relay.domain.tokens`). Errors
+    never quote it."""
+
+    @property
+    def form(self) -> str:
+        return f"a random token of at least {tokens.MIN_BITS} bits"
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, str):
+            raise ValueError(f"the value is not {self.form}")
+        weak = tokens.weakness(value)
+        if weak is not None:
+            raise ValueError(weak)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from relay.setting_kinds import (
     Schedule,
     Seconds,
     Text,
+    Token,
     Url,
 )
 from relay.store.records import POSTGRES_SCHEMES, Durability, PostgresUrl, Target, target_of
@@ -97,13 +98,23 @@ class Settings:
         name="db",
     )
     callback_token: str | None = setting(
-        None, Text(), "Token COS must send as ?token=.", shown="kept in the database, generated on first start"
+        None,
+        Token(),
+        "Token COS must send as ?token=; at least 128 bits of randomness (`openssl rand -hex 32`), or refused.",
+        shown="kept in the database, generated on first start",
     )
     admin_token: str | None = setting(
         None,
-        Text(),
-        "Bearer token for the JSON API (/api); the web console (/console/) asks for it at login.",
+        Token(),
+        "Bearer token for the JSON API (/api); the web console (/console/) asks for it at login. At least 128 bits"
+        " of randomness, or refused.",
         shown="kept in the database, generated on first start",
+    )
+    callback_token_grace: float = setting(
+        7 * DAY,
+        Duration(zero=True, maximum=90 * DAY),
+        "After `cos-relay tokens rotate --callback`, the previous callback token is still accepted this long (time"
+        " to change the URL in the COS console); read by that command.",
     )
     console_session: float = setting(
         8 * 3600.0,

@@ -39,8 +39,8 @@ from tests.postgres import Cluster
 from tests.sink import Sink
 
 DATA = Path(__file__).parent / "data"
-CALLBACK_TOKEN = "test-callback-token"
-ADMIN_TOKEN = "test-admin-token"
+CALLBACK_TOKEN = "test-callback-cmarWPfq50YG_1nRoFfX6JvVtyndX-ao8tyQ9cjWdtM"
+ADMIN_TOKEN = "test-admin-wn443g_6KtJmHqN1Kg4PwnLAGogQQ4aKDuix2aScHpU"
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 SAMPLE_JOB_ID = b"j7c12d4be4c935a96bfe3fb23d1a491e9"
 #: Where the fake subscribers live: a documentation network, allowed for them and reached by nothing.

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from relay.cli import main
 from relay.store import store_for
 from relay.store.records import Target
-from tests.conftest import DATA
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
 from tests.live import ProcessServer, db_text
 
 SAMPLES = sorted((DATA / "samples").glob("*.xml"))
@@ -88,10 +88,10 @@ def test_validate_exits_one_with_path_precise_errors() -> None:
 
 def test_jobs_lists_and_shows_what_the_api_returns(database: Target) -> None:
     db = database
-    server = ProcessServer(db, args=("--callback-token", "t", "--admin-token", "a")).start()
+    server = ProcessServer(db, args=("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)).start()
     try:
         for sample in SAMPLES:
-            httpx.post(f"{server.url}/cos/callback?token=t", content=sample.read_bytes())
+            httpx.post(f"{server.url}/cos/callback?token={CALLBACK_TOKEN}", content=sample.read_bytes())
         listing = CliRunner().invoke(main, ["jobs", "--db", db_text(db), "--state", "Failed"])
         assert listing.exit_code == 0, listing.output
         assert listing.output.splitlines()[0].split() == ["job_id", "state", "tag", "end_time", "object"]

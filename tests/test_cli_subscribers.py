@@ -25,7 +25,7 @@ from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.store import Store, store_for
 from relay.store.records import Target
-from tests.conftest import SAMPLE_JOB_ID, TRANSCODE, ingest, job_body
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, SAMPLE_JOB_ID, TRANSCODE, ingest, job_body
 from tests.live import ProcessServer, ThreadServer, db_text, wait_until
 
 #: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
@@ -477,13 +477,15 @@ def recorder() -> Iterator[Recorder]:
 
 def test_the_cli_manages_subscribers_while_the_server_runs_on_the_same_database(db: Target, recorder: Recorder) -> None:
     loopback = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
-    server = ProcessServer(db, args=("--callback-token", "t", "--admin-token", "a"), env=loopback).start()
+    server = ProcessServer(
+        db, args=("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN), env=loopback
+    ).start()
     try:
-        admin = {"Authorization": "Bearer a"}
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         url = f"{recorder.server.url}/hook"
 
         def post(body: bytes) -> None:
-            response = httpx.post(f"{server.url}/cos/callback?token=t", content=body, timeout=30)
+            response = httpx.post(f"{server.url}/cos/callback?token={CALLBACK_TOKEN}", content=body, timeout=30)
             assert response.status_code == 200, response.text
 
         ok(cli(db, "subscribers", "add", "live", "--url", url, env=loopback))

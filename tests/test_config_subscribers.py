@@ -26,12 +26,12 @@ from relay.settings import Settings
 from relay.store import store_for
 from relay.store.records import Target
 from relay.validate.schema import CallbackSchema
-from tests.conftest import ADMIN_TOKEN, DATA
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
 from tests.live import ProcessServer, ThreadServer, db_text, free_port
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 LOOPBACK = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
-SERVE_ARGS = ("--callback-token", "t", "--admin-token", "a")
+SERVE_ARGS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)
 
 
 def nowhere() -> str:
@@ -274,7 +274,7 @@ def test_a_missing_file_fails_the_start(tmp_path: Path, config_settings: Setting
 
 
 def api_get(server: ProcessServer, path: str) -> Any:
-    response = httpx.get(f"{server.url}{path}", headers={"Authorization": "Bearer a"}, timeout=30)
+    response = httpx.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 

@@ -21,6 +21,7 @@ from relay.setting_kinds import Flag
 from relay.settings import SETTINGS, Setting, Settings, setting_named
 from relay.store import store_for
 from relay.store.records import Target
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN
 from tests.live import ProcessServer, db_text
 from tests.procfs import children
 
@@ -31,8 +32,8 @@ ROOT = Path(__file__).parent.parent
 SAMPLES = {
     "host": "127.0.0.2",
     "port": "9091",
-    "callback_token": "cb-token",
-    "admin_token": "admin-token",
+    "callback_token": CALLBACK_TOKEN,
+    "admin_token": ADMIN_TOKEN,
     "metrics_token": "metrics-token",
     "keepalive_timeout": "2",
     "max_head": "4096",
@@ -82,7 +83,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Settings]]:
     """`serve` parses its options and variables; the settings it would start with are recorded instead."""
     recorded: list[Settings] = []
 
-    def record(settings: Settings) -> Credentials:
+    def record(settings: Settings, sources: object = None) -> Credentials:
         recorded.append(settings)
         return Credentials(settings.callback_token, settings.admin_token or "admin")
 
@@ -218,7 +219,9 @@ def test_credentials_are_resolved_once_per_start(database: Target) -> None:
 def test_serving_with_workers_leaves_the_environment_as_it_was(database: Target) -> None:
     """Workers are spawned with the supervisor's environment at that moment: it must be the one serve got."""
     environment = relay_free_environment()
-    server = ProcessServer(database, args=("--workers", "2", "--callback-token", "t", "--admin-token", "a"))
+    server = ProcessServer(
+        database, args=("--workers", "2", "--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)
+    )
     server.env = environment
     server.start()
     try:

@@ -9,8 +9,9 @@ from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.maintenance import backup, prune
 from relay.cli.migrate import migrate_to
-from relay.cli.serve import serve, tokens
+from relay.cli.serve import serve
 from relay.cli.subscribers import subscribers
+from relay.cli.tokens import sessions, tokens
 from relay.cli.validate import validate
 
 
@@ -22,6 +23,7 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(tokens)
+main.add_command(sessions)
 main.add_command(validate)
 main.add_command(jobs)
 main.add_command(subscribers)

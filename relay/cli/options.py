@@ -15,6 +15,12 @@ from relay.settings import SETTINGS, Setting, setting_named
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class BadSetting(click.ClickException):
+    """A setting's value refused: one line naming the option and the variable, exit status 2 (no usage text)."""
+
+    exit_code = 2
+
+
 class SettingType(click.ParamType[Any]):
     """Reads an option's or environment variable's text with the setting's own parser."""
 
@@ -29,7 +35,8 @@ class SettingType(click.ParamType[Any]):
             self.setting.check(value)  # a default, or a flag's True
             return value
         except ValueError as error:
-            self.fail(str(error), param, ctx)
+            where = param.get_error_hint(ctx) if param is not None and ctx is not None else self.setting.option
+            raise BadSetting(f"Invalid value for {where}: {error}") from None
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
         return self.setting.kind.metavar

@@ -1,4 +1,4 @@
-"""``cos-relay serve`` and ``cos-relay tokens``."""
+"""``cos-relay serve``."""
 
 from __future__ import annotations
 
@@ -8,25 +8,24 @@ from typing import Any
 import click
 
 from relay import logs, serving
-from relay.app import utc_now
-from relay.auth import Credentials, resolve_credentials
-from relay.cli.database import existing_store
-from relay.cli.options import db_option, setting_option, settings_options
+from relay.auth import Credentials
+from relay.cli.options import settings_options
+from relay.cli.tokens import configured_sources
 from relay.errors import Rejected
 from relay.settings import Settings
 from relay.store.failures import StoreError
-from relay.store.records import Target
 
 
 @click.command()
 @settings_options
-def serve(**values: Any) -> None:
+@click.pass_context
+def serve(ctx: click.Context, /, **values: Any) -> None:
     """Run the gateway (uvicorn). Each option also reads its RELAY_* variable; an option given wins."""
     settings = Settings(**values)
     logs.configure(settings.log_level, settings.log_format)
     new = isinstance(settings.db_path, Path) and not settings.db_path.exists()
     try:
-        credentials = serving.prepare(settings)
+        credentials = serving.prepare(settings, configured_sources(ctx))
     except Rejected as error:
         # The config file's own refusals name it, with the line and key; others get its name here.
         where = str(settings.config_path)
@@ -52,18 +51,3 @@ def _print_banner(settings: Settings, credentials: Credentials) -> None:
         click.echo(f"Admin API token (Authorization: Bearer ...): {credentials.admin_token}")
     else:
         click.echo(f"Callback URL: {url}?token=<hidden: run `cos-relay tokens --db {settings.db_path}`>")
-
-
-@click.command()
-@db_option
-@setting_option("public_url")
-@setting_option("host")
-@setting_option("port")
-def tokens(db_path: Target, public_url: str | None, host: str, port: int) -> None:
-    """Print the callback URL and admin token kept in the database (generating them if missing)."""
-    settings = Settings(db_path=db_path, public_url=public_url, host=host, port=port)
-    with existing_store(db_path) as store:
-        credentials = resolve_credentials(settings, store, utc_now)
-    click.echo(f"callback_token: {credentials.callback_token}")
-    click.echo(f"admin_token: {credentials.admin_token}")
-    click.echo(f"callback URL: {settings.base_url}/cos/callback?token={credentials.callback_token}")

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from relay.auth import Credentials, Guessing
+from relay.auth import Guessing, Tokens
 from relay.console.guard import ConsoleGuard
 from relay.console.login import login_routes
 from relay.console.outbox import outbox_console_routes
@@ -33,13 +33,13 @@ def console_app(
     settings: Settings,
     store: Store,
     subscribers: Subscribers,
-    credentials: Credentials,
+    tokens: Tokens,
     key: SessionKey,
     clock: Callable[[], datetime],
     guessing: Guessing,
 ) -> Starlette:
     """The console, to mount at /console. ``key`` signs its sessions once the app factory has set it."""
-    sessions = Sessions(key, timedelta(seconds=settings.console_session), clock)
+    sessions = Sessions(key, timedelta(seconds=settings.console_session), clock, store)
     renderer = Renderer(sessions, clock)
 
     async def refused(request: Request, error: Exception) -> Response:
@@ -51,7 +51,7 @@ def console_app(
 
     console = Starlette(
         routes=[
-            *login_routes(sessions, credentials, renderer, settings.public_url, guessing),
+            *login_routes(sessions, tokens, renderer, settings.public_url, guessing),
             *page_routes(store, renderer, clock),
             *outbox_console_routes(store, subscribers, sessions, renderer, clock, settings.public_url),
             Mount("/static", app=StaticFiles(directory=STATIC)),

@@ -53,7 +53,7 @@ class ConsoleGuard:
         request = Request(scope)
         path = scope["path"][len(scope.get("root_path", "")) :]
         if not path.startswith(OPEN):
-            session = self.sessions.check(request.cookies.get(COOKIE))
+            session = await self.sessions.check(request.cookies.get(COOKIE))
             if session is None:
                 # No data without a session: back to the login page, which returns here afterwards.
                 target = quote(scope["path"] if request.method == "GET" else "/console/", safe="/")

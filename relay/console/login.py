@@ -1,4 +1,4 @@
-"""Signing in with the admin token, and out."""
+"""Signing in with the admin token, and out: this browser, or every session at once."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from relay.auth import Credentials, Guessing, tokens_match
-from relay.console.guard import check_origin, checked_form, read_form
+from relay.auth import Guessing, Tokens
+from relay.console.guard import check_origin, checked_form, read_form, session_of
 from relay.console.render import Renderer
 from relay.console.session import COOKIE, COOKIE_PATH, Sessions
 from relay.domain.guessing import retry_after
@@ -23,11 +23,11 @@ def safe_next(target: str | None) -> str:
 
 
 def login_routes(
-    sessions: Sessions, credentials: Credentials, renderer: Renderer, public_url: str | None, guessing: Guessing
+    sessions: Sessions, tokens: Tokens, renderer: Renderer, public_url: str | None, guessing: Guessing
 ) -> list[BaseRoute]:
     async def form(request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
-        if sessions.check(request.cookies.get(COOKIE)) is not None:
+        if await sessions.check(request.cookies.get(COOKIE)) is not None:
             return RedirectResponse(target, status_code=303)
         return renderer.page(request, "login.html", next=target, error=None)
 
@@ -48,14 +48,14 @@ def login_routes(
             page.headers["Retry-After"] = retry_after(wait)
             return page
         token = fields.get("token")
-        if not tokens_match(token, credentials.admin_token):
+        if not await tokens.admin(token):
             if token:
                 guessing.wrong("login", request)
             return renderer.page(request, "login.html", status=401, next=target, error="That is not the admin token.")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE,
-            sessions.issue(),
+            await sessions.issue(),
             max_age=int(sessions.lifetime.total_seconds()),
             path=COOKIE_PATH,
             httponly=True,
@@ -67,12 +67,23 @@ def login_routes(
 
     async def sign_out(request: Request) -> Response:
         await checked_form(request, sessions, public_url)
-        response = RedirectResponse("/console/login", status_code=303)
-        response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
-        return response
+        await sessions.end(session_of(request))
+        return signed_out()
+
+    async def end_every_session(request: Request) -> Response:
+        await checked_form(request, sessions, public_url)
+        await sessions.end()
+        return signed_out()
 
     return [
         Route("/login", form, methods=["GET"]),
         Route("/login", sign_in, methods=["POST"]),
         Route("/logout", sign_out, methods=["POST"]),
+        Route("/sessions/end-all", end_every_session, methods=["POST"]),
     ]
+
+
+def signed_out() -> Response:
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+    return response

@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from relay.auth import Credentials, Guessing, sole, tokens_match
+from relay.auth import Guessing, Tokens, sole
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.guessing import retry_after
 from relay.errors import BodyTimeout, Rejected, Throttled, TooLarge, Unauthorized, Unavailable, UnsupportedType
@@ -65,7 +65,7 @@ class CallbackEndpoint:
         self,
         *,
         settings: Settings,
-        credentials: Credentials,
+        tokens: Tokens,
         store: Store,
         ingest: Ingest,
         clock: Callable[[], datetime],
@@ -78,7 +78,7 @@ class CallbackEndpoint:
         self._metrics = metrics
         #: Called when a callback created deliveries, to wake the delivery worker.
         self._on_commit = on_commit
-        self._credentials = credentials
+        self._tokens = tokens
         self._store = store
         self._ingest = ingest
         self._clock = clock
@@ -95,7 +95,7 @@ class CallbackEndpoint:
         received: Received | None = None
         large = False
         try:
-            self._authorize(request)
+            await self._authorize(request)
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
             body = await read_body(request, limit=self._settings.max_body, timeout=self._settings.body_timeout)
             received = Received(
@@ -160,18 +160,19 @@ class CallbackEndpoint:
         if callback.nonexistent_dedup_key in new:
             self._metrics.nonexistent.inc(len(callback.nonexistent_job_ids))
 
-    def _authorize(self, request: Request) -> None:
-        expected = self._credentials.callback_token
-        if expected is None:
-            return
+    async def _authorize(self, request: Request) -> None:
         # Before comparing: a throttled source gets 429 even with the right token, so it learns nothing.
         if wait := self._guessing.wait("callback", request):
             raise Throttled(wait)
         given = sole(request.query_params.getlist("token"))
-        if not tokens_match(given, expected):
+        which = await self._tokens.callback(given)
+        if which is None:
             if given:
                 self._guessing.wrong("callback", request)
             raise Unauthorized()
+        if which == "previous":
+            # COS still posts to the URL from before a rotation: once this stops growing, it has switched.
+            self._metrics.previous_callback_token.inc()
 
     async def _read_and_record(self, received: Received, large: bool) -> tuple[Callback, IngestResult]:
         if large:

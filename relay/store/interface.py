@@ -19,7 +19,7 @@ from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import Rejected
-from relay.store.records import Page
+from relay.store.records import Page, StoredToken
 
 
 class Store(Protocol):
@@ -54,6 +54,36 @@ class Store(Protocol):
 
     def secret(self, name: str, candidate: str, at: datetime) -> str:
         """The value stored under ``name``, storing ``candidate`` first if there is none."""
+
+    # -- tokens and console sessions
+    def tokens(self, at: datetime) -> dict[str, StoredToken]:
+        """What the database knows of ``callback_token`` and ``admin_token`` (both keys always present); a
+        previous token whose grace ended before ``at`` is left out."""
+
+    def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
+        """Where the token ``name`` in force was found at this start, and its fingerprint."""
+
+    def rotate_token(
+        self,
+        name: str,
+        value: str,
+        fingerprint: str,
+        at: datetime,
+        *,
+        previous_until: datetime | None,
+        end_sessions: bool,
+    ) -> int:
+        """Keep ``value`` as the token ``name`` (source: the database), the one it replaces as its previous token
+        until ``previous_until`` (None: not at all), and end every console session if ``end_sessions``: one
+        transaction. How many live sessions it ended."""
+
+    async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
+        """A new console session, live until ``expires``; sessions expired by ``at`` are removed meanwhile."""
+
+    async def session_live(self, session_id: str, at: datetime) -> bool: ...
+
+    def end_sessions(self, at: datetime, session_id: str | None = None) -> int:
+        """End one console session, or every one (None): how many of them were live at ``at``."""
 
     # -- subscribers
     def list_subscribers(self) -> list[Subscriber]: ...

@@ -278,3 +278,16 @@ def m007_packed_bodies(db: Database) -> None:
     # packing.py); a flag per row, so rows written before stay readable as they are, and no rewrite is needed.
     for table, column in (("callbacks", "body_packed"), ("events", "body_packed"), ("jobs", "detail_packed")):
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m012_tokens_and_sessions(db: Database) -> None:
+    # A rotated callback token is still accepted for a while: kept as previous_callback_token until expires_at.
+    db.execute("ALTER TABLE secrets ADD COLUMN expires_at TEXT")
+    # Where the token in force came from at the last start or rotation (database, RELAY_ADMIN_TOKEN, an option)
+    # and its SHA-256: `cos-relay tokens` shows only the one in force, and a changed admin token ends sessions.
+    db.table("token_sources").create({"name": str, "source": str, "fingerprint": str, "recorded_at": str}, pk="name")
+    # Console sessions live here, so that signing out or `cos-relay sessions end-all` ends them on every replica.
+    # id: the SHA-256 of the cookie's random part (the cookie cannot be rebuilt from a copy of the database).
+    db.table("console_sessions").create({"id": str, "created_at": str, "expires_at": str}, pk="id")
+    db.table("console_sessions").create_index(["expires_at"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,3 +52,29 @@ Target = Path | PostgresUrl
 def target_of(text: str) -> Target:
     """``--db``'s text read as a PostgreSQL URL or an SQLite path."""
     return PostgresUrl(text) if text.startswith(POSTGRES_SCHEMES) else Path(text)
+
+
+#: The tokens kept in the database (`relay.auth`): the one COS sends, the one for the API and the console.
+TOKENS = ("callback_token", "admin_token")
+
+
+def previous_of(name: str) -> str:
+    """The name the token ``name`` is kept under after a rotation, for its grace."""
+    return f"previous_{name}"
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """What the database knows of one token (``callback_token`` or ``admin_token``).
+
+    ``value`` is the one kept there (None: none). ``previous`` is the one before the last rotation, still
+    accepted until ``previous_until`` (None once that passed, or when none is). ``source`` is where the last
+    start (or rotation) found the token in force (``database``, ``RELAY_ADMIN_TOKEN``, ``--admin-token``, None
+    before any), and ``fingerprint`` that token's SHA-256: never the token itself.
+    """
+
+    value: str | None = None
+    previous: str | None = None
+    previous_until: datetime | None = None
+    source: str | None = None
+    fingerprint: str | None = None

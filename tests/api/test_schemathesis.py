@@ -20,7 +20,8 @@ from tests.live import ProcessServer, wait_until
 from tests.sink import Sink
 
 ROOT = Path(__file__).parents[2]
-ADMIN_TOKEN, CALLBACK_TOKEN = "schemathesis-admin", "schemathesis-callback"
+ADMIN_TOKEN = "schemathesis-admin-qDurSRyyUrfpsPv9juuQYGo7kQMWKDSddrVikU2VCqc"
+CALLBACK_TOKEN = "schemathesis-callback--18tpSWHzM1q0db2r6gkjhVNVjwM8JtmS0AQRp5ys54"
 RUN_ID = "icf43042c67ab601aa9e79a4f03b42e4c"  # the workflow sample's RunId
 JOB_ID = "j7c12d4be4c935a96bfe3fb23d1a491e9"  # the transcode sample's JobId
 

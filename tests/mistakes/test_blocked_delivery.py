@@ -8,7 +8,7 @@ import httpx
 
 from relay.store import store_for
 from relay.store.records import Target
-from tests.conftest import ingest, job_body
+from tests.conftest import ADMIN_TOKEN, ingest, job_body
 from tests.live import ProcessServer, db_text, wait_until
 from tests.mistakes.commands import cos_relay
 
@@ -23,7 +23,7 @@ def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_
         "--db", db_text(db),
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    server = ProcessServer(db, args=("--admin-token", "admin", "--poll-interval", "0.1")).start()
+    server = ProcessServer(db, args=("--admin-token", ADMIN_TOKEN, "--poll-interval", "0.1")).start()
     try:
         ingest(db, job_body(1))
 
@@ -34,7 +34,9 @@ def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_
         printed = shown()
         assert re.search(r"^last_outcome\s+ssrf_blocked$", printed, re.MULTILINE), printed
         assert re.search(r"^last_error\s+.*127\.0\.0\.1 is loopback.*RELAY_ALLOW_NETWORKS", printed, re.MULTILINE)
-        api = httpx.get(f"{server.url}/api/subscribers/local", headers={"Authorization": "Bearer admin"}).json()
+        api = httpx.get(
+            f"{server.url}/api/subscribers/local", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ).json()
         assert api["last_outcome"] == "ssrf_blocked"
         assert "RELAY_ALLOW_NETWORKS" in api["last_error"]
     finally:

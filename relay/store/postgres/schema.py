@@ -121,4 +121,16 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX callbacks_by_time ON callbacks(received_at, outcome);
         """,
     ),
+    (
+        12,
+        "tokens_and_sessions",
+        """
+        -- The SQLite store's m012, name for name: a rotated callback token's grace, where each token in force came
+        -- from (with its SHA-256), and the console's sessions (id: the SHA-256 of the cookie's random part).
+        ALTER TABLE secrets ADD COLUMN expires_at text;
+        CREATE TABLE token_sources (name text PRIMARY KEY, source text, fingerprint text, recorded_at text);
+        CREATE TABLE console_sessions (id text PRIMARY KEY, created_at text, expires_at text);
+        CREATE INDEX console_sessions_expires_at ON console_sessions(expires_at);
+        """,
+    ),
 )

@@ -25,3 +25,25 @@ async def check_writable(conn: asyncpg.Connection, at: datetime) -> None:
     await conn.execute(
         "INSERT INTO heartbeat(id, at) VALUES (1, $1) ON CONFLICT(id) DO UPDATE SET at = excluded.at", iso(at)
     )
+
+
+async def read_secret(conn: asyncpg.Connection, name: str) -> tuple[str, str | None] | None:
+    """The value stored under ``name`` and until when it is good (None: no end), or None if there is none."""
+    row = await conn.fetchrow("SELECT value, expires_at FROM secrets WHERE name = $1", name)
+    return None if row is None else (str(row["value"]), row["expires_at"])
+
+
+async def write_secret(conn: asyncpg.Connection, name: str, value: str, at: datetime, expires: datetime | None) -> None:
+    """Store ``value`` under ``name`` (replacing what was there), good until ``expires`` (None: no end)."""
+    await conn.execute(
+        "INSERT INTO secrets(name, value, created_at, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT(name) DO UPDATE"
+        " SET value = excluded.value, created_at = excluded.created_at, expires_at = excluded.expires_at",
+        name,
+        value,
+        iso(at),
+        None if expires is None else iso(expires),
+    )
+
+
+async def delete_secret(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute("DELETE FROM secrets WHERE name = $1", name)

@@ -28,9 +28,10 @@ from relay.store.postgres import (
     retention,
     secrets,
     subscribers,
+    tokens,
 )
 from relay.store.postgres.connection import Database, Observer, Work
-from relay.store.records import Page, PostgresUrl
+from relay.store.records import Page, PostgresUrl, StoredToken
 
 T = TypeVar("T")
 
@@ -124,6 +125,36 @@ class PostgresStore:
 
     def secret(self, name: str, candidate: str, at: datetime) -> str:
         return self._write_sync(partial(secrets.get_or_create_secret, name=name, candidate=candidate, at=at))
+
+    # -- tokens and console sessions ---------------------------------------------------------------
+
+    def tokens(self, at: datetime) -> dict[str, StoredToken]:
+        return self._read_sync(partial(tokens.read_tokens, at=at))
+
+    def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
+        self._write_sync(partial(tokens.record_token_source, name=name, source=source, fingerprint=fingerprint, at=at))
+
+    def rotate_token(
+        self,
+        name: str,
+        value: str,
+        fingerprint: str,
+        at: datetime,
+        *,
+        previous_until: datetime | None,
+        end_sessions: bool,
+    ) -> int:
+        rotate = partial(tokens.rotate_token, name=name, value=value, fingerprint=fingerprint, at=at)
+        return self._write_sync(partial(rotate, previous_until=previous_until, end_sessions=end_sessions))
+
+    async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
+        await self._write(partial(tokens.start_session, session_id=session_id, expires=expires, at=at))
+
+    async def session_live(self, session_id: str, at: datetime) -> bool:
+        return await self._read(partial(tokens.session_live, session_id=session_id, at=at))
+
+    def end_sessions(self, at: datetime, session_id: str | None = None) -> int:
+        return self._write_sync(partial(tokens.end_console_sessions, at=at, session_id=session_id))
 
     # -- subscribers ----------------------------------------------------------------------------
 

@@ -102,3 +102,22 @@ def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str, at
     )
     row = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
     return str(row["value"])
+
+
+def read_secret(conn: sqlite3.Connection, name: str) -> tuple[str, str | None] | None:
+    """The value stored under ``name`` and until when it is good (None: no end), or None if there is none."""
+    row = conn.execute("SELECT value, expires_at FROM secrets WHERE name = ?", (name,)).fetchone()
+    return None if row is None else (str(row["value"]), row["expires_at"])
+
+
+def write_secret(conn: sqlite3.Connection, name: str, value: str, at: datetime, expires: datetime | None) -> None:
+    """Store ``value`` under ``name`` (replacing what was there), good until ``expires`` (None: no end)."""
+    conn.execute(
+        "INSERT INTO secrets(name, value, created_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE"
+        " SET value = excluded.value, created_at = excluded.created_at, expires_at = excluded.expires_at",
+        (name, value, iso(at), None if expires is None else iso(expires)),
+    )
+
+
+def delete_secret(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("DELETE FROM secrets WHERE name = ?", (name,))

@@ -25,7 +25,7 @@ from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import BadParameter, NoDatabase, Rejected
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
 from relay.store.formats import iso
-from relay.store.records import Durability, Page
+from relay.store.records import Durability, Page, StoredToken
 from relay.store.sqlite import (
     attempts,
     callbacks,
@@ -35,6 +35,7 @@ from relay.store.sqlite import (
     queries,
     retention,
     subscribers,
+    tokens,
 )
 from relay.store.writer import Observer, Writer, error_kind
 
@@ -151,6 +152,36 @@ class SqliteStore:
     def secret(self, name: str, candidate: str, at: datetime) -> str:
         """The value stored under ``name``, storing ``candidate`` first if there is none."""
         return self._write_sync(partial(connection.get_or_create_secret, name=name, candidate=candidate, at=at))
+
+    # -- tokens and console sessions ---------------------------------------------------------------
+
+    def tokens(self, at: datetime) -> dict[str, StoredToken]:
+        return self._read_sync(partial(tokens.read_tokens, at=at))
+
+    def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
+        self._write_sync(partial(tokens.record_token_source, name=name, source=source, fingerprint=fingerprint, at=at))
+
+    def rotate_token(
+        self,
+        name: str,
+        value: str,
+        fingerprint: str,
+        at: datetime,
+        *,
+        previous_until: datetime | None,
+        end_sessions: bool,
+    ) -> int:
+        rotate = partial(tokens.rotate_token, name=name, value=value, fingerprint=fingerprint, at=at)
+        return self._write_sync(partial(rotate, previous_until=previous_until, end_sessions=end_sessions))
+
+    async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
+        await self._write(partial(tokens.start_session, session_id=session_id, expires=expires, at=at))
+
+    async def session_live(self, session_id: str, at: datetime) -> bool:
+        return await self._read(partial(tokens.session_live, session_id=session_id, at=at))
+
+    def end_sessions(self, at: datetime, session_id: str | None = None) -> int:
+        return self._write_sync(partial(tokens.end_console_sessions, at=at, session_id=session_id))
 
     # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
 
