@@ -278,3 +278,13 @@ def m007_packed_bodies(db: Database) -> None:
     # packing.py); a flag per row, so rows written before stay readable as they are, and no rewrite is needed.
     for table, column in (("callbacks", "body_packed"), ("events", "body_packed"), ("jobs", "detail_packed")):
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m009_body_refs(db: Database) -> None:
+    # A duplicate byte for byte like a body already kept stores a reference to it, not a second copy: a
+    # replayed callback costs a small row, not its body again. The hash finds the first copy; only rows that
+    # hold a whole body of their own have a hash (and are in its index).
+    db.execute("ALTER TABLE callbacks ADD COLUMN body_sha256 BLOB")
+    db.execute("ALTER TABLE callbacks ADD COLUMN body_ref INTEGER")
+    db.execute("CREATE INDEX callbacks_by_body ON callbacks(body_sha256) WHERE body_sha256 IS NOT NULL")

@@ -96,6 +96,8 @@ _CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
     " dedup_key, body_truncated"
 )
+#: A duplicate that references the first copy of its bytes shows that copy's body.
+_BODY = "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref))"
 
 
 async def list_callbacks(
@@ -110,7 +112,7 @@ async def list_callbacks(
     conditions.append(_where("id < {}", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
     rows = await conn.fetch(
-        f"SELECT {_CALLBACK_COLUMNS}, substring(body from 1 for 4096) AS body_prefix FROM callbacks{where}"
+        f"SELECT {_CALLBACK_COLUMNS}, substring({_BODY} from 1 for 4096) AS body_prefix FROM callbacks{where}"
         f" ORDER BY id DESC LIMIT ${len(params) + 1}",
         *params,
         limit + 1,

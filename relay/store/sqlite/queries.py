@@ -91,6 +91,12 @@ _CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
     " dedup_key, body_truncated"
 )
+#: A duplicate that references the first copy of its bytes shows that copy's body.
+_BODY = (
+    "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref)) AS body,"
+    " CASE WHEN body IS NULL THEN (SELECT r.body_packed FROM callbacks r WHERE r.id = callbacks.body_ref)"
+    " ELSE body_packed END AS body_packed"
+)
 
 
 def list_callbacks(
@@ -105,7 +111,7 @@ def list_callbacks(
     conditions.append(_where("id < ?", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
     rows = conn.execute(
-        f"SELECT {_CALLBACK_COLUMNS}, body, body_packed FROM callbacks{where} ORDER BY id DESC LIMIT ?",
+        f"SELECT {_CALLBACK_COLUMNS}, {_BODY} FROM callbacks{where} ORDER BY id DESC LIMIT ?",
         (*params, limit + 1),
     ).fetchall()
     items = []
