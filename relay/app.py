@@ -42,6 +42,7 @@ from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
 from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
+from relay.shedding import Shedder
 from relay.store import store_for
 from relay.validate.schema import CallbackSchema
 
@@ -102,6 +103,7 @@ def create_app(
         interval=settings.prune_interval,
         metrics=metrics,
     )
+    shedder = Shedder(store, settings.max_backlog, clock, metrics=metrics)
     delivery = DeliveryThread(worker, sender, grace=SHUTDOWN_GRACE)
     subscribers = Subscribers(
         store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=delivery.wake
@@ -140,6 +142,7 @@ def create_app(
             await delivery.start()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pruner.run)
+                tasks.start_soon(shedder.run)
                 try:
                     yield
                 finally:

@@ -177,6 +177,12 @@ class Settings:
         Seconds(maximum=365 * DAY),
         "A subscriber failing without a single success for this long is disabled.",
     )
+    max_backlog: int = setting(
+        100_000,
+        Integer(1, 100_000_000),
+        "Pending deliveries kept per subscriber (paused, disabled or failing): past this, its oldest become"
+        ' dropped, counted in relay_deliveries_given_up_total{reason="backlog_full"} (docs/operations.md).',
+    )
     secret_grace: float = setting(
         24 * 3600.0,
         Seconds(zero=True, maximum=30 * DAY),

@@ -1,5 +1,6 @@
 """The database stays bounded under hostile traffic, against a real ``cos-relay serve`` on both backends: a
-replayed callback keeps a reference to the first copy of its bytes, not a copy of them."""
+replayed callback keeps a reference to the first copy of its bytes, not a copy of them; a paused subscriber's
+backlog stops at RELAY_MAX_BACKLOG, its oldest deliveries dropped, counted, listed and alertable."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, job_body
 from tests.databases import values
-from tests.live import ProcessServer
+from tests.live import ProcessServer, wait_until
+from tests.sink import Sink
 
-TOKENS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "warning")
+TOKENS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--allow-networks", "127.0.0.0/8")
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 XML = {"Content-Type": "application/xml"}
 
 
@@ -48,3 +51,41 @@ def test_a_replayed_callback_stores_its_body_once_and_each_replay_shows_it(
     assert len(listed) == 21
     assert all(item["body_prefix"] and body.decode().startswith(item["body_prefix"]) for item in listed)
     assert {item["size"] for item in listed} == {len(body), len(body) + 1}
+
+
+def deliveries(http: httpx.Client, state: str) -> list[dict[str, object]]:
+    return list(http.get("/api/deliveries", params={"state": state, "limit": 100}).json()["items"])
+
+
+def metric(http: httpx.Client, line_start: str) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_paused_subscribers_backlog_stops_at_its_bound_and_every_drop_is_counted_and_listed(
+    database: Target, sink: Sink
+) -> None:
+    server = ProcessServer(database, args=(*TOKENS, "--max-backlog", "5")).start()
+    try:
+        with httpx.Client(base_url=server.url, headers=ADMIN, timeout=30) as http:
+            assert http.post("/api/subscribers", json={"name": "held", "url": f"{sink.url}/ok/held"}).status_code == 201
+            assert http.post("/api/subscribers/held/pause").status_code == 200
+            for number in range(12):
+                answer = http.post(callback_url(), content=job_body(number), headers=XML)
+                assert answer.json() == {"status": "accepted"}
+            wait_until(lambda: len(deliveries(http, "dropped")) == 7, what="the 7 oldest deliveries dropped")
+            pending, dropped = deliveries(http, "pending"), deliveries(http, "dropped")
+            # The oldest went, the newest are kept; all 12 acknowledged events are accounted for.
+            assert max(int(str(d["id"])) for d in dropped) < min(int(str(d["id"])) for d in pending)
+            assert len(pending) == 5
+            given_up = 'relay_deliveries_given_up_total{reason="backlog_full",subscriber="held"}'
+            assert metric(http, given_up) == 7
+            assert metric(http, 'relay_outbox_deliveries{state="dropped"}') == 7
+            # A dropped delivery is requeued by hand like a dead one, and arrives once its subscriber resumes.
+            assert http.post(f"/api/deliveries/{dropped[-1]['id']}/retry").status_code == 200
+            assert http.post("/api/subscribers/held/resume").status_code == 200
+            wait_until(lambda: len(sink.to("/ok/held")) == 6, what="the 5 kept and the 1 requeued delivered")
+    finally:
+        server.stop()

@@ -125,6 +125,10 @@ class Store(Protocol):
 
     def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]: ...
 
+    async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
+        """One batch: up to ``limit`` of each subscriber's oldest pending deliveries past its first ``max_backlog``
+        become ``dropped``; how many, by subscriber name (empty once every backlog is within the bound)."""
+
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile.
         `Rejected` where the backend has its own tools (PostgreSQL: pg_dump)."""

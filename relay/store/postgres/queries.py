@@ -207,7 +207,7 @@ async def event_bodies(conn: asyncpg.Connection, limit: int) -> list[bytes]:
 
 
 #: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
-GAUGED_STATES = ("pending", "in_flight", "dead")
+GAUGED_STATES = ("pending", "in_flight", "dead", "dropped")
 
 
 async def outbox_stats(conn: asyncpg.Connection) -> dict[str, Any]:

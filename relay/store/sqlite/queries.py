@@ -223,7 +223,7 @@ def event_bodies(conn: sqlite3.Connection, limit: int) -> list[bytes]:
 
 
 #: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
-GAUGED_STATES = ("pending", "in_flight", "dead")
+GAUGED_STATES = ("pending", "in_flight", "dead", "dropped")
 
 
 def outbox_stats(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from relay.store.formats import iso
 from relay.store.records import Durability, Page
 from relay.store.sqlite import (
     attempts,
+    backlog,
     callbacks,
     connection,
     console,
@@ -215,6 +216,14 @@ class SqliteStore:
 
     def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
         return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
+
+    async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
+        over = await self._read(partial(backlog.over, max_backlog=max_backlog))
+        if not over:
+            return {}
+        return await self._write(
+            partial(backlog.drop_oldest, subscriber_ids=over, max_backlog=max_backlog, limit=limit, at=at)
+        )
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target``; writers go on meanwhile. `BadParameter` (one line
