@@ -103,7 +103,7 @@ def create_app(
         interval=settings.prune_interval,
         metrics=metrics,
     )
-    shedder = Shedder(store, settings.max_backlog, clock, metrics=metrics)
+    shedder = Shedder(store, settings.max_backlog, clock, max_db_size=settings.max_db_size, metrics=metrics)
     delivery = DeliveryThread(worker, sender, grace=SHUTDOWN_GRACE)
     subscribers = Subscribers(
         store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=delivery.wake
@@ -119,8 +119,11 @@ def create_app(
         clock=clock,
         metrics=metrics,
         on_commit=delivery.wake,
+        at_bound=lambda: shedder.at_bound,
     )
-    exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock), metrics_dir)
+    exposition = exposition_registry(
+        metrics, StoreCollector(store.outbox_stats, clock, size_limit=settings.max_db_size), metrics_dir
+    )
 
     # Rendering reads the database for the outbox gauges: SharedRendering keeps it off the event loop.
     metrics_endpoint = MetricsEndpoint(SharedRendering(functools.partial(render, exposition)), settings.metrics_token)

@@ -12,6 +12,7 @@ responses or exit codes.
   + Malformed         400  not well-formed, DTD, bad UTF-8
   + Invalid           422  well-formed but not a COS callback
   + Unavailable       503  the store could not commit; COS should try again
+    + AtSizeBound          the database is at RELAY_MAX_DB_SIZE
   the admin API and the CLI:
   + BadParameter      400  a query, path or option value is not valid
   + BadSubscriber     400  a subscriber definition is not valid, or the change is not possible
@@ -121,6 +122,12 @@ class Unavailable(Rejected):
     status = 503
     outcome = "unavailable"
     quarantined = False
+
+
+class AtSizeBound(Unavailable):
+    """The database is at RELAY_MAX_DB_SIZE with nothing left to shed; COS should try again later."""
+
+    outcome = "size_bound"
 
 
 class BadParameter(Rejected):

@@ -40,6 +40,7 @@ CALLBACK_OUTCOMES = (
     "malformed",
     "invalid",
     "unavailable",
+    "size_bound",
 )
 #: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
 WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")

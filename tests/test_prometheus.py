@@ -58,14 +58,17 @@ EXPECTED_ACTIVE = {
     ("CosRelayCallbacksRefused", ""),
 }
 
-#: Nothing in this traffic makes the database unwritable, leaves a delivery pending for 30 minutes or
-#: says callbacks are expected.
+#: Nothing in this traffic makes the database unwritable, leaves a delivery pending for 30 minutes, says
+#: callbacks are expected, fills a backlog or sets a size bound.
 QUIET = {
     "CosRelayStoreNotWritable",
     "CosRelayDeliveryBacklogOld",
     "CosRelayNoCallbacks",
     "CosRelayPruneStopped",
     "CosRelayDatabaseFillingDisk",
+    "CosRelayBacklogDropped",
+    "CosRelayDatabaseNearBound",
+    "CosRelayDatabaseAtBound",
 }
 
 DEADLINE = 30.0
@@ -332,9 +335,18 @@ def test_dashboard_has_schema_39_the_datasource_variable_on_every_panel_and_a_qu
 
 
 def test_outcome_and_error_labels_cover_every_refusal_and_write_error_kind() -> None:
-    from relay.errors import BodyTimeout, Invalid, Malformed, TooLarge, Unauthorized, Unavailable, UnsupportedType
+    from relay.errors import (
+        AtSizeBound,
+        BodyTimeout,
+        Invalid,
+        Malformed,
+        TooLarge,
+        Unauthorized,
+        Unavailable,
+        UnsupportedType,
+    )
 
-    refusals = (Unauthorized, BodyTimeout, TooLarge, UnsupportedType, Malformed, Invalid, Unavailable)
+    refusals = (Unauthorized, BodyTimeout, TooLarge, UnsupportedType, Malformed, Invalid, Unavailable, AtSizeBound)
     assert {refusal.outcome for refusal in refusals} | {"accepted", "duplicate"} == set(CALLBACK_OUTCOMES)
     messages = (
         "database is locked",

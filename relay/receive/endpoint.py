@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from relay.auth import Credentials, sole, tokens_match
 from relay.domain.callback import Callback, IngestResult, Received
-from relay.errors import BodyTimeout, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
+from relay.errors import AtSizeBound, BodyTimeout, Rejected, TooLarge, Unauthorized, Unavailable, UnsupportedType
 from relay.ingest import Ingest
 from relay.logs import Throttle, clip
 from relay.metrics import Metrics
@@ -70,11 +70,14 @@ class CallbackEndpoint:
         clock: Callable[[], datetime],
         metrics: Metrics,
         on_commit: Callable[[], None] = lambda: None,
+        at_bound: Callable[[], bool] = lambda: False,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         #: Called when a callback created deliveries, to wake the delivery worker.
         self._on_commit = on_commit
+        #: Whether the database is at RELAY_MAX_DB_SIZE (the shedder's verdict): refuse before reading the body.
+        self._at_bound = at_bound
         self._credentials = credentials
         self._store = store
         self._ingest = ingest
@@ -93,6 +96,8 @@ class CallbackEndpoint:
         large = False
         try:
             self._authorize(request)
+            if self._at_bound():
+                raise AtSizeBound("the database is at its size bound (RELAY_MAX_DB_SIZE); try again later")
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
             body = await read_body(request, limit=self._settings.max_body, timeout=self._settings.body_timeout)
             received = Received(
@@ -197,7 +202,7 @@ class CallbackEndpoint:
         headers = {}
         if isinstance(error, Unavailable):
             headers["Retry-After"] = "5"
-        if isinstance(error, TooLarge | BodyTimeout):
+        if isinstance(error, TooLarge | BodyTimeout | AtSizeBound):
             # The rest of the body is still coming (or never will): close rather than read it.
             headers["Connection"] = "close"
         background = self._after_large() if large else None

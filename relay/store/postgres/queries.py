@@ -225,5 +225,8 @@ async def outbox_stats(conn: asyncpg.Connection) -> dict[str, Any]:
         row["name"]: row["state"]
         for row in await conn.fetch("SELECT name, state FROM subscribers WHERE removed_at IS NULL")
     }
-    size = await conn.fetchval("SELECT pg_database_size(current_database())")
-    return {"outbox": outbox, "subscribers": subscribers, "size": int(size)}
+    return {"outbox": outbox, "subscribers": subscribers, "size": await database_size(conn)}
+
+
+async def database_size(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT pg_database_size(current_database())"))

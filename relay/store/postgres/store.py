@@ -185,6 +185,9 @@ class PostgresStore:
     def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
         return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
 
+    def used_bytes(self) -> int:
+        return self._read_sync(queries.database_size)
+
     async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
         return await self._write(partial(backlog.drop_oldest, max_backlog=max_backlog, limit=limit, at=at))
 
