@@ -179,7 +179,7 @@ class Settings:
     )
     max_db_size: int | None = setting(
         None,
-        Integer(16 * MIB, 2**50),
+        Integer(MIB, 2**50),
         "Size bound of the database, in bytes (used: the file and its WAL less free pages; PostgreSQL: the"
         " database). From 80% the oldest raw callbacks, finished deliveries and events go early; at it, callbacks"
         " get 503 + Retry-After (docs/operations.md).",

@@ -71,15 +71,16 @@ async def _all_seen(conn: asyncpg.Connection, keys: Sequence[str]) -> bool:
 async def _insert_duplicate(
     conn: asyncpg.Connection, received: Received, callback: Callback, at: str, digest: bytes
 ) -> int:
-    """A duplicate's row: a reference to the first kept copy of the same bytes, or its own copy if none is."""
+    """A duplicate's row: a reference to the first kept copy of the same bytes (its dedup keys too: same bytes,
+    same items), or its own copy if none is."""
     first = await conn.fetchval("SELECT id FROM callbacks WHERE body_sha256 = $1 ORDER BY id LIMIT 1", digest)
     if first is None:
         return await _insert_callback(conn, received, callback, at, digest, "duplicate")
     return int(
         await conn.fetchval(
-            "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
-            " outcome, body_ref, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7, 'duplicate', $8, 0) RETURNING id",
-            *_columns(received, callback, at),
+            "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
+            " body_ref, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, 'duplicate', $7, 0) RETURNING id",
+            *_columns(received, callback, at)[:-1],
             first,
         )
     )

@@ -94,9 +94,10 @@ async def get_workflow(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] 
 
 _CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
-    " dedup_key, body_truncated"
+    " coalesce(dedup_key, (SELECT r.dedup_key FROM callbacks r WHERE r.id = callbacks.body_ref)) AS dedup_key,"
+    " body_truncated"
 )
-#: A duplicate that references the first copy of its bytes shows that copy's body.
+#: A duplicate that references the first copy of its bytes shows that copy's body (and dedup keys, above).
 _BODY = "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref))"
 
 

@@ -70,14 +70,15 @@ def _all_seen(conn: sqlite3.Connection, keys: Sequence[str]) -> bool:
 
 
 def _insert_duplicate(conn: sqlite3.Connection, received: Received, callback: Callback, at: str, digest: bytes) -> int:
-    """A duplicate's row: a reference to the first kept copy of the same bytes, or its own copy if none is."""
+    """A duplicate's row: a reference to the first kept copy of the same bytes (its dedup keys too: same bytes,
+    same items), or its own copy if none is."""
     first = conn.execute("SELECT id FROM callbacks WHERE body_sha256 = ? ORDER BY id LIMIT 1", (digest,)).fetchone()
     if first is None:
         return _insert_callback(conn, received, callback, at, digest, "duplicate")
     cursor = conn.execute(
         "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
-        " dedup_key, body_ref, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'duplicate', ?, ?, 0)",
-        (*_columns(received, callback, at), first[0]),
+        " body_ref, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'duplicate', ?, 0)",
+        (*_columns(received, callback, at)[:-1], first[0]),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid

@@ -89,9 +89,10 @@ def get_workflow(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None
 BODY_PREFIX = 4096
 _CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
-    " dedup_key, body_truncated"
+    " coalesce(dedup_key, (SELECT r.dedup_key FROM callbacks r WHERE r.id = callbacks.body_ref)) AS dedup_key,"
+    " body_truncated"
 )
-#: A duplicate that references the first copy of its bytes shows that copy's body.
+#: A duplicate that references the first copy of its bytes shows that copy's body (and dedup keys, above).
 _BODY = (
     "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref)) AS body,"
     " CASE WHEN body IS NULL THEN (SELECT r.body_packed FROM callbacks r WHERE r.id = callbacks.body_ref)"
