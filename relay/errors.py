@@ -125,7 +125,7 @@ class Unavailable(Rejected):
 
 
 class AtSizeBound(Unavailable):
-    """The database is at RELAY_MAX_DB_SIZE with nothing left to shed; COS should try again later."""
+    """The database is at RELAY_MAX_DB_SIZE; COS should try again later."""
 
     outcome = "size_bound"
 

@@ -3,9 +3,9 @@ RELAY_MAX_BACKLOG (docs/operations.md, "Disk bounds").
 
 Size: from `SOFT_MARK` of the bound, the rows the raw window covers go early, oldest first (raw callbacks with
 their dedup keys, finished deliveries with their attempts, events no delivery needs: a prune with the raw
-cutoff at now), never a delivery still owed nor its event, nor job records. At the bound, with nothing left to
-shed, `at_bound` turns on and the callback endpoint answers 503 with Retry-After (COS retries) until room
-is made. What goes is counted in relay_pruned_rows_total and logged.
+cutoff at now), never a delivery still owed nor its event, nor job records. At the bound `at_bound` turns on
+and the callback endpoint answers 503 with Retry-After (COS retries) until shedding (or delivery, or an
+operator) has made room. What goes is counted in relay_pruned_rows_total and logged.
 
 Backlog: a paused, disabled or failing subscriber holds every event owed to it as a pending delivery, which no prune
 removes (a delivery still owed never goes). Past the bound, its oldest pending deliveries become ``dropped``:
@@ -59,7 +59,7 @@ class Shedder:
         self._store = store
         self._max_backlog = max_backlog
         self._max_db_size = max_db_size
-        #: The database is at its size bound and nothing is left to shed: callbacks are refused (503).
+        #: The database is at its size bound (as last measured): callbacks are refused (503).
         self.at_bound = False
         self._clock = clock
         self._metrics = metrics
@@ -88,12 +88,13 @@ class Shedder:
                 )
 
     async def make_room(self) -> dict[str, int]:
-        """While over the soft mark, shed the raw window's oldest rows (a bounded number of batches); then set
-        `at_bound`. Rows removed, by kind."""
+        """Set `at_bound` from the size, and while over the soft mark shed the raw window's oldest rows (a bounded
+        number of batches, measuring again after each). Rows removed, by kind."""
         if self._max_db_size is None:
             return {}
         shed: dict[str, int] = {}
         used = await anyio.to_thread.run_sync(self._store.used_bytes)
+        self.at_bound = used >= self._max_db_size
         for _ in range(SHED_BATCHES):
             if used < SOFT_MARK * self._max_db_size:
                 break
@@ -104,9 +105,9 @@ class Shedder:
             for kind, n in counts.items():
                 shed[kind] = shed.get(kind, 0) + n
             used = await anyio.to_thread.run_sync(self._store.used_bytes)
+            self.at_bound = used >= self._max_db_size
             if not any(counts.values()):
                 break
-        self.at_bound = used >= self._max_db_size
         if any(shed.values()):
             logger.warning(
                 "database over %d%% of RELAY_MAX_DB_SIZE: shed %s",
