@@ -138,7 +138,7 @@ def flood(folder: Path, jobs: int, bound: int, seconds: float) -> None:
         f" --max-db-size {bound or 'none'} for {seconds:g} s"
     )
     print(f"   growth before the soft mark: {growth / MIB:.1f} MiB/s; largest file+WAL: {max(s for _, s in samples):,}")
-    print(f"   answers: {dict(sorted(answers.items()))}")
+    print(f"   answers: {dict(sorted(answers.items()))}; used at the end (WAL checkpointed): {used_bytes(db):,}")
 
 
 def main() -> None:
