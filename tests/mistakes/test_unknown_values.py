@@ -107,7 +107,8 @@ def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Tar
     result = cos_relay("deliveries", "list", "--state", "bogus", "--db", db_text(db))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: --state 'bogus' is not a delivery state; use one of pending, in_flight, delivered, dead, cancelled, dropped"
+        "Error: --state 'bogus' is not a delivery state;"
+        " use one of pending, in_flight, delivered, dead, cancelled, dropped"
     ]
 
 
