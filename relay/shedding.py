@@ -7,8 +7,8 @@ cutoff at now), never a delivery still owed nor its event, nor job records. At t
 and the callback endpoint answers 503 with Retry-After (COS retries) until shedding (or delivery, or an
 operator) has made room. What goes is counted in relay_pruned_rows_total and logged.
 
-Backlog: a paused, disabled or failing subscriber holds every event owed to it as a pending delivery, which no prune
-removes (a delivery still owed never goes). Past the bound, its oldest pending deliveries become ``dropped``:
+Backlog: a paused, disabled or failing subscriber holds every event owed to it as a pending delivery, which
+no prune removes (a delivery still owed never goes). Past the bound, its oldest pending deliveries become ``dropped``:
 finished, so the raw window prunes them like dead ones; counted (relay_deliveries_given_up_total with
 reason ``backlog_full``), logged, listed (``GET /api/deliveries?state=dropped``) and requeued by hand like
 dead ones (retry, ``subscribers recover``). Started by the app factory beside the pruner.
@@ -66,8 +66,8 @@ class Shedder:
         self._interval = interval
         self._batch = batch
 
-    async def shed(self) -> dict[str, int]:
-        """Drop what is over the bound, a batch at a time, until every backlog is within it; how many, by
+    async def bound_backlogs(self) -> dict[str, int]:
+        """Drop what is over the backlog bound, a batch at a time, until every backlog is within it; how many, by
         subscriber."""
         total: dict[str, int] = {}
         while True:
@@ -125,7 +125,7 @@ class Shedder:
             try:
                 await self.make_room()
                 if checks % BACKLOG_EVERY == 0:
-                    await self.shed()
+                    await self.bound_backlogs()
             except StoreError as error:
                 logger.error("shedding failed: %s", error, extra={"action": "shed_failed"})
             except Exception:
