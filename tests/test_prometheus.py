@@ -401,7 +401,7 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
             # Before any traffic: each subscriber's give-up counter is scraped at 0, so increase() sees the first.
             wait_for(
                 "a scrape with the give-up counters at 0",
-                lambda: len(prometheus.query("relay_deliveries_given_up_total == 0")) == 3,
+                lambda: len(prometheus.query('relay_deliveries_given_up_total{reason="retries_exhausted"} == 0')) == 3,
             )
 
             def settled() -> bool:
