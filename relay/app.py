@@ -44,6 +44,7 @@ from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
 from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
+from relay.shedding import Shedder
 from relay.store import store_for
 from relay.validate.schema import CallbackSchema
 
@@ -104,6 +105,7 @@ def create_app(
         interval=settings.prune_interval,
         metrics=metrics,
     )
+    shedder = Shedder(store, settings.max_backlog, clock, max_db_size=settings.max_db_size, metrics=metrics)
     delivery = DeliveryThread(worker, sender, grace=SHUTDOWN_GRACE)
     subscribers = Subscribers(
         store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=delivery.wake
@@ -122,8 +124,11 @@ def create_app(
         metrics=metrics,
         guessing=guessing,
         on_commit=delivery.wake,
+        at_bound=lambda: shedder.at_bound,
     )
-    exposition = exposition_registry(metrics, StoreCollector(store.outbox_stats, clock), metrics_dir)
+    exposition = exposition_registry(
+        metrics, StoreCollector(store.outbox_stats, clock, size_limit=settings.max_db_size), metrics_dir
+    )
 
     # Rendering reads the database for the outbox gauges: SharedRendering keeps it off the event loop.
     metrics_endpoint = MetricsEndpoint(SharedRendering(functools.partial(render, exposition)), settings.metrics_token)
@@ -143,6 +148,7 @@ def create_app(
             await delivery.start()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pruner.run)
+                tasks.start_soon(shedder.run)
                 try:
                     yield
                 finally:

@@ -13,6 +13,7 @@ responses or exit codes.
   + Invalid           422  well-formed but not a COS callback
   + Unavailable       503  the store could not commit; COS should try again
   + Throttled         429  the source sent too many wrong tokens; it waits ``retry_after`` seconds
+    + AtSizeBound          the database is at RELAY_MAX_DB_SIZE
   the admin API and the CLI:
   + BadParameter      400  a query, path or option value is not valid
   + BadSubscriber     400  a subscriber definition is not valid, or the change is not possible
@@ -134,6 +135,12 @@ class Throttled(Rejected):
     def __init__(self, retry_after: float) -> None:
         super().__init__()
         self.retry_after = retry_after
+
+
+class AtSizeBound(Unavailable):
+    """The database is at RELAY_MAX_DB_SIZE; COS should try again later."""
+
+    outcome = "size_bound"
 
 
 class BadParameter(Rejected):

@@ -22,8 +22,11 @@ class StoreCollector(Collector):
         read: Callable[[], Mapping[str, object]],
         clock: Callable[[], datetime],
         on_subscribers: Callable[[Iterable[str]], None] | None = None,
+        size_limit: int | None = None,
     ) -> None:
         self._read = read
+        #: RELAY_MAX_DB_SIZE, exported so the alert compares the used bytes with it (None: no bound, no gauge).
+        self._size_limit = size_limit
         self._clock = clock
         #: Told the current subscriber names at every scrape (`exposition_registry` wires it to the metrics).
         self.on_subscribers = on_subscribers
@@ -57,7 +60,15 @@ class StoreCollector(Collector):
             "Database size: the SQLite file with its WAL, or the PostgreSQL database.",
         )
         size.add_metric([], float(stats["size"]))  # type: ignore[arg-type]
-        yield from (depth, oldest, subscribers, size, *_retention(stats))
+        used = GaugeMetricFamily(
+            "relay_store_used_bytes", "Database size less the free pages new rows reuse: what RELAY_MAX_DB_SIZE bounds."
+        )
+        used.add_metric([], float(stats["size"]) - float(stats.get("reusable") or 0))  # type: ignore[arg-type]
+        yield from (depth, oldest, subscribers, size, used, *_retention(stats))
+        if self._size_limit is not None:
+            limit = GaugeMetricFamily("relay_store_size_limit_bytes", "RELAY_MAX_DB_SIZE (absent: no bound).")
+            limit.add_metric([], float(self._size_limit))
+            yield limit
 
 
 def _retention(stats: Mapping[str, object]) -> Iterable[Metric]:

@@ -41,13 +41,14 @@ CALLBACK_OUTCOMES = (
     "invalid",
     "unavailable",
     "throttled",
+    "size_bound",
 )
 #: The token checks that count wrong tokens per source address and throttle guessing (`relay.auth.Guessing`).
 TOKEN_CHECKS = ("login", "bearer", "callback")
 #: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
 WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")
 #: Why a delivery is given up, and why the gateway disables a subscriber (see the delivery worker).
-GIVEN_UP_REASONS = ("retries_exhausted",)
+GIVEN_UP_REASONS = ("retries_exhausted", "backlog_full")
 DISABLED_REASONS = ("gone", "failing")
 #: COS has one queue per feature, so a handful of QueueIds is normal; past this, the rest is ``other``.
 MAX_QUEUE_LABELS = 10
@@ -237,6 +238,12 @@ class Metrics:
         for kind, count in counts.items():
             if count:
                 self.pruned_rows.labels(kind).inc(count)
+
+    def dropped(self, counts: Mapping[str, int]) -> None:
+        """Deliveries dropped because their subscriber's backlog was full: given up, like dead ones."""
+        self.subscribers_known(counts)
+        for subscriber, count in counts.items():
+            self.given_up.labels(subscriber, "backlog_full").inc(count)
 
     def transaction(self, seconds: float, error: str | None) -> None:
         if error is None:

@@ -220,6 +220,20 @@ class Settings:
         Seconds(maximum=365 * DAY),
         "A subscriber failing without a single success for this long is disabled.",
     )
+    max_db_size: int | None = setting(
+        None,
+        Integer(MIB, 2**50),
+        "Size bound of the database, in bytes (used: the file and its WAL less free pages; PostgreSQL: the"
+        " database). From 80% the oldest raw callbacks, finished deliveries and events go early; at it, callbacks"
+        " get 503 + Retry-After (docs/operations.md).",
+        shown="none",
+    )
+    max_backlog: int = setting(
+        100_000,
+        Integer(1, 100_000_000),
+        "Pending deliveries kept per subscriber (paused, disabled or failing): past this, its oldest become"
+        ' dropped, counted in relay_deliveries_given_up_total{reason="backlog_full"} (docs/operations.md).',
+    )
     secret_grace: float = setting(
         24 * 3600.0,
         Seconds(zero=True, maximum=30 * DAY),

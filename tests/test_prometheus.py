@@ -58,14 +58,17 @@ EXPECTED_ACTIVE = {
     ("CosRelayCallbacksRefused", ""),
 }
 
-#: Nothing in this traffic makes the database unwritable, leaves a delivery pending for 30 minutes or
-#: says callbacks are expected, and nobody keeps guessing tokens.
+#: Nothing in this traffic makes the database unwritable, leaves a delivery pending for 30 minutes, says
+#: callbacks are expected, fills a backlog or sets a size bound, and nobody keeps guessing tokens.
 QUIET = {
     "CosRelayStoreNotWritable",
     "CosRelayDeliveryBacklogOld",
     "CosRelayNoCallbacks",
     "CosRelayPruneStopped",
     "CosRelayDatabaseFillingDisk",
+    "CosRelayBacklogDropped",
+    "CosRelayDatabaseNearBound",
+    "CosRelayDatabaseAtBound",
     "CosRelayTokenGuessing",
 }
 
@@ -334,6 +337,7 @@ def test_dashboard_has_schema_39_the_datasource_variable_on_every_panel_and_a_qu
 
 def test_outcome_and_error_labels_cover_every_refusal_and_write_error_kind() -> None:
     from relay.errors import (
+        AtSizeBound,
         BodyTimeout,
         Invalid,
         Malformed,
@@ -344,7 +348,17 @@ def test_outcome_and_error_labels_cover_every_refusal_and_write_error_kind() -> 
         UnsupportedType,
     )
 
-    refusals = (Unauthorized, BodyTimeout, TooLarge, UnsupportedType, Malformed, Invalid, Unavailable, Throttled)
+    refusals = (
+        Unauthorized,
+        BodyTimeout,
+        TooLarge,
+        UnsupportedType,
+        Malformed,
+        Invalid,
+        Unavailable,
+        Throttled,
+        AtSizeBound,
+    )
     assert {refusal.outcome for refusal in refusals} | {"accepted", "duplicate"} == set(CALLBACK_OUTCOMES)
     messages = (
         "database is locked",
@@ -399,7 +413,7 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
             # Before any traffic: each subscriber's give-up counter is scraped at 0, so increase() sees the first.
             wait_for(
                 "a scrape with the give-up counters at 0",
-                lambda: len(prometheus.query("relay_deliveries_given_up_total == 0")) == 3,
+                lambda: len(prometheus.query('relay_deliveries_given_up_total{reason="retries_exhausted"} == 0')) == 3,
             )
 
             def settled() -> bool:

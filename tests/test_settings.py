@@ -54,6 +54,8 @@ SAMPLES = {
     "retry_schedule": "1,2,3",
     "allow_networks": "10.1.0.0/16",
     "disable_after": "60",
+    "max_db_size": "33554432",
+    "max_backlog": "500",
     "secret_grace": "0",
     "delivery_capacity": "8",
     "poll_interval": "0.25",

@@ -242,7 +242,7 @@ def rotate_secret(db_path: Target, policy: AddressPolicy, name: str, secret: str
 )
 @store_options
 def recover(db_path: Target, policy: AddressPolicy, name: str, since: datetime) -> None:
-    """Queue again every failed or dead delivery to NAME created since --since."""
+    """Queue again every failed, dead or dropped delivery to NAME created since --since."""
     with existing_store(db_path) as store, refusals():
         service = Subscribers(store, policy, utc_now)
         subscriber = service.get(name)

@@ -27,6 +27,7 @@ TONES = {
     "enabled": "good",
     "failed": "bad",
     "dead": "bad",
+    "dropped": "bad",
     "disabled": "bad",
     "malformed": "bad",
     "invalid": "bad",

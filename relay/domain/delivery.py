@@ -15,7 +15,7 @@ from enum import StrEnum
 from relay.domain.retry import RetryPolicy
 
 #: Every state a delivery can be in (the ``deliveries.state`` column).
-DELIVERY_STATES = ("pending", "in_flight", "delivered", "dead", "cancelled")
+DELIVERY_STATES = ("pending", "in_flight", "delivered", "dead", "cancelled", "dropped")
 
 
 class Outcome(StrEnum):

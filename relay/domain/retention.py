@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 #: Delivery states that are over: nothing will attempt them again unless an operator requeues them.
-FINISHED = ("delivered", "dead", "cancelled")
+FINISHED = ("delivered", "dead", "cancelled", "dropped")
 #: Delivery states still owed to a subscriber. Retrying and held deliveries are ``pending``.
 OWED = ("pending", "in_flight")
 

@@ -19,7 +19,16 @@ from starlette.responses import JSONResponse, Response
 from relay.auth import Guessing, Tokens, sole
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.guessing import retry_after
-from relay.errors import BodyTimeout, Rejected, Throttled, TooLarge, Unauthorized, Unavailable, UnsupportedType
+from relay.errors import (
+    AtSizeBound,
+    BodyTimeout,
+    Rejected,
+    Throttled,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedType,
+)
 from relay.ingest import Ingest
 from relay.logs import Throttle, clip
 from relay.metrics import Metrics
@@ -72,6 +81,7 @@ class CallbackEndpoint:
         metrics: Metrics,
         guessing: Guessing,
         on_commit: Callable[[], None] = lambda: None,
+        at_bound: Callable[[], bool] = lambda: False,
     ) -> None:
         self._settings = settings
         self._guessing = guessing
@@ -79,6 +89,8 @@ class CallbackEndpoint:
         #: Called when a callback created deliveries, to wake the delivery worker.
         self._on_commit = on_commit
         self._tokens = tokens
+        #: Whether the database is at RELAY_MAX_DB_SIZE (the shedder's verdict): refuse before reading the body.
+        self._at_bound = at_bound
         self._store = store
         self._ingest = ingest
         self._clock = clock
@@ -96,6 +108,8 @@ class CallbackEndpoint:
         large = False
         try:
             await self._authorize(request)
+            if self._at_bound():
+                raise AtSizeBound("the database is at its size bound (RELAY_MAX_DB_SIZE); try again later")
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
             body = await read_body(request, limit=self._settings.max_body, timeout=self._settings.body_timeout)
             received = Received(
@@ -211,7 +225,7 @@ class CallbackEndpoint:
             headers["Retry-After"] = "5"
         if isinstance(error, Throttled):
             headers["Retry-After"] = retry_after(error.retry_after)
-        if isinstance(error, TooLarge | BodyTimeout):
+        if isinstance(error, TooLarge | BodyTimeout | AtSizeBound):
             # The rest of the body is still coming (or never will): close rather than read it.
             headers["Connection"] = "close"
         background = self._after_large() if large else None

@@ -157,6 +157,14 @@ class Store(Protocol):
 
     def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]: ...
 
+    def used_bytes(self) -> int:
+        """What the database takes that new rows cannot reuse (SQLite: the file and its WAL less free pages;
+        PostgreSQL: the database, whose deleted rows' space autovacuum makes reusable without shrinking it)."""
+
+    async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
+        """One batch: up to ``limit`` of each subscriber's oldest pending deliveries past its first ``max_backlog``
+        become ``dropped``; how many, by subscriber name (empty once every backlog is within the bound)."""
+
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile.
         `Rejected` where the backend has its own tools (PostgreSQL: pg_dump)."""

@@ -281,6 +281,16 @@ def m007_packed_bodies(db: Database) -> None:
 
 
 @migrations()
+def m009_body_refs(db: Database) -> None:
+    # A duplicate byte for byte like a body already kept stores a reference to it, not a second copy: a
+    # replayed callback costs a small row, not its body again. The hash finds the first copy; only rows that
+    # hold a whole body of their own have a hash (and are in its index).
+    db.execute("ALTER TABLE callbacks ADD COLUMN body_sha256 BLOB")
+    db.execute("ALTER TABLE callbacks ADD COLUMN body_ref INTEGER")
+    db.execute("CREATE INDEX callbacks_by_body ON callbacks(body_sha256) WHERE body_sha256 IS NOT NULL")
+
+
+@migrations()
 def m012_tokens_and_sessions(db: Database) -> None:
     # A rotated callback token is still accepted for a while: kept as previous_callback_token until expires_at.
     db.execute("ALTER TABLE secrets ADD COLUMN expires_at TEXT")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import asyncpg
@@ -41,7 +42,10 @@ async def record_callback(
     if await subscribers_version(conn) != version:
         return None
     at = iso(received.received_at)
-    callback_id = await _insert_callback(conn, received, callback, at)
+    digest = hashlib.sha256(received.body).digest()
+    if await _all_seen(conn, callback.dedup_keys):
+        return IngestResult(await _insert_duplicate(conn, received, callback, at, digest), "duplicate", (), 0)
+    callback_id = await _insert_callback(conn, received, callback, at, digest)
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
         if await _claim_item(conn, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
@@ -61,7 +65,7 @@ async def record_callback(
             [(job_id, callback_id, at) for job_id in callback.nonexistent_job_ids],
         )
         new_items.append(key)
-    if not new_items:
+    if not new_items:  # another replica claimed its items between the check above and the claims
         await conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = $1", callback_id)
         return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
@@ -69,20 +73,61 @@ async def record_callback(
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 
-async def _insert_callback(conn: asyncpg.Connection, received: Received, callback: Callback, at: str) -> int:
+async def _all_seen(conn: asyncpg.Connection, keys: Sequence[str]) -> bool:
+    """Whether every item the callback carries is already in the ledger: a duplicate, known before storing it."""
+    unique = sorted(set(keys))
+    seen = await conn.fetchval("SELECT count(*) FROM items WHERE dedup_key = ANY($1::text[])", unique)
+    return bool(seen == len(unique))
+
+
+async def _insert_duplicate(
+    conn: asyncpg.Connection, received: Received, callback: Callback, at: str, digest: bytes
+) -> int:
+    """A duplicate's row: a reference to the first kept copy of the same bytes (its dedup keys too: same bytes,
+    same items), or its own copy if none is."""
+    first = await conn.fetchval("SELECT id FROM callbacks WHERE body_sha256 = $1 ORDER BY id LIMIT 1", digest)
+    if first is None:
+        return await _insert_callback(conn, received, callback, at, digest, "duplicate")
     return int(
         await conn.fetchval(
             "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
-            " dedup_key, body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, 'accepted', $7, $8, 0) RETURNING id",
-            at,
-            received.source_addr,
-            received.content_type,
-            received.format,
-            len(received.body),
-            callback.event_name,
-            " ".join(callback.dedup_keys),
-            received.body,
+            " body_ref, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, 'duplicate', $7, 0) RETURNING id",
+            *_columns(received, callback, at)[:-1],
+            first,
         )
+    )
+
+
+async def _insert_callback(
+    conn: asyncpg.Connection,
+    received: Received,
+    callback: Callback,
+    at: str,
+    digest: bytes,
+    outcome: str = "accepted",
+) -> int:
+    return int(
+        await conn.fetchval(
+            "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
+            " outcome, body, body_sha256, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)"
+            " RETURNING id",
+            *_columns(received, callback, at),
+            outcome,
+            received.body,
+            digest,
+        )
+    )
+
+
+def _columns(received: Received, callback: Callback, at: str) -> tuple[object, ...]:
+    return (
+        at,
+        received.source_addr,
+        received.content_type,
+        received.format,
+        len(received.body),
+        callback.event_name,
+        " ".join(callback.dedup_keys),
     )
 
 

@@ -197,7 +197,7 @@ async def requeue(conn: asyncpg.Connection, delivery_ids: Iterable[int], at: dat
     count = rowcount(
         await conn.execute(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, failures = 0, last_outcome = 'manual',"
-            " updated_at = $1 WHERE id = ANY($2::bigint[]) AND state IN ('pending', 'delivered', 'dead')",
+            " updated_at = $1 WHERE id = ANY($2::bigint[]) AND state IN ('pending', 'delivered', 'dead', 'dropped')",
             iso(at),
             ids,
         )
@@ -209,10 +209,10 @@ async def requeue(conn: asyncpg.Connection, delivery_ids: Iterable[int], at: dat
 async def recoverable(
     conn: asyncpg.Connection, subscriber_id: int, since: datetime, after_id: int, limit: int
 ) -> list[int]:
-    """Failed (retrying) or dead deliveries created since ``since``, in id order, for bulk recovery."""
+    """Failed (retrying), dead or dropped deliveries created since ``since``, in id order, for bulk recovery."""
     rows = await conn.fetch(
         "SELECT id FROM deliveries WHERE subscriber_id = $1 AND created_at >= $2 AND id > $3"
-        " AND (state = 'dead' OR (state = 'pending' AND failures > 0)) ORDER BY id LIMIT $4",
+        " AND (state IN ('dead', 'dropped') OR (state = 'pending' AND failures > 0)) ORDER BY id LIMIT $4",
         subscriber_id,
         iso(since),
         after_id,

@@ -113,8 +113,11 @@ async def get_workflow(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] 
 
 CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
-    " dedup_key, body_truncated"
+    " coalesce(dedup_key, (SELECT r.dedup_key FROM callbacks r WHERE r.id = callbacks.body_ref)) AS dedup_key,"
+    " body_truncated"
 )
+#: A duplicate that references the first copy of its bytes shows that copy's body (and dedup keys, above).
+_BODY = "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref))"
 
 
 async def list_callbacks(
@@ -129,7 +132,7 @@ async def list_callbacks(
     conditions.append(_where("id < {}", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
     rows = await conn.fetch(
-        f"SELECT {CALLBACK_COLUMNS}, substring(body from 1 for {BODY_PREFIX}) AS body_prefix FROM callbacks{where}"
+        f"SELECT {CALLBACK_COLUMNS}, substring({_BODY} from 1 for {BODY_PREFIX}) AS body_prefix FROM callbacks{where}"
         f" ORDER BY id DESC LIMIT ${len(params) + 1}",
         *params,
         limit + 1,
@@ -226,7 +229,7 @@ async def event_bodies(conn: asyncpg.Connection, limit: int) -> list[bytes]:
 
 
 #: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
-GAUGED_STATES = ("pending", "in_flight", "dead")
+GAUGED_STATES = ("pending", "in_flight", "dead", "dropped")
 
 
 async def outbox_stats(conn: asyncpg.Connection) -> dict[str, Any]:
@@ -244,5 +247,8 @@ async def outbox_stats(conn: asyncpg.Connection) -> dict[str, Any]:
         row["name"]: row["state"]
         for row in await conn.fetch("SELECT name, state FROM subscribers WHERE removed_at IS NULL")
     }
-    size = await conn.fetchval("SELECT pg_database_size(current_database())")
-    return {"outbox": outbox, "subscribers": subscribers, "size": int(size)}
+    return {"outbox": outbox, "subscribers": subscribers, "size": await database_size(conn)}
+
+
+async def database_size(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT pg_database_size(current_database())"))

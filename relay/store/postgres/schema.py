@@ -122,6 +122,16 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (
+        9,
+        "body_refs",
+        """
+        -- A duplicate byte for byte like a body already kept stores a reference to it (the SQLite store's m009).
+        ALTER TABLE callbacks ADD COLUMN body_sha256 bytea;
+        ALTER TABLE callbacks ADD COLUMN body_ref bigint;
+        CREATE INDEX callbacks_by_body ON callbacks(body_sha256) WHERE body_sha256 IS NOT NULL;
+        """,
+    ),
+    (
         12,
         "tokens_and_sessions",
         """

@@ -20,6 +20,7 @@ from relay.store.failures import StoreUnavailable
 from relay.store.formats import iso
 from relay.store.postgres import (
     attempts,
+    backlog,
     callbacks,
     console,
     deliveries,
@@ -214,6 +215,12 @@ class PostgresStore:
 
     def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
         return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
+
+    def used_bytes(self) -> int:
+        return self._read_sync(queries.database_size)
+
+    async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
+        return await self._write(partial(backlog.drop_oldest, max_backlog=max_backlog, limit=limit, at=at))
 
     def backup(self, target: Path) -> None:
         """Refused: PostgreSQL's own pg_dump makes a consistent copy of a live database (docs/operations.md)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Sequence
 
@@ -41,7 +42,11 @@ def record_callback(
     if subscribers_version(conn) != version:
         return None
     at = iso(received.received_at)
-    callback_id = _insert_callback(conn, received, callback, at)
+    digest = hashlib.sha256(received.body).digest()
+    # The write lock is held (BEGIN IMMEDIATE): the claims below find the ledger as this check saw it.
+    if _all_seen(conn, callback.dedup_keys):
+        return IngestResult(_insert_duplicate(conn, received, callback, at, digest), "duplicate", (), 0)
+    callback_id = _insert_callback(conn, received, callback, at, digest)
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
         if _claim_item(conn, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
@@ -60,31 +65,63 @@ def record_callback(
             [(job_id, callback_id, at) for job_id in callback.nonexistent_job_ids],
         )
         new_items.append(key)
-    if not new_items:
-        conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = ?", (callback_id,))
-        return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
     deliveries = insert_owed(conn, [o for o in owed if o.event.item_key in new], callback_id, at)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 
-def _insert_callback(conn: sqlite3.Connection, received: Received, callback: Callback, at: str) -> int:
+def _all_seen(conn: sqlite3.Connection, keys: Sequence[str]) -> bool:
+    """Whether every item the callback carries is already in the ledger: a duplicate, known before storing it."""
+    unique = sorted(set(keys))
+    if not unique:
+        return True
+    marks = ",".join("?" * len(unique))
+    seen = conn.execute(f"SELECT count(*) FROM items WHERE dedup_key IN ({marks})", unique).fetchone()[0]
+    return bool(seen == len(unique))
+
+
+def _insert_duplicate(conn: sqlite3.Connection, received: Received, callback: Callback, at: str, digest: bytes) -> int:
+    """A duplicate's row: a reference to the first kept copy of the same bytes (its dedup keys too: same bytes,
+    same items), or its own copy if none is."""
+    first = conn.execute("SELECT id FROM callbacks WHERE body_sha256 = ? ORDER BY id LIMIT 1", (digest,)).fetchone()
+    if first is None:
+        return _insert_callback(conn, received, callback, at, digest, "duplicate")
     cursor = conn.execute(
         "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
-        " dedup_key, body, body_packed, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'accepted', ?, ?, 1, 0)",
-        (
-            at,
-            received.source_addr,
-            received.content_type,
-            received.format,
-            len(received.body),
-            callback.event_name,
-            " ".join(callback.dedup_keys),
-            pack(received.body),
-        ),
+        " body_ref, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'duplicate', ?, 0)",
+        (*_columns(received, callback, at)[:-1], first[0]),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+def _insert_callback(
+    conn: sqlite3.Connection,
+    received: Received,
+    callback: Callback,
+    at: str,
+    digest: bytes,
+    outcome: str = "accepted",
+) -> int:
+    cursor = conn.execute(
+        "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
+        " outcome, body, body_packed, body_sha256, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 0)",
+        (*_columns(received, callback, at), outcome, pack(received.body), digest),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _columns(received: Received, callback: Callback, at: str) -> tuple[object, ...]:
+    return (
+        at,
+        received.source_addr,
+        received.content_type,
+        received.format,
+        len(received.body),
+        callback.event_name,
+        " ".join(callback.dedup_keys),
+    )
 
 
 def _claim_item(

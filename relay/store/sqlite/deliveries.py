@@ -196,18 +196,18 @@ def requeue(conn: sqlite3.Connection, delivery_ids: Iterable[int], at: datetime)
     marks = ",".join("?" * len(ids))
     return conn.execute(
         "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, failures = 0, last_outcome = 'manual',"
-        f" updated_at = ? WHERE id IN ({marks}) AND state IN ('pending', 'delivered', 'dead')",
+        f" updated_at = ? WHERE id IN ({marks}) AND state IN ('pending', 'delivered', 'dead', 'dropped')",
         (iso(at), iso(at), *ids),
     ).rowcount
 
 
 def recoverable(conn: sqlite3.Connection, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]:
-    """Failed (retrying) or dead deliveries created since ``since``, in id order, for bulk recovery."""
+    """Failed (retrying), dead or dropped deliveries created since ``since``, in id order, for bulk recovery."""
     return [
         row["id"]
         for row in conn.execute(
             "SELECT id FROM deliveries WHERE subscriber_id = ? AND created_at >= ? AND id > ?"
-            " AND (state = 'dead' OR (state = 'pending' AND failures > 0)) ORDER BY id LIMIT ?",
+            " AND (state IN ('dead', 'dropped') OR (state = 'pending' AND failures > 0)) ORDER BY id LIMIT ?",
             (subscriber_id, iso(since), after_id, limit),
         )
     ]

@@ -105,7 +105,14 @@ def get_workflow(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None
 BODY_PREFIX = 4096
 CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
-    " dedup_key, body_truncated"
+    " coalesce(dedup_key, (SELECT r.dedup_key FROM callbacks r WHERE r.id = callbacks.body_ref)) AS dedup_key,"
+    " body_truncated"
+)
+#: A duplicate that references the first copy of its bytes shows that copy's body (and dedup keys, above).
+_BODY = (
+    "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref)) AS body,"
+    " CASE WHEN body IS NULL THEN (SELECT r.body_packed FROM callbacks r WHERE r.id = callbacks.body_ref)"
+    " ELSE body_packed END AS body_packed"
 )
 
 
@@ -121,7 +128,7 @@ def list_callbacks(
     conditions.append(_where("id < ?", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
     rows = conn.execute(
-        f"SELECT {CALLBACK_COLUMNS}, body, body_packed FROM callbacks{where} ORDER BY id DESC LIMIT ?",
+        f"SELECT {CALLBACK_COLUMNS}, {_BODY} FROM callbacks{where} ORDER BY id DESC LIMIT ?",
         (*params, limit + 1),
     )
     return newest_first(rows, limit, partial(callback_json, body_prefix=BODY_PREFIX), callback_size(BODY_PREFIX))
@@ -235,7 +242,7 @@ def event_bodies(conn: sqlite3.Connection, limit: int) -> list[bytes]:
 
 
 #: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
-GAUGED_STATES = ("pending", "in_flight", "dead")
+GAUGED_STATES = ("pending", "in_flight", "dead", "dropped")
 
 
 def outbox_stats(conn: sqlite3.Connection) -> dict[str, Any]:

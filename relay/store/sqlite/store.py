@@ -28,6 +28,7 @@ from relay.store.formats import iso
 from relay.store.records import Durability, Page, StoredToken
 from relay.store.sqlite import (
     attempts,
+    backlog,
     callbacks,
     connection,
     console,
@@ -246,6 +247,19 @@ class SqliteStore:
 
     def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
         return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
+
+    def used_bytes(self) -> int:
+        wal = self.path.with_name(self.path.name + "-wal")
+        size = self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        return size - self._read_sync(retention.reusable_bytes)
+
+    async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
+        over = await self._read(partial(backlog.over, max_backlog=max_backlog))
+        if not over:
+            return {}
+        return await self._write(
+            partial(backlog.drop_oldest, subscriber_ids=over, max_backlog=max_backlog, limit=limit, at=at)
+        )
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target``; writers go on meanwhile. `BadParameter` (one line
