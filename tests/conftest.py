@@ -10,6 +10,8 @@ clock and a fresh metrics registry, stepped by hand with `run_once()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from relay.store.records import PostgresUrl, Target
 from relay.validate.schema import CallbackSchema
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer
-from tests.postgres import Cluster
+from tests.postgres import Cluster, in_memory
 from tests.sink import Sink
 
 DATA = Path(__file__).parent / "data"
@@ -49,6 +51,13 @@ FAKE_HOST = "http://192.0.2.1"
 
 
 # -- factories ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def callback_schema() -> CallbackSchema:
+    """The packaged schema compiled once per test process (60-200 ms each time otherwise): pass it to
+    `create_app(schema=...)` and `Reader`. It is immutable, so every app and thread may share it."""
+    return CallbackSchema.load()
 
 
 def callback_url(token: str = CALLBACK_TOKEN) -> str:
@@ -69,7 +78,7 @@ def job_body(number: int, state: str = "Success") -> bytes:
 async def record(store: Store, *bodies: bytes, at: datetime | None = None) -> list[IngestResult]:
     """Record XML callbacks through the ingest service, as the endpoint does (events and deliveries included),
     received ``at``."""
-    service, results = Ingest(store, Reader(CallbackSchema.load())), []
+    service, results = Ingest(store, Reader(callback_schema())), []
     for body in bodies:
         received = Received(at or utc_now(), "127.0.0.1", "application/xml", body, "xml")
         results.append((await service.ingest(received))[1])
@@ -90,9 +99,9 @@ TEMPLATE = "relay_template"
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Cluster]:
-    """A throwaway PostgreSQL 15 cluster for the session (each xdist worker has its own), with a migrated
-    template database that every test's database is copied from."""
-    cluster = Cluster()
+    """A throwaway PostgreSQL 15 cluster in memory for the session (each xdist worker has its own), with a
+    migrated template database that every test's database is copied from."""
+    cluster = Cluster(root=in_memory())
     cluster.start()
     try:
         cluster.psql(f"CREATE DATABASE {TEMPLATE}")
@@ -106,24 +115,38 @@ def postgres() -> Iterator[Cluster]:
 def fresh_database(cluster: Cluster) -> PostgresUrl:
     """A new, migrated database of its own in ``cluster``."""
     name = f"t_{uuid.uuid4().hex}"
-    cluster.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    cluster.copy_database(name, TEMPLATE)
     return PostgresUrl(cluster.url(name))
 
 
+@contextlib.contextmanager
+def throwaway_database(cluster: Cluster) -> Iterator[PostgresUrl]:
+    """`fresh_database`, dropped when the block ends."""
+    url = fresh_database(cluster)
+    try:
+        yield url
+    finally:
+        cluster.drop_database(url.url.rsplit("/", 1)[1])
+
+
 @pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """Where a test's database is: an SQLite file in its temporary folder, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        return tmp_path / "relay.db"
-    return fresh_database(request.getfixturevalue("postgres"))
+        yield tmp_path / "relay.db"
+        return
+    with throwaway_database(request.getfixturevalue("postgres")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Target:
+def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """`database` shared by a module's tests (for a server they all use): the module runs once per backend."""
     if request.param == "sqlite":
-        return tmp_path_factory.mktemp("module") / "relay.db"
-    return fresh_database(request.getfixturevalue("postgres"))
+        yield tmp_path_factory.mktemp("module") / "relay.db"
+        return
+    with throwaway_database(request.getfixturevalue("postgres")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -144,7 +167,7 @@ def settings(database: Target) -> Settings:
 @pytest.fixture
 def gateway(settings: Settings) -> Iterator[ThreadServer]:
     """cos-relay served by real uvicorn on 127.0.0.1, with this module's `settings`."""
-    server = ThreadServer(create_app(settings)).start()
+    server = ThreadServer(create_app(settings, schema=callback_schema())).start()
     yield server
     server.stop()
 

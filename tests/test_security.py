@@ -16,7 +16,7 @@ import relay.auth
 from relay.app import create_app
 from relay.settings import Settings
 from relay.store.records import Target
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url
 from tests.live import ProcessServer, ThreadServer, wait_until
 from tests.sink import Sink
 
@@ -255,7 +255,7 @@ def test_a_subscriber_allowed_at_creation_is_blocked_at_delivery_by_a_gateway_wi
 ) -> None:
     subscriber = sink
     allowed = settings.replace(allow_networks="127.0.0.0/8", retry_schedule=(0.1,), poll_interval=0.1)
-    first = ThreadServer(create_app(allowed)).start()
+    first = ThreadServer(create_app(allowed, schema=callback_schema())).start()
     try:
         with httpx.Client(base_url=first.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as api:
             port = subscriber.port
@@ -263,7 +263,7 @@ def test_a_subscriber_allowed_at_creation_is_blocked_at_delivery_by_a_gateway_wi
                 assert api.post("/api/subscribers", json={"name": name, "url": url}).status_code == 201
     finally:
         first.stop()
-    second = ThreadServer(create_app(allowed.replace(allow_networks=""))).start()
+    second = ThreadServer(create_app(allowed.replace(allow_networks=""), schema=callback_schema())).start()
     try:
         with httpx.Client(base_url=second.url) as client:
             assert client.post(callback_url(), content=TRANSCODE).status_code == 200
@@ -292,7 +292,9 @@ def test_dns_rebinding_after_creation_is_blocked_at_connect_time(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 80)))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    server = ThreadServer(create_app(settings.replace(retry_schedule=(0.1,), poll_interval=0.1)))
+    server = ThreadServer(
+        create_app(settings.replace(retry_schedule=(0.1,), poll_interval=0.1), schema=callback_schema())
+    )
     server.server.config.loop = "asyncio"  # uvloop resolves in C, past the patched socket.getaddrinfo
     server.start()
     try:
