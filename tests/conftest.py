@@ -2,9 +2,10 @@
 
 Factories: `job_body` (a callback for a new job), `record` / `ingest` (callbacks into a store, as the
 endpoint records them). Fixtures: `settings` on a fresh database, `gateway` (the app on real uvicorn; a
-module narrows it by overriding `settings`), `client` / `admin` on it, `sink` (a recording subscriber on
-loopback), and `outbox`: the delivery side wired as `create_app` wires it, with a fake sender, a fake
-clock and a fresh metrics registry, stepped by hand with `run_once()`.
+module narrows it by overriding `settings`), `client` / `admin` on it, their `module_` twins (one gateway
+for a module's refusal tables), `sink` (a recording subscriber on loopback), and `outbox`: the delivery
+side wired as `create_app` wires it, with a fake sender, a fake clock and a fresh metrics registry, stepped
+by hand with `run_once()`.
 """
 
 from __future__ import annotations
@@ -182,6 +183,34 @@ def client(gateway: ThreadServer) -> Iterator[httpx.Client]:
 def admin(gateway: ThreadServer) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def module_settings(module_database: Target) -> Settings:
+    """`settings` for `module_gateway` (a module narrows it by overriding this fixture)."""
+    return Settings(db_path=module_database, callback_token=CALLBACK_TOKEN, admin_token=ADMIN_TOKEN)
+
+
+@pytest.fixture(scope="module")
+def module_gateway(module_settings: Settings) -> Iterator[ThreadServer]:
+    """`gateway` shared by a module's tests, for cases that leave its database as they found it (refusal
+    tables): one server per backend, not one per case. A case that writes takes `gateway`."""
+    server = ThreadServer(create_app(module_settings, schema=callback_schema())).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def module_client(module_gateway: ThreadServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=module_gateway.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+def module_admin(module_gateway: ThreadServer) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=module_gateway.url, headers=headers, timeout=30) as http:
         yield http
 
 

@@ -136,12 +136,12 @@ NOT_THE_ADMIN = {
 
 
 @pytest.mark.parametrize("case", sorted(NOT_THE_ADMIN))
-def test_the_admin_api_refuses_missing_empty_and_wrong_tokens(case: str, client: httpx.Client) -> None:
+def test_the_admin_api_refuses_missing_empty_and_wrong_tokens(case: str, module_client: httpx.Client) -> None:
     for path in QUERY_ROUTES:
-        response = client.get(path, headers=NOT_THE_ADMIN[case])
+        response = module_client.get(path, headers=NOT_THE_ADMIN[case])
         assert response.status_code == 401, (path, response.text)
         assert response.json()["error"] == "unauthorized"
-        assert client.get(path, params={"token": ADMIN_TOKEN}).status_code == 401  # never from the query string
+        assert module_client.get(path, params={"token": ADMIN_TOKEN}).status_code == 401  # never from the query
 
 
 # -- CORS and methods --------------------------------------------------------------------------------
@@ -169,11 +169,11 @@ def test_cors_is_off_even_for_a_preflight(path: str, client: httpx.Client) -> No
 
 @pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "PATCH", "TRACE"])
 def test_the_callback_endpoint_refuses_every_method_but_post(
-    method: str, client: httpx.Client, admin: httpx.Client
+    method: str, module_client: httpx.Client, module_admin: httpx.Client
 ) -> None:
-    response = client.request(method, callback_url(), content=TRANSCODE)
+    response = module_client.request(method, callback_url(), content=TRANSCODE)
     assert response.status_code == 405
-    assert admin.get("/api/callbacks").json()["items"] == []
+    assert module_admin.get("/api/callbacks").json()["items"] == []
 
 
 # -- subscriber secrets ------------------------------------------------------------------------------
@@ -239,10 +239,12 @@ def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(database
         "file:///etc/passwd",
     ],
 )
-def test_subscribers_on_non_public_addresses_are_refused_without_an_allow_list(url: str, admin: httpx.Client) -> None:
-    response = admin.post("/api/subscribers", json={"name": "inside", "url": url})
+def test_subscribers_on_non_public_addresses_are_refused_without_an_allow_list(
+    url: str, module_admin: httpx.Client
+) -> None:
+    response = module_admin.post("/api/subscribers", json={"name": "inside", "url": url})
     assert response.status_code == 400, response.text
-    assert admin.get("/api/subscribers").json()["items"] == []
+    assert module_admin.get("/api/subscribers").json()["items"] == []
 
 
 def deliveries(url: str) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -20,18 +19,17 @@ import pytest
 from click.testing import CliRunner, Result
 from starlette.requests import Request
 
-from relay.app import create_app, utc_now
+from relay.app import utc_now
 from relay.cli import main
 from relay.deliver.ssrf import AddressPolicy
 from relay.errors import BadSubscriber, TooLarge
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
 from relay.receive.body import read_body
-from relay.settings import Settings
 from relay.store import store_for
 from relay.store.records import Target
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema
-from tests.live import ProcessServer, ThreadServer, db_text, free_port, serving
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
+from tests.live import ProcessServer, db_text, free_port
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
 SERVE_ARGS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)
@@ -40,22 +38,6 @@ SEVEN_DAYS = 7 * 24 * 3600
 
 
 # -- the admin API: every query and path parameter --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def refusing(module_database: Target) -> Iterator[ThreadServer]:
-    """One gateway for the module's refusals, which leave its database as they found it: one server per
-    backend, not one per hostile case. A case that writes (creates a subscriber, stores a callback) takes
-    `gateway` and a database of its own."""
-    settings = Settings(db_path=module_database, callback_token=CALLBACK_TOKEN, admin_token=ADMIN_TOKEN)
-    with serving(create_app(settings, schema=callback_schema())) as server:
-        yield server
-
-
-@pytest.fixture
-def refusing_admin(refusing: ThreadServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=refusing.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as http:
-        yield http
 
 
 HOSTILE_QUERIES = [
@@ -89,12 +71,12 @@ HOSTILE_QUERIES = [
 
 @pytest.mark.parametrize(("method", "path", "detail"), HOSTILE_QUERIES)
 def test_hostile_api_parameters_are_400_naming_the_parameter_and_its_range(
-    refusing_admin: httpx.Client, method: str, path: str, detail: str
+    module_admin: httpx.Client, method: str, path: str, detail: str
 ) -> None:
-    response = refusing_admin.request(method, path)
+    response = module_admin.request(method, path)
     assert response.status_code == 400, response.text
     assert detail in response.json()["detail"]
-    assert refusing_admin.get("/healthz").status_code == 200
+    assert module_admin.get("/healthz").status_code == 200
 
 
 def test_recover_reaches_back_a_century_and_no_further(admin: httpx.Client) -> None:
@@ -147,9 +129,9 @@ def test_an_unbounded_retry_schedule_is_400_on_create_and_on_change(
     ],
 )
 def test_a_subscriber_host_beyond_dns_limits_is_400_with_the_reason(
-    refusing_admin: httpx.Client, host: str, detail: str
+    module_admin: httpx.Client, host: str, detail: str
 ) -> None:
-    response = refusing_admin.post("/api/subscribers", json={"name": "hook", "url": f"https://{host}/hook"})
+    response = module_admin.post("/api/subscribers", json={"name": "hook", "url": f"https://{host}/hook"})
     assert response.status_code == 400, response.text
     assert detail in response.json()["detail"]
 
@@ -171,12 +153,11 @@ def test_a_callback_with_two_tokens_is_401_whichever_is_right(client: httpx.Clie
 
 
 @pytest.mark.parametrize("second", ["Bearer WRONG", f"Bearer {ADMIN_TOKEN}"])
-def test_two_authorization_headers_on_the_admin_api_are_401(refusing: ThreadServer, second: str) -> None:
+def test_two_authorization_headers_on_the_admin_api_are_401(module_client: httpx.Client, second: str) -> None:
     right = ("Authorization", f"Bearer {ADMIN_TOKEN}")
-    with httpx.Client(base_url=refusing.url, timeout=30) as client:
-        response = client.get("/api/jobs", headers=[right, ("Authorization", second)])
-        assert response.status_code == 401, response.text
-        assert client.get("/api/jobs", headers=[right]).status_code == 200
+    response = module_client.get("/api/jobs", headers=[right, ("Authorization", second)])
+    assert response.status_code == 401, response.text
+    assert module_client.get("/api/jobs", headers=[right]).status_code == 200
 
 
 # -- Content-Length -----------------------------------------------------------------------------------
