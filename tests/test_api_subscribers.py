@@ -69,7 +69,7 @@ def refusing_api(module_admin: httpx.Client) -> httpx.Client:
 
 
 def unchanged(api: httpx.Client) -> None:
-    """`refusing`'s subscribers are as its setup left them."""
+    """The module gateway's one subscriber is as `refusing_api` made it."""
     [hook] = api.get("/api/subscribers").json()["items"]
     assert (hook["name"], hook["url"], hook["state"]) == ("hook", "https://8.8.8.8/hook", "enabled")
 
@@ -213,7 +213,7 @@ def test_bad_bodies_are_400_and_create_nothing(refusing_api: httpx.Client, body:
 
 def test_a_body_over_the_limit_is_413_and_creates_nothing(refusing_api: httpx.Client) -> None:
     padding = "x" * MAX_BODY
-    response = refusing_api.post("/api/subscribers", json={"name": "other", "url": "http://127.0.0.1:9/", "p": padding})
+    response = refusing_api.post("/api/subscribers", json={"name": "hook", "url": "http://127.0.0.1:9/", "p": padding})
     refused(response, 413, f"over the {MAX_BODY} byte limit")
     assert response.json()["error"] == "too_large"
     unchanged(refusing_api)
