@@ -68,6 +68,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     credentials: Credentials | None = None,
     metrics_dir: Path | None = None,
+    schema: CallbackSchema | None = None,
 ) -> Starlette:
     """A cos-relay ASGI app. Nothing is opened until the lifespan starts.
 
@@ -75,6 +76,8 @@ def create_app(
     one by default, so two apps in one process never share counters). ``credentials`` are tokens
     already resolved (by `cos-relay serve`, once for every worker); without them the lifespan resolves
     them. ``metrics_dir`` is where every worker counts (see `relay.metrics_files`): /metrics adds them up.
+    ``schema`` is the callback schema already compiled (it is immutable: apps may share one); without it the
+    packaged XSD is compiled here.
     """
     metrics = Metrics(registry or CollectorRegistry())
     store = store_for(
@@ -85,7 +88,7 @@ def create_app(
         statement_timeout=settings.statement_timeout,
         observe=metrics.transaction,
     )
-    schema = CallbackSchema.load()
+    schema = schema or CallbackSchema.load()
     policy = AddressPolicy.from_setting(settings.allow_networks)
     sender = sender or Sender(policy)
     worker = DeliveryWorker(

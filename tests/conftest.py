@@ -2,14 +2,17 @@
 
 Factories: `job_body` (a callback for a new job), `record` / `ingest` (callbacks into a store, as the
 endpoint records them). Fixtures: `settings` on a fresh database, `gateway` (the app on real uvicorn; a
-module narrows it by overriding `settings`), `client` / `admin` on it, `sink` (a recording subscriber on
-loopback), and `outbox`: the delivery side wired as `create_app` wires it, with a fake sender, a fake
-clock and a fresh metrics registry, stepped by hand with `run_once()`.
+module narrows it by overriding `settings`), `client` / `admin` on it, their `module_` twins (one gateway
+for a module's refusal tables), `sink` (a recording subscriber on loopback), and `outbox`: the delivery
+side wired as `create_app` wires it, with a fake sender, a fake clock and a fresh metrics registry, stepped
+by hand with `run_once()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ from relay.store.records import PostgresUrl, Target
 from relay.validate.schema import CallbackSchema
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer
-from tests.postgres import Cluster
+from tests.postgres import Cluster, in_memory
 from tests.sink import Sink
 
 DATA = Path(__file__).parent / "data"
@@ -49,6 +52,13 @@ FAKE_HOST = "http://192.0.2.1"
 
 
 # -- factories ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def callback_schema() -> CallbackSchema:
+    """The packaged schema compiled once per test process (60-200 ms each time otherwise): pass it to
+    `create_app(schema=...)` and `Reader`. It is immutable, so every app and thread may share it."""
+    return CallbackSchema.load()
 
 
 def callback_url(token: str = CALLBACK_TOKEN) -> str:
@@ -69,7 +79,7 @@ def job_body(number: int, state: str = "Success") -> bytes:
 async def record(store: Store, *bodies: bytes, at: datetime | None = None) -> list[IngestResult]:
     """Record XML callbacks through the ingest service, as the endpoint does (events and deliveries included),
     received ``at``."""
-    service, results = Ingest(store, Reader(CallbackSchema.load())), []
+    service, results = Ingest(store, Reader(callback_schema())), []
     for body in bodies:
         received = Received(at or utc_now(), "127.0.0.1", "application/xml", body, "xml")
         results.append((await service.ingest(received))[1])
@@ -90,9 +100,9 @@ TEMPLATE = "relay_template"
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Cluster]:
-    """A throwaway PostgreSQL 15 cluster for the session (each xdist worker has its own), with a migrated
-    template database that every test's database is copied from."""
-    cluster = Cluster()
+    """A throwaway PostgreSQL 15 cluster in memory for the session (each xdist worker has its own), with a
+    migrated template database that every test's database is copied from."""
+    cluster = Cluster(root=in_memory())
     cluster.start()
     try:
         cluster.psql(f"CREATE DATABASE {TEMPLATE}")
@@ -106,24 +116,38 @@ def postgres() -> Iterator[Cluster]:
 def fresh_database(cluster: Cluster) -> PostgresUrl:
     """A new, migrated database of its own in ``cluster``."""
     name = f"t_{uuid.uuid4().hex}"
-    cluster.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    cluster.copy_database(name, TEMPLATE)
     return PostgresUrl(cluster.url(name))
 
 
+@contextlib.contextmanager
+def throwaway_database(cluster: Cluster) -> Iterator[PostgresUrl]:
+    """`fresh_database`, dropped when the block ends."""
+    url = fresh_database(cluster)
+    try:
+        yield url
+    finally:
+        cluster.drop_database(url.url.rsplit("/", 1)[1])
+
+
 @pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """Where a test's database is: an SQLite file in its temporary folder, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        return tmp_path / "relay.db"
-    return fresh_database(request.getfixturevalue("postgres"))
+        yield tmp_path / "relay.db"
+        return
+    with throwaway_database(request.getfixturevalue("postgres")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Target:
+def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """`database` shared by a module's tests (for a server they all use): the module runs once per backend."""
     if request.param == "sqlite":
-        return tmp_path_factory.mktemp("module") / "relay.db"
-    return fresh_database(request.getfixturevalue("postgres"))
+        yield tmp_path_factory.mktemp("module") / "relay.db"
+        return
+    with throwaway_database(request.getfixturevalue("postgres")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -144,7 +168,7 @@ def settings(database: Target) -> Settings:
 @pytest.fixture
 def gateway(settings: Settings) -> Iterator[ThreadServer]:
     """cos-relay served by real uvicorn on 127.0.0.1, with this module's `settings`."""
-    server = ThreadServer(create_app(settings)).start()
+    server = ThreadServer(create_app(settings, schema=callback_schema())).start()
     yield server
     server.stop()
 
@@ -159,6 +183,34 @@ def client(gateway: ThreadServer) -> Iterator[httpx.Client]:
 def admin(gateway: ThreadServer) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def module_settings(module_database: Target) -> Settings:
+    """`settings` for `module_gateway` (a module narrows it by overriding this fixture)."""
+    return Settings(db_path=module_database, callback_token=CALLBACK_TOKEN, admin_token=ADMIN_TOKEN)
+
+
+@pytest.fixture(scope="module")
+def module_gateway(module_settings: Settings) -> Iterator[ThreadServer]:
+    """`gateway` shared by a module's tests, for cases that leave its database as they found it (refusal
+    tables): one server per backend, not one per case. A case that writes takes `gateway`."""
+    server = ThreadServer(create_app(module_settings, schema=callback_schema())).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def module_client(module_gateway: ThreadServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=module_gateway.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+def module_admin(module_gateway: ThreadServer) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=module_gateway.url, headers=headers, timeout=30) as http:
         yield http
 
 

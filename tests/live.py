@@ -134,7 +134,8 @@ class ProcessServer:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             time.sleep(0.05)
-        raise RuntimeError("cos-relay did not become healthy")
+        # Killed, not left running: an orphan would load the machine and fail a later test with its ResourceWarning.
+        raise RuntimeError(f"cos-relay did not become healthy within 20 s: {self.stop(signal.SIGKILL)}")
 
     def stop(self, sig: int = signal.SIGTERM) -> str:
         """Stop the process and return everything it printed."""

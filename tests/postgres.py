@@ -2,7 +2,8 @@
 
 `initdb` refuses root, so the cluster belongs to the ``postgres`` user (``runuser`` when we are root). It
 listens on loopback and on a socket in its own folder, without fsync (nothing here must survive a power
-cut), and is stopped (and its folder removed) by `stop`.
+cut), and is stopped (and its folder removed) by `stop`. The tests' shared cluster lives in memory
+(`in_memory`) and copies its databases from a template over one kept connection (`copy_database`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
+
 BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -25,17 +28,32 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def in_memory() -> Path | None:
+    """Where a cluster's folder goes to be in RAM (None: no tmpfs, the default temporary folder).
+
+    A database copied by ``STRATEGY FILE_COPY`` costs a checkpoint: 0.44-0.68 s each on this disk, 0.02-0.04 s
+    in memory (measured by 20 copies of the migrated template, under other processes' load).
+    """
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 def _as_postgres(*command: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
 class Cluster:
-    """One cluster: `start` it, `url` a database in it, `stop` it (and `start` it again, for outages)."""
+    """One cluster: `start` it, `url` a database in it, `stop` it (and `start` it again, for outages).
 
-    def __init__(self) -> None:
+    ``root`` is the folder its own folder is made in (default: the temporary folder; see `in_memory`).
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
         if not (BIN / "initdb").exists():
             raise RuntimeError("PostgreSQL 15 is not installed; run scripts/system-packages")
-        self.folder = Path(tempfile.mkdtemp(prefix="cos-relay-pg-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="cos-relay-pg-", dir=root))
+        #: Kept for `copy_database` / `drop_database`: a connection each costs more than the copy.
+        self._admin: psycopg.Connection[tuple[object, ...]] | None = None
         self.data = self.folder / "data"
         self.port = _free_port()
         if os.geteuid() == 0:
@@ -60,6 +78,9 @@ class Cluster:
         )
 
     def stop(self, mode: str = "fast") -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         subprocess.run(
             _as_postgres(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"),
             check=False,
@@ -75,6 +96,19 @@ class Cluster:
             text=True,
             env={**os.environ, "PGOPTIONS": options},
         ).stdout
+
+    def _admin_connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._admin is None or self._admin.closed:
+            self._admin = psycopg.connect(self.url(), autocommit=True)
+        return self._admin
+
+    def copy_database(self, name: str, template: str) -> None:
+        """A new database ``name``, a copy of ``template`` file by file (no WAL: the cluster is throwaway)."""
+        self._admin_connection().execute(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY".encode())
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name``, ending whatever connections a test left on it (so copies never pile up in memory)."""
+        self._admin_connection().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
 
     def remove(self) -> None:
         self.stop("immediate")

@@ -53,10 +53,25 @@ def api(admin: httpx.Client) -> httpx.Client:
     return admin
 
 
+@pytest.fixture(scope="module")
+def module_settings(module_settings: Settings) -> Settings:
+    """As `settings`: a loopback URL is refused for its other faults."""
+    return module_settings.replace(allow_networks="127.0.0.0/8")
+
+
 @pytest.fixture
-def anonymous(client: httpx.Client) -> httpx.Client:
-    """A client without the admin token."""
-    return client
+def refusing_api(module_admin: httpx.Client) -> httpx.Client:
+    """The admin client of the module's gateway for refusals (they change nothing), with its one subscriber,
+    ``hook``, for the routes that name one."""
+    if not module_admin.get("/api/subscribers").json()["items"]:
+        create(module_admin, url="https://8.8.8.8/hook")
+    return module_admin
+
+
+def unchanged(api: httpx.Client) -> None:
+    """The module gateway's one subscriber is as `refusing_api` made it."""
+    [hook] = api.get("/api/subscribers").json()["items"]
+    assert (hook["name"], hook["url"], hook["state"]) == ("hook", "https://8.8.8.8/hook", "enabled")
 
 
 class Endpoint:
@@ -189,19 +204,19 @@ def test_a_taken_name_is_409(api: httpx.Client) -> None:
         (b'{"name": "hook", "url": "ftp://127.0.0.1/"}', "scheme 'ftp' is not http or https"),
     ],
 )
-def test_bad_bodies_are_400_and_create_nothing(api: httpx.Client, body: bytes, detail: str) -> None:
-    response = api.post("/api/subscribers", content=body, headers={"Content-Type": "application/json"})
+def test_bad_bodies_are_400_and_create_nothing(refusing_api: httpx.Client, body: bytes, detail: str) -> None:
+    response = refusing_api.post("/api/subscribers", content=body, headers={"Content-Type": "application/json"})
     refused(response, 400, detail)
     assert response.json()["error"] == "bad_request"
-    assert api.get("/api/subscribers").json()["items"] == []
+    unchanged(refusing_api)
 
 
-def test_a_body_over_the_limit_is_413_and_creates_nothing(api: httpx.Client) -> None:
+def test_a_body_over_the_limit_is_413_and_creates_nothing(refusing_api: httpx.Client) -> None:
     padding = "x" * MAX_BODY
-    response = api.post("/api/subscribers", json={"name": "hook", "url": "http://127.0.0.1:9/", "p": padding})
+    response = refusing_api.post("/api/subscribers", json={"name": "hook", "url": "http://127.0.0.1:9/", "p": padding})
     refused(response, 413, f"over the {MAX_BODY} byte limit")
     assert response.json()["error"] == "too_large"
-    assert api.get("/api/subscribers").json()["items"] == []
+    unchanged(refusing_api)
 
 
 @pytest.mark.parametrize(
@@ -224,10 +239,11 @@ def test_private_urls_outside_the_allow_list_are_400(api: httpx.Client, url: str
     ("method", "path"),
     [(method, path) for method, path in ROUTES if "/subscribers/hook" in path],
 )
-def test_unknown_subscriber_names_are_404(api: httpx.Client, method: str, path: str) -> None:
-    response = api.request(method, path, json={})
-    refused(response, 404, "no subscriber is named 'hook'")
+def test_unknown_subscriber_names_are_404(refusing_api: httpx.Client, method: str, path: str) -> None:
+    response = refusing_api.request(method, path.replace("/hook", "/nobody"), json={})
+    refused(response, 404, "no subscriber is named 'nobody'")
     assert response.json()["error"] == "not_found"
+    unchanged(refusing_api)
 
 
 # -- change ------------------------------------------------------------------------------------------
@@ -512,15 +528,12 @@ NOT_THE_ADMIN = {
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_every_admin_route_refuses_requests_without_the_admin_token(
-    anonymous: httpx.Client, api: httpx.Client, method: str, path: str
+    module_client: httpx.Client, refusing_api: httpx.Client, method: str, path: str
 ) -> None:
-    create(api)
     for case, authorization in NOT_THE_ADMIN.items():
         headers = {} if authorization is None else {"Authorization": authorization}
-        response = anonymous.request(method, path, headers=headers, json={"name": "x", "url": nowhere()})
+        response = module_client.request(method, path, headers=headers, json={"name": "x", "url": nowhere()})
         assert response.status_code == 401, (case, response.text)
         assert response.json()["error"] == "unauthorized"
         assert response.headers["www-authenticate"] == "Bearer"
-    # Nothing changed.
-    assert [subscriber["name"] for subscriber in api.get("/api/subscribers").json()["items"]] == ["hook"]
-    assert api.get("/api/subscribers/hook").json()["state"] == "enabled"
+    unchanged(refusing_api)

@@ -25,8 +25,7 @@ from relay.ingest import Ingest, Reader
 from relay.settings import Settings
 from relay.store import store_for
 from relay.store.records import Target
-from relay.validate.schema import CallbackSchema
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema
 from tests.live import ProcessServer, ThreadServer, db_text, free_port
 
 TRANSCODE = (DATA / "samples" / "transcode_success.xml").read_bytes()
@@ -69,7 +68,7 @@ def config_settings(settings: Settings, config: Path) -> Settings:
 @contextlib.contextmanager
 def running(settings: Settings) -> Iterator[httpx.Client]:
     """The gateway on loopback for the duration of the block: one start, one stop."""
-    server = ThreadServer(create_app(settings)).start()
+    server = ThreadServer(create_app(settings, schema=callback_schema())).start()
     try:
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
@@ -87,7 +86,7 @@ def stored(db: Target) -> dict[str, Subscriber]:
 
 def start_app(settings: Settings) -> None:
     """Run the app's lifespan (startup and shutdown), raising whatever startup raised."""
-    app = create_app(settings)
+    app = create_app(settings, schema=callback_schema())
 
     async def lifespan() -> None:
         async with app.router.lifespan_context(app):
@@ -354,7 +353,7 @@ def test_serve_takes_its_config_and_retry_schedule_from_the_environment(database
     try:
         assert [item["name"] for item in api_get(server, "/api/subscribers")["items"]] == ["hook"]
         with store_for(db) as store:
-            ingest = Ingest(store, Reader(CallbackSchema.load()))
+            ingest = Ingest(store, Reader(callback_schema()))
             asyncio.run(ingest.ingest(Received(utc_now(), None, None, TRANSCODE, "xml")))
         failed = wait_for(
             lambda: next(

@@ -12,7 +12,7 @@ from relay.app import create_app
 from relay.settings import Settings
 from relay.store import store_for
 from relay.store.records import PostgresUrl
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, job_body
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_schema, callback_url, job_body
 from tests.databases import count
 from tests.live import ThreadServer, wait_until
 from tests.postgres import Cluster
@@ -31,7 +31,7 @@ def cluster() -> Iterator[Cluster]:
 def gateway(cluster: Cluster) -> Iterator[tuple[PostgresUrl, httpx.Client]]:
     url = PostgresUrl(cluster.url())
     settings = Settings(db_path=url, callback_token=CALLBACK_TOKEN, admin_token=ADMIN_TOKEN, statement_timeout=1.0)
-    server = ThreadServer(create_app(settings)).start()
+    server = ThreadServer(create_app(settings, schema=callback_schema())).start()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield url, client
     server.stop()

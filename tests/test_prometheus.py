@@ -27,7 +27,7 @@ from relay.metrics import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
 from relay.settings import Settings
 from relay.store.records import PostgresUrl, Target
 from relay.store.writer import error_kind
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url
 from tests.databases import locked
 from tests.live import ProcessServer, ThreadServer, free_port
 from tests.sink import Sink
@@ -401,7 +401,7 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
         write_timeout=0.3,
         max_body=256 * 1024,
     )
-    gateway = ThreadServer(create_app(relay_settings)).start()
+    gateway = ThreadServer(create_app(relay_settings, schema=callback_schema())).start()
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{gateway.port}", (ALERTS,))
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     try:

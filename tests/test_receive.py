@@ -13,7 +13,7 @@ from lxml import etree
 
 from relay.settings import Settings
 from relay.store.records import Target
-from tests.conftest import DATA, callback_url
+from tests.conftest import DATA, callback_schema, callback_url
 from tests.databases import count, rows
 from tests.live import ThreadServer
 
@@ -233,7 +233,7 @@ def test_content_encoding_is_refused(client: httpx.Client) -> None:
 def small_gateway(settings: Settings) -> Iterator[ThreadServer]:
     from relay.app import create_app
 
-    server = ThreadServer(create_app(settings.replace(max_body=len(TRANSCODE)))).start()
+    server = ThreadServer(create_app(settings.replace(max_body=len(TRANSCODE)), schema=callback_schema())).start()
     yield server
     server.stop()
 
@@ -268,12 +268,12 @@ def test_data_survives_a_restart_on_the_same_database(settings: Settings) -> Non
     from relay.app import create_app
 
     bodies = [path.read_bytes() for path in SAMPLES]
-    with_server = ThreadServer(create_app(settings)).start()
+    with_server = ThreadServer(create_app(settings, schema=callback_schema())).start()
     with httpx.Client(base_url=with_server.url) as client:
         for body in bodies:
             assert post(client, body).status_code == 200
     with_server.stop()
-    again = ThreadServer(create_app(settings)).start()
+    again = ThreadServer(create_app(settings, schema=callback_schema())).start()
     headers = {"Authorization": f"Bearer {settings.admin_token}"}
     with httpx.Client(base_url=again.url, headers=headers) as client:
         for body in bodies:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from relay.app import create_app
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN, DATA, callback_url
+from tests.conftest import ADMIN_TOKEN, DATA, callback_schema, callback_url
 from tests.databases import locked
 from tests.fuzz.mutate import edit_bytes
 from tests.live import ThreadServer
@@ -143,7 +143,9 @@ def test_mutated_samples_never_get_a_5xx(
 
 @pytest.fixture
 def locked_gateway(settings: Settings) -> Iterator[ThreadServer]:
-    server = ThreadServer(create_app(settings.replace(write_timeout=0.2, statement_timeout=0.3))).start()
+    server = ThreadServer(
+        create_app(settings.replace(write_timeout=0.2, statement_timeout=0.3), schema=callback_schema())
+    ).start()
     yield server
     server.stop()
 
@@ -165,7 +167,7 @@ def test_locked_database_gets_503_never_200_and_recovers(locked_gateway: ThreadS
 
 
 def test_a_body_that_never_finishes_is_timed_out_and_the_connection_freed(settings: Settings) -> None:
-    server = ThreadServer(create_app(settings.replace(body_timeout=0.5))).start()
+    server = ThreadServer(create_app(settings.replace(body_timeout=0.5), schema=callback_schema())).start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             head = f"POST {callback_url()} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\n"
@@ -180,7 +182,7 @@ def test_a_body_that_never_finishes_is_timed_out_and_the_connection_freed(settin
 
 def test_chunked_body_over_the_cap_is_refused_while_it_is_still_arriving(settings: Settings) -> None:
     limit = 64 * 1024
-    server = ThreadServer(create_app(settings.replace(max_body=limit))).start()
+    server = ThreadServer(create_app(settings.replace(max_body=limit), schema=callback_schema())).start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             head = f"POST {callback_url()} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\n"

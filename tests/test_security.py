@@ -16,7 +16,7 @@ import relay.auth
 from relay.app import create_app
 from relay.settings import Settings
 from relay.store.records import Target
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_url
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url
 from tests.live import ProcessServer, ThreadServer, wait_until
 from tests.sink import Sink
 
@@ -136,12 +136,12 @@ NOT_THE_ADMIN = {
 
 
 @pytest.mark.parametrize("case", sorted(NOT_THE_ADMIN))
-def test_the_admin_api_refuses_missing_empty_and_wrong_tokens(case: str, client: httpx.Client) -> None:
+def test_the_admin_api_refuses_missing_empty_and_wrong_tokens(case: str, module_client: httpx.Client) -> None:
     for path in QUERY_ROUTES:
-        response = client.get(path, headers=NOT_THE_ADMIN[case])
+        response = module_client.get(path, headers=NOT_THE_ADMIN[case])
         assert response.status_code == 401, (path, response.text)
         assert response.json()["error"] == "unauthorized"
-        assert client.get(path, params={"token": ADMIN_TOKEN}).status_code == 401  # never from the query string
+        assert module_client.get(path, params={"token": ADMIN_TOKEN}).status_code == 401  # never from the query
 
 
 # -- CORS and methods --------------------------------------------------------------------------------
@@ -169,11 +169,11 @@ def test_cors_is_off_even_for_a_preflight(path: str, client: httpx.Client) -> No
 
 @pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "PATCH", "TRACE"])
 def test_the_callback_endpoint_refuses_every_method_but_post(
-    method: str, client: httpx.Client, admin: httpx.Client
+    method: str, module_client: httpx.Client, module_admin: httpx.Client
 ) -> None:
-    response = client.request(method, callback_url(), content=TRANSCODE)
+    response = module_client.request(method, callback_url(), content=TRANSCODE)
     assert response.status_code == 405
-    assert admin.get("/api/callbacks").json()["items"] == []
+    assert module_admin.get("/api/callbacks").json()["items"] == []
 
 
 # -- subscriber secrets ------------------------------------------------------------------------------
@@ -239,10 +239,12 @@ def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(database
         "file:///etc/passwd",
     ],
 )
-def test_subscribers_on_non_public_addresses_are_refused_without_an_allow_list(url: str, admin: httpx.Client) -> None:
-    response = admin.post("/api/subscribers", json={"name": "inside", "url": url})
+def test_subscribers_on_non_public_addresses_are_refused_without_an_allow_list(
+    url: str, module_admin: httpx.Client
+) -> None:
+    response = module_admin.post("/api/subscribers", json={"name": "inside", "url": url})
     assert response.status_code == 400, response.text
-    assert admin.get("/api/subscribers").json()["items"] == []
+    assert module_admin.get("/api/subscribers").json()["items"] == []
 
 
 def deliveries(url: str) -> list[dict[str, Any]]:
@@ -255,7 +257,7 @@ def test_a_subscriber_allowed_at_creation_is_blocked_at_delivery_by_a_gateway_wi
 ) -> None:
     subscriber = sink
     allowed = settings.replace(allow_networks="127.0.0.0/8", retry_schedule=(0.1,), poll_interval=0.1)
-    first = ThreadServer(create_app(allowed)).start()
+    first = ThreadServer(create_app(allowed, schema=callback_schema())).start()
     try:
         with httpx.Client(base_url=first.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as api:
             port = subscriber.port
@@ -263,7 +265,7 @@ def test_a_subscriber_allowed_at_creation_is_blocked_at_delivery_by_a_gateway_wi
                 assert api.post("/api/subscribers", json={"name": name, "url": url}).status_code == 201
     finally:
         first.stop()
-    second = ThreadServer(create_app(allowed.replace(allow_networks=""))).start()
+    second = ThreadServer(create_app(allowed.replace(allow_networks=""), schema=callback_schema())).start()
     try:
         with httpx.Client(base_url=second.url) as client:
             assert client.post(callback_url(), content=TRANSCODE).status_code == 200
@@ -292,7 +294,9 @@ def test_dns_rebinding_after_creation_is_blocked_at_connect_time(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 80)))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    server = ThreadServer(create_app(settings.replace(retry_schedule=(0.1,), poll_interval=0.1)))
+    server = ThreadServer(
+        create_app(settings.replace(retry_schedule=(0.1,), poll_interval=0.1), schema=callback_schema())
+    )
     server.server.config.loop = "asyncio"  # uvloop resolves in C, past the patched socket.getaddrinfo
     server.start()
     try:

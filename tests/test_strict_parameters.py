@@ -39,6 +39,7 @@ SEVEN_DAYS = 7 * 24 * 3600
 
 # -- the admin API: every query and path parameter --------------------------------------------------
 
+
 HOSTILE_QUERIES = [
     # cursor: past SQLite's INTEGER, or digits int() refuses
     ("GET", "/api/jobs?cursor=9223372036854775808:x", "cursor must be the value returned by the previous page"),
@@ -70,12 +71,12 @@ HOSTILE_QUERIES = [
 
 @pytest.mark.parametrize(("method", "path", "detail"), HOSTILE_QUERIES)
 def test_hostile_api_parameters_are_400_naming_the_parameter_and_its_range(
-    admin: httpx.Client, method: str, path: str, detail: str
+    module_admin: httpx.Client, method: str, path: str, detail: str
 ) -> None:
-    response = admin.request(method, path)
+    response = module_admin.request(method, path)
     assert response.status_code == 400, response.text
     assert detail in response.json()["detail"]
-    assert admin.get("/healthz").status_code == 200
+    assert module_admin.get("/healthz").status_code == 200
 
 
 def test_recover_reaches_back_a_century_and_no_further(admin: httpx.Client) -> None:
@@ -128,9 +129,9 @@ def test_an_unbounded_retry_schedule_is_400_on_create_and_on_change(
     ],
 )
 def test_a_subscriber_host_beyond_dns_limits_is_400_with_the_reason(
-    admin: httpx.Client, host: str, detail: str
+    module_admin: httpx.Client, host: str, detail: str
 ) -> None:
-    response = admin.post("/api/subscribers", json={"name": "hook", "url": f"https://{host}/hook"})
+    response = module_admin.post("/api/subscribers", json={"name": "hook", "url": f"https://{host}/hook"})
     assert response.status_code == 400, response.text
     assert detail in response.json()["detail"]
 
@@ -152,11 +153,11 @@ def test_a_callback_with_two_tokens_is_401_whichever_is_right(client: httpx.Clie
 
 
 @pytest.mark.parametrize("second", ["Bearer WRONG", f"Bearer {ADMIN_TOKEN}"])
-def test_two_authorization_headers_on_the_admin_api_are_401(client: httpx.Client, second: str) -> None:
+def test_two_authorization_headers_on_the_admin_api_are_401(module_client: httpx.Client, second: str) -> None:
     right = ("Authorization", f"Bearer {ADMIN_TOKEN}")
-    response = client.get("/api/jobs", headers=[right, ("Authorization", second)])
+    response = module_client.get("/api/jobs", headers=[right, ("Authorization", second)])
     assert response.status_code == 401, response.text
-    assert client.get("/api/jobs", headers=[right]).status_code == 200
+    assert module_client.get("/api/jobs", headers=[right]).status_code == 200
 
 
 # -- Content-Length -----------------------------------------------------------------------------------
@@ -308,9 +309,10 @@ def cli(db: Target, *args: str) -> Result:
     ],
 )
 def test_cli_numbers_and_times_are_strict_with_a_one_line_error(
-    database: Target, args: tuple[str, ...], detail: str
+    module_database: Target, args: tuple[str, ...], detail: str
 ) -> None:
-    result = cli(database, *args)
+    """Refused while the options are read, before the database is opened: the module's database will do."""
+    result = cli(module_database, *args)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert detail in result.output

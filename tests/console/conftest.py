@@ -12,7 +12,7 @@ import pytest
 from relay.app import create_app
 from relay.deliver.ssrf import AddressPolicy
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, FAKE_HOST, FAKE_NETWORK, callback_url
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, FAKE_HOST, FAKE_NETWORK, callback_schema, callback_url
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer
 
@@ -79,7 +79,7 @@ def console(console_settings: Settings) -> Iterator[Console]:
     """Not signed in yet: call `sign_in`."""
     clock = FakeClock(START)
     sender = FakeSender(subscriber, policy=AddressPolicy.from_setting(FAKE_NETWORK), clock=clock)
-    server = ThreadServer(create_app(console_settings, clock=clock, sender=sender)).start()
+    server = ThreadServer(create_app(console_settings, clock=clock, sender=sender, schema=callback_schema())).start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             yield Console(http, clock, sender)

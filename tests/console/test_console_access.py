@@ -12,7 +12,7 @@ from relay.app import create_app
 from relay.console.login import safe_next
 from relay.console.session import COOKIE
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN, job_body, job_id
+from tests.conftest import ADMIN_TOKEN, callback_schema, job_body, job_id
 from tests.console.conftest import Console
 from tests.live import serving
 
@@ -20,7 +20,10 @@ from tests.live import serving
 @contextmanager
 def browser(settings: Settings) -> Iterator[httpx.Client]:
     """A fresh gateway on ``settings`` and a client of it."""
-    with serving(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        serving(create_app(settings, schema=callback_schema())) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         yield http
 
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from relay.app import create_app
 from relay.deliver.ssrf import AddressPolicy
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN, FAKE_HOST, FAKE_NETWORK, callback_url, job_body, job_id
+from tests.conftest import ADMIN_TOKEN, FAKE_HOST, FAKE_NETWORK, callback_schema, callback_url, job_body, job_id
 from tests.fakes import FakeClock, FakeSender, settle, subscriber
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +32,7 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     clock, registry = FakeClock(), CollectorRegistry()
     settings = settings.replace(allow_networks=FAKE_NETWORK)
     sender = FakeSender(subscriber, policy=AddressPolicy.from_setting(FAKE_NETWORK), clock=clock)
-    relay = create_app(settings, sender=sender, clock=clock, registry=registry)
+    relay = create_app(settings, sender=sender, clock=clock, registry=registry, schema=callback_schema())
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with relay.router.lifespan_context(relay):
         transport = httpx.ASGITransport(app=relay)
@@ -61,7 +61,7 @@ async def test_two_apps_in_one_process_count_into_their_own_registries(
 ) -> None:
     other = CollectorRegistry()
     # Never started: on an SQLite file of its own, as a PostgreSQL store starts its loop when it is built.
-    create_app(settings.replace(db_path=tmp_path / "other.db"), registry=other)
+    create_app(settings.replace(db_path=tmp_path / "other.db"), registry=other, schema=callback_schema())
     assert (await app.http.post(callback_url(), content=job_body(1))).status_code == 200
     assert app.registry.get_sample_value("relay_callbacks_received_total", {"outcome": "accepted"}) == 1
     assert not other.get_sample_value("relay_callbacks_received_total", {"outcome": "accepted"})
