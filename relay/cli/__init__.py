@@ -9,6 +9,7 @@ from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.maintenance import backup, prune
 from relay.cli.migrate import migrate_to
+from relay.cli.secrets import secrets
 from relay.cli.serve import serve, tokens
 from relay.cli.subscribers import subscribers
 from relay.cli.validate import validate
@@ -29,3 +30,4 @@ main.add_command(deliveries)
 main.add_command(prune)
 main.add_command(backup)
 main.add_command(migrate_to)
+main.add_command(secrets)

@@ -10,12 +10,13 @@ import click
 from relay import logs, serving
 from relay.app import utc_now
 from relay.auth import Credentials, resolve_credentials
-from relay.cli.database import existing_store
+from relay.cli.database import BadSetting, existing_store
 from relay.cli.options import db_option, setting_option, settings_options
 from relay.errors import Rejected
 from relay.settings import Settings
 from relay.store.failures import StoreError
 from relay.store.records import Target
+from relay.store.sealing import WrongSecretKey
 
 
 @click.command()
@@ -33,6 +34,8 @@ def serve(**values: Any) -> None:
         raise click.ClickException(
             error.detail if error.detail.startswith(where) else f"{where}: {error.detail}"
         ) from None
+    except WrongSecretKey as error:
+        raise BadSetting(str(error)) from None
     except StoreError as error:
         # PostgreSQL unreachable or refusing (a file is created): the same one line as the other commands.
         raise click.ClickException(f"cannot open the database at {settings.db_path}: {error}") from None

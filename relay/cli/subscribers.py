@@ -111,7 +111,7 @@ def subscribers() -> None:
 )
 @click.option(
     "--timeout",
-    type=Decimal(*TIMEOUTS, above_low=True),
+    type=Decimal(*TIMEOUTS),
     default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Seconds per attempt.",

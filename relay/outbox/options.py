@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from relay.domain.filters import Filter, check_types
-from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits
+from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits, check_text
 from relay.errors import BadSubscriber
 
 #: The options a subscriber definition may carry (JSON body or TOML entry), besides its name.
@@ -64,6 +64,7 @@ def build_filter(types: Sequence[str] | None, filters: Mapping[str, str] | Seque
     """The filter of ``types`` (None: every type) and ``filters`` (a mapping, or KEY=VALUE strings)."""
     types = ("*",) if types is None else tuple(types)
     check_types(types)
-    if isinstance(filters, Mapping):
-        return Filter(types, dict(filters))
-    return Filter.parse(types, filters)
+    built = Filter(types, dict(filters)) if isinstance(filters, Mapping) else Filter.parse(types, filters)
+    for key, value in built.match.items():
+        check_text(value, f"filter {key}")
+    return built

@@ -72,7 +72,7 @@ _SUBSCRIBER_OPTIONS: dict[str, Schema] = {
         ],
     },
     "max_in_flight": {"type": "integer", "minimum": MAX_IN_FLIGHT[0], "maximum": MAX_IN_FLIGHT[1]},
-    "timeout": {"type": "number", "exclusiveMinimum": TIMEOUTS[0], "maximum": TIMEOUTS[1]},
+    "timeout": {"type": "number", "minimum": TIMEOUTS[0], "maximum": TIMEOUTS[1]},
     "retry_schedule": _SCHEDULE,
 }
 _SECRET: Schema = {
