@@ -122,6 +122,12 @@ def subscribers() -> None:
     metavar="5,30,300",
     help="Seconds to wait after each failed attempt; default: the gateway's schedule.",
 )
+@click.option(
+    "--store-response/--no-store-response",
+    default=False,
+    show_default=True,
+    help="Keep the first 4 KiB of each answer with its attempt (shown to admins).",
+)
 @store_options
 def add(
     db_path: Target,
@@ -134,6 +140,7 @@ def add(
     max_in_flight: int,
     timeout: float,
     retry_schedule: tuple[float, ...] | None,
+    store_response: bool,
 ) -> None:
     """Add subscriber NAME and print its signing secret (once)."""
     with subscribers_service(db_path, policy) as service:
@@ -146,6 +153,7 @@ def add(
             max_in_flight=max_in_flight,
             timeout=timeout,
             retry_schedule=retry_schedule,
+            store_response=store_response,
             source="cli",
         )
     _echo_fields(created.public(reveal_secret=True))

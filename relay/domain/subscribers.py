@@ -66,6 +66,8 @@ class Subscriber:
     failing_since: datetime | None = None
     created_at: datetime | None = None
     source: str = "api"
+    #: Keep the first 4 KiB of each answer with its attempt (for the API, CLI and console to show).
+    store_response: bool = False
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The current secret, then the previous one while its grace period lasts."""
@@ -93,6 +95,7 @@ class Subscriber:
             ),
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "source": self.source,
+            "store_response": self.store_response,
         }
 
 
@@ -108,6 +111,7 @@ class SubscriberSpec:
     timeout: float = DEFAULT_TIMEOUT
     retry_schedule: tuple[float, ...] | None = None
     source: str = "api"
+    store_response: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name)

@@ -10,7 +10,7 @@ from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, che
 from relay.errors import BadSubscriber
 
 #: The options a subscriber definition may carry (JSON body or TOML entry), besides its name.
-OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule")
+OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule", "store_response")
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,6 +42,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "max_in_flight": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "timeout": (number, "a number of seconds"),
         "retry_schedule": (lambda v: v is None or (isinstance(v, list) and all(map(number, v))), "a list of seconds"),
+        "store_response": (lambda v: isinstance(v, bool), "true or false"),
     }
     for key, value in checked.items():
         valid, expected = rules[key]

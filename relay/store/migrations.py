@@ -278,3 +278,10 @@ def m007_packed_bodies(db: Database) -> None:
     # packing.py); a flag per row, so rows written before stay readable as they are, and no rewrite is needed.
     for table, column in (("callbacks", "body_packed"), ("events", "body_packed"), ("jobs", "detail_packed")):
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m010_store_response(db: Database) -> None:
+    # Whether a subscriber's answers are kept (their first 4 KiB, with each attempt): off unless asked for, for
+    # subscribers made before too. An answer can carry whatever the subscriber put in it.
+    db.execute("ALTER TABLE subscribers ADD COLUMN store_response INTEGER NOT NULL DEFAULT 0")

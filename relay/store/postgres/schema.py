@@ -121,4 +121,12 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX callbacks_by_time ON callbacks(received_at, outcome);
         """,
     ),
+    (
+        10,
+        "store_response",
+        """
+        -- Whether a subscriber's answers are kept with its attempts (the SQLite store's m010): off unless asked for.
+        ALTER TABLE subscribers ADD COLUMN store_response integer NOT NULL DEFAULT 0;
+        """,
+    ),
 )
