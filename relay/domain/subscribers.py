@@ -126,16 +126,13 @@ def check_name(name: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """ValueError unless ``url`` is an http or https URL of at most `MAX_URL` characters with no control
-    character: the same refusal whichever backend stores it and whichever edge it came through."""
+    """ValueError unless ``url`` is at most `MAX_URL` characters with no control character: the same refusal
+    whichever backend stores it and whichever edge it came through (its scheme and host: `vet_destination`)."""
     if len(url) > MAX_URL:
         raise ValueError(f"url is {len(url)} characters; at most {MAX_URL}")
     control = _CONTROL.search(url)
     if control is not None:
         raise ValueError(f"url holds the control character U+{ord(control.group()):04X} at position {control.start()}")
-    scheme, colon, _ = url.partition(":")
-    if not colon or scheme.lower() not in ("http", "https"):
-        raise ValueError("url must start with http:// or https://")
     return url
 
 
