@@ -49,15 +49,15 @@ def prepare(settings: Settings) -> Credentials:
     checked = (
         None if settings.config_path is None else read_config(settings.config_path, partial(vet_destination, policy))
     )
-    if settings.secret_key_file is None:
-        logger.warning(
-            "secrets are stored in clear in the database (tokens, the console's session key, subscribers' signing"
-            " secrets): set RELAY_SECRET_KEY_FILE to encrypt them (docs/operations.md)",
-            extra={"action": "secrets_in_clear"},
-        )
     sealer = Sealer.from_file(settings.secret_key_file)
     with store_for(settings.db_path, pool_size=1, statement_timeout=settings.statement_timeout, sealer=sealer) as store:
         credentials = resolve_credentials(settings, store, utc_now)
+        if settings.secret_key_file is None:  # once the database opened: a failed start says only why
+            logger.warning(
+                "secrets are stored in clear in the database (tokens, the console's session key, subscribers'"
+                " signing secrets): set RELAY_SECRET_KEY_FILE to encrypt them (docs/operations.md)",
+                extra={"action": "secrets_in_clear"},
+            )
         if settings.config_path is None:
             return credentials
         subscribers = Subscribers(
