@@ -46,6 +46,7 @@ from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
 from relay.shedding import Shedder
 from relay.store import store_for
+from relay.store.sealing import Sealer
 from relay.validate.schema import CallbackSchema
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def create_app(
         pool_size=settings.pool_size,
         statement_timeout=settings.statement_timeout,
         observe=metrics.transaction,
+        sealer=Sealer.from_file(settings.secret_key_file),
     )
     schema = schema or CallbackSchema.load()
     policy = AddressPolicy.from_setting(settings.allow_networks)

@@ -35,6 +35,7 @@ from relay.receive.protocol import BoundedProtocol, ConnectionLimits
 from relay.setting_kinds import parse_proxies
 from relay.settings import KIB, Settings
 from relay.store import store_for
+from relay.store.sealing import Sealer
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,15 @@ def prepare(settings: Settings, sources: Mapping[str, str] | None = None) -> Cre
     checked = (
         None if settings.config_path is None else read_config(settings.config_path, partial(vet_destination, policy))
     )
-    with store_for(settings.db_path, pool_size=1, statement_timeout=settings.statement_timeout) as store:
+    sealer = Sealer.from_file(settings.secret_key_file)
+    with store_for(settings.db_path, pool_size=1, statement_timeout=settings.statement_timeout, sealer=sealer) as store:
         credentials = resolve_credentials(settings, store, utc_now, sources)
+        if settings.secret_key_file is None:  # once the database opened: a failed start says only why
+            logger.warning(
+                "secrets are stored in clear in the database (tokens, the console's session key, subscribers'"
+                " signing secrets): set RELAY_SECRET_KEY_FILE to encrypt them (docs/operations.md)",
+                extra={"action": "secrets_in_clear"},
+            )
         if settings.config_path is None:
             return credentials
         subscribers = Subscribers(

@@ -35,6 +35,7 @@ from relay.setting_kinds import (
     Url,
 )
 from relay.store.records import POSTGRES_SCHEMES, Durability, PostgresUrl, Target, target_of
+from relay.store.sealing import read_keys
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -65,6 +66,22 @@ class Database(File):
     def check(self, value: Any) -> None:
         if not isinstance(value, PostgresUrl):
             super().check(value)
+
+
+@dataclass(frozen=True)
+class KeyFile(File):
+    """An existing file of secret keys (`relay.store.sealing`), read when given so a bad one stops the command."""
+
+    exists: bool = True
+
+    @property
+    def form(self) -> str:
+        return "the path of a file of keys (cos-relay secrets new-key)"
+
+    def convert(self, text: str) -> Any:
+        path = super().convert(text)
+        read_keys(path)
+        return path
 
 
 @dataclass(frozen=True)
@@ -261,6 +278,13 @@ class Settings:
         3600.0,
         Duration(maximum=DAY),
         "How often the background pruner applies the two retention windows (in small batches).",
+    )
+    secret_key_file: Path | None = setting(
+        None,
+        KeyFile(),
+        "File of keys (one a line, the first seals) that the tokens, the console's session key and subscribers'"
+        " signing secrets are encrypted under in the database; keep it outside the database and its backups.",
+        shown="none: secrets are stored in clear (warned at every start)",
     )
     config_path: Path | None = setting(
         None, File(exists=True), "TOML file of [[subscribers]], applied at every start.", name="config", shown="none"

@@ -198,7 +198,7 @@ def test_a_taken_name_is_409(api: httpx.Client) -> None:
         (b'{"name": "hook", "url": "http://127.0.0.1:9/", "filters": {"colour": "red"}}', "unknown filter key(s)"),
         (b'{"name": "hook", "url": "http://127.0.0.1:9/", "filters": ["tag"]}', "filter 'tag' is not KEY=VALUE"),
         (b'{"name": "hook", "url": "http://127.0.0.1:9/", "max_in_flight": 0}', "max_in_flight must be from 1"),
-        (b'{"name": "hook", "url": "http://127.0.0.1:9/", "timeout": 0}', "timeout must be more than 0"),
+        (b'{"name": "hook", "url": "http://127.0.0.1:9/", "timeout": 0}', "timeout must be from 0.1 to 120"),
         (b'{"name": "hook", "url": "http://127.0.0.1:9/", "retry_schedule": [-1]}', "a retry schedule is"),
         (b'{"name": "hook", "url": "http://127.0.0.1:9/", "secret": "short"}', "webhook secret"),
         (b'{"name": "hook", "url": "ftp://127.0.0.1/"}', "scheme 'ftp' is not http or https"),

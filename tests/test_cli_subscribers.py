@@ -211,7 +211,7 @@ def test_filters_that_do_not_parse_are_refused(db: Target, pair: str, reason: st
     [
         (("--retry-schedule", "5,soon"), 2, "retry delay 'soon' is not a number of seconds"),
         (("--max-in-flight", "0"), 2, "Invalid value for '--max-in-flight': must be an integer from 1 to 256"),
-        (("--timeout", "600"), 2, "Invalid value for '--timeout': must be a number more than 0 and at most 120"),
+        (("--timeout", "600"), 2, "Invalid value for '--timeout': must be a number from 0.1 to 120"),
         (("--secret", "not base64!"), 1, "webhook secret is not valid base64"),
     ],
 )

@@ -124,7 +124,7 @@ def test_duplicate_callback_creates_no_second_event(api: httpx.Client, sink: Sin
 
 def test_5xx_is_retried_on_schedule_until_dead_with_every_attempt_recorded(api: httpx.Client, sink: Sink) -> None:
     recorder, url = sink, sink.url
-    subscribe(api, "broken", f"{url}/fail")
+    subscribe(api, "broken", f"{url}/fail", store_response=True)
     post(api, TRANSCODE)
     received = recorder.wait_for("/fail", 4)  # the first attempt and three retries (schedule 0.2, 0.4, 0.6)
     wait_until(lambda: deliveries(api)[0]["state"] == "dead")

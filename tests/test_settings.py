@@ -21,6 +21,7 @@ from relay.setting_kinds import Flag
 from relay.settings import SETTINGS, Setting, Settings, setting_named
 from relay.store import store_for
 from relay.store.records import Target
+from relay.store.sealing import generate_key
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN
 from tests.live import ProcessServer, db_text
 from tests.procfs import children
@@ -77,7 +78,9 @@ def relay_free_environment() -> dict[str, str]:
 def samples(tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "subscribers.toml"
     config.write_text("subscribers = []\n")
-    return {**SAMPLES, "db_path": str(tmp_path / "sample.db"), "config_path": str(config)}
+    keys = tmp_path / "secret.keys"
+    keys.write_text(generate_key() + "\n")
+    return {**SAMPLES, "db_path": str(tmp_path / "sample.db"), "config_path": str(config), "secret_key_file": str(keys)}
 
 
 @pytest.fixture

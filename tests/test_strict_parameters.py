@@ -291,7 +291,7 @@ def cli(db: Target, *args: str) -> Result:
         ),
         (
             ("subscribers", "add", "hook", "--url", "https://8.8.8.8/", "--timeout", "nan"),
-            "Invalid value for '--timeout': must be a number more than 0 and at most 120",
+            "Invalid value for '--timeout': must be a number from 0.1 to 120",
         ),
         (
             ("subscribers", "add", "hook", "--url", "https://8.8.8.8/", "--retry-schedule", "1e308"),

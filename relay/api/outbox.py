@@ -20,6 +20,9 @@ from relay.outbox.options import check_options
 from relay.outbox.service import Subscribers
 from relay.store import Store
 
+#: On every answer carrying a secret: no browser, proxy or client cache may keep a copy.
+NO_STORE = {"Cache-Control": "no-store"}
+
 #: A subscriber definition is a few hundred bytes; the cap keeps a runaway client from filling memory.
 MAX_BODY = 64 * 1024
 
@@ -60,13 +63,13 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         url = options.pop("url")
         created = await call(lambda: subscribers.shown(subscribers.add(name, url, **options), reveal_secret=True))
         # The only response that ever shows the secret (besides rotation and the secret endpoint).
-        return JSONResponse(created, status_code=201)
+        return JSONResponse(created, status_code=201, headers=NO_STORE)
 
     async def get_subscriber(request: Request) -> Response:
         return JSONResponse(await call(subscribers.describe, request.path_params["name"]))
 
     async def get_secret(request: Request) -> Response:
-        return JSONResponse(await call(subscribers.secrets, request.path_params["name"]))
+        return JSONResponse(await call(subscribers.secrets, request.path_params["name"]), headers=NO_STORE)
 
     async def update_subscriber(request: Request) -> Response:
         changes = check_options(await _body(request))
@@ -89,7 +92,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         secret = check_options(await _body(request)).get("secret")
         name = request.path_params["name"]
         rotated = await call(lambda: subscribers.shown(subscribers.rotate_secret(name, secret), reveal_secret=True))
-        return JSONResponse(rotated)
+        return JSONResponse(rotated, headers=NO_STORE)
 
     async def recover(request: Request) -> Response:
         since = parse_since(params.one(request.query_params, "since"), clock())

@@ -9,6 +9,7 @@ from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.maintenance import backup, prune
 from relay.cli.migrate import migrate_to
+from relay.cli.secrets import secrets
 from relay.cli.serve import serve
 from relay.cli.subscribers import subscribers
 from relay.cli.tokens import sessions, tokens
@@ -31,3 +32,4 @@ main.add_command(deliveries)
 main.add_command(prune)
 main.add_command(backup)
 main.add_command(migrate_to)
+main.add_command(secrets)

@@ -7,24 +7,46 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
+from relay.cli.options import KEY_FILE
 from relay.errors import NoDatabase
 from relay.store import Store, store_for
 from relay.store.failures import StoreError
 from relay.store.records import Target
+from relay.store.sealing import Sealer, WrongSecretKey
+
+
+class BadSetting(click.ClickException):
+    """A setting the database cannot work with (a key that does not open its secrets): exit 2, like a bad value."""
+
+    exit_code = 2
+
+
+def sealer_of(key_file: Path | None) -> Sealer:
+    """The sealer of ``--secret-key-file``; `BadSetting` when the file went bad since it was checked."""
+    try:
+        return Sealer.from_file(key_file)
+    except ValueError as error:
+        raise BadSetting(str(error)) from None
 
 
 @contextlib.contextmanager
 def existing_store(db_path: Target) -> Iterator[Store]:
-    """The store at ``db_path`` (a file or a PostgreSQL URL), opened; a one-line error (exit 1) naming it when
-    there is none, or when PostgreSQL cannot be reached."""
-    store = store_for(db_path, create=False, pool_size=2)
+    """The store at ``db_path`` (a file or a PostgreSQL URL), opened with the command's ``--secret-key-file``; a
+    one-line error naming it when there is none, PostgreSQL cannot be reached (exit 1) or the key does not
+    open its secrets (exit 2)."""
+    store = store_for(
+        db_path, create=False, pool_size=2, sealer=sealer_of(click.get_current_context().meta.get(KEY_FILE))
+    )
     try:
         store.open()
     except NoDatabase as error:
         raise click.ClickException(error.detail) from None
+    except WrongSecretKey as error:
+        raise BadSetting(str(error)) from None
     except StoreError as error:
         raise click.ClickException(f"cannot open the database at {db_path}: {error}") from None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -91,8 +92,19 @@ def settings_options(command: F) -> F:
     return command
 
 
-#: ``--db`` / ``RELAY_DB``: the database every command works on.
-db_option = setting_option("db_path")
+#: Where `relay.cli.database.existing_store` finds ``--secret-key-file`` (every command that takes ``--db``).
+KEY_FILE = "relay.secret_key_file"
+
+
+def _remember_key_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    ctx.meta[KEY_FILE] = value
+
+
+def db_option(command: F) -> F:
+    """``--db`` / ``RELAY_DB``, the database every command works on, and ``--secret-key-file`` /
+    ``RELAY_SECRET_KEY_FILE``, which opens the secrets in it (kept for `existing_store`, not passed on)."""
+    command = setting_option("secret_key_file", expose_value=False, callback=_remember_key_file)(command)
+    return setting_option("db_path")(command)
 
 
 class Whole(click.ParamType[int]):

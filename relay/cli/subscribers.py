@@ -111,7 +111,7 @@ def subscribers() -> None:
 )
 @click.option(
     "--timeout",
-    type=Decimal(*TIMEOUTS, above_low=True),
+    type=Decimal(*TIMEOUTS),
     default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Seconds per attempt.",
@@ -121,6 +121,12 @@ def subscribers() -> None:
     callback=_schedule,
     metavar="5,30,300",
     help="Seconds to wait after each failed attempt; default: the gateway's schedule.",
+)
+@click.option(
+    "--store-response/--no-store-response",
+    default=False,
+    show_default=True,
+    help="Keep the first 4 KiB of each answer with its attempt (shown to admins).",
 )
 @store_options
 def add(
@@ -134,6 +140,7 @@ def add(
     max_in_flight: int,
     timeout: float,
     retry_schedule: tuple[float, ...] | None,
+    store_response: bool,
 ) -> None:
     """Add subscriber NAME and print its signing secret (once)."""
     with subscribers_service(db_path, policy) as service:
@@ -146,6 +153,7 @@ def add(
             max_in_flight=max_in_flight,
             timeout=timeout,
             retry_schedule=retry_schedule,
+            store_response=store_response,
             source="cli",
         )
     _echo_fields(created.public(reveal_secret=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -154,6 +155,8 @@ class DeliveryWorker:
         started = self._clock()
         headers = self._signer(claim.secrets).headers(claim.event_id, int(started.timestamp()), claim.body)
         attempt = await self._sender.send(claim.url, claim.body, headers, timeout=claim.timeout)
+        if not claim.store_response:
+            attempt = dataclasses.replace(attempt, response_body=b"")
         finished = self._clock()
         decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
         recorded = await self._recorder.record(Finished(claim, attempt, decision, started, finished))

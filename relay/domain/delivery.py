@@ -70,6 +70,8 @@ class Claim:
     created_at: datetime
     #: Since when the subscriber has failed without a success, as of the claim (None: its last attempt succeeded).
     failing_since: datetime | None = None
+    #: Whether the subscriber keeps the first bytes of its answers with each attempt.
+    store_response: bool = False
 
 
 def trigger_of(attempts: int, last_outcome: str | None) -> str:

@@ -19,8 +19,14 @@ DEFAULT_TIMEOUT = 15.0
 DEFAULT_MAX_IN_FLIGHT = 8
 #: Deliveries in flight at once to one subscriber.
 MAX_IN_FLIGHT = (1, 256)
-#: Seconds per attempt: more than the first, at most the second.
-TIMEOUTS = (0.0, 120.0)
+#: Seconds per attempt, both inclusive: a tenth of a second is already shorter than any TLS handshake abroad,
+#: and a denormal such as 1e-320 would time every attempt out before it starts.
+TIMEOUTS = (0.1, 120.0)
+#: Characters in a subscriber URL, at most (what common proxies and servers accept in a request line).
+MAX_URL = 2048
+#: C0 and C1 control characters and DEL: PostgreSQL stores no NUL, the HTTP client would send %00 instead, and a
+#: newline or tab in a URL is never what was meant.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def mask_secret(secret: str) -> str:
@@ -60,6 +66,8 @@ class Subscriber:
     failing_since: datetime | None = None
     created_at: datetime | None = None
     source: str = "api"
+    #: Keep the first 4 KiB of each answer with its attempt (for the API, CLI and console to show).
+    store_response: bool = False
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The current secret, then the previous one while its grace period lasts."""
@@ -87,6 +95,7 @@ class Subscriber:
             ),
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "source": self.source,
+            "store_response": self.store_response,
         }
 
 
@@ -102,9 +111,11 @@ class SubscriberSpec:
     timeout: float = DEFAULT_TIMEOUT
     retry_schedule: tuple[float, ...] | None = None
     source: str = "api"
+    store_response: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        check_url(self.url)
         check_limits(self.max_in_flight, self.timeout, self.retry_schedule)
 
 
@@ -114,6 +125,25 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_url(url: str) -> str:
+    """ValueError unless ``url`` is at most `MAX_URL` characters with no control character: the same refusal
+    whichever backend stores it and whichever edge it came through (its scheme and host: `vet_destination`)."""
+    if len(url) > MAX_URL:
+        raise ValueError(f"url is {len(url)} characters; at most {MAX_URL}")
+    control = _CONTROL.search(url)
+    if control is not None:
+        raise ValueError(f"url holds the control character U+{ord(control.group()):04X} at position {control.start()}")
+    return url
+
+
+def check_text(value: str, what: str) -> str:
+    """ValueError unless ``value`` holds no control character (a filter value, say)."""
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise ValueError(f"{what} holds the control character U+{ord(control.group()):04X}")
+    return value
+
+
 def check_limits(max_in_flight: object, timeout: object, schedule: Sequence[object] | None) -> None:
     """ValueError naming the field unless each is a number (never a boolean) within its range."""
     if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
@@ -121,7 +151,7 @@ def check_limits(max_in_flight: object, timeout: object, schedule: Sequence[obje
     if not MAX_IN_FLIGHT[0] <= max_in_flight <= MAX_IN_FLIGHT[1]:
         raise ValueError(f"max_in_flight must be from {MAX_IN_FLIGHT[0]} to {MAX_IN_FLIGHT[1]}")
     # Compared as given, never float() first: a TOML integer of 400 digits would overflow.
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not TIMEOUTS[0] < timeout <= TIMEOUTS[1]:
-        raise ValueError(f"timeout must be more than {TIMEOUTS[0]:g} and at most {TIMEOUTS[1]:g} seconds")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not TIMEOUTS[0] <= timeout <= TIMEOUTS[1]:
+        raise ValueError(f"timeout must be from {TIMEOUTS[0]:g} to {TIMEOUTS[1]:g} seconds")
     if schedule is not None:
         check_schedule(schedule)

@@ -8,11 +8,17 @@ import socket
 from yarl import URL
 
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
+from relay.domain.subscribers import check_url
 from relay.errors import BadSubscriber
 
 
 def vet_destination(policy: AddressPolicy, url: str) -> None:
-    """Refuse URLs that are, or resolve to, addresses subscribers may not reach (checked again at connect)."""
+    """Refuse malformed URLs, and URLs that are, or resolve to, addresses subscribers may not reach (checked
+    again at connect)."""
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise BadSubscriber(str(exc)) from None
     try:
         policy.check_url(url)
         parsed = URL(url)

@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from relay.domain.filters import Filter, check_types
-from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits
+from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits, check_text
 from relay.errors import BadSubscriber
 
 #: The options a subscriber definition may carry (JSON body or TOML entry), besides its name.
-OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule")
+OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule", "store_response")
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,6 +42,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "max_in_flight": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "timeout": (number, "a number of seconds"),
         "retry_schedule": (lambda v: v is None or (isinstance(v, list) and all(map(number, v))), "a list of seconds"),
+        "store_response": (lambda v: isinstance(v, bool), "true or false"),
     }
     for key, value in checked.items():
         valid, expected = rules[key]
@@ -64,6 +65,7 @@ def build_filter(types: Sequence[str] | None, filters: Mapping[str, str] | Seque
     """The filter of ``types`` (None: every type) and ``filters`` (a mapping, or KEY=VALUE strings)."""
     types = ("*",) if types is None else tuple(types)
     check_types(types)
-    if isinstance(filters, Mapping):
-        return Filter(types, dict(filters))
-    return Filter.parse(types, filters)
+    built = Filter(types, dict(filters)) if isinstance(filters, Mapping) else Filter.parse(types, filters)
+    for key, value in built.match.items():
+        check_text(value, f"filter {key}")
+    return built

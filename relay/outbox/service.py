@@ -103,6 +103,7 @@ class Subscribers:
         timeout: float = DEFAULT_TIMEOUT,
         retry_schedule: Sequence[float] | None = None,
         source: str = "api",
+        store_response: bool = False,
     ) -> Subscriber:
         """Create a subscriber. The returned value carries the secret: show it once, then only masked.
 
@@ -121,6 +122,7 @@ class Subscribers:
                 timeout=timeout,
                 retry_schedule=None if retry_schedule is None else check_schedule(retry_schedule),
                 source=source,
+                store_response=store_response,
             )
         except (ValueError, TypeError) as exc:
             raise BadSubscriber(str(exc)) from None
@@ -132,7 +134,7 @@ class Subscribers:
         return subscriber
 
     def update(self, name: str, changes: Mapping[str, Any]) -> Subscriber:
-        """Change url, types, filters, max_in_flight, timeout or retry_schedule."""
+        """Change url, types, filters, max_in_flight, timeout, retry_schedule or store_response."""
         current = self.get(name)
         columns: dict[str, Any] = {}
         try:
@@ -144,10 +146,19 @@ class Subscribers:
                     changes.get("types", current.filter.types), changes.get("filters", current.filter.match)
                 )
                 columns["types"], columns["filters"] = built.types, built.match
-            for key in ("max_in_flight", "timeout", "retry_schedule", "source"):
+            for key in ("max_in_flight", "timeout", "retry_schedule", "source", "store_response"):
                 if key in changes:
                     columns[key] = changes[key]
-            unknown = set(changes) - {"url", "types", "filters", "max_in_flight", "timeout", "retry_schedule", "source"}
+            unknown = set(changes) - {
+                "url",
+                "types",
+                "filters",
+                "max_in_flight",
+                "timeout",
+                "retry_schedule",
+                "source",
+                "store_response",
+            }
             if unknown:
                 raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
             check_limits(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from relay.store.interface import Store
 from relay.store.postgres.store import PostgresStore
 from relay.store.records import Durability, PostgresUrl, Target
+from relay.store.sealing import Sealer
 from relay.store.sqlite.store import SqliteStore
 from relay.store.writer import Observer
 
@@ -24,11 +25,19 @@ def store_for(
     pool_size: int = 10,
     statement_timeout: float = 5.0,
     observe: Observer | None = None,
+    sealer: Sealer | None = None,
 ) -> Store:
     """The store for ``target``, not yet opened. ``durability`` and ``write_timeout`` apply to SQLite,
-    ``pool_size`` and ``statement_timeout`` to PostgreSQL."""
+    ``pool_size`` and ``statement_timeout`` to PostgreSQL; ``sealer`` (none: clear) seals secrets on both."""
     if isinstance(target, PostgresUrl):
         return PostgresStore(
-            target, pool_size=pool_size, statement_timeout=statement_timeout, observe=observe, create=create
+            target,
+            pool_size=pool_size,
+            statement_timeout=statement_timeout,
+            observe=observe,
+            create=create,
+            sealer=sealer,
         )
-    return SqliteStore(target, durability=durability, write_timeout=write_timeout, observe=observe, create=create)
+    return SqliteStore(
+        target, durability=durability, write_timeout=write_timeout, observe=observe, create=create, sealer=sealer
+    )

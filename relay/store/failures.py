@@ -20,3 +20,8 @@ class StoreUnavailable(StoreError):
 
 class StoreConflict(StoreError):
     """A uniqueness rule refused the write (a live subscriber already has that name)."""
+
+
+class UncopiableRow(StoreError):
+    """A row one backend holds that the other cannot store (`cos-relay migrate-to`): names the table, the row
+    and why, in one line."""

@@ -281,7 +281,7 @@ def m007_packed_bodies(db: Database) -> None:
 
 
 @migrations()
-def m009_body_refs(db: Database) -> None:
+def m008_body_refs(db: Database) -> None:
     # A duplicate byte for byte like a body already kept stores a reference to it, not a second copy: a
     # replayed callback costs a small row, not its body again. The hash finds the first copy; only rows that
     # hold a whole body of their own have a hash (and are in its index).
@@ -291,7 +291,14 @@ def m009_body_refs(db: Database) -> None:
 
 
 @migrations()
-def m012_tokens_and_sessions(db: Database) -> None:
+def m009_store_response(db: Database) -> None:
+    # Whether a subscriber's answers are kept (their first 4 KiB, with each attempt): off unless asked for, for
+    # subscribers made before too. An answer can carry whatever the subscriber put in it.
+    db.execute("ALTER TABLE subscribers ADD COLUMN store_response INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m010_tokens_and_sessions(db: Database) -> None:
     # A rotated callback token is still accepted for a while: kept as previous_callback_token until expires_at.
     db.execute("ALTER TABLE secrets ADD COLUMN expires_at TEXT")
     # Where the token in force came from at the last start or rotation (database, RELAY_ADMIN_TOKEN, an option)

@@ -25,7 +25,7 @@ class Row(Protocol):
 
 SUBSCRIBER_COLUMNS = (
     "id, name, url, secret, previous_secret, previous_secret_expires_at, types, filters, state, disabled_reason,"
-    " failing_since, max_in_flight, timeout, retry_schedule, source, created_at"
+    " failing_since, max_in_flight, timeout, retry_schedule, source, created_at, store_response"
 )
 JOB_COLUMNS = (
     "job_id, state, tag, queue_id, code, message, bucket, object_key, region, workflow_run_id,"
@@ -125,6 +125,7 @@ def subscriber_from(row: Row) -> Subscriber:
         failing_since=when(row["failing_since"]),
         created_at=when(row["created_at"]),
         source=row["source"],
+        store_response=bool(row["store_response"]),
     )
 
 

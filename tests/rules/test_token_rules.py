@@ -12,7 +12,9 @@ from relay.auth import DATABASE, Credentials, Tokens, fingerprint, resolve_crede
 from relay.settings import Settings
 from relay.store import Store, store_for
 from relay.store.records import StoredToken, Target
+from relay.store.sealing import PREFIX, Sealer, generate_key, parse_keys
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN
+from tests.databases import rows
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -139,3 +141,17 @@ def test_credentials_take_only_the_tokens_that_come_from_the_database() -> None:
     credentials = Credentials(CALLBACK_TOKEN, ADMIN_TOKEN, callback_source="RELAY_CALLBACK_TOKEN")
     credentials.take({"callback_token": StoredToken(value="other"), "admin_token": StoredToken(value="kept")})
     assert (credentials.callback_token, credentials.admin_token) == (CALLBACK_TOKEN, "kept")
+
+
+async def test_a_rotated_token_is_sealed_at_rest_and_read_back_in_clear(database: Target) -> None:
+    # A rotation writes the new token and keeps the old one for its grace: both sealed when a key is set.
+    sealer = Sealer([parse_keys(generate_key())[0]])
+    clock = FakeClock(START)
+    with store_for(database, sealer=sealer) as store:
+        old = resolve_credentials(Settings(db_path=database), store, clock).callback_token
+        new, _ = rotate(store, "callback_token", timedelta(minutes=10), clock())
+        stored = store.tokens(clock())["callback_token"]
+        assert (stored.value, stored.previous) == (new, old)
+    kept = rows(database, "SELECT value FROM secrets WHERE name IN ('callback_token', 'previous_callback_token')")
+    assert len(kept) == 2
+    assert all(row["value"].startswith(PREFIX) for row in kept)

@@ -73,8 +73,12 @@ _SUBSCRIBER_OPTIONS: dict[str, Schema] = {
         ],
     },
     "max_in_flight": {"type": "integer", "minimum": MAX_IN_FLIGHT[0], "maximum": MAX_IN_FLIGHT[1]},
-    "timeout": {"type": "number", "exclusiveMinimum": TIMEOUTS[0], "maximum": TIMEOUTS[1]},
+    "timeout": {"type": "number", "minimum": TIMEOUTS[0], "maximum": TIMEOUTS[1]},
     "retry_schedule": _SCHEDULE,
+    "store_response": {
+        "type": "boolean",
+        "description": "Keep the first 4 KiB of each answer with its attempt (shown to admins); default false.",
+    },
 }
 _SECRET: Schema = {
     "type": "string",
@@ -96,6 +100,7 @@ _SHOWN_SUBSCRIBER = {
     "previous_secret_expires_at": TEXT,
     "created_at": TEXT,
     "source": STRING,
+    "store_response": {"type": "boolean"},
     "last_outcome": {"enum": [*(outcome.value for outcome in Outcome), None]},
     "last_error": TEXT,
     "last_attempt_at": TEXT,

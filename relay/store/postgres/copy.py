@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from relay.store.failures import StoreConflict
+from relay.store.failures import StoreConflict, UncopiableRow
 from relay.store.records import PostgresUrl
 from relay.store.sqlite.packing import unpack
 
@@ -89,10 +89,29 @@ async def _copy_table(reader: sqlite3.Connection, conn: asyncpg.Connection, tabl
             values = dict(zip(columns, row, strict=True))
             if packed is not None and values[packed[1]]:
                 values[packed[0]] = unpack(values[packed[0]], 1)
+            _check_copiable(table, columns[0], values)
             records.append(tuple(_as(types[column], values[column]) for column in kept))
-        await conn.copy_records_to_table(table, records=records, columns=kept)
+        try:
+            await conn.copy_records_to_table(table, records=records, columns=kept)
+        except asyncpg.PostgresError as error:
+            first, last = records[0][0], records[-1][0]
+            reason = str(error).splitlines()[0]
+            raise UncopiableRow(
+                f"{table}: a row from {kept[0]}={first!r} to {last!r} cannot be copied: {reason}"
+            ) from None
         total += len(records)
     return total
+
+
+def _check_copiable(table: str, key: str, values: dict[str, object]) -> None:
+    """`UncopiableRow` for a value PostgreSQL refuses that SQLite kept: a NUL in text (older releases let
+    one into a subscriber's URL)."""
+    for column, value in values.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise UncopiableRow(
+                f"{table} row {key}={values[key]!r}: {column} holds a NUL character, which PostgreSQL cannot store;"
+                f" correct or remove that row in the SQLite file, then run migrate-to again"
+            )
 
 
 async def _column_types(conn: asyncpg.Connection, table: str) -> dict[str, str]:

@@ -111,7 +111,7 @@ async def claim_due(
     rows = await conn.fetch(
         "SELECT d.id, d.event_id, d.failures, d.attempts, d.created_at, d.last_outcome, e.body, s.id AS sid,"
         " s.name, s.url, s.secret, s.previous_secret, s.previous_secret_expires_at, s.timeout, s.retry_schedule,"
-        " s.failing_since"
+        " s.failing_since, s.store_response"
         " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
         " WHERE d.id = ANY($1::bigint[]) ORDER BY d.id",
         chosen,
@@ -175,6 +175,7 @@ def _claim(row: asyncpg.Record, stamp: str) -> Claim:
         trigger=trigger_of(row["attempts"], row["last_outcome"]),
         created_at=datetime.fromisoformat(row["created_at"]),
         failing_since=when(row["failing_since"]),
+        store_response=bool(row["store_response"]),
     )
 
 

@@ -122,20 +122,28 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (
-        9,
+        8,
         "body_refs",
         """
-        -- A duplicate byte for byte like a body already kept stores a reference to it (the SQLite store's m009).
+        -- A duplicate byte for byte like a body already kept stores a reference to it (the SQLite store's m008).
         ALTER TABLE callbacks ADD COLUMN body_sha256 bytea;
         ALTER TABLE callbacks ADD COLUMN body_ref bigint;
         CREATE INDEX callbacks_by_body ON callbacks(body_sha256) WHERE body_sha256 IS NOT NULL;
         """,
     ),
     (
-        12,
+        9,
+        "store_response",
+        """
+        -- Whether a subscriber's answers are kept with its attempts (the SQLite store's m009): off unless asked for.
+        ALTER TABLE subscribers ADD COLUMN store_response integer NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        10,
         "tokens_and_sessions",
         """
-        -- The SQLite store's m012, name for name: a rotated callback token's grace, where each token in force came
+        -- The SQLite store's m010, name for name: a rotated callback token's grace, where each token in force came
         -- from (with its SHA-256), and the console's sessions (id: the SHA-256 of the cookie's random part).
         ALTER TABLE secrets ADD COLUMN expires_at text;
         CREATE TABLE token_sources (name text PRIMARY KEY, source text, fingerprint text, recorded_at text);

@@ -7,6 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from relay.store.formats import iso
+from relay.store.sealing import Sealer
 
 
 async def get_or_create_secret(conn: asyncpg.Connection, name: str, candidate: str, at: datetime) -> str:
@@ -18,6 +19,22 @@ async def get_or_create_secret(conn: asyncpg.Connection, name: str, candidate: s
         iso(at),
     )
     return str(await conn.fetchval("SELECT value FROM secrets WHERE name = $1", name))
+
+
+async def reseal_secrets(conn: asyncpg.Connection, sealer: Sealer) -> int:
+    """Every stored secret sealed under the sealer's first key (`WrongSecretKey` when one does not open); how
+    many changed. Replicas starting together may both seal a value: either result opens to the same secret."""
+    changed = 0
+    for row in await conn.fetch("SELECT name, value FROM secrets"):
+        if (value := sealer.reseal(row["value"])) is not None:
+            await conn.execute("UPDATE secrets SET value = $1 WHERE name = $2", value, row["name"])
+            changed += 1
+    for row in await conn.fetch("SELECT id, secret, previous_secret FROM subscribers"):
+        for column in ("secret", "previous_secret"):
+            if row[column] is not None and (value := sealer.reseal(row[column])) is not None:
+                await conn.execute(f"UPDATE subscribers SET {column} = $1 WHERE id = $2", value, row["id"])
+                changed += 1
+    return changed
 
 
 async def check_writable(conn: asyncpg.Connection, at: datetime) -> None:

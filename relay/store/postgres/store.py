@@ -33,6 +33,7 @@ from relay.store.postgres import (
 )
 from relay.store.postgres.connection import Database, Observer, Work
 from relay.store.records import Page, PostgresUrl, StoredToken
+from relay.store.sealing import Sealer
 
 T = TypeVar("T")
 
@@ -48,8 +49,11 @@ class PostgresStore:
         statement_timeout: float = 5.0,
         observe: Observer | None = None,
         create: bool = True,
+        sealer: Sealer | None = None,
     ) -> None:
         self.url = url
+        #: Seals secrets on the way in, opens them on the way out (no key: clear).
+        self._sealer = sealer or Sealer()
         #: Only `serve` sets up (migrates) a database; the other commands refuse one cos-relay never set up.
         self.create = create
         self._db = Database(url, pool_size=pool_size, statement_timeout=statement_timeout, observe=observe)
@@ -69,6 +73,7 @@ class PostgresStore:
                     f"the database at {self.url} is at schema version {found}, this cos-relay needs"
                     f" {migrations.LATEST}: start `cos-relay serve` once to migrate it"
                 )
+            self._db.run_sync(partial(secrets.reseal_secrets, sealer=self._sealer), write=True)
         except BaseException:
             self._db.stop()
             raise
@@ -114,7 +119,7 @@ class PostgresStore:
         return await self._write(write)
 
     async def subscriber_snapshot(self) -> Snapshot:
-        return await self._read(subscribers.snapshot)
+        return self._sealer.snapshot(await self._read(subscribers.snapshot))
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
         return await self._write(
@@ -125,12 +130,15 @@ class PostgresStore:
         await self._write(partial(secrets.check_writable, at=at))
 
     def secret(self, name: str, candidate: str, at: datetime) -> str:
-        return self._write_sync(partial(secrets.get_or_create_secret, name=name, candidate=candidate, at=at))
+        sealed = self._sealer.seal(candidate)
+        stored = self._write_sync(partial(secrets.get_or_create_secret, name=name, candidate=sealed, at=at))
+        return self._sealer.open(stored)
 
     # -- tokens and console sessions ---------------------------------------------------------------
 
     def tokens(self, at: datetime) -> dict[str, StoredToken]:
-        return self._read_sync(partial(tokens.read_tokens, at=at))
+        found = self._read_sync(partial(tokens.read_tokens, at=at))
+        return {name: self._sealer.token(stored) for name, stored in found.items()}
 
     def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
         self._write_sync(partial(tokens.record_token_source, name=name, source=source, fingerprint=fingerprint, at=at))
@@ -145,7 +153,8 @@ class PostgresStore:
         previous_until: datetime | None,
         end_sessions: bool,
     ) -> int:
-        rotate = partial(tokens.rotate_token, name=name, value=value, fingerprint=fingerprint, at=at)
+        sealed = self._sealer.seal(value)
+        rotate = partial(tokens.rotate_token, name=name, value=sealed, fingerprint=fingerprint, at=at)
         return self._write_sync(partial(rotate, previous_until=previous_until, end_sessions=end_sessions))
 
     async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
@@ -160,28 +169,34 @@ class PostgresStore:
     # -- subscribers ----------------------------------------------------------------------------
 
     def list_subscribers(self) -> list[Subscriber]:
-        return self._read_sync(subscribers.list_subscribers)
+        return [self._sealer.subscriber(found) for found in self._read_sync(subscribers.list_subscribers)]
 
     def get_subscriber(self, name: str) -> Subscriber | None:
-        return self._read_sync(partial(subscribers.get_subscriber, name=name))
+        return self._sealer.maybe_subscriber(self._read_sync(partial(subscribers.get_subscriber, name=name)))
 
     def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
-        return self._write_sync(partial(subscribers.insert_subscriber, spec=spec, at=at))
+        sealed = self._sealer.spec(spec)
+        return self._sealer.subscriber(self._write_sync(partial(subscribers.insert_subscriber, spec=sealed, at=at)))
 
     def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
-        return self._write_sync(partial(subscribers.update_subscriber, name=name, changes=changes, at=at))
+        update = partial(subscribers.update_subscriber, name=name, changes=changes, at=at)
+        return self._sealer.maybe_subscriber(self._write_sync(update))
 
     def set_subscriber_state(
         self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
     ) -> Subscriber | None:
-        return self._write_sync(partial(subscribers.set_state, name=name, state=state, reason=reason, at=at))
+        change = partial(subscribers.set_state, name=name, state=state, reason=reason, at=at)
+        return self._sealer.maybe_subscriber(self._write_sync(change))
 
     def remove_subscriber(self, name: str, at: datetime) -> int | None:
         return self._write_sync(partial(subscribers.remove_subscriber, name=name, at=at))
 
     def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
-        return self._write_sync(
-            partial(subscribers.rotate_secret, name=name, new_secret=secret, grace_until=grace_until, at=at)
+        sealed = self._sealer.seal(secret)
+        return self._sealer.maybe_subscriber(
+            self._write_sync(
+                partial(subscribers.rotate_secret, name=name, new_secret=sealed, grace_until=grace_until, at=at)
+            )
         )
 
     def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
@@ -195,10 +210,12 @@ class PostgresStore:
     # -- the delivery worker --------------------------------------------------------------------
 
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
-        return await self._write(partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity))
+        claims = await self._write(partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity))
+        return [self._sealer.claim(claim) for claim in claims]
 
     async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
-        return await self._write(partial(attempts.finish, finished=finished, lease_margin=lease_margin))
+        recorded = await self._write(partial(attempts.finish, finished=finished, lease_margin=lease_margin))
+        return [self._sealer.recorded(each) for each in recorded]
 
     async def release(self, claim: Claim, at: datetime) -> None:
         await self._write(partial(deliveries.release, claim=claim, at=at))

@@ -42,7 +42,8 @@ async def insert_subscriber(conn: asyncpg.Connection, spec: SubscriberSpec, at: 
     await _lock(conn)
     await conn.execute(
         "INSERT INTO subscribers(name, url, secret, types, filters, state, max_in_flight, timeout, retry_schedule,"
-        " source, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $7, $8, $9, $10, $10)",
+        " source, created_at, updated_at, store_response)"
+        " VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $7, $8, $9, $10, $10, $11)",
         spec.name,
         spec.url,
         spec.secret,
@@ -53,6 +54,7 @@ async def insert_subscriber(conn: asyncpg.Connection, spec: SubscriberSpec, at: 
         None if spec.retry_schedule is None else to_json(list(spec.retry_schedule)),
         spec.source,
         iso(at),
+        int(spec.store_response),
     )
     subscriber = await get_subscriber(conn, spec.name)
     assert subscriber is not None
@@ -68,6 +70,7 @@ _UPDATABLE: Mapping[str, Any] = {
     "timeout": float,
     "retry_schedule": lambda schedule: None if schedule is None else to_json(list(schedule)),
     "source": str,
+    "store_response": int,
 }
 
 

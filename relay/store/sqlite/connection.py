@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import sqlite3
 import time
@@ -13,9 +15,25 @@ import sqlite_utils
 from relay.store.formats import iso
 from relay.store.migrations import migrations
 from relay.store.records import Durability
+from relay.store.sealing import Sealer
 
 #: Bytes a checkpointed WAL file is truncated to.
 WAL_LIMIT = 64 * 1024 * 1024
+
+
+#: The database and SQLite's files beside it hold the callback history and the secrets: the owner's alone.
+PRIVATE = 0o600
+
+
+def keep_private(path: Path) -> None:
+    """Create the database file owner-only whatever the umask (SQLite gives its -wal and -shm the database
+    file's mode), and take back what an older release left readable to others."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if each.stat().st_mode & 0o077:
+                each.chmod(PRIVATE)
 
 
 def connect(
@@ -92,6 +110,32 @@ def rollback_to_savepoint(conn: sqlite3.Connection) -> None:
 def check_writable(conn: sqlite3.Connection, at: datetime) -> None:
     """Write one row, so that a read-only file or a full disk shows up."""
     conn.execute("INSERT OR REPLACE INTO heartbeat(id, at) VALUES (1, ?)", (iso(at),))
+
+
+def reseal_secrets(conn: sqlite3.Connection, sealer: Sealer) -> int:
+    """Every stored secret sealed under the sealer's first key (`WrongSecretKey` when one does not open); how
+    many changed. Old values' bytes are zeroed (secure_delete), not left in free space."""
+    changes: list[tuple[str, tuple[str, object]]] = []
+    for row in conn.execute("SELECT name, value FROM secrets").fetchall():
+        if (value := sealer.reseal(row["value"])) is not None:
+            changes.append(("UPDATE secrets SET value = ? WHERE name = ?", (value, row["name"])))
+    for row in conn.execute("SELECT id, secret, previous_secret FROM subscribers").fetchall():
+        for column in ("secret", "previous_secret"):
+            if row[column] is not None and (value := sealer.reseal(row[column])) is not None:
+                changes.append((f"UPDATE subscribers SET {column} = ? WHERE id = ?", (value, row["id"])))
+    if changes:
+        conn.execute("PRAGMA secure_delete = ON")
+        try:
+            for statement, values in changes:
+                conn.execute(statement, values)
+        finally:
+            conn.execute("PRAGMA secure_delete = OFF")
+    return len(changes)
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database file and truncate it."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str, at: datetime) -> str:

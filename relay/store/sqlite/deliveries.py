@@ -111,7 +111,7 @@ def _head_if_due(conn: sqlite3.Connection, subscriber_id: int, stamp: str) -> li
 
 
 #: A subscriber's part of every claim of it: everything but the delivery's own fields.
-_SubscriberPart = tuple[str, str, tuple[str, ...], float, tuple[float, ...] | None, datetime | None]
+_SubscriberPart = tuple[str, str, tuple[str, ...], float, tuple[float, ...] | None, datetime | None, bool]
 
 
 def _claims(conn: sqlite3.Connection, chosen: list[int], stamp: str) -> list[Claim]:
@@ -133,7 +133,7 @@ def _claims(conn: sqlite3.Connection, chosen: list[int], stamp: str) -> list[Cla
     parts = _subscriber_parts(conn, {row[2] for row in rows}, stamp)
     claims = []
     for delivery_id, event_id, subscriber_id, failures, attempts, last_outcome, created_at, body, packed in rows:
-        name, url, secrets, timeout, schedule, failing_since = parts[subscriber_id]
+        name, url, secrets, timeout, schedule, failing_since, store_response = parts[subscriber_id]
         claims.append(
             Claim(
                 delivery_id,
@@ -149,6 +149,7 @@ def _claims(conn: sqlite3.Connection, chosen: list[int], stamp: str) -> list[Cla
                 trigger_of(attempts, last_outcome),
                 datetime.fromisoformat(created_at),
                 failing_since,
+                store_response,
             )
         )
     return claims
@@ -158,7 +159,7 @@ def _subscriber_parts(conn: sqlite3.Connection, ids: set[int], stamp: str) -> di
     parts: dict[int, _SubscriberPart] = {}
     for row in conn.execute(
         "SELECT id, name, url, secret, previous_secret, previous_secret_expires_at, timeout, retry_schedule,"
-        f" failing_since FROM subscribers WHERE id IN ({','.join('?' * len(ids))})",
+        f" failing_since, store_response FROM subscribers WHERE id IN ({','.join('?' * len(ids))})",
         tuple(ids),
     ):
         schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
@@ -169,6 +170,7 @@ def _subscriber_parts(conn: sqlite3.Connection, ids: set[int], stamp: str) -> di
             row["timeout"],
             tuple(schedule) if schedule is not None else None,
             when(row["failing_since"]),
+            bool(row["store_response"]),
         )
     return parts
 

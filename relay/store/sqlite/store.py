@@ -26,6 +26,7 @@ from relay.errors import BadParameter, NoDatabase, Rejected
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
 from relay.store.formats import iso
 from relay.store.records import Durability, Page, StoredToken
+from relay.store.sealing import Sealer
 from relay.store.sqlite import (
     attempts,
     backlog,
@@ -57,8 +58,11 @@ class SqliteStore:
         write_timeout: float = 5.0,
         observe: Observer | None = None,
         create: bool = True,
+        sealer: Sealer | None = None,
     ) -> None:
         self.path = path
+        #: Seals secrets on the way in, opens them on the way out (no key: clear).
+        self._sealer = sealer or Sealer()
         #: Only `serve` creates a database; the other commands open an existing one or refuse.
         self.create = create
         self._durability = durability
@@ -82,12 +86,21 @@ class SqliteStore:
         if not self.create and not self.path.is_file():
             raise NoDatabase(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection.keep_private(self.path)
         conn = self._connect()
         connection.migrate(conn)
         self._readers.put(conn)
         for _ in range(READERS - 1):
             self._readers.put(self._connect())
         self._writer.start()
+        try:
+            resealed = self._write_sync(partial(connection.reseal_secrets, sealer=self._sealer))
+        except BaseException:
+            self.close()
+            raise
+        if resealed:
+            # The clear values' pages were zeroed (secure_delete); this moves them out of the WAL too.
+            self._read_sync(connection.checkpoint)
 
     def close(self) -> None:
         self._writer.stop()
@@ -140,7 +153,7 @@ class SqliteStore:
         return await self._write(write)
 
     async def subscriber_snapshot(self) -> Snapshot:
-        return await self._read(subscribers.snapshot)
+        return self._sealer.snapshot(await self._read(subscribers.snapshot))
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
         return await self._write(
@@ -152,12 +165,15 @@ class SqliteStore:
 
     def secret(self, name: str, candidate: str, at: datetime) -> str:
         """The value stored under ``name``, storing ``candidate`` first if there is none."""
-        return self._write_sync(partial(connection.get_or_create_secret, name=name, candidate=candidate, at=at))
+        sealed = self._sealer.seal(candidate)
+        stored = self._write_sync(partial(connection.get_or_create_secret, name=name, candidate=sealed, at=at))
+        return self._sealer.open(stored)
 
     # -- tokens and console sessions ---------------------------------------------------------------
 
     def tokens(self, at: datetime) -> dict[str, StoredToken]:
-        return self._read_sync(partial(tokens.read_tokens, at=at))
+        found = self._read_sync(partial(tokens.read_tokens, at=at))
+        return {name: self._sealer.token(stored) for name, stored in found.items()}
 
     def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
         self._write_sync(partial(tokens.record_token_source, name=name, source=source, fingerprint=fingerprint, at=at))
@@ -172,7 +188,8 @@ class SqliteStore:
         previous_until: datetime | None,
         end_sessions: bool,
     ) -> int:
-        rotate = partial(tokens.rotate_token, name=name, value=value, fingerprint=fingerprint, at=at)
+        sealed = self._sealer.seal(value)
+        rotate = partial(tokens.rotate_token, name=name, value=sealed, fingerprint=fingerprint, at=at)
         return self._write_sync(partial(rotate, previous_until=previous_until, end_sessions=end_sessions))
 
     async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
@@ -187,30 +204,36 @@ class SqliteStore:
     # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
 
     def list_subscribers(self) -> list[Subscriber]:
-        return self._read_sync(subscribers.list_subscribers)
+        return [self._sealer.subscriber(found) for found in self._read_sync(subscribers.list_subscribers)]
 
     def get_subscriber(self, name: str) -> Subscriber | None:
-        return self._read_sync(partial(subscribers.get_subscriber, name=name))
+        return self._sealer.maybe_subscriber(self._read_sync(partial(subscribers.get_subscriber, name=name)))
 
     def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
         """Raises `StoreConflict` when the name is taken."""
-        return self._write_sync(partial(subscribers.insert_subscriber, spec=spec, at=at))
+        sealed = self._sealer.spec(spec)
+        return self._sealer.subscriber(self._write_sync(partial(subscribers.insert_subscriber, spec=sealed, at=at)))
 
     def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
-        return self._write_sync(partial(subscribers.update_subscriber, name=name, changes=changes, at=at))
+        update = partial(subscribers.update_subscriber, name=name, changes=changes, at=at)
+        return self._sealer.maybe_subscriber(self._write_sync(update))
 
     def set_subscriber_state(
         self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
     ) -> Subscriber | None:
-        return self._write_sync(partial(subscribers.set_state, name=name, state=state, reason=reason, at=at))
+        change = partial(subscribers.set_state, name=name, state=state, reason=reason, at=at)
+        return self._sealer.maybe_subscriber(self._write_sync(change))
 
     def remove_subscriber(self, name: str, at: datetime) -> int | None:
         """Returns how many unfinished deliveries were cancelled, or None for an unknown name."""
         return self._write_sync(partial(subscribers.remove_subscriber, name=name, at=at))
 
     def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
-        return self._write_sync(
-            partial(subscribers.rotate_secret, name=name, new_secret=secret, grace_until=grace_until, at=at)
+        sealed = self._sealer.seal(secret)
+        return self._sealer.maybe_subscriber(
+            self._write_sync(
+                partial(subscribers.rotate_secret, name=name, new_secret=sealed, grace_until=grace_until, at=at)
+            )
         )
 
     def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
@@ -224,13 +247,17 @@ class SqliteStore:
     # -- the delivery worker ----------------------------------------------------------------------
 
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
-        return await self._write(
+        claims = await self._write(
             partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity), urgent=True
         )
+        return [self._sealer.claim(claim) for claim in claims]
 
     async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
         """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
-        return await self._write(partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True)
+        recorded = await self._write(
+            partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True
+        )
+        return [self._sealer.recorded(each) for each in recorded]
 
     async def release(self, claim: Claim, at: datetime) -> None:
         await self._write(partial(deliveries.release, claim=claim, at=at), urgent=True)
@@ -268,7 +295,12 @@ class SqliteStore:
             raise BadParameter(f"{target} already exists: give a new file name (a backup never overwrites)")
         if not target.parent.is_dir():
             raise BadParameter(f"{target.parent} is not a directory: create it first")
-        self._read_sync(partial(retention.backup, target=target))
+        connection.keep_private(target)  # VACUUM INTO fills an empty file, keeping its mode
+        try:
+            self._read_sync(partial(retention.backup, target=target))
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ def insert_subscriber(conn: sqlite3.Connection, spec: SubscriberSpec, at: dateti
     """Raises sqlite3.IntegrityError when the name is taken."""
     conn.execute(
         "INSERT INTO subscribers(name, url, secret, types, filters, state, max_in_flight, timeout, retry_schedule,"
-        " source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?)",
+        " source, created_at, updated_at, store_response) VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?, ?)",
         (
             spec.name,
             spec.url,
@@ -44,6 +44,7 @@ def insert_subscriber(conn: sqlite3.Connection, spec: SubscriberSpec, at: dateti
             spec.source,
             iso(at),
             iso(at),
+            int(spec.store_response),
         ),
     )
     subscriber = get_subscriber(conn, spec.name)
@@ -60,6 +61,7 @@ _UPDATABLE: Mapping[str, Any] = {
     "timeout": float,
     "retry_schedule": lambda schedule: None if schedule is None else to_json(list(schedule)),
     "source": str,
+    "store_response": int,
 }
 
 
