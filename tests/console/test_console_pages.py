@@ -115,7 +115,7 @@ def test_the_overview_counts_callbacks_per_minute_jobs_by_tag_the_outbox_and_sub
 
 
 def test_a_delivery_page_shows_each_attempt_and_the_next_one(signed_in: Console) -> None:
-    signed_in.add_subscriber("billing", "/fail")
+    signed_in.add_subscriber("billing", "/fail", store_response=True)
     signed_in.callback(job_body(1))
     wait_until(lambda: len(signed_in.sender.to("/fail")) == 1, what="the first attempt")
     page = signed_in.get("/console/deliveries/1").text

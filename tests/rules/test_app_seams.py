@@ -36,7 +36,7 @@ async def app(settings: Settings) -> AsyncIterator[App]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with relay.router.lifespan_context(relay):
         transport = httpx.ASGITransport(app=relay)
-        async with httpx.AsyncClient(transport=transport, base_url="http://relay", headers=headers) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as http:
             yield App(http, sender, clock, registry)
     assert not sender.started  # the app closed the sender it was given
 

@@ -51,8 +51,12 @@ PATHS: dict[str, dict[str, Schema]] = {
                 413: _refusal("Over RELAY_MAX_BODY, or more nodes or depth than a callback has."),
                 415: _refusal("Neither XML nor JSON, or content-encoded (kept in quarantine)."),
                 422: _refusal("Well-formed but not a COS callback; path and rule say why (kept in quarantine)."),
+                429: {
+                    **_refusal("Too many wrong tokens from this address (RELAY_GUESS_LIMIT): try again later."),
+                    "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                },
                 503: {
-                    **_refusal("The database could not commit: COS tries again."),
+                    **_refusal("The database could not commit, or is at RELAY_MAX_DB_SIZE: COS tries again."),
                     "headers": {"Retry-After": {"schema": {"type": "string"}}},
                 },
             },

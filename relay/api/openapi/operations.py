@@ -7,7 +7,14 @@ from typing import Any
 from relay.api.openapi.schemas import Schema, ref
 
 #: The shared error answers (components.responses), by status.
-_ERRORS = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 409: "Conflict", 413: "TooLarge"}
+_ERRORS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    404: "NotFound",
+    409: "Conflict",
+    413: "TooLarge",
+    429: "Throttled",
+}
 
 
 def answer(description: str, schema: str | Schema, *, links: dict[str, Any] | None = None) -> Schema:
@@ -38,7 +45,8 @@ def operation(
     tag: str,
     security: list[dict[str, list[str]]] | None = None,
 ) -> Schema:
-    """One operation. ``errors`` are the shared error answers it can give; 401 is added for the admin API."""
+    """One operation. ``errors`` are the shared error answers it can give; 401 and 429 are added for the admin
+    API."""
     responses: dict[str, Schema] = {str(status): response for status, response in answers.items()}
     for status in errors:
         responses[str(status)] = {"$ref": f"#/components/responses/{_ERRORS[status]}"}
@@ -53,6 +61,7 @@ def operation(
 
 
 def admin(operation_id: str, summary: str, answers: dict[int, Schema], **options: Any) -> Schema:
-    """An operation under /api: behind the admin bearer token, so it can also answer 401."""
-    options["errors"] = (*options.get("errors", ()), 401)
+    """An operation under /api: behind the admin bearer token, so it can also answer 401, and 429 to an address
+    that sent too many wrong tokens."""
+    options["errors"] = (*options.get("errors", ()), 401, 429)
     return operation(operation_id, summary, answers, **options)

@@ -290,6 +290,11 @@ RESPONSES: dict[str, Schema] = {
     },
     "Conflict": {"description": "The name is taken.", "content": _ERROR_CONTENT},
     "TooLarge": {"description": "The body is over the size limit.", "content": _ERROR_CONTENT},
+    "Throttled": {
+        "description": "Too many wrong tokens from this address (RELAY_GUESS_LIMIT): try again after Retry-After.",
+        "headers": {"Retry-After": {"schema": {"type": "string"}}},
+        "content": _ERROR_CONTENT,
+    },
 }
 
 SECURITY_SCHEMES: dict[str, Schema] = {
