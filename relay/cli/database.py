@@ -11,18 +11,12 @@ from pathlib import Path
 
 import click
 
-from relay.cli.options import KEY_FILE
+from relay.cli.options import KEY_FILE, BadSetting
 from relay.errors import NoDatabase
 from relay.store import Store, store_for
 from relay.store.failures import StoreError
 from relay.store.records import Target
 from relay.store.sealing import Sealer, WrongSecretKey
-
-
-class BadSetting(click.ClickException):
-    """A setting the database cannot work with (a key that does not open its secrets): exit 2, like a bad value."""
-
-    exit_code = 2
 
 
 def sealer_of(key_file: Path | None) -> Sealer:

@@ -17,7 +17,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class BadSetting(click.ClickException):
-    """A setting's value refused: one line naming the option and the variable, exit status 2 (no usage text)."""
+    """A setting's value refused, or one the database cannot work with (a key that does not open its secrets):
+    one line naming the option and the variable, exit status 2 (no usage text)."""
 
     exit_code = 2
 
@@ -127,12 +128,12 @@ class Decimal(click.ParamType[float]):
 
     name = "number"
 
-    def __init__(self, low: float, high: float, *, above_low: bool = False) -> None:
-        self.low, self.high, self.above_low = low, high, above_low
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            return numbers.decimal(str(value), self.low, self.high, above_low=self.above_low)
+            return numbers.decimal(str(value), self.low, self.high)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

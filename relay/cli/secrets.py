@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from relay.cli.database import BadSetting, existing_store
-from relay.cli.options import KEY_FILE, db_option
+from relay.cli.database import existing_store
+from relay.cli.options import KEY_FILE, BadSetting, db_option
 from relay.store.records import Target
 from relay.store.sealing import generate_key, key_id, read_keys
 

@@ -9,8 +9,7 @@ import click
 
 from relay import logs, serving
 from relay.auth import Credentials
-from relay.cli.database import BadSetting
-from relay.cli.options import settings_options
+from relay.cli.options import BadSetting, settings_options
 from relay.cli.tokens import configured_sources
 from relay.errors import Rejected
 from relay.settings import Settings

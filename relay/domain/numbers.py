@@ -36,16 +36,14 @@ def whole(text: str, low: int, high: int) -> int:
     return value
 
 
-def decimal(text: str, low: float, high: float, *, above_low: bool = False) -> float:
-    """``text`` as a float from ``low`` (or above it, with ``above_low``) to ``high``.
+def decimal(text: str, low: float, high: float) -> float:
+    """``text`` as a float from ``low`` to ``high``.
 
     ASCII decimal notation with an optional exponent (``0.5``, ``1e3``); never NaN or infinite.
     """
     value = ascii_decimal(text)
-    in_range = value is not None and (low < value if above_low else low <= value) and value <= high
-    if value is None or not in_range:
-        span = f"more than {low:g} and at most {high:g}" if above_low else f"from {low:g} to {high:g}"
-        raise ValueError(f"must be a number {span}")
+    if value is None or not low <= value <= high:
+        raise ValueError(f"must be a number from {low:g} to {high:g}")
     return value
 
 
