@@ -7,14 +7,16 @@ a job in the API is one definition here, so the two cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 
+from relay.domain.callback import Callback, Received
 from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberState
 from relay.store.formats import when
-from relay.store.records import Page
+from relay.store.records import Page, StoredToken
 
 
 class Row(Protocol):
@@ -158,3 +160,27 @@ def job_json(row: Row) -> dict[str, Any]:
         "first_seen_at": row["first_seen_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def callback_columns(received: Received, callback: Callback, at: str) -> tuple[object, ...]:
+    """A callback row's received_at, source_addr, content_type, format, size and event_name."""
+    return (at, received.source_addr, received.content_type, received.format, len(received.body), callback.event_name)
+
+
+def stored_token(
+    current: tuple[str, str | None] | None,
+    previous: tuple[str, str | None] | None,
+    source: Row | None,
+    at: datetime,
+) -> StoredToken:
+    """One token as the secrets table keeps it (value and expiry, the one in force and the one before a
+    rotation) with its `token_sources` row: the previous one only while its grace lasts at ``at``."""
+    until = when(previous[1]) if previous is not None else None
+    live = previous is not None and until is not None and until > at
+    return StoredToken(
+        value=None if current is None else current[0],
+        previous=previous[0] if live and previous is not None else None,
+        previous_until=until if live else None,
+        source=None if source is None else source["source"],
+        fingerprint=None if source is None else source["fingerprint"],
+    )

@@ -22,6 +22,7 @@ from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
 from relay.store.postgres.deliveries import insert_owed
 from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version
+from relay.store.rows import callback_columns
 
 
 async def record_callback(
@@ -92,7 +93,7 @@ async def _insert_duplicate(
         await conn.fetchval(
             "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
             " body_ref, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, 'duplicate', $7, 0) RETURNING id",
-            *_columns(received, callback, at)[:-1],
+            *callback_columns(received, callback, at),
             first,
         )
     )
@@ -111,23 +112,12 @@ async def _insert_callback(
             "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
             " outcome, body, body_sha256, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)"
             " RETURNING id",
-            *_columns(received, callback, at),
+            *callback_columns(received, callback, at),
+            " ".join(callback.dedup_keys),
             outcome,
             received.body,
             digest,
         )
-    )
-
-
-def _columns(received: Received, callback: Callback, at: str) -> tuple[object, ...]:
-    return (
-        at,
-        received.source_addr,
-        received.content_type,
-        received.format,
-        len(received.body),
-        callback.event_name,
-        " ".join(callback.dedup_keys),
     )
 
 

@@ -7,10 +7,11 @@ from datetime import datetime
 
 import asyncpg
 
-from relay.store.formats import iso, when
+from relay.store.formats import iso
 from relay.store.postgres.connection import rowcount
 from relay.store.postgres.secrets import delete_secret, read_secret, write_secret
 from relay.store.records import TOKENS, StoredToken, previous_of
+from relay.store.rows import stored_token
 
 #: Rotations take this lock: two at once would each keep the same token as the previous one.
 TOKENS_LOCK = 0x636F7372656C6174
@@ -21,16 +22,7 @@ async def read_tokens(conn: asyncpg.Connection, at: datetime) -> dict[str, Store
     found = {}
     for name in TOKENS:
         current, previous = await read_secret(conn, name), await read_secret(conn, previous_of(name))
-        until = when(previous[1]) if previous is not None else None
-        live = previous is not None and until is not None and until > at
-        source = sources.get(name)
-        found[name] = StoredToken(
-            value=None if current is None else current[0],
-            previous=previous[0] if live and previous is not None else None,
-            previous_until=until if live else None,
-            source=None if source is None else source["source"],
-            fingerprint=None if source is None else source["fingerprint"],
-        )
+        found[name] = stored_token(current, previous, sources.get(name), at)
     return found
 
 

@@ -21,6 +21,7 @@ from relay.domain.callback import (
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
+from relay.store.rows import callback_columns
 from relay.store.sqlite.deliveries import insert_owed
 from relay.store.sqlite.packing import pack
 from relay.store.sqlite.subscribers import subscribers_version
@@ -89,7 +90,7 @@ def _insert_duplicate(conn: sqlite3.Connection, received: Received, callback: Ca
     cursor = conn.execute(
         "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
         " body_ref, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'duplicate', ?, 0)",
-        (*_columns(received, callback, at)[:-1], first[0]),
+        (*callback_columns(received, callback, at), first[0]),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
@@ -106,22 +107,16 @@ def _insert_callback(
     cursor = conn.execute(
         "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
         " outcome, body, body_packed, body_sha256, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 0)",
-        (*_columns(received, callback, at), outcome, pack(received.body), digest),
+        (
+            *callback_columns(received, callback, at),
+            " ".join(callback.dedup_keys),
+            outcome,
+            pack(received.body),
+            digest,
+        ),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
-
-
-def _columns(received: Received, callback: Callback, at: str) -> tuple[object, ...]:
-    return (
-        at,
-        received.source_addr,
-        received.content_type,
-        received.format,
-        len(received.body),
-        callback.event_name,
-        " ".join(callback.dedup_keys),
-    )
 
 
 def _claim_item(

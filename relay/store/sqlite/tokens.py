@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from relay.store.formats import iso, when
+from relay.store.formats import iso
 from relay.store.records import TOKENS, StoredToken, previous_of
+from relay.store.rows import stored_token
 from relay.store.sqlite.connection import delete_secret, read_secret, write_secret
 
 
@@ -16,16 +17,7 @@ def read_tokens(conn: sqlite3.Connection, at: datetime) -> dict[str, StoredToken
     found = {}
     for name in TOKENS:
         current, previous = read_secret(conn, name), read_secret(conn, previous_of(name))
-        until = when(previous[1]) if previous is not None else None
-        live = previous is not None and until is not None and until > at
-        source = sources.get(name)
-        found[name] = StoredToken(
-            value=None if current is None else current[0],
-            previous=previous[0] if live and previous is not None else None,
-            previous_until=until if live else None,
-            source=None if source is None else source["source"],
-            fingerprint=None if source is None else source["fingerprint"],
-        )
+        found[name] = stored_token(current, previous, sources.get(name), at)
     return found
 
 
