@@ -129,7 +129,8 @@ def create_app(
         metrics=metrics,
         guessing=guessing,
         on_commit=delivery.wake,
-        at_bound=lambda: shedder.at_bound,
+        at_bound=shedder.at_bound,
+        on_accepted=shedder.accepted,
     )
     exposition = exposition_registry(
         metrics, StoreCollector(store.outbox_stats, clock, size_limit=settings.max_db_size), metrics_dir

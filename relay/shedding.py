@@ -29,7 +29,7 @@ from relay.store.failures import StoreError
 
 logger = logging.getLogger(__name__)
 
-#: How often the size is checked (a stat and a page count): what can arrive past the bound arrives within it.
+#: How often the size is checked (a stat and a page count); a flood between checks is measured sooner (`at_bound`).
 INTERVAL = 1.0
 #: Backlogs are checked every this many size checks: one pass over the pending deliveries' index.
 BACKLOG_EVERY = 5
@@ -42,6 +42,11 @@ SHED_ROWS = 100
 SHED_BATCHES = 50
 #: Free pages given back per shedding batch (SQLite files in auto_vacuum=INCREMENTAL).
 RECLAIM = 512
+#: What an accepted callback is taken to add to the database, per byte of its body (its raw copy, job rows, event
+#: and deliveries, with their indexes): once what was accepted since the last measurement could have reached the
+#: bound, the next callback measures again before it is let in, so a flood between two checks cannot carry the
+#: database past the bound.
+GROWTH_PER_BODY_BYTE = 4
 
 
 class Shedder:
@@ -59,12 +64,35 @@ class Shedder:
         self._store = store
         self._max_backlog = max_backlog
         self._max_db_size = max_db_size
-        #: The database is at its size bound (as last measured): callbacks are refused (503).
-        self.at_bound = False
+        #: The size last measured, and what accepted callbacks are taken to have added since.
+        self._measured = 0
+        self._grown = 0
+        self._measuring = anyio.Lock()
         self._clock = clock
         self._metrics = metrics
         self._interval = interval
         self._batch = batch
+
+    async def at_bound(self) -> bool:
+        """The database is at its size bound: callbacks are refused (503). As last measured, unless what was
+        accepted since could have reached it: then measured now, once for all callbacks waiting."""
+        bound = self._max_db_size
+        if bound is None or self._measured >= bound:
+            return bound is not None
+        if self._measured + self._grown >= bound:
+            async with self._measuring:
+                if self._measured + self._grown >= bound:
+                    await self._measure()
+        return self._measured >= bound
+
+    def accepted(self, body_bytes: int) -> None:
+        """A callback of ``body_bytes`` was committed: count it toward the size until the next measurement."""
+        self._grown += GROWTH_PER_BODY_BYTE * body_bytes
+
+    async def _measure(self) -> int:
+        self._measured = await anyio.to_thread.run_sync(self._store.used_bytes)
+        self._grown = 0
+        return self._measured
 
     async def bound_backlogs(self) -> dict[str, int]:
         """Drop what is over the backlog bound, a batch at a time, until every backlog is within it; how many, by
@@ -88,13 +116,12 @@ class Shedder:
                 )
 
     async def make_room(self) -> dict[str, int]:
-        """Set `at_bound` from the size, and while over the soft mark shed the raw window's oldest rows (a bounded
+        """Measure the size (for `at_bound`), and while over the soft mark shed the raw window's oldest rows (a bounded
         number of batches, measuring again after each). Rows removed, by kind."""
         if self._max_db_size is None:
             return {}
         shed: dict[str, int] = {}
-        used = await anyio.to_thread.run_sync(self._store.used_bytes)
-        self.at_bound = used >= self._max_db_size
+        used = await self._measure()
         for _ in range(SHED_BATCHES):
             if used < SOFT_MARK * self._max_db_size:
                 break
@@ -104,8 +131,7 @@ class Shedder:
                 self._metrics.pruned(counts)
             for kind, n in counts.items():
                 shed[kind] = shed.get(kind, 0) + n
-            used = await anyio.to_thread.run_sync(self._store.used_bytes)
-            self.at_bound = used >= self._max_db_size
+            used = await self._measure()
             if not any(counts.values()):
                 break
         if any(shed.values()):

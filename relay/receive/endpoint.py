@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Final
 
@@ -81,7 +81,8 @@ class CallbackEndpoint:
         metrics: Metrics,
         guessing: Guessing,
         on_commit: Callable[[], None] = lambda: None,
-        at_bound: Callable[[], bool] = lambda: False,
+        at_bound: Callable[[], Awaitable[bool]] | None = None,
+        on_accepted: Callable[[int], None] = lambda size: None,
     ) -> None:
         self._settings = settings
         self._guessing = guessing
@@ -91,6 +92,8 @@ class CallbackEndpoint:
         self._tokens = tokens
         #: Whether the database is at RELAY_MAX_DB_SIZE (the shedder's verdict): refuse before reading the body.
         self._at_bound = at_bound
+        #: Told each committed body's size, so the size bound counts it before its next measurement.
+        self._on_accepted = on_accepted
         self._store = store
         self._ingest = ingest
         self._clock = clock
@@ -108,7 +111,7 @@ class CallbackEndpoint:
         large = False
         try:
             await self._authorize(request)
-            if self._at_bound():
+            if self._at_bound is not None and await self._at_bound():
                 raise AtSizeBound("the database is at its size bound (RELAY_MAX_DB_SIZE); try again later")
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
             body = await read_body(request, limit=self._settings.max_body, timeout=self._settings.body_timeout)
@@ -135,6 +138,7 @@ class CallbackEndpoint:
             return Response(status_code=400)
         if result.deliveries:
             self._on_commit()
+        self._on_accepted(len(received.body))
         self._metrics.callback(result.outcome, time.perf_counter() - started, len(received.body))
         self._count_items(callback, result, received.received_at)
         # Debug, not info: the callbacks table already records every callback and its outcome, and at

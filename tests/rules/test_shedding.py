@@ -41,5 +41,21 @@ async def test_a_size_bound_is_reached_only_when_the_store_is_over_it(outbox: Ou
     under = Shedder(outbox.store, 100, outbox.clock, max_db_size=10 * used)
     await over.make_room()
     await under.make_room()
-    assert over.at_bound
-    assert not under.at_bound
+    assert await over.at_bound()
+    assert not await under.at_bound()
+
+
+async def test_a_flood_between_two_measurements_is_measured_before_it_can_pass_the_bound(outbox: Outbox) -> None:
+    used = outbox.store.used_bytes()
+    tight = Shedder(outbox.store, 100, outbox.clock, max_db_size=used + 64 * 1024)
+    roomy = Shedder(outbox.store, 100, outbox.clock, max_db_size=10 * used)
+    await tight.make_room()
+    await roomy.make_room()
+    await outbox.ingest(*(job_body(number) for number in range(100)))
+    assert outbox.store.used_bytes() > used + 64 * 1024
+    assert not await tight.at_bound()  # as last measured, though the store grew: no measurement per callback
+    # What was accepted since could have reached the bound: the next callback measures again.
+    tight.accepted(64 * 1024)
+    assert await tight.at_bound()
+    roomy.accepted(3 * used)
+    assert not await roomy.at_bound()  # measured: it had not, after all
