@@ -315,7 +315,7 @@ def test_dashboard_has_schema_39_the_datasource_variable_on_every_panel_and_a_qu
     ids = [row["id"] for row in board["panels"] if row["type"] == "row"] + [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     rows = [panel["title"] for panel in board["panels"] if panel["type"] == "row"]
-    assert rows == ["Job completion", "Ingest", "Delivery", "Store"]
+    assert rows == ["Job completion", "Ingest", "Delivery", "Store", "Access"]
     for panel in panels:
         assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
         assert panel["description"].strip().endswith(("?", ".", ")")), panel["title"]
