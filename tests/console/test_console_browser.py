@@ -218,3 +218,45 @@ def test_every_page_is_keyboard_reachable_and_has_no_serious_accessibility_findi
     # The one error the browser reports is this page's own status, 400.
     assert watched.errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
     watched.errors.clear()
+
+
+#: A phone (an iPhone 12-15's CSS width) and a desktop.
+WIDTHS = (390, 1440)
+
+
+def console_pages(world: World) -> dict[str, str]:
+    delivery = dead_delivery(world.api)
+    return {
+        "overview": "/console/",
+        "jobs": "/console/jobs",
+        "job": f"/console/jobs/{DEAD}",
+        "callbacks": "/console/callbacks",
+        "subscribers": "/console/subscribers",
+        "subscriber": "/console/subscribers/billing",
+        "delivery": f"/console/deliveries/{delivery}",
+    }
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_fits_a_phone_and_a_desktop_with_the_header_controls_in_view(
+    browser: Browser, world: World, width: int
+) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 844})
+    page = context.new_page()
+    try:
+        sign_in(page, world)
+        for name, path in console_pages(world).items():
+            page.goto(world.url(path))
+            # The page itself never scrolls sideways: a wide table scrolls inside its own box.
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, f"{name} at {width} px is {overflow} px wider than the screen"
+            for control in ("Sign out", "Sign out everywhere"):
+                box = page.get_by_role("button", name=control, exact=True).bounding_box()
+                assert box is not None, f"{name}: {control} is not shown"
+                assert 0 <= box["x"] and box["x"] + box["width"] <= width, f"{name} at {width} px: {control} is cut off"
+            sections = page.get_by_role("navigation", name="Sections")
+            for link in ("Overview", "Jobs", "Callbacks", "Subscribers"):
+                expect(sections.get_by_role("link", name=link, exact=True)).to_be_in_viewport()
+            page.screenshot(path=str(world.shots / f"{name}-{width}.png"), full_page=True)
+    finally:
+        context.close()
