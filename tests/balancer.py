@@ -24,7 +24,7 @@ def render(folder: Path, listen: int, replica_ports: list[int]) -> Path:
     site = TEMPLATE.read_text()
     if len(replica_ports) == 1:  # one replica: its line, without the second's
         site = "\n".join(line for line in site.splitlines() if "__REPLICA_2__" not in line)
-    values = {"__LISTEN__": f"127.0.0.1:{listen}"}
+    values = {"__LISTEN__": f"127.0.0.1:{listen}", "__ACCESS_LOG__": str(folder / "access.log")}
     values |= {f"__REPLICA_{n}__": f"127.0.0.1:{port}" for n, port in enumerate(replica_ports, 1)}
     for placeholder, value in values.items():
         site = site.replace(placeholder, value)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from relay.store.records import Target
-from tests.conftest import ADMIN_TOKEN, callback_url
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url
 from tests.live import ProcessServer, free_port, wait_until
 from tests.test_connections import SECONDS, TOKENS, fresh, recorded_sources
 
@@ -37,6 +37,7 @@ STRANGER = "127.0.0.3"
 class Proxy:
     port: int
     ca: Path
+    access_log: Path
 
     @property
     def url(self) -> str:
@@ -69,6 +70,7 @@ def render(folder: Path, *, listen: int, upstream: int, cert: Path, key: Path) -
         "__CERTIFICATE__": str(cert),
         "__CERTIFICATE_KEY__": str(key),
         "__UPSTREAM_PORT__": str(upstream),
+        "__ACCESS_LOG__": str(folder / "access.log"),
     }.items():
         assert placeholder in site, placeholder
         site = site.replace(placeholder, value)
@@ -112,7 +114,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, gateway: ProcessServer) -> I
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    started = Proxy(port, cert)
+    started = Proxy(port, cert, folder / "access.log")
 
     def healthy() -> bool:
         assert process.poll() is None, f"nginx exited: {(folder / 'error.log').read_text()}"
@@ -142,6 +144,15 @@ def test_a_callback_through_the_tls_proxy_is_accepted_and_recorded_from_the_clie
     assert response.status_code == 200, response.text
     assert response.http_version == "HTTP/1.1"
     assert recorded_sources(gateway.url, 1) == [CLIENT]
+
+
+def test_the_access_log_records_each_callback_without_its_token(proxy: Proxy) -> None:
+    with proxy.client() as client:
+        assert client.post(callback_url(), content=fresh(102)).status_code == 200
+    wait_until(lambda: b"POST /cos/callback " in proxy.access_log.read_bytes(), what="the callback in the access log")
+    logged = proxy.access_log.read_text()
+    assert CALLBACK_TOKEN not in logged
+    assert "token" not in logged
 
 
 def test_a_client_cannot_choose_its_recorded_address_through_the_proxy(proxy: Proxy, gateway: ProcessServer) -> None:
@@ -196,3 +207,12 @@ def test_a_forged_forwarded_proto_sent_straight_to_the_gateway_gets_no_secure_co
         )
     assert response.status_code == 303, response.text
     assert "secure" not in response.headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize("shipped", sorted((TEMPLATE.parent).glob("*.conf")), ids=lambda path: path.name)
+def test_every_shipped_config_logs_requests_without_their_query_string(shipped: Path) -> None:
+    text = shipped.read_text()
+    assert re.search(r"^\s*access_log __ACCESS_LOG__ cos_relay;", text, re.MULTILINE), "an access_log of its own"
+    log_format = text[text.index("log_format cos_relay") : text.index(";", text.index("log_format cos_relay"))]
+    for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$is_args"):
+        assert variable not in log_format, variable
