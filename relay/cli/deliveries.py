@@ -29,8 +29,15 @@ def _cell(value: Any, name: str = "") -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+#: States in which nothing more is tried: no next attempt to show, whatever the row still holds.
+_FINISHED = frozenset({"delivered", "dead", "dropped", "cancelled"})
+
+
 def _row(delivery: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(_cell(delivery[column], column) for column in _COLUMNS)
+    finished = delivery["state"] in _FINISHED
+    return tuple(
+        "-" if finished and column == "next_attempt_at" else _cell(delivery[column], column) for column in _COLUMNS
+    )
 
 
 @click.group()

@@ -65,7 +65,7 @@ def show(ctx: click.Context, db_path: Target, job_id: str) -> None:
         ("queue_id", job["queue_id"]),
         ("code", job["code"]),
         ("message", job["message"]),
-        ("input", "{bucket} {region} {object}".format(**job["input"])),
+        ("input", _input(job["input"])),
         ("created", job["creation_time"]),
         ("started", job["start_time"]),
         ("ended", job["end_time"]),
@@ -82,3 +82,10 @@ def show(ctx: click.Context, db_path: Target, job_id: str) -> None:
             ("received_at", "state", "code", "end_time"),
         )
     )
+
+
+def _input(given: dict[str, str | None]) -> str | None:
+    """``object (bucket, region)``, leaving out what COS did not send."""
+    where = ", ".join(value for value in (given.get("bucket"), given.get("region")) if value)
+    shown = " ".join(value for value in (given.get("object"), f"({where})" if where else None) if value)
+    return shown or None

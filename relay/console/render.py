@@ -104,6 +104,11 @@ def pretty(value: object) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
 
 
+def _shown(value: Any) -> Any:
+    """What a template prints: a missing value (None) as a dash, never as Python's ``None``."""
+    return "—" if value is None else value
+
+
 class Renderer:
     """Renders a template with what every page needs: the time now, the CSRF token, the current section."""
 
@@ -111,7 +116,10 @@ class Renderer:
         self._sessions = sessions
         self._clock = clock
         self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            finalize=_shown,
         )
         self._env.filters.update(absolute=absolute, tone=tone, pretty=pretty)
 
