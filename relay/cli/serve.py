@@ -13,7 +13,7 @@ from relay.cli.options import BadSetting, settings_options
 from relay.cli.tokens import configured_sources
 from relay.errors import Rejected
 from relay.settings import Settings
-from relay.store.failures import StoreError
+from relay.store.failures import NoFolder, StoreError
 from relay.store.sealing import WrongSecretKey
 
 
@@ -33,13 +33,19 @@ def serve(ctx: click.Context, /, **values: Any) -> None:
         raise click.ClickException(
             error.detail if error.detail.startswith(where) else f"{where}: {error.detail}"
         ) from None
-    except WrongSecretKey as error:
+    except (WrongSecretKey, NoFolder) as error:
         raise BadSetting(str(error)) from None
     except StoreError as error:
         # PostgreSQL unreachable or refusing (a file is created): the same one line as the other commands.
         raise click.ClickException(f"cannot open the database at {settings.db_path}: {error}") from None
     if new:
+        # Loud, on stderr too: a new database where an existing one was meant answers COS 401 (new tokens).
         click.echo(f"Created a new database at {settings.db_path}")
+        click.echo(
+            f"warning: there was no database at {settings.db_path}: a new one with new tokens was made"
+            " (if the gateway had a database before, stop it and fix --db)",
+            err=True,
+        )
     _print_banner(settings, credentials)
     serving.run(settings, credentials)
 

@@ -22,6 +22,14 @@ class StoreConflict(StoreError):
     """A uniqueness rule refused the write (a live subscriber already has that name)."""
 
 
+class NoFolder(StoreError):
+    """The folder a new SQLite file would go in does not exist: a typo in the path, most likely. Never created:
+    a new, empty database with new tokens in a mistyped folder would leave COS answered 401."""
+
+    def __init__(self, folder: object) -> None:
+        super().__init__(f"the folder {folder} does not exist: create it first, or fix --db (RELAY_DB)")
+
+
 class UncopiableRow(StoreError):
     """A row one backend holds that the other cannot store (`cos-relay migrate-to`): names the table, the row
     and why, in one line."""

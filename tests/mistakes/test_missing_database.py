@@ -76,3 +76,22 @@ def test_serve_creates_the_database_and_says_so_once(tmp_path: Path, sqlite_only
     again = ProcessServer(db).start().stop()
     assert "Created a new database" not in again
     assert cos_relay("jobs", "--db", str(db)).stdout.strip() == "no jobs"
+
+
+def test_serve_never_creates_a_missing_folder_and_names_it_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "relay-dta" / "relay.db"  # a typo of an existing folder's name
+    result = cos_relay("serve", "--db", str(db), "--port", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"Error: the folder {db.parent} does not exist: create it first, or fix --db (RELAY_DB)"
+    ]
+    assert not db.parent.exists()
+
+
+def test_a_new_database_is_announced_on_stderr_once(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    first = ProcessServer(db).start()
+    first.stop()
+    assert "warning: there was no database at" in first.printed
+    again = ProcessServer(db).start()
+    assert "warning: there was no database" not in again.stop()

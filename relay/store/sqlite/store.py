@@ -23,7 +23,7 @@ from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import BadParameter, NoDatabase, Rejected
-from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
+from relay.store.failures import NoFolder, StoreConflict, StoreError, StoreUnavailable
 from relay.store.formats import iso
 from relay.store.records import Durability, Page, StoredToken
 from relay.store.sealing import Sealer
@@ -85,7 +85,8 @@ class SqliteStore:
         """
         if not self.create and not self.path.is_file():
             raise NoDatabase(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():
+            raise NoFolder(self.path.parent)
         connection.keep_private(self.path)
         conn = self._connect()
         connection.migrate(conn)
