@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 import venv
@@ -17,32 +19,44 @@ from relay.cli import main
 from relay.store import store_for
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA
-from tests.live import ProcessServer, db_text
+from tests.live import ProcessServer, db_text, free_port
 
 SAMPLES = sorted((DATA / "samples").glob("*.xml"))
 ROOT = Path(__file__).parent.parent
 
 
-def test_first_start_generates_tokens_prints_the_callback_url_and_keeps_them(database: Target) -> None:
+def stored_tokens(db: Target) -> tuple[str, str]:
+    """The callback and admin tokens ``cos-relay tokens`` prints for ``db``."""
+    shown = CliRunner().invoke(main, ["tokens", "--db", db_text(db)])
+    assert shown.exit_code == 0, shown.output
+    callback = re.search(r"^callback_token: (\S+)$", shown.output, re.MULTILINE)
+    admin = re.search(r"^admin_token: (\S+)$", shown.output, re.MULTILINE)
+    assert callback, shown.output
+    assert admin, shown.output
+    return callback.group(1), admin.group(1)
+
+
+def test_first_start_generates_tokens_keeps_them_and_prints_them_only_on_demand(database: Target) -> None:
     db = database
     server = ProcessServer(db).start()
     output = server.stop()
-    match = re.search(r"Callback URL for the COS console: (\S+)\?token=(\S+)", output)
-    assert match, output
-    token = match.group(2)
-    admin = re.search(r"Admin API token \(Authorization: Bearer \.\.\.\): (\S+)", output)
-    assert admin
+    # Not a terminal (a journal, a log file): the banner says where to read the tokens, not what they are.
+    assert f"`cos-relay tokens --db {db}` prints them" in output, output
+    assert "?token=<run `cos-relay tokens" in output
+    token, admin = stored_tokens(db)
+    assert token not in output
+    assert admin not in output
     again = ProcessServer(db).start()
     try:
         body = SAMPLES[0].read_bytes()
         headers = {"Content-Type": "application/xml"}
         assert httpx.post(f"{again.url}/cos/callback?token={token}", content=body, headers=headers).status_code == 200
         assert httpx.post(f"{again.url}/cos/callback?token=x", content=body, headers=headers).status_code == 401
-        api = httpx.get(f"{again.url}/api/callbacks", headers={"Authorization": f"Bearer {admin.group(1)}"})
+        api = httpx.get(f"{again.url}/api/callbacks", headers={"Authorization": f"Bearer {admin}"})
         assert api.status_code == 200
     finally:
         second_output = again.stop()
-    assert token not in second_output  # later starts do not print the secret again
+    assert token not in second_output  # later starts do not print the secret either
     assert "cos-relay tokens" in second_output
 
 
@@ -135,3 +149,26 @@ def test_installed_wheel_works_from_any_directory(tmp_path: Path) -> None:
     )
     assert str(env_dir) in located.stdout
     assert sys.prefix not in located.stdout
+
+
+def test_on_a_terminal_the_first_start_prints_the_callback_url_with_its_token(tmp_path: Path) -> None:
+    db = tmp_path / "relay.db"
+    port = free_port()
+    leader, follower = pty.openpty()
+    args = ["serve", "--db", str(db), "--port", str(port), "--public-url", "https://relay.example.com"]
+    process = subprocess.Popen([sys.executable, "-m", "relay", *args], stdout=follower, stderr=subprocess.DEVNULL)
+    os.close(follower)
+    printed = b""
+    try:
+        while b"Admin API token" not in printed:
+            ready, _, _ = select.select([leader], [], [], 30)
+            assert ready, printed
+            printed += os.read(leader, 4096)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        os.close(leader)
+    token, admin = stored_tokens(db)
+    text = printed.decode()
+    assert f"Callback URL for the COS console: https://relay.example.com/cos/callback?token={token}" in text
+    assert admin in text

@@ -54,9 +54,14 @@ def _print_banner(settings: Settings, credentials: Credentials) -> None:
     url = f"{settings.base_url}/cos/callback"
     if credentials.callback_token is None:
         click.echo(f"Callback URL (NO TOKEN, insecure): {url}")
-    elif credentials.generated:
+    elif credentials.generated and click.get_text_stream("stdout").isatty():
         click.echo("New tokens were generated and saved in the database.")
         click.echo(f"Callback URL for the COS console: {url}?token={credentials.callback_token}")
         click.echo(f"Admin API token (Authorization: Bearer ...): {credentials.admin_token}")
+    elif credentials.generated:
+        # Not a terminal: a journal, a log file or a pipe would keep the secrets. `tokens` prints them on demand.
+        shown = f"cos-relay tokens --db {settings.db_path}"
+        click.echo(f"New tokens were generated and saved in the database: `{shown}` prints them.")
+        click.echo(f"Callback URL for the COS console: {url}?token=<run `{shown}`>")
     else:
         click.echo(f"Callback URL: {url}?token=<hidden: run `cos-relay tokens --db {settings.db_path}`>")
