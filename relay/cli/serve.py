@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def _print_banner(settings: Settings, credentials: Credentials) -> None:
     url = f"{settings.base_url}/cos/callback"
     if credentials.callback_token is None:
         click.echo(f"Callback URL (NO TOKEN, insecure): {url}")
-    elif credentials.generated and click.get_text_stream("stdout").isatty():
+    elif credentials.generated and sys.stdout.isatty():
         click.echo("New tokens were generated and saved in the database.")
         click.echo(f"Callback URL for the COS console: {url}?token={credentials.callback_token}")
         click.echo(f"Admin API token (Authorization: Bearer ...): {credentials.admin_token}")
