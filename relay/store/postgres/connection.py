@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
+from relay.store.postgres.group import GroupCommit
 from relay.store.records import PostgresUrl
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class Database:
         self._thread: threading.Thread | None = None
         self._pool: asyncpg.Pool | None = None
         self._listening: asyncio.Task[None] | None = None
+        #: Ingest and delivery bookkeeping share transactions (`relay.store.postgres.group`).
+        self._group: GroupCommit[asyncpg.Connection] = GroupCommit(lambda work: self.run(work, write=True))
 
     def start(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -97,6 +100,7 @@ class Database:
         )
 
     async def _close(self) -> None:
+        await self._group.close()
         if self._listening is not None:
             self._listening.cancel()
             with contextlib.suppress(BaseException):
@@ -139,6 +143,10 @@ class Database:
             raise error from exc
         self._observe(time.perf_counter() - started, None)
         return result
+
+    async def run_grouped(self, work: Work[T]) -> T:
+        """``work`` in a transaction it may share with other writes queued meanwhile (group commit)."""
+        return await self.acall(self._group.run(work))
 
     def run_sync(self, work: Work[T], *, write: bool) -> T:
         return self.call(self.run(work, write=write))

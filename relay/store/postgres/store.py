@@ -107,6 +107,11 @@ class PostgresStore:
     async def _write(self, work: Work[T]) -> T:
         return await self._db.run_async(work, write=True)
 
+    async def _write_grouped(self, work: Work[T]) -> T:
+        """A write that may share its transaction with others queued meanwhile: ingest and delivery
+        bookkeeping, the writes that come many at a time."""
+        return await self._db.run_grouped(work)
+
     async def _read(self, work: Work[T]) -> T:
         return await self._db.run_async(work, write=False)
 
@@ -116,13 +121,13 @@ class PostgresStore:
         self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
     ) -> IngestResult | None:
         write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
-        return await self._write(write)
+        return await self._write_grouped(write)
 
     async def subscriber_snapshot(self) -> Snapshot:
         return self._sealer.snapshot(await self._read(subscribers.snapshot))
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
-        return await self._write(
+        return await self._write_grouped(
             partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
         )
 
@@ -214,7 +219,7 @@ class PostgresStore:
         return [self._sealer.claim(claim) for claim in claims]
 
     async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
-        recorded = await self._write(partial(attempts.finish, finished=finished, lease_margin=lease_margin))
+        recorded = await self._write_grouped(partial(attempts.finish, finished=finished, lease_margin=lease_margin))
         return [self._sealer.recorded(each) for each in recorded]
 
     async def release(self, claim: Claim, at: datetime) -> None:

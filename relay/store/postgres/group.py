@@ -1,0 +1,109 @@
+"""Group commit on PostgreSQL: the writes queued while one transaction commits go together in the next.
+
+Each callback used to be a transaction of its own on a pooled connection: a BEGIN, its statements and a COMMIT
+(a WAL flush), with a dozen callbacks in flight each holding a connection and a server process. Now the
+ingest and delivery-bookkeeping writes of a replica queue here and one task runs them, a batch per
+transaction: one commit, one WAL flush and one connection for the batch, the statements of each write one
+after the other on it. Under load batches grow by themselves (everything that arrived during the previous
+commit); without load a write commits alone, as before.
+
+A failing write must not fail the others. Savepoints would isolate it at the cost of two round trips per write on
+the happy path; instead, when a batch fails, it is rolled back and each of its writes runs again in a
+transaction of its own, so only the one at fault fails. The writes are plain SQL over the connection given
+(no effect outside the database), so running one again after a rollback is safe. When the database itself is
+the trouble (unreachable, too slow, read-only, full), every write of the batch gets that error at once: trying
+each again alone would make the last caller wait a timeout per write before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from relay.store.failures import StoreUnavailable
+
+T = TypeVar("T")
+C = TypeVar("C")  # the connection: asyncpg's in the store
+#: What runs on the batch's connection, inside its transaction.
+Work = Callable[[C], Awaitable[T]]
+#: Runs a batch: given a function of a connection, returns its result from one transaction.
+Transaction = Callable[[Callable[[C], Awaitable[Any]]], Awaitable[Any]]
+
+#: Writes per transaction at most, so a commit never holds row locks for long.
+MAX_BATCH = 64
+
+
+@dataclass
+class _Queued(Generic[C, T]):
+    work: Work[C, T]
+    future: asyncio.Future[T]
+
+
+class GroupCommit(Generic[C]):
+    """Batches writes into shared transactions; lives on the store's event loop (every method runs there)."""
+
+    def __init__(self, transaction: Transaction[C], max_batch: int = MAX_BATCH) -> None:
+        self._transaction = transaction
+        self._max_batch = max_batch
+        self._queue: list[_Queued[C, Any]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def run(self, work: Work[C, T]) -> T:
+        """``work``'s result once the transaction it ran in has committed; its own error if it failed."""
+        queued: _Queued[C, T] = _Queued(work, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+        return await queued.future
+
+    async def close(self) -> None:
+        if self._draining is not None:
+            with contextlib.suppress(BaseException):
+                await self._draining
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = [queued for queued in self._queue[: self._max_batch] if not queued.future.cancelled()]
+                del self._queue[: self._max_batch]
+                if batch:
+                    await self._commit(batch)
+        finally:
+            self._draining = None
+
+    async def _commit(self, batch: list[_Queued[C, Any]]) -> None:
+        if len(batch) > 1:
+            try:
+                results = await self._transaction(lambda conn: _each(conn, batch))
+            except StoreUnavailable as exc:
+                if exc.kind != "busy":  # the database, not a write (a deadlock or conflict is a write's: retried)
+                    for queued in batch:
+                        _fail(queued, exc)
+                    return
+            except Exception:  # noqa: S110 - rolled back: each write again alone, only its own error told
+                pass
+            else:
+                for queued, result in zip(batch, results, strict=True):
+                    if not queued.future.done():
+                        queued.future.set_result(result)
+                return
+        for queued in batch:
+            try:
+                result = await self._transaction(queued.work)
+            except Exception as exc:  # handed to the one caller it belongs to
+                _fail(queued, exc)
+            else:
+                if not queued.future.done():
+                    queued.future.set_result(result)
+
+
+def _fail(queued: _Queued[Any, Any], exc: Exception) -> None:
+    if not queued.future.done():
+        queued.future.set_exception(exc)
+
+
+async def _each(conn: C, batch: list[_Queued[C, Any]]) -> list[Any]:
+    return [await queued.work(conn) for queued in batch]
