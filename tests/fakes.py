@@ -20,6 +20,7 @@ from yarl import URL
 from relay.deliver.client import Sender, outcome_for, parse_retry_after
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import Attempt, Outcome
+from tests.events import CONTENT_TYPE, claims_to_be_an_event, problems
 
 #: Any fixed instant will do; a Monday morning reads well in failures.
 EPOCH = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -89,7 +90,15 @@ class FakeSender(Sender):
         self.started = True
 
     async def close(self) -> None:
+        """Stop; every event sent is checked against the published schemas."""
         self.started = False
+        sent = [
+            request
+            for request in self.requests
+            if request.headers.get("content-type") == CONTENT_TYPE and claims_to_be_an_event(request.body)
+        ]
+        wrong = {request.headers.get("webhook-id"): problems(request.body) for request in sent}
+        assert not any(wrong.values()), f"events that break the published schemas: {wrong}"
 
     def to(self, path: str) -> list[Request]:
         return [request for request in self.requests if request.path == path]

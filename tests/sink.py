@@ -7,19 +7,16 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.events import CONTENT_TYPE, claims_to_be_an_event, problems
 from tests.live import ThreadServer
-
-EVENT_SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "cloudevent.schema.json").read_text())
 
 
 @dataclass(frozen=True)
@@ -55,8 +52,17 @@ class Sink:
         return self
 
     def stop(self) -> None:
+        """Stop serving; every event received is checked against the published schemas."""
         if self.server is not None:
             self.server.stop()
+        with self.lock:
+            events = [
+                request
+                for request in self.requests
+                if request.headers.get("content-type") == CONTENT_TYPE and claims_to_be_an_event(request.body)
+            ]
+        wrong = {request.headers.get("webhook-id", request.path): problems(request.body) for request in events}
+        assert not any(wrong.values()), f"events that break the published schemas: {wrong}"
 
     @property
     def url(self) -> str:
@@ -118,6 +124,6 @@ def verify(request: Received, secret: str) -> dict[str, Any]:
     """Check a delivery the way a subscriber would: official Standard Webhooks library, then the event schema."""
     payload = Webhook(secret).verify(request.body, request.headers)
     assert request.headers["content-type"] == "application/cloudevents+json"
-    jsonschema.validate(request.event, EVENT_SCHEMA, format_checker=jsonschema.FormatChecker())
+    assert problems(request.body) == []
     assert request.event["id"] == request.webhook_id
     return dict(payload)
