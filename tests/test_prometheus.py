@@ -290,7 +290,9 @@ def variable_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
     queries = []
     for variable in board["templating"]["list"]:
         if variable["type"] == "query":
-            metric, label = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["definition"]).groups()  # type: ignore[union-attr]
+            found = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["query"]["query"])
+            assert found, variable["query"]
+            metric, label = found.groups()
             queries.append((f"variable {variable['name']}", f"group by ({label}) ({metric})"))
     return queries
 
