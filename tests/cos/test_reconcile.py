@@ -4,6 +4,7 @@ second run records nothing, and the callback arriving late is a duplicate."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
@@ -16,10 +17,13 @@ from relay.cos.client import CosApi
 from relay.cos.reconcile import Reconciler, final_jobs
 from relay.cos.signing import Credentials
 from relay.cos.sources import CosSource
+from relay.domain.callback import Received
+from relay.ingest import Ingest, Reader
 from relay.store import Store, store_for
-from tests.conftest import job_id, record
+from tests.conftest import callback_schema, job_id, record
 from tests.cos.standin import CosStandIn, Job
-from tests.databases import count
+from tests.databases import count, values
+from tests.events import problems
 
 pytestmark = pytest.mark.anyio
 
@@ -51,8 +55,10 @@ def source(standin: CosStandIn) -> CosSource:
 
 
 async def reconcile(standin: CosStandIn, store: Store) -> tuple[int, int, int, int]:
+    ingest = Ingest(store, Reader(callback_schema()))
+
     async def into_store(body: bytes) -> int:
-        [result] = await record(store, body)
+        _, result = await ingest.ingest(Received(NOW, None, "application/xml", body, "xml", reconciled_from="media"))
         return len(result.new_items)
 
     api = CosApi(standin.url, CREDENTIALS, clock=time.time)
@@ -85,6 +91,12 @@ async def test_missed_final_jobs_are_recorded_once_known_ones_are_not_and_unfini
 
     assert await reconcile(standin, store) == (100, 30, 60, 10)
     assert (count(db, "jobs"), count(db, "events")) == (90, 90)  # one event each, the 60 missed included
+    # The missed ones say where they were found; the ones COS called back for do not.
+    bodies = {job: json.loads(body) for job, body in values(db, "SELECT subject, body FROM events")}
+    assert {job for job, event in bodies.items() if event.get("cosreconciled") == "media"} == {
+        job_id(n) for n in range(30, 90)
+    }
+    assert all(problems(json.dumps(event).encode()) == [] for event in bodies.values())
     # Again: nothing new.
     assert await reconcile(standin, store) == (100, 90, 0, 10)
     # The callback COS sends late for a reconciled job is a duplicate: no second event.
