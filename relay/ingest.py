@@ -70,7 +70,8 @@ class Reader:
     def read(self, received: Received, parser: etree.XMLParser) -> Reading:
         """Everything between reading a body and storing it."""
         callback = self.check(received.body, received.format, parser)  # type: ignore[arg-type]
-        return Reading(callback, tuple(events_for(callback, self._gateway, received.received_at)))
+        events = events_for(callback, self._gateway, received.received_at, received.reconciled_from)
+        return Reading(callback, tuple(events))
 
 
 class Ingest:

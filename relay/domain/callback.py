@@ -133,6 +133,8 @@ class Received:
     content_type: str | None
     body: bytes
     format: str  # xml | json | unknown
+    #: None for a callback COS posted; the source's name for one found by reconciling it (`relay.cos.reconcile`).
+    reconciled_from: str | None = None
 
 
 #: What storing a callback found: new items, or only items already recorded.

@@ -62,19 +62,33 @@ EVENT_TYPES = (
 )
 
 
+#: The CloudEvents extension attribute an event found by reconciliation carries: the COS source's name. Its id is
+#: the one the callback would have given it, so a subscriber that later gets nothing more never notices.
+RECONCILED = "cosreconciled"
+
+
 def _event(
-    item_key: str, event_type: str, subject: str | None, source: str, moment: datetime, data: Any, **match: str | None
+    item_key: str,
+    event_type: str,
+    subject: str | None,
+    source: str,
+    moment: datetime,
+    data: Any,
+    reconciled_from: str | None = None,
+    **match: str | None,
 ) -> Event:
     """Serialize once: the same bytes are signed and sent on every attempt."""
     identifier = event_id(item_key)
     attributes = {"specversion": "1.0", "id": identifier, "source": source, "type": event_type}
     if subject is not None:
         attributes["subject"] = subject
+    if reconciled_from is not None:
+        attributes[RECONCILED] = reconciled_from
     body = orjson.dumps({**attributes, "time": _time(moment), "datacontenttype": "application/json", "data": data})
     return Event(identifier, event_type, subject, item_key, body, **match)
 
 
-def job_event(job: JobState, gateway: str, received_at: datetime) -> Event:
+def job_event(job: JobState, gateway: str, received_at: datetime, reconciled_from: str | None = None) -> Event:
     return _event(
         job.dedup_key,
         f"cos.job.{_state_word(job.state)}",
@@ -82,6 +96,7 @@ def job_event(job: JobState, gateway: str, received_at: datetime) -> Event:
         _source(gateway, ("buckets", job.bucket), ("queues", job.queue_id)),
         job.end_time.utc if job.end_time and job.end_time.utc else received_at,
         job.detail,
+        reconciled_from,
         tag=job.tag,
         state=job.state,
         queue_id=job.queue_id,
@@ -111,9 +126,12 @@ def nonexistent_event(callback: Callback, gateway: str, received_at: datetime) -
     return _event(key, "cos.job.nonexistent", None, _source(gateway), received_at, data)
 
 
-def events_for(callback: Callback, gateway: str, received_at: datetime) -> list[Event]:
-    """The events for the items of ``callback``: one per job state, workflow run and NonExistJobIds set."""
-    events = [job_event(job, gateway, received_at) for job in callback.jobs]
+def events_for(
+    callback: Callback, gateway: str, received_at: datetime, reconciled_from: str | None = None
+) -> list[Event]:
+    """The events for the items of ``callback``: one per job state, workflow run and NonExistJobIds set; jobs found
+    by reconciling a COS source say which (only jobs are reconciled)."""
+    events = [job_event(job, gateway, received_at, reconciled_from) for job in callback.jobs]
     events += [workflow_event(run, gateway, received_at) for run in callback.workflows]
     if callback.nonexistent_dedup_key is not None:
         events.append(nonexistent_event(callback, gateway, received_at))
