@@ -116,13 +116,8 @@ class CosApi:
         }
         if queue is not None:
             params["queueId"] = queue
-        token = ""
-        while True:
-            page = await self._page(JOB_PATHS[family], {**params, "nextToken": token})
+        async for page in self._pages(JOB_PATHS[family], params):
             yield page
-            if not page.next_token or page.next_token == token:
-                return
-            token = page.next_token
 
     async def list_workflow_runs(self, workflow: str, *, start: datetime, end: datetime) -> AsyncIterator[Page]:
         """Every page of a workflow's executions started in [start, end], oldest first."""
@@ -134,13 +129,8 @@ class CosApi:
             "startCreationTime": cos_time(start),
             "endCreationTime": cos_time(end),
         }
-        token = ""
-        while True:
-            page = await self._page("/workflowexecution", {**params, "nextToken": token})
+        async for page in self._pages("/workflowexecution", params):
             yield page
-            if not page.next_token or page.next_token == token:
-                return
-            token = page.next_token
 
     async def read_jobs(self, family: Family, job_ids: list[str]) -> Page:
         """The jobs ``job_ids`` as COS has them now (at most `IDS_PER_READ`); unknown ids in NonExistJobIds."""
@@ -157,6 +147,16 @@ class CosApi:
         """PUT a queue's ``<Request>`` (its name, state and callback settings)."""
         await self._send("PUT", f"{QUEUE_PATHS[family]}/{queue_id}", {}, request)
 
+    async def _pages(self, path: str, params: dict[str, str]) -> AsyncIterator[Page]:
+        """Every page of a list, following ``NextToken`` until COS gives none (or the same one again)."""
+        token = ""
+        while True:
+            page = await self._page(path, {**params, "nextToken": token})
+            yield page
+            if not page.next_token or page.next_token == token:
+                return
+            token = page.next_token
+
     async def _page(self, path: str, params: dict[str, str]) -> Page:
         body = await self._send("GET", path, params, None)
         try:
@@ -170,15 +170,11 @@ class CosApi:
     async def _send(self, method: str, path: str, params: dict[str, str], body: bytes | None) -> bytes:
         """The answer's body, read within `MAX_ANSWER`; `CosUnavailable` unless COS answered 2xx."""
         headers = {"Content-Type": "application/xml"} if body is not None else None
+        request = self._http.build_request(method, path, params=params, content=body, headers=headers)
         try:
-            request = self._http.build_request(method, path, params=params, content=body, headers=headers)
             response = await self._http.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise CosUnavailable("timeout", f"COS did not answer {method} {path} in time") from None
         except httpx.HTTPError as error:
-            raise CosUnavailable(
-                "unreachable", f"COS could not be reached for {method} {path}: {type(error).__name__}"
-            ) from None
+            raise _broken(error, f"no answer from COS to {method} {path}") from None
         try:
             chunks: list[bytes] = []
             size = 0
@@ -187,18 +183,21 @@ class CosApi:
                 if size > MAX_ANSWER:
                     raise CosUnavailable("invalid", f"COS's answer to {method} {path} is over {MAX_ANSWER} bytes")
                 chunks.append(chunk)
-        except httpx.TimeoutException:
-            raise CosUnavailable("timeout", f"COS's answer to {method} {path} stopped arriving") from None
         except httpx.HTTPError as error:
-            raise CosUnavailable(
-                "unreachable", f"COS's answer to {method} {path} broke off: {type(error).__name__}"
-            ) from None
+            raise _broken(error, f"COS's answer to {method} {path} broke off") from None
         finally:
             await response.aclose()
         answer = b"".join(chunks)
         if response.status_code >= 300:
             raise _failure(method, path, response.status_code, answer)
         return answer
+
+
+def _broken(error: httpx.HTTPError, what: str) -> CosUnavailable:
+    """A transport failure: too slow, or the connection could not be made or broke."""
+    if isinstance(error, httpx.TimeoutException):
+        return CosUnavailable("timeout", f"{what}: timed out")
+    return CosUnavailable("unreachable", f"{what}: {type(error).__name__}")
 
 
 def _failure(method: str, path: str, status: int, body: bytes) -> CosUnavailable:
