@@ -6,7 +6,7 @@ a job in the API is one definition here, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,9 +20,12 @@ from relay.store.records import Page, StoredToken
 
 
 class Row(Protocol):
-    """A result row read by column name: `sqlite3.Row` and `asyncpg.Record` both are."""
+    """A result row read by column name (or taken whole, in column order): `sqlite3.Row` and `asyncpg.Record`
+    both are."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 SUBSCRIBER_COLUMNS = (

@@ -20,7 +20,8 @@ from relay.domain.callback import (
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
-from relay.store.postgres.deliveries import insert_owed
+from relay.store.ops.deliveries import insert_owed
+from relay.store.postgres.connection import PostgresDb
 from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version
 from relay.store.rows import callback_columns
 
@@ -70,7 +71,7 @@ async def record_callback(
         await conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = $1", callback_id)
         return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
-    deliveries = await insert_owed(conn, [o for o in owed if o.event.item_key in new], callback_id, at)
+    deliveries = await insert_owed(PostgresDb(conn), [o for o in owed if o.event.item_key in new], callback_id, at)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 

@@ -14,8 +14,9 @@ import asyncpg
 
 from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
+from relay.store.db import CHANNEL
 from relay.store.formats import iso, to_json
-from relay.store.postgres.connection import CHANNEL, rowcount
+from relay.store.postgres.connection import rowcount
 from relay.store.rows import SUBSCRIBER_COLUMNS, subscriber_from
 
 SUBSCRIBERS_LOCK = 0x636F7372656C6170

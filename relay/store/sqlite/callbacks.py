@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 
 import orjson
 
@@ -21,9 +22,10 @@ from relay.domain.callback import (
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
+from relay.store.ops.deliveries import insert_owed
+from relay.store.packing import pack
 from relay.store.rows import callback_columns
-from relay.store.sqlite.deliveries import insert_owed
-from relay.store.sqlite.packing import pack
+from relay.store.sqlite import connection
 from relay.store.sqlite.subscribers import subscribers_version
 
 
@@ -67,7 +69,8 @@ def record_callback(
         )
         new_items.append(key)
     new = set(new_items)
-    deliveries = insert_owed(conn, [o for o in owed if o.event.item_key in new], callback_id, at)
+    owing = [o for o in owed if o.event.item_key in new]
+    deliveries = connection.run(conn, partial(insert_owed, owed=owing, callback_id=callback_id, stamp=at))
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 

@@ -7,15 +7,20 @@ import os
 import random
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlite_utils
 
+from relay.store.db import SQLITE, Dialect, Operation, drive
 from relay.store.formats import iso
 from relay.store.migrations import migrations
 from relay.store.records import Durability
 from relay.store.sealing import Sealer
+
+T = TypeVar("T")
 
 #: Bytes a checkpointed WAL file is truncated to.
 WAL_LIMIT = 64 * 1024 * 1024
@@ -165,3 +170,34 @@ def write_secret(conn: sqlite3.Connection, name: str, value: str, at: datetime, 
 
 def delete_secret(conn: sqlite3.Connection, name: str) -> None:
     conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+
+
+class SqliteDb:
+    """`relay.store.db.Db` on a sqlite3 connection: every call completes at once (see `relay.store.db.drive`)."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: object) -> int:
+        return self._conn.execute(sql, args).rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: object) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, args).fetchall()
+
+    async def fetchrow(self, sql: str, *args: object) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn.execute(sql, args).fetchone()
+        return row
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        row = self._conn.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+
+def run(conn: sqlite3.Connection, operation: Operation[T]) -> T:
+    """``operation`` on ``conn``, to its end, on this thread."""
+    return drive(operation(SqliteDb(conn)))

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from relay.store.packing import unpack
 from relay.store.records import Page
 from relay.store.rows import MAX_ID, NO_TEXT, callback_size, newest_first
-from relay.store.sqlite.packing import unpack
 from relay.store.sqlite.queries import CALLBACK_COLUMNS, DELIVERY_COLUMNS, DELIVERY_JOINS, callback_json
 
 #: How many of a subscriber's latest attempted deliveries its success ratio is taken over.

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from relay.store.packing import unpack, unpack_prefix
 from relay.store.records import Page
 from relay.store.rows import (
     HISTORY_COLUMNS,
@@ -24,7 +25,6 @@ from relay.store.rows import (
     take,
     with_history,
 )
-from relay.store.sqlite.packing import unpack, unpack_prefix
 
 
 def get_job(conn: sqlite3.Connection, job_id: str, raw: bool = False) -> dict[str, Any] | None:
