@@ -44,6 +44,11 @@ class Dialect:
         """Taken rows another replica's transaction holds are passed over (SQLite has one writer at a time)."""
         return " FOR UPDATE SKIP LOCKED" if self.postgres else ""
 
+    @property
+    def for_update(self) -> str:
+        """A row read to be changed is locked against other replicas until the transaction ends."""
+        return " FOR UPDATE" if self.postgres else ""
+
     def among(self, column: str, values: Sequence[object], kind: str = "bigint") -> tuple[str, tuple[object, ...]]:
         """``column`` is one of ``values``: a condition and its parameters (one array on PostgreSQL, so that the
         statement is prepared once whatever the count)."""

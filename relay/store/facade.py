@@ -8,14 +8,16 @@ reader connections; the asyncpg pool), in opening, closing and watching, and in 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.fanout import Snapshot
+from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import Operation
-from relay.store.ops import attempts, deliveries
+from relay.store.ops import attempts, deliveries, subscribers
 from relay.store.sealing import Sealer
 
 T = TypeVar("T")
@@ -41,7 +43,42 @@ class SqlStore(ABC):
     @abstractmethod
     def _read_sync(self, operation: Operation[T]) -> T: ...
 
-    # -- deliveries (sync: the CLI and the API through a thread) -----------------------------------
+    # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
+
+    async def subscriber_snapshot(self) -> Snapshot:
+        return self._sealer.snapshot(await self._read(subscribers.snapshot))
+
+    def list_subscribers(self) -> list[Subscriber]:
+        return [self._sealer.subscriber(found) for found in self._read_sync(subscribers.list_subscribers)]
+
+    def get_subscriber(self, name: str) -> Subscriber | None:
+        return self._sealer.maybe_subscriber(self._read_sync(partial(subscribers.get_subscriber, name=name)))
+
+    def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
+        """Raises `StoreConflict` when the name is taken."""
+        sealed = self._sealer.spec(spec)
+        return self._sealer.subscriber(self._write_sync(partial(subscribers.insert_subscriber, spec=sealed, at=at)))
+
+    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
+        update = partial(subscribers.update_subscriber, name=name, changes=changes, at=at)
+        return self._sealer.maybe_subscriber(self._write_sync(update))
+
+    def set_subscriber_state(
+        self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
+    ) -> Subscriber | None:
+        change = partial(subscribers.set_state, name=name, state=state, reason=reason, at=at)
+        return self._sealer.maybe_subscriber(self._write_sync(change))
+
+    def remove_subscriber(self, name: str, at: datetime) -> int | None:
+        """Returns how many unfinished deliveries were cancelled, or None for an unknown name."""
+        return self._write_sync(partial(subscribers.remove_subscriber, name=name, at=at))
+
+    def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
+        sealed = self._sealer.seal(secret)
+        rotate = partial(subscribers.rotate_secret, name=name, new_secret=sealed, grace_until=grace_until, at=at)
+        return self._sealer.maybe_subscriber(self._write_sync(rotate))
+
+    # -- deliveries -------------------------------------------------------------------------------
 
     def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
         return self._write_sync(partial(deliveries.requeue, delivery_ids=list(delivery_ids), at=at))

@@ -21,8 +21,8 @@ from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.deliveries import insert_owed
+from relay.store.ops.subscribers import lock, subscribers_version
 from relay.store.postgres.connection import PostgresDb
-from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version
 from relay.store.rows import callback_columns
 
 
@@ -40,8 +40,8 @@ async def record_callback(
     written and the answer is None (match again against a fresh snapshot). The shared lock keeps a
     subscriber change (which takes it exclusively) from committing between the check and this commit.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SUBSCRIBERS_LOCK)
-    if await subscribers_version(conn) != version:
+    await lock(PostgresDb(conn), shared=True)
+    if await subscribers_version(PostgresDb(conn)) != version:
         return None
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()

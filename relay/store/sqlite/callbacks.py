@@ -23,10 +23,10 @@ from relay.domain.fanout import Owed
 from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.deliveries import insert_owed
+from relay.store.ops.subscribers import subscribers_version
 from relay.store.packing import pack
 from relay.store.rows import callback_columns
 from relay.store.sqlite import connection
-from relay.store.sqlite.subscribers import subscribers_version
 
 
 def record_callback(
@@ -42,7 +42,7 @@ def record_callback(
     ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
     written and the answer is None (match again against a fresh snapshot).
     """
-    if subscribers_version(conn) != version:
+    if connection.run(conn, subscribers_version) != version:
         return None
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import shutil
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from relay.domain.callback import Callback, IngestResult, Received
-from relay.domain.fanout import Owed, Snapshot
+from relay.domain.fanout import Owed
 from relay.domain.retention import Cutoffs
-from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import BadParameter, NoDatabase, Rejected
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
@@ -35,7 +34,6 @@ from relay.store.sqlite import (
     console,
     queries,
     retention,
-    subscribers,
     tokens,
 )
 from relay.store.writer import Observer, Writer, error_kind
@@ -163,9 +161,6 @@ class SqliteStore(SqlStore):
         write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
         return await self._conn_write(write)
 
-    async def subscriber_snapshot(self) -> Snapshot:
-        return self._sealer.snapshot(await self._conn_read(subscribers.snapshot))
-
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
         return await self._conn_write(
             partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
@@ -215,41 +210,6 @@ class SqliteStore(SqlStore):
         return self._conn_write_sync(partial(tokens.end_console_sessions, at=at, session_id=session_id))
 
     # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
-
-    def list_subscribers(self) -> list[Subscriber]:
-        return [self._sealer.subscriber(found) for found in self._conn_read_sync(subscribers.list_subscribers)]
-
-    def get_subscriber(self, name: str) -> Subscriber | None:
-        return self._sealer.maybe_subscriber(self._conn_read_sync(partial(subscribers.get_subscriber, name=name)))
-
-    def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
-        """Raises `StoreConflict` when the name is taken."""
-        sealed = self._sealer.spec(spec)
-        return self._sealer.subscriber(
-            self._conn_write_sync(partial(subscribers.insert_subscriber, spec=sealed, at=at))
-        )
-
-    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
-        update = partial(subscribers.update_subscriber, name=name, changes=changes, at=at)
-        return self._sealer.maybe_subscriber(self._conn_write_sync(update))
-
-    def set_subscriber_state(
-        self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
-    ) -> Subscriber | None:
-        change = partial(subscribers.set_state, name=name, state=state, reason=reason, at=at)
-        return self._sealer.maybe_subscriber(self._conn_write_sync(change))
-
-    def remove_subscriber(self, name: str, at: datetime) -> int | None:
-        """Returns how many unfinished deliveries were cancelled, or None for an unknown name."""
-        return self._conn_write_sync(partial(subscribers.remove_subscriber, name=name, at=at))
-
-    def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
-        sealed = self._sealer.seal(secret)
-        return self._sealer.maybe_subscriber(
-            self._conn_write_sync(
-                partial(subscribers.rotate_secret, name=name, new_secret=sealed, grace_until=grace_until, at=at)
-            )
-        )
 
     # -- retention ------------------------------------------------------------------------------
 
