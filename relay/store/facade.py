@@ -17,7 +17,8 @@ from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import Operation
-from relay.store.ops import attempts, deliveries, subscribers
+from relay.store.ops import attempts, deliveries, secrets, subscribers, tokens
+from relay.store.records import StoredToken
 from relay.store.sealing import Sealer
 
 T = TypeVar("T")
@@ -42,6 +43,49 @@ class SqlStore(ABC):
 
     @abstractmethod
     def _read_sync(self, operation: Operation[T]) -> T: ...
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    async def check_writable(self, at: datetime) -> None:
+        await self._write(partial(secrets.check_writable, at=at))
+
+    def secret(self, name: str, candidate: str, at: datetime) -> str:
+        """The value stored under ``name``, storing ``candidate`` first if there is none."""
+        sealed = self._sealer.seal(candidate)
+        stored = self._write_sync(partial(secrets.get_or_create_secret, name=name, candidate=sealed, at=at))
+        return self._sealer.open(stored)
+
+    # -- tokens and console sessions ---------------------------------------------------------------
+
+    def tokens(self, at: datetime) -> dict[str, StoredToken]:
+        found = self._read_sync(partial(tokens.read_tokens, at=at))
+        return {name: self._sealer.token(stored) for name, stored in found.items()}
+
+    def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
+        self._write_sync(partial(tokens.record_token_source, name=name, source=source, fingerprint=fingerprint, at=at))
+
+    def rotate_token(
+        self,
+        name: str,
+        value: str,
+        fingerprint: str,
+        at: datetime,
+        *,
+        previous_until: datetime | None,
+        end_sessions: bool,
+    ) -> int:
+        sealed = self._sealer.seal(value)
+        rotate = partial(tokens.rotate_token, name=name, value=sealed, fingerprint=fingerprint, at=at)
+        return self._write_sync(partial(rotate, previous_until=previous_until, end_sessions=end_sessions))
+
+    async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
+        await self._write(partial(tokens.start_session, session_id=session_id, expires=expires, at=at))
+
+    async def session_live(self, session_id: str, at: datetime) -> bool:
+        return await self._read(partial(tokens.session_live, session_id=session_id, at=at))
+
+    def end_sessions(self, at: datetime, session_id: str | None = None) -> int:
+        return self._write_sync(partial(tokens.end_console_sessions, at=at, session_id=session_id))
 
     # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
 

@@ -18,6 +18,7 @@ from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import StoreUnavailable
 from relay.store.formats import iso
+from relay.store.ops import secrets
 from relay.store.postgres import (
     backlog,
     callbacks,
@@ -25,11 +26,9 @@ from relay.store.postgres import (
     migrations,
     queries,
     retention,
-    secrets,
-    tokens,
 )
 from relay.store.postgres.connection import Database, Observer, Work, work
-from relay.store.records import Page, PostgresUrl, StoredToken
+from relay.store.records import Page, PostgresUrl
 from relay.store.sealing import Sealer
 
 T = TypeVar("T")
@@ -70,7 +69,7 @@ class PostgresStore(SqlStore):
                     f"the database at {self.url} is at schema version {found}, this cos-relay needs"
                     f" {migrations.LATEST}: start `cos-relay serve` once to migrate it"
                 )
-            self._db.run_sync(partial(secrets.reseal_secrets, sealer=self._sealer), write=True)
+            self._write_sync(partial(secrets.reseal_secrets, sealer=self._sealer))
         except BaseException:
             self._db.stop()
             raise
@@ -132,48 +131,6 @@ class PostgresStore(SqlStore):
         return await self._conn_write(
             partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
         )
-
-    async def check_writable(self, at: datetime) -> None:
-        await self._conn_write(partial(secrets.check_writable, at=at))
-
-    def secret(self, name: str, candidate: str, at: datetime) -> str:
-        sealed = self._sealer.seal(candidate)
-        stored = self._conn_write_sync(partial(secrets.get_or_create_secret, name=name, candidate=sealed, at=at))
-        return self._sealer.open(stored)
-
-    # -- tokens and console sessions ---------------------------------------------------------------
-
-    def tokens(self, at: datetime) -> dict[str, StoredToken]:
-        found = self._conn_read_sync(partial(tokens.read_tokens, at=at))
-        return {name: self._sealer.token(stored) for name, stored in found.items()}
-
-    def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
-        self._conn_write_sync(
-            partial(tokens.record_token_source, name=name, source=source, fingerprint=fingerprint, at=at)
-        )
-
-    def rotate_token(
-        self,
-        name: str,
-        value: str,
-        fingerprint: str,
-        at: datetime,
-        *,
-        previous_until: datetime | None,
-        end_sessions: bool,
-    ) -> int:
-        sealed = self._sealer.seal(value)
-        rotate = partial(tokens.rotate_token, name=name, value=sealed, fingerprint=fingerprint, at=at)
-        return self._conn_write_sync(partial(rotate, previous_until=previous_until, end_sessions=end_sessions))
-
-    async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
-        await self._conn_write(partial(tokens.start_session, session_id=session_id, expires=expires, at=at))
-
-    async def session_live(self, session_id: str, at: datetime) -> bool:
-        return await self._conn_read(partial(tokens.session_live, session_id=session_id, at=at))
-
-    def end_sessions(self, at: datetime, session_id: str | None = None) -> int:
-        return self._conn_write_sync(partial(tokens.end_console_sessions, at=at, session_id=session_id))
 
     # -- subscribers ----------------------------------------------------------------------------
 
