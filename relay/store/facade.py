@@ -17,8 +17,9 @@ from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import Operation
-from relay.store.ops import attempts, deliveries, secrets, subscribers, tokens
-from relay.store.records import StoredToken
+from relay.store.formats import iso
+from relay.store.ops import attempts, console, deliveries, queries, secrets, subscribers, tokens
+from relay.store.records import Page, StoredToken
 from relay.store.sealing import Sealer
 
 T = TypeVar("T")
@@ -152,3 +153,64 @@ class SqlStore(ABC):
 
     async def next_due(self) -> datetime | None:
         return await self._read(deliveries.next_due)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str, *, raw: bool = False) -> dict[str, Any] | None:
+        return await self._read(partial(queries.get_job, job_id=job_id, raw=raw))
+
+    async def list_jobs(self, **filters: Any) -> Page:
+        return await self._read(partial(queries.list_jobs, **filters))
+
+    async def get_workflow(self, run_id: str) -> dict[str, Any] | None:
+        return await self._read(partial(queries.get_workflow, run_id=run_id))
+
+    async def list_callbacks(self, **filters: Any) -> Page:
+        return await self._read(partial(queries.list_callbacks, **filters))
+
+    def get_job_sync(self, job_id: str) -> dict[str, Any] | None:
+        return self._read_sync(partial(queries.get_job, job_id=job_id))
+
+    def list_jobs_sync(self, **filters: Any) -> Page:
+        return self._read_sync(partial(queries.list_jobs, **filters))
+
+    def list_deliveries(self, **filters: Any) -> Page:
+        return self._read_sync(partial(queries.list_deliveries, **filters))
+
+    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
+
+    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None:
+        return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))
+
+    def count_deliveries(self, state: str) -> int:
+        return self._read_sync(partial(queries.count_deliveries, state=state))
+
+    def event_bodies(self, limit: int) -> list[bytes]:
+        return self._read_sync(partial(queries.event_bodies, limit=limit))
+
+    def counts(self) -> dict[str, int]:
+        return self._read_sync(queries.counts)
+
+    # -- the web console --------------------------------------------------------------------------
+
+    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:
+        return await self._read(partial(queries.job_history, job_id=job_id, limit=limit, cursor=cursor))
+
+    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page:
+        return await self._read(
+            partial(console.job_callbacks, job_id=job_id, body_prefix=body_prefix, limit=limit, cursor=cursor)
+        )
+
+    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page:
+        return await self._read(partial(console.job_deliveries, job_id=job_id, limit=limit, cursor=cursor))
+
+    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
+        """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""
+        return self._read_sync(partial(console.overview, since_minute=iso(since_minute), since_day=iso(since_day)))
+
+    def recent_states(self, subscriber_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+        return self._read_sync(partial(console.recent_states, subscriber_ids=subscriber_ids))
+
+    def event_body(self, event_id: str) -> bytes | None:
+        return self._read_sync(partial(console.event_body, event_id=event_id))

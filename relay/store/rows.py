@@ -27,6 +27,8 @@ class Row(Protocol):
 
     def __iter__(self) -> Iterator[Any]: ...
 
+    def keys(self) -> Iterable[str]: ...
+
 
 SUBSCRIBER_COLUMNS = (
     "id, name, url, secret, previous_secret, previous_secret_expires_at, types, filters, state, disabled_reason,"
