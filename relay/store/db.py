@@ -69,6 +69,10 @@ class Dialect:
         """The expression saying whether ``column`` is packed (only SQLite has the ``*_packed`` columns)."""
         return "0" if self.postgres else f"{column}_packed"
 
+    def packed_insert(self, column: str) -> tuple[str, str]:
+        """What an INSERT adds to its columns and its values to mark ``column`` packed (nothing on PostgreSQL)."""
+        return ("", "") if self.postgres else (f", {column}_packed", ", 1")
+
     @staticmethod
     def unpack(data: bytes, packed: int) -> bytes:
         return packing.unpack(data, packed)

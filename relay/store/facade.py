@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
-from relay.domain.fanout import Snapshot
+from relay.domain.fanout import Owed, Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
+from relay.errors import Rejected
 from relay.store.db import Operation
 from relay.store.formats import iso
-from relay.store.ops import attempts, console, deliveries, queries, secrets, subscribers, tokens
+from relay.store.ops import attempts, callbacks, console, deliveries, queries, secrets, subscribers, tokens
 from relay.store.records import Page, StoredToken
 from relay.store.sealing import Sealer
 
@@ -46,6 +48,19 @@ class SqlStore(ABC):
     def _read_sync(self, operation: Operation[T]) -> T: ...
 
     # -- ingest -----------------------------------------------------------------------------------
+
+    async def record_callback(
+        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
+    ) -> IngestResult | None:
+        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
+        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
+        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
+        return await self._write(write)
+
+    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
+        return await self._write(
+            partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
+        )
 
     async def check_writable(self, at: datetime) -> None:
         await self._write(partial(secrets.check_writable, at=at))

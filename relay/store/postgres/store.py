@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.domain.callback import Callback, IngestResult, Received
-from relay.domain.fanout import Owed
 from relay.domain.retention import Cutoffs
-from relay.errors import BadParameter, NoDatabase, Rejected
+from relay.errors import BadParameter, NoDatabase
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import StoreUnavailable
 from relay.store.ops import queries, secrets
 from relay.store.postgres import (
     backlog,
-    callbacks,
     migrations,
     retention,
 )
@@ -117,17 +114,6 @@ class PostgresStore(SqlStore):
         return self._db.run_sync(work(operation), write=False)
 
     # -- ingest ---------------------------------------------------------------------------------
-
-    async def record_callback(
-        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
-    ) -> IngestResult | None:
-        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
-        return await self._conn_write(write)
-
-    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
-        return await self._conn_write(
-            partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
-        )
 
     # -- subscribers ----------------------------------------------------------------------------
 

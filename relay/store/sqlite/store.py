@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import shutil
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -17,10 +17,8 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from relay.domain.callback import Callback, IngestResult, Received
-from relay.domain.fanout import Owed
 from relay.domain.retention import Cutoffs
-from relay.errors import BadParameter, NoDatabase, Rejected
+from relay.errors import BadParameter, NoDatabase
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
@@ -29,7 +27,6 @@ from relay.store.records import Durability
 from relay.store.sealing import Sealer
 from relay.store.sqlite import (
     backlog,
-    callbacks,
     connection,
     retention,
 )
@@ -149,19 +146,6 @@ class SqliteStore(SqlStore):
         return self._conn_read_sync(partial(connection.run, operation=operation))
 
     # -- ingest ---------------------------------------------------------------------------------
-
-    async def record_callback(
-        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
-    ) -> IngestResult | None:
-        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
-        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
-        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
-        return await self._conn_write(write)
-
-    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
-        return await self._conn_write(
-            partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
-        )
 
     # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
 
