@@ -19,8 +19,7 @@ from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.domain.subscribers import SubscriberSpec
 from relay.pruning import Pruner
 from relay.store import PostgresStore, store_for
-from relay.store.ops import console, queries
-from relay.store.postgres import retention
+from relay.store.ops import console, queries, retention
 from relay.store.postgres.connection import PostgresDb
 from relay.store.records import PostgresUrl
 from tests.conftest import DATA, fresh_database, job_body, job_id, record
@@ -139,7 +138,7 @@ def test_every_step_of_a_prune_batch_and_every_console_read_is_planned_through_a
             as_conn = cast(asyncpg.Connection, spy)
             transaction = conn.transaction()
             await transaction.start()
-            await retention.prune_batch(as_conn, Cutoffs(raw=NOW, jobs=NOW), 100, NOW, 0)
+            await retention.prune_batch(PostgresDb(as_conn), Cutoffs(raw=NOW, jobs=NOW), 100, NOW, 0)
             await transaction.rollback()
             db = PostgresDb(as_conn)
             await console.job_callbacks(db, job_id(1), 64)

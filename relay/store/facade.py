@@ -16,11 +16,22 @@ from typing import Any, TypeVar
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Owed, Snapshot
+from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.errors import Rejected
 from relay.store.db import Operation
 from relay.store.formats import iso
-from relay.store.ops import attempts, callbacks, console, deliveries, queries, secrets, subscribers, tokens
+from relay.store.ops import (
+    attempts,
+    callbacks,
+    console,
+    deliveries,
+    queries,
+    retention,
+    secrets,
+    subscribers,
+    tokens,
+)
 from relay.store.records import Page, StoredToken
 from relay.store.sealing import Sealer
 
@@ -168,6 +179,17 @@ class SqlStore(ABC):
 
     async def next_due(self) -> datetime | None:
         return await self._read(deliveries.next_due)
+
+    # -- retention ----------------------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
+        """One batch (on PostgreSQL, one replica at a time): up to ``limit`` rows of each kind older than
+        ``cutoffs``, then (SQLite) up to ``reclaim`` free pages given back. Removed rows per kind, all zero once
+        nothing is left; ``at`` is recorded as the last prune."""
+        return await self._write(partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim))
+
+    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
+        return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -10,16 +10,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.domain.retention import Cutoffs
 from relay.errors import BadParameter, NoDatabase
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import StoreUnavailable
-from relay.store.ops import queries, secrets
+from relay.store.ops import backlog, queries, retention, secrets
 from relay.store.postgres import (
-    backlog,
     migrations,
-    retention,
 )
 from relay.store.postgres.connection import Database, Observer, Work, work
 from relay.store.records import PostgresUrl
@@ -119,21 +116,11 @@ class PostgresStore(SqlStore):
 
     # -- retention ------------------------------------------------------------------------------
 
-    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
-        """One batch (one replica at a time); ``reclaim`` does nothing here: autovacuum makes the space reusable
-        (see `relay.store.postgres.retention`)."""
-        return await self._conn_write(
-            partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim)
-        )
-
-    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
-        return self._conn_read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
-
     def used_bytes(self) -> int:
         return self._read_sync(queries.database_size)
 
     async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
-        return await self._conn_write(partial(backlog.drop_oldest, max_backlog=max_backlog, limit=limit, at=at))
+        return await self._write(partial(backlog.drop_oldest, max_backlog=max_backlog, limit=limit, at=at))
 
     def backup(self, target: Path) -> None:
         """Refused: PostgreSQL's own pg_dump makes a consistent copy of a live database (docs/operations.md)."""
@@ -147,5 +134,5 @@ class PostgresStore(SqlStore):
         # the scrape leaves those gauges out rather than report a guess (watch them on the server instead).
         stats["reusable"] = None
         stats["filesystem_free"] = None
-        stats["pruned_at"] = self._conn_read_sync(retention.last_pruned)
+        stats["pruned_at"] = self._read_sync(retention.last_pruned)
         return stats

@@ -17,16 +17,14 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from relay.domain.retention import Cutoffs
 from relay.errors import BadParameter, NoDatabase
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
-from relay.store.ops import queries, secrets
+from relay.store.ops import backlog, queries, retention as ops_retention, secrets
 from relay.store.records import Durability
 from relay.store.sealing import Sealer
 from relay.store.sqlite import (
-    backlog,
     connection,
     retention,
 )
@@ -151,28 +149,17 @@ class SqliteStore(SqlStore):
 
     # -- retention ------------------------------------------------------------------------------
 
-    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
-        """One batch: up to ``limit`` rows of each kind older than ``cutoffs``, then up to ``reclaim`` free pages
-        given back. Removed rows per kind, all zero once nothing is left; ``at`` is recorded as the last prune."""
-        return await self._conn_write(
-            partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim)
-        )
-
-    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
-        return self._conn_read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
-
     def used_bytes(self) -> int:
         wal = self.path.with_name(self.path.name + "-wal")
         size = self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
         return size - self._conn_read_sync(retention.reusable_bytes)
 
     async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
-        over = await self._conn_read(partial(backlog.over, max_backlog=max_backlog))
+        over = await self._read(partial(backlog.over, max_backlog=max_backlog))
         if not over:
             return {}
-        return await self._conn_write(
-            partial(backlog.drop_oldest, subscriber_ids=over, max_backlog=max_backlog, limit=limit, at=at)
-        )
+        drop = partial(backlog.drop_oldest, max_backlog=max_backlog, limit=limit, at=at, subscriber_ids=over)
+        return await self._write(drop)
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target``; writers go on meanwhile. `BadParameter` (one line
@@ -196,7 +183,7 @@ class SqliteStore(SqlStore):
         stats["size"] += wal.stat().st_size if wal.exists() else 0
         stats["reusable"] = self._conn_read_sync(retention.reusable_bytes)
         stats["filesystem_free"] = shutil.disk_usage(self.path.parent).free
-        stats["pruned_at"] = self._conn_read_sync(retention.last_pruned)
+        stats["pruned_at"] = self._read_sync(ops_retention.last_pruned)
         return stats
 
 
