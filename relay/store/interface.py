@@ -1,6 +1,7 @@
 """The store's whole interface: the app, worker, services and CLI call these methods, never SQL.
 
-Two implementations: `relay.store.sqlite.store.SqliteStore` (one file, one writer thread) and
+Two implementations, sharing every method they can (`relay.store.facade.SqlStore`) and every operation
+(`relay.store.ops`): `relay.store.sqlite.store.SqliteStore` (one file, one writer thread) and
 `relay.store.postgres.store.PostgresStore` (any number of replicas on one database). Writes return only
 after their transaction committed. Failures are `relay.store.failures` errors, never a driver's.
 Sync methods serve the CLI, the config loader and the API (through a thread); async ones the event loop.

@@ -1,7 +1,7 @@
 """Rows into what the layers above see, the same from either backend: both select these columns by name.
 
-Each backend keeps its own SQL (relay/store/sqlite, relay/store/postgres); the shape of a subscriber and of
-a job in the API is one definition here, so the two cannot drift apart.
+The SQL is written once (`relay.store.ops`); the shape of a subscriber and of a job in the API is one
+definition here, whichever backend read the row.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from relay.store.ops import backlog, queries, retention, secrets
 from relay.store.postgres import (
     migrations,
 )
-from relay.store.postgres.connection import Database, Observer, Work, work
+from relay.store.postgres.connection import Database, Observer, work
 from relay.store.records import PostgresUrl
 from relay.store.sealing import Sealer
 
@@ -85,18 +85,6 @@ class PostgresStore(SqlStore):
 
         self._db.listen(wake_there)
 
-    def _conn_write_sync(self, work: Work[T]) -> T:
-        return self._db.run_sync(work, write=True)
-
-    def _conn_read_sync(self, work: Work[T]) -> T:
-        return self._db.run_sync(work, write=False)
-
-    async def _conn_write(self, work: Work[T]) -> T:
-        return await self._db.run_async(work, write=True)
-
-    async def _conn_read(self, work: Work[T]) -> T:
-        return await self._db.run_async(work, write=False)
-
     async def _write(self, operation: Operation[T], *, urgent: bool = False) -> T:
         """No queue to jump here: ``urgent`` writes go like the rest."""
         return await self._db.run_async(work(operation), write=True)
@@ -109,10 +97,6 @@ class PostgresStore(SqlStore):
 
     def _read_sync(self, operation: Operation[T]) -> T:
         return self._db.run_sync(work(operation), write=False)
-
-    # -- ingest ---------------------------------------------------------------------------------
-
-    # -- subscribers ----------------------------------------------------------------------------
 
     # -- retention ------------------------------------------------------------------------------
 

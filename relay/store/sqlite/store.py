@@ -89,7 +89,7 @@ class SqliteStore(SqlStore):
             raise
         if resealed:
             # The clear values' pages were zeroed (secure_delete); this moves them out of the WAL too.
-            self._conn_read_sync(connection.checkpoint)
+            self._on_reader(connection.checkpoint)
 
     def close(self) -> None:
         self._writer.stop()
@@ -107,19 +107,26 @@ class SqliteStore(SqlStore):
     def watch(self, wake: Callable[[], None]) -> None:
         """Nothing to listen to: processes on one file find each other's work by polling."""
 
-    def _conn_write_sync(self, write: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, operation: Operation[T], *, urgent: bool = False) -> T:
         try:
-            return self._writer.run_sync(write)
+            return await self._writer.run(partial(connection.run, operation=operation), urgent=urgent)
         except sqlite3.Error as exc:
             raise _failure(exc) from exc
 
-    async def _conn_write(self, write: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
+    def _write_sync(self, operation: Operation[T]) -> T:
         try:
-            return await self._writer.run(write, urgent=urgent)
+            return self._writer.run_sync(partial(connection.run, operation=operation))
         except sqlite3.Error as exc:
             raise _failure(exc) from exc
 
-    def _conn_read_sync(self, read: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, operation: Operation[T]) -> T:
+        return await anyio.to_thread.run_sync(self._read_sync, operation)
+
+    def _read_sync(self, operation: Operation[T]) -> T:
+        return self._on_reader(partial(connection.run, operation=operation))
+
+    def _on_reader(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` on a reader connection of its own (the file's pragmas and copies, too)."""
         conn = self._readers.get()
         try:
             return read(conn)
@@ -128,31 +135,12 @@ class SqliteStore(SqlStore):
         finally:
             self._readers.put(conn)
 
-    async def _conn_read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(self._conn_read_sync, read)
-
-    async def _write(self, operation: Operation[T], *, urgent: bool = False) -> T:
-        return await self._conn_write(partial(connection.run, operation=operation), urgent=urgent)
-
-    async def _read(self, operation: Operation[T]) -> T:
-        return await self._conn_read(partial(connection.run, operation=operation))
-
-    def _write_sync(self, operation: Operation[T]) -> T:
-        return self._conn_write_sync(partial(connection.run, operation=operation))
-
-    def _read_sync(self, operation: Operation[T]) -> T:
-        return self._conn_read_sync(partial(connection.run, operation=operation))
-
-    # -- ingest ---------------------------------------------------------------------------------
-
-    # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
-
     # -- retention ------------------------------------------------------------------------------
 
     def used_bytes(self) -> int:
         wal = self.path.with_name(self.path.name + "-wal")
         size = self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-        return size - self._conn_read_sync(retention.reusable_bytes)
+        return size - self._on_reader(retention.reusable_bytes)
 
     async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
         over = await self._read(partial(backlog.over, max_backlog=max_backlog))
@@ -170,7 +158,7 @@ class SqliteStore(SqlStore):
             raise BadParameter(f"{target.parent} is not a directory: create it first")
         connection.keep_private(target)  # VACUUM INTO fills an empty file, keeping its mode
         try:
-            self._conn_read_sync(partial(retention.backup, target=target))
+            self._on_reader(partial(retention.backup, target=target))
         except BaseException:
             target.unlink(missing_ok=True)
             raise
@@ -181,7 +169,7 @@ class SqliteStore(SqlStore):
         stats = self._read_sync(queries.outbox_stats)
         wal = self.path.with_name(self.path.name + "-wal")
         stats["size"] += wal.stat().st_size if wal.exists() else 0
-        stats["reusable"] = self._conn_read_sync(retention.reusable_bytes)
+        stats["reusable"] = self._on_reader(retention.reusable_bytes)
         stats["filesystem_free"] = shutil.disk_usage(self.path.parent).free
         stats["pruned_at"] = self._read_sync(ops_retention.last_pruned)
         return stats
