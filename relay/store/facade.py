@@ -196,23 +196,52 @@ class SqlStore(ABC):
     async def get_job(self, job_id: str, *, raw: bool = False) -> dict[str, Any] | None:
         return await self._read(partial(queries.get_job, job_id=job_id, raw=raw))
 
-    async def list_jobs(self, **filters: Any) -> Page:
-        return await self._read(partial(queries.list_jobs, **filters))
+    async def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        tag: str | None = None,
+        queue_id: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        jobs = partial(queries.list_jobs, state=state, tag=tag, queue_id=queue_id, since=since)
+        return await self._read(partial(jobs, limit=limit, cursor=cursor))
 
     async def get_workflow(self, run_id: str) -> dict[str, Any] | None:
         return await self._read(partial(queries.get_workflow, run_id=run_id))
 
-    async def list_callbacks(self, **filters: Any) -> Page:
-        return await self._read(partial(queries.list_callbacks, **filters))
+    async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+        return await self._read(partial(queries.list_callbacks, outcome=outcome, limit=limit, cursor=cursor))
 
     def get_job_sync(self, job_id: str) -> dict[str, Any] | None:
         return self._read_sync(partial(queries.get_job, job_id=job_id))
 
-    def list_jobs_sync(self, **filters: Any) -> Page:
-        return self._read_sync(partial(queries.list_jobs, **filters))
+    def list_jobs_sync(
+        self,
+        *,
+        state: str | None = None,
+        tag: str | None = None,
+        queue_id: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        jobs = partial(queries.list_jobs, state=state, tag=tag, queue_id=queue_id, since=since)
+        return self._read_sync(partial(jobs, limit=limit, cursor=cursor))
 
-    def list_deliveries(self, **filters: Any) -> Page:
-        return self._read_sync(partial(queries.list_deliveries, **filters))
+    def list_deliveries(
+        self,
+        *,
+        subscriber: str | None = None,
+        state: str | None = None,
+        event_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        listing = partial(queries.list_deliveries, subscriber=subscriber, state=state, event_id=event_id)
+        return self._read_sync(partial(listing, limit=limit, cursor=cursor))
 
     def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
         return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
