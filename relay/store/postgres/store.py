@@ -15,9 +15,7 @@ from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import StoreUnavailable
 from relay.store.ops import backlog, queries, retention, secrets
-from relay.store.postgres import (
-    migrations,
-)
+from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
 from relay.store.records import PostgresUrl
 from relay.store.sealing import Sealer

@@ -24,10 +24,7 @@ from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
 from relay.store.ops import backlog, queries, retention as ops_retention, secrets
 from relay.store.records import Durability
 from relay.store.sealing import Sealer
-from relay.store.sqlite import (
-    connection,
-    retention,
-)
+from relay.store.sqlite import connection, retention
 from relay.store.writer import Observer, Writer, error_kind
 
 T = TypeVar("T")
