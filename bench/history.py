@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from bench.ingest import Config as IngestConfig, add_subscriber, gateway, sink
@@ -43,7 +44,8 @@ from bench.process import free_port
 from bench.report import emit
 from relay.deliver.worker import LEASE_MARGIN
 from relay.store.formats import iso
-from relay.store.sqlite import connection, deliveries
+from relay.store.ops import deliveries
+from relay.store.sqlite import connection
 
 PENDING = 1000
 
@@ -214,13 +216,15 @@ def claim_times(dbs: dict[str, Path], repeat: int) -> dict[str, ClaimTimes]:
         for _ in range(repeat):
             for name, conn in conns.items():
                 now = datetime.now(UTC)
-                seconds, claims = timed(conn, lambda: deliveries.claim_due(conn, now, LEASE_MARGIN, 256))  # noqa: B023
+                claim_all = partial(deliveries.claim_due, now=now, lease_margin=LEASE_MARGIN, capacity=256)
+                seconds, claims = timed(conn, partial(connection.run, conn, claim_all))
                 samples[name]["all"].append(seconds)
                 claimed[name] = len(claims)  # type: ignore[arg-type]
-                seconds, _ = timed(conn, lambda: deliveries.claim_due(conn, now, LEASE_MARGIN, 1, subscriber[name]))  # noqa: B023
+                claim_one = partial(claim_all, capacity=1, subscriber_id=subscriber[name])
+                seconds, _ = timed(conn, partial(connection.run, conn, claim_one))
                 samples[name]["one"].append(seconds)
                 started = time.perf_counter()
-                deliveries.next_due(conn)
+                connection.run(conn, deliveries.next_due)
                 samples[name]["due"].append(time.perf_counter() - started)
     finally:
         for conn in conns.values():

@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from bench.history import drain
@@ -25,7 +26,8 @@ from bench.ingest import add_subscriber, gateway, sink
 from bench.load import closed_loop, new_run_id, sample_template
 from bench.process import free_port, group_cpu
 from bench.report import emit
-from relay.store.sqlite import queries
+from relay.store.ops import queries
+from relay.store.sqlite import connection
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class RegimesReport:
 
 def delivered(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
-        return queries.count_deliveries(conn, "delivered")
+        conn.row_factory = sqlite3.Row
+        return connection.run(conn, partial(queries.count_deliveries, state="delivered"))
 
 
 def measure(loads: int, seconds: float, connections: int, folder: Path) -> RegimesReport:

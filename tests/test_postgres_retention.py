@@ -19,7 +19,8 @@ from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.domain.subscribers import SubscriberSpec
 from relay.pruning import Pruner
 from relay.store import PostgresStore, store_for
-from relay.store.postgres import console, queries, retention
+from relay.store.ops import console, queries, retention
+from relay.store.postgres.connection import PostgresDb
 from relay.store.records import PostgresUrl
 from tests.conftest import DATA, fresh_database, job_body, job_id, record
 from tests.databases import count, rows
@@ -112,6 +113,9 @@ class Planned:
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self._explained(self.conn.fetchval, query, *args)
 
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        return await self._explained(self.conn.fetchrow, query, *args)
+
     async def execute(self, query: str, *args: Any) -> Any:
         return await self._explained(self.conn.execute, query, *args)
 
@@ -134,14 +138,15 @@ def test_every_step_of_a_prune_batch_and_every_console_read_is_planned_through_a
             as_conn = cast(asyncpg.Connection, spy)
             transaction = conn.transaction()
             await transaction.start()
-            await retention.prune_batch(as_conn, Cutoffs(raw=NOW, jobs=NOW), 100, NOW, 0)
+            await retention.prune_batch(PostgresDb(as_conn), Cutoffs(raw=NOW, jobs=NOW), 100, NOW, 0)
             await transaction.rollback()
-            await console.job_callbacks(as_conn, job_id(1), 64)
-            await console.job_deliveries(as_conn, job_id(1))
-            await queries.job_history(as_conn, job_id(1))
-            await console.overview(as_conn, "2019-12-31T23:00:00.000000Z", "2019-12-31T00:00:00.000000Z")
-            await console.recent_states(as_conn, [1, 2])
-            await console.event_body(as_conn, "nope")
+            db = PostgresDb(as_conn)
+            await console.job_callbacks(db, job_id(1), 64)
+            await console.job_deliveries(db, job_id(1))
+            await queries.job_history(db, job_id(1))
+            await console.overview(db, "2019-12-31T23:00:00.000000Z", "2019-12-31T00:00:00.000000Z")
+            await console.recent_states(db, [1, 2])
+            await console.event_body(db, "nope")
             return spy.plans
         finally:
             await conn.close()

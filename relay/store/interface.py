@@ -1,6 +1,7 @@
 """The store's whole interface: the app, worker, services and CLI call these methods, never SQL.
 
-Two implementations: `relay.store.sqlite.store.SqliteStore` (one file, one writer thread) and
+Two implementations, sharing every method they can (`relay.store.facade.SqlStore`) and every operation
+(`relay.store.ops`): `relay.store.sqlite.store.SqliteStore` (one file, one writer thread) and
 `relay.store.postgres.store.PostgresStore` (any number of replicas on one database). Writes return only
 after their transaction committed. Failures are `relay.store.failures` errors, never a driver's.
 Sync methods serve the CLI, the config loader and the API (through a thread); async ones the event loop.
@@ -123,17 +124,46 @@ class Store(Protocol):
         """The job with its latest states (``history``, oldest first) and ``history_next_cursor``; ``raw``: its
         ``detail`` as the stored JSON bytes, not parsed (it can be megabytes: the API passes it on as is)."""
 
-    async def list_jobs(self, **filters: Any) -> Page: ...
+    async def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        tag: str | None = None,
+        queue_id: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Jobs, most recently updated first, filtered by what is given (``since``: an ISO time, updated at or
+        after); ``cursor`` comes from the previous page."""
 
     async def get_workflow(self, run_id: str) -> dict[str, Any] | None: ...
 
-    async def list_callbacks(self, **filters: Any) -> Page: ...
+    async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+        """Raw callbacks, newest first; ``outcome=rejected``: every refused one."""
 
     def get_job_sync(self, job_id: str) -> dict[str, Any] | None: ...
 
-    def list_jobs_sync(self, **filters: Any) -> Page: ...
+    def list_jobs_sync(
+        self,
+        *,
+        state: str | None = None,
+        tag: str | None = None,
+        queue_id: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
 
-    def list_deliveries(self, **filters: Any) -> Page: ...
+    def list_deliveries(
+        self,
+        *,
+        subscriber: str | None = None,
+        state: str | None = None,
+        event_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
 
     def get_delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
 

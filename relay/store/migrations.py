@@ -274,7 +274,7 @@ def m006_console_indexes(db: Database) -> None:
 
 @migrations()
 def m007_packed_bodies(db: Database) -> None:
-    # Raw callback bodies, event bodies and job details are zlib-compressed from here on (relay/store/sqlite/
+    # Raw callback bodies, event bodies and job details are zlib-compressed from here on (relay/store/
     # packing.py); a flag per row, so rows written before stay readable as they are, and no rewrite is needed.
     for table, column in (("callbacks", "body_packed"), ("events", "body_packed"), ("jobs", "detail_packed")):
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")

@@ -1,12 +1,12 @@
 """Rows into what the layers above see, the same from either backend: both select these columns by name.
 
-Each backend keeps its own SQL (relay/store/sqlite, relay/store/postgres); the shape of a subscriber and of
-a job in the API is one definition here, so the two cannot drift apart.
+The SQL is written once (`relay.store.ops`); the shape of a subscriber and of a job in the API is one
+definition here, whichever backend read the row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,9 +20,14 @@ from relay.store.records import Page, StoredToken
 
 
 class Row(Protocol):
-    """A result row read by column name: `sqlite3.Row` and `asyncpg.Record` both are."""
+    """A result row read by column name (or taken whole, in column order): `sqlite3.Row` and `asyncpg.Record`
+    both are."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def keys(self) -> Iterable[str]: ...
 
 
 SUBSCRIBER_COLUMNS = (

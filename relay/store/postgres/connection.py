@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
+from relay.store.db import CHANNEL, POSTGRES, Dialect, Operation
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
 from relay.store.postgres.group import GroupCommit
 from relay.store.records import PostgresUrl
@@ -31,8 +33,6 @@ Work = Callable[[asyncpg.Connection], Awaitable[T]]
 #: Told about every write transaction: its duration in seconds, and the kind of error if it failed.
 Observer = Callable[[float, str | None], None]
 
-#: The channel replicas wake each other on when they queue due deliveries.
-CHANNEL = "relay_work"
 #: Seconds between tries to listen again after the listening connection broke.
 RELISTEN = 1.0
 
@@ -188,5 +188,44 @@ class Database:
 
 
 def rowcount(status: str) -> int:
-    """Rows an INSERT, UPDATE or DELETE touched, from asyncpg's status line ("UPDATE 3")."""
-    return int(status.rsplit(" ", 1)[-1])
+    """Rows an INSERT, UPDATE or DELETE touched, from asyncpg's status line ("UPDATE 3"); 0 for one that
+    counts none ("NOTIFY")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str) -> str:
+    """``sql`` with its ``?`` placeholders numbered as PostgreSQL's ``$1, $2, ...`` (the shared SQL has no ``?``
+    of its own: no JSON operator, none in a literal)."""
+    parts = sql.split("?")
+    return "".join(f"{part}${number}" for number, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
+class PostgresDb:
+    """`relay.store.db.Db` on an asyncpg connection."""
+
+    dialect: Dialect = POSTGRES
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: object) -> int:
+        return rowcount(await self._conn.execute(numbered(sql), *args))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        await self._conn.executemany(numbered(sql), rows)
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        return await self._conn.fetch(numbered(sql), *args)
+
+    async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
+        return await self._conn.fetchrow(numbered(sql), *args)
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        return await self._conn.fetchval(numbered(sql), *args)
+
+
+def work(operation: Operation[T]) -> Work[T]:
+    """``operation`` as work for a pooled connection."""
+    return lambda conn: operation(PostgresDb(conn))

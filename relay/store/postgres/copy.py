@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 
 from relay.store.failures import StoreConflict, UncopiableRow
+from relay.store.packing import unpack
 from relay.store.records import PostgresUrl
-from relay.store.sqlite.packing import unpack
 
 #: Every table, parents first; the ones with an identity column have their sequence moved past the rows.
 TABLES = (

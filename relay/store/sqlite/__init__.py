@@ -1,6 +1,6 @@
-"""The SQLite backend: every SQL statement cos-relay runs lives in this package.
+"""The SQLite backend: one file, one writer thread, reader connections.
 
-Functions take an open connection so the caller decides where they run: writes on the single writer
-thread (`relay.store.writer`), inside its transaction; reads on reader connections. A PostgreSQL
-backend implements the same functions in its own package.
+The store's operations are written once (`relay.store.ops`); this package runs them on sqlite3 connections
+(`connection.SqliteDb`): writes on the single writer thread (`relay.store.writer`), inside its transaction;
+reads on reader connections. What only a file has (pragmas, free pages, backups) stays here.
 """

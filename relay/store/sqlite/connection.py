@@ -7,15 +7,17 @@ import os
 import random
 import sqlite3
 import time
-from datetime import datetime
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlite_utils
 
-from relay.store.formats import iso
+from relay.store.db import SQLITE, Dialect, Operation, drive
 from relay.store.migrations import migrations
 from relay.store.records import Durability
-from relay.store.sealing import Sealer
+
+T = TypeVar("T")
 
 #: Bytes a checkpointed WAL file is truncated to.
 WAL_LIMIT = 64 * 1024 * 1024
@@ -107,61 +109,37 @@ def rollback_to_savepoint(conn: sqlite3.Connection) -> None:
     conn.execute("RELEASE item")
 
 
-def check_writable(conn: sqlite3.Connection, at: datetime) -> None:
-    """Write one row, so that a read-only file or a full disk shows up."""
-    conn.execute("INSERT OR REPLACE INTO heartbeat(id, at) VALUES (1, ?)", (iso(at),))
-
-
-def reseal_secrets(conn: sqlite3.Connection, sealer: Sealer) -> int:
-    """Every stored secret sealed under the sealer's first key (`WrongSecretKey` when one does not open); how
-    many changed. Old values' bytes are zeroed (secure_delete), not left in free space."""
-    changes: list[tuple[str, tuple[str, object]]] = []
-    for row in conn.execute("SELECT name, value FROM secrets").fetchall():
-        if (value := sealer.reseal(row["value"])) is not None:
-            changes.append(("UPDATE secrets SET value = ? WHERE name = ?", (value, row["name"])))
-    for row in conn.execute("SELECT id, secret, previous_secret FROM subscribers").fetchall():
-        for column in ("secret", "previous_secret"):
-            if row[column] is not None and (value := sealer.reseal(row[column])) is not None:
-                changes.append((f"UPDATE subscribers SET {column} = ? WHERE id = ?", (value, row["id"])))
-    if changes:
-        conn.execute("PRAGMA secure_delete = ON")
-        try:
-            for statement, values in changes:
-                conn.execute(statement, values)
-        finally:
-            conn.execute("PRAGMA secure_delete = OFF")
-    return len(changes)
-
-
 def checkpoint(conn: sqlite3.Connection) -> None:
     """Copy the WAL into the database file and truncate it."""
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def get_or_create_secret(conn: sqlite3.Connection, name: str, candidate: str, at: datetime) -> str:
-    """Keep the first value ever stored under ``name``; later calls return it."""
-    conn.execute(
-        "INSERT INTO secrets(name, value, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
-        (name, candidate, iso(at)),
-    )
-    row = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
-    return str(row["value"])
+class SqliteDb:
+    """`relay.store.db.Db` on a sqlite3 connection: every call completes at once (see `relay.store.db.drive`)."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: object) -> int:
+        return self._conn.execute(sql, args).rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: object) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, args).fetchall()
+
+    async def fetchrow(self, sql: str, *args: object) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn.execute(sql, args).fetchone()
+        return row
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        row = self._conn.execute(sql, args).fetchone()
+        return None if row is None else row[0]
 
 
-def read_secret(conn: sqlite3.Connection, name: str) -> tuple[str, str | None] | None:
-    """The value stored under ``name`` and until when it is good (None: no end), or None if there is none."""
-    row = conn.execute("SELECT value, expires_at FROM secrets WHERE name = ?", (name,)).fetchone()
-    return None if row is None else (str(row["value"]), row["expires_at"])
-
-
-def write_secret(conn: sqlite3.Connection, name: str, value: str, at: datetime, expires: datetime | None) -> None:
-    """Store ``value`` under ``name`` (replacing what was there), good until ``expires`` (None: no end)."""
-    conn.execute(
-        "INSERT INTO secrets(name, value, created_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE"
-        " SET value = excluded.value, created_at = excluded.created_at, expires_at = excluded.expires_at",
-        (name, value, iso(at), None if expires is None else iso(expires)),
-    )
-
-
-def delete_secret(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+def run(conn: sqlite3.Connection, operation: Operation[T]) -> T:
+    """``operation`` on ``conn``, to its end, on this thread."""
+    return drive(operation(SqliteDb(conn)))

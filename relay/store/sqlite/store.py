@@ -9,36 +9,22 @@ from __future__ import annotations
 import queue
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from relay.domain.callback import Callback, IngestResult, Received
-from relay.domain.delivery import Claim, Finished, Recorded
-from relay.domain.fanout import Owed, Snapshot
-from relay.domain.retention import Cutoffs
-from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import BadParameter, NoDatabase, Rejected
+from relay.errors import BadParameter, NoDatabase
+from relay.store.db import Operation
+from relay.store.facade import SqlStore
 from relay.store.failures import NoFolder, StoreConflict, StoreError, StoreUnavailable
-from relay.store.formats import iso
-from relay.store.records import Durability, Page, StoredToken
+from relay.store.ops import backlog, queries, retention as ops_retention, secrets
+from relay.store.records import Durability
 from relay.store.sealing import Sealer
-from relay.store.sqlite import (
-    attempts,
-    backlog,
-    callbacks,
-    connection,
-    console,
-    deliveries,
-    queries,
-    retention,
-    subscribers,
-    tokens,
-)
+from relay.store.sqlite import connection, retention
 from relay.store.writer import Observer, Writer, error_kind
 
 T = TypeVar("T")
@@ -47,7 +33,7 @@ T = TypeVar("T")
 READERS = 4
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """Open it (or use it as a context manager) before calling anything else."""
 
     def __init__(
@@ -95,13 +81,13 @@ class SqliteStore:
             self._readers.put(self._connect())
         self._writer.start()
         try:
-            resealed = self._write_sync(partial(connection.reseal_secrets, sealer=self._sealer))
+            resealed = self._write_sync(partial(secrets.reseal_secrets, sealer=self._sealer))
         except BaseException:
             self.close()
             raise
         if resealed:
             # The clear values' pages were zeroed (secure_delete); this moves them out of the WAL too.
-            self._read_sync(connection.checkpoint)
+            self._on_reader(connection.checkpoint)
 
     def close(self) -> None:
         self._writer.stop()
@@ -119,19 +105,27 @@ class SqliteStore:
     def watch(self, wake: Callable[[], None]) -> None:
         """Nothing to listen to: processes on one file find each other's work by polling."""
 
-    def _write_sync(self, write: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, operation: Operation[T], *, urgent: bool = False, grouped: bool = False) -> T:
+        """The writer groups every write (``grouped`` changes nothing here)."""
         try:
-            return self._writer.run_sync(write)
+            return await self._writer.run(partial(connection.run, operation=operation), urgent=urgent)
         except sqlite3.Error as exc:
             raise _failure(exc) from exc
 
-    async def _write(self, write: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
+    def _write_sync(self, operation: Operation[T]) -> T:
         try:
-            return await self._writer.run(write, urgent=urgent)
+            return self._writer.run_sync(partial(connection.run, operation=operation))
         except sqlite3.Error as exc:
             raise _failure(exc) from exc
 
-    def _read_sync(self, read: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, operation: Operation[T]) -> T:
+        return await anyio.to_thread.run_sync(self._read_sync, operation)
+
+    def _read_sync(self, operation: Operation[T]) -> T:
+        return self._on_reader(partial(connection.run, operation=operation))
+
+    def _on_reader(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` on a reader connection of its own (the file's pragmas and copies, too)."""
         conn = self._readers.get()
         try:
             return read(conn)
@@ -140,154 +134,19 @@ class SqliteStore:
         finally:
             self._readers.put(conn)
 
-    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(self._read_sync, read)
-
-    # -- ingest ---------------------------------------------------------------------------------
-
-    async def record_callback(
-        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
-    ) -> IngestResult | None:
-        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
-        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
-        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
-        return await self._write(write)
-
-    async def subscriber_snapshot(self) -> Snapshot:
-        return self._sealer.snapshot(await self._read(subscribers.snapshot))
-
-    async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
-        return await self._write(
-            partial(callbacks.record_rejection, received=received, error=error, prefix_limit=prefix_limit)
-        )
-
-    async def check_writable(self, at: datetime) -> None:
-        await self._write(partial(connection.check_writable, at=at))
-
-    def secret(self, name: str, candidate: str, at: datetime) -> str:
-        """The value stored under ``name``, storing ``candidate`` first if there is none."""
-        sealed = self._sealer.seal(candidate)
-        stored = self._write_sync(partial(connection.get_or_create_secret, name=name, candidate=sealed, at=at))
-        return self._sealer.open(stored)
-
-    # -- tokens and console sessions ---------------------------------------------------------------
-
-    def tokens(self, at: datetime) -> dict[str, StoredToken]:
-        found = self._read_sync(partial(tokens.read_tokens, at=at))
-        return {name: self._sealer.token(stored) for name, stored in found.items()}
-
-    def record_token_source(self, name: str, source: str, fingerprint: str, at: datetime) -> None:
-        self._write_sync(partial(tokens.record_token_source, name=name, source=source, fingerprint=fingerprint, at=at))
-
-    def rotate_token(
-        self,
-        name: str,
-        value: str,
-        fingerprint: str,
-        at: datetime,
-        *,
-        previous_until: datetime | None,
-        end_sessions: bool,
-    ) -> int:
-        sealed = self._sealer.seal(value)
-        rotate = partial(tokens.rotate_token, name=name, value=sealed, fingerprint=fingerprint, at=at)
-        return self._write_sync(partial(rotate, previous_until=previous_until, end_sessions=end_sessions))
-
-    async def start_session(self, session_id: str, expires: datetime, at: datetime) -> None:
-        await self._write(partial(tokens.start_session, session_id=session_id, expires=expires, at=at))
-
-    async def session_live(self, session_id: str, at: datetime) -> bool:
-        return await self._read(partial(tokens.session_live, session_id=session_id, at=at))
-
-    def end_sessions(self, at: datetime, session_id: str | None = None) -> int:
-        return self._write_sync(partial(tokens.end_console_sessions, at=at, session_id=session_id))
-
-    # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
-
-    def list_subscribers(self) -> list[Subscriber]:
-        return [self._sealer.subscriber(found) for found in self._read_sync(subscribers.list_subscribers)]
-
-    def get_subscriber(self, name: str) -> Subscriber | None:
-        return self._sealer.maybe_subscriber(self._read_sync(partial(subscribers.get_subscriber, name=name)))
-
-    def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
-        """Raises `StoreConflict` when the name is taken."""
-        sealed = self._sealer.spec(spec)
-        return self._sealer.subscriber(self._write_sync(partial(subscribers.insert_subscriber, spec=sealed, at=at)))
-
-    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
-        update = partial(subscribers.update_subscriber, name=name, changes=changes, at=at)
-        return self._sealer.maybe_subscriber(self._write_sync(update))
-
-    def set_subscriber_state(
-        self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
-    ) -> Subscriber | None:
-        change = partial(subscribers.set_state, name=name, state=state, reason=reason, at=at)
-        return self._sealer.maybe_subscriber(self._write_sync(change))
-
-    def remove_subscriber(self, name: str, at: datetime) -> int | None:
-        """Returns how many unfinished deliveries were cancelled, or None for an unknown name."""
-        return self._write_sync(partial(subscribers.remove_subscriber, name=name, at=at))
-
-    def rotate_secret(self, name: str, secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
-        sealed = self._sealer.seal(secret)
-        return self._sealer.maybe_subscriber(
-            self._write_sync(
-                partial(subscribers.rotate_secret, name=name, new_secret=sealed, grace_until=grace_until, at=at)
-            )
-        )
-
-    def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
-        return self._write_sync(partial(deliveries.requeue, delivery_ids=list(delivery_ids), at=at))
-
-    def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]:
-        return self._read_sync(
-            partial(deliveries.recoverable, subscriber_id=subscriber_id, since=since, after_id=after_id, limit=limit)
-        )
-
-    # -- the delivery worker ----------------------------------------------------------------------
-
-    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
-        claims = await self._write(
-            partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity), urgent=True
-        )
-        return [self._sealer.claim(claim) for claim in claims]
-
-    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
-        """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
-        recorded = await self._write(
-            partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True
-        )
-        return [self._sealer.recorded(each) for each in recorded]
-
-    async def release(self, claim: Claim, at: datetime) -> None:
-        await self._write(partial(deliveries.release, claim=claim, at=at), urgent=True)
-
-    async def next_due(self) -> datetime | None:
-        return await self._read(deliveries.next_due)
-
     # -- retention ------------------------------------------------------------------------------
-
-    async def prune(self, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
-        """One batch: up to ``limit`` rows of each kind older than ``cutoffs``, then up to ``reclaim`` free pages
-        given back. Removed rows per kind, all zero once nothing is left; ``at`` is recorded as the last prune."""
-        return await self._write(partial(retention.prune_batch, cutoffs=cutoffs, limit=limit, at=at, reclaim=reclaim))
-
-    def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
-        return self._read_sync(partial(retention.count_prunable, cutoffs=cutoffs))
 
     def used_bytes(self) -> int:
         wal = self.path.with_name(self.path.name + "-wal")
         size = self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-        return size - self._read_sync(retention.reusable_bytes)
+        return size - self._on_reader(retention.reusable_bytes)
 
     async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
         over = await self._read(partial(backlog.over, max_backlog=max_backlog))
         if not over:
             return {}
-        return await self._write(
-            partial(backlog.drop_oldest, subscriber_ids=over, max_backlog=max_backlog, limit=limit, at=at)
-        )
+        drop = partial(backlog.drop_oldest, max_backlog=max_backlog, limit=limit, at=at, subscriber_ids=over)
+        return await self._write(drop)
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target``; writers go on meanwhile. `BadParameter` (one line
@@ -298,80 +157,21 @@ class SqliteStore:
             raise BadParameter(f"{target.parent} is not a directory: create it first")
         connection.keep_private(target)  # VACUUM INTO fills an empty file, keeping its mode
         try:
-            self._read_sync(partial(retention.backup, target=target))
+            self._on_reader(partial(retention.backup, target=target))
         except BaseException:
             target.unlink(missing_ok=True)
             raise
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str, *, raw: bool = False) -> dict[str, Any] | None:
-        return await self._read(partial(queries.get_job, job_id=job_id, raw=raw))
-
-    async def list_jobs(self, **filters: Any) -> Page:
-        return await self._read(partial(queries.list_jobs, **filters))
-
-    async def get_workflow(self, run_id: str) -> dict[str, Any] | None:
-        return await self._read(partial(queries.get_workflow, run_id=run_id))
-
-    async def list_callbacks(self, **filters: Any) -> Page:
-        return await self._read(partial(queries.list_callbacks, **filters))
-
-    def get_job_sync(self, job_id: str) -> dict[str, Any] | None:
-        return self._read_sync(partial(queries.get_job, job_id=job_id))
-
-    def list_jobs_sync(self, **filters: Any) -> Page:
-        return self._read_sync(partial(queries.list_jobs, **filters))
-
-    def list_deliveries(self, **filters: Any) -> Page:
-        return self._read_sync(partial(queries.list_deliveries, **filters))
-
-    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
-
-    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None:
-        return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))
-
-    def count_deliveries(self, state: str) -> int:
-        return self._read_sync(partial(queries.count_deliveries, state=state))
-
-    def event_bodies(self, limit: int) -> list[bytes]:
-        return self._read_sync(partial(queries.event_bodies, limit=limit))
-
     def outbox_stats(self) -> dict[str, Any]:
         stats = self._read_sync(queries.outbox_stats)
         wal = self.path.with_name(self.path.name + "-wal")
         stats["size"] += wal.stat().st_size if wal.exists() else 0
-        stats["reusable"] = self._read_sync(retention.reusable_bytes)
+        stats["reusable"] = self._on_reader(retention.reusable_bytes)
         stats["filesystem_free"] = shutil.disk_usage(self.path.parent).free
-        stats["pruned_at"] = self._read_sync(retention.last_pruned)
+        stats["pruned_at"] = self._read_sync(ops_retention.last_pruned)
         return stats
-
-    def counts(self) -> dict[str, int]:
-        return self._read_sync(queries.counts)
-
-    # -- the web console --------------------------------------------------------------------------
-
-    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:
-        return await self._read(partial(queries.job_history, job_id=job_id, limit=limit, cursor=cursor))
-
-    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page:
-        return await self._read(
-            partial(console.job_callbacks, job_id=job_id, body_prefix=body_prefix, limit=limit, cursor=cursor)
-        )
-
-    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page:
-        return await self._read(partial(console.job_deliveries, job_id=job_id, limit=limit, cursor=cursor))
-
-    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
-        """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""
-        return self._read_sync(partial(console.overview, since_minute=iso(since_minute), since_day=iso(since_day)))
-
-    def recent_states(self, subscriber_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-        return self._read_sync(partial(console.recent_states, subscriber_ids=subscriber_ids))
-
-    def event_body(self, event_id: str) -> bytes | None:
-        return self._read_sync(partial(console.event_body, event_id=event_id))
 
 
 def _failure(exc: sqlite3.Error) -> StoreError:

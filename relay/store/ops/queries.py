@@ -1,8 +1,7 @@
-"""Reads for the API and CLI: jobs, workflows, raw callbacks."""
+"""Reads for the API and CLI: jobs, workflows, raw callbacks, deliveries, and the metrics' outbox figures."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
@@ -10,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from relay.store.db import Db
+from relay.store.packing import unpack_prefix
 from relay.store.records import Page
 from relay.store.rows import (
     HISTORY_COLUMNS,
@@ -17,6 +18,7 @@ from relay.store.rows import (
     JOB_HISTORY,
     JOB_TEXT,
     STATE_TEXT,
+    Row,
     callback_size,
     history_entry,
     job_json,
@@ -24,35 +26,37 @@ from relay.store.rows import (
     take,
     with_history,
 )
-from relay.store.sqlite.packing import unpack, unpack_prefix
 
 
-def get_job(conn: sqlite3.Connection, job_id: str, raw: bool = False) -> dict[str, Any] | None:
-    row = conn.execute(f"SELECT {JOB_COLUMNS}, detail, detail_packed FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+async def get_job(db: Db, job_id: str, raw: bool = False) -> dict[str, Any] | None:
+    row = await db.fetchrow(
+        f"SELECT {JOB_COLUMNS}, detail, {db.dialect.packed('detail')} AS detail_packed FROM jobs WHERE job_id = ?",
+        job_id,
+    )
     if row is None:
         return None
-    detail = row["detail"]  # text in rows written before m007, packed bytes after
-    text = unpack(detail, 1) if row["detail_packed"] else detail.encode()
+    detail = row["detail"]  # text on PostgreSQL and in SQLite rows written before m007, packed bytes after
+    text = db.dialect.unpack(detail, 1) if row["detail_packed"] else detail.encode()
     job = {**job_json(row), "detail": text if raw else orjson.loads(text)}
-    return with_history(job, _history(conn, job_id, JOB_HISTORY, None))
+    return with_history(job, await _history(db, job_id, JOB_HISTORY, None))
 
 
-def _history(conn: sqlite3.Connection, job_id: str, limit: int, cursor: str | None) -> list[sqlite3.Row]:
+async def _history(db: Db, job_id: str, limit: int, cursor: str | None) -> list[Row]:
     where, params = _join([("job_id = ?", (job_id,)), _where("id < ?", None if cursor is None else int(cursor))])
-    return conn.execute(
-        f"SELECT {HISTORY_COLUMNS} FROM job_states{where} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
-    ).fetchall()
+    return list(
+        await db.fetch(f"SELECT {HISTORY_COLUMNS} FROM job_states{where} ORDER BY id DESC LIMIT ?", *params, limit + 1)
+    )
 
 
-def job_history(conn: sqlite3.Connection, job_id: str, limit: int = 50, cursor: str | None = None) -> Page | None:
+async def job_history(db: Db, job_id: str, limit: int = 50, cursor: str | None = None) -> Page | None:
     """A job's states, newest first; None for a job not known."""
-    if conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
+    if await db.fetchval("SELECT 1 FROM jobs WHERE job_id = ?", job_id) is None:
         return None
-    return newest_first(_history(conn, job_id, limit, cursor), limit, history_entry, STATE_TEXT)
+    return newest_first(await _history(db, job_id, limit, cursor), limit, history_entry, STATE_TEXT)
 
 
-def list_jobs(
-    conn: sqlite3.Connection,
+async def list_jobs(
+    db: Db,
     *,
     state: str | None = None,
     tag: str | None = None,
@@ -68,36 +72,28 @@ def list_jobs(
         callback_id, _, job_id = cursor.partition(":")
         # Several jobs can share a callback, so the cursor names both halves of the sort key.
         conditions.append(
-            (
-                "(callback_id < ? OR (callback_id = ? AND job_id > ?))",
-                (int(callback_id), int(callback_id), job_id),
-            )
+            ("(callback_id < ? OR (callback_id = ? AND job_id > ?))", (int(callback_id), int(callback_id), job_id))
         )
     where, params = _join(conditions)
-    rows = conn.execute(
-        f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?", (*params, limit + 1)
+    rows = await db.fetch(
+        f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?", *params, limit + 1
     )
     kept, more = take(rows, limit, JOB_TEXT)
     return Page([job_json(row) for row in kept], f"{kept[-1]['callback_id']}:{kept[-1]['job_id']}" if more else None)
 
 
-def get_workflow(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT * FROM workflow_runs WHERE run_id = ?", (run_id,)).fetchone()
+async def get_workflow(db: Db, run_id: str) -> dict[str, Any] | None:
+    row = await db.fetchrow("SELECT * FROM workflow_runs WHERE run_id = ?", run_id)
     if row is None:
         return None
     run = {key: row[key] for key in row.keys() if key not in ("detail", "callback_id")}
     run["detail"] = orjson.loads(row["detail"])
-    run["tasks"] = [
-        {key: task[key] for key in task.keys() if key not in ("run_id", "detail")}
-        for task in conn.execute("SELECT * FROM workflow_tasks WHERE run_id = ? ORDER BY position", (run_id,))
-    ]
-    run["history"] = [
-        dict(state)
-        for state in conn.execute(
-            "SELECT state, received_at, callback_id FROM workflow_states WHERE run_id = ? ORDER BY id",
-            (run_id,),
-        )
-    ]
+    tasks = await db.fetch("SELECT * FROM workflow_tasks WHERE run_id = ? ORDER BY position", run_id)
+    run["tasks"] = [{key: task[key] for key in task.keys() if key not in ("run_id", "detail")} for task in tasks]
+    states = await db.fetch(
+        "SELECT state, received_at, callback_id FROM workflow_states WHERE run_id = ? ORDER BY id", run_id
+    )
+    run["history"] = [dict(state) for state in states]
     return run
 
 
@@ -108,17 +104,22 @@ CALLBACK_COLUMNS = (
     " coalesce(dedup_key, (SELECT r.dedup_key FROM callbacks r WHERE r.id = callbacks.body_ref)) AS dedup_key,"
     " body_truncated"
 )
-#: A duplicate that references the first copy of its bytes shows that copy's body (and dedup keys, above).
-_BODY = (
-    "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref)) AS body,"
-    " CASE WHEN body IS NULL THEN (SELECT r.body_packed FROM callbacks r WHERE r.id = callbacks.body_ref)"
-    " ELSE body_packed END AS body_packed"
-)
 
 
-def list_callbacks(
-    conn: sqlite3.Connection, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None
-) -> Page:
+def body_columns(db: Db, body_prefix: int) -> str:
+    """A raw callback's body (a duplicate that references the first copy of its bytes shows that copy's) and
+    whether it is packed. PostgreSQL cuts it to ``body_prefix`` bytes itself; SQLite's may be packed, and is cut
+    as it is inflated (`callback_json`)."""
+    body = "coalesce(body, (SELECT r.body FROM callbacks r WHERE r.id = callbacks.body_ref))"
+    if db.dialect.postgres:
+        return f"substring({body} from 1 for {int(body_prefix)}) AS body, 0 AS body_packed"
+    return (
+        f"{body} AS body, CASE WHEN body IS NULL THEN (SELECT r.body_packed FROM callbacks r"
+        " WHERE r.id = callbacks.body_ref) ELSE body_packed END AS body_packed"
+    )
+
+
+async def list_callbacks(db: Db, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
     """Recent raw callbacks, quarantined ones included, newest first. ``outcome=rejected`` means all refused."""
     conditions: list[Condition]
     if outcome == "rejected":
@@ -127,14 +128,15 @@ def list_callbacks(
         conditions = [_where("outcome = ?", outcome)]
     conditions.append(_where("id < ?", None if cursor is None else int(cursor)))
     where, params = _join(conditions)
-    rows = conn.execute(
-        f"SELECT {CALLBACK_COLUMNS}, {_BODY} FROM callbacks{where} ORDER BY id DESC LIMIT ?",
-        (*params, limit + 1),
+    rows = await db.fetch(
+        f"SELECT {CALLBACK_COLUMNS}, {body_columns(db, BODY_PREFIX)} FROM callbacks{where} ORDER BY id DESC LIMIT ?",
+        *params,
+        limit + 1,
     )
     return newest_first(rows, limit, partial(callback_json, body_prefix=BODY_PREFIX), callback_size(BODY_PREFIX))
 
 
-def callback_json(row: sqlite3.Row, body_prefix: int) -> dict[str, Any]:
+def callback_json(row: Row, body_prefix: int) -> dict[str, Any]:
     """A raw callback as the API shows it (`CALLBACK_COLUMNS` and the body), its body cut to ``body_prefix``."""
     item = {key: row[key] for key in row.keys() if key not in ("body", "body_packed")}
     item["body_truncated"] = bool(row["body_truncated"])
@@ -142,20 +144,13 @@ def callback_json(row: sqlite3.Row, body_prefix: int) -> dict[str, Any]:
     return item
 
 
-def counts(conn: sqlite3.Connection) -> dict[str, int]:
+async def counts(db: Db) -> dict[str, int]:
     """Row counts of the tables tests and operators look at."""
-    tables = (
-        "callbacks",
-        "items",
-        "jobs",
-        "job_states",
-        "workflow_runs",
-        "workflow_tasks",
-        "nonexistent_job_ids",
-    )
-    return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
+    tables = ("callbacks", "items", "jobs", "job_states", "workflow_runs", "workflow_tasks", "nonexistent_job_ids")
+    return {table: int(await db.fetchval(f"SELECT count(*) FROM {table}")) for table in tables}
 
 
+#: A filter: its clause with a ``?`` for each of its values; None when the filter was not given.
 Condition = tuple[str, tuple[object, ...]] | None
 
 
@@ -177,8 +172,8 @@ DELIVERY_COLUMNS = (
 DELIVERY_JOINS = " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
 
 
-def list_deliveries(
-    conn: sqlite3.Connection,
+async def list_deliveries(
+    db: Db,
     *,
     subscriber: str | None = None,
     state: str | None = None,
@@ -195,69 +190,78 @@ def list_deliveries(
             _where("d.id < ?", None if cursor is None else int(cursor)),
         ]
     )
-    rows = conn.execute(
-        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ?", (*params, limit + 1)
-    ).fetchall()
+    rows = await db.fetch(
+        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ?", *params, limit + 1
+    )
     return Page([dict(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
 
 
-def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] | None:
-    row = conn.execute(f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE d.id = ?", (delivery_id,)).fetchone()
+async def get_delivery(db: Db, delivery_id: int) -> dict[str, Any] | None:
+    row = await db.fetchrow(f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE d.id = ?", delivery_id)
     if row is None:
         return None
     delivery = dict(row)
+    attempts = await db.fetch(
+        "SELECT id, started_at, duration, outcome, status, error, response_body, trigger FROM attempts"
+        " WHERE delivery_id = ? ORDER BY id",
+        delivery_id,
+    )
     delivery["attempts_log"] = [
         {
             **{key: attempt[key] for key in attempt.keys() if key != "response_body"},
             "response_body": bytes(attempt["response_body"] or b"").decode("utf-8", "replace"),
         }
-        for attempt in conn.execute(
-            "SELECT id, started_at, duration, outcome, status, error, response_body, trigger FROM attempts"
-            " WHERE delivery_id = ? ORDER BY id",
-            (delivery_id,),
-        )
+        for attempt in attempts
     ]
     return delivery
 
 
-def last_attempt(conn: sqlite3.Connection, subscriber_id: int) -> dict[str, Any] | None:
+async def last_attempt(db: Db, subscriber_id: int) -> dict[str, Any] | None:
     """The latest attempt to the subscriber (among its 100 latest attempted deliveries, to stay cheap)."""
-    row = conn.execute(
+    row = await db.fetchrow(
         "SELECT a.outcome, a.status, a.error, a.started_at FROM attempts a WHERE a.delivery_id IN"
         " (SELECT id FROM deliveries WHERE subscriber_id = ? AND attempts > 0 ORDER BY id DESC LIMIT 100)"
         " ORDER BY a.id DESC LIMIT 1",
-        (subscriber_id,),
-    ).fetchone()
+        subscriber_id,
+    )
     return dict(row) if row else None
 
 
-def count_deliveries(conn: sqlite3.Connection, state: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM deliveries WHERE state = ?", (state,)).fetchone()[0])
+async def count_deliveries(db: Db, state: str) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM deliveries WHERE state = ?", state))
 
 
-def event_bodies(conn: sqlite3.Connection, limit: int) -> list[bytes]:
+async def event_bodies(db: Db, limit: int) -> list[bytes]:
     """The serialized events, oldest first (benchmarks replay them)."""
-    rows = conn.execute("SELECT body, body_packed FROM events ORDER BY rowid LIMIT ?", (limit,))
-    return [unpack(body, packed) for body, packed in rows]
+    order = "callback_id, id" if db.dialect.postgres else "rowid"
+    rows = await db.fetch(f"SELECT body, {db.dialect.packed('body')} FROM events ORDER BY {order} LIMIT ?", limit)
+    return [db.dialect.unpack(body, packed) for body, packed in rows]
 
 
 #: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
 GAUGED_STATES = ("pending", "in_flight", "dead", "dropped")
 
 
-def outbox_stats(conn: sqlite3.Connection) -> dict[str, Any]:
-    """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, file size."""
+async def outbox_stats(db: Db) -> dict[str, Any]:
+    """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, database size.
+
+    All of it from the database, so every PostgreSQL replica reports the same figures."""
     outbox: dict[str, tuple[int, datetime | None]] = dict.fromkeys(GAUGED_STATES, (0, None))
+    among, values = db.dialect.among("state", GAUGED_STATES, "text")
     # One pass over the (state, created_at) index: three ranges of it, never the table.
-    for row in conn.execute(
-        "SELECT state, count(*) AS n, min(created_at) AS oldest FROM deliveries"
-        f" WHERE state IN ({','.join('?' * len(GAUGED_STATES))}) GROUP BY state",
-        GAUGED_STATES,
+    for row in await db.fetch(
+        f"SELECT state, count(*) AS n, min(created_at) AS oldest FROM deliveries WHERE {among} GROUP BY state", *values
     ):
         outbox[row["state"]] = (row["n"], datetime.fromisoformat(row["oldest"]))
     subscribers = {
         row["name"]: row["state"]
-        for row in conn.execute("SELECT name, state FROM subscribers WHERE removed_at IS NULL")
+        for row in await db.fetch("SELECT name, state FROM subscribers WHERE removed_at IS NULL")
     }
-    pages = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
-    return {"outbox": outbox, "subscribers": subscribers, "size": pages}
+    return {"outbox": outbox, "subscribers": subscribers, "size": await database_size(db)}
+
+
+async def database_size(db: Db) -> int:
+    """The database's bytes: PostgreSQL's whole database, SQLite's main file (its pages; not the WAL)."""
+    if db.dialect.postgres:
+        return int(await db.fetchval("SELECT pg_database_size(current_database())"))
+    return int(await db.fetchval("PRAGMA page_count")) * int(await db.fetchval("PRAGMA page_size"))

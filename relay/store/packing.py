@@ -4,7 +4,7 @@ A 2-5 KB row leaves most of a 4 KB SQLite page unusable by the next one, so a ra
 detail and its event took three pages between them. zlib (the standard library's) shrinks COS XML and
 event JSON about 3x, and CPython releases the GIL while it works, so the writer thread packs without
 holding up the event loop. Rows written before migration m007 are left as they were (their ``*_packed``
-column is 0). PostgreSQL compresses large values itself (TOAST): only this store packs.
+column is 0). PostgreSQL compresses large values itself (TOAST): only SQLite packs (`relay.store.db.Dialect`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import asyncpg
+import orjson
 
 from relay.domain.callback import (
     MAX_JOB_STATES,
@@ -19,14 +19,15 @@ from relay.domain.callback import (
 )
 from relay.domain.fanout import Owed
 from relay.errors import Rejected
+from relay.store.db import Db
 from relay.store.formats import iso, refusal, to_json
-from relay.store.postgres.deliveries import insert_owed
-from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version
+from relay.store.ops.deliveries import insert_owed
+from relay.store.ops.subscribers import lock, subscribers_version
 from relay.store.rows import callback_columns
 
 
 async def record_callback(
-    conn: asyncpg.Connection,
+    db: Db,
     received: Received,
     callback: Callback,
     owed: Sequence[Owed],
@@ -36,63 +37,65 @@ async def record_callback(
     the events of the new items with their deliveries (transactional outbox: if this commits, they exist).
 
     ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
-    written and the answer is None (match again against a fresh snapshot). The shared lock keeps a
-    subscriber change (which takes it exclusively) from committing between the check and this commit.
+    written and the answer is None (match again against a fresh snapshot). On PostgreSQL the shared lock
+    keeps a subscriber change (which takes it exclusively) from committing between the check and this commit.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SUBSCRIBERS_LOCK)
-    if await subscribers_version(conn) != version:
+    await lock(db, shared=True)
+    if await subscribers_version(db) != version:
         return None
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()
-    if await _all_seen(conn, callback.dedup_keys):
-        return IngestResult(await _insert_duplicate(conn, received, callback, at, digest), "duplicate", (), 0)
-    callback_id = await _insert_callback(conn, received, callback, at, digest)
+    # SQLite holds the write lock (BEGIN IMMEDIATE): the claims below find the ledger as this check saw it.
+    if await _all_seen(db, callback.dedup_keys):
+        return IngestResult(await _insert_duplicate(db, received, callback, at, digest), "duplicate", (), 0)
+    callback_id = await _insert_callback(db, received, callback, at, digest)
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
-        if await _claim_item(conn, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
-            if await _states(conn, job.job_id) >= MAX_JOB_STATES:
-                # Raised inside the transaction: it rolls back, nothing of the callback is kept.
+        if await _claim_item(db, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
+            if await _states(db, job.job_id) >= MAX_JOB_STATES:
+                # Raised inside the transaction: it rolls back (SQLite's writer undoes this write alone).
                 raise history_full(job.job_id, position)
-            await _record_job(conn, job, callback_id, at)
+            await _record_job(db, job, callback_id, at)
             new_items.append(job.dedup_key)
     for run in callback.workflows:
-        if await _claim_item(conn, run.dedup_key, "workflow", run.run_id, run.state, callback_id, at):
-            await _record_workflow(conn, run, callback_id, at)
+        if await _claim_item(db, run.dedup_key, "workflow", run.run_id, run.state, callback_id, at):
+            await _record_workflow(db, run, callback_id, at)
             new_items.append(run.dedup_key)
     key = callback.nonexistent_dedup_key
-    if key and await _claim_item(conn, key, "nonexistent", None, None, callback_id, at):
-        await conn.executemany(
-            "INSERT INTO nonexistent_job_ids(job_id, callback_id, received_at) VALUES ($1, $2, $3)",
+    if key and await _claim_item(db, key, "nonexistent", None, None, callback_id, at):
+        await db.executemany(
+            "INSERT INTO nonexistent_job_ids(job_id, callback_id, received_at) VALUES (?, ?, ?)",
             [(job_id, callback_id, at) for job_id in callback.nonexistent_job_ids],
         )
         new_items.append(key)
-    if not new_items:  # another replica claimed its items between the check above and the claims
-        await conn.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = $1", callback_id)
+    if not new_items:  # another PostgreSQL replica claimed its items between the check above and the claims
+        await db.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = ?", callback_id)
         return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
-    deliveries = await insert_owed(conn, [o for o in owed if o.event.item_key in new], callback_id, at)
+    deliveries = await insert_owed(db, [o for o in owed if o.event.item_key in new], callback_id, at)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 
-async def _all_seen(conn: asyncpg.Connection, keys: Sequence[str]) -> bool:
+async def _all_seen(db: Db, keys: Sequence[str]) -> bool:
     """Whether every item the callback carries is already in the ledger: a duplicate, known before storing it."""
     unique = sorted(set(keys))
-    seen = await conn.fetchval("SELECT count(*) FROM items WHERE dedup_key = ANY($1::text[])", unique)
+    if not unique:
+        return True
+    among, values = db.dialect.among("dedup_key", unique, "text")
+    seen = await db.fetchval(f"SELECT count(*) FROM items WHERE {among}", *values)
     return bool(seen == len(unique))
 
 
-async def _insert_duplicate(
-    conn: asyncpg.Connection, received: Received, callback: Callback, at: str, digest: bytes
-) -> int:
+async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int:
     """A duplicate's row: a reference to the first kept copy of the same bytes (its dedup keys too: same bytes,
     same items), or its own copy if none is."""
-    first = await conn.fetchval("SELECT id FROM callbacks WHERE body_sha256 = $1 ORDER BY id LIMIT 1", digest)
+    first = await db.fetchval("SELECT id FROM callbacks WHERE body_sha256 = ? ORDER BY id LIMIT 1", digest)
     if first is None:
-        return await _insert_callback(conn, received, callback, at, digest, "duplicate")
+        return await _insert_callback(db, received, callback, at, digest, "duplicate")
     return int(
-        await conn.fetchval(
+        await db.fetchval(
             "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, outcome,"
-            " body_ref, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, 'duplicate', $7, 0) RETURNING id",
+            " body_ref, body_truncated) VALUES (?, ?, ?, ?, ?, ?, 'duplicate', ?, 0) RETURNING id",
             *callback_columns(received, callback, at),
             first,
         )
@@ -100,39 +103,29 @@ async def _insert_duplicate(
 
 
 async def _insert_callback(
-    conn: asyncpg.Connection,
-    received: Received,
-    callback: Callback,
-    at: str,
-    digest: bytes,
-    outcome: str = "accepted",
+    db: Db, received: Received, callback: Callback, at: str, digest: bytes, outcome: str = "accepted"
 ) -> int:
+    column, value = db.dialect.packed_insert("body")
     return int(
-        await conn.fetchval(
+        await db.fetchval(
             "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
-            " outcome, body, body_sha256, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)"
+            f" outcome, body{column}, body_sha256, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, 0)"
             " RETURNING id",
             *callback_columns(received, callback, at),
             " ".join(callback.dedup_keys),
             outcome,
-            received.body,
+            db.dialect.pack(received.body),
             digest,
         )
     )
 
 
 async def _claim_item(
-    conn: asyncpg.Connection,
-    key: str,
-    kind: str,
-    subject: str | None,
-    state: str | None,
-    callback_id: int,
-    at: str,
+    db: Db, key: str, kind: str, subject: str | None, state: str | None, callback_id: int, at: str
 ) -> bool:
-    claimed = await conn.fetchval(
-        "INSERT INTO items(dedup_key, kind, subject, state, callback_id, received_at) VALUES ($1, $2, $3, $4, $5, $6)"
-        " ON CONFLICT(dedup_key) DO NOTHING RETURNING 1",
+    claimed = await db.execute(
+        "INSERT INTO items(dedup_key, kind, subject, state, callback_id, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(dedup_key) DO NOTHING",
         key,
         kind,
         subject,
@@ -140,17 +133,17 @@ async def _claim_item(
         callback_id,
         at,
     )
-    return claimed is not None
+    return claimed == 1
 
 
-async def _states(conn: asyncpg.Connection, job_id: str) -> int:
+async def _states(db: Db, job_id: str) -> int:
     """How many states the job's history holds, counting up to the bound (a short range of an index).
 
-    Replicas recording new states of one job at the same moment may each see room for one more: the
-    history can pass the bound by the number of replicas, never grow without one."""
+    PostgreSQL replicas recording new states of one job at the same moment may each see room for one more:
+    the history can pass the bound by the number of replicas, never grow without one."""
     return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM job_states WHERE job_id = $1 LIMIT $2) AS states",
+        await db.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM job_states WHERE job_id = ? LIMIT ?) AS states",
             job_id,
             MAX_JOB_STATES,
         )
@@ -161,26 +154,34 @@ def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:
     return (stamp.iso, stamp.raw) if stamp else (None, None)
 
 
-async def _record_job(conn: asyncpg.Connection, job: JobState, callback_id: int, at: str) -> None:
-    """The job state's history row and the job's current row, in one statement (one round trip)."""
+async def _record_job(db: Db, job: JobState, callback_id: int, at: str) -> None:
+    """The job state's history row and the job's current row (on PostgreSQL in one statement: one round trip)."""
     end, end_raw = _times(job.end_time)
+    history = (
+        "INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw, received_at, callback_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    states = (job.job_id, job.state, job.code, job.message, end, end_raw, at, callback_id)
+    column, value = db.dialect.packed_insert("detail")
+    repacked = f"{column} = 1" if column else ""  # an older row's detail may have been stored unpacked
     # Callbacks can arrive out of order: the row keeps the state with the latest EndTime.
-    await conn.execute(
-        "WITH history AS (INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw,"
-        " received_at, callback_id) VALUES ($1, $2, $5, $6, $15, $16, $18, $20))"
-        " INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
+    current = (
+        "INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
         " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
-        " end_time_raw, detail, first_seen_at, updated_at, callback_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+        f" end_time_raw, detail{column}, first_seen_at, updated_at, callback_id)"
+        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, ?, ?)"
         " ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, tag = excluded.tag,"
         " queue_id = excluded.queue_id, code = excluded.code, message = excluded.message,"
         " bucket = excluded.bucket, object_key = excluded.object_key, region = excluded.region,"
         " workflow_run_id = excluded.workflow_run_id, creation_time = excluded.creation_time,"
         " creation_time_raw = excluded.creation_time_raw, start_time = excluded.start_time,"
         " start_time_raw = excluded.start_time_raw, end_time = excluded.end_time,"
-        " end_time_raw = excluded.end_time_raw, detail = excluded.detail, updated_at = excluded.updated_at,"
-        " callback_id = excluded.callback_id"
-        " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time",
+        f" end_time_raw = excluded.end_time_raw, detail = excluded.detail{repacked},"
+        " updated_at = excluded.updated_at, callback_id = excluded.callback_id"
+        " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time"
+    )
+    detail = to_json(job.detail) if db.dialect.postgres else db.dialect.pack(orjson.dumps(job.detail))
+    values = (
         job.job_id,
         job.state,
         job.tag,
@@ -195,25 +196,30 @@ async def _record_job(conn: asyncpg.Connection, job: JobState, callback_id: int,
         *_times(job.start_time),
         end,
         end_raw,
-        to_json(job.detail),
+        detail,
         at,
         at,
         callback_id,
     )
+    if db.dialect.postgres:
+        await db.execute(f"WITH history AS ({history}) {current}", *states, *values)
+    else:
+        await db.execute(history, *states)
+        await db.execute(current, *values)
 
 
-async def _record_workflow(conn: asyncpg.Connection, run: WorkflowRun, callback_id: int, at: str) -> None:
-    await conn.execute(
-        "INSERT INTO workflow_states(run_id, state, received_at, callback_id) VALUES ($1, $2, $3, $4)",
+async def _record_workflow(db: Db, run: WorkflowRun, callback_id: int, at: str) -> None:
+    await db.execute(
+        "INSERT INTO workflow_states(run_id, state, received_at, callback_id) VALUES (?, ?, ?, ?)",
         run.run_id,
         run.state,
         at,
         callback_id,
     )
-    await conn.execute(
+    await db.execute(
         "INSERT INTO workflow_runs(run_id, workflow_id, workflow_name, state, bucket, object_key, create_time,"
         " create_time_raw, detail, first_seen_at, updated_at, callback_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(run_id) DO UPDATE SET workflow_id = excluded.workflow_id,"
         " workflow_name = excluded.workflow_name, state = excluded.state, bucket = excluded.bucket,"
         " object_key = excluded.object_key, create_time = excluded.create_time,"
@@ -231,10 +237,10 @@ async def _record_workflow(conn: asyncpg.Connection, run: WorkflowRun, callback_
         at,
         callback_id,
     )
-    await conn.execute("DELETE FROM workflow_tasks WHERE run_id = $1", run.run_id)
-    await conn.executemany(
+    await db.execute("DELETE FROM workflow_tasks WHERE run_id = ?", run.run_id)
+    await db.executemany(
         "INSERT INTO workflow_tasks(run_id, position, job_id, type, name, state, create_time, end_time, detail)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 run.run_id,
@@ -252,12 +258,12 @@ async def _record_workflow(conn: asyncpg.Connection, run: WorkflowRun, callback_
     )
 
 
-async def record_rejection(conn: asyncpg.Connection, received: Received, error: Rejected, prefix_limit: int) -> int:
+async def record_rejection(db: Db, received: Received, error: Rejected, prefix_limit: int) -> int:
     """Quarantine a refused body: reason, size, type, source and a bounded prefix."""
     return int(
-        await conn.fetchval(
+        await db.fetchval(
             "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, outcome, reason,"
-            " error_path, body, body_truncated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            " error_path, body, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             iso(received.received_at),
             received.source_addr,
             received.content_type,

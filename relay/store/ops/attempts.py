@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
 
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.store.db import Db
 from relay.store.formats import iso
-from relay.store.sqlite.deliveries import claim_due
+from relay.store.ops.deliveries import claim_due
 
 
-def finish(conn: sqlite3.Connection, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
+async def finish(db: Db, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
     """Record a batch of attempts, apply their decisions, and lease each lane its subscriber's next delivery.
 
     Handing the freed slots straight to the next deliveries saves the worker a claim transaction per
-    attempt; claiming once per subscriber for the whole batch saves most of the claim's queries.
+    attempt; claiming once per subscriber for the whole batch saves most of the claim's queries. On
+    PostgreSQL, attempts are applied in (subscriber, delivery) order: two replicas finishing batches that
+    touch the same subscribers then take their row locks in the same order, and never deadlock.
     """
+    order: Sequence[int] = range(len(finished))
+    if db.dialect.postgres:
+        order = sorted(order, key=lambda i: (finished[i].claim.subscriber_id, finished[i].claim.delivery_id))
     cleared: set[int] = set()  # subscribers whose failure streak this batch ended, with no failure since
-    disabled = [_apply(conn, item, cleared) for item in finished]
+    disabled: list[str | None] = [None] * len(finished)
+    for position in order:
+        disabled[position] = await _apply(db, finished[position], cleared)
     lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next delivery
     for position, (item, reason) in enumerate(zip(finished, disabled, strict=True)):
         if reason is None:
@@ -26,68 +33,68 @@ def finish(conn: sqlite3.Connection, finished: Sequence[Finished], lease_margin:
     following: dict[int, Claim] = {}
     if lanes:
         at = max(item.finished_at for item in finished)
-        for subscriber_id, positions in lanes.items():
-            claims = claim_due(conn, at, lease_margin, len(positions), subscriber_id)
+        for subscriber_id, positions in sorted(lanes.items()):
+            claims = await claim_due(db, at, lease_margin, len(positions), subscriber_id)
             following.update(zip(positions, claims, strict=False))
     return [Recorded(reason, following.get(position)) for position, reason in enumerate(disabled)]
 
 
-def _apply(conn: sqlite3.Connection, finished: Finished, cleared: set[int]) -> str | None:
+async def _apply(db: Db, finished: Finished, cleared: set[int]) -> str | None:
     claim, attempt, decision = finished.claim, finished.attempt, finished.decision
     stamp = iso(finished.finished_at)
-    conn.execute(
+    await db.execute(
         "INSERT INTO attempts(delivery_id, started_at, duration, outcome, status, error, response_body, trigger)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            claim.delivery_id,
-            iso(finished.started_at),
-            attempt.duration,
-            attempt.outcome.value,
-            attempt.status,
-            attempt.error,
-            attempt.response_body,
-            claim.trigger,
-        ),
+        claim.delivery_id,
+        iso(finished.started_at),
+        attempt.duration,
+        attempt.outcome.value,
+        attempt.status,
+        attempt.error,
+        attempt.response_body,
+        claim.trigger,
     )
     delivered = decision.state == "delivered"
     # A delivery cancelled meanwhile (subscriber removed) stays cancelled.
-    conn.execute(
+    await db.execute(
         "UPDATE deliveries SET state = ?, next_attempt_at = coalesce(?, next_attempt_at), lease_expires_at = NULL,"
-        " failures = failures + ?, last_outcome = ?, last_status = ?, updated_at = ?,"
-        " delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END WHERE id = ? AND state = 'in_flight'",
-        (
-            decision.state,
-            iso(decision.next_attempt_at) if decision.next_attempt_at else None,
-            0 if delivered else 1,
-            attempt.outcome.value,
-            attempt.status,
-            stamp,
-            delivered,
-            stamp,
-            claim.delivery_id,
-        ),
+        " failures = failures + ?, last_outcome = ?, last_status = ?, updated_at = ?, delivered_at ="
+        " CASE WHEN CAST(? AS boolean) THEN ? ELSE delivered_at END WHERE id = ? AND state = 'in_flight'",
+        decision.state,
+        iso(decision.next_attempt_at) if decision.next_attempt_at else None,
+        0 if delivered else 1,
+        attempt.outcome.value,
+        attempt.status,
+        stamp,
+        delivered,
+        stamp,
+        claim.delivery_id,
     )
     if delivered:
         # Ending a streak this batch already ended changes nothing: one statement per subscriber and batch.
         if claim.subscriber_id not in cleared:
-            conn.execute(
+            await db.execute(
                 "UPDATE subscribers SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-                (claim.subscriber_id,),
+                claim.subscriber_id,
             )
             cleared.add(claim.subscriber_id)
         return None
     cleared.discard(claim.subscriber_id)
-    conn.execute(
-        "UPDATE subscribers SET failing_since = coalesce(failing_since, ?) WHERE id = ?", (stamp, claim.subscriber_id)
+    await db.execute(
+        "UPDATE subscribers SET failing_since = coalesce(failing_since, ?) WHERE id = ?", stamp, claim.subscriber_id
     )
     reason = decision.disable_reason
     if reason is None:
         return None
     # A streak verdict holds only while the streak still starts where the claim saw it start.
     streak = None if decision.streak_since is None else iso(decision.streak_since)
-    disabled = conn.execute(
+    disabled = await db.execute(
         "UPDATE subscribers SET state = 'disabled', disabled_reason = ?, updated_at = ?"
-        " WHERE id = ? AND state = 'enabled' AND (? IS NULL OR failing_since = ?)",
-        (reason, stamp, claim.subscriber_id, streak, streak),
-    ).rowcount
+        " WHERE id = ? AND state = 'enabled' AND (CAST(? AS text) IS NULL OR failing_since = ?)",
+        reason,
+        stamp,
+        claim.subscriber_id,
+        streak,
+        streak,
+    )
     return reason if disabled else None

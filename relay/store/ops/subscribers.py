@@ -1,0 +1,161 @@
+"""Subscriber rows: create, change, remove, rotate, list, and the version the ingest path matches against.
+
+On PostgreSQL every change takes `SUBSCRIBERS_LOCK` exclusively and recording a callback takes it shared, so a
+change committed by one replica can never slip between another's version check and its commit (SQLite's single
+writer orders them already).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from relay.domain.fanout import Snapshot
+from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
+from relay.store.db import CHANNEL, Db
+from relay.store.formats import iso, to_json
+from relay.store.rows import SUBSCRIBER_COLUMNS, subscriber_from
+
+SUBSCRIBERS_LOCK = 0x636F7372656C6170
+
+
+async def lock(db: Db, *, shared: bool = False) -> None:
+    """Hold the subscribers still (``shared``) or alone until the transaction ends, across replicas."""
+    if db.dialect.postgres:
+        await db.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(?)", SUBSCRIBERS_LOCK)
+
+
+async def list_subscribers(db: Db) -> list[Subscriber]:
+    rows = await db.fetch(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE removed_at IS NULL ORDER BY name")
+    return [subscriber_from(row) for row in rows]
+
+
+async def get_subscriber(db: Db, name: str) -> Subscriber | None:
+    row = await db.fetchrow(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE name = ? AND removed_at IS NULL", name)
+    return None if row is None else subscriber_from(row)
+
+
+async def insert_subscriber(db: Db, spec: SubscriberSpec, at: datetime) -> Subscriber:
+    """Raises the driver's integrity error (the store's `StoreConflict`) when the name is taken."""
+    await lock(db)
+    await db.execute(
+        "INSERT INTO subscribers(name, url, secret, types, filters, state, max_in_flight, timeout, retry_schedule,"
+        " source, created_at, updated_at, store_response) VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?, ?)",
+        spec.name,
+        spec.url,
+        spec.secret,
+        to_json(list(spec.filter.types)),
+        to_json(dict(spec.filter.match)),
+        spec.max_in_flight,
+        spec.timeout,
+        None if spec.retry_schedule is None else to_json(list(spec.retry_schedule)),
+        spec.source,
+        iso(at),
+        iso(at),
+        int(spec.store_response),
+    )
+    subscriber = await get_subscriber(db, spec.name)
+    assert subscriber is not None
+    return subscriber
+
+
+#: Columns `update_subscriber` may change, with how each value is stored.
+_UPDATABLE: Mapping[str, Any] = {
+    "url": str,
+    "types": lambda types: to_json(list(types)),
+    "filters": lambda filters: to_json(dict(filters)),
+    "max_in_flight": int,
+    "timeout": float,
+    "retry_schedule": lambda schedule: None if schedule is None else to_json(list(schedule)),
+    "source": str,
+    "store_response": int,
+}
+
+
+async def update_subscriber(db: Db, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
+    unknown = set(changes) - set(_UPDATABLE)
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    await lock(db)
+    assignments = [f"{column} = ?" for column in changes]
+    values = [_UPDATABLE[column](value) for column, value in changes.items()]
+    await db.execute(
+        f"UPDATE subscribers SET {', '.join([*assignments, 'updated_at = ?'])} WHERE name = ? AND removed_at IS NULL",
+        *values,
+        iso(at),
+        name,
+    )
+    return await get_subscriber(db, name)
+
+
+async def set_state(db: Db, name: str, state: SubscriberState, reason: str | None, at: datetime) -> Subscriber | None:
+    """Pause, resume (enabled) or disable a subscriber. Resuming clears the failure streak."""
+    await lock(db)
+    await db.execute(
+        "UPDATE subscribers SET state = ?, disabled_reason = ?, updated_at = ?,"
+        " failing_since = CASE WHEN ? = 'enabled' THEN NULL ELSE failing_since END"
+        " WHERE name = ? AND removed_at IS NULL",
+        state.value,
+        reason,
+        iso(at),
+        state.value,
+        name,
+    )
+    if state is SubscriberState.ENABLED and db.dialect.postgres:
+        await db.execute(f"NOTIFY {CHANNEL}")
+    return await get_subscriber(db, name)
+
+
+async def remove_subscriber(db: Db, name: str, at: datetime) -> int | None:
+    """Delete a subscriber; its unfinished deliveries end as cancelled. None if there is no such subscriber."""
+    await lock(db)
+    subscriber_id = await db.fetchval(
+        f"SELECT id FROM subscribers WHERE name = ? AND removed_at IS NULL{db.dialect.for_update}", name
+    )
+    if subscriber_id is None:
+        return None
+    cancelled = await db.execute(
+        "UPDATE deliveries SET state = 'cancelled', lease_expires_at = NULL, updated_at = ?"
+        " WHERE subscriber_id = ? AND state IN ('pending', 'in_flight')",
+        iso(at),
+        subscriber_id,
+    )
+    await db.execute(
+        "UPDATE subscribers SET removed_at = ?, secret = '', previous_secret = NULL, updated_at = ? WHERE id = ?",
+        iso(at),
+        iso(at),
+        subscriber_id,
+    )
+    return cancelled
+
+
+async def rotate_secret(db: Db, name: str, new_secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
+    await lock(db)
+    await db.execute(
+        "UPDATE subscribers SET previous_secret = secret, previous_secret_expires_at = ?, secret = ?,"
+        " updated_at = ? WHERE name = ? AND removed_at IS NULL",
+        iso(grace_until),
+        new_secret,
+        iso(at),
+        name,
+    )
+    return await get_subscriber(db, name)
+
+
+async def subscribers_version(db: Db) -> tuple[object, ...]:
+    """Changes whenever a subscriber is added, changed or removed, by this process or another.
+
+    Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
+    ``updated_at`` are enough to notice one.
+    """
+    row = await db.fetchrow("SELECT count(*) AS count, max(updated_at) AS newest FROM subscribers")
+    assert row is not None
+    return (int(row["count"]), row["newest"])
+
+
+async def snapshot(db: Db) -> Snapshot:
+    """The subscribers with their version; the version is read first, so a change in between only
+    makes the snapshot look stale (and be read again), never look fresh."""
+    version = await subscribers_version(db)
+    return Snapshot(version, tuple(await list_subscribers(db)))
