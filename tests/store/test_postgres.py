@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -24,17 +23,11 @@ from relay.settings import Settings
 from relay.store import PostgresStore, store_for
 from relay.store.postgres.schema import STEPS
 from relay.store.records import PostgresUrl
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, fresh_database, ingest, job_body
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, empty_database, fresh_database, ingest, job_body
 from tests.databases import rows
 from tests.live import ProcessServer
 from tests.mistakes.commands import cos_relay
 from tests.postgres import Cluster
-
-
-def empty_database(cluster: Cluster) -> PostgresUrl:
-    name = f"e_{uuid.uuid4().hex}"
-    cluster.psql(f"CREATE DATABASE {name}")
-    return PostgresUrl(cluster.url(name))
 
 
 def test_a_postgres_url_is_never_taken_for_a_file_path(tmp_path: Path, postgres: Cluster) -> None:
