@@ -28,6 +28,9 @@ FAILED = (DATA / "samples" / "transcode_failed.xml").read_bytes()
 JSON_SAMPLE = (DATA / "samples" / "json" / "transcode_task_finish.json").read_bytes()
 #: A page's bound in bytes: its characters (4 bytes at most in UTF-8) and the JSON around them.
 PAGE_BYTES = 4 * PAGE_CHARS + 256 * 1024
+#: PostgreSQL too: its reads' own size bounds and the history cap enforced inside its transaction, through the
+#: real server (one per backend for the module).
+pytestmark = pytest.mark.both_backends
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +120,7 @@ OVERSIZED: dict[str, tuple[Callable[[int], bytes], str, str, int]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(OVERSIZED))
 def test_a_free_text_field_over_its_bound_is_refused_422_with_its_path_and_quarantined(
     case: str, server: ProcessServer, http: httpx.Client
@@ -133,6 +137,7 @@ def test_a_free_text_field_over_its_bound_is_refused_422_with_its_path_and_quara
     assert at_bound.status_code == 200, at_bound.text
 
 
+@pytest.mark.slow
 def test_a_job_given_more_states_than_its_history_holds_is_refused_422_and_quarantined(
     server: ProcessServer, http: httpx.Client
 ) -> None:

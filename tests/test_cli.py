@@ -23,6 +23,7 @@ SAMPLES = sorted((DATA / "samples").glob("*.xml"))
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.slow
 def test_first_start_generates_tokens_prints_the_callback_url_and_keeps_them(database: Target) -> None:
     db = database
     server = ProcessServer(db).start()
@@ -57,6 +58,7 @@ def test_tokens_command_shows_the_stored_tokens(database: Target) -> None:
     assert "callback_token: " in first.output
 
 
+@pytest.mark.slow
 def test_insecure_no_token_accepts_callbacks_without_a_token_and_warns(database: Target) -> None:
     server = ProcessServer(database, args=("--insecure-no-token",)).start()
     try:
@@ -86,6 +88,7 @@ def test_validate_exits_one_with_path_precise_errors() -> None:
     assert "400" in bad.output
 
 
+@pytest.mark.slow
 def test_jobs_lists_and_shows_what_the_api_returns(database: Target) -> None:
     db = database
     server = ProcessServer(db, args=("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)).start()

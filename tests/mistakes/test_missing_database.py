@@ -56,6 +56,7 @@ def test_tokens_on_a_missing_database_mints_nothing_and_exits_1_in_a_real_proces
     assert not typo.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.both_backends
 def test_the_database_named_in_relay_db_is_the_one_looked_for(database: Target) -> None:
     missing = (
@@ -69,6 +70,7 @@ def test_the_database_named_in_relay_db_is_the_one_looked_for(database: Target) 
     assert str(missing) in result.stderr
 
 
+@pytest.mark.slow
 def test_serve_creates_the_database_and_says_so_once(tmp_path: Path, sqlite_only: None) -> None:
     # SQLite only: serve creates a file; a PostgreSQL database is created by its operator.
     db = tmp_path / "new.db"
