@@ -27,6 +27,8 @@ TOKENS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--l
 CPU_SECONDS = 2.0
 HEALTHZ_SECONDS = 1.0
 RSS_GROWTH = 96 * MIB
+#: A real `cos-relay serve` for the module: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,6 @@ TOO_COMPLEX: dict[str, tuple[Callable[[], bytes], str]] = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(TOO_COMPLEX))
 def test_a_body_with_more_nodes_or_levels_than_the_limits_is_refused_413_quarantined_without_stalling_others(
     case: str, server: ProcessServer
@@ -154,7 +155,6 @@ def test_a_callback_with_more_items_than_the_limit_is_refused_422_and_quarantine
         assert at_limit.status_code == 200, at_limit.text
 
 
-@pytest.mark.slow
 def test_memory_the_largest_accepted_bodies_take_comes_back_once_the_work_stops(database: Target) -> None:
     server = ProcessServer(database, args=TOKENS).start()
     try:

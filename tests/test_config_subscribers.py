@@ -136,6 +136,7 @@ def test_subscribers_in_the_file_are_created_at_start(config: Path, config_setti
     assert secrets == {"billing": billing_secret, "search": search_secret}
 
 
+@pytest.mark.slow
 def test_an_entry_without_a_secret_gets_one_that_survives_restarts(config: Path, config_settings: Settings) -> None:
     config.write_text(entry("hook", nowhere()))
     with running(config_settings):

@@ -102,6 +102,7 @@ def previous_token_uses(server: ProcessServer) -> float:
     ],
     ids=["pin-option", "words-variable", "repeated-callback"],
 )
+@pytest.mark.slow
 def test_a_weak_configured_token_is_refused_at_start_with_one_line_and_exit_status_2(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
 ) -> None:

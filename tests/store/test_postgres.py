@@ -77,6 +77,7 @@ def test_a_command_other_than_serve_refuses_a_database_cos_relay_never_set_up(
 
 
 @pytest.mark.parametrize("command", ["jobs", "serve"])
+@pytest.mark.slow
 def test_an_unreachable_database_is_one_line_without_its_password_and_exit_1(postgres: Cluster, command: str) -> None:
     url = f"postgresql://postgres:pg-password-x7Q2@127.0.0.1:{postgres.port + 1}/nowhere"
     result = cos_relay(command, "--db", url, env={"RELAY_STATEMENT_TIMEOUT": "2"})
@@ -128,6 +129,7 @@ def test_a_dead_replicas_lease_expires_and_another_replica_takes_the_delivery(po
     assert taken.trigger == "retry"
 
 
+@pytest.mark.slow
 def test_the_database_password_never_reaches_logs_or_responses(postgres: Cluster) -> None:
     # The throwaway cluster trusts loopback, so any password connects: what is checked is where it shows.
     password = "pg-password-" + "x7Q2" * 4
