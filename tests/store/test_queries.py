@@ -11,6 +11,8 @@ from typing import Any
 
 from relay.app import utc_now
 from relay.deliver.signing import generate_secret
+from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store, store_for
@@ -145,3 +147,24 @@ def test_the_consoles_reads_of_a_job_and_of_the_last_day(database: Target) -> No
         assert sorted(delivery["subscriber"] for delivery in deliveries.items) == ["hook0", "hook0", "hook1", "hook1"]
         ids = [subscriber.id for subscriber in store.list_subscribers()]
         assert store.recent_states(ids) == {}  # nothing attempted yet
+
+
+def test_a_subscribers_recent_attempted_deliveries_are_counted_by_state_and_its_last_attempt_read(
+    database: Target,
+) -> None:
+    with filled(database, subscribers=1) as store:
+        [subscriber] = store.list_subscribers()
+        assert store.last_attempt(subscriber.id) is None
+
+        async def deliver_one() -> None:
+            at = utc_now()
+            [claim] = await store.claim(at, LEASE_MARGIN, 1)
+            delivered = Attempt(Outcome.SUCCESS, 204, 0.01, None, b"", None)
+            await store.finish([Finished(claim, delivered, Decision("delivered"), at, at)], LEASE_MARGIN)
+
+        asyncio.run(deliver_one())
+        # Finishing one leased the subscriber's next delivery in the same transaction: attempted, in flight.
+        assert store.recent_states([subscriber.id]) == {subscriber.id: {"delivered": 1, "in_flight": 1}}
+        last = store.last_attempt(subscriber.id)
+        assert last is not None
+        assert (last["outcome"], last["status"]) == ("success", 204)
