@@ -97,7 +97,8 @@ def ingest(db: Target, *bodies: bytes) -> list[IngestResult]:
 BACKENDS = ("sqlite", "postgres")
 TEMPLATE = "relay_template"
 TESTS = Path(__file__).parent
-#: Where every test that takes a database runs on both backends: the store's conformance suite and the rules.
+#: Where every test that takes a database runs on both backends: the store's conformance suite, the rules, and
+#: the chaos tests (crashes, outages and concurrency on each backend).
 ON_BOTH = (TESTS / "store", TESTS / "rules", TESTS / "chaos")
 
 
