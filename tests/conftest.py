@@ -92,10 +92,27 @@ def ingest(db: Target, *bodies: bytes) -> list[IngestResult]:
         return asyncio.run(record(store, *bodies))
 
 
-# -- the database: every test that takes one runs on both backends ------------------------------------
+# -- the database: SQLite, and PostgreSQL too where the store is what is tested ---------------------------
 
 BACKENDS = ("sqlite", "postgres")
 TEMPLATE = "relay_template"
+TESTS = Path(__file__).parent
+#: Where every test that takes a database runs on both backends: the store's conformance suite, the rules, and
+#: the chaos tests (crashes, outages and concurrency on each backend).
+ON_BOTH = (TESTS / "store", TESTS / "rules", TESTS / "chaos")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`database` and `module_database` are SQLite's, except under `ON_BOTH` and for tests marked
+    ``both_backends`` (the PostgreSQL smoke set through the real server), which run once per backend."""
+    both = metafunc.definition.get_closest_marker("both_backends") is not None or any(
+        folder in metafunc.definition.path.parents for folder in ON_BOTH
+    )
+    backends = BACKENDS if both else BACKENDS[:1]
+    if "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", backends, indirect=True)
+    if "module_database" in metafunc.fixturenames:
+        metafunc.parametrize("module_database", backends, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +137,13 @@ def fresh_database(cluster: Cluster) -> PostgresUrl:
     return PostgresUrl(cluster.url(name))
 
 
+def empty_database(cluster: Cluster) -> PostgresUrl:
+    """A new database in ``cluster`` that cos-relay never set up."""
+    name = f"e_{uuid.uuid4().hex}"
+    cluster.psql(f"CREATE DATABASE {name}")
+    return PostgresUrl(cluster.url(name))
+
+
 @contextlib.contextmanager
 def throwaway_database(cluster: Cluster) -> Iterator[PostgresUrl]:
     """`fresh_database`, dropped when the block ends."""
@@ -130,9 +154,10 @@ def throwaway_database(cluster: Cluster) -> Iterator[PostgresUrl]:
         cluster.drop_database(url.url.rsplit("/", 1)[1])
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
-    """Where a test's database is: an SQLite file in its temporary folder, or a fresh PostgreSQL database."""
+    """Where a test's database is: an SQLite file in its temporary folder, or a fresh PostgreSQL database
+    (see `pytest_generate_tests` for which tests get which)."""
     if request.param == "sqlite":
         yield tmp_path / "relay.db"
         return
@@ -140,9 +165,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]
         yield url
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module")
 def module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """`database` shared by a module's tests (for a server they all use): the module runs once per backend."""
+    """`database` shared by a module's tests (for a server they all use)."""
     if request.param == "sqlite":
         yield tmp_path_factory.mktemp("module") / "relay.db"
         return

@@ -28,6 +28,9 @@ FAILED = (DATA / "samples" / "transcode_failed.xml").read_bytes()
 JSON_SAMPLE = (DATA / "samples" / "json" / "transcode_task_finish.json").read_bytes()
 #: A page's bound in bytes: its characters (4 bytes at most in UTF-8) and the JSON around them.
 PAGE_BYTES = 4 * PAGE_CHARS + 256 * 1024
+#: PostgreSQL too: its reads' own size bounds and the history cap enforced inside its transaction, through the
+#: real server (one per backend for the module; a real process: the slow tier).
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +250,6 @@ def test_a_listing_of_the_widest_jobs_stops_its_page_at_its_size_bound(http: htt
     assert {f"jeeee{number:028x}" for number in range(120)} <= listed
 
 
-@pytest.mark.slow
 def test_healthz_answers_during_the_largest_admin_reads(server: ProcessServer) -> None:
     with admin_reads.admin_client(server.url, ADMIN_TOKEN) as reader:
         admin_reads.load(reader, jobs=120, token=CALLBACK_TOKEN)

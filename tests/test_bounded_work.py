@@ -27,6 +27,8 @@ TOKENS = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--l
 CPU_SECONDS = 2.0
 HEALTHZ_SECONDS = 1.0
 RSS_GROWTH = 96 * MIB
+#: A real `cos-relay serve` for the module: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ def stored_tokens(db: Target) -> tuple[str, str]:
     return callback.group(1), admin.group(1)
 
 
+@pytest.mark.slow
 def test_first_start_generates_tokens_keeps_them_and_prints_them_only_on_demand(database: Target) -> None:
     db = database
     server = ProcessServer(db).start()
@@ -71,6 +72,7 @@ def test_tokens_command_shows_the_stored_tokens(database: Target) -> None:
     assert "callback_token: " in first.output
 
 
+@pytest.mark.slow
 def test_insecure_no_token_accepts_callbacks_without_a_token_and_warns(database: Target) -> None:
     server = ProcessServer(database, args=("--insecure-no-token",)).start()
     try:
@@ -100,6 +102,7 @@ def test_validate_exits_one_with_path_precise_errors() -> None:
     assert "400" in bad.output
 
 
+@pytest.mark.slow
 def test_jobs_lists_and_shows_what_the_api_returns(database: Target) -> None:
     db = database
     server = ProcessServer(db, args=("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)).start()
@@ -151,6 +154,7 @@ def test_installed_wheel_works_from_any_directory(tmp_path: Path) -> None:
     assert sys.prefix not in located.stdout
 
 
+@pytest.mark.slow
 def test_on_a_terminal_the_first_start_prints_the_callback_url_with_its_token(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
     port = free_port()

@@ -475,6 +475,7 @@ def recorder() -> Iterator[Recorder]:
     subscriber.server.stop()
 
 
+@pytest.mark.slow
 def test_the_cli_manages_subscribers_while_the_server_runs_on_the_same_database(db: Target, recorder: Recorder) -> None:
     loopback = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
     server = ProcessServer(

@@ -136,6 +136,7 @@ def test_subscribers_in_the_file_are_created_at_start(config: Path, config_setti
     assert secrets == {"billing": billing_secret, "search": search_secret}
 
 
+@pytest.mark.slow
 def test_an_entry_without_a_secret_gets_one_that_survives_restarts(config: Path, config_settings: Settings) -> None:
     config.write_text(entry("hook", nowhere()))
     with running(config_settings):
@@ -278,6 +279,7 @@ def api_get(server: ProcessServer, path: str) -> Any:
     return response.json()
 
 
+@pytest.mark.slow
 def test_serve_config_creates_the_subscribers_with_the_allow_list_from_the_environment(
     database: Target, config: Path
 ) -> None:
@@ -294,6 +296,7 @@ def test_serve_config_creates_the_subscribers_with_the_allow_list_from_the_envir
     assert hook["types"] == ["cos.job.*"]
 
 
+@pytest.mark.slow
 def test_serve_config_refuses_loopback_subscribers_without_the_allow_list(database: Target, config: Path) -> None:
     config.write_text(entry("hook", nowhere()))
     server = ProcessServer(database, args=("--config", str(config), *SERVE_ARGS), env={"RELAY_ALLOW_NETWORKS": ""})
@@ -302,6 +305,7 @@ def test_serve_config_refuses_loopback_subscribers_without_the_allow_list(databa
     server.stop()
 
 
+@pytest.mark.slow
 def test_serve_with_several_workers_applies_the_config_once_before_they_start(database: Target, config: Path) -> None:
     config.write_text(entry("one", nowhere()) + entry("two", nowhere()))
     args = ("--workers", "2", "--config", str(config), *SERVE_ARGS)
@@ -345,6 +349,7 @@ def wait_for(fetch: Callable[[], Any], timeout: float = 30.0) -> Any:
     return value
 
 
+@pytest.mark.slow
 def test_serve_takes_its_config_and_retry_schedule_from_the_environment(database: Target, config: Path) -> None:
     db = database
     config.write_text(entry("hook", nowhere()))  # refused at once; no schedule of its own

@@ -53,6 +53,7 @@ def test_the_unit_has_the_sections_and_hardening_options_that_apply() -> None:
     assert "WantedBy" in read_unit(UNIT.read_text())["Install"]
 
 
+@pytest.mark.slow
 def test_exec_start_uses_only_options_serve_has_and_keeps_the_database_in_the_state_directory() -> None:
     command = shlex.split(read_unit(UNIT.read_text())["Service"]["ExecStart"][0])
     assert command[:2] == [INSTALLED, "serve"]

@@ -33,6 +33,8 @@ def stored_body_bytes(db: Target) -> int:
     return int(values(db, "SELECT coalesce(sum(length(body)), 0) FROM callbacks")[0][0])
 
 
+@pytest.mark.slow
+@pytest.mark.both_backends
 def test_a_replayed_callback_stores_its_body_once_and_each_replay_shows_it(
     server: ProcessServer, database: Target
 ) -> None:
@@ -68,6 +70,7 @@ def metric(http: httpx.Client, line_start: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_a_paused_subscribers_backlog_stops_at_its_bound_and_every_drop_is_counted_and_listed(
     database: Target, sink: Sink
 ) -> None:
@@ -100,6 +103,8 @@ def used_bytes(db: Target) -> int:
         return store.used_bytes()
 
 
+@pytest.mark.slow
+@pytest.mark.both_backends
 def test_under_a_flood_the_size_bound_holds_what_is_owed_and_answers_503_at_the_bound(
     database: Target, sink: Sink
 ) -> None:

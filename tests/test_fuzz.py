@@ -88,6 +88,7 @@ _TREE_EDITS = st.sampled_from(["text", "time", "remove", "duplicate", "rename", 
         max_size=6,
     ),
 )
+@pytest.mark.slow
 def test_xml_tree_mutations_are_accepted_or_refused_cleanly(
     sample: bytes, edits: list[tuple[str, int, int, str, str]]
 ) -> None:
@@ -148,6 +149,7 @@ JSON_VALUES = st.recursive(
     ),
     ascii_only=st.booleans(),
 )
+@pytest.mark.slow
 def test_json_mutations_are_accepted_or_refused_cleanly(
     sample: bytes, edits: list[tuple[str, int, Any, str]], ascii_only: bool
 ) -> None:
@@ -183,6 +185,7 @@ def test_a_valid_time_past_the_end_of_datetimes_range_in_utc_is_kept_as_sent(mom
 # -- coverage-guided ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(3700)  # the long run; the quick one is bounded by its subprocess timeout (300 s)
 def test_coverage_guided_fuzzing_raises_nothing_unexpected_in_bounded_memory(
     request: pytest.FixtureRequest, tmp_path: Path

@@ -46,6 +46,7 @@ def refusal_lines(server: ProcessServer) -> list[str]:
     return [line for line in server.printed.splitlines() if "callback refused" in line]
 
 
+@pytest.mark.slow
 def test_metrics_token_is_required_when_set_and_compared_exactly(database: Target) -> None:
     server = ProcessServer(database, args=(*TOKENS, "--metrics-token", METRICS_TOKEN)).start()
     try:
@@ -65,6 +66,7 @@ def test_metrics_token_is_required_when_set_and_compared_exactly(database: Targe
         server.stop()
 
 
+@pytest.mark.slow
 def test_metrics_stay_open_without_a_metrics_token(database: Target) -> None:
     server = ProcessServer(database, args=TOKENS).start()
     try:
@@ -73,6 +75,7 @@ def test_metrics_stay_open_without_a_metrics_token(database: Target) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape(
     database: Target, sink_url: str
 ) -> None:
@@ -110,6 +113,7 @@ def test_removing_a_subscriber_removes_every_series_naming_it_from_a_real_scrape
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_flood_of_bad_tokens_logs_a_bounded_number_of_lines_while_the_counter_counts_every_one(
     database: Target,
 ) -> None:
@@ -129,6 +133,7 @@ def test_a_flood_of_bad_tokens_logs_a_bounded_number_of_lines_while_the_counter_
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_long_content_type_is_logged_and_answered_truncated(database: Target) -> None:
     # Just under the 8 KiB header line cap (a longer one gets 431 before the app sees it).
     server = ProcessServer(database, args=TOKENS).start()

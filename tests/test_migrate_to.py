@@ -16,9 +16,8 @@ from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store, store_for
 from relay.store.records import Target
-from tests.conftest import ingest, job_body
+from tests.conftest import empty_database, ingest, job_body
 from tests.postgres import Cluster
-from tests.test_postgres_store import empty_database
 
 
 def everything(db: Target) -> dict[str, object]:

@@ -391,6 +391,7 @@ def test_example_prometheus_config_is_valid() -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.both_backends
 def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on_real_traffic(
     tmp_path: Path, settings: Settings, sink: Sink
 ) -> None:

@@ -57,6 +57,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
     live.wait_until(check, timeout)
 
 
+@pytest.mark.both_backends
 def test_every_sample_reaches_a_matching_subscriber_signed_and_schema_valid(api: httpx.Client, sink: Sink) -> None:
     recorder, url = sink, sink.url
     secret = subscribe(api, "all", f"{url}/ok")["secret"]
@@ -284,6 +285,7 @@ def test_single_delivery_retry_sends_it_again_with_the_same_id(api: httpx.Client
 
 
 @pytest.mark.slow
+@pytest.mark.both_backends
 def test_sigkill_while_deliveries_are_in_flight_loses_nothing(database: Target, sink: Sink) -> None:
     recorder, url = sink, sink.url
     env = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8", "RELAY_RETRY_SCHEDULE": "0.2,0.5,1", "RELAY_POLL_INTERVAL": "0.1"}

@@ -12,12 +12,11 @@ from click.testing import CliRunner
 
 from relay.cli import main
 from relay.store.records import PostgresUrl
-from tests.conftest import job_body, job_id
+from tests.conftest import empty_database, job_body, job_id
 from tests.databases import rows
 from tests.live import ProcessServer, wait_until
 from tests.postgres import Cluster
 from tests.sink import Sink
-from tests.test_postgres_store import empty_database
 
 CALLBACKS = 40
 #: Short polls: a replica that missed a notification still finds the work quickly.

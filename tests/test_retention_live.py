@@ -72,6 +72,7 @@ def event_ids(sink: Sink, path: str) -> set[str]:
     return {request.event["id"] for request in sink.to(path)}
 
 
+@pytest.mark.both_backends
 def test_a_paused_subscribers_deliveries_survive_a_prune_of_everything_and_arrive_on_resume(
     database: Target, sink: Sink
 ) -> None:
@@ -96,6 +97,7 @@ def test_a_paused_subscribers_deliveries_survive_a_prune_of_everything_and_arriv
         server.stop()
 
 
+@pytest.mark.both_backends
 def test_the_background_pruner_empties_the_tables_once_the_window_has_passed(database: Target, sink: Sink) -> None:
     server = serve(database, "--retention", "3s", "--job-retention", "3s", "--prune-interval", "1s")
     try:

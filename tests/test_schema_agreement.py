@@ -230,6 +230,7 @@ MUTATIONS: list[Mutation] = [drop, duplicate, swap, retext, rename, add_attribut
     mutations=st.lists(st.sampled_from(MUTATIONS), min_size=1, max_size=3),
     data=st.data(),
 )
+@pytest.mark.slow
 def test_mutated_samples_get_the_same_verdict_from_both_validators(
     path: Path, mutations: list[Mutation], data: st.DataObject
 ) -> None:
@@ -253,6 +254,7 @@ def _stable_shuffle(el: etree._Element, data: st.DataObject) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(path=st.sampled_from(SAMPLES), data=st.data())
+@pytest.mark.slow
 def test_sibling_order_shuffles_of_valid_samples_stay_valid_and_convert_the_same(
     path: Path, data: st.DataObject
 ) -> None:

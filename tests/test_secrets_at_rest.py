@@ -109,6 +109,7 @@ def test_under_umask_022_the_database_its_wal_and_shm_and_a_backup_are_the_owner
             server.stop()
 
 
+@pytest.mark.both_backends
 def test_with_a_key_a_copy_of_the_database_holds_no_working_secret_even_one_written_before_the_key(
     database: Target, tmp_path: Path
 ) -> None:
@@ -147,6 +148,7 @@ def test_with_a_key_a_copy_of_the_database_holds_no_working_secret_even_one_writ
         assert "RELAY_SECRET_KEY_FILE" in refused.stderr
 
 
+@pytest.mark.both_backends
 def test_rotating_the_key_reseals_every_secret_and_then_the_old_key_can_go(database: Target, tmp_path: Path) -> None:
     key_file = new_key_file(tmp_path / "keys")
     old = key_id(parse_keys(key_file.read_text())[0])

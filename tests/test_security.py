@@ -85,6 +85,7 @@ def exercise_everything(url: str, callback_token: str, admin_token: str) -> list
     return responses
 
 
+@pytest.mark.slow
 def test_tokens_appear_in_no_output_log_or_response_when_output_is_not_a_terminal(database: Target) -> None:
     db = database
     first = ProcessServer(db, args=("--log-level", "debug")).start()
@@ -168,6 +169,7 @@ def test_the_callback_endpoint_refuses_every_method_but_post(
 # -- subscriber secrets ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_subscriber_secrets_never_reach_logs_metrics_or_later_responses(database: Target, sink: Sink) -> None:
     subscriber = sink
     args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level", "debug")

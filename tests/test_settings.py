@@ -153,6 +153,7 @@ def test_an_option_wins_over_its_environment_variable_which_wins_over_the_defaul
     assert env_only.gateway_id == Settings().gateway_id  # an empty variable counts as unset
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env", "option", "variable"),
     [
@@ -214,6 +215,7 @@ def test_other_commands_read_the_database_from_the_same_setting(database: Target
         assert "env var: RELAY_DB" in shown, command
 
 
+@pytest.mark.slow
 def test_credentials_are_resolved_once_per_start(database: Target) -> None:
     """serve resolves the tokens and hands them to the app: the insecure warning is logged once, not per app."""
     server = ProcessServer(database, args=("--insecure-no-token",)).start()
@@ -221,6 +223,7 @@ def test_credentials_are_resolved_once_per_start(database: Target) -> None:
     assert output.count("--insecure-no-token: ANYONE") == 1, output
 
 
+@pytest.mark.slow
 def test_serving_with_workers_leaves_the_environment_as_it_was(database: Target) -> None:
     """Workers are spawned with the supervisor's environment at that moment: it must be the one serve got."""
     environment = relay_free_environment()

@@ -226,6 +226,7 @@ def serve(db: Target, *args: str, env: dict[str, str] | None = None) -> subproce
         ({"RELAY_WORKERS": "٣"}, "'٣' is not an integer from 1 to 64"),
     ],
 )
+@pytest.mark.slow
 def test_serve_refuses_hostile_numbers_from_the_environment_in_one_line(
     tmp_path: Path, env: dict[str, str], detail: str
 ) -> None:
@@ -235,6 +236,7 @@ def test_serve_refuses_hostile_numbers_from_the_environment_in_one_line(
     assert "Traceback" not in finished.stdout + finished.stderr
 
 
+@pytest.mark.slow
 def test_serve_with_a_config_naming_a_dns_label_over_63_characters_exits_with_one_line(
     tmp_path: Path, database: Target
 ) -> None:
@@ -250,6 +252,7 @@ def test_serve_with_a_config_naming_a_dns_label_over_63_characters_exits_with_on
     ]
 
 
+@pytest.mark.slow
 def test_a_real_server_refuses_hostile_parameters_and_repeated_tokens(database: Target) -> None:
     server = ProcessServer(database, args=SERVE_ARGS).start()
     try:

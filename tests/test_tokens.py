@@ -102,6 +102,7 @@ def previous_token_uses(server: ProcessServer) -> float:
     ],
     ids=["pin-option", "words-variable", "repeated-callback"],
 )
+@pytest.mark.slow
 def test_a_weak_configured_token_is_refused_at_start_with_one_line_and_exit_status_2(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
 ) -> None:
@@ -121,6 +122,7 @@ def test_a_weak_configured_token_is_refused_at_start_with_one_line_and_exit_stat
 # -- item 5: sessions that end ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_signing_out_ends_the_session_so_its_cookie_and_csrf_token_are_refused(database: Target) -> None:
     with gateway(database, "--admin-token", ADMIN_TOKEN) as server, browsers(server, 2) as (browser, thief):
         bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -139,6 +141,7 @@ def test_signing_out_ends_the_session_so_its_cookie_and_csrf_token_are_refused(d
         assert state == "enabled"
 
 
+@pytest.mark.slow
 def test_every_session_ends_at_once_from_the_command_line_and_from_the_console(database: Target) -> None:
     with gateway(database, "--admin-token", ADMIN_TOKEN) as server, browsers(server, 2) as (one, two):
         for browser in (one, two):
@@ -157,6 +160,7 @@ def test_every_session_ends_at_once_from_the_command_line_and_from_the_console(d
         assert not one.signed_in()
 
 
+@pytest.mark.slow
 def test_rotating_the_admin_token_stops_the_old_one_and_every_session_at_once(database: Target) -> None:
     with gateway(database) as server, browsers(server, 1) as (browser,):
         old = shown_tokens(database)["admin_token"]
@@ -179,6 +183,7 @@ def test_rotating_the_admin_token_stops_the_old_one_and_every_session_at_once(da
 # -- item 6: rotation and `cos-relay tokens` ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_rotated_callback_token_reaches_running_gateways_and_the_old_one_lasts_its_grace(database: Target) -> None:
     with gateway(database) as first, gateway(database) as second:
         servers = (first, second)
@@ -202,6 +207,7 @@ def test_a_rotated_callback_token_reaches_running_gateways_and_the_old_one_lasts
             assert post_callback(server, old) == 401
 
 
+@pytest.mark.slow
 def test_tokens_prints_the_admin_token_of_relay_admin_token_and_stores_none(database: Target) -> None:
     configured = {"RELAY_ADMIN_TOKEN": ADMIN_TOKEN}
     with gateway(database, env=configured) as server:

@@ -15,9 +15,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Error, Page, Request, expect, sync_playwright
 
-from relay.store.records import Target
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, axe_source, serious_violations
-from tests.conftest import ADMIN_TOKEN, BACKENDS, callback_url, fresh_database, job_body, job_id
+from tests.conftest import ADMIN_TOKEN, callback_url, job_body, job_id
 from tests.console.test_console_pages import MARKUP, with_object_key
 from tests.live import ProcessServer, wait_until
 from tests.sink import Sink
@@ -43,15 +42,11 @@ class World:
         return f"{self.gateway.url}{path}"
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """One gateway per backend for the module's tests (about 10 s of browser work each)."""
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One gateway (on SQLite: the console's reads on PostgreSQL are tests/store's) for the module's tests."""
     sink = Sink().serve()
-    db: Target = (
-        tmp_path_factory.mktemp("console") / "relay.db"
-        if request.param == "sqlite"
-        else fresh_database(request.getfixturevalue("postgres"))
-    )
+    db = tmp_path_factory.mktemp("console") / "relay.db"
     args = (*TOKENS, "--allow-networks", "127.0.0.0/8", "--poll-interval", "0.1")
     gateway = ProcessServer(db, args=args).start()
     shots = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))

@@ -20,7 +20,8 @@ from relay.store.records import Target
 from tests.conftest import FAKE_HOST, FAKE_NETWORK, job_body, record
 from tests.fakes import FakeSender, Reply, Request, settle
 
-pytestmark = pytest.mark.anyio
+#: The PostgreSQL store wakes the loop its own way (LISTEN/NOTIFY): both backends.
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 
 class ThreadedSubscriber:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 from relay.store import store_for
 from relay.store.records import Target
@@ -13,6 +14,7 @@ from tests.live import ProcessServer, db_text, wait_until
 from tests.mistakes.commands import cos_relay
 
 
+@pytest.mark.slow
 def test_a_delivery_blocked_by_the_allow_list_shows_on_subscribers_show_and_the_api(database: Target) -> None:
     db = database
     with store_for(db):

@@ -146,6 +146,7 @@ def test_serve_with_unparseable_toml_and_two_workers_prints_one_line_not_a_trace
     assert finished.stderr.strip().splitlines() == [f"Error: {config}:4:11: not valid TOML: Invalid value"]
 
 
+@pytest.mark.slow
 def test_serve_with_a_secret_file_signs_with_that_secret(tmp_path: Path, database: Target) -> None:
     (tmp_path / "secret").write_text(SECRET)
     config = tmp_path / "subscribers.toml"

@@ -31,7 +31,7 @@ COMMANDS = [
 def test_a_command_other_than_serve_refuses_a_missing_database_and_creates_none(
     tmp_path: Path, command: list[str], sqlite_only: None
 ) -> None:
-    # SQLite only: a missing file; PostgreSQL's never-set-up database is tests/test_postgres_store.py's.
+    # SQLite only: a missing file; PostgreSQL's never-set-up database is tests/store/test_postgres.py's.
     typo = tmp_path / "typo.db"
     result = CliRunner().invoke(main, [*command, "--db", str(typo)])
     assert result.exit_code == 1
@@ -45,7 +45,7 @@ def test_a_command_other_than_serve_refuses_a_missing_database_and_creates_none(
 def test_tokens_on_a_missing_database_mints_nothing_and_exits_1_in_a_real_process(
     tmp_path: Path, sqlite_only: None
 ) -> None:
-    # SQLite only: a missing file; PostgreSQL's never-set-up database is tests/test_postgres_store.py's.
+    # SQLite only: a missing file; PostgreSQL's never-set-up database is tests/store/test_postgres.py's.
     typo = tmp_path / "typo.db"
     result = cos_relay("tokens", "--db", str(typo))
     assert result.returncode == 1
@@ -56,6 +56,8 @@ def test_tokens_on_a_missing_database_mints_nothing_and_exits_1_in_a_real_proces
     assert not typo.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.both_backends
 def test_the_database_named_in_relay_db_is_the_one_looked_for(database: Target) -> None:
     missing = (
         PostgresUrl(database.url.rpartition("/")[0] + "/from_env")
@@ -68,6 +70,7 @@ def test_the_database_named_in_relay_db_is_the_one_looked_for(database: Target) 
     assert str(missing) in result.stderr
 
 
+@pytest.mark.slow
 def test_serve_creates_the_database_and_says_so_once(tmp_path: Path, sqlite_only: None) -> None:
     # SQLite only: serve creates a file; a PostgreSQL database is created by its operator.
     db = tmp_path / "new.db"
@@ -78,6 +81,7 @@ def test_serve_creates_the_database_and_says_so_once(tmp_path: Path, sqlite_only
     assert cos_relay("jobs", "--db", str(db)).stdout.strip() == "no jobs"
 
 
+@pytest.mark.slow
 def test_serve_never_creates_a_missing_folder_and_names_it_in_one_line(tmp_path: Path) -> None:
     db = tmp_path / "relay-dta" / "relay.db"  # a typo of an existing folder's name
     result = cos_relay("serve", "--db", str(db), "--port", "1")
@@ -88,6 +92,7 @@ def test_serve_never_creates_a_missing_folder_and_names_it_in_one_line(tmp_path:
     assert not db.parent.exists()
 
 
+@pytest.mark.slow
 def test_a_new_database_is_announced_on_stderr_once(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     first = ProcessServer(db).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from relay.cli import main
@@ -19,6 +20,7 @@ def _made(db: Target) -> Target:
     return db
 
 
+@pytest.mark.slow
 def test_tokens_prints_the_callback_url_on_relay_public_url(database: Target) -> None:
     db = _made(database)
     result = cos_relay("tokens", "--db", db_text(db), env={"RELAY_PUBLIC_URL": "https://relay.example.com/"})
@@ -28,12 +30,14 @@ def test_tokens_prints_the_callback_url_on_relay_public_url(database: Target) ->
     assert "callback URL: https://cos.example.org/cos/callback?token=" in flag.output
 
 
+@pytest.mark.slow
 def test_serve_banner_prints_the_callback_url_on_the_public_url(database: Target) -> None:
     server = ProcessServer(database, args=("--public-url", "https://relay.example.com"))
     output = server.start().stop()
     assert "Callback URL for the COS console: https://relay.example.com/cos/callback?token=<run" in output
 
 
+@pytest.mark.slow
 def test_jobs_show_takes_db_after_the_subcommand(database: Target) -> None:
     db = _made(database)
     ingest(db, job_body(7))
@@ -45,6 +49,7 @@ def test_jobs_show_takes_db_after_the_subcommand(database: Target) -> None:
     assert before.output == after.stdout
 
 
+@pytest.mark.slow
 def test_jobs_show_prints_received_times_readably(database: Target) -> None:
     db = _made(database)
     ingest(db, job_body(8))
@@ -66,6 +71,7 @@ def test_instants_are_printed_to_the_millisecond_in_utc() -> None:
     assert instant(None) == "-"
 
 
+@pytest.mark.slow
 def test_a_loopback_subscriber_url_is_refused_naming_the_allow_list_setting(database: Target) -> None:
     db = _made(database)
     result = cos_relay("subscribers", "add", "local", "--url", "http://127.0.0.1:9/hook", "--db", db_text(db))
@@ -75,6 +81,7 @@ def test_a_loopback_subscriber_url_is_refused_naming_the_allow_list_setting(data
     assert "RELAY_ALLOW_NETWORKS (--allow-networks)" in result.stderr
 
 
+@pytest.mark.slow
 def test_serve_logs_the_allow_list_at_start(database: Target) -> None:
     output = ProcessServer(database, args=("--allow-networks", "10.0.0.0/8")).start().stop()
     assert "subscriber URLs may reach non-public networks: 10.0.0.0/8" in output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from relay.store import store_for
 from relay.store.records import Target
@@ -14,6 +15,7 @@ SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEWER = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
 
 
+@pytest.mark.slow
 def test_subscribers_secret_prints_the_current_and_the_previous_secret(database: Target) -> None:
     db = database
     with store_for(db):
@@ -36,6 +38,7 @@ def test_subscribers_secret_prints_the_current_and_the_previous_secret(database:
         assert NEWER not in printed
 
 
+@pytest.mark.slow
 def test_subscribers_secret_of_an_unknown_name_exits_1(database: Target) -> None:
     db = database
     with store_for(db):

@@ -73,6 +73,7 @@ def test_api_refuses_a_type_pattern_matching_no_event_type(admin: httpx.Client) 
     assert "matches no event type" in changed.json()["detail"]
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_type_pattern_matching_no_event_type(db: Target) -> None:
     result = cos_relay("subscribers", "add", "t", "--url", PUBLIC_URL, "--type", "cos.jbo.*", "--db", db_text(db))
     assert result.returncode == 1
@@ -82,12 +83,14 @@ def test_cli_refuses_a_type_pattern_matching_no_event_type(db: Target) -> None:
     assert "no subscribers" in cos_relay("subscribers", "list", "--db", db_text(db)).stdout
 
 
+@pytest.mark.slow
 def test_cli_deliveries_of_an_unknown_subscriber_exits_1_naming_the_known_ones(db: Target) -> None:
     result = cos_relay("deliveries", "list", "--subscriber", "nope", "--db", db_text(db))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["Error: no subscriber is named 'nope' (known: none yet)"]
 
 
+@pytest.mark.slow
 def test_cli_jobs_with_an_unknown_state_exits_1_listing_the_states(db: Target) -> None:
     result = cos_relay("jobs", "--state", "bogus", "--db", db_text(db))
     assert result.returncode == 1
@@ -103,6 +106,7 @@ def test_cli_jobs_state_matches_in_any_case(db: Target) -> None:
     assert job_id(3) in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Target) -> None:
     result = cos_relay("deliveries", "list", "--state", "bogus", "--db", db_text(db))
     assert result.returncode == 1
@@ -112,6 +116,7 @@ def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Tar
     ]
 
 
+@pytest.mark.slow
 def test_cli_deliveries_state_matches_in_any_case(db: Target) -> None:
     assert cos_relay("subscribers", "add", "hook", "--url", PUBLIC_URL, "--db", db_text(db)).returncode == 0
     ingest(db, job_body(4))  # no server runs: its delivery stays pending

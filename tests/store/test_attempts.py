@@ -1,10 +1,8 @@
-"""The store's write path: waiting for another client's lock, and attempts recorded in batches."""
+"""Finishing attempts (`Store.finish`): batched, each with its own result, and the failure streak they set."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from datetime import datetime, timedelta
 
 from relay.app import utc_now
@@ -17,34 +15,7 @@ from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import store_for
 from relay.store.records import Target
-from tests.conftest import ingest, job_body, record
-from tests.databases import count, locked
-
-
-def test_a_write_waits_for_the_lock_another_client_holds_and_commits_once_it_is_free(database: Target) -> None:
-    db = database
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with locked(db):  # as a second worker or the CLI would, mid-transaction
-            holding.set()
-            release.wait(10)
-
-    with store_for(db) as store:
-        holder = threading.Thread(target=hold)
-        holder.start()
-        try:
-            assert holding.wait(10)
-            threading.Timer(0.3, release.set).start()
-            started = time.monotonic()
-            [result] = asyncio.run(record(store, job_body(1)))  # a write through the store's writer
-            waited = time.monotonic() - started
-        finally:
-            release.set()
-            holder.join()
-    assert result.outcome == "accepted"
-    assert waited >= 0.25
-    assert count(db, "callbacks") == 1
+from tests.conftest import ingest, job_body
 
 
 def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_own_result(database: Target) -> None:
@@ -172,19 +143,3 @@ def test_one_batch_of_mixed_outcomes_records_every_attempt_and_the_last_outcome_
         assert retried is not None
         assert retried["attempts_log"][0]["error"] == "busy"
         assert retried["attempts_log"][0]["response_body"] == "later"
-
-
-def test_an_instant_is_stored_in_one_form_whatever_zone_it_comes_in() -> None:
-    from datetime import UTC, timezone
-
-    from relay.store.formats import iso, when
-
-    moment = datetime(2025, 1, 6, 9, 0, 0, 120, tzinfo=UTC)
-    forms = {
-        iso(moment),
-        iso(moment.astimezone(timezone(timedelta(hours=2)))),
-        iso(moment.replace(tzinfo=None)),  # naive means UTC
-    }
-    assert forms == {"2025-01-06T09:00:00.000120Z"}
-    assert when(iso(moment)) == moment
-    assert iso(datetime(5, 1, 1, tzinfo=UTC)) == "0005-01-01T00:00:00.000000Z"  # fixed width: text order is time order

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -24,17 +23,11 @@ from relay.settings import Settings
 from relay.store import PostgresStore, store_for
 from relay.store.postgres.schema import STEPS
 from relay.store.records import PostgresUrl
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, fresh_database, ingest, job_body
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, empty_database, fresh_database, ingest, job_body
 from tests.databases import rows
 from tests.live import ProcessServer
 from tests.mistakes.commands import cos_relay
 from tests.postgres import Cluster
-
-
-def empty_database(cluster: Cluster) -> PostgresUrl:
-    name = f"e_{uuid.uuid4().hex}"
-    cluster.psql(f"CREATE DATABASE {name}")
-    return PostgresUrl(cluster.url(name))
 
 
 def test_a_postgres_url_is_never_taken_for_a_file_path(tmp_path: Path, postgres: Cluster) -> None:
@@ -84,6 +77,7 @@ def test_a_command_other_than_serve_refuses_a_database_cos_relay_never_set_up(
 
 
 @pytest.mark.parametrize("command", ["jobs", "serve"])
+@pytest.mark.slow
 def test_an_unreachable_database_is_one_line_without_its_password_and_exit_1(postgres: Cluster, command: str) -> None:
     url = f"postgresql://postgres:pg-password-x7Q2@127.0.0.1:{postgres.port + 1}/nowhere"
     result = cos_relay(command, "--db", url, env={"RELAY_STATEMENT_TIMEOUT": "2"})
@@ -135,6 +129,7 @@ def test_a_dead_replicas_lease_expires_and_another_replica_takes_the_delivery(po
     assert taken.trigger == "retry"
 
 
+@pytest.mark.slow
 def test_the_database_password_never_reaches_logs_or_responses(postgres: Cluster) -> None:
     # The throwaway cluster trusts loopback, so any password connects: what is checked is where it shows.
     password = "pg-password-" + "x7Q2" * 4

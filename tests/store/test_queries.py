@@ -1,0 +1,170 @@
+"""The store's reads, the same answers on both backends: jobs, callbacks and deliveries listed newest first,
+by filter and page by page (no gap, no repeat), one of each by its id, and the counts a scrape reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+from relay.app import utc_now
+from relay.deliver.signing import generate_secret
+from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.delivery import Attempt, Decision, Finished, Outcome
+from relay.domain.filters import Filter
+from relay.domain.subscribers import SubscriberSpec
+from relay.store import Store, store_for
+from relay.store.records import Page, Target
+from tests.conftest import DATA, job_body, job_id, record
+
+RUN_ID = "icf43042c67ab601aa9e79a4f03b42e4c"
+
+
+def walk(read: Callable[[str | None], Page]) -> list[list[dict[str, Any]]]:
+    """Every page of a listing, following its cursors to the end."""
+    pages, cursor = [read(None)], None
+    while (cursor := pages[-1].cursor) is not None:
+        pages.append(read(cursor))
+    return [page.items for page in pages]
+
+
+@contextlib.contextmanager
+def filled(db: Target, subscribers: int = 0) -> Iterator[Store]:
+    """A store on ``db`` with ``subscribers`` subscribers (``hook0``...) and five jobs: 1, 3 and 5 succeeded,
+    2 and 4 failed; job 1's callback arrived twice."""
+    with store_for(db) as store:
+        for number in range(subscribers):
+            spec = SubscriberSpec(f"hook{number}", "http://127.0.0.1:9/hook", generate_secret(), Filter())
+            store.add_subscriber(spec, utc_now())
+        bodies = [job_body(number, "Failed" if number % 2 == 0 else "Success") for number in range(1, 6)]
+        asyncio.run(record(store, *bodies, job_body(1)))
+        yield store
+
+
+def test_jobs_are_listed_newest_first_by_state_and_page_by_page(database: Target) -> None:
+    with filled(database) as store:
+        pages = walk(lambda cursor: store.list_jobs_sync(limit=2, cursor=cursor))
+        assert [len(page) for page in pages] == [2, 2, 1]
+        assert [job["job_id"] for page in pages for job in page] == [job_id(n) for n in (5, 4, 3, 2, 1)]
+        failed = store.list_jobs_sync(state="Failed")
+        assert [job["job_id"] for job in failed.items] == [job_id(4), job_id(2)]
+        assert failed.cursor is None
+        assert asyncio.run(store.list_jobs(state="Failed")) == failed
+        assert store.list_jobs_sync(state="Cancelled").items == []
+
+
+def test_a_job_is_read_by_its_id_with_its_history_and_an_unknown_one_is_none(database: Target) -> None:
+    with filled(database) as store:
+        job = store.get_job_sync(job_id(2))
+        assert job is not None
+        assert job["state"] == "Failed"
+        assert asyncio.run(store.get_job(job_id(2))) == job
+        history = asyncio.run(store.job_history(job_id(2), 10, None))
+        assert history is not None
+        assert [entry["state"] for entry in history.items] == ["Failed"]
+        assert store.get_job_sync(job_id(99)) is None
+        assert asyncio.run(store.job_history(job_id(99), 10, None)) is None
+
+
+def test_callbacks_are_listed_newest_first_and_a_duplicate_shows_the_first_copys_body(database: Target) -> None:
+    with filled(database) as store:
+        pages = walk(lambda cursor: asyncio.run(store.list_callbacks(limit=4, cursor=cursor)))
+        assert [len(page) for page in pages] == [4, 2]
+        listed = [callback for page in pages for callback in page]
+        assert [callback["outcome"] for callback in listed] == ["duplicate"] + ["accepted"] * 5
+        assert [callback["id"] for callback in listed] == sorted((callback["id"] for callback in listed), reverse=True)
+        [duplicate] = asyncio.run(store.list_callbacks(outcome="duplicate")).items
+        assert duplicate["body_prefix"] == listed[-1]["body_prefix"] == job_body(1)[:4096].decode()
+        assert asyncio.run(store.list_callbacks(outcome="rejected")).items == []
+        assert store.counts()["callbacks"] == 6
+        assert store.counts()["jobs"] == 5
+
+
+def test_deliveries_are_listed_by_subscriber_state_and_event_page_by_page(database: Target) -> None:
+    with filled(database, subscribers=2) as store:
+        pages = walk(lambda cursor: store.list_deliveries(limit=4, cursor=cursor))
+        assert [len(page) for page in pages] == [4, 4, 2]
+        listed = [delivery for page in pages for delivery in page]
+        assert [delivery["id"] for delivery in listed] == sorted((d["id"] for d in listed), reverse=True)
+        assert {delivery["state"] for delivery in listed} == {"pending"}
+        first = store.list_deliveries(subscriber="hook0").items
+        assert len(first) == 5
+        assert {delivery["subscriber"] for delivery in first} == {"hook0"}
+        event = listed[0]["event_id"]
+        assert len(store.list_deliveries(event_id=event).items) == 2
+        assert store.list_deliveries(state="dead").items == []
+        assert store.list_deliveries(subscriber="nobody").items == []
+        assert store.count_deliveries("pending") == 10
+        one = store.get_delivery(listed[0]["id"])
+        assert one is not None
+        assert one["attempts_log"] == []
+        assert store.get_delivery(10**9) is None
+
+
+def test_events_are_read_back_whole_and_the_outbox_is_counted_by_state(database: Target) -> None:
+    with filled(database, subscribers=1) as store:
+        bodies = store.event_bodies(10)
+        assert len(bodies) == 5
+        newest = store.list_deliveries(limit=1).items[0]["event_id"]
+        assert store.event_body(newest) in bodies
+        assert store.event_body("no-such-event") is None
+        stats = store.outbox_stats()
+        assert stats["outbox"]["pending"][0] == 5
+        assert stats["outbox"]["dead"] == (0, None)
+        assert stats["subscribers"] == {"hook0": "enabled"}
+
+
+def test_a_workflow_run_is_read_with_its_tasks_and_history_and_an_unknown_one_is_none(database: Target) -> None:
+    with store_for(database) as store:
+        asyncio.run(record(store, (DATA / "samples" / "workflow_finish_success.xml").read_bytes()))
+        run = asyncio.run(store.get_workflow(RUN_ID))
+        assert run is not None
+        assert run["run_id"] == RUN_ID
+        assert len(run["history"]) == 1
+        assert isinstance(run["tasks"], list)
+        assert asyncio.run(store.get_workflow("i-unknown")) is None
+
+
+def test_the_consoles_reads_of_a_job_and_of_the_last_day(database: Target) -> None:
+    with filled(database, subscribers=2) as store:
+        now = utc_now()
+        overview = store.overview(now - timedelta(hours=1), now - timedelta(days=1))
+        assert sum(row["n"] for row in overview["callbacks"]) == 6
+        assert {(row["state"], row["n"]) for row in overview["jobs"]} == {("Success", 3), ("Failed", 2)}
+        assert store.overview(now + timedelta(hours=1), now + timedelta(hours=1)) == {"callbacks": [], "jobs": []}
+        asyncio.run(record(store, job_body(1, "Running")))  # a second state: a second callback of job 1
+        callbacks = asyncio.run(store.job_callbacks(job_id(1), 64, 1, None))
+        assert len(callbacks.items) == 1
+        assert callbacks.cursor is not None
+        rest = asyncio.run(store.job_callbacks(job_id(1), 64, 10, callbacks.cursor))
+        assert len(rest.items) == 1
+        assert rest.cursor is None
+        assert rest.items[0]["id"] < callbacks.items[0]["id"]
+        assert rest.items[0]["body_prefix"] == job_body(1)[:64].decode()
+        deliveries = asyncio.run(store.job_deliveries(job_id(1), 10, None))
+        assert sorted(delivery["subscriber"] for delivery in deliveries.items) == ["hook0", "hook0", "hook1", "hook1"]
+        ids = [subscriber.id for subscriber in store.list_subscribers()]
+        assert store.recent_states(ids) == {}  # nothing attempted yet
+
+
+def test_a_subscribers_recent_attempted_deliveries_are_counted_by_state_and_its_last_attempt_read(
+    database: Target,
+) -> None:
+    with filled(database, subscribers=1) as store:
+        [subscriber] = store.list_subscribers()
+        assert store.last_attempt(subscriber.id) is None
+
+        async def deliver_one() -> None:
+            at = utc_now()
+            [claim] = await store.claim(at, LEASE_MARGIN, 1)
+            delivered = Attempt(Outcome.SUCCESS, 204, 0.01, None, b"", None)
+            await store.finish([Finished(claim, delivered, Decision("delivered"), at, at)], LEASE_MARGIN)
+
+        asyncio.run(deliver_one())
+        # Finishing one leased the subscriber's next delivery in the same transaction: attempted, in flight.
+        assert store.recent_states([subscriber.id]) == {subscriber.id: {"delivered": 1, "in_flight": 1}}
+        last = store.last_attempt(subscriber.id)
+        assert last is not None
+        assert (last["outcome"], last["status"]) == ("success", 204)
