@@ -31,11 +31,12 @@ from relay.deliver.client import Sender
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.errors import Rejected
 from relay.domain.guessing import Guesses
 from relay.domain.retention import Windows
 from relay.domain.retry import RetryPolicy
-from relay.errors import Rejected
 from relay.exposition import StoreCollector, exposition_registry, render
+from relay.http.errors import error_response
 from relay.ingest import Ingest, Reader
 from relay.metrics import Metrics
 from relay.outbox.config import apply_config
@@ -189,7 +190,7 @@ def create_app(
 async def render_rejection(request: Request, error: Exception) -> Response:
     """Every refusal the API raises becomes its short JSON error with its status."""
     assert isinstance(error, Rejected)
-    return JSONResponse(error.body(), status_code=error.status)
+    return error_response(error)
 
 
 async def render_http_error(request: Request, error: Exception) -> Response:

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from relay.domain.errors import Throttled
 from relay.domain.guessing import Guesses, retry_after, source_key
-from relay.errors import Throttled
+from relay.http.errors import error_response
 from relay.logs import Throttle
 from relay.metrics import Metrics
 from relay.settings import Settings, setting_named
@@ -243,8 +244,7 @@ def _source(request: Request) -> str:
 
 
 def too_many_guesses(seconds: float) -> Response:
-    refusal = Throttled(seconds)
-    return JSONResponse(refusal.body(), status_code=refusal.status, headers={"Retry-After": retry_after(seconds)})
+    return error_response(Throttled(seconds), headers={"Retry-After": retry_after(seconds)})
 
 
 class BearerAuth:

@@ -29,7 +29,7 @@ TAG_FAMILIES: Mapping[str, str] = {
     **dict.fromkeys(("Translation", "WordsGeneralize"), "ai"),
 }
 #: Every ``outcome`` a callback can have: the two successes, then the ``outcome`` of each refusal in
-#: `relay.errors` the callback endpoint raises (401, 408, 413, 415, 400, 422, 503).
+#: `relay.domain.errors` the callback endpoint raises (401, 408, 413, 415, 400, 422, 503).
 CALLBACK_OUTCOMES = (
     "accepted",
     "duplicate",

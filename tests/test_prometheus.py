@@ -336,7 +336,7 @@ def test_dashboard_has_schema_39_the_datasource_variable_on_every_panel_and_a_qu
 
 
 def test_outcome_and_error_labels_cover_every_refusal_and_write_error_kind() -> None:
-    from relay.errors import (
+    from relay.domain.errors import (
         AtSizeBound,
         BodyTimeout,
         Invalid,

@@ -21,7 +21,8 @@ from relay.console.outbox import outbox_console_routes
 from relay.console.pages import page_routes
 from relay.console.render import Renderer
 from relay.console.session import SessionKey, Sessions
-from relay.errors import Rejected
+from relay.domain.errors import Rejected
+from relay.http.errors import status_of
 from relay.outbox.service import Subscribers
 from relay.settings import Settings
 from relay.store import Store
@@ -45,7 +46,7 @@ def console_app(
     async def refused(request: Request, error: Exception) -> Response:
         """A refusal (bad filter, unknown job, forged form) as a page saying why, with its status: never a 500."""
         if isinstance(error, Rejected):
-            return renderer.page(request, "error.html", status=error.status, message=error.detail)
+            return renderer.page(request, "error.html", status=status_of(error), message=error.detail)
         assert isinstance(error, HTTPException)
         return renderer.page(request, "error.html", status=error.status_code, message=error.detail)
 

@@ -25,3 +25,18 @@ class StoreConflict(StoreError):
 class UncopiableRow(StoreError):
     """A row one backend holds that the other cannot store (`cos-relay migrate-to`): names the table, the row
     and why, in one line."""
+
+
+class NoDatabase(Exception):
+    """A command that only reads or manages a database was pointed at a path (or URL) with none."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"no database at {path}: start `cos-relay serve --db {path}` first, or pass --db (or RELAY_DB) "
+            "naming the database the server uses"
+        )
+
+
+class BackupRefused(Exception):
+    """`Store.backup` cannot write to that target: the file exists, its folder does not, or the backend has its
+    own tools (PostgreSQL: pg_dump). One line saying what to do instead."""

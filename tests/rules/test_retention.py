@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from relay.domain.callback import Received
+from relay.domain.errors import Malformed
 from relay.domain.retention import Pruned, Windows
-from relay.errors import Malformed
 from relay.exposition import StoreCollector
 from relay.metrics import Metrics
 from relay.pruning import Pruner

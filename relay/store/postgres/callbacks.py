@@ -17,8 +17,8 @@ from relay.domain.callback import (
     WorkflowRun,
     history_full,
 )
+from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed
-from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
 from relay.store.postgres.deliveries import insert_owed
 from relay.store.postgres.subscribers import SUBSCRIBERS_LOCK, subscribers_version

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import BadParameter, NoDatabase, Rejected
-from relay.store.failures import StoreUnavailable
+from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
 from relay.store.formats import iso
 from relay.store.postgres import (
     attempts,
@@ -241,7 +241,7 @@ class PostgresStore:
 
     def backup(self, target: Path) -> None:
         """Refused: PostgreSQL's own pg_dump makes a consistent copy of a live database (docs/operations.md)."""
-        raise BadParameter("cos-relay backup copies SQLite files; for PostgreSQL use pg_dump (docs/operations.md)")
+        raise BackupRefused("cos-relay backup copies SQLite files; for PostgreSQL use pg_dump (docs/operations.md)")
 
     # -- reads ----------------------------------------------------------------------------------
 

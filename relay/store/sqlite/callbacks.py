@@ -18,8 +18,8 @@ from relay.domain.callback import (
     WorkflowRun,
     history_full,
 )
+from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed
-from relay.errors import Rejected
 from relay.store.formats import iso, refusal, to_json
 from relay.store.rows import callback_columns
 from relay.store.sqlite.deliveries import insert_owed

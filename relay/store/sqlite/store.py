@@ -19,11 +19,11 @@ import anyio.to_thread
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import BadParameter, NoDatabase, Rejected
-from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
+from relay.store.failures import BackupRefused, NoDatabase, StoreConflict, StoreError, StoreUnavailable
 from relay.store.formats import iso
 from relay.store.records import Durability, Page, StoredToken
 from relay.store.sealing import Sealer
@@ -289,12 +289,12 @@ class SqliteStore:
         )
 
     def backup(self, target: Path) -> None:
-        """A consistent copy of the live database at ``target``; writers go on meanwhile. `BadParameter` (one line
+        """A consistent copy of the live database at ``target``; writers go on meanwhile. `BackupRefused` (one line
         for the CLI) when ``target`` exists or its folder does not: a backup never overwrites."""
         if target.exists():
-            raise BadParameter(f"{target} already exists: give a new file name (a backup never overwrites)")
+            raise BackupRefused(f"{target} already exists: give a new file name (a backup never overwrites)")
         if not target.parent.is_dir():
-            raise BadParameter(f"{target.parent} is not a directory: create it first")
+            raise BackupRefused(f"{target.parent} is not a directory: create it first")
         connection.keep_private(target)  # VACUUM INTO fills an empty file, keeping its mode
         try:
             self._read_sync(partial(retention.backup, target=target))
