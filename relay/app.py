@@ -35,15 +35,15 @@ from relay.domain.errors import Rejected
 from relay.domain.guessing import Guesses
 from relay.domain.retention import Windows
 from relay.domain.retry import RetryPolicy
-from relay.exposition import StoreCollector, exposition_registry, render
 from relay.http.errors import error_response
 from relay.ingest import Ingest, Reader
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
+from relay.metrics.exposition import StoreCollector, exposition_registry, render
+from relay.metrics.scrape import MetricsEndpoint, SharedRendering
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
 from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
-from relay.scrape import MetricsEndpoint, SharedRendering
 from relay.settings import Settings
 from relay.shedding import Shedder
 from relay.store import store_for
@@ -77,7 +77,7 @@ def create_app(
     ``sender`` replaces the HTTP transport to subscribers; ``registry`` receives the metrics (a fresh
     one by default, so two apps in one process never share counters). ``credentials`` are tokens
     already resolved (by `cos-relay serve`, once for every worker); without them the lifespan resolves
-    them. ``metrics_dir`` is where every worker counts (see `relay.metrics_files`): /metrics adds them up.
+    them. ``metrics_dir`` is where every worker counts (see `relay.metrics.files`): /metrics adds them up.
     ``schema`` is the callback schema already compiled (it is immutable: apps may share one); without it the
     packaged XSD is compiled here.
     """

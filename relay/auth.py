@@ -23,7 +23,7 @@ from relay.domain.errors import Throttled
 from relay.domain.guessing import Guesses, retry_after, source_key
 from relay.http.errors import error_response
 from relay.logs import Throttle
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.settings import Settings, setting_named
 from relay.store import Store
 from relay.store.failures import StoreError

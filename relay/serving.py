@@ -25,7 +25,7 @@ from relay.app import create_app, utc_now
 from relay.auth import Credentials, resolve_credentials
 from relay.deliver.ssrf import AddressPolicy
 from relay.heap import freeze_startup_heap
-from relay.metrics_files import count_into
+from relay.metrics.files import count_into
 from relay.outbox.config import apply_config
 from relay.outbox.config_file import read_config
 from relay.outbox.destinations import vet_destination

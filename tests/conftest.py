@@ -30,7 +30,7 @@ from relay.deliver.worker import DeliveryWorker
 from relay.domain.callback import IngestResult, Received
 from relay.domain.retry import RetryPolicy
 from relay.ingest import Ingest, Reader
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.outbox.service import Subscribers
 from relay.settings import Settings
 from relay.store import Store, store_for

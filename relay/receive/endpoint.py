@@ -32,7 +32,7 @@ from relay.domain.guessing import retry_after
 from relay.http.errors import error_response, status_of
 from relay.ingest import Ingest
 from relay.logs import Throttle, clip
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.receive.body import body_format, read_body
 from relay.receive.heap import releaser
 from relay.settings import Settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.shedding import Shedder
 from tests.conftest import Outbox, job_body
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what happened (counters, histograms); `relay.exposition` adds what the database holds.
+"""Prometheus metrics: what happened (counters, histograms); `relay.metrics.exposition` adds what the database holds.
 
 Labels are bounded by construction: outcomes and states are fixed sets, Tags outside the known list
 count as ``other``, only the first few QueueIds get their own label, and ``subscriber`` is a
