@@ -44,7 +44,7 @@ from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
 from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.shedding import Shedder
 from relay.store import store_for
 from relay.store.sealing import Sealer

@@ -24,7 +24,7 @@ from relay.domain.guessing import Guesses, retry_after, source_key
 from relay.http.errors import error_response
 from relay.logs import Throttle
 from relay.metrics.counters import Metrics
-from relay.settings import Settings, setting_named
+from relay.settings.table import Settings, setting_named
 from relay.store import Store
 from relay.store.failures import StoreError
 from relay.store.records import StoredToken

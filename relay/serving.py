@@ -32,8 +32,8 @@ from relay.outbox.destinations import vet_destination
 from relay.outbox.service import Subscribers
 from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
 from relay.receive.protocol import BoundedProtocol, ConnectionLimits
-from relay.setting_kinds import parse_proxies
-from relay.settings import KIB, Settings
+from relay.settings.kinds import parse_proxies
+from relay.settings.table import KIB, Settings
 from relay.store import store_for
 from relay.store.sealing import Sealer
 

@@ -32,7 +32,7 @@ from relay.domain.retry import RetryPolicy
 from relay.ingest import Ingest, Reader
 from relay.metrics.counters import Metrics
 from relay.outbox.service import Subscribers
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import Store, store_for
 from relay.store.records import PostgresUrl, Target
 from relay.validate.schema import CallbackSchema

@@ -22,7 +22,7 @@ from relay.domain.callback import Received
 from relay.domain.errors import BadSubscriber
 from relay.domain.subscribers import Subscriber
 from relay.ingest import Ingest, Reader
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import store_for
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema

@@ -20,7 +20,7 @@ from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import PostgresStore, store_for
 from relay.store.postgres.schema import STEPS
 from relay.store.records import PostgresUrl

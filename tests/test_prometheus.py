@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app import create_app
 from relay.metrics.counters import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store.records import PostgresUrl, Target
 from relay.store.writer import error_kind
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url

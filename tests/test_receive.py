@@ -11,7 +11,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import DATA, callback_schema, callback_url
 from tests.databases import count, rows

@@ -14,7 +14,7 @@ import pytest
 
 import relay.auth
 from relay.app import create_app
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url
 from tests.live import ProcessServer, ThreadServer, wait_until

@@ -15,8 +15,8 @@ from relay.cli.options import db_option
 from relay.cli.table import render_table
 from relay.domain.retention import Windows
 from relay.pruning import Pruner
-from relay.setting_durations import Duration
-from relay.settings import setting_named
+from relay.settings.durations import Duration
+from relay.settings.table import setting_named
 from relay.store.failures import StoreError
 from relay.store.records import Target
 

@@ -12,7 +12,7 @@ from relay.auth import Credentials
 from relay.cli.options import settings_options
 from relay.cli.tokens import configured_sources
 from relay.domain.errors import Rejected
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store.failures import StoreError
 
 

@@ -18,7 +18,7 @@ from relay.app import utc_now
 from relay.auth import DATABASE, INSECURE, fingerprint, rotate, rotation_refused
 from relay.cli.database import existing_store
 from relay.cli.options import db_option, setting_option
-from relay.settings import Settings, setting_named
+from relay.settings.table import Settings, setting_named
 from relay.store.records import TOKENS, StoredToken, Target
 
 F = TypeVar("F", bound=Callable[..., Any])

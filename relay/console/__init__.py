@@ -24,7 +24,7 @@ from relay.console.session import SessionKey, Sessions
 from relay.domain.errors import Rejected
 from relay.http.errors import status_of
 from relay.outbox.service import Subscribers
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import Store
 
 STATIC = Path(__file__).parent / "static"

@@ -35,7 +35,7 @@ from relay.logs import Throttle, clip
 from relay.metrics.counters import Metrics
 from relay.receive.body import body_format, read_body
 from relay.receive.heap import releaser
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import Store
 from relay.store.failures import StoreError
 from relay.validate import limits

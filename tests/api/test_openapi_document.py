@@ -12,7 +12,7 @@ from relay.api.openapi import document
 from relay.app import create_app
 from relay.domain.callback import JOB_STATES
 from relay.domain.delivery import DELIVERY_STATES
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import callback_schema
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

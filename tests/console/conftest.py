@@ -11,7 +11,7 @@ import pytest
 
 from relay.app import create_app
 from relay.deliver.ssrf import AddressPolicy
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, FAKE_HOST, FAKE_NETWORK, callback_schema, callback_url
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer
