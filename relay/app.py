@@ -37,15 +37,15 @@ from relay.domain.retention import Windows
 from relay.domain.retry import RetryPolicy
 from relay.http.errors import error_response
 from relay.ingest import Ingest, Reader
+from relay.maintenance.pruning import Pruner
+from relay.maintenance.shedding import Shedder
 from relay.metrics.counters import Metrics
 from relay.metrics.exposition import StoreCollector, exposition_registry, render
 from relay.metrics.scrape import MetricsEndpoint, SharedRendering
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
-from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
 from relay.settings.table import Settings
-from relay.shedding import Shedder
 from relay.store import store_for
 from relay.store.sealing import Sealer
 from relay.validate.schema import CallbackSchema

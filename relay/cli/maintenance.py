@@ -14,7 +14,7 @@ from relay.cli.database import existing_store
 from relay.cli.options import db_option
 from relay.cli.table import render_table
 from relay.domain.retention import Windows
-from relay.pruning import Pruner
+from relay.maintenance.pruning import Pruner
 from relay.settings.durations import Duration
 from relay.settings.table import setting_named
 from relay.store.failures import StoreError

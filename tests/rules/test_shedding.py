@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
+from relay.maintenance.shedding import Shedder
 from relay.metrics.counters import Metrics
-from relay.shedding import Shedder
 from tests.conftest import Outbox, job_body
 
 pytestmark = pytest.mark.anyio
