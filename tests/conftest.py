@@ -24,7 +24,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from relay.app import create_app, utc_now
+from relay.app.factory import create_app, utc_now
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.callback import IngestResult, Received

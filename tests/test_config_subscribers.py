@@ -15,7 +15,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from relay.app import create_app, utc_now
+from relay.app.factory import create_app, utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import Received

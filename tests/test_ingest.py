@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import IngestResult, Received
 from relay.domain.errors import Invalid

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.settings.table import Settings
 from relay.store import store_for
 from relay.store.records import PostgresUrl

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.metrics.counters import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
 from relay.settings.table import Settings
 from relay.store.records import PostgresUrl, Target

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import relay.auth
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from relay import serving
+from relay.app import serving
 from relay.auth import Credentials
 from relay.cli import main
 from relay.cli.reference import render_reference

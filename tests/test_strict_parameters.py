@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from starlette.requests import Request
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.errors import BadSubscriber, TooLarge

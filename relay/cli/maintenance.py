@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli.database import existing_store
 from relay.cli.options import db_option
 from relay.cli.table import render_table

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from relay import logs, serving
+from relay import logs
+from relay.app import serving
 from relay.auth import Credentials
 from relay.cli.options import settings_options
 from relay.cli.tokens import configured_sources

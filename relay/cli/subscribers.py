@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from relay.api.params import parse_since
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import units
 from relay.cli.database import existing_store
 from relay.cli.options import Decimal, Whole, db_option, setting_option

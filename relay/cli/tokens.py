@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.auth import DATABASE, INSECURE, fingerprint, rotate, rotation_refused
 from relay.cli.database import existing_store
 from relay.cli.options import db_option, setting_option

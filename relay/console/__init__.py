@@ -60,7 +60,7 @@ def console_app(
         middleware=[Middleware(ConsoleGuard, sessions=sessions)],
         exception_handlers={Rejected: refused, HTTPException: refused},
     )
-    # As for the whole app (`relay.app`): a slash redirect's Location comes from the Host header, and a
+    # As for the whole app (`relay.app.factory`): a slash redirect's Location comes from the Host header, and a
     # redirected login form would carry the admin token to that host.
     console.router.redirect_slashes = False
     return console

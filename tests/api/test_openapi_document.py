@@ -9,7 +9,7 @@ from openapi_spec_validator import validate
 from starlette.routing import BaseRoute, Mount, Route
 
 from relay.api.openapi import document
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.domain.callback import JOB_STATES
 from relay.domain.delivery import DELIVERY_STATES
 from relay.settings.table import Settings

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.console.login import safe_next
 from relay.console.session import COOKIE
 from relay.settings.table import Settings
