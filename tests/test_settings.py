@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from relay.app import serving
-from relay.auth import Credentials
 from relay.cli import main
 from relay.cli.reference import render_reference
+from relay.http.auth import Credentials
 from relay.settings.kinds import Flag
 from relay.settings.table import SETTINGS, Setting, Settings, setting_named
 from relay.store import store_for

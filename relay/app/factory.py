@@ -24,7 +24,6 @@ from relay.api.nul import RefuseNul
 from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
-from relay.auth import BearerAuth, Credentials, Guessing, Tokens, generate_token, resolve_credentials
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.deliver.client import Sender
@@ -35,6 +34,7 @@ from relay.domain.errors import Rejected
 from relay.domain.guessing import Guesses
 from relay.domain.retention import Windows
 from relay.domain.retry import RetryPolicy
+from relay.http.auth import BearerAuth, Credentials, Guessing, Tokens, generate_token, resolve_credentials
 from relay.http.errors import error_response
 from relay.ingest import Ingest, Reader
 from relay.maintenance.pruning import Pruner

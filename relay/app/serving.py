@@ -23,8 +23,8 @@ from uvicorn.supervisors import Multiprocess
 
 from relay import logs
 from relay.app.factory import create_app, utc_now
-from relay.auth import Credentials, resolve_credentials
 from relay.deliver.ssrf import AddressPolicy
+from relay.http.auth import Credentials, resolve_credentials
 from relay.metrics.files import count_into
 from relay.outbox.config import apply_config
 from relay.outbox.config_file import read_config

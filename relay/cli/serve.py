@@ -9,10 +9,10 @@ import click
 
 from relay import logs
 from relay.app import serving
-from relay.auth import Credentials
 from relay.cli.options import settings_options
 from relay.cli.tokens import configured_sources
 from relay.domain.errors import Rejected
+from relay.http.auth import Credentials
 from relay.settings.table import Settings
 from relay.store.failures import StoreError
 

@@ -14,7 +14,6 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from relay.auth import Guessing, Tokens
 from relay.console.guard import ConsoleGuard
 from relay.console.login import login_routes
 from relay.console.outbox import outbox_console_routes
@@ -22,6 +21,7 @@ from relay.console.pages import page_routes
 from relay.console.render import Renderer
 from relay.console.session import SessionKey, Sessions
 from relay.domain.errors import Rejected
+from relay.http.auth import Guessing, Tokens
 from relay.http.errors import status_of
 from relay.outbox.service import Subscribers
 from relay.settings.table import Settings

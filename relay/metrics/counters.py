@@ -43,7 +43,7 @@ CALLBACK_OUTCOMES = (
     "throttled",
     "size_bound",
 )
-#: The token checks that count wrong tokens per source address and throttle guessing (`relay.auth.Guessing`).
+#: The token checks that count wrong tokens per source address and throttle guessing (`relay.http.auth.Guessing`).
 TOKEN_CHECKS = ("login", "bearer", "callback")
 #: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
 WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")

@@ -16,7 +16,6 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from relay.auth import Guessing, Tokens, sole
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.errors import (
     AtSizeBound,
@@ -29,6 +28,7 @@ from relay.domain.errors import (
     UnsupportedType,
 )
 from relay.domain.guessing import retry_after
+from relay.http.auth import Guessing, Tokens, sole
 from relay.http.errors import error_response, status_of
 from relay.ingest import Ingest
 from relay.logs import Throttle, clip

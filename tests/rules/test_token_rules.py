@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relay.auth import DATABASE, Credentials, Tokens, fingerprint, resolve_credentials, rotate, rotation_refused
+from relay.http.auth import DATABASE, Credentials, Tokens, fingerprint, resolve_credentials, rotate, rotation_refused
 from relay.settings.table import Settings
 from relay.store import Store, store_for
 from relay.store.records import StoredToken, Target
