@@ -4,7 +4,6 @@ time, never logged."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import math
 import secrets
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.domain.errors import Throttled
 from relay.domain.guessing import Guesses, retry_after, source_key
+from relay.domain.tokens import tokens_match
 from relay.http.errors import error_response
 from relay.logs import Throttle
 from relay.metrics.counters import Metrics
@@ -43,13 +43,6 @@ def sole(values: Sequence[str]) -> str | None:
     proxy or a framework takes differs, so neither is tried.
     """
     return values[0] if len(values) == 1 else None
-
-
-def tokens_match(given: str | None, expected: str) -> bool:
-    """Constant-time comparison; an absent or empty token never matches."""
-    if not given:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def fingerprint(token: str) -> str:
