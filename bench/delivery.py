@@ -34,6 +34,7 @@ import uvloop
 
 from bench.process import free_port, running
 from bench.report import delivery_table
+from relay.app.serving import freeze_startup_heap
 from relay.deliver.client import Sender
 from relay.deliver.signing import Signer, generate_secret
 from relay.deliver.ssrf import AddressPolicy
@@ -42,7 +43,6 @@ from relay.domain.callback import Received
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
-from relay.heap import freeze_startup_heap
 from relay.ingest import Ingest, Reader
 from relay.store import Store, store_for
 from relay.validate.schema import CallbackSchema

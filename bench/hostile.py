@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay.settings import MIB
+from relay.settings.table import MIB
 from relay.validate.limits import MAX_DEPTH, MAX_ITEMS, MAX_NODES
 
 #: The gateway's default size cap (``--max-body``).

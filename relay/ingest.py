@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from lxml import etree
 
 from relay.domain.callback import Callback, IngestResult, Received
+from relay.domain.errors import Invalid, Unavailable
 from relay.domain.events import Event, events_for
 from relay.domain.fanout import EMPTY, Snapshot, fan_out
-from relay.errors import Invalid, Unavailable
 from relay.store import Store
 from relay.store.failures import StoreError
 from relay.validate import limits

@@ -24,15 +24,15 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from relay.app import create_app, utc_now
+from relay.app.factory import create_app, utc_now
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.callback import IngestResult, Received
 from relay.domain.retry import RetryPolicy
 from relay.ingest import Ingest, Reader
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.outbox.service import Subscribers
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import Store, store_for
 from relay.store.records import PostgresUrl, Target
 from relay.validate.schema import CallbackSchema

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from relay.api.hosts import allowed_hosts, host_of, matches
 from relay.cli import main
-from relay.setting_kinds import parse_hosts
-from relay.settings import Settings
+from relay.settings.kinds import parse_hosts
+from relay.settings.table import Settings
 
 
 @pytest.mark.parametrize(

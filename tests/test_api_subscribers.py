@@ -14,9 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.api.outbox import MAX_BODY
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, TRANSCODE, ingest, job_body
 from tests.live import ThreadServer, free_port, wait_until

@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlite_utils
 from click.testing import CliRunner
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import main
 from relay.cli.subscribers import SHOWN_ONCE
 from relay.deliver.signing import generate_secret

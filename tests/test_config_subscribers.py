@@ -15,14 +15,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from relay.app import create_app, utc_now
+from relay.app.factory import create_app, utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import Received
+from relay.domain.errors import BadSubscriber
 from relay.domain.subscribers import Subscriber
-from relay.errors import BadSubscriber
 from relay.ingest import Ingest, Reader
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import store_for
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from relay.heap import freeze_startup_heap
+from relay.app.serving import freeze_startup_heap
 
 
 def test_freezing_after_start_up_leaves_the_objects_alive_then_out_of_later_collections() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN

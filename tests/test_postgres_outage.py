@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from relay.app import create_app
-from relay.settings import Settings
+from relay.app.factory import create_app
+from relay.settings.table import Settings
 from relay.store import store_for
 from relay.store.records import PostgresUrl
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_schema, callback_url, job_body

@@ -22,9 +22,9 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.app import create_app
-from relay.metrics import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
-from relay.settings import Settings
+from relay.app.factory import create_app
+from relay.metrics.counters import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
+from relay.settings.table import Settings
 from relay.store.records import PostgresUrl, Target
 from relay.store.writer import error_kind
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url
@@ -338,7 +338,7 @@ def test_dashboard_has_schema_39_the_datasource_variable_on_every_panel_and_a_qu
 
 
 def test_outcome_and_error_labels_cover_every_refusal_and_write_error_kind() -> None:
-    from relay.errors import (
+    from relay.domain.errors import (
         AtSizeBound,
         BodyTimeout,
         Invalid,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import DATA, callback_schema, callback_url
 from tests.databases import count, rows
@@ -231,7 +231,7 @@ def test_content_encoding_is_refused(client: httpx.Client) -> None:
 
 @pytest.fixture
 def small_gateway(settings: Settings) -> Iterator[ThreadServer]:
-    from relay.app import create_app
+    from relay.app.factory import create_app
 
     server = ThreadServer(create_app(settings.replace(max_body=len(TRANSCODE)), schema=callback_schema())).start()
     yield server
@@ -265,7 +265,7 @@ def test_chunked_body_without_content_length_is_accepted(client: httpx.Client) -
 
 
 def test_data_survives_a_restart_on_the_same_database(settings: Settings) -> None:
-    from relay.app import create_app
+    from relay.app.factory import create_app
 
     bodies = [path.read_bytes() for path in SAMPLES]
     with_server = ThreadServer(create_app(settings, schema=callback_schema())).start()

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from relay.app import create_app
-from relay.settings import Settings
+from relay.app.factory import create_app
+from relay.settings.table import Settings
 from tests.conftest import ADMIN_TOKEN, DATA, callback_schema, callback_url
 from tests.databases import locked
 from tests.fuzz.mutate import edit_bytes

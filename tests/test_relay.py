@@ -12,7 +12,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store.records import Target
 from tests import live
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, SAMPLE_JOB_ID, callback_url, job_body, job_id

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-import relay.auth
-from relay.app import create_app
-from relay.settings import Settings
+import relay.http.auth
+from relay.app.factory import create_app
+from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url
 from tests.live import ProcessServer, ThreadServer, wait_until
@@ -46,7 +46,7 @@ def test_both_tokens_are_checked_with_hmac_compare_digest(
         calls.append((given, expected))
         return given == expected
 
-    monkeypatch.setattr(relay.auth, "hmac", SimpleNamespace(compare_digest=compare_digest))
+    monkeypatch.setattr(relay.http.auth, "hmac", SimpleNamespace(compare_digest=compare_digest))
     assert client.post(callback_url(), content=TRANSCODE).status_code == 200
     assert client.post(callback_url("wrong"), content=TRANSCODE).status_code == 401
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200

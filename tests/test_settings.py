@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from relay import serving
-from relay.auth import Credentials
+from relay.app import serving
 from relay.cli import main
 from relay.cli.reference import render_reference
-from relay.setting_kinds import Flag
-from relay.settings import SETTINGS, Setting, Settings, setting_named
+from relay.http.auth import Credentials
+from relay.settings.kinds import Flag
+from relay.settings.table import SETTINGS, Setting, Settings, setting_named
 from relay.store import store_for
 from relay.store.records import Target
 from relay.store.sealing import generate_key

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner, Result
 from starlette.requests import Request
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.ssrf import AddressPolicy
-from relay.errors import BadSubscriber, TooLarge
+from relay.domain.errors import BadSubscriber, TooLarge
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
 from relay.receive.body import read_body

@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.logs import Throttle, clip
-from relay.setting_kinds import parse_hosts
-from relay.settings import Settings
+from relay.settings.kinds import parse_hosts
+from relay.settings.table import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from relay.errors import BadParameter, NotFound, Rejected
+from relay.domain.errors import BadParameter, NotFound, Rejected
+from relay.http.errors import error_response
 
 
 class RefuseNul:
@@ -29,4 +29,4 @@ class RefuseNul:
         if refusal is None:
             await self.app(scope, receive, send)
         else:
-            await JSONResponse(refusal.body(), status_code=refusal.status)(scope, receive, send)
+            await error_response(refusal)(scope, receive, send)

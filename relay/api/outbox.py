@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from relay.api import params
 from relay.api.params import parse_since
 from relay.domain.delivery import DELIVERY_STATES
-from relay.errors import BadParameter, TooLarge, UnknownDelivery
+from relay.domain.errors import BadParameter, TooLarge, UnknownDelivery
 from relay.outbox.options import check_options
 from relay.outbox.service import Subscribers
 from relay.store import Store

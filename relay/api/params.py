@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from starlette.datastructures import QueryParams
 
 from relay.domain import numbers
-from relay.errors import BadParameter
+from relay.domain.errors import BadParameter
 from relay.store.rows import MAX_ID as MAX_ID  # ids and cursors: the store's 64-bit integers
 
 MAX_LIMIT = 500

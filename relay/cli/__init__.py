@@ -9,6 +9,7 @@ from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.maintenance import backup, prune
 from relay.cli.migrate import migrate_to
+from relay.cli.refusals import Commands
 from relay.cli.secrets import secrets
 from relay.cli.serve import serve
 from relay.cli.subscribers import subscribers
@@ -16,7 +17,7 @@ from relay.cli.tokens import sessions, tokens
 from relay.cli.validate import validate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cos-relay")
 def main() -> None:
     """cos-relay: a gateway for Tencent Cloud COS data-processing callbacks."""

@@ -12,11 +12,10 @@ from pathlib import Path
 import click
 
 from relay.cli.options import KEY_FILE, BadSetting
-from relay.errors import NoDatabase
 from relay.store import Store, store_for
 from relay.store.failures import StoreError
 from relay.store.records import Target
-from relay.store.sealing import Sealer, WrongSecretKey
+from relay.store.sealing import Sealer
 
 
 def sealer_of(key_file: Path | None) -> Sealer:
@@ -30,17 +29,13 @@ def sealer_of(key_file: Path | None) -> Sealer:
 @contextlib.contextmanager
 def existing_store(db_path: Target) -> Iterator[Store]:
     """The store at ``db_path`` (a file or a PostgreSQL URL), opened with the command's ``--secret-key-file``; a
-    one-line error naming it when there is none, PostgreSQL cannot be reached (exit 1) or the key does not
-    open its secrets (exit 2)."""
+    one-line error naming it when PostgreSQL cannot be reached (exit 1); no database there and a key that does
+    not open its secrets end the command as `relay.cli.refusals` says."""
     store = store_for(
         db_path, create=False, pool_size=2, sealer=sealer_of(click.get_current_context().meta.get(KEY_FILE))
     )
     try:
         store.open()
-    except NoDatabase as error:
-        raise click.ClickException(error.detail) from None
-    except WrongSecretKey as error:
-        raise BadSetting(str(error)) from None
     except StoreError as error:
         raise click.ClickException(f"cannot open the database at {db_path}: {error}") from None
     try:

@@ -14,7 +14,7 @@ from relay.cli.subscribers import subscribers_service
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import DELIVERY_STATES
-from relay.errors import UnknownSubscriber
+from relay.domain.errors import UnknownSubscriber
 from relay.store.records import Target
 
 _COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")

@@ -9,15 +9,14 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli.database import existing_store
 from relay.cli.options import db_option
 from relay.cli.table import render_table
 from relay.domain.retention import Windows
-from relay.errors import Rejected
-from relay.pruning import Pruner
-from relay.setting_durations import Duration
-from relay.settings import setting_named
+from relay.maintenance.pruning import Pruner
+from relay.settings.durations import Duration
+from relay.settings.table import setting_named
 from relay.store.failures import StoreError
 from relay.store.records import Target
 
@@ -80,8 +79,6 @@ def backup(db_path: Target, file: Path) -> None:
     with existing_store(db_path) as store:
         try:
             store.backup(file)
-        except Rejected as error:  # FILE exists, its folder does not, or the database is PostgreSQL's
-            raise click.ClickException(error.detail) from None
         except StoreError as error:
             raise click.ClickException(f"backup to {file} failed: {error}") from None
     click.echo(f"backed up {db_path} to {file} ({file.stat().st_size / 1e6:.1f} MB)")

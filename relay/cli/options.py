@@ -1,4 +1,4 @@
-"""Command-line options made from the settings table (`relay.settings.SETTINGS`), for every command."""
+"""Command-line options made from the settings table (`relay.settings.table.SETTINGS`), for every command."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import click
 
 from relay.api.params import spelled
 from relay.domain import numbers
-from relay.setting_kinds import Flag
-from relay.settings import SETTINGS, Setting, setting_named
+from relay.settings.kinds import Flag
+from relay.settings.table import SETTINGS, Setting, setting_named
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,14 +8,14 @@ from typing import Any
 
 import click
 
-from relay import logs, serving
-from relay.auth import Credentials
-from relay.cli.options import BadSetting, settings_options
+from relay import logs
+from relay.app import serving
+from relay.cli.options import settings_options
 from relay.cli.tokens import configured_sources
-from relay.errors import Rejected
-from relay.settings import Settings
-from relay.store.failures import NoFolder, StoreError
-from relay.store.sealing import WrongSecretKey
+from relay.domain.errors import Rejected
+from relay.http.auth import Credentials
+from relay.settings.table import Settings
+from relay.store.failures import StoreError
 
 
 @click.command()
@@ -34,8 +34,6 @@ def serve(ctx: click.Context, /, **values: Any) -> None:
         raise click.ClickException(
             error.detail if error.detail.startswith(where) else f"{where}: {error.detail}"
         ) from None
-    except (WrongSecretKey, NoFolder) as error:
-        raise BadSetting(str(error)) from None
     except StoreError as error:
         # PostgreSQL unreachable or refusing (a file is created): the same one line as the other commands.
         raise click.ClickException(f"cannot open the database at {settings.db_path}: {error}") from None

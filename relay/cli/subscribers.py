@@ -10,15 +10,15 @@ from typing import Any, TypeVar
 import click
 
 from relay.api.params import parse_since
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import units
 from relay.cli.database import existing_store
 from relay.cli.options import Decimal, Whole, db_option, setting_option
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.errors import BadParameter
 from relay.domain.retry import parse_schedule
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
-from relay.errors import BadParameter, Rejected
 from relay.outbox.service import Subscribers
 from relay.store.records import Target
 
@@ -54,18 +54,10 @@ def store_options(command: F) -> F:
 
 
 @contextlib.contextmanager
-def refusals() -> Iterator[None]:
-    """The service's refusals (bad definition, unknown name, duplicate) become ``Error: ...`` and exit 1."""
-    try:
-        yield
-    except Rejected as error:
-        raise click.ClickException(error.detail) from None
-
-
-@contextlib.contextmanager
 def subscribers_service(db_path: Target, policy: AddressPolicy, **options: Any) -> Iterator[Subscribers]:
-    """The `Subscribers` service over the database at ``db_path``, with refusals as CLI errors."""
-    with existing_store(db_path) as store, refusals():
+    """The `Subscribers` service over the database at ``db_path``; its refusals end the command
+    (`relay.cli.refusals`)."""
+    with existing_store(db_path) as store:
         yield Subscribers(store, policy, utc_now, **options)
 
 
@@ -251,7 +243,7 @@ def rotate_secret(db_path: Target, policy: AddressPolicy, name: str, secret: str
 @store_options
 def recover(db_path: Target, policy: AddressPolicy, name: str, since: datetime) -> None:
     """Queue again every failed, dead or dropped delivery to NAME created since --since."""
-    with existing_store(db_path) as store, refusals():
+    with existing_store(db_path) as store:
         service = Subscribers(store, policy, utc_now)
         subscriber = service.get(name)
         # Only to size the bar: the service decides what it requeues.

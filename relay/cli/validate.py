@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from relay.errors import Invalid, Rejected
+from relay.domain.errors import Invalid, Rejected
+from relay.http.errors import status_of
 from relay.ingest import Reader
 from relay.receive.body import body_format
 from relay.validate.parse import new_xml_parser
@@ -28,14 +29,14 @@ def validate(files: tuple[Path, ...]) -> None:
         except Invalid as error:
             failed += 1
             if not error.reasons:
-                click.echo(f"{path}: invalid ({error.status} {error.outcome}): {error.detail}")
+                click.echo(f"{path}: invalid ({status_of(error)} {error.outcome}): {error.detail}")
             else:
-                click.echo(f"{path}: invalid ({error.status})")
+                click.echo(f"{path}: invalid ({status_of(error)})")
                 for where, rule in error.reasons:
                     click.echo(f"  {where}: {rule}")
         except Rejected as error:
             failed += 1
-            click.echo(f"{path}: invalid ({error.status} {error.outcome}): {error.detail}")
+            click.echo(f"{path}: invalid ({status_of(error)} {error.outcome}): {error.detail}")
         else:
             click.echo(f"{path}: valid")
     raise SystemExit(1 if failed else 0)

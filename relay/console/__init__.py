@@ -14,16 +14,17 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from relay.auth import Guessing, Tokens
 from relay.console.guard import ConsoleGuard
 from relay.console.login import login_routes
 from relay.console.outbox import outbox_console_routes
 from relay.console.pages import page_routes
 from relay.console.render import Renderer
 from relay.console.session import SessionKey, Sessions
-from relay.errors import Rejected
+from relay.domain.errors import Rejected
+from relay.http.auth import Guessing, Tokens
+from relay.http.errors import status_of
 from relay.outbox.service import Subscribers
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import Store
 
 STATIC = Path(__file__).parent / "static"
@@ -45,7 +46,7 @@ def console_app(
     async def refused(request: Request, error: Exception) -> Response:
         """A refusal (bad filter, unknown job, forged form) as a page saying why, with its status: never a 500."""
         if isinstance(error, Rejected):
-            return renderer.page(request, "error.html", status=error.status, message=error.detail)
+            return renderer.page(request, "error.html", status=status_of(error), message=error.detail)
         assert isinstance(error, HTTPException)
         return renderer.page(request, "error.html", status=error.status_code, message=error.detail)
 
@@ -59,7 +60,7 @@ def console_app(
         middleware=[Middleware(ConsoleGuard, sessions=sessions)],
         exception_handlers={Rejected: refused, HTTPException: refused},
     )
-    # As for the whole app (`relay.app`): a slash redirect's Location comes from the Host header, and a
+    # As for the whole app (`relay.app.factory`): a slash redirect's Location comes from the Host header, and a
     # redirected login form would carry the admin token to that host.
     console.router.redirect_slashes = False
     return console

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.console.session import COOKIE, Session, Sessions
-from relay.errors import BadParameter, Forbidden
+from relay.domain.errors import BadParameter, Forbidden
 
 #: No inline script or style, nothing from elsewhere, forms only to this origin, never in a frame.
 POLICY = (

@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from relay.auth import Guessing, Tokens
 from relay.console.guard import check_origin, checked_form, read_form, session_of
 from relay.console.render import Renderer
 from relay.console.session import COOKIE, COOKIE_PATH, Sessions
 from relay.domain.guessing import retry_after
+from relay.http.auth import Guessing, Tokens
 
 HOME = "/console/"
 

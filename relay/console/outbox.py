@@ -16,7 +16,7 @@ from relay.api import params
 from relay.console.guard import checked_form
 from relay.console.render import Renderer
 from relay.console.session import Sessions
-from relay.errors import UnknownDelivery
+from relay.domain.errors import UnknownDelivery
 from relay.outbox.service import Subscribers
 from relay.store import Store
 

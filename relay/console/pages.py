@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from relay.api import params
 from relay.console.render import Renderer, pretty
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
-from relay.errors import BadParameter, NotFound
+from relay.domain.errors import BadParameter, NotFound
 from relay.store import Store
 from relay.store.records import Page
 

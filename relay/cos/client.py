@@ -16,7 +16,7 @@ import httpx
 from lxml import etree
 
 from relay.cos.signing import CosAuth, Credentials
-from relay.errors import Rejected
+from relay.domain.errors import Rejected
 from relay.validate.parse import new_xml_parser, parse
 
 #: The job families and the path each is listed and read under.

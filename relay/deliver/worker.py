@@ -15,7 +15,7 @@ from relay.deliver.recorder import Recorder
 from relay.deliver.signing import Signer
 from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
 from relay.domain.retry import RetryPolicy
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.store import Store
 
 logger = logging.getLogger(__name__)

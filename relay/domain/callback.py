@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from relay.errors import Invalid
+from relay.domain.errors import Invalid
 
 JsonObject = dict[str, Any]
 

@@ -1,4 +1,5 @@
-"""How much randomness a token has, estimated conservatively from its text alone.
+"""How a token given is compared with the one expected (`tokens_match`, in constant time), and how much randomness
+a token has, estimated conservatively from its text alone.
 
 A token an operator configures is only as strong as the way it was made, which its text cannot show: the
 estimate assumes each character was drawn at random from the smallest alphabet that holds all of them
@@ -10,6 +11,7 @@ class), and counts none of the characters that repeat what came before (the same
 
 from __future__ import annotations
 
+import hmac
 import math
 import string
 
@@ -27,6 +29,13 @@ _CLASSES = (
 _COVERED = frozenset().union(*(members for members, _ in _CLASSES))
 #: Anything else (other punctuation, spaces, letters beyond ASCII) as one class of the printable symbols.
 _OTHER = 32
+
+
+def tokens_match(given: str | None, expected: str) -> bool:
+    """Constant-time comparison; an absent or empty token never matches."""
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def alphabet_size(token: str) -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from relay.deliver.signing import secret_key
+from relay.domain.errors import BadSubscriber
 from relay.domain.filters import FILTER_KEYS
-from relay.errors import BadSubscriber
 from relay.outbox.options import OPTIONS, check_options
 
 #: Keys of a [[subscribers]] entry: the options, its name, and two ways to name a secret without writing it.

@@ -8,8 +8,8 @@ import socket
 from yarl import URL
 
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
+from relay.domain.errors import BadSubscriber
 from relay.domain.subscribers import check_url
-from relay.errors import BadSubscriber
 
 
 def vet_destination(policy: AddressPolicy, url: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from relay.domain.errors import BadSubscriber
 from relay.domain.filters import Filter, check_types
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits, check_text
-from relay.errors import BadSubscriber
 
 #: The options a subscriber definition may carry (JSON body or TOML entry), besides its name.
 OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule", "store_response")

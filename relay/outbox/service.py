@@ -8,6 +8,7 @@ from typing import Any
 
 from relay.deliver.signing import generate_secret, secret_key
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.errors import BadSubscriber, SubscriberExists, UnknownDelivery, UnknownSubscriber
 from relay.domain.retry import check_schedule
 from relay.domain.subscribers import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -17,7 +18,6 @@ from relay.domain.subscribers import (
     SubscriberState,
     check_limits,
 )
-from relay.errors import BadSubscriber, SubscriberExists, UnknownDelivery, UnknownSubscriber
 from relay.outbox.destinations import vet_destination
 from relay.outbox.options import build_filter
 from relay.store import Store

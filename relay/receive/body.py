@@ -7,7 +7,7 @@ import re
 import anyio
 from starlette.requests import Request
 
-from relay.errors import BodyTimeout, TooLarge, UnsupportedType
+from relay.domain.errors import BodyTimeout, TooLarge, UnsupportedType
 from relay.logs import clip
 from relay.validate.parse import BodyFormat, sniff
 

@@ -14,12 +14,10 @@ import anyio
 import anyio.to_thread
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from relay.auth import Guessing, Tokens, sole
 from relay.domain.callback import Callback, IngestResult, Received
-from relay.domain.guessing import retry_after
-from relay.errors import (
+from relay.domain.errors import (
     AtSizeBound,
     BodyTimeout,
     Rejected,
@@ -29,12 +27,15 @@ from relay.errors import (
     Unavailable,
     UnsupportedType,
 )
+from relay.domain.guessing import retry_after
+from relay.http.auth import Guessing, Tokens, sole
+from relay.http.errors import error_response, status_of
 from relay.ingest import Ingest
 from relay.logs import Throttle, clip
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.receive.body import body_format, read_body
 from relay.receive.heap import releaser
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import Store
 from relay.store.failures import StoreError
 from relay.validate import limits
@@ -218,7 +219,7 @@ class CallbackEndpoint:
         if held is not None:
             logger.warning(
                 "callback refused (%d %s): %s%s",
-                error.status,
+                status_of(error),
                 error.outcome,
                 clip(error.detail),
                 f" ({held} more refused like this since the last line, not logged)" if held else "",
@@ -233,7 +234,7 @@ class CallbackEndpoint:
             # The rest of the body is still coming (or never will): close rather than read it.
             headers["Connection"] = "close"
         background = self._after_large() if large else None
-        return JSONResponse(error.body(), status_code=error.status, headers=headers, background=background)
+        return error_response(error, headers, background)
 
 
 def is_large(body: bytes, fmt: BodyFormat) -> bool:

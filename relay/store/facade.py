@@ -18,7 +18,7 @@ from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import Rejected
+from relay.domain.errors import Rejected
 from relay.store.db import Operation
 from relay.store.formats import iso
 from relay.store.ops import (

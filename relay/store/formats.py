@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from relay.errors import Rejected
+from relay.domain.errors import Rejected
 
 #: Characters of a refusal's reason and element path kept in quarantine: a path through elements with
 #: 50,000-character names (or JSON keys of any length) would otherwise put megabytes in every listing.

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.errors import Rejected
 from relay.store.records import Page, StoredToken
 
 
@@ -197,7 +197,7 @@ class Store(Protocol):
 
     def backup(self, target: Path) -> None:
         """A consistent copy of the live database at ``target`` (which must not exist); writers go on meanwhile.
-        `Rejected` where the backend has its own tools (PostgreSQL: pg_dump)."""
+        `BackupRefused` when it exists, its folder does not, or the backend has its own tools (PostgreSQL: pg_dump)."""
 
     # -- the web console
     async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:

@@ -54,7 +54,7 @@ def target_of(text: str) -> Target:
     return PostgresUrl(text) if text.startswith(POSTGRES_SCHEMES) else Path(text)
 
 
-#: The tokens kept in the database (`relay.auth`): the one COS sends, the one for the API and the console.
+#: The tokens kept in the database (`relay.http.auth`): the one COS sends, the one for the API and the console.
 TOKENS = ("callback_token", "admin_token")
 
 

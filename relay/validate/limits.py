@@ -17,7 +17,7 @@ from typing import Final, Literal
 from lxml import etree
 
 from relay.domain.callback import Callback
-from relay.errors import Invalid, TooComplex
+from relay.domain.errors import Invalid, TooComplex
 
 #: XML elements and attributes, or JSON values, in one body.
 MAX_NODES: Final = 200_000

@@ -8,7 +8,7 @@ from typing import Literal
 import orjson
 from lxml import etree
 
-from relay.errors import Invalid, Malformed, TooComplex
+from relay.domain.errors import Invalid, Malformed, TooComplex
 from relay.validate import limits
 from relay.validate.jsontree import JsonTooDeep, json_to_tree
 

@@ -9,10 +9,10 @@ from openapi_spec_validator import validate
 from starlette.routing import BaseRoute, Mount, Route
 
 from relay.api.openapi import document
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.domain.callback import JOB_STATES
 from relay.domain.delivery import DELIVERY_STATES
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import callback_schema
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.deliver.ssrf import AddressPolicy
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, FAKE_HOST, FAKE_NETWORK, callback_schema, callback_url
 from tests.fakes import FakeClock, FakeSender, subscriber
 from tests.live import ThreadServer

@@ -8,10 +8,10 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.console.login import safe_next
 from relay.console.session import COOKIE
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import ADMIN_TOKEN, callback_schema, job_body, job_id
 from tests.console.conftest import Console
 from tests.live import serving

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from relay.cli import main
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import CALLBACK_TOKEN, DATA, Outbox, job_body
 from tests.console.conftest import Console
 from tests.live import db_text

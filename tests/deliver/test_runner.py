@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.signing import generate_secret
 from relay.deliver.ssrf import AddressPolicy

@@ -18,7 +18,7 @@ from relay.domain.retention import (
     event_may_go,
     job_record_may_go,
 )
-from relay.setting_durations import Duration
+from relay.settings.durations import Duration
 from tests.fakes import FakeClock
 
 DAY = 86400.0

@@ -6,8 +6,8 @@ import secrets
 
 import pytest
 
-from relay.auth import generate_token
 from relay.domain.tokens import MIN_BITS, estimated_bits, weakness
+from relay.http.auth import generate_token
 
 
 def test_generated_tokens_and_the_suggested_command_s_tokens_are_strong_enough() -> None:

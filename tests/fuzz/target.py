@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relay.errors import Rejected
+from relay.domain.errors import Rejected
 from relay.ingest import Reader
 from relay.validate.parse import BodyFormat, new_xml_parser, sniff
 from relay.validate.schema import CallbackSchema

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.errors import BadSubscriber
 from relay.domain.events import EVENT_TYPES
-from relay.errors import BadSubscriber
 from relay.outbox.config_file import read_config
 from relay.outbox.destinations import vet_destination
 from relay.store.records import Target

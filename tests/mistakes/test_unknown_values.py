@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from relay.domain.events import EVENT_TYPES
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import store_for
 from relay.store.records import Target
 from tests.conftest import callback_url, ingest, job_body, job_id

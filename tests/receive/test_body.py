@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from relay.errors import BodyTimeout, TooLarge, UnsupportedType
+from relay.domain.errors import BodyTimeout, TooLarge, UnsupportedType
 from relay.receive.body import body_format, read_body
 
 

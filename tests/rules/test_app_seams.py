@@ -10,9 +10,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from relay.app import create_app
+from relay.app.factory import create_app
 from relay.deliver.ssrf import AddressPolicy
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import ADMIN_TOKEN, FAKE_HOST, FAKE_NETWORK, callback_schema, callback_url, job_body, job_id
 from tests.fakes import FakeClock, FakeSender, settle, subscriber
 

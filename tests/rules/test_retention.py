@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from relay.domain.callback import Received
+from relay.domain.errors import Malformed
 from relay.domain.retention import Pruned, Windows
-from relay.errors import Malformed
-from relay.exposition import StoreCollector
-from relay.metrics import Metrics
-from relay.pruning import Pruner
+from relay.maintenance.pruning import Pruner
+from relay.metrics.counters import Metrics
+from relay.metrics.exposition import StoreCollector
 from relay.store import SqliteStore
 from relay.store.failures import StoreUnavailable
 from tests.conftest import DATA, Outbox, job_body

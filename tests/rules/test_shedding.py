@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from relay.metrics import Metrics
-from relay.shedding import Shedder
+from relay.maintenance.shedding import Shedder
+from relay.metrics.counters import Metrics
 from tests.conftest import Outbox, job_body
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from relay.domain.subscribers import SubscriberState
-from relay.settings import Settings
+from relay.settings.table import Settings
 from tests.conftest import Outbox, job_body
 
 pytestmark = pytest.mark.anyio

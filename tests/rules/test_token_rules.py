@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relay.auth import DATABASE, Credentials, Tokens, fingerprint, resolve_credentials, rotate, rotation_refused
-from relay.settings import Settings
+from relay.http.auth import DATABASE, Credentials, Tokens, fingerprint, resolve_credentials, rotate, rotation_refused
+from relay.settings.table import Settings
 from relay.store import Store, store_for
 from relay.store.records import StoredToken, Target
 from relay.store.sealing import PREFIX, Sealer, generate_key, parse_keys

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.deliver.recorder import Recorder
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN

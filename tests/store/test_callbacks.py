@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import IngestResult, Received
+from relay.domain.errors import Invalid
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
-from relay.errors import Invalid
 from relay.ingest import Ingest, Reader
 from relay.store import store_for
 from relay.store.records import Target

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.filters import Filter

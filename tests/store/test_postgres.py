@@ -13,13 +13,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
-from relay.settings import Settings
+from relay.settings.table import Settings
 from relay.store import PostgresStore, store_for
 from relay.store.postgres.schema import STEPS
 from relay.store.records import PostgresUrl

@@ -17,7 +17,7 @@ from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.domain.subscribers import SubscriberSpec
-from relay.pruning import Pruner
+from relay.maintenance.pruning import Pruner
 from relay.store import PostgresStore, store_for
 from relay.store.ops import console, queries, retention
 from relay.store.postgres.connection import PostgresDb

@@ -18,7 +18,7 @@ from relay.domain.callback import (
     history_full,
 )
 from relay.domain.fanout import Owed
-from relay.errors import Rejected
+from relay.domain.errors import Rejected
 from relay.store.db import Db
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.deliveries import insert_owed

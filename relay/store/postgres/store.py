@@ -10,10 +10,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.errors import BadParameter, NoDatabase
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
-from relay.store.failures import StoreUnavailable
+from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
 from relay.store.ops import backlog, queries, retention, secrets
 from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
@@ -109,7 +108,7 @@ class PostgresStore(SqlStore):
 
     def backup(self, target: Path) -> None:
         """Refused: PostgreSQL's own pg_dump makes a consistent copy of a live database (docs/operations.md)."""
-        raise BadParameter("cos-relay backup copies SQLite files; for PostgreSQL use pg_dump (docs/operations.md)")
+        raise BackupRefused("cos-relay backup copies SQLite files; for PostgreSQL use pg_dump (docs/operations.md)")
 
     # -- reads ----------------------------------------------------------------------------------
 

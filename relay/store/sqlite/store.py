@@ -17,10 +17,9 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from relay.errors import BadParameter, NoDatabase
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
-from relay.store.failures import NoFolder, StoreConflict, StoreError, StoreUnavailable
+from relay.store.failures import BackupRefused, NoDatabase, NoFolder, StoreConflict, StoreError, StoreUnavailable
 from relay.store.ops import backlog, queries, retention as ops_retention, secrets
 from relay.store.records import Durability
 from relay.store.sealing import Sealer
@@ -149,12 +148,12 @@ class SqliteStore(SqlStore):
         return await self._write(drop)
 
     def backup(self, target: Path) -> None:
-        """A consistent copy of the live database at ``target``; writers go on meanwhile. `BadParameter` (one line
+        """A consistent copy of the live database at ``target``; writers go on meanwhile. `BackupRefused` (one line
         for the CLI) when ``target`` exists or its folder does not: a backup never overwrites."""
         if target.exists():
-            raise BadParameter(f"{target} already exists: give a new file name (a backup never overwrites)")
+            raise BackupRefused(f"{target} already exists: give a new file name (a backup never overwrites)")
         if not target.parent.is_dir():
-            raise BadParameter(f"{target.parent} is not a directory: create it first")
+            raise BackupRefused(f"{target.parent} is not a directory: create it first")
         connection.keep_private(target)  # VACUUM INTO fills an empty file, keeping its mode
         try:
             self._on_reader(partial(retention.backup, target=target))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.domain import numbers
-from relay.setting_kinds import Kind
+from relay.settings.kinds import Kind
 
 
 @dataclass(frozen=True)

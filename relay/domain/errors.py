@@ -1,6 +1,7 @@
-"""The one error vocabulary: why a request was refused, a leaf per reason, each with its HTTP status and
-rendered as a short JSON error. Lower layers raise these; only the edges (receive, api, cli) turn them into
-responses or exit codes.
+"""Why a request was refused, a leaf per reason: what went wrong, in the words of the layer that knows. No HTTP
+here: each edge maps these to its own answer, the HTTP edges to a status and a short JSON error
+(`relay.http.errors`), the console to a page, the CLI to one line and an exit code (`relay.cli.refusals`).
+The statuses below are those the HTTP table gives, for the reader.
 
 * Rejected            (the client's request cannot be taken)
   callbacks:
@@ -32,8 +33,7 @@ from collections.abc import Iterable
 class Rejected(Exception):
     """The request was refused."""
 
-    status: int = 400
-    #: Bounded label for metrics and the ``callbacks.outcome`` column.
+    #: Bounded label for metrics, the ``callbacks.outcome`` column and the ``error`` of a JSON error.
     outcome: str = "rejected"
     #: Whether the body is kept in quarantine for an operator to inspect.
     quarantined: bool = True
@@ -53,19 +53,10 @@ class Rejected(Exception):
         self.reasons = reasons
         super().__init__(self.detail)
 
-    def body(self) -> dict[str, object]:
-        error: dict[str, object] = {"error": self.outcome, "detail": self.detail}
-        if self.path is not None:
-            error["path"] = self.path
-        if self.rule is not None:
-            error["rule"] = self.rule
-        return error
-
 
 class Unauthorized(Rejected):
     """Missing or wrong callback token."""
 
-    status = 401
     outcome = "unauthorized"
     quarantined = False  # anyone can post; storing their bodies would let them fill the disk
 
@@ -73,7 +64,6 @@ class Unauthorized(Rejected):
 class BodyTimeout(Rejected):
     """The request body did not arrive in time."""
 
-    status = 408
     outcome = "timeout"
     quarantined = False
 
@@ -81,7 +71,6 @@ class BodyTimeout(Rejected):
 class TooLarge(Rejected):
     """The request body is larger than the configured limit."""
 
-    status = 413
     outcome = "too_large"
     quarantined = False
 
@@ -89,7 +78,6 @@ class TooLarge(Rejected):
 class TooComplex(Rejected):
     """The body has more elements, attributes or values, or deeper nesting, than a callback can have."""
 
-    status = 413
     # The same bounded label as the size cap: both say "too much for one callback".
     outcome = "too_large"
     # Quarantined (the default): unlike an oversized body it was read whole, and the quarantine keeps only
@@ -99,28 +87,24 @@ class TooComplex(Rejected):
 class UnsupportedType(Rejected):
     """The body is neither XML nor JSON."""
 
-    status = 415
     outcome = "unsupported_type"
 
 
 class Malformed(Rejected):
     """The body is not a well-formed document."""
 
-    status = 400
     outcome = "malformed"
 
 
 class Invalid(Rejected):
     """The body is well-formed but is not a valid COS callback."""
 
-    status = 422
     outcome = "invalid"
 
 
 class Unavailable(Rejected):
     """The callback could not be stored; try again later."""
 
-    status = 503
     outcome = "unavailable"
     quarantined = False
 
@@ -128,7 +112,6 @@ class Unavailable(Rejected):
 class Throttled(Rejected):
     """Too many wrong tokens from this address; try again later."""
 
-    status = 429
     outcome = "throttled"
     quarantined = False
 
@@ -146,7 +129,6 @@ class AtSizeBound(Unavailable):
 class BadParameter(Rejected):
     """A query parameter is not valid."""
 
-    status = 400
     outcome = "bad_request"
     quarantined = False
 
@@ -154,7 +136,6 @@ class BadParameter(Rejected):
 class BadSubscriber(Rejected):
     """The subscriber definition is not valid."""
 
-    status = 400
     outcome = "bad_request"
     quarantined = False
 
@@ -162,7 +143,6 @@ class BadSubscriber(Rejected):
 class Forbidden(Rejected):
     """A console form that did not come from a console page: another origin, or a stale or forged CSRF token."""
 
-    status = 403
     outcome = "forbidden"
     quarantined = False
 
@@ -170,7 +150,6 @@ class Forbidden(Rejected):
 class NotFound(Rejected):
     """Nothing has that name or id."""
 
-    status = 404
     outcome = "not_found"
     quarantined = False
 
@@ -191,16 +170,5 @@ class UnknownDelivery(NotFound):
 class SubscriberExists(Rejected):
     """A subscriber with that name already exists."""
 
-    status = 409
     outcome = "conflict"
     quarantined = False
-
-
-class NoDatabase(NotFound):
-    """A command that only reads or manages a database was pointed at a path with none."""
-
-    def __init__(self, path: object) -> None:
-        super().__init__(
-            f"no database at {path}: start `cos-relay serve --db {path}` first, or pass --db (or RELAY_DB) "
-            "naming the database the server uses"
-        )

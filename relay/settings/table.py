@@ -6,7 +6,7 @@ means and, when it differs from the field name, its public name. From that one d
 the parser both of them use, the check `Settings` itself applies, and the line in docs/configuration.md.
 
 Adding a setting is adding one field here (a new kind of value also needs a `Kind` in
-`relay.setting_kinds`), then ``python -m relay.cli.reference > docs/configuration.md``.
+`relay.settings.kinds`), then ``python -m relay.cli.reference > docs/configuration.md``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from relay.domain.retry import DEFAULT_SCHEDULE
 from relay.logs import LogFormat
-from relay.setting_durations import Duration
-from relay.setting_kinds import (
+from relay.settings.durations import Duration
+from relay.settings.kinds import (
     HOSTS,
     NETWORKS,
     PROXIES,

@@ -8,6 +8,7 @@ goes through ``os.environ``.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -21,19 +22,18 @@ from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
 from relay import logs
-from relay.app import create_app, utc_now
-from relay.auth import Credentials, resolve_credentials
+from relay.app.factory import create_app, utc_now
 from relay.deliver.ssrf import AddressPolicy
-from relay.heap import freeze_startup_heap
-from relay.metrics_files import count_into
+from relay.http.auth import Credentials, resolve_credentials
+from relay.metrics.files import count_into
 from relay.outbox.config import apply_config
 from relay.outbox.config_file import read_config
 from relay.outbox.destinations import vet_destination
 from relay.outbox.service import Subscribers
 from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
 from relay.receive.protocol import BoundedProtocol, ConnectionLimits
-from relay.setting_kinds import parse_proxies
-from relay.settings import KIB, Settings
+from relay.settings.kinds import parse_proxies
+from relay.settings.table import KIB, Settings
 from relay.store import store_for
 from relay.store.sealing import Sealer
 
@@ -142,3 +142,16 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies,
     }
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then leave every object alive now out of all later garbage collections.
+
+    The callback schema, the app and the imported modules are hundreds of thousands of objects that
+    never die, and each full collection walked them all again: in a delivery drain (bench.delivery),
+    freezing them took the event loop from ~100 to ~75-85 µs of CPU per delivery. Only the process's
+    owner calls this (`cos-relay serve`, once per worker, after building the app), never a library:
+    anything alive at that moment is never collected.
+    """
+    gc.collect()
+    gc.freeze()

@@ -16,7 +16,7 @@ from datetime import datetime
 import anyio
 
 from relay.domain.retention import Cutoffs, Pruned, Windows
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.store import Store
 from relay.store.failures import StoreError
 

@@ -4,7 +4,6 @@ time, never logged."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import math
 import secrets
@@ -19,11 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from relay.domain.errors import Throttled
 from relay.domain.guessing import Guesses, retry_after, source_key
-from relay.errors import Throttled
+from relay.domain.tokens import tokens_match
+from relay.http.errors import error_response
 from relay.logs import Throttle
-from relay.metrics import Metrics
-from relay.settings import Settings, setting_named
+from relay.metrics.counters import Metrics
+from relay.settings.table import Settings, setting_named
 from relay.store import Store
 from relay.store.failures import StoreError
 from relay.store.records import StoredToken
@@ -42,13 +43,6 @@ def sole(values: Sequence[str]) -> str | None:
     proxy or a framework takes differs, so neither is tried.
     """
     return values[0] if len(values) == 1 else None
-
-
-def tokens_match(given: str | None, expected: str) -> bool:
-    """Constant-time comparison; an absent or empty token never matches."""
-    if not given:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def fingerprint(token: str) -> str:
@@ -243,8 +237,7 @@ def _source(request: Request) -> str:
 
 
 def too_many_guesses(seconds: float) -> Response:
-    refusal = Throttled(seconds)
-    return JSONResponse(refusal.body(), status_code=refusal.status, headers={"Retry-After": retry_after(seconds)})
+    return error_response(Throttled(seconds), headers={"Retry-After": retry_after(seconds)})
 
 
 class BearerAuth:

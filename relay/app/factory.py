@@ -24,27 +24,28 @@ from relay.api.nul import RefuseNul
 from relay.api.openapi import openapi_route
 from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
-from relay.auth import BearerAuth, Credentials, Guessing, Tokens, generate_token, resolve_credentials
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.deliver.client import Sender
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.errors import Rejected
 from relay.domain.guessing import Guesses
 from relay.domain.retention import Windows
 from relay.domain.retry import RetryPolicy
-from relay.errors import Rejected
-from relay.exposition import StoreCollector, exposition_registry, render
+from relay.http.auth import BearerAuth, Credentials, Guessing, Tokens, generate_token, resolve_credentials
+from relay.http.errors import error_response
 from relay.ingest import Ingest, Reader
-from relay.metrics import Metrics
+from relay.maintenance.pruning import Pruner
+from relay.maintenance.shedding import Shedder
+from relay.metrics.counters import Metrics
+from relay.metrics.exposition import StoreCollector, exposition_registry, render
+from relay.metrics.scrape import MetricsEndpoint, SharedRendering
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers
-from relay.pruning import Pruner
 from relay.receive.endpoint import CallbackEndpoint
-from relay.scrape import MetricsEndpoint, SharedRendering
-from relay.settings import Settings
-from relay.shedding import Shedder
+from relay.settings.table import Settings
 from relay.store import store_for
 from relay.store.sealing import Sealer
 from relay.validate.schema import CallbackSchema
@@ -76,7 +77,7 @@ def create_app(
     ``sender`` replaces the HTTP transport to subscribers; ``registry`` receives the metrics (a fresh
     one by default, so two apps in one process never share counters). ``credentials`` are tokens
     already resolved (by `cos-relay serve`, once for every worker); without them the lifespan resolves
-    them. ``metrics_dir`` is where every worker counts (see `relay.metrics_files`): /metrics adds them up.
+    them. ``metrics_dir`` is where every worker counts (see `relay.metrics.files`): /metrics adds them up.
     ``schema`` is the callback schema already compiled (it is immutable: apps may share one); without it the
     packaged XSD is compiled here.
     """
@@ -189,7 +190,7 @@ def create_app(
 async def render_rejection(request: Request, error: Exception) -> Response:
     """Every refusal the API raises becomes its short JSON error with its status."""
     assert isinstance(error, Rejected)
-    return JSONResponse(error.body(), status_code=error.status)
+    return error_response(error)
 
 
 async def render_http_error(request: Request, error: Exception) -> Response:

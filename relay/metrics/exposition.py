@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 
 
 class StoreCollector(Collector):

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from relay.auth import tokens_match
+from relay.domain.tokens import tokens_match
 
 MIN_REUSE = 1.0
 REUSE_FACTOR = 10.0

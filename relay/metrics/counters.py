@@ -1,4 +1,4 @@
-"""Prometheus metrics: what happened (counters, histograms); `relay.exposition` adds what the database holds.
+"""Prometheus metrics: what happened (counters, histograms); `relay.metrics.exposition` adds what the database holds.
 
 Labels are bounded by construction: outcomes and states are fixed sets, Tags outside the known list
 count as ``other``, only the first few QueueIds get their own label, and ``subscriber`` is a
@@ -29,7 +29,7 @@ TAG_FAMILIES: Mapping[str, str] = {
     **dict.fromkeys(("Translation", "WordsGeneralize"), "ai"),
 }
 #: Every ``outcome`` a callback can have: the two successes, then the ``outcome`` of each refusal in
-#: `relay.errors` the callback endpoint raises (401, 408, 413, 415, 400, 422, 503).
+#: `relay.domain.errors` the callback endpoint raises (401, 408, 413, 415, 400, 422, 503).
 CALLBACK_OUTCOMES = (
     "accepted",
     "duplicate",
@@ -43,7 +43,7 @@ CALLBACK_OUTCOMES = (
     "throttled",
     "size_bound",
 )
-#: The token checks that count wrong tokens per source address and throttle guessing (`relay.auth.Guessing`).
+#: The token checks that count wrong tokens per source address and throttle guessing (`relay.http.auth.Guessing`).
 TOKEN_CHECKS = ("login", "bearer", "callback")
 #: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
 WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")

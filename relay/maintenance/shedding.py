@@ -23,7 +23,7 @@ from datetime import datetime
 import anyio
 
 from relay.domain.retention import Cutoffs
-from relay.metrics import Metrics
+from relay.metrics.counters import Metrics
 from relay.store import Store
 from relay.store.failures import StoreError
 
