@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.domain.errors import Rejected
 from relay.store.db import Operation
 from relay.store.formats import iso
 from relay.store.ops import (

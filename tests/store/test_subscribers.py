@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from relay.app import utc_now
+from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec, SubscriberState

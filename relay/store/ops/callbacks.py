@@ -17,8 +17,8 @@ from relay.domain.callback import (
     WorkflowRun,
     history_full,
 )
-from relay.domain.fanout import Owed
 from relay.domain.errors import Rejected
+from relay.domain.fanout import Owed
 from relay.store.db import Db
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.deliveries import insert_owed
