@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-import relay.http.auth
+import relay.domain.tokens
 from relay.app.factory import create_app
 from relay.settings.table import Settings
 from relay.store.records import Target
@@ -46,7 +46,7 @@ def test_both_tokens_are_checked_with_hmac_compare_digest(
         calls.append((given, expected))
         return given == expected
 
-    monkeypatch.setattr(relay.http.auth, "hmac", SimpleNamespace(compare_digest=compare_digest))
+    monkeypatch.setattr(relay.domain.tokens, "hmac", SimpleNamespace(compare_digest=compare_digest))
     assert client.post(callback_url(), content=TRANSCODE).status_code == 200
     assert client.post(callback_url("wrong"), content=TRANSCODE).status_code == 401
     assert client.get("/api/jobs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
