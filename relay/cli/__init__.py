@@ -9,6 +9,7 @@ from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.maintenance import backup, prune
 from relay.cli.migrate import migrate_to
+from relay.cli.reconcile import reconcile
 from relay.cli.refusals import Commands
 from relay.cli.secrets import secrets
 from relay.cli.serve import serve
@@ -34,3 +35,4 @@ main.add_command(prune)
 main.add_command(backup)
 main.add_command(migrate_to)
 main.add_command(secrets)
+main.add_command(reconcile)

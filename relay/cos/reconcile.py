@@ -85,9 +85,10 @@ class Reconciler:
                 for queue in queues:
                     yield family, None, queue
 
-    async def run(self, since: timedelta | None = None) -> Tally:
+    async def run(self, since: timedelta | None = None, progress: Callable[[Tally], None] | None = None) -> Tally:
         """List every job created in the lookback (or ``since``) up to now and record the final ones missed (a
-        dry run passes a ``record`` that only counts). `CosUnavailable` when COS fails."""
+        dry run passes a ``record`` that only counts); ``progress`` is told the tally after each page.
+        `CosUnavailable` when COS fails."""
         end = self._clock()
         start = end - (since if since is not None else timedelta(seconds=self._source.lookback))
         tally = Tally()
@@ -109,4 +110,6 @@ class Reconciler:
                 new = await self._record(body) if body is not None else 0
                 tally.recorded += new
                 tally.known += finals - new
+                if progress is not None:
+                    progress(tally)
         return tally

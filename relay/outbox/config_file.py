@@ -1,4 +1,5 @@
-"""Reading the subscribers TOML file: every mistake is one `BadSubscriber` naming the file, line and key.
+"""Reading the config TOML file (``[[subscribers]]`` and ``[[cos]]`` sources): every mistake is one `BadSubscriber`
+naming the file, line and key.
 
 Checked whole before anything is applied, so a typo (``[[subscriber]]``, ``filtres``) stops the start
 instead of silently running with fewer subscribers or filters.
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from relay.cos.sources import BadSource, CosSource, read_sources
 from relay.deliver.signing import secret_key
 from relay.domain.errors import BadSubscriber
 from relay.domain.filters import FILTER_KEYS
@@ -50,18 +52,19 @@ class ConfigFile:
             reason = message[: place.start()].strip()
             raise BadSubscriber(f"{self.path}:{place[1]}:{place[2]}: not valid TOML: {reason}") from None
 
-    def line_of(self, key: str, entry: int | None = None) -> int | None:
-        """The line ``key`` is written on: at the top level, or in the ``entry``-th [[subscribers]] table."""
+    def line_of(self, key: str, entry: int | None = None, table: str = "subscribers") -> int | None:
+        """The line ``key`` is written on: at the top level, or in the ``entry``-th [[``table``]] table."""
         start, end = 0, len(self.lines)
         if entry is not None:
-            headers = [n for n, line in enumerate(self.lines) if re.match(r"\s*\[\[\s*subscribers\s*\]\]", line)]
+            header = re.compile(rf"\s*\[\[\s*{table}\s*\]\]")
+            headers = [n for n, line in enumerate(self.lines) if header.match(line)]
             if entry >= len(headers):
                 return None  # written inline: no line of its own
             start = headers[entry]
             end = headers[entry + 1] if entry + 1 < len(headers) else end
             if key == "":
                 return start + 1
-        written = re.compile(rf"\s*(\[+\s*(subscribers\.)?{re.escape(key)}\s*[\].]|\"?{re.escape(key)}\"?\s*[=.])")
+        written = re.compile(rf"\s*(\[+\s*({table}\.)?{re.escape(key)}\s*[\].]|\"?{re.escape(key)}\"?\s*[=.])")
         for number in range(start, end):
             if written.match(self.lines[number]):
                 return number + 1
@@ -75,9 +78,10 @@ def read_config(path: Path, vet: Callable[[str], None]) -> dict[str, dict[str, A
     config = ConfigFile(path)
     document = config.parse()
     for key in document:
-        if key != "subscribers":
+        if key not in ("subscribers", "cos"):
             hint = "; the table is [[subscribers]] (plural)" if key == "subscriber" else ""
-            raise config.refuse(f"{key}: unknown key (known: subscribers){hint}", config.line_of(key))
+            raise config.refuse(f"{key}: unknown key (known: subscribers, cos){hint}", config.line_of(key))
+    _sources(config, document)  # checked at the start too: a mistake in [[cos]] stops it like one in a subscriber
     entries = document.get("subscribers", [])
     if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
         raise config.refuse("subscribers: must be an array of tables, [[subscribers]]", config.line_of("subscribers"))
@@ -88,6 +92,22 @@ def read_config(path: Path, vet: Callable[[str], None]) -> dict[str, dict[str, A
             raise config.refuse(f"subscribers[{index}].name: {name!r} is defined twice", config.line_of("name", index))
         checked[name] = options
     return checked
+
+
+def read_cos_sources(path: Path) -> list[CosSource]:
+    """The COS sources (``[[cos]]`` tables) the file defines, checked whole; `BadSubscriber` with file, line and
+    key for the first mistake."""
+    config = ConfigFile(path)
+    return _sources(config, config.parse())
+
+
+def _sources(config: ConfigFile, document: dict[str, Any]) -> list[CosSource]:
+    try:
+        return read_sources(document.get("cos", []))
+    except BadSource as error:
+        line = config.line_of(error.key.partition(".")[0], error.index, table="cos") if error.key else None
+        line = line or config.line_of("", error.index, table="cos") or config.line_of("cos")
+        raise config.refuse(str(error), line) from None
 
 
 def _entry(

@@ -39,9 +39,9 @@ def refusal(tmp_path: Path, text: str) -> str:
         (GOOD + "url2 = = 1\n", ":4:8: not valid TOML: Invalid value"),
         (
             '[[subscriber]]\nname = "a"\nurl = "https://8.8.8.8/a"\n',
-            ":1: subscriber: unknown key (known: subscribers); the table is [[subscribers]] (plural)",
+            ":1: subscriber: unknown key (known: subscribers, cos); the table is [[subscribers]] (plural)",
         ),
-        ('colour = "red"\n' + GOOD, ":1: colour: unknown key (known: subscribers)"),
+        ('colour = "red"\n' + GOOD, ":1: colour: unknown key (known: subscribers, cos)"),
         ('[subscribers]\nname = "a"\n', ":1: subscribers: must be an array of tables, [[subscribers]]"),
         (GOOD + GOOD.replace('"a"', '"b"') + 'filtres = { tag = "x" }\n', ":7: subscribers[1].filtres: unknown key"),
         (GOOD + 'filters = { tga = "x" }\n', ":4: subscribers[0].filters.tga: unknown filter key (known: tag, state"),
@@ -130,7 +130,7 @@ def test_serve_with_a_singular_subscriber_table_exits_1_before_creating_anything
     finished = cos_relay("serve", "--db", db_text(db), "--port", "0", "--config", str(config))
     assert finished.returncode == 1
     assert finished.stderr.strip().splitlines() == [
-        f"Error: {config}:1: subscriber: unknown key (known: subscribers); the table is [[subscribers]] (plural)"
+        f"Error: {config}:1: subscriber: unknown key (known: subscribers, cos); the table is [[subscribers]] (plural)"
     ]
     assert finished.stdout == ""
     assert not db.exists()
