@@ -138,7 +138,9 @@ def create_app(
     )
 
     # Rendering reads the database for the outbox gauges: SharedRendering keeps it off the event loop.
-    metrics_endpoint = MetricsEndpoint(SharedRendering(functools.partial(render, exposition)), settings.metrics_token)
+    metrics_endpoint = MetricsEndpoint(
+        SharedRendering(functools.partial(render, exposition)), settings.metrics_token, guessing
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

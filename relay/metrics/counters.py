@@ -44,7 +44,7 @@ CALLBACK_OUTCOMES = (
     "size_bound",
 )
 #: The token checks that count wrong tokens per source address and throttle guessing (`relay.http.auth.Guessing`).
-TOKEN_CHECKS = ("login", "bearer", "callback")
+TOKEN_CHECKS = ("login", "bearer", "callback", "metrics")
 #: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
 WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")
 #: Why a delivery is given up, and why the gateway disables a subscriber (see the delivery worker).
@@ -145,7 +145,7 @@ class Metrics:
         )
         self.write_errors = counter("store_write_errors", "Failed SQLite write transactions, by kind.", ("kind",))
         self.wrong_tokens = counter(
-            "wrong_tokens", "Wrong tokens sent, by check (console login, admin bearer, callback).", ("check",)
+            "wrong_tokens", "Wrong tokens sent, by check (console login, admin bearer, callback, metrics).", ("check",)
         )
         self.throttled = counter(
             "token_guesses_throttled",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -22,7 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from relay.domain.errors import Throttled
+from relay.domain.guessing import retry_after
 from relay.domain.tokens import tokens_match
+from relay.http.errors import error_response
 
 MIN_REUSE = 1.0
 REUSE_FACTOR = 10.0
@@ -53,18 +57,33 @@ class SharedRendering:
         return body, gzip.compress(body, compresslevel=1)
 
 
+class Guarding(Protocol):
+    """What the endpoint asks of the guessing guard (relay.http.auth's `Guessing`, which counts into these
+    metrics: a protocol here, so the two packages do not import each other)."""
+
+    def wait(self, check: str, request: Request) -> float: ...
+
+    def wrong(self, check: str, request: Request) -> None: ...
+
+
 class MetricsEndpoint:
     """The Starlette endpoint. With ``token`` set, a scrape needs ``Authorization: Bearer <token>``:
     the exposition names every subscriber and shows traffic, which is nobody else's business."""
 
-    def __init__(self, rendering: SharedRendering, token: str | None) -> None:
+    def __init__(self, rendering: SharedRendering, token: str | None, guessing: Guarding | None = None) -> None:
         self._rendering = rendering
         self._token = token
+        #: The token checks' guard against guessing (`relay.http.auth.Guessing`): the metrics token is one.
+        self._guessing = guessing
 
     async def handle(self, request: Request) -> Response:
         if self._token is not None:
+            if self._guessing is not None and (wait := self._guessing.wait("metrics", request)):
+                return error_response(Throttled(wait), headers={"Retry-After": retry_after(wait)})
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not tokens_match(given.strip(), self._token):
+                if given.strip() and self._guessing is not None:
+                    self._guessing.wrong("metrics", request)
                 return JSONResponse(
                     {"error": "unauthorized", "detail": "a valid metrics bearer token is required"},
                     status_code=401,

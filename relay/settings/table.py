@@ -191,7 +191,7 @@ class Settings:
         10,
         Integer(0, 10_000),
         "Wrong tokens one source address may send per RELAY_GUESS_WINDOW at each check (console login, admin"
-        " bearer, callback), per worker process; past it the address gets 429 with Retry-After, right token or"
+        " bearer, callback, metrics), per worker process; past it the address gets 429 with Retry-After, right token or"
         " not (0: no limit).",
     )
     guess_window: float = setting(
