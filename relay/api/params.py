@@ -5,7 +5,6 @@ Strict on purpose: ASCII digits only, every number within a range, a parameter g
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +17,6 @@ from relay.store.rows import MAX_ID as MAX_ID  # ids and cursors: the store's 64
 MAX_LIMIT = 500
 #: ``since=7d`` and friends reach back at most this far (a century: anything older is "everything").
 MAX_SPAN_DAYS = 36500
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SPAN = re.compile(r"([0-9]{1,12})([smhd])")
 _ISO_EXAMPLE = "2024-11-05T10:00:00Z"
 
 
@@ -77,12 +74,13 @@ def _instant(raw: str, name: str, expected: str) -> datetime:
         raise BadParameter(f"{name} is out of range: it must be from year 1 to year 9999 in UTC") from None
 
 
-def since(params: QueryParams) -> str | None:
-    """An ISO-8601 instant, normalised to the UTC form the store keeps."""
+def since(params: QueryParams, now: datetime) -> str | None:
+    """``since``: a duration back from ``now`` (``2h``) or an ISO-8601 instant (`parse_since`), normalised to
+    the UTC form the store keeps."""
     raw = one(params, "since")
     if raw is None:
         return None
-    return _instant(raw, "since", f"be an ISO-8601 date or time, e.g. {_ISO_EXAMPLE}").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return parse_since(raw, now).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def cursor(params: QueryParams, *, numeric: bool = False, name: str = "cursor") -> str | None:
@@ -101,16 +99,16 @@ def cursor(params: QueryParams, *, numeric: bool = False, name: str = "cursor") 
 
 
 def parse_since(value: str | None, now: datetime) -> datetime:
-    """``2h``, ``30m``, ``7d``, ``90s`` ago, or an ISO-8601 instant; always an aware UTC datetime."""
+    """A duration ago in the one grammar of durations (``2h``, ``30m``, ``7d``, ``90s``, plain seconds:
+    `relay.domain.numbers.ascii_span`), or an ISO-8601 instant; always an aware UTC datetime."""
     if not value:
         raise BadParameter(f"since is required, e.g. since=2h or since={_ISO_EXAMPLE}")
-    span = _SPAN.fullmatch(value)
-    if span is None:
+    seconds = numbers.ascii_span(value)
+    if seconds is None:
         return _instant(value, "since", "look like 2h, 30m, 7d or an ISO-8601 instant")
-    amount, unit = int(span[1]), span[2]
-    if amount * _UNITS[unit] > MAX_SPAN_DAYS * 86400:
+    if seconds > MAX_SPAN_DAYS * 86400:
         raise BadParameter(f"since reaches back at most {MAX_SPAN_DAYS}d ({MAX_SPAN_DAYS // 365} years)")
     try:
-        return (now - timedelta(seconds=amount * _UNITS[unit])).astimezone(UTC)
+        return (now - timedelta(seconds=seconds)).astimezone(UTC)
     except OverflowError:
         raise BadParameter("since reaches back before year 1") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -43,7 +45,7 @@ async def _page(page: Page) -> Response:
     return await _json({"items": page.items, "next_cursor": page.cursor})
 
 
-def api_routes(store: Store) -> list[BaseRoute]:
+def api_routes(store: Store, clock: Callable[[], datetime]) -> list[BaseRoute]:
     async def get_job(request: Request) -> Response:
         job = await store.get_job(request.path_params["job_id"], raw=True)
         if job is None:
@@ -78,7 +80,7 @@ def api_routes(store: Store) -> list[BaseRoute]:
             state=params.folded_choice(query, "state", JOB_STATES),
             tag=params.one(query, "tag"),
             queue_id=params.one(query, "queue_id"),
-            since=params.since(query),
+            since=params.since(query, clock()),
             limit=params.limit(query),
             cursor=params.cursor(query),
         )

@@ -168,7 +168,7 @@ def create_app(
 
     session_key = SessionKey()
     admin = [Middleware(BearerAuth, tokens=tokens, guessing=guessing)]
-    api = Router([*api_routes(store), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
+    api = Router([*api_routes(store, clock), *outbox_routes(store, subscribers, clock)], redirect_slashes=False)
     app = Starlette(
         middleware=[Middleware(AllowedHosts, patterns=allowed_hosts(settings)), Middleware(RefuseNul)],
         exception_handlers={Rejected: render_rejection, HTTPException: render_http_error},

@@ -41,14 +41,17 @@ def check_schedule(schedule: Sequence[object]) -> tuple[float, ...]:
 
 
 def _delay(text: str) -> float:
+    """One delay in the one grammar of durations (``5s``, ``5m``, ``2h``, ``1d``), or a number of seconds."""
+    seconds = numbers.ascii_span(text)
     try:
-        return numbers.decimal(text, 0, MAX_DELAY)
+        return numbers.decimal(text, 0, MAX_DELAY) if seconds is None else numbers.decimal(str(seconds), 0, MAX_DELAY)
     except ValueError:
-        raise ValueError(f"retry delay {text!r} is not a number of seconds {_RANGE}") from None
+        raise ValueError(f"retry delay {text!r} is not a number of seconds {_RANGE}, nor a duration like 5m") from None
 
 
 def parse_schedule(value: str) -> tuple[float, ...]:
-    """Parse ``"5,300,1800"`` into ``(5.0, 300.0, 1800.0)``; ValueError on junk, out of range or nothing."""
+    """Parse ``"5,300,1800"`` or ``"5s,5m,30m"`` into ``(5.0, 300.0, 1800.0)``; ValueError on junk, out of range or
+    nothing."""
     if not value.strip():
         raise ValueError("retry schedule is empty")
     return check_schedule([_delay(item.strip()) for item in value.split(",")])

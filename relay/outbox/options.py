@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from relay.domain import numbers
 from relay.domain.errors import BadSubscriber
 from relay.domain.filters import Filter, check_types
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits, check_text
@@ -25,6 +26,10 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     checked = dict(options)
     if "types" in checked and isinstance(checked["types"], str):
         checked["types"] = [checked["types"]]  # one type written as a plain string
+    schedule = checked.get("retry_schedule")
+    if isinstance(schedule, list):
+        # The one grammar of durations: ["5s", "5m", "2h"] as well as [5, 300, 7200].
+        checked["retry_schedule"] = [_seconds(delay) for delay in schedule]
     rules: dict[str, tuple[Callable[[Any], bool], str]] = {
         "url": (lambda v: isinstance(v, str), "a string"),
         "secret": (lambda v: isinstance(v, str), "a string (whsec_...)"),
@@ -41,7 +46,10 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "max_in_flight": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
         "timeout": (number, "a number of seconds"),
-        "retry_schedule": (lambda v: v is None or (isinstance(v, list) and all(map(number, v))), "a list of seconds"),
+        "retry_schedule": (
+            lambda v: v is None or (isinstance(v, list) and all(map(number, v))),
+            "a list of delays (seconds, or durations like 5m)",
+        ),
         "store_response": (lambda v: isinstance(v, bool), "true or false"),
     }
     for key, value in checked.items():
@@ -59,6 +67,14 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
     return checked
+
+
+def _seconds(delay: object) -> object:
+    """A delay written as a duration (``"5m"``) in seconds; anything else as it was, for the type check."""
+    if isinstance(delay, str):
+        seconds = numbers.ascii_span(delay.strip())
+        return delay if seconds is None else seconds
+    return delay
 
 
 def build_filter(types: Sequence[str] | None, filters: Mapping[str, str] | Sequence[str]) -> Filter:

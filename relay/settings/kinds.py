@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.domain import numbers, tokens
-from relay.domain.retry import MAX_DELAY, MAX_STEPS, check_schedule, parse_schedule
+from relay.domain.retry import MAX_STEPS, check_schedule, parse_schedule
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -248,7 +248,7 @@ class Schedule(Kind):
 
     @property
     def form(self) -> str:
-        return f"1 to {MAX_STEPS} comma-separated delays in seconds, each from 0 to {MAX_DELAY:g} (7 days)"
+        return f"1 to {MAX_STEPS} comma-separated delays like 5s, 5m or 2h (or seconds), each from 0 to 7d"
 
     def convert(self, text: str) -> Any:
         return parse_schedule(text)

@@ -224,7 +224,8 @@ class Settings:
     retry_schedule: tuple[float, ...] = setting(
         DEFAULT_SCHEDULE,
         Schedule(),
-        "Seconds to wait after each failed delivery attempt; after the last, the delivery is dead.",
+        "How long to wait after each failed delivery attempt (5s,5m,2h or plain seconds); after the last, the"
+        " delivery is dead.",
     )
     allow_networks: str = setting(
         "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.api.openapi.operations import admin, answer, body, parameter
-from relay.api.openapi.schemas import Schema
+from relay.api.openapi.schemas import DURATION_OR_INSTANT, Schema
 from relay.api.params import MAX_SPAN_DAYS
 
 _SUBSCRIBERS, _DELIVERIES = "subscribers", "deliveries"
@@ -15,9 +15,7 @@ _RECOVER_SINCE: Schema = {
     "name": "since",
     "in": "query",
     "required": True,
-    "schema": {
-        "anyOf": [{"type": "string", "pattern": "^[0-9]{1,12}[smhd]$"}, {"type": "string", "format": "date-time"}]
-    },
+    "schema": DURATION_OR_INSTANT,
     "description": f"How far back: 90s, 30m, 2h or 7d (at most {MAX_SPAN_DAYS}d), or an ISO-8601 instant.",
 }
 

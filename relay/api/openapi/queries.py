@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from relay.api.openapi.operations import admin, answer, parameter
-from relay.api.openapi.schemas import Schema
+from relay.api.openapi.schemas import DURATION_OR_INSTANT, Schema
 
 _TAG = "jobs"
 _SINCE: Schema = {
     "name": "since",
     "in": "query",
     "required": False,
-    "schema": {"type": "string"},
-    "description": "Only jobs updated at or after this ISO-8601 instant (2024-11-05T10:00:00Z; no offset: UTC).",
+    "schema": DURATION_OR_INSTANT,
+    "description": "Only jobs updated in the last 90s, 30m, 2h or 7d, or at or after an ISO-8601 instant"
+    " (2024-11-05T10:00:00Z; no offset: UTC).",
 }
 
 

@@ -47,12 +47,17 @@ def page_of(item: str) -> Schema:
     return record({"items": {"type": "array", "items": ref(item)}, "next_cursor": TEXT})
 
 
+#: The one grammar of durations (`relay.domain.numbers.ascii_span`): 90s, 30m, 2h, 7d, 1.5h or plain seconds.
+DURATION: Schema = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?[smhd]?$"}
+#: A duration back from now, or an instant (``since``).
+DURATION_OR_INSTANT: Schema = {"anyOf": [DURATION, {"type": "string", "format": "date-time"}]}
 _SCHEDULE: Schema = {
     "type": ["array", "null"],
-    "items": {"type": "number", "minimum": 0, "maximum": MAX_DELAY},
+    "items": {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_DELAY}, DURATION]},
     "minItems": 1,
     "maxItems": MAX_STEPS,
-    "description": "Seconds to wait after each failed attempt; null: the gateway's RELAY_RETRY_SCHEDULE.",
+    "description": "How long to wait after each failed attempt, in seconds or as durations (5s, 5m, 2h, up to 7d);"
+    " null: the gateway's RELAY_RETRY_SCHEDULE.",
 }
 _SUBSCRIBER_OPTIONS: dict[str, Schema] = {
     "url": {
