@@ -99,8 +99,16 @@ def api_routes(store: Store, clock: Callable[[], datetime]) -> list[BaseRoute]:
         )
         return await _page(page)
 
+    async def list_nonexistent(request: Request) -> Response:
+        query = request.query_params
+        page = await store.list_nonexistent(
+            job_id=params.one(query, "job_id"), limit=params.limit(query), cursor=params.cursor(query, numeric=True)
+        )
+        return await _page(page)
+
     return [
         Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/nonexistent-jobs", list_nonexistent, methods=["GET"]),
         Route("/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/jobs/{job_id}/history", job_history, methods=["GET"]),
         Route("/jobs/{job_id}/callbacks", job_callbacks, methods=["GET"]),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import anyio
 import click
 from click.core import ParameterSource
 
@@ -89,3 +91,21 @@ def _input(given: dict[str, str | None]) -> str | None:
     where = ", ".join(value for value in (given.get("bucket"), given.get("region")) if value)
     shown = " ".join(value for value in (given.get("object"), f"({where})" if where else None) if value)
     return shown or None
+
+
+@jobs.command()
+@click.option("--job-id", help="Only this job id.")
+@click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many, newest first.")
+@db_option
+@click.pass_context
+def nonexistent(ctx: click.Context, job_id: str | None, limit: int, db_path: Target) -> None:
+    """List the job ids COS reported it does not know (NonExistJobIds), newest first, with their callbacks."""
+    if ctx.get_parameter_source("db_path") is ParameterSource.DEFAULT:
+        db_path = ctx.obj
+    with existing_store(db_path) as store:
+        page = anyio.run(functools.partial(store.list_nonexistent, job_id=job_id, limit=limit))
+    if not page.items:
+        click.echo("no job ids reported as nonexistent")
+        return
+    rows = [(item["job_id"], f"#{item['callback_id']}", units.instant(item["received_at"])) for item in page.items]
+    click.echo(render_table(rows, ("job_id", "callback", "received_at")))

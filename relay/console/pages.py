@@ -82,7 +82,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         if wanted:
             # Search by JobId: an exact id is the usual question ("what happened to job X?").
             if await store.get_job(wanted, raw=True) is None:
-                raise NotFound(f"no job has the id {wanted!r}")
+                raise NotFound(await _missing(wanted))
             return RedirectResponse(f"/console/jobs/{quote(wanted, safe='')}", status_code=303)
         filters = _filters(request, ("state", "tag", "queue_id", "since"))
         since, state = filters.get("since"), filters.get("state")
@@ -107,7 +107,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         deliveries_cursor = params.cursor(query, numeric=True, name="deliveries_cursor")
         found = await store.get_job(job_id, raw=True)
         if found is None:
-            raise NotFound(f"no job has the id {job_id!r}")
+            raise NotFound(await _missing(job_id))
         history = (
             Page(found["history"], found["history_next_cursor"])
             if older_states is None
@@ -129,14 +129,27 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
             deliveries=deliveries,
         )
 
+    async def _missing(job_id: str) -> str:
+        """Why no job has the id: none at all, or COS said it does not know it (NonExistJobIds)."""
+        reported = await store.list_nonexistent(job_id=job_id, limit=1)
+        if not reported.items:
+            return f"no job has the id {job_id!r}"
+        last = reported.items[0]
+        return (
+            f"no job has the id {job_id!r}: COS reported it does not know it (NonExistJobIds) in callback"
+            f" #{last['callback_id']}, received {last['received_at']}"
+        )
+
     async def callbacks(request: Request) -> Response:
         query = request.query_params
         outcome = params.folded_choice(query, "outcome", (*CALLBACK_OUTCOMES, "rejected"))
         found = await store.list_callbacks(outcome=outcome, limit=PAGE, cursor=params.cursor(query, numeric=True))
+        nonexistent = await store.list_nonexistent(limit=ROWS)
         return await renderer.render(
             request,
             "callbacks.html",
             callbacks=found.items,
+            nonexistent=nonexistent.items,
             cursor=found.cursor,
             filters={"outcome": outcome} if outcome else {},
             outcomes=(*CALLBACK_OUTCOMES, "rejected"),

@@ -216,6 +216,9 @@ class SqlStore(ABC):
     async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._read(partial(queries.list_callbacks, outcome=outcome, limit=limit, cursor=cursor))
 
+    async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+        return await self._read(partial(queries.list_nonexistent, job_id=job_id, limit=limit, cursor=cursor))
+
     def get_job_sync(self, job_id: str) -> dict[str, Any] | None:
         return self._read_sync(partial(queries.get_job, job_id=job_id))
 

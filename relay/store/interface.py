@@ -142,6 +142,10 @@ class Store(Protocol):
     async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """Raw callbacks, newest first; ``outcome=rejected``: every refused one."""
 
+    async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+        """The job ids COS reported as NonExistJobIds (``job_id``: only that one), newest first, each with the
+        callback that named it and when."""
+
     def get_job_sync(self, job_id: str) -> dict[str, Any] | None: ...
 
     def list_jobs_sync(

@@ -168,3 +168,21 @@ def test_a_subscribers_recent_attempted_deliveries_are_counted_by_state_and_its_
         last = store.last_attempt(subscriber.id)
         assert last is not None
         assert (last["outcome"], last["status"]) == ("success", 204)
+
+
+def nonexistent_body(*job_ids: str) -> bytes:
+    return f"<Response><NonExistJobIds>{','.join(job_ids)}</NonExistJobIds></Response>".encode()
+
+
+def test_job_ids_cos_did_not_know_are_listed_newest_first_with_their_callback_and_by_id(database: Target) -> None:
+    with filled(database) as store:
+        a, b, c = job_id(71), job_id(72), job_id(73)
+        first, second = asyncio.run(record(store, nonexistent_body(a, b), nonexistent_body(c)))
+        pages = walk(lambda cursor: asyncio.run(store.list_nonexistent(limit=2, cursor=cursor)))
+        assert [[item["job_id"] for item in page] for page in pages] == [[c, b], [a]]
+        listed = [item for page in pages for item in page]
+        assert [item["callback_id"] for item in listed] == [second.callback_id, first.callback_id, first.callback_id]
+        assert all(item["received_at"] for item in listed)
+        [only] = asyncio.run(store.list_nonexistent(job_id=b)).items
+        assert only["callback_id"] == first.callback_id
+        assert asyncio.run(store.list_nonexistent(job_id=job_id(1))).items == []

@@ -92,6 +92,20 @@ PATHS: dict[str, dict[str, Schema]] = {
             tag=_TAG,
         )
     },
+    "/api/nonexistent-jobs": {
+        "get": admin(
+            "listNonexistentJobs",
+            "Job ids COS reported it does not know (NonExistJobIds), newest first",
+            {200: answer("One page of job ids, each with the callback that named it.", "NonexistentJobPage")},
+            errors=(400,),
+            parameters=(
+                _by_text("job_id", "Only this job id."),
+                parameter("limit"),
+                parameter("cursor"),
+            ),
+            tag=_TAG,
+        )
+    },
     "/api/callbacks": {
         "get": admin(
             "listCallbacks",

@@ -246,6 +246,15 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Callback": record(_CALLBACK),
     "CallbackPage": page_of("Callback"),
+    "NonexistentJob": record(
+        {
+            "id": WHOLE,
+            "job_id": STRING,
+            "callback_id": {**WHOLE, "description": "The callback whose NonExistJobIds named it."},
+            "received_at": {**STRING, "description": "When that callback arrived."},
+        }
+    ),
+    "NonexistentJobPage": page_of("NonexistentJob"),
     "Status": record({"status": STRING, "detail": STRING}, optional=("detail",)),
 }
 

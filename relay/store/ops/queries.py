@@ -17,6 +17,7 @@ from relay.store.rows import (
     JOB_COLUMNS,
     JOB_HISTORY,
     JOB_TEXT,
+    NO_TEXT,
     STATE_TEXT,
     Row,
     callback_size,
@@ -134,6 +135,18 @@ async def list_callbacks(db: Db, *, outcome: str | None = None, limit: int = 50,
         limit + 1,
     )
     return newest_first(rows, limit, partial(callback_json, body_prefix=BODY_PREFIX), callback_size(BODY_PREFIX))
+
+
+async def list_nonexistent(db: Db, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    """The job ids COS reported as NonExistJobIds, newest first, each with the callback that named it."""
+    conditions = [_where("job_id = ?", job_id), _where("id < ?", None if cursor is None else int(cursor))]
+    where, params = _join(conditions)
+    rows = await db.fetch(
+        f"SELECT id, job_id, callback_id, received_at FROM nonexistent_job_ids{where} ORDER BY id DESC LIMIT ?",
+        *params,
+        limit + 1,
+    )
+    return newest_first(rows, limit, lambda row: {key: row[key] for key in row.keys()}, NO_TEXT)
 
 
 def callback_json(row: Row, body_prefix: int) -> dict[str, Any]:
