@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from relay.api import params
-from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
+from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
 from relay.store import Store
 from relay.store.records import Page
 
@@ -37,8 +37,8 @@ def _with_detail(job: dict[str, Any]) -> bytes:
     return b"".join((orjson.dumps(job)[:-1], b',"detail":', detail, b"}"))
 
 
-async def _not_found(what: str) -> Response:
-    return await _json({"error": "not_found", "detail": f"{what} is not known"}, 404)
+async def _not_found(what: str, why: str = "") -> Response:
+    return await _json({"error": "not_found", "detail": f"{what} is not known{why}"}, 404)
 
 
 async def _page(page: Page) -> Response:
@@ -47,9 +47,13 @@ async def _page(page: Page) -> Response:
 
 def api_routes(store: Store, clock: Callable[[], datetime]) -> list[BaseRoute]:
     async def get_job(request: Request) -> Response:
-        job = await store.get_job(request.path_params["job_id"], raw=True)
+        job_id = request.path_params["job_id"]
+        job = await store.get_job(job_id, raw=True)
         if job is None:
-            return await _not_found("job")
+            # A workflow's task is recorded with its run, not as a job: say where it is.
+            run_id = await store.run_of_task(job_id)
+            where = f": it is a task of workflow run {run_id} (GET /api/workflows/{run_id})" if run_id else ""
+            return await _not_found("job", where)
         body = await anyio.to_thread.run_sync(_with_detail, job)
         return Response(body, media_type="application/json")
 
@@ -99,6 +103,18 @@ def api_routes(store: Store, clock: Callable[[], datetime]) -> list[BaseRoute]:
         )
         return await _page(page)
 
+    async def list_workflows(request: Request) -> Response:
+        query = request.query_params
+        page = await store.list_workflows(
+            state=params.folded_choice(query, "state", WORKFLOW_STATES),
+            workflow_id=params.one(query, "workflow_id"),
+            name=params.one(query, "name"),
+            since=params.since(query, clock()),
+            limit=params.limit(query),
+            cursor=params.cursor(query),
+        )
+        return await _page(page)
+
     async def list_nonexistent(request: Request) -> Response:
         query = request.query_params
         page = await store.list_nonexistent(
@@ -113,6 +129,7 @@ def api_routes(store: Store, clock: Callable[[], datetime]) -> list[BaseRoute]:
         Route("/jobs/{job_id}/history", job_history, methods=["GET"]),
         Route("/jobs/{job_id}/callbacks", job_callbacks, methods=["GET"]),
         Route("/jobs/{job_id}/deliveries", job_deliveries, methods=["GET"]),
+        Route("/workflows", list_workflows, methods=["GET"]),
         Route("/workflows/{run_id}", get_workflow, methods=["GET"]),
         Route("/callbacks", list_callbacks, methods=["GET"]),
     ]

@@ -16,6 +16,7 @@ from relay.cli.serve import serve
 from relay.cli.subscribers import subscribers
 from relay.cli.tokens import sessions, tokens
 from relay.cli.validate import validate
+from relay.cli.workflows import workflows
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +30,7 @@ main.add_command(tokens)
 main.add_command(sessions)
 main.add_command(validate)
 main.add_command(jobs)
+main.add_command(workflows)
 main.add_command(subscribers)
 main.add_command(deliveries)
 main.add_command(prune)

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from relay.api import params
 from relay.console.render import Renderer, pretty
-from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
+from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
 from relay.domain.errors import BadParameter, NotFound
 from relay.store import Store
 from relay.store.records import Page
@@ -80,10 +80,8 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         query = request.query_params
         wanted = (params.one(query, "job_id") or "").strip()
         if wanted:
-            # Search by JobId: an exact id is the usual question ("what happened to job X?").
-            if await store.get_job(wanted, raw=True) is None:
-                raise NotFound(await _missing(wanted))
-            return RedirectResponse(f"/console/jobs/{quote(wanted, safe='')}", status_code=303)
+            # Search by any id COS gives: a JobId, a RunId, or a workflow task's JobId (which leads to its run).
+            return RedirectResponse(await _found(wanted), status_code=303)
         filters = _filters(request, ("state", "tag", "queue_id", "since"))
         since, state = filters.get("since"), filters.get("state")
         if state is not None and params.spelled(state, JOB_STATES) is None:
@@ -129,6 +127,39 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
             deliveries=deliveries,
         )
 
+    async def _found(wanted: str) -> str:
+        """Where an id leads: its job, its workflow run, or the run one of whose tasks it is."""
+        if await store.get_job(wanted, raw=True) is not None:
+            return f"/console/jobs/{quote(wanted, safe='')}"
+        run_id = wanted if await store.get_workflow(wanted) is not None else await store.run_of_task(wanted)
+        if run_id is not None:
+            return f"/console/workflows/{quote(run_id, safe='')}"
+        raise NotFound(await _missing(wanted))
+
+    async def workflows(request: Request) -> Response:
+        query = request.query_params
+        filters = _filters(request, ("state", "workflow_id", "since"))
+        since, state = filters.get("since"), filters.get("state")
+        if state is not None and params.spelled(state, WORKFLOW_STATES) is None:
+            raise BadParameter(f"state must be one of {', '.join(WORKFLOW_STATES)}")
+        found = await store.list_workflows(
+            state=None if state is None else params.spelled(state, WORKFLOW_STATES),
+            workflow_id=filters.get("workflow_id"),
+            since=None if since is None else params.parse_since(since, clock()).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            limit=PAGE,
+            cursor=params.cursor(query),
+        )
+        return await renderer.render(
+            request, "workflows.html", runs=found.items, cursor=found.cursor, filters=filters, states=WORKFLOW_STATES
+        )
+
+    async def workflow(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        run = await store.get_workflow(run_id)
+        if run is None:
+            raise NotFound(f"no workflow run has the id {run_id!r}")
+        return await renderer.render(request, "workflow.html", run=run)
+
     async def _missing(job_id: str) -> str:
         """Why no job has the id: none at all, or COS said it does not know it (NonExistJobIds)."""
         reported = await store.list_nonexistent(job_id=job_id, limit=1)
@@ -159,5 +190,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         Route("/", overview, methods=["GET"]),
         Route("/jobs", jobs, methods=["GET"]),
         Route("/jobs/{job_id}", job, methods=["GET"]),
+        Route("/workflows", workflows, methods=["GET"]),
+        Route("/workflows/{run_id}", workflow, methods=["GET"]),
         Route("/callbacks", callbacks, methods=["GET"]),
     ]

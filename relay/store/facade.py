@@ -216,6 +216,22 @@ class SqlStore(ABC):
     async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._read(partial(queries.list_callbacks, outcome=outcome, limit=limit, cursor=cursor))
 
+    async def list_workflows(
+        self,
+        *,
+        state: str | None = None,
+        workflow_id: str | None = None,
+        name: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        listing = partial(queries.list_workflows, state=state, workflow_id=workflow_id, name=name, since=since)
+        return await self._read(partial(listing, limit=limit, cursor=cursor))
+
+    async def run_of_task(self, job_id: str) -> str | None:
+        return await self._read(partial(queries.run_of_task, job_id=job_id))
+
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._read(partial(queries.list_nonexistent, job_id=job_id, limit=limit, cursor=cursor))
 

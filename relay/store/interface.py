@@ -142,6 +142,21 @@ class Store(Protocol):
     async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """Raw callbacks, newest first; ``outcome=rejected``: every refused one."""
 
+    async def list_workflows(
+        self,
+        *,
+        state: str | None = None,
+        workflow_id: str | None = None,
+        name: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Workflow runs, most recently updated first, by state, workflow id and name, updated since a moment."""
+
+    async def run_of_task(self, job_id: str) -> str | None:
+        """The RunId of the workflow run one of whose tasks is the job ``job_id``; None if none is."""
+
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """The job ids COS reported as NonExistJobIds (``job_id``: only that one), newest first, each with the
         callback that named it and when."""

@@ -99,6 +99,7 @@ def newest_first(
 JOB_TEXT = text_size("code", "message", "bucket", "object_key", "region")
 STATE_TEXT = text_size("code", "message")
 NO_TEXT = text_size()
+RUN_TEXT = text_size("workflow_name", "bucket", "object_key")
 _CALLBACK_TEXT = text_size("content_type", "dedup_key", "reason", "error_path")
 
 

@@ -186,3 +186,26 @@ def test_job_ids_cos_did_not_know_are_listed_newest_first_with_their_callback_an
         [only] = asyncio.run(store.list_nonexistent(job_id=b)).items
         assert only["callback_id"] == first.callback_id
         assert asyncio.run(store.list_nonexistent(job_id=job_id(1))).items == []
+
+
+def test_workflow_runs_are_listed_by_state_and_workflow_and_a_task_names_its_run(database: Target) -> None:
+    run, task = "icf43042c67ab601aa9e79a4f03b42e4c", "j7e1b0c4a9f2d11efa3c95254001a2b3c"
+    with filled(database) as store:
+        asyncio.run(record(store, (DATA / "samples" / "workflow_finish_success.xml").read_bytes()))
+        [listed] = asyncio.run(store.list_workflows()).items
+        assert (listed["run_id"], listed["state"], listed["workflow_name"]) == (run, "Success", "ugc-publish")
+        assert asyncio.run(store.list_workflows(state="Failed")).items == []
+        assert asyncio.run(store.list_workflows(workflow_id=listed["workflow_id"])).items == [listed]
+        assert asyncio.run(store.list_workflows(since="9999-01-01T00:00:00.000000Z")).items == []
+        assert asyncio.run(store.run_of_task(task)) == run
+        assert asyncio.run(store.run_of_task(job_id(1))) is None
+
+
+def test_workflow_runs_page_newest_first(database: Target) -> None:
+    sample = (DATA / "samples" / "workflow_finish_success.xml").read_bytes()
+    runs = [f"i{number:032x}" for number in range(3)]
+    with filled(database) as store:
+        bodies = [sample.replace(b"icf43042c67ab601aa9e79a4f03b42e4c", run.encode()) for run in runs]
+        asyncio.run(record(store, *bodies))
+        pages = walk(lambda cursor: asyncio.run(store.list_workflows(limit=2, cursor=cursor)))
+        assert [[item["run_id"] for item in page] for page in pages] == [runs[:0:-1], runs[:1]]

@@ -16,6 +16,9 @@ _SINCE: Schema = {
 }
 
 
+_SINCE_RUNS: Schema = {**_SINCE, "description": str(_SINCE["description"]).replace("jobs", "runs")}
+
+
 def _by_text(name: str, description: str) -> Schema:
     return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": description}
 
@@ -79,6 +82,27 @@ PATHS: dict[str, dict[str, Schema]] = {
             {200: answer("One page of the job's deliveries.", "DeliveryPage")},
             errors=(400, 404),
             parameters=(_path("job_id"), parameter("limit"), parameter("cursor")),
+            tag=_TAG,
+        )
+    },
+    "/api/workflows": {
+        "get": admin(
+            "listWorkflowRuns",
+            "Workflow runs, most recently updated first",
+            {
+                200: answer(
+                    "One page of runs (each run's tasks and detail: GET /api/workflows/{run_id}).", "WorkflowRunPage"
+                )
+            },
+            errors=(400,),
+            parameters=(
+                parameter("runState"),
+                _by_text("workflow_id", "Only runs of this workflow."),
+                _by_text("name", "Only runs of the workflow of this name."),
+                _SINCE_RUNS,
+                parameter("limit"),
+                parameter("jobCursor"),
+            ),
             tag=_TAG,
         )
     },

@@ -10,7 +10,7 @@ from typing import Any
 
 from relay.api.params import MAX_ID, MAX_LIMIT
 from relay.api.routes import OUTCOME_FILTERS
-from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES
+from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
 from relay.domain.delivery import DELIVERY_STATES, Outcome
 from relay.domain.events import EVENT_TYPES
 from relay.domain.filters import FILTER_KEYS
@@ -227,6 +227,20 @@ SCHEMAS: dict[str, Schema] = {
     "JobPage": page_of("Job"),
     "JobState": record(_JOB_HISTORY),
     "JobHistoryPage": page_of("JobState"),
+    "WorkflowRunSummary": record(
+        {
+            "run_id": STRING,
+            "workflow_id": TEXT,
+            "workflow_name": TEXT,
+            "state": STRING,
+            "bucket": TEXT,
+            "object_key": TEXT,
+            "create_time": TEXT,
+            "first_seen_at": STRING,
+            "updated_at": STRING,
+        }
+    ),
+    "WorkflowRunPage": page_of("WorkflowRunSummary"),
     "WorkflowRun": record(
         {
             "run_id": STRING,
@@ -269,6 +283,9 @@ PARAMETERS: dict[str, Schema] = {
     "cursor": _query("cursor", {"type": "string", "pattern": "^[0-9]{1,19}$"}, _CURSOR),
     "jobCursor": _query("cursor", {"type": "string", "pattern": "^[0-9]{1,19}(:[\\s\\S]*)?$"}, _CURSOR),
     "jobState": _query("state", {"enum": list(JOB_STATES)}, "Only jobs in this state (matched in any case)."),
+    "runState": _query(
+        "state", {"enum": list(WORKFLOW_STATES)}, "Only workflow runs in this state (matched in any case)."
+    ),
     "outcome": _query(
         "outcome",
         {"enum": list(OUTCOME_FILTERS)},

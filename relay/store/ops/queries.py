@@ -18,6 +18,7 @@ from relay.store.rows import (
     JOB_HISTORY,
     JOB_TEXT,
     NO_TEXT,
+    RUN_TEXT,
     STATE_TEXT,
     Row,
     callback_size,
@@ -81,6 +82,45 @@ async def list_jobs(
     )
     kept, more = take(rows, limit, JOB_TEXT)
     return Page([job_json(row) for row in kept], f"{kept[-1]['callback_id']}:{kept[-1]['job_id']}" if more else None)
+
+
+#: What a listing shows of each workflow run (its detail and tasks are on the run itself).
+RUN_COLUMNS = (
+    "run_id, workflow_id, workflow_name, state, bucket, object_key, create_time, first_seen_at, updated_at, callback_id"
+)
+
+
+async def list_workflows(
+    db: Db,
+    *,
+    state: str | None = None,
+    workflow_id: str | None = None,
+    name: str | None = None,
+    since: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """Workflow runs, most recently updated first, paged like jobs (``cursor``: ``<callback id>:<run id>``)."""
+    conditions = [_where("state = ?", state), _where("workflow_id = ?", workflow_id), _where("workflow_name = ?", name)]
+    conditions.append(_where("updated_at >= ?", since))
+    if cursor is not None:
+        callback_id, _, run_id = cursor.partition(":")
+        conditions.append(
+            ("(callback_id < ? OR (callback_id = ? AND run_id > ?))", (int(callback_id), int(callback_id), run_id))
+        )
+    where, params = _join(conditions)
+    rows = await db.fetch(
+        f"SELECT {RUN_COLUMNS} FROM workflow_runs{where} ORDER BY callback_id DESC, run_id LIMIT ?", *params, limit + 1
+    )
+    kept, more = take(rows, limit, RUN_TEXT)
+    items = [{key: row[key] for key in row.keys() if key != "callback_id"} for row in kept]
+    return Page(items, f"{kept[-1]['callback_id']}:{kept[-1]['run_id']}" if more else None)
+
+
+async def run_of_task(db: Db, job_id: str) -> str | None:
+    """The workflow run one of whose tasks is the job ``job_id``, if any."""
+    found = await db.fetchval("SELECT run_id FROM workflow_tasks WHERE job_id = ? ORDER BY run_id LIMIT 1", job_id)
+    return None if found is None else str(found)
 
 
 async def get_workflow(db: Db, run_id: str) -> dict[str, Any] | None:
