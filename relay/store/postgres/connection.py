@@ -49,8 +49,17 @@ def failure(exc: BaseException) -> StoreError | None:
         return StoreUnavailable("the database's disk is full", "full")
     if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
         return StoreUnavailable(str(exc), "busy")
-    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-        return StoreUnavailable(f"the database is unreachable ({type(exc).__name__})", "unreachable")
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return StoreUnavailable(f"PostgreSQL says: {exc}: create it (docs/deploy.md) or fix --db", "unreachable")
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError):
+        fix = "create the role (docs/deploy.md) or fix the user or password in --db"
+        return StoreUnavailable(f"PostgreSQL refused the login: {exc}: {fix}", "unreachable")
+    if isinstance(exc, OSError):  # a TimeoutError, one too, is told above
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return StoreUnavailable(f"cannot connect to PostgreSQL: {reason}: is it running there?", "unreachable")
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        # PostgreSQL's (or the driver's) own words say what went wrong; the class name would not.
+        return StoreUnavailable(f"the database is unreachable: {exc}", "unreachable")
     return None
 
 
