@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,9 @@ from relay.api.outbox import outbox_routes
 from relay.api.routes import api_routes
 from relay.console import console_app
 from relay.console.session import SessionKey
+from relay.cos.client import CosApi
+from relay.cos.running import Reconciling
+from relay.cos.sources import CosSource
 from relay.deliver.client import Sender
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
@@ -43,6 +47,7 @@ from relay.metrics.counters import Metrics
 from relay.metrics.exposition import StoreCollector, exposition_registry, render
 from relay.metrics.scrape import MetricsEndpoint, SharedRendering
 from relay.outbox.config import apply_config
+from relay.outbox.config_file import read_cos_sources
 from relay.outbox.service import Subscribers
 from relay.receive.endpoint import CallbackEndpoint
 from relay.settings.table import Settings
@@ -60,6 +65,11 @@ SHUTDOWN_GRACE = 5.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def cos_client(source: CosSource) -> CosApi:
+    """A COS source's API client: its endpoint, its credentials, the wall clock for signatures."""
+    return CosApi(source.endpoint, source.credentials, clock=time.time)
 
 
 def create_app(
@@ -121,11 +131,12 @@ def create_app(
     credentials = credentials or Credentials(settings.callback_token, settings.admin_token or "")
     guessing = Guessing(Guesses(settings.guess_limit, settings.guess_window), metrics, clock)
     tokens = Tokens(credentials, store, clock)
+    ingest = Ingest(store, Reader(schema, gateway=settings.gateway_id))
     callback = CallbackEndpoint(
         settings=settings,
         tokens=tokens,
         store=store,
-        ingest=Ingest(store, Reader(schema, gateway=settings.gateway_id)),
+        ingest=ingest,
         clock=clock,
         metrics=metrics,
         guessing=guessing,
@@ -155,9 +166,12 @@ def create_app(
                     logger.info("config: %s", change, extra={"action": "config_applied"})
             store.watch(delivery.wake)
             await delivery.start()
+            sources = read_cos_sources(settings.config_path) if settings.config_path is not None else []
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pruner.run)
                 tasks.start_soon(shedder.run)
+                if sources:
+                    tasks.start_soon(Reconciling(sources, store, ingest, clock, metrics, cos_client).run)
                 try:
                     yield
                 finally:

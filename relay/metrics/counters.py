@@ -153,6 +153,25 @@ class Metrics:
             ("check",),
         )
         self.pruned_rows = counter("pruned_rows", "Rows removed by retention, by kind.", ("kind",))
+
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, ["source"], namespace="relay", registry=registry, multiprocess_mode="max")
+
+        self.reconcile_runs = counter(
+            "cos_reconcile_runs",
+            "Reconciliations of a COS source, by outcome (ok, or how COS failed: signature, throttled, ...).",
+            ("source", "outcome"),
+        )
+        self.missed_callbacks = counter(
+            "cos_missed_callbacks", "Final job states a reconciliation found that no callback had brought.", ("source",)
+        )
+        self.jobs_in_flight = gauge("cos_jobs_in_flight", "Jobs COS has not finished, as the last reconciliation saw.")
+        self.oldest_in_flight = gauge(
+            "cos_oldest_in_flight_seconds", "How long ago the oldest job COS has not finished was created."
+        )
+        self.last_reconcile = gauge(
+            "cos_last_reconcile_timestamp_seconds", "When this replica last reconciled the source with success."
+        )
         self._per_subscriber: tuple[Counter | Histogram, ...] = (
             self.attempts,
             self.attempt_seconds,

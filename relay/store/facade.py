@@ -27,6 +27,7 @@ from relay.store.ops import (
     console,
     deliveries,
     queries,
+    reconcile,
     retention,
     secrets,
     subscribers,
@@ -231,6 +232,9 @@ class SqlStore(ABC):
 
     async def run_of_task(self, job_id: str) -> str | None:
         return await self._read(partial(queries.run_of_task, job_id=job_id))
+
+    async def claim_reconcile(self, source: str, at: datetime, every: float) -> bool:
+        return await self._write(partial(reconcile.claim_reconcile, source=source, at=at, every=every))
 
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._read(partial(queries.list_nonexistent, job_id=job_id, limit=limit, cursor=cursor))

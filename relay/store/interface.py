@@ -157,6 +157,10 @@ class Store(Protocol):
     async def run_of_task(self, job_id: str) -> str | None:
         """The RunId of the workflow run one of whose tasks is the job ``job_id``; None if none is."""
 
+    async def claim_reconcile(self, source: str, at: datetime, every: float) -> bool:
+        """Whether this caller reconciles the COS source ``source`` now: True for one replica an interval of
+        ``every`` seconds."""
+
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """The job ids COS reported as NonExistJobIds (``job_id``: only that one), newest first, each with the
         callback that named it and when."""

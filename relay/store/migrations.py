@@ -308,3 +308,10 @@ def m010_tokens_and_sessions(db: Database) -> None:
     # id: the SHA-256 of the cookie's random part (the cookie cannot be rebuilt from a copy of the database).
     db.table("console_sessions").create({"id": str, "created_at": str, "expires_at": str}, pk="id")
     db.table("console_sessions").create_index(["expires_at"])
+
+
+@migrations()
+def m011_reconcile_runs(db: Database) -> None:
+    # When each COS source's reconciliation last started: replicas claim a run with a conditional update, so a
+    # source is listed once an interval however many replicas there are (relay.maintenance.reconciling).
+    db.table("reconcile_runs").create({"source": str, "started_at": str}, pk="source")

@@ -151,4 +151,12 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX console_sessions_expires_at ON console_sessions(expires_at);
         """,
     ),
+    (
+        11,
+        "reconcile_runs",
+        """
+        -- The SQLite store's m011: when each COS source's reconciliation last started, claimed by one replica.
+        CREATE TABLE reconcile_runs (source text PRIMARY KEY, started_at text);
+        """,
+    ),
 )
