@@ -6,7 +6,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +72,10 @@ def cos_client(source: CosSource) -> CosApi:
     return CosApi(source.endpoint, source.credentials, clock=time.time)
 
 
+def _sources_of(settings: Settings) -> list[CosSource]:
+    return read_cos_sources(settings.config_path) if settings.config_path is not None else []
+
+
 def create_app(
     settings: Settings,
     *,
@@ -81,6 +85,8 @@ def create_app(
     credentials: Credentials | None = None,
     metrics_dir: Path | None = None,
     schema: CallbackSchema | None = None,
+    cos_sources: Sequence[CosSource] | None = None,
+    cos_api: Callable[[CosSource], CosApi] = cos_client,
 ) -> Starlette:
     """A cos-relay ASGI app. Nothing is opened until the lifespan starts.
 
@@ -89,7 +95,9 @@ def create_app(
     already resolved (by `cos-relay serve`, once for every worker); without them the lifespan resolves
     them. ``metrics_dir`` is where every worker counts (see `relay.metrics.files`): /metrics adds them up.
     ``schema`` is the callback schema already compiled (it is immutable: apps may share one); without it the
-    packaged XSD is compiled here.
+    packaged XSD is compiled here. ``cos_sources`` are the COS sources to reconcile (`cos-relay serve` reads
+    them from the config file once; without them the lifespan reads ``settings.config_path``'s), each through the
+    client ``cos_api`` makes.
     """
     metrics = Metrics(registry or CollectorRegistry())
     store = store_for(
@@ -166,12 +174,12 @@ def create_app(
                     logger.info("config: %s", change, extra={"action": "config_applied"})
             store.watch(delivery.wake)
             await delivery.start()
-            sources = read_cos_sources(settings.config_path) if settings.config_path is not None else []
+            sources = list(cos_sources) if cos_sources is not None else _sources_of(settings)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pruner.run)
                 tasks.start_soon(shedder.run)
                 if sources:
-                    tasks.start_soon(Reconciling(sources, store, ingest, clock, metrics, cos_client).run)
+                    tasks.start_soon(Reconciling(sources, store, ingest, clock, metrics, cos_api).run)
                 try:
                     yield
                 finally:

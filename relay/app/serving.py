@@ -11,7 +11,7 @@ import functools
 import gc
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -23,11 +23,12 @@ from uvicorn.supervisors import Multiprocess
 
 from relay import logs
 from relay.app.factory import create_app, utc_now
+from relay.cos.sources import CosSource
 from relay.deliver.ssrf import AddressPolicy
 from relay.http.auth import Credentials, resolve_credentials
 from relay.metrics.files import count_into
 from relay.outbox.config import apply_config
-from relay.outbox.config_file import read_config
+from relay.outbox.config_file import read_config, read_cos_sources
 from relay.outbox.destinations import vet_destination
 from relay.outbox.service import Subscribers
 from relay.receive.capacity import ConnectionCap, connection_cap, raise_open_file_limit
@@ -80,6 +81,8 @@ def run(settings: Settings, credentials: Credentials) -> None:
     ``credentials`` and the config file come from `prepare`: the apps neither resolve nor apply them
     again (workers applying the config all at once would race to create the same subscribers).
     """
+    # The COS sources too are read here once (their credentials from files or the environment), not per worker.
+    sources = read_cos_sources(settings.config_path) if settings.config_path is not None else []
     settings = settings.replace(config_path=None)
     logger.info(
         "subscriber URLs may reach non-public networks: %s",
@@ -87,13 +90,13 @@ def run(settings: Settings, credentials: Credentials) -> None:
         extra={"action": "allow_networks"},
     )
     if settings.workers == 1:
-        single = create_app(settings, credentials=credentials)
+        single = create_app(settings, credentials=credentials, cos_sources=sources)
         freeze_startup_heap()
         uvicorn.run(single, **_uvicorn_options(settings))
         return
     # Each worker counts into its own files here and /metrics, whichever worker answers, adds them all up.
     with tempfile.TemporaryDirectory(prefix="cos-relay-metrics-") as directory:
-        app = functools.partial(worker_app, settings, credentials, Path(directory))
+        app = functools.partial(worker_app, settings, credentials, Path(directory), sources)
         config = uvicorn.Config(app, factory=True, workers=settings.workers, **_uvicorn_options(settings))
         sock = config.bind_socket()
         try:
@@ -102,11 +105,13 @@ def run(settings: Settings, credentials: Credentials) -> None:
             sock.close()
 
 
-def worker_app(settings: Settings, credentials: Credentials, metrics_dir: Path) -> Starlette:
+def worker_app(
+    settings: Settings, credentials: Credentials, metrics_dir: Path, cos_sources: Sequence[CosSource] = ()
+) -> Starlette:
     """The app of one worker process, built in that process (uvicorn calls it as the app factory)."""
     logs.configure(settings.log_level, settings.log_format)
     count_into(metrics_dir)  # before create_app makes the first metric
-    app = create_app(settings, credentials=credentials, metrics_dir=metrics_dir)
+    app = create_app(settings, credentials=credentials, metrics_dir=metrics_dir, cos_sources=cos_sources)
     freeze_startup_heap()
     return app
 
