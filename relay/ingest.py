@@ -38,12 +38,36 @@ class Reading:
     events: tuple[Event, ...]
 
 
-class Reader:
-    """Reads callbacks: no store, no state. ``gateway`` names this gateway in every event's source."""
+def check_ownership(callback: Callback, buckets: frozenset[str]) -> None:
+    """`Invalid` unless every job and run the callback names is in one of ``buckets`` (the configured COS
+    sources'): anyone holding the callback token could otherwise invent results for buckets that are not ours.
+    An item that names no bucket (document jobs may not) is let through: a source's ``confirm`` checks those."""
+    for position, job in enumerate(callback.jobs, 1):
+        if job.bucket is not None and job.bucket not in buckets:
+            raise Invalid(
+                f"bucket {job.bucket!r} belongs to no configured COS source",
+                path=f"/Response/JobsDetail[{position}]/Input/BucketId",
+                rule="ownership",
+            )
+    for run in callback.workflows:
+        if run.bucket is not None and run.bucket not in buckets:
+            raise Invalid(
+                f"bucket {run.bucket!r} belongs to no configured COS source",
+                path="/Response/WorkflowExecution/BucketId",
+                rule="ownership",
+            )
 
-    def __init__(self, schema: CallbackSchema, *, gateway: str = "cos-relay") -> None:
+
+class Reader:
+    """Reads callbacks: no store, no state. ``gateway`` names this gateway in every event's source; ``buckets``,
+    when COS sources are configured, are theirs: a job or run of another bucket is refused (`Invalid`)."""
+
+    def __init__(
+        self, schema: CallbackSchema, *, gateway: str = "cos-relay", buckets: frozenset[str] | None = None
+    ) -> None:
         self._schema = schema
         self._gateway = gateway
+        self._buckets = buckets
 
     def check(self, body: bytes, fmt: BodyFormat, parser: etree.XMLParser, *, explain: bool = False) -> Callback:
         """Parse, validate and model one body, or raise the refusal (`Malformed`, `Invalid`, `TooComplex`).
@@ -65,6 +89,8 @@ class Reader:
             ) from None
         callback = callback_from_document(document)
         limits.check_items(callback)
+        if self._buckets is not None:
+            check_ownership(callback, self._buckets)
         return callback
 
     def read(self, received: Received, parser: etree.XMLParser) -> Reading:

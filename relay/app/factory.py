@@ -139,7 +139,10 @@ def create_app(
     credentials = credentials or Credentials(settings.callback_token, settings.admin_token or "")
     guessing = Guessing(Guesses(settings.guess_limit, settings.guess_window), metrics, clock)
     tokens = Tokens(credentials, store, clock)
-    ingest = Ingest(store, Reader(schema, gateway=settings.gateway_id))
+    # With COS sources, callbacks are theirs only (their buckets); the sources are known before the lifespan.
+    sources = list(cos_sources) if cos_sources is not None else _sources_of(settings)
+    buckets = frozenset(source.bucket for source in sources) or None
+    ingest = Ingest(store, Reader(schema, gateway=settings.gateway_id, buckets=buckets))
     callback = CallbackEndpoint(
         settings=settings,
         tokens=tokens,
@@ -174,7 +177,6 @@ def create_app(
                     logger.info("config: %s", change, extra={"action": "config_applied"})
             store.watch(delivery.wake)
             await delivery.start()
-            sources = list(cos_sources) if cos_sources is not None else _sources_of(settings)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pruner.run)
                 tasks.start_soon(shedder.run)
