@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from relay import __version__
+from relay.cli.cos import cos
 from relay.cli.deliveries import deliveries
 from relay.cli.jobs import jobs
 from relay.cli.maintenance import backup, prune
@@ -38,3 +39,4 @@ main.add_command(backup)
 main.add_command(migrate_to)
 main.add_command(secrets)
 main.add_command(reconcile)
+main.add_command(cos)
