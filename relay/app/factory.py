@@ -28,7 +28,7 @@ from relay.api.routes import api_routes
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.cos.client import CosApi
-from relay.cos.running import Reconciling
+from relay.cos.running import QueueCheck, Reconciling
 from relay.cos.sources import CosSource
 from relay.deliver.client import Sender
 from relay.deliver.runner import DeliveryThread
@@ -70,6 +70,19 @@ def utc_now() -> datetime:
 def cos_client(source: CosSource) -> CosApi:
     """A COS source's API client: its endpoint, its credentials, the wall clock for signatures."""
     return CosApi(source.endpoint, source.credentials, clock=time.time)
+
+
+def _queue_check(settings: Settings, tokens: Tokens) -> QueueCheck | None:
+    """What the reconciler checks the sources' queues against: only with RELAY_PUBLIC_URL, the URL COS posts to
+    (without it the gateway cannot tell its own address from COS's side)."""
+    if settings.public_url is None:
+        return None
+
+    def in_force() -> tuple[str, ...]:
+        given = (tokens.credentials.callback_token, tokens.credentials.previous_callback_token)
+        return tuple(token for token in given if token)
+
+    return QueueCheck(f"{settings.base_url}/cos/callback", in_force)
 
 
 def _sources_of(settings: Settings) -> list[CosSource]:
@@ -181,7 +194,8 @@ def create_app(
                 tasks.start_soon(pruner.run)
                 tasks.start_soon(shedder.run)
                 if sources:
-                    tasks.start_soon(Reconciling(sources, store, ingest, clock, metrics, cos_api).run)
+                    check = _queue_check(settings, tokens)
+                    tasks.start_soon(Reconciling(sources, store, ingest, clock, metrics, cos_api, check).run)
                 try:
                     yield
                 finally:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
 
 from relay.cos.client import CosApi, CosUnavailable
+from relay.cos.queues import families, points_here, queues_of
 from relay.cos.reconcile import Reconciler, Record, Tally
 from relay.cos.sources import CosSource
 from relay.domain.callback import Received
@@ -30,6 +32,15 @@ RETRY_FIRST = 30.0
 COS_TIME = "%Y-%m-%dT%H:%M:%S%z"
 
 
+@dataclass(frozen=True)
+class QueueCheck:
+    """Where the source's queues should call back (RELAY_PUBLIC_URL's callback URL) and the callback tokens in
+    force (the previous one too, in a rotation's grace): each run also checks that the queues point there."""
+
+    url: str
+    tokens: Callable[[], tuple[str, ...]]
+
+
 class Reconciling:
     """One task per source; ``api`` makes a source's client (tests give the stand-in's transport)."""
 
@@ -41,6 +52,7 @@ class Reconciling:
         clock: Callable[[], datetime],
         metrics: Metrics,
         api: Callable[[CosSource], CosApi],
+        queues: QueueCheck | None = None,
     ) -> None:
         self._sources = sources
         self._store = store
@@ -48,6 +60,7 @@ class Reconciling:
         self._clock = clock
         self._metrics = metrics
         self._api = api
+        self._queues = queues
         #: Sources whose last run failed: a failure is logged when a streak begins, not at every retry.
         self._failing: set[str] = set()
         for source in sources:  # every outcome's series exists from the start, for increase()
@@ -78,6 +91,8 @@ class Reconciling:
         api = self._api(source)
         try:
             tally = await Reconciler(source, api, self._recorder(source), self._clock).run()
+            if self._queues is not None:
+                await self._check_queues(source, api, self._queues)
         except (CosUnavailable, StoreError) as error:
             kind = error.kind if isinstance(error, CosUnavailable) else "store"
             self._metrics.reconcile_runs.labels(source.name, kind).inc()
@@ -97,6 +112,14 @@ class Reconciling:
             logger.info("reconciling %s works again", source.name, extra={"action": "reconcile_recovered"})
         self._shown(source, tally)
         return True
+
+    async def _check_queues(self, source: CosSource, api: CosApi, check: QueueCheck) -> None:
+        tokens = check.tokens()
+        for family in families(source):
+            for queue in queues_of(family, await api.list_queues(family)):
+                if not source.queues or queue.queue_id in source.queues:
+                    here = points_here(queue, check.url, tokens)
+                    self._metrics.queue_here.labels(source.name, queue.queue_id).set(1 if here else 0)
 
     def _recorder(self, source: CosSource) -> Record:
         ingest, clock = self._ingest, self._clock

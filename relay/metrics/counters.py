@@ -169,6 +169,14 @@ class Metrics:
         self.oldest_in_flight = gauge(
             "cos_oldest_in_flight_seconds", "How long ago the oldest job COS has not finished was created."
         )
+        self.queue_here = Gauge(
+            "cos_queue_callback_here",
+            "1 when a COS queue's callback is on and points at this gateway (RELAY_PUBLIC_URL), else 0.",
+            ["source", "queue"],
+            namespace="relay",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.last_reconcile = gauge(
             "cos_last_reconcile_timestamp_seconds", "When this replica last reconciled the source with success."
         )

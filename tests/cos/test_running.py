@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from relay.cos.client import CosApi
-from relay.cos.running import Reconciling
+from relay.cos.running import QueueCheck, Reconciling
 from relay.cos.sources import CosSource
 from relay.ingest import Ingest, Reader
 from relay.metrics.counters import Metrics
 from relay.store import Store, store_for
 from tests.conftest import callback_schema, job_id
-from tests.cos.standin import CosStandIn, Job
+from tests.cos.standin import CosStandIn, Job, Queue
 from tests.cos.test_client import CREDENTIALS
 from tests.fakes import FakeClock
 
@@ -44,7 +44,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield opened
 
 
-def replica(standin: CosStandIn, store: Store, clock: FakeClock) -> tuple[Reconciling, CollectorRegistry, CosSource]:
+def replica(
+    standin: CosStandIn, store: Store, clock: FakeClock, queues: QueueCheck | None = None
+) -> tuple[Reconciling, CollectorRegistry, CosSource]:
     source = CosSource(
         "media", "examplebucket-1250000000", "ap-guangzhou", CREDENTIALS, standin.url, tags=("Transcode",)
     )
@@ -54,7 +56,7 @@ def replica(standin: CosStandIn, store: Store, clock: FakeClock) -> tuple[Reconc
         return CosApi(source.endpoint, source.credentials, clock=time.time)
 
     ingest = Ingest(store, Reader(callback_schema()))
-    return Reconciling([source], store, ingest, clock, Metrics(registry), api), registry, source
+    return Reconciling([source], store, ingest, clock, Metrics(registry), api, queues), registry, source
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -101,3 +103,18 @@ async def test_a_cos_failure_is_counted_by_kind_and_logged_once_a_streak(
     assert len(failed) == 1
     assert any("works again" in record.getMessage() for record in caplog.records)
     assert CREDENTIALS.secret_key not in caplog.text
+
+
+async def test_each_run_shows_whether_each_queue_calls_back_here(standin: CosStandIn, store: Store) -> None:
+    standin.recover()
+    here = "https://relay.example.com/cos/callback"
+    standin.queues.clear()
+    standin.queues["p1"] = Queue("p1", "main")  # callback off
+    on = {"State": "On", "Type": "Url", "Event": "TaskFinish"}
+    standin.queues["p2"] = Queue("p2", "bulk", notify={**on, "Url": f"{here}?token=in-force"})
+    standin.queues["p3"] = Queue("p3", "old", notify={**on, "Url": "https://elsewhere.example/cb?token=in-force"})
+    clock = FakeClock(NOW + timedelta(days=1))
+    loop, registry, source = replica(standin, store, clock, QueueCheck(here, lambda: ("in-force",)))
+    assert await loop.once(source)
+    shown = {queue: sample(registry, "relay_cos_queue_callback_here", queue=queue) for queue in ("p1", "p2", "p3")}
+    assert shown == {"p1": 0, "p2": 1, "p3": 0}
