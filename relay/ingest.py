@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio.to_thread
 from lxml import etree
 
 from relay.domain.callback import Callback, IngestResult, Received
@@ -131,6 +132,12 @@ class Ingest:
     async def ingest(self, received: Received) -> tuple[Callback, IngestResult]:
         """Read and record one body on the calling thread (the CLI, bench and tests)."""
         reading = self.reader.read(received, self._parser)
+        return reading.callback, await self.record(received, reading)
+
+    async def ingest_in_thread(self, received: Received) -> tuple[Callback, IngestResult]:
+        """`ingest`, the body read in a worker thread: for bodies the event loop should not parse itself while it
+        answers callbacks (a reconciled page of a hundred jobs)."""
+        reading = await anyio.to_thread.run_sync(self.reader.read, received, new_xml_parser())
         return reading.callback, await self.record(received, reading)
 
     async def _fresh_snapshot(self) -> Snapshot:

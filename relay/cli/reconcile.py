@@ -98,7 +98,7 @@ def _progress(name: str) -> Callable[[Tally], None]:
 def _recorder(ingest: Ingest, name: str) -> Record:
     async def record(body: bytes) -> int:
         received = Received(datetime.now(UTC), None, "application/xml", body, "xml", reconciled_from=name)
-        _, result = await ingest.ingest(received)
+        _, result = await ingest.ingest_in_thread(received)
         return len(result.new_items)
 
     return record

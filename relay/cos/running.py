@@ -126,7 +126,7 @@ class Reconciling:
 
         async def record(body: bytes) -> int:
             received = Received(clock(), None, "application/xml", body, "xml", reconciled_from=source.name)
-            _, result = await ingest.ingest(received)
+            _, result = await ingest.ingest_in_thread(received)
             return len(result.new_items)
 
         return record

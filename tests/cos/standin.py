@@ -98,7 +98,13 @@ class CosStandIn:
     """The job and queue APIs of one bucket. Seed ``jobs`` and ``queues``; set ``failing`` to make every
     answer fail (``failing(request) -> Response | None``), or use `fail_with`, `slow` and `malformed`."""
 
-    def __init__(self, credentials: Credentials, clock: Callable[[], float] = time.time, page_size: int = 100) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        clock: Callable[[], float] = time.time,
+        page_size: int = 100,
+        port: int | None = None,
+    ) -> None:
         self.credentials = credentials
         self.jobs: dict[str, Job] = {}
         self.queues: dict[str, Queue] = {}
@@ -115,7 +121,8 @@ class CosStandIn:
                     Route("/{family:str}/{ids:str}", self._by_id, methods=["GET"]),
                     Route("/{family:str}/{queue_id:str}", self._update_queue, methods=["PUT"]),
                 ]
-            )
+            ),
+            port=port,
         )
 
     # -- running and steering ----------------------------------------------------------------------------
