@@ -27,10 +27,9 @@ from bench.ingest import ADMIN_TOKEN
 from bench.load import TOKEN, fixed_rate, new_run_id, sample_template
 from bench.process import free_port, running, serving
 from relay.cos.client import CosApi
-from relay.cos.reconcile import Reconciler, Tally
+from relay.cos.reconcile import Reconciler, Tally, found
 from relay.cos.signing import Credentials
 from relay.cos.sources import CosSource
-from relay.domain.callback import Received
 from relay.ingest import Ingest, Reader
 from relay.store import store_for
 from relay.validate.schema import CallbackSchema
@@ -61,7 +60,7 @@ def one_run(url: str, folder: Path) -> dict[str, float]:
             ingest = Ingest(store, Reader(CallbackSchema.load()))
 
             async def record(body: bytes) -> int:
-                received = Received(datetime.now(UTC), None, "application/xml", body, "xml", reconciled_from="media")
+                received = found(body, datetime.now(UTC), "media")
                 return len((await ingest.ingest_in_thread(received))[1].new_items)
 
             api = CosApi(url, CREDENTIALS, clock=time.time, timeout=30)

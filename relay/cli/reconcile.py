@@ -16,9 +16,8 @@ from relay.cli.database import existing_store
 from relay.cli.maintenance import DurationType
 from relay.cli.options import db_option
 from relay.cos.client import CosApi, CosUnavailable
-from relay.cos.reconcile import Reconciler, Record, Tally
+from relay.cos.reconcile import Reconciler, Record, Tally, found
 from relay.cos.sources import CosSource
-from relay.domain.callback import Received
 from relay.ingest import Ingest, Reader
 from relay.outbox.config_file import read_cos_sources
 from relay.settings.durations import Duration
@@ -97,7 +96,7 @@ def _progress(name: str) -> Callable[[Tally], None]:
 
 def _recorder(ingest: Ingest, name: str) -> Record:
     async def record(body: bytes) -> int:
-        received = Received(datetime.now(UTC), None, "application/xml", body, "xml", reconciled_from=name)
+        received = found(body, datetime.now(UTC), name)
         _, result = await ingest.ingest_in_thread(received)
         return len(result.new_items)
 

@@ -153,6 +153,9 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
             request, "workflows.html", runs=found.items, cursor=found.cursor, filters=filters, states=WORKFLOW_STATES
         )
 
+    async def in_flight(request: Request) -> Response:
+        return await renderer.render(request, "in_flight.html", jobs=await store.list_in_flight(PAGE))
+
     async def workflow(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         run = await store.get_workflow(run_id)
@@ -190,6 +193,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         Route("/", overview, methods=["GET"]),
         Route("/jobs", jobs, methods=["GET"]),
         Route("/jobs/{job_id}", job, methods=["GET"]),
+        Route("/in-flight", in_flight, methods=["GET"]),
         Route("/workflows", workflows, methods=["GET"]),
         Route("/workflows/{run_id}", workflow, methods=["GET"]),
         Route("/callbacks", callbacks, methods=["GET"]),

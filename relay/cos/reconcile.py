@@ -19,6 +19,7 @@ from lxml import etree
 
 from relay.cos.client import CosApi, Family
 from relay.cos.sources import CosSource
+from relay.domain.callback import Received
 
 #: The states after which a job changes no more.
 FINAL_STATES = frozenset({"Success", "Failed", "Cancel"})
@@ -45,6 +46,12 @@ class Tally:
     known: int = 0
     recorded: int = 0
     in_flight: list[InFlight] = field(default_factory=list)
+
+
+def found(body: bytes, at: datetime, source: str) -> Received:
+    """A page's final jobs as the callback the ingest path records: its "from" is the source (``cos:media``,
+    where a callback COS posted has the address it came from), and its events carry ``cosreconciled``."""
+    return Received(at, f"cos:{source}", "application/xml", body, "xml", reconciled_from=source)
 
 
 def final_jobs(root: etree._Element) -> tuple[bytes | None, int]:

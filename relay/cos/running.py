@@ -16,9 +16,8 @@ import anyio
 
 from relay.cos.client import CosApi, CosUnavailable
 from relay.cos.queues import families, points_here, queues_of
-from relay.cos.reconcile import Reconciler, Record, Tally
+from relay.cos.reconcile import Reconciler, Record, Tally, found
 from relay.cos.sources import CosSource
-from relay.domain.callback import Received
 from relay.ingest import Ingest
 from relay.metrics.counters import Metrics
 from relay.store import Store
@@ -111,6 +110,11 @@ class Reconciling:
             self._failing.discard(source.name)
             logger.info("reconciling %s works again", source.name, extra={"action": "reconcile_recovered"})
         self._shown(source, tally)
+        flying = [(job.job_id, job.state, job.tag, job.created) for job in tally.in_flight]
+        try:
+            await self._store.replace_in_flight(source.name, flying, self._clock())
+        except StoreError as error:
+            logger.warning("could not keep %s's jobs in flight: %s", source.name, error)
         return True
 
     async def _check_queues(self, source: CosSource, api: CosApi, check: QueueCheck) -> None:
@@ -125,7 +129,7 @@ class Reconciling:
         ingest, clock = self._ingest, self._clock
 
         async def record(body: bytes) -> int:
-            received = Received(clock(), None, "application/xml", body, "xml", reconciled_from=source.name)
+            received = found(body, clock(), source.name)
             _, result = await ingest.ingest_in_thread(received)
             return len(result.new_items)
 

@@ -236,6 +236,12 @@ class SqlStore(ABC):
     async def claim_reconcile(self, source: str, at: datetime, every: float) -> bool:
         return await self._write(partial(reconcile.claim_reconcile, source=source, at=at, every=every))
 
+    async def replace_in_flight(self, source: str, jobs: Sequence[tuple[str, str, str, str]], at: datetime) -> None:
+        await self._write(partial(reconcile.replace_in_flight, source=source, jobs=jobs, at=at))
+
+    async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
+        return await self._read(partial(reconcile.list_in_flight, limit=limit))
+
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._read(partial(queries.list_nonexistent, job_id=job_id, limit=limit, cursor=cursor))
 

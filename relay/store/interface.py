@@ -161,6 +161,12 @@ class Store(Protocol):
         """Whether this caller reconciles the COS source ``source`` now: True for one replica an interval of
         ``every`` seconds."""
 
+    async def replace_in_flight(self, source: str, jobs: Sequence[tuple[str, str, str, str]], at: datetime) -> None:
+        """The COS source's jobs in flight are now ``jobs``: (job id, state, tag, creation time as COS wrote it)."""
+
+    async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Every source's jobs in flight as their last reconciliation saw them, oldest first."""
+
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """The job ids COS reported as NonExistJobIds (``job_id``: only that one), newest first, each with the
         callback that named it and when."""

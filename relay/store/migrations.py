@@ -315,3 +315,12 @@ def m011_reconcile_runs(db: Database) -> None:
     # When each COS source's reconciliation last started: replicas claim a run with a conditional update, so a
     # source is listed once an interval however many replicas there are (relay.maintenance.reconciling).
     db.table("reconcile_runs").create({"source": str, "started_at": str}, pk="source")
+
+
+@migrations()
+def m012_jobs_in_flight(db: Database) -> None:
+    # The jobs COS has not finished, as each source's last reconciliation saw them (replaced at every run).
+    db.table("jobs_in_flight").create(
+        {"source": str, "job_id": str, "state": str, "tag": str, "created": str, "seen_at": str},
+        pk=("source", "job_id"),
+    )

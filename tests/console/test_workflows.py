@@ -4,12 +4,16 @@ or a task by any id, and a task's JobId leads to its run everywhere it is asked 
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
 
 from relay.cli import main
+from relay.settings.table import Settings
+from relay.store import store_for
 from tests.conftest import ADMIN_TOKEN, DATA, callback_url, job_body, job_id
 from tests.console.conftest import Console
 
@@ -76,3 +80,14 @@ def test_the_console_lists_runs_shows_their_tasks_and_its_search_finds_any_id(si
         found = http.get("/console/jobs", params={"job_id": wanted}, follow_redirects=False)
         assert (found.status_code, found.headers["location"]) == (303, where), wanted
     assert http.get("/console/jobs", params={"job_id": "nothing"}).status_code == 404
+
+
+def test_the_console_lists_the_jobs_in_flight_oldest_first(signed_in: Console, console_settings: Settings) -> None:
+    assert "None: no COS source is configured" in signed_in.http.get("/console/in-flight").text
+    with store_for(console_settings.db_path) as store:
+        flying = [(job_id(2), "Running", "Transcode", "2026-12-06T11:00:00+0800")]
+        asyncio.run(store.replace_in_flight("media", flying, datetime.now(UTC)))
+    page = signed_in.http.get("/console/in-flight")
+    assert page.status_code == 200
+    assert job_id(2) in page.text
+    assert "media" in page.text

@@ -14,10 +14,9 @@ import pytest
 from lxml import etree
 
 from relay.cos.client import CosApi
-from relay.cos.reconcile import Reconciler, final_jobs
+from relay.cos.reconcile import Reconciler, final_jobs, found
 from relay.cos.signing import Credentials
 from relay.cos.sources import CosSource
-from relay.domain.callback import Received
 from relay.ingest import Ingest, Reader
 from relay.store import Store, store_for
 from tests.conftest import callback_schema, job_id, record
@@ -58,7 +57,7 @@ async def reconcile(standin: CosStandIn, store: Store) -> tuple[int, int, int, i
     ingest = Ingest(store, Reader(callback_schema()))
 
     async def into_store(body: bytes) -> int:
-        _, result = await ingest.ingest(Received(NOW, None, "application/xml", body, "xml", reconciled_from="media"))
+        _, result = await ingest.ingest(found(body, NOW, "media"))
         return len(result.new_items)
 
     api = CosApi(standin.url, CREDENTIALS, clock=time.time)

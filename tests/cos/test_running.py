@@ -76,6 +76,8 @@ async def test_one_replica_reconciles_an_interval_and_shows_what_it_found(standi
     assert sample(registry, "relay_cos_jobs_in_flight") == 1
     assert sample(registry, "relay_cos_oldest_in_flight_seconds") == pytest.approx(30 * 60, abs=1)
     assert sample(registry, "relay_cos_last_reconcile_timestamp_seconds") == NOW.timestamp()
+    [flying] = await store.list_in_flight()
+    assert (flying["source"], flying["job_id"], flying["state"]) == ("media", job_id(9), "Running")
     assert sample(other, "relay_cos_reconcile_runs_total", outcome="ok") == 0
     clock.advance(source.reconcile_every)
     assert await second.once(source)  # the next interval: whichever replica asks first

@@ -49,11 +49,14 @@ def test_callbacks_missed_while_down_are_delivered_once_and_a_late_one_is_a_dupl
         events = [json.loads(request.body) for request in sink.to("/ok")]
         assert {event["subject"] for event in events} == {job.job_id for job in jobs}
         assert {event.get("cosreconciled") for event in events} == {"media"}
+        # The callbacks the reconciliation recorded say where they came from.
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        found = httpx.get(f"{server.url}/api/jobs/{jobs[0].job_id}/callbacks", headers=admin, timeout=30).json()
+        assert [item["source_addr"] for item in found["items"]] == ["cos:media"]
         late = httpx.post(f"{server.url}{callback_url()}", content=callback_of(jobs[0]), timeout=30)
         assert late.json() == {"status": "duplicate"}
         metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
         assert 'relay_cos_missed_callbacks_total{source="media"} 3.0' in metrics
-        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         owed = httpx.get(f"{server.url}/api/deliveries", headers=admin, timeout=30).json()["items"]
         assert len(owed) == 3  # the late callback made no event, so no delivery
     finally:

@@ -22,3 +22,17 @@ def test_a_source_is_claimed_once_an_interval_and_each_source_apart(database: Ta
         assert not claim("media", AT + timedelta(seconds=299))
         assert claim("docs", AT)  # each source has its own interval
         assert claim("media", AT + timedelta(seconds=300))
+
+
+def test_a_sources_jobs_in_flight_are_replaced_at_each_run_and_listed_oldest_first(database: Target) -> None:
+    with store_for(database) as store:
+        first = [
+            ("j2", "Running", "Transcode", "2026-12-06T11:00:00+0800"),
+            ("j1", "Submitted", "Snapshot", "2026-12-06T10:00:00+0800"),
+        ]
+        asyncio.run(store.replace_in_flight("media", first, AT))
+        asyncio.run(store.replace_in_flight("docs", [("d1", "Running", "DocProcess", "2026-12-06T12:00:00+0800")], AT))
+        listed = asyncio.run(store.list_in_flight())
+        assert [(job["source"], job["job_id"]) for job in listed] == [("media", "j1"), ("media", "j2"), ("docs", "d1")]
+        asyncio.run(store.replace_in_flight("media", [], AT + timedelta(minutes=5)))  # all finished since
+        assert [job["job_id"] for job in asyncio.run(store.list_in_flight())] == ["d1"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from relay.store.db import Db
 from relay.store.formats import iso
@@ -22,3 +24,22 @@ async def claim_reconcile(db: Db, source: str, at: datetime, every: float) -> bo
         iso(at - timedelta(seconds=every)),
     )
     return claimed == 1
+
+
+async def replace_in_flight(db: Db, source: str, jobs: Sequence[tuple[str, str, str, str]], at: datetime) -> None:
+    """The source's jobs in flight are now ``jobs`` (job id, state, tag, creation time as COS wrote it)."""
+    await db.execute("DELETE FROM jobs_in_flight WHERE source = ?", source)
+    if jobs:
+        await db.executemany(
+            "INSERT INTO jobs_in_flight(source, job_id, state, tag, created, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(source, job_id, state, tag, created, iso(at)) for job_id, state, tag, created in jobs],
+        )
+
+
+async def list_in_flight(db: Db, limit: int) -> list[dict[str, Any]]:
+    """The jobs in flight of every source, oldest first (COS's times sort as text within one offset)."""
+    rows = await db.fetch(
+        "SELECT source, job_id, state, tag, created, seen_at FROM jobs_in_flight ORDER BY created, job_id LIMIT ?",
+        limit,
+    )
+    return [{key: row[key] for key in row.keys()} for row in rows]

@@ -159,4 +159,14 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE reconcile_runs (source text PRIMARY KEY, started_at text);
         """,
     ),
+    (
+        12,
+        "jobs_in_flight",
+        """
+        -- The SQLite store's m012: the jobs COS has not finished, as each source's last reconciliation saw them.
+        CREATE TABLE jobs_in_flight (
+            source text, job_id text, state text, tag text, created text, seen_at text, PRIMARY KEY (source, job_id)
+        );
+        """,
+    ),
 )
