@@ -23,6 +23,8 @@ from relay.domain.callback import Received
 
 #: The states after which a job changes no more.
 FINAL_STATES = frozenset({"Success", "Failed", "Cancel"})
+#: A workflow run's final states (the only ones COS calls back for).
+FINAL_RUN_STATES = frozenset({"Success", "Failed"})
 
 #: Records one callback body (the ingest path); answers how many of its items were new.
 Record = Callable[[bytes], Awaitable[int]]
@@ -40,7 +42,8 @@ class InFlight:
 
 @dataclass
 class Tally:
-    """One run over one source: jobs listed, final ones already known, final ones recorded now, and in flight."""
+    """One run over one source: jobs and workflow runs listed, final ones already known, final ones recorded now,
+    and jobs in flight."""
 
     listed: int = 0
     known: int = 0
@@ -63,6 +66,18 @@ def final_jobs(root: etree._Element) -> tuple[bytes | None, int]:
     etree.SubElement(response, "EventName").text = "TaskFinish"
     response.extend(copy.deepcopy(detail) for detail in details)
     return etree.tostring(response, encoding="utf-8", xml_declaration=True), len(details)
+
+
+def final_runs(root: etree._Element) -> list[bytes]:
+    """A callback body (``WorkflowFinish``) for each finished workflow run of a list page, as COS would send it."""
+    bodies = []
+    for execution in root.findall("WorkflowExecution"):
+        if execution.findtext("State") in FINAL_RUN_STATES:
+            response = etree.Element("Response")
+            etree.SubElement(response, "EventName").text = "WorkflowFinish"
+            response.append(copy.deepcopy(execution))
+            bodies.append(etree.tostring(response, encoding="utf-8", xml_declaration=True))
+    return bodies
 
 
 class Reconciler:
@@ -117,6 +132,16 @@ class Reconciler:
                 new = await self._record(body) if body is not None else 0
                 tally.recorded += new
                 tally.known += finals - new
+                if progress is not None:
+                    progress(tally)
+        for workflow in self._source.workflows:
+            async for page in self._api.list_workflow_runs(workflow, start=start, end=end):
+                runs = page.root.findall("WorkflowExecution")
+                tally.listed += len(runs)
+                for body in final_runs(page.root):
+                    new = await self._record(body)
+                    tally.recorded += new
+                    tally.known += 1 - new
                 if progress is not None:
                     progress(tally)
         return tally

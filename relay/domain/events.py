@@ -105,7 +105,7 @@ def job_event(job: JobState, gateway: str, received_at: datetime, reconciled_fro
     )
 
 
-def workflow_event(run: WorkflowRun, gateway: str, received_at: datetime) -> Event:
+def workflow_event(run: WorkflowRun, gateway: str, received_at: datetime, reconciled_from: str | None = None) -> Event:
     return _event(
         run.dedup_key,
         f"cos.workflow.{_state_word(run.state)}",
@@ -113,6 +113,7 @@ def workflow_event(run: WorkflowRun, gateway: str, received_at: datetime) -> Eve
         _source(gateway, ("buckets", run.bucket), ("workflows", run.workflow_id)),
         received_at,
         run.detail,
+        reconciled_from,
         state=run.state,
         bucket=run.bucket,
         object_key=run.object_key,
@@ -130,9 +131,9 @@ def events_for(
     callback: Callback, gateway: str, received_at: datetime, reconciled_from: str | None = None
 ) -> list[Event]:
     """The events for the items of ``callback``: one per job state, workflow run and NonExistJobIds set; jobs found
-    by reconciling a COS source say which (only jobs are reconciled)."""
+    and runs found by reconciling a COS source say which."""
     events = [job_event(job, gateway, received_at, reconciled_from) for job in callback.jobs]
-    events += [workflow_event(run, gateway, received_at) for run in callback.workflows]
+    events += [workflow_event(run, gateway, received_at, reconciled_from) for run in callback.workflows]
     if callback.nonexistent_dedup_key is not None:
         events.append(nonexistent_event(callback, gateway, received_at))
     return events

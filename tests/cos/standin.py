@@ -37,6 +37,9 @@ FINAL_STATES = ("Success", "Failed", "Cancel")
 FAMILY_PATHS = {"jobs": "media", "pic_jobs": "pictures", "asr_jobs": "speech", "doc_jobs": "documents"}
 QUEUE_PATHS = {"queue": "media", "picqueue": "pictures", "asrqueue": "speech", "docqueue": "documents"}
 _TEMPLATE = etree.fromstring((DATA / "samples" / "transcode_success.xml").read_bytes()).find("JobsDetail")
+_RUN_TEMPLATE = etree.fromstring((DATA / "samples" / "workflow_finish_success.xml").read_bytes()).find(
+    "WorkflowExecution"
+)
 
 
 @dataclass
@@ -76,6 +79,30 @@ class Job:
 
 
 @dataclass
+class Run:
+    """A workflow execution COS knows: the workflow sample's, with these fields in it."""
+
+    run_id: str
+    workflow_id: str
+    created: datetime
+    state: str = "Success"
+
+    def detail(self) -> etree._Element:
+        element = copy.deepcopy(_RUN_TEMPLATE)
+        assert element is not None
+        for name, value in (
+            ("RunId", self.run_id),
+            ("WorkflowId", self.workflow_id),
+            ("State", self.state),
+            ("CreateTime", self.created.strftime("%Y-%m-%d %H:%M:%S%z")),
+        ):
+            found = element.find(name)
+            assert found is not None, name
+            found.text = value
+        return element
+
+
+@dataclass
 class Queue:
     queue_id: str
     name: str
@@ -107,6 +134,7 @@ class CosStandIn:
     ) -> None:
         self.credentials = credentials
         self.jobs: dict[str, Job] = {}
+        self.runs: dict[str, Run] = {}
         self.queues: dict[str, Queue] = {}
         self.asked: list[Asked] = []
         self.failing: Callable[[Request], Response | None] | None = None
@@ -172,6 +200,8 @@ class CosStandIn:
         family = request.path_params["family"]
         if family in QUEUE_PATHS:
             return await self._answer(request, lambda: self._queue_list(QUEUE_PATHS[family]))
+        if family == "workflowexecution":
+            return await self._answer(request, lambda: self._run_list(request))
         return await self._answer(request, lambda: self._job_list(request, FAMILY_PATHS.get(family)))
 
     async def _by_id(self, request: Request) -> Response:
@@ -203,13 +233,30 @@ class CosStandIn:
                 key=lambda job: (job.created, job.job_id),
                 reverse=params.get("orderByTime", "Desc") == "Desc",
             )
-        size = min(int(params.get("size", "10")), self.page_size)
-        offset = int(params.get("nextToken") or "0")
-        page = chosen[offset : offset + size]
+        return self._paged(request, [job.detail() for job in chosen])
+
+    def _run_list(self, request: Request) -> Response:
+        params = request.query_params
+        start, end = params.get("startCreationTime"), params.get("endCreationTime")
+        with self._lock:
+            chosen = sorted(
+                (
+                    run
+                    for run in self.runs.values()
+                    if run.workflow_id == params.get("workflowId")
+                    and (start is None or run.created >= datetime.strptime(start, COS_TIME))
+                    and (end is None or run.created <= datetime.strptime(end, COS_TIME))
+                ),
+                key=lambda run: (run.created, run.run_id),
+            )
+        return self._paged(request, [run.detail() for run in chosen])
+
+    def _paged(self, request: Request, elements: list[etree._Element]) -> Response:
+        size = min(int(request.query_params.get("size", "10")), self.page_size)
+        offset = int(request.query_params.get("nextToken") or "0")
         response = etree.Element("Response")
-        for job in page:
-            response.append(job.detail())
-        more = offset + size < len(chosen)
+        response.extend(elements[offset : offset + size])
+        more = offset + size < len(elements)
         etree.SubElement(response, "NextToken").text = str(offset + size) if more else ""
         return _xml(response)
 

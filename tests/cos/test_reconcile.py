@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from relay.cos.sources import CosSource
 from relay.ingest import Ingest, Reader
 from relay.store import Store, store_for
 from tests.conftest import callback_schema, job_id, record
-from tests.cos.standin import CosStandIn, Job
+from tests.cos.standin import CosStandIn, Job, Run
 from tests.databases import count
 from tests.events import problems
 
@@ -103,3 +104,38 @@ async def test_missed_final_jobs_are_recorded_once_known_ones_are_not_and_unfini
     [late] = await record(store, callback_of(standin.jobs[job_id(50)]))
     assert late.outcome == "duplicate"
     assert count(db, "events") == 90
+
+
+async def test_finished_workflow_runs_are_recorded_once_with_their_runs_mark(standin: CosStandIn, store: Store) -> None:
+    standin.jobs.clear()
+    standin.runs.clear()
+    workflow = "w2c474b19d1a480b64b6e171cf0d9d3f3"
+    created = NOW - timedelta(hours=1)
+    standin.runs.update(
+        (run.run_id, run)
+        for run in (
+            Run("i" + "1" * 32, workflow, created, "Success"),
+            Run("i" + "2" * 32, workflow, created, "Failed"),
+            Run("i" + "3" * 32, "w" + "9" * 32, created, "Success"),  # another workflow: not the source's
+        )
+    )
+    with_runs = replace(source(standin), tags=(), workflows=(workflow,))
+    ingest = Ingest(store, Reader(callback_schema()))
+
+    async def into_store(body: bytes) -> int:
+        _, result = await ingest.ingest(found(body, NOW, "media"))
+        return len(result.new_items)
+
+    api = CosApi(standin.url, CREDENTIALS, clock=time.time)
+    try:
+        first = await Reconciler(with_runs, api, into_store, lambda: NOW).run()
+        again = await Reconciler(with_runs, api, into_store, lambda: NOW).run()
+    finally:
+        await api.aclose()
+    assert (first.listed, first.recorded, again.recorded, again.known) == (2, 2, 0, 2)
+    runs = (await store.list_workflows()).items
+    assert sorted(run["state"] for run in runs) == ["Failed", "Success"]
+    events = [json.loads(body) for body in store.event_bodies(limit=10)]
+    assert {event["type"] for event in events} == {"cos.workflow.succeeded", "cos.workflow.failed"}
+    assert {event["cosreconciled"] for event in events} == {"media"}
+    assert all(problems(json.dumps(event).encode()) == [] for event in events)
