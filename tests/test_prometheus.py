@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app.factory import create_app
+from relay.cos.sources import CosSource
 from relay.metrics.counters import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
 from relay.settings.table import Settings
 from relay.store.records import PostgresUrl, Target
 from relay.store.writer import error_kind
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url, job_id
+from tests.cos.standin import CosStandIn, Job, Queue
+from tests.cos.test_client import CREDENTIALS
 from tests.databases import locked
 from tests.live import ProcessServer, ThreadServer, free_port
 from tests.sink import Sink
@@ -317,7 +320,7 @@ def test_dashboard_has_schema_39_the_datasource_variable_on_every_panel_and_a_qu
     ids = [row["id"] for row in board["panels"] if row["type"] == "row"] + [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     rows = [panel["title"] for panel in board["panels"] if panel["type"] == "row"]
-    assert rows == ["Job completion", "Ingest", "Delivery", "Store", "Access"]
+    assert rows == ["Job completion", "Ingest", "Delivery", "Store", "Access", "COS"]
     for panel in panels:
         assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
         assert panel["description"].strip().endswith(("?", ".", ")")), panel["title"]
@@ -404,7 +407,18 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
         write_timeout=0.3,
         max_body=256 * 1024,
     )
-    gateway = ThreadServer(create_app(relay_settings, schema=callback_schema())).start()
+    # A COS source (the stand-in: a job done, one in flight, a queue calling back here), so the COS panels have data.
+    standin = CosStandIn(CREDENTIALS).start()
+    now = datetime.now(UTC)
+    standin.add(Job(job_id(900), now - timedelta(minutes=5)), Job(job_id(901), now, state="Running"))
+    relay_settings = relay_settings.replace(public_url="https://relay.example.com")
+    callback = f"https://relay.example.com/cos/callback?token={CALLBACK_TOKEN}"
+    standin.queues["p1"] = Queue("p1", "main", notify={"State": "On", "Type": "Url", "Url": callback})
+    source = CosSource(
+        "media", "examplebucket-1250000000", "ap-guangzhou", CREDENTIALS, standin.url, tags=("Transcode",)
+    )
+    app = create_app(relay_settings, schema=callback_schema(), cos_sources=[source])
+    gateway = ThreadServer(app).start()
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{gateway.port}", (ALERTS,))
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     try:
@@ -489,6 +503,7 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
     finally:
         prometheus.stop()
         gateway.stop()
+        standin.stop()
 
 
 def test_counters_add_up_across_uvicorn_workers(tmp_path: Path, database: Target) -> None:
