@@ -11,22 +11,13 @@ import click
 
 from relay.app.factory import utc_now
 from relay.cli.database import existing_store
-from relay.cli.options import db_option, setting_option
+from relay.cli.options import cos_config_option, db_option, setting_option
 from relay.cli.tokens import configured_sources, in_force
 from relay.cos.client import CosApi, CosUnavailable
 from relay.cos.queues import Queue, connect_request, families, points_here, queues_of, shown_url
 from relay.cos.sources import CosSource
 from relay.outbox.config_file import read_cos_sources
 from relay.store.records import Target
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    envvar="RELAY_CONFIG",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The config file whose [[cos]] tables name the sources (RELAY_CONFIG).",
-)
 
 
 @click.group()
@@ -36,7 +27,7 @@ def cos() -> None:
 
 @cos.command()
 @click.option("--source", "name", required=True, help="The [[cos]] source whose queues to connect.")
-@_config_option
+@cos_config_option
 @setting_option("public_url")
 @setting_option("callback_token")
 @db_option
@@ -59,7 +50,7 @@ def connect(
 
 
 @cos.command()
-@_config_option
+@cos_config_option
 @setting_option("public_url")
 @setting_option("callback_token")
 @db_option

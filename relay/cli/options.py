@@ -151,3 +151,14 @@ def one_of(allowed: Sequence[str], what: str) -> Callable[[click.Context, click.
         return found
 
     return check
+
+
+#: ``--config``: the config file whose ``[[cos]]`` tables name the COS sources (the COS commands').
+cos_config_option = click.option(
+    "--config",
+    "config_path",
+    envvar="RELAY_CONFIG",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The config file whose [[cos]] tables name the sources (RELAY_CONFIG).",
+)

@@ -14,7 +14,7 @@ import click
 
 from relay.cli.database import existing_store
 from relay.cli.maintenance import DurationType
-from relay.cli.options import db_option
+from relay.cli.options import cos_config_option, db_option
 from relay.cos.client import CosApi, CosUnavailable
 from relay.cos.reconcile import Reconciler, Record, Tally, found
 from relay.cos.sources import CosSource
@@ -34,14 +34,7 @@ class Lookback(DurationType):
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    envvar="RELAY_CONFIG",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The config file whose [[cos]] tables name the sources (RELAY_CONFIG).",
-)
+@cos_config_option
 @click.option("--source", "names", multiple=True, help="Only this source (repeatable); default: every one.")
 @click.option("--since", type=Lookback(), help="How far back to list, instead of each source's lookback (2h, 7d).")
 @click.option("--dry-run", is_flag=True, help="Count what would be recorded; record nothing.")

@@ -51,6 +51,18 @@ def page_of(item: str) -> Schema:
 DURATION: Schema = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?[smhd]?$"}
 #: A duration back from now, or an instant (``since``).
 DURATION_OR_INSTANT: Schema = {"anyOf": [DURATION, {"type": "string", "format": "date-time"}]}
+#: What a listing shows of a workflow run; `WorkflowRun` adds its detail, tasks and states.
+_RUN: dict[str, Schema] = {
+    "run_id": STRING,
+    "workflow_id": TEXT,
+    "workflow_name": TEXT,
+    "state": STRING,
+    "bucket": TEXT,
+    "object_key": TEXT,
+    "create_time": TEXT,
+    "first_seen_at": STRING,
+    "updated_at": STRING,
+}
 _SCHEDULE: Schema = {
     "type": ["array", "null"],
     "items": {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_DELAY}, DURATION]},
@@ -227,32 +239,12 @@ SCHEMAS: dict[str, Schema] = {
     "JobPage": page_of("Job"),
     "JobState": record(_JOB_HISTORY),
     "JobHistoryPage": page_of("JobState"),
-    "WorkflowRunSummary": record(
-        {
-            "run_id": STRING,
-            "workflow_id": TEXT,
-            "workflow_name": TEXT,
-            "state": STRING,
-            "bucket": TEXT,
-            "object_key": TEXT,
-            "create_time": TEXT,
-            "first_seen_at": STRING,
-            "updated_at": STRING,
-        }
-    ),
+    "WorkflowRunSummary": record(_RUN),
     "WorkflowRunPage": page_of("WorkflowRunSummary"),
     "WorkflowRun": record(
         {
-            "run_id": STRING,
-            "workflow_id": TEXT,
-            "workflow_name": TEXT,
-            "state": STRING,
-            "bucket": TEXT,
-            "object_key": TEXT,
-            "create_time": TEXT,
+            **_RUN,
             "create_time_raw": TEXT,
-            "first_seen_at": STRING,
-            "updated_at": STRING,
             "detail": {"type": "object", "description": "The run's WorkflowExecution as COS sent it, typed."},
             "tasks": {"type": "array", "items": record(_TASK)},
             "history": {"type": "array", "items": record(_HISTORY)},
