@@ -127,6 +127,9 @@ def tokens(
             if previous is not None and stored[name].source == DATABASE:
                 click.echo(f"  the previous callback token is still accepted until {previous:%Y-%m-%d %H:%M:%S} UTC")
             click.echo(f"callback URL: {settings.base_url}/cos/callback?token={value}")
+            if settings.public_url is None:
+                # Behind a proxy or on a replica, the local address is not the one COS reaches.
+                click.echo("  (this host's own address: set RELAY_PUBLIC_URL or --public-url to the one COS reaches)")
     if which == "callback_token":
         if grace:
             click.echo("Paste the new callback URL into the COS console before the previous token ends.")

@@ -87,3 +87,12 @@ def test_serve_logs_the_allow_list_at_start(database: Target) -> None:
     assert "subscriber URLs may reach non-public networks: 10.0.0.0/8" in output
     default = ProcessServer(database).start().stop()
     assert "subscriber URLs may reach non-public networks: none (set RELAY_ALLOW_NETWORKS" in default
+
+
+@pytest.mark.slow
+def test_tokens_says_the_callback_url_is_local_until_a_public_url_is_given(database: Target) -> None:
+    db = _made(database)
+    local = cos_relay("tokens", "--db", db_text(db), env={"RELAY_PUBLIC_URL": ""})
+    assert "set RELAY_PUBLIC_URL or --public-url to the one COS reaches" in local.stdout
+    public = cos_relay("tokens", "--db", db_text(db), env={"RELAY_PUBLIC_URL": "https://relay.example.com"})
+    assert "set RELAY_PUBLIC_URL" not in public.stdout
