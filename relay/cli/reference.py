@@ -17,6 +17,11 @@ command line wins over the variable, the variable over the default; an empty var
 Both are read by the same parser: a value it refuses stops `serve` before it starts, with one line naming
 the option, the variable and the form it accepts, and exit status 2. The other commands (`tokens`, `jobs`,
 `subscribers`, `deliveries`, `validate`, `prune`, `backup`) read `--db` / `RELAY_DB` the same way.
+
+**Durations and moments** are written one way everywhere (these settings, the config file's `[[subscribers]]`
+and `[[cos]]` tables, the CLI, the API's and the console's `since`): a number with a unit, `90s`, `30m`, `2h`,
+`7d` (`1.5h` too), or plain seconds (`90`); where a moment is asked for (`since`), also an ISO-8601 instant
+(`2024-11-05T10:00:00Z`, no offset meaning UTC). Where a setting allows it, `forever` means no end.
 """
 
 

@@ -134,7 +134,8 @@ class Integer(Kind):
 
 @dataclass(frozen=True)
 class Seconds(Kind):
-    """A finite number of seconds up to ``maximum``; ``zero`` says whether 0 itself is allowed."""
+    """A finite number of seconds up to ``maximum``, written as seconds or in the one grammar of durations (``90s``,
+    ``5m``, ``2h``, ``1d``); ``zero`` says whether 0 itself is allowed."""
 
     zero: bool = False
     maximum: float = 3600.0
@@ -146,10 +147,12 @@ class Seconds(Kind):
     @property
     def form(self) -> str:
         low = "from 0" if self.zero else "more than 0"
-        return f"a number of seconds {low} to {self.maximum:g}"
+        return f"a number of seconds (or a duration like 90s, 5m or 2h) {low} to {numbers.span_text(self.maximum)}"
 
     def convert(self, text: str) -> Any:
-        value = numbers.ascii_decimal(text)
+        value = numbers.ascii_span(text)
+        if value is None:
+            value = numbers.ascii_decimal(text)
         if value is None:
             raise ValueError(f"{text!r} is not {self.form}")
         return value
