@@ -68,7 +68,9 @@ def _filters(match: Mapping[str, str]) -> str:
 def _echo_fields(fields: Mapping[str, Any]) -> None:
     width = max(len(name) for name in fields)
     for name, value in fields.items():
-        if isinstance(value, list):
+        if isinstance(value, bool):
+            value = "yes" if value else "no"  # not Python's True and False
+        elif isinstance(value, list):
             value = ",".join(str(item) for item in value)
         elif isinstance(value, dict):
             value = _filters(value)
