@@ -48,7 +48,8 @@ async def test_the_cli_shows_neither_none_nor_a_next_attempt_of_a_dead_delivery(
     assert all(row.split()[1] == "dead" and row.split()[-1] == "-" for row in rows)
 
 
-def test_the_cli_shows_a_subscribers_flags_in_words(outbox: Outbox, outbox_settings: Settings) -> None:
+@pytest.mark.anyio
+async def test_the_cli_shows_a_subscribers_flags_in_words(outbox: Outbox, outbox_settings: Settings) -> None:
     outbox.add("hook", "/ok")
     shown = CliRunner().invoke(main, ["subscribers", "show", "hook", "--db", db_text(outbox_settings.db_path)])
     assert shown.exit_code == 0, shown.output
