@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 import click
@@ -17,22 +18,47 @@ from relay.cli.table import render_table
 from relay.domain.callback import WORKFLOW_STATES
 from relay.store.records import Target
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _listing_options(command: F) -> F:
+    for option in reversed(
+        (
+            db_option,
+            click.option(
+                "--state",
+                callback=one_of(WORKFLOW_STATES, "a workflow run state"),
+                help=f"Only runs in this state: {', '.join(WORKFLOW_STATES)} (any case).",
+            ),
+            click.option("--workflow-id", help="Only runs of this workflow."),
+            click.option(
+                "--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many runs, newest first."
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
 
 @click.group(invoke_without_command=True)
-@db_option
-@click.option(
-    "--state",
-    callback=one_of(WORKFLOW_STATES, "a workflow run state"),
-    help=f"Only runs in this state: {', '.join(WORKFLOW_STATES)} (any case).",
-)
-@click.option("--workflow-id", help="Only runs of this workflow.")
-@click.option("--limit", type=Whole(1, MAX_LIMIT), default=50, show_default=True, help="How many runs, newest first.")
+@_listing_options
 @click.pass_context
 def workflows(ctx: click.Context, db_path: Target, state: str | None, workflow_id: str | None, limit: int) -> None:
-    """List workflow runs, most recently updated first; `workflows show RUN_ID` shows one with its tasks."""
+    """List workflow runs, most recently updated first (also `workflows list`); `workflows show RUN_ID` shows one
+    with its tasks."""
     ctx.obj = db_path
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _list(db_path, state, workflow_id, limit)
+
+
+@workflows.command(name="list")
+@_listing_options
+def list_(db_path: Target, state: str | None, workflow_id: str | None, limit: int) -> None:
+    """List workflow runs, most recently updated first."""
+    _list(db_path, state, workflow_id, limit)
+
+
+def _list(db_path: Target, state: str | None, workflow_id: str | None, limit: int) -> None:
     with existing_store(db_path) as store:
         listing = functools.partial(store.list_workflows, state=state, workflow_id=workflow_id, limit=limit)
         page = anyio.run(listing)

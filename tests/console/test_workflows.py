@@ -47,10 +47,11 @@ def test_the_api_lists_runs_by_state_and_workflow_and_a_tasks_jobid_points_to_it
 
 def test_the_cli_lists_runs_and_shows_one_by_its_runid_or_a_tasks_jobid(client: httpx.Client, database: Path) -> None:
     assert client.post(callback_url(), content=SAMPLE).status_code == 200
-    listed = CliRunner().invoke(main, ["workflows", "--db", str(database)])
-    assert listed.exit_code == 0, listed.output
-    assert RUN in listed.output
-    assert "ugc-publish" in listed.output
+    for command in (["workflows"], ["workflows", "list", "--state", "success"]):
+        listed = CliRunner().invoke(main, [*command, "--db", str(database)])
+        assert listed.exit_code == 0, listed.output
+        assert RUN in listed.output
+        assert "ugc-publish" in listed.output
     for wanted in (RUN, TASK_JOB):
         shown = CliRunner().invoke(main, ["workflows", "show", wanted, "--db", str(database)])
         assert shown.exit_code == 0, shown.output
