@@ -216,6 +216,10 @@ class Guessing:
             self._metrics.throttled.labels(check).inc()
         return seconds
 
+    def refusal(self, seconds: float) -> Response:
+        """The answer to a throttled source: 429 with Retry-After."""
+        return too_many_guesses(seconds)
+
     def wrong(self, check: str, request: Request) -> None:
         """Count a wrong token the request's source sent at ``check``."""
         self._metrics.wrong_tokens.labels(check).inc()

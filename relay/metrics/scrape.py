@@ -23,10 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from relay.domain.errors import Throttled
-from relay.domain.guessing import retry_after
 from relay.domain.tokens import tokens_match
-from relay.http.errors import error_response
 
 MIN_REUSE = 1.0
 REUSE_FACTOR = 10.0
@@ -65,6 +62,8 @@ class Guarding(Protocol):
 
     def wrong(self, check: str, request: Request) -> None: ...
 
+    def refusal(self, seconds: float) -> Response: ...
+
 
 class MetricsEndpoint:
     """The Starlette endpoint. With ``token`` set, a scrape needs ``Authorization: Bearer <token>``:
@@ -79,7 +78,7 @@ class MetricsEndpoint:
     async def handle(self, request: Request) -> Response:
         if self._token is not None:
             if self._guessing is not None and (wait := self._guessing.wait("metrics", request)):
-                return error_response(Throttled(wait), headers={"Retry-After": retry_after(wait)})
+                return self._guessing.refusal(wait)
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not tokens_match(given.strip(), self._token):
                 if given.strip() and self._guessing is not None:
