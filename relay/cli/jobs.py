@@ -40,7 +40,7 @@ def jobs(ctx: click.Context, db_path: Target, state: str | None, tag: str | None
     if ctx.invoked_subcommand is not None:
         return
     with existing_store(db_path) as store:
-        page = store.list_jobs_sync(state=state, tag=tag, limit=limit)
+        page = anyio.run(functools.partial(store.list_jobs, state=state, tag=tag, limit=limit))
     if not page.items:
         click.echo("no jobs")
         return
@@ -57,7 +57,7 @@ def show(ctx: click.Context, db_path: Target, job_id: str) -> None:
     if ctx.get_parameter_source("db_path") is ParameterSource.DEFAULT:
         db_path = ctx.obj
     with existing_store(db_path) as store:
-        job = store.get_job_sync(job_id)
+        job = anyio.run(store.get_job, job_id)
     if job is None:
         raise click.ClickException(f"job {job_id} is not known")
     fields = [

@@ -245,22 +245,6 @@ class SqlStore(ABC):
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._read(partial(queries.list_nonexistent, job_id=job_id, limit=limit, cursor=cursor))
 
-    def get_job_sync(self, job_id: str) -> dict[str, Any] | None:
-        return self._read_sync(partial(queries.get_job, job_id=job_id))
-
-    def list_jobs_sync(
-        self,
-        *,
-        state: str | None = None,
-        tag: str | None = None,
-        queue_id: str | None = None,
-        since: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page:
-        jobs = partial(queries.list_jobs, state=state, tag=tag, queue_id=queue_id, since=since)
-        return self._read_sync(partial(jobs, limit=limit, cursor=cursor))
-
     def list_deliveries(
         self,
         *,

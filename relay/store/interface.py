@@ -171,19 +171,6 @@ class Store(Protocol):
         """The job ids COS reported as NonExistJobIds (``job_id``: only that one), newest first, each with the
         callback that named it and when."""
 
-    def get_job_sync(self, job_id: str) -> dict[str, Any] | None: ...
-
-    def list_jobs_sync(
-        self,
-        *,
-        state: str | None = None,
-        tag: str | None = None,
-        queue_id: str | None = None,
-        since: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page: ...
-
     def list_deliveries(
         self,
         *,

@@ -3,6 +3,7 @@ in the CLI and the console; a finished delivery has no next attempt to show (iss
 
 from __future__ import annotations
 
+import anyio.to_thread
 import pytest
 from click.testing import CliRunner
 
@@ -36,7 +37,8 @@ async def test_the_cli_shows_neither_none_nor_a_next_attempt_of_a_dead_delivery(
         await outbox.after(delay)
     assert {delivery["state"] for delivery in outbox.deliveries()} == {"dead"}
     db = db_text(outbox_settings.db_path)
-    shown = CliRunner().invoke(main, ["jobs", "show", DOC_JOB, "--db", db])
+    # The CLI runs its own event loop: off this test's.
+    shown = await anyio.to_thread.run_sync(lambda: CliRunner().invoke(main, ["jobs", "show", DOC_JOB, "--db", db]))
     assert shown.exit_code == 0, shown.output
     assert "docs/q3-report.pptx" in shown.output
     assert "None" not in shown.output

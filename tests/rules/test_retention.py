@@ -54,7 +54,7 @@ async def test_delivered_callbacks_go_with_their_deliveries_attempts_and_events_
         "events": 2,
     }
     assert outbox.deliveries() == []
-    job = outbox.store.get_job_sync("j" + f"{1:032x}")
+    job = await outbox.store.get_job("j" + f"{1:032x}")
     assert job is not None  # the job window is longer
     assert [entry["callback_id"] for entry in job["history"]] == [None]  # its raw callback has gone
 
@@ -123,7 +123,7 @@ async def test_job_and_workflow_records_go_once_past_the_job_window(outbox: Outb
     outbox.clock.advance(2 * DAY)
     pruned = await pruner(outbox).prune()
     assert removed(pruned) == {"jobs": 1, "job_states": 1, "workflows": 1, "workflow_states": 1}
-    assert outbox.store.get_job_sync("j" + f"{1:032x}") is None
+    assert await outbox.store.get_job("j" + f"{1:032x}") is None
     assert outbox.store.counts()["jobs"] == 0
 
 
@@ -136,7 +136,7 @@ async def test_a_job_updated_within_the_window_keeps_its_latest_state_while_olde
     outbox.clock.advance(20 * DAY)
     pruned = await pruner(outbox).prune()
     assert removed(pruned) == {"callbacks": 1, "dedup_keys": 1, "events": 1, "job_states": 1}
-    job = outbox.store.get_job_sync("j" + f"{1:032x}")
+    job = await outbox.store.get_job("j" + f"{1:032x}")
     assert job is not None
     assert job["state"] == "Success"
     assert [entry["state"] for entry in job["history"]] == ["Success"]

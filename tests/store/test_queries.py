@@ -45,26 +45,24 @@ def filled(db: Target, subscribers: int = 0) -> Iterator[Store]:
 
 def test_jobs_are_listed_newest_first_by_state_and_page_by_page(database: Target) -> None:
     with filled(database) as store:
-        pages = walk(lambda cursor: store.list_jobs_sync(limit=2, cursor=cursor))
+        pages = walk(lambda cursor: asyncio.run(store.list_jobs(limit=2, cursor=cursor)))
         assert [len(page) for page in pages] == [2, 2, 1]
         assert [job["job_id"] for page in pages for job in page] == [job_id(n) for n in (5, 4, 3, 2, 1)]
-        failed = store.list_jobs_sync(state="Failed")
+        failed = asyncio.run(store.list_jobs(state="Failed"))
         assert [job["job_id"] for job in failed.items] == [job_id(4), job_id(2)]
         assert failed.cursor is None
-        assert asyncio.run(store.list_jobs(state="Failed")) == failed
-        assert store.list_jobs_sync(state="Cancelled").items == []
+        assert asyncio.run(store.list_jobs(state="Cancelled")).items == []
 
 
 def test_a_job_is_read_by_its_id_with_its_history_and_an_unknown_one_is_none(database: Target) -> None:
     with filled(database) as store:
-        job = store.get_job_sync(job_id(2))
+        job = asyncio.run(store.get_job(job_id(2)))
         assert job is not None
         assert job["state"] == "Failed"
-        assert asyncio.run(store.get_job(job_id(2))) == job
         history = asyncio.run(store.job_history(job_id(2), 10, None))
         assert history is not None
         assert [entry["state"] for entry in history.items] == ["Failed"]
-        assert store.get_job_sync(job_id(99)) is None
+        assert asyncio.run(store.get_job(job_id(99))) is None
         assert asyncio.run(store.job_history(job_id(99), 10, None)) is None
 
 
