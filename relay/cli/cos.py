@@ -14,7 +14,7 @@ from relay.cli.database import existing_store
 from relay.cli.options import cos_config_option, db_option, setting_option
 from relay.cli.tokens import configured_sources, in_force
 from relay.cos.client import CosApi, CosUnavailable
-from relay.cos.queues import Queue, connect_request, families, points_here, queues_of, shown_url
+from relay.cos.queues import connect_request, points_here, shown_url, source_queues
 from relay.cos.sources import CosSource
 from relay.outbox.config_file import read_cos_sources
 from relay.store.records import Target
@@ -94,21 +94,10 @@ def _api(source: CosSource) -> CosApi:
     return CosApi(source.endpoint, source.credentials, clock=time.time)
 
 
-async def _queues(api: CosApi, source: CosSource) -> list[Queue]:
-    found = []
-    for family in families(source):
-        found += [queue for queue in queues_of(family, await api.list_queues(family)) if _wanted(source, queue)]
-    return found
-
-
-def _wanted(source: CosSource, queue: Queue) -> bool:
-    return not source.queues or queue.queue_id in source.queues
-
-
 async def _connect(source: CosSource, url: str, tokens: tuple[str, ...]) -> int:
     api = _api(source)
     try:
-        queues = await _queues(api, source)
+        queues = await source_queues(api, source)
         for queue in queues:
             if points_here(queue, url.partition("?")[0], tokens):
                 click.echo(f"{source.name}: {queue.family} queue {queue.queue_id} ({queue.name}) already points here")
@@ -129,7 +118,7 @@ async def _connect(source: CosSource, url: str, tokens: tuple[str, ...]) -> int:
 async def _status(source: CosSource, url: str, tokens: tuple[str, ...]) -> int:
     api = _api(source)
     try:
-        for queue in await _queues(api, source):
+        for queue in await source_queues(api, source):
             where = shown_url(queue.callback_url) if queue.callback_on else "off"
             verdict = "this gateway" if points_here(queue, url, tokens) else "NOT this gateway"
             click.echo(

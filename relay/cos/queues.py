@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from lxml import etree
 
-from relay.cos.client import Family
+from relay.cos.client import CosApi, Family
 from relay.cos.sources import CosSource
 from relay.domain.tokens import tokens_match
 
@@ -54,6 +54,15 @@ def queues_of(family: Family, answer: etree._Element) -> list[Queue]:
                 "" if notify is None else (notify.findtext("Url") or "").strip(),
             )
         )
+    return found
+
+
+async def source_queues(api: CosApi, source: CosSource) -> list[Queue]:
+    """The source's queues, as COS lists them: every family it reconciles, only its ``queues`` when it names some."""
+    found = []
+    for family in families(source):
+        listed = queues_of(family, await api.list_queues(family))
+        found += [queue for queue in listed if not source.queues or queue.queue_id in source.queues]
     return found
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import anyio
 
 from relay.cos.client import CosApi, CosUnavailable
-from relay.cos.queues import families, points_here, queues_of
+from relay.cos.queues import points_here, source_queues
 from relay.cos.reconcile import Reconciler, Record, Tally, found
 from relay.cos.sources import CosSource
 from relay.ingest import Ingest
@@ -119,11 +119,9 @@ class Reconciling:
 
     async def _check_queues(self, source: CosSource, api: CosApi, check: QueueCheck) -> None:
         tokens = check.tokens()
-        for family in families(source):
-            for queue in queues_of(family, await api.list_queues(family)):
-                if not source.queues or queue.queue_id in source.queues:
-                    here = points_here(queue, check.url, tokens)
-                    self._metrics.queue_here.labels(source.name, queue.queue_id).set(1 if here else 0)
+        for queue in await source_queues(api, source):
+            here = points_here(queue, check.url, tokens)
+            self._metrics.queue_here.labels(source.name, queue.queue_id).set(1 if here else 0)
 
     def _recorder(self, source: CosSource) -> Record:
         ingest, clock = self._ingest, self._clock
