@@ -27,7 +27,7 @@ from bench.ingest import ADMIN_TOKEN
 from bench.load import TOKEN, fixed_rate, new_run_id, sample_template
 from bench.process import free_port, running, serving
 from relay.cos.client import CosApi
-from relay.cos.reconcile import Reconciler, Tally, found
+from relay.cos.reconcile import Reconciler, Tally, recorder
 from relay.cos.signing import Credentials
 from relay.cos.sources import CosSource
 from relay.ingest import Ingest, Reader
@@ -59,10 +59,7 @@ def one_run(url: str, folder: Path) -> dict[str, float]:
         with store_for(folder / "reconcile.db") as store:
             ingest = Ingest(store, Reader(CallbackSchema.load()))
 
-            async def record(body: bytes) -> int:
-                received = found(body, datetime.now(UTC), "media")
-                return len((await ingest.ingest_in_thread(received))[1].new_items)
-
+            record = recorder(ingest, "media", lambda: datetime.now(UTC))
             api = CosApi(url, CREDENTIALS, clock=time.time, timeout=30)
             try:
                 reconciler = Reconciler(source(url), api, record, lambda: datetime.now(UTC))

@@ -16,7 +16,7 @@ from relay.cli.database import existing_store
 from relay.cli.maintenance import DurationType
 from relay.cli.options import cos_config_option, db_option
 from relay.cos.client import CosApi, CosUnavailable
-from relay.cos.reconcile import Reconciler, Record, Tally, found
+from relay.cos.reconcile import Reconciler, Record, Tally, recorder
 from relay.cos.sources import CosSource
 from relay.ingest import Ingest, Reader
 from relay.outbox.config_file import read_cos_sources
@@ -60,7 +60,11 @@ async def _run_all(store: Store, sources: list[CosSource], since: float | None, 
     failed = 0
     for source in sources:
         api = CosApi(source.endpoint, source.credentials, clock=time.time)
-        record = _counter(store, reader) if dry_run else _recorder(Ingest(store, reader), source.name)
+        record = (
+            _counter(store, reader)
+            if dry_run
+            else recorder(Ingest(store, reader), source.name, lambda: datetime.now(UTC))
+        )
         reconciler = Reconciler(source, api, record, lambda: datetime.now(UTC))
         try:
             tally = await reconciler.run(
@@ -85,15 +89,6 @@ def _progress(name: str) -> Callable[[Tally], None]:
             click.echo(f"\r{name}: {tally.listed} listed, {tally.recorded} recorded so far", nl=False, err=True)
 
     return show
-
-
-def _recorder(ingest: Ingest, name: str) -> Record:
-    async def record(body: bytes) -> int:
-        received = found(body, datetime.now(UTC), name)
-        _, result = await ingest.ingest_in_thread(received)
-        return len(result.new_items)
-
-    return record
 
 
 def _counter(store: Store, reader: Reader) -> Record:

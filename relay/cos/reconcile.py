@@ -20,6 +20,7 @@ from lxml import etree
 from relay.cos.client import CosApi, Family
 from relay.cos.sources import CosSource
 from relay.domain.callback import Received
+from relay.ingest import Ingest
 
 #: The states after which a job changes no more.
 FINAL_STATES = frozenset({"Success", "Failed", "Cancel"})
@@ -55,6 +56,17 @@ def found(body: bytes, at: datetime, source: str) -> Received:
     """A page's final jobs as the callback the ingest path records: its "from" is the source (``cos:media``,
     where a callback COS posted has the address it came from), and its events carry ``cosreconciled``."""
     return Received(at, f"cos:{source}", "application/xml", body, "xml", reconciled_from=source)
+
+
+def recorder(ingest: Ingest, source: str, clock: Callable[[], datetime]) -> Record:
+    """What a reconciliation of ``source`` records through: ``ingest`` (each body read in a worker thread, so
+    callbacks keep being answered), counting the new items."""
+
+    async def record(body: bytes) -> int:
+        _, result = await ingest.ingest_in_thread(found(body, clock(), source))
+        return len(result.new_items)
+
+    return record
 
 
 def final_jobs(root: etree._Element) -> tuple[bytes | None, int]:

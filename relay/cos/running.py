@@ -16,7 +16,7 @@ import anyio
 
 from relay.cos.client import CosApi, CosUnavailable
 from relay.cos.queues import points_here, source_queues
-from relay.cos.reconcile import Reconciler, Record, Tally, found
+from relay.cos.reconcile import Reconciler, Tally, recorder
 from relay.cos.sources import CosSource
 from relay.ingest import Ingest
 from relay.metrics.counters import Metrics
@@ -89,7 +89,7 @@ class Reconciling:
             return False
         api = self._api(source)
         try:
-            tally = await Reconciler(source, api, self._recorder(source), self._clock).run()
+            tally = await Reconciler(source, api, recorder(self._ingest, source.name, self._clock), self._clock).run()
             if self._queues is not None:
                 await self._check_queues(source, api, self._queues)
         except (CosUnavailable, StoreError) as error:
@@ -122,16 +122,6 @@ class Reconciling:
         for queue in await source_queues(api, source):
             here = points_here(queue, check.url, tokens)
             self._metrics.queue_here.labels(source.name, queue.queue_id).set(1 if here else 0)
-
-    def _recorder(self, source: CosSource) -> Record:
-        ingest, clock = self._ingest, self._clock
-
-        async def record(body: bytes) -> int:
-            received = found(body, clock(), source.name)
-            _, result = await ingest.ingest_in_thread(received)
-            return len(result.new_items)
-
-        return record
 
     def _shown(self, source: CosSource, tally: Tally) -> None:
         now = self._clock()
