@@ -9,12 +9,14 @@ snapshot of the subscribers and makes the one store call.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio.to_thread
 from lxml import etree
 
 from relay.domain.callback import Callback, IngestResult, Received
+from relay.domain.confirm import ConfirmScope, to_confirm
 from relay.domain.errors import Invalid, Unavailable
 from relay.domain.events import Event, events_for
 from relay.domain.fanout import EMPTY, Snapshot, fan_out
@@ -102,11 +104,20 @@ class Reader:
 
 
 class Ingest:
-    """Reads callbacks (`reader`) and records them in ``store``."""
+    """Reads callbacks (`reader`) and records them in ``store``. The jobs of a COS source with ``confirm`` (its
+    ``scopes``) wait for COS to confirm them before their events go out; ``on_hold`` is told when some do."""
 
-    def __init__(self, store: Store, reader: Reader) -> None:
+    def __init__(
+        self,
+        store: Store,
+        reader: Reader,
+        scopes: Sequence[ConfirmScope] = (),
+        on_hold: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self.reader = reader
+        self._scopes = tuple(scopes)
+        self._on_hold = on_hold
         #: The subscribers as last read; replaced whenever a write finds them changed.
         self._snapshot = EMPTY
         #: For `ingest`, which runs on one thread (lxml parsers are not thread-safe).
@@ -117,12 +128,16 @@ class Ingest:
 
         Raises `Unavailable` when it could not be committed: never claim a callback is stored when it is not.
         """
+        # What reconciliation found came from COS itself: nothing to confirm.
+        confirm = to_confirm(reading.callback, self._scopes) if received.reconciled_from is None else ()
         try:
             for _ in range(STALE_RETRIES):
                 snapshot = self._snapshot
                 owed = fan_out(reading.events, snapshot.subscribers)
-                result = await self._store.record_callback(received, reading.callback, owed, snapshot.version)
+                result = await self._store.record_callback(received, reading.callback, owed, snapshot.version, confirm)
                 if result is not None:
+                    if confirm and result.new_items and self._on_hold is not None:
+                        self._on_hold()
                     return result
                 self._snapshot = await self._fresh_snapshot()
         except StoreError as exc:

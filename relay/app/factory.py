@@ -28,6 +28,7 @@ from relay.api.routes import api_routes
 from relay.console import console_app
 from relay.console.session import SessionKey
 from relay.cos.client import CosApi
+from relay.cos.confirming import Confirming, scopes
 from relay.cos.running import QueueCheck, Reconciling
 from relay.cos.sources import CosSource
 from relay.deliver.client import Sender
@@ -155,7 +156,9 @@ def create_app(
     # With COS sources, callbacks are theirs only (their buckets); the sources are known before the lifespan.
     sources = list(cos_sources) if cos_sources is not None else _sources_of(settings)
     buckets = frozenset(source.bucket for source in sources) or None
-    ingest = Ingest(store, Reader(schema, gateway=settings.gateway_id, buckets=buckets))
+    confirming = Confirming(sources, store, clock, metrics, cos_api, on_release=delivery.wake)
+    reader = Reader(schema, gateway=settings.gateway_id, buckets=buckets)
+    ingest = Ingest(store, reader, scopes(sources), on_hold=confirming.wake)
     callback = CallbackEndpoint(
         settings=settings,
         tokens=tokens,
@@ -196,6 +199,8 @@ def create_app(
                 if sources:
                     check = _queue_check(settings, tokens)
                     tasks.start_soon(Reconciling(sources, store, ingest, clock, metrics, cos_api, check).run)
+                if any(source.confirm for source in sources):
+                    tasks.start_soon(confirming.run)
                 try:
                     yield
                 finally:

@@ -29,8 +29,9 @@ def _cell(value: Any, name: str = "") -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-#: States in which nothing more is tried: no next attempt to show, whatever the row still holds.
-_FINISHED = frozenset({"delivered", "dead", "dropped", "cancelled"})
+#: States with no next attempt to show, whatever the row still holds: nothing more is tried, or nothing until COS
+#: confirms the job.
+_FINISHED = frozenset({"delivered", "dead", "dropped", "cancelled", "unconfirmed", "confirming"})
 
 
 def _row(delivery: dict[str, Any]) -> tuple[str, ...]:

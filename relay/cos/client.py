@@ -27,6 +27,8 @@ JOB_PATHS: dict[Family, str] = {
     "speech": "/asr_jobs",
     "documents": "/doc_jobs",
 }
+#: Where jobs are read back by id: the families' paths, and AI jobs' (read back when confirming, never listed).
+READ_PATHS: dict[str, str] = {**dict(JOB_PATHS.items()), "ai": "/ai_jobs"}
 #: The families whose list needs no ``tag`` of the operator's: COS fixes it.
 FIXED_TAGS: dict[Family, str] = {"speech": "SpeechRecognition", "documents": "DocProcess"}
 QUEUE_PATHS: dict[Family, str] = {
@@ -132,11 +134,12 @@ class CosApi:
         async for page in self._pages("/workflowexecution", params):
             yield page
 
-    async def read_jobs(self, family: Family, job_ids: list[str]) -> Page:
-        """The jobs ``job_ids`` as COS has them now (at most `IDS_PER_READ`); unknown ids in NonExistJobIds."""
+    async def read_jobs(self, family: str, job_ids: list[str]) -> Page:
+        """The jobs ``job_ids`` of ``family`` (a key of `READ_PATHS`) as COS has them now (at most
+        `IDS_PER_READ`; ``GET /jobs/<id>,<id>``); unknown ids in NonExistJobIds."""
         if not 0 < len(job_ids) <= IDS_PER_READ:
             raise ValueError(f"read 1 to {IDS_PER_READ} jobs at a time, not {len(job_ids)}")
-        return await self._page(f"{JOB_PATHS[family]}/{','.join(job_ids)}", {})
+        return await self._page(f"{READ_PATHS[family]}/{','.join(job_ids)}", {})
 
     async def list_queues(self, family: Family) -> etree._Element:
         """The family's queues (``<Response><QueueList>…``), first 100."""

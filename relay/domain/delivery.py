@@ -15,7 +15,16 @@ from enum import StrEnum
 from relay.domain.retry import RetryPolicy
 
 #: Every state a delivery can be in (the ``deliveries.state`` column).
-DELIVERY_STATES = ("pending", "in_flight", "delivered", "dead", "cancelled", "dropped")
+DELIVERY_STATES = (
+    "pending",
+    "in_flight",
+    "delivered",
+    "dead",
+    "cancelled",
+    "dropped",
+    "confirming",  # its job is read back from COS first (a source with confirm = true): never claimed meanwhile
+    "unconfirmed",  # COS did not confirm its job: held for good, unless an admin releases it
+)
 
 
 class Outcome(StrEnum):

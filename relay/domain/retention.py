@@ -3,8 +3,8 @@
 Two windows. Raw callbacks (accepted, duplicate and quarantined) with their dedup keys, finished
 deliveries with their attempts, and events no delivery still needs go once older than the raw window.
 Job and workflow records (latest state, state history, NonExistJobIds) go once older than the job window.
-A delivery still owed (pending, in flight, retrying, held for a paused or disabled subscriber) is never
-removed, whatever its age, and neither is the event it needs.
+A delivery still owed (pending, in flight, retrying, held for a paused or disabled subscriber, waiting for COS
+to confirm its job) is never removed, whatever its age, and neither is the event it needs.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 #: Delivery states that are over: nothing will attempt them again unless an operator requeues them.
-FINISHED = ("delivered", "dead", "cancelled", "dropped")
-#: Delivery states still owed to a subscriber. Retrying and held deliveries are ``pending``.
-OWED = ("pending", "in_flight")
+FINISHED = ("delivered", "dead", "cancelled", "dropped", "unconfirmed")
+#: Delivery states still owed to a subscriber. Retrying and held deliveries are ``pending``; one whose job COS
+#: has not confirmed yet is ``confirming`` (owed once COS confirms it). An ``unconfirmed`` one is not owed: COS
+#: does not know its job in that state, so it goes with the raw window unless an admin releases it first.
+OWED = ("pending", "in_flight", "confirming")
 
 #: What a prune removes, in the order it reports them.
 KINDS = (

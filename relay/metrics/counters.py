@@ -180,6 +180,21 @@ class Metrics:
         self.last_reconcile = gauge(
             "cos_last_reconcile_timestamp_seconds", "When this replica last reconciled the source with success."
         )
+        self.confirmed = counter(
+            "cos_confirmed",
+            "Jobs of callbacks that COS confirmed (read back in the same state): released.",
+            ("source",),
+        )
+        self.unconfirmed = counter(
+            "cos_unconfirmed",
+            "Jobs of callbacks COS did not confirm, held for good, by why (nonexistent, state_differs).",
+            ("source", "reason"),
+        )
+        self.confirm_failures = counter(
+            "cos_confirm_failures",
+            "Reads of jobs back from COS that failed (the jobs keep waiting), by how (signature, throttled, ...).",
+            ("source", "kind"),
+        )
         self._per_subscriber: tuple[Counter | Histogram, ...] = (
             self.attempts,
             self.attempt_seconds,

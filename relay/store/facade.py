@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from relay.domain.callback import Callback, IngestResult, Received
+from relay.domain.confirm import ToConfirm, Verdict
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
@@ -24,6 +25,7 @@ from relay.store.formats import iso
 from relay.store.ops import (
     attempts,
     callbacks,
+    confirmations,
     console,
     deliveries,
     queries,
@@ -63,11 +65,17 @@ class SqlStore(ABC):
     # -- ingest -----------------------------------------------------------------------------------
 
     async def record_callback(
-        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
+        self,
+        received: Received,
+        callback: Callback,
+        owed: Sequence[Owed],
+        version: tuple[object, ...] | None,
+        confirm: Sequence[ToConfirm] = (),
     ) -> IngestResult | None:
         """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
         are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
         write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
+        write = partial(write, confirm=confirm)
         return await self._write(write, grouped=True)
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
@@ -241,6 +249,19 @@ class SqlStore(ABC):
 
     async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
         return await self._read(partial(reconcile.list_in_flight, limit=limit))
+
+    async def waiting_confirmations(self, source: str, limit: int) -> list[ToConfirm]:
+        return await self._read(partial(confirmations.waiting, source=source, limit=limit))
+
+    async def settle_confirmations(self, verdicts: Sequence[Verdict], at: datetime) -> list[Verdict]:
+        return await self._write(partial(confirmations.settle, verdicts=verdicts, at=at))
+
+    def decide_unconfirmed(self, callback_id: int, decision: str, at: datetime) -> int | None:
+        decide = partial(confirmations.decide, callback_id=callback_id, decision=decision, at=at)
+        return self._write_sync(decide)
+
+    async def callback_confirmations(self, callback_id: int) -> list[dict[str, Any]]:
+        return await self._read(partial(confirmations.of_callback, callback_id=callback_id))
 
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._read(partial(queries.list_nonexistent, job_id=job_id, limit=limit, cursor=cursor))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from relay.domain.callback import Callback, IngestResult, Received
+from relay.domain.confirm import ToConfirm, Verdict
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
@@ -41,10 +42,16 @@ class Store(Protocol):
 
     # -- ingest
     async def record_callback(
-        self, received: Received, callback: Callback, owed: Sequence[Owed], version: tuple[object, ...] | None
+        self,
+        received: Received,
+        callback: Callback,
+        owed: Sequence[Owed],
+        version: tuple[object, ...] | None,
+        confirm: Sequence[ToConfirm] = (),
     ) -> IngestResult | None:
         """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
-        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
+        are no longer at ``version`` (the snapshot ``owed`` was matched against). The new jobs among ``confirm``
+        wait for COS to confirm them, their deliveries ``confirming`` (never claimed) meanwhile."""
 
     async def subscriber_snapshot(self) -> Snapshot: ...
 
@@ -166,6 +173,20 @@ class Store(Protocol):
 
     async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
         """Every source's jobs in flight as their last reconciliation saw them, oldest first."""
+
+    async def waiting_confirmations(self, source: str, limit: int) -> list[ToConfirm]:
+        """The COS source's jobs waiting to be read back from COS, oldest first."""
+
+    async def settle_confirmations(self, verdicts: Sequence[Verdict], at: datetime) -> list[Verdict]:
+        """Release the confirmed jobs' deliveries (pending, due at ``at``), hold the others' for good
+        (``unconfirmed``); the verdicts applied (those still waiting: each is applied once across replicas)."""
+
+    def decide_unconfirmed(self, callback_id: int, decision: str, at: datetime) -> int | None:
+        """An admin's ``release`` (send after all) or ``discard`` (cancel) of a callback's unconfirmed jobs'
+        deliveries: how many changed; None when the callback has no unconfirmed job."""
+
+    async def callback_confirmations(self, callback_id: int) -> list[dict[str, Any]]:
+        """A callback's jobs read back from COS: each one's status, reason and the state COS has."""
 
     async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """The job ids COS reported as NonExistJobIds (``job_id``: only that one), newest first, each with the

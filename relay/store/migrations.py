@@ -324,3 +324,32 @@ def m012_jobs_in_flight(db: Database) -> None:
         {"source": str, "job_id": str, "state": str, "tag": str, "created": str, "seen_at": str},
         pk=("source", "job_id"),
     )
+
+
+@migrations()
+def m013_confirmations(db: Database) -> None:
+    # Jobs a callback brought for a COS source with confirm = true, read back from COS before their events go out
+    # (relay.cos.confirming): one row per job state (its dedup key), waiting until COS answered. While a row
+    # waits, its event's deliveries are 'confirming' (never claimed); 'unconfirmed' when COS did not confirm it.
+    db.table("confirmations").create(
+        {
+            "item_key": str,
+            "callback_id": int,
+            "job_id": str,
+            "state": str,
+            "source": str,
+            "family": str,
+            "status": str,  # waiting | confirmed | unconfirmed | released | discarded
+            "reason": str,  # nonexistent | state_differs (unconfirmed only)
+            "seen": str,  # the state COS has, when it differs
+            "created_at": str,
+            "checked_at": str,
+        },
+        pk="item_key",
+    )
+    db.execute("CREATE INDEX confirmations_waiting ON confirmations(source, created_at) WHERE status = 'waiting'")
+    db.execute("CREATE INDEX confirmations_by_callback ON confirmations(callback_id)")
+    db.execute("CREATE INDEX confirmations_by_job ON confirmations(job_id)")
+    # The callback's own summary, for listings: NULL (nothing to confirm), waiting, confirmed, unconfirmed,
+    # released or discarded (an admin's decision on an unconfirmed one).
+    db.execute("ALTER TABLE callbacks ADD COLUMN confirmation TEXT")

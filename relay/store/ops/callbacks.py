@@ -17,10 +17,12 @@ from relay.domain.callback import (
     WorkflowRun,
     history_full,
 )
+from relay.domain.confirm import ToConfirm
 from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed
 from relay.store.db import Db
 from relay.store.formats import iso, refusal, to_json
+from relay.store.ops.confirmations import hold
 from relay.store.ops.deliveries import insert_owed
 from relay.store.ops.subscribers import lock, subscribers_version
 from relay.store.rows import callback_columns
@@ -32,9 +34,11 @@ async def record_callback(
     callback: Callback,
     owed: Sequence[Owed],
     version: tuple[object, ...] | None,
+    confirm: Sequence[ToConfirm] = (),
 ) -> IngestResult | None:
     """Store the raw callback, every new job state, workflow state and NonExistJobIds set it carries, and
     the events of the new items with their deliveries (transactional outbox: if this commits, they exist).
+    The new ones among the jobs to ``confirm`` wait for COS, their deliveries held (`confirmations.hold`).
 
     ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
     written and the answer is None (match again against a fresh snapshot). On PostgreSQL the shared lock
@@ -73,6 +77,7 @@ async def record_callback(
         return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
     deliveries = await insert_owed(db, [o for o in owed if o.event.item_key in new], callback_id, at)
+    await hold(db, callback_id, [job for job in confirm if job.item_key in new], at)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 

@@ -292,7 +292,7 @@ async def event_bodies(db: Db, limit: int) -> list[bytes]:
 
 
 #: Outbox states reported as gauges; delivered and cancelled only grow, so counters cover them.
-GAUGED_STATES = ("pending", "in_flight", "dead", "dropped")
+GAUGED_STATES = ("pending", "in_flight", "dead", "dropped", "confirming", "unconfirmed")
 
 
 async def outbox_stats(db: Db) -> dict[str, Any]:

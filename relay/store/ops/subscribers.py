@@ -117,7 +117,7 @@ async def remove_subscriber(db: Db, name: str, at: datetime) -> int | None:
         return None
     cancelled = await db.execute(
         "UPDATE deliveries SET state = 'cancelled', lease_expires_at = NULL, updated_at = ?"
-        " WHERE subscriber_id = ? AND state IN ('pending', 'in_flight')",
+        " WHERE subscriber_id = ? AND state IN ('pending', 'in_flight', 'confirming', 'unconfirmed')",
         iso(at),
         subscriber_id,
     )

@@ -169,4 +169,19 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        13,
+        "confirmations",
+        """
+        -- The SQLite store's m013: jobs read back from COS before their events go out, and each callback's summary.
+        CREATE TABLE confirmations (
+            item_key text PRIMARY KEY, callback_id bigint, job_id text, state text, source text, family text,
+            status text, reason text, seen text, created_at text, checked_at text
+        );
+        CREATE INDEX confirmations_waiting ON confirmations(source, created_at) WHERE status = 'waiting';
+        CREATE INDEX confirmations_by_callback ON confirmations(callback_id);
+        CREATE INDEX confirmations_by_job ON confirmations(job_id);
+        ALTER TABLE callbacks ADD COLUMN confirmation text;
+        """,
+    ),
 )

@@ -1,0 +1,177 @@
+"""Confirmations: the jobs of callbacks read back from COS before their events go out (relay.domain.confirm).
+
+A callback's jobs to confirm are written with it (`hold`, inside `record_callback`'s transaction): a row each,
+waiting, and their events' deliveries ``confirming``, a state no claim takes. `settle` applies COS's verdicts:
+confirmed releases the deliveries (pending, due now); not confirmed holds them for good (``unconfirmed``). An
+admin may then release or discard an unconfirmed callback (`decide`). Every change repeats its rule in its
+WHERE clause, so two PostgreSQL replicas settling the same job change it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from relay.domain.confirm import ConfirmFamily, ToConfirm, Verdict
+from relay.domain.events import event_id
+from relay.store.db import Db
+from relay.store.formats import iso
+from relay.store.ops.deliveries import notify
+
+#: An admin's decisions on an unconfirmed callback: its deliveries go out after all, or are cancelled.
+DECISIONS = ("release", "discard")
+
+
+async def hold(db: Db, callback_id: int, jobs: Sequence[ToConfirm], at: str) -> None:
+    """Keep ``jobs`` (new items of the callback just recorded) waiting for COS, their deliveries unclaimable."""
+    if not jobs:
+        return
+    await db.executemany(
+        "INSERT INTO confirmations(item_key, callback_id, job_id, state, source, family, status, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?) ON CONFLICT(item_key) DO NOTHING",
+        [(job.item_key, callback_id, job.job_id, job.state, job.source, job.family, at) for job in jobs],
+    )
+    among, values = db.dialect.among("event_id", [event_id(job.item_key) for job in jobs], "text")
+    await db.execute(f"UPDATE deliveries SET state = 'confirming' WHERE {among} AND state = 'pending'", *values)
+    await db.execute("UPDATE callbacks SET confirmation = 'waiting' WHERE id = ?", callback_id)
+
+
+async def waiting(db: Db, source: str, limit: int) -> list[ToConfirm]:
+    """The source's jobs waiting for COS, oldest first."""
+    rows = await db.fetch(
+        "SELECT item_key, job_id, state, source, family FROM confirmations WHERE source = ? AND status = 'waiting'"
+        " ORDER BY created_at LIMIT ?",
+        source,
+        limit,
+    )
+    return [
+        ToConfirm(row["item_key"], row["job_id"], row["state"], row["source"], _family(row["family"])) for row in rows
+    ]
+
+
+def _family(text: str) -> ConfirmFamily:
+    return text  # type: ignore[return-value]  # written from a ConfirmFamily by `hold`
+
+
+async def settle(db: Db, verdicts: Sequence[Verdict], at: datetime) -> list[Verdict]:
+    """Apply COS's verdicts to the jobs still waiting; the ones applied (a verdict another replica applied first
+    is left out, so each is counted once)."""
+    stamp = iso(at)
+    applied: list[Verdict] = []
+    callbacks: set[int] = set()
+    for each in verdicts:
+        status = "confirmed" if each.reason is None else "unconfirmed"
+        row = await db.fetchrow(
+            "UPDATE confirmations SET status = ?, reason = ?, seen = ?, checked_at = ?"
+            " WHERE item_key = ? AND status = 'waiting' RETURNING callback_id",
+            status,
+            each.reason,
+            each.seen,
+            stamp,
+            each.item_key,
+        )
+        if row is None:
+            continue
+        applied.append(each)
+        callbacks.add(row["callback_id"])
+        if each.reason is None:
+            await db.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?"
+                " WHERE event_id = ? AND state = 'confirming'",
+                stamp,
+                stamp,
+                event_id(each.item_key),
+            )
+        else:
+            await db.execute(
+                "UPDATE deliveries SET state = 'unconfirmed', updated_at = ?"
+                " WHERE event_id = ? AND state = 'confirming'",
+                stamp,
+                event_id(each.item_key),
+            )
+    for callback_id in sorted(callbacks):
+        await _summarise(db, callback_id)
+    if any(each.reason is None for each in applied):
+        await notify(db)
+    return applied
+
+
+async def _summarise(db: Db, callback_id: int) -> None:
+    """The callback's summary from its jobs': waiting while any waits, else unconfirmed if any is, else the one
+    status they share (confirmed, or an admin's released or discarded)."""
+    statuses = {
+        row["status"] for row in await db.fetch("SELECT status FROM confirmations WHERE callback_id = ?", callback_id)
+    }
+    summary = next(
+        (status for status in ("waiting", "unconfirmed", "discarded", "released") if status in statuses), "confirmed"
+    )
+    await db.execute("UPDATE callbacks SET confirmation = ? WHERE id = ?", summary, callback_id)
+
+
+async def decide(db: Db, callback_id: int, decision: str, at: datetime) -> int | None:
+    """An admin's decision on a callback's unconfirmed jobs: ``release`` sends their events after all, ``discard``
+    cancels their deliveries. How many deliveries it changed; None when the callback has no unconfirmed job."""
+    stamp = iso(at)
+    keys = [
+        row["item_key"]
+        for row in await db.fetch(
+            "SELECT item_key FROM confirmations WHERE callback_id = ? AND status = 'unconfirmed'", callback_id
+        )
+    ]
+    if not keys:
+        return None
+    among, values = db.dialect.among("item_key", keys, "text")
+    await db.execute(
+        f"UPDATE confirmations SET status = ?, checked_at = ? WHERE {among} AND status = 'unconfirmed'",
+        "released" if decision == "release" else "discarded",
+        stamp,
+        *values,
+    )
+    among, values = db.dialect.among("event_id", [event_id(key) for key in keys], "text")
+    if decision == "release":
+        changed = await db.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_outcome = 'manual', updated_at = ?"
+            f" WHERE {among} AND state = 'unconfirmed'",
+            stamp,
+            stamp,
+            *values,
+        )
+        await notify(db)
+    else:
+        changed = await db.execute(
+            f"UPDATE deliveries SET state = 'cancelled', updated_at = ? WHERE {among} AND state = 'unconfirmed'",
+            stamp,
+            *values,
+        )
+    await _summarise(db, callback_id)
+    return changed
+
+
+async def of_callback(db: Db, callback_id: int) -> list[dict[str, Any]]:
+    """A callback's jobs read back from COS, with what came of each (for the API and the console)."""
+    rows = await db.fetch(
+        "SELECT job_id, state, source, family, status, reason, seen, created_at, checked_at FROM confirmations"
+        " WHERE callback_id = ? ORDER BY job_id",
+        callback_id,
+    )
+    return [{key: row[key] for key in row.keys()} for row in rows]
+
+
+async def of_job(db: Db, job_id: str, callback_id: int) -> dict[str, Any] | None:
+    """The confirmation of the job's state that ``callback_id`` brought, if it needed one."""
+    row = await db.fetchrow(
+        "SELECT status, reason, seen, source, checked_at FROM confirmations WHERE job_id = ? AND callback_id = ?",
+        job_id,
+        callback_id,
+    )
+    return {key: row[key] for key in row.keys()} if row is not None else None
+
+
+async def waiting_stats(db: Db) -> dict[str, tuple[int, datetime | None]]:
+    """Per source: how many jobs wait for COS, and since when the oldest (read at every scrape)."""
+    rows = await db.fetch(
+        "SELECT source, count(*) AS n, min(created_at) AS oldest FROM confirmations WHERE status = 'waiting'"
+        " GROUP BY source"
+    )
+    return {row["source"]: (int(row["n"]), datetime.fromisoformat(row["oldest"])) for row in rows}
