@@ -64,11 +64,27 @@ class StoreCollector(Collector):
             "relay_store_used_bytes", "Database size less the free pages new rows reuse: what RELAY_MAX_DB_SIZE bounds."
         )
         used.add_metric([], float(stats["size"]) - float(stats.get("reusable") or 0))  # type: ignore[arg-type]
-        yield from (depth, oldest, subscribers, size, used, *_retention(stats))
+        yield from (depth, oldest, subscribers, size, used, *_retention(stats), *_confirming(stats, now))
         if self._size_limit is not None:
             limit = GaugeMetricFamily("relay_store_size_limit_bytes", "RELAY_MAX_DB_SIZE (absent: no bound).")
             limit.add_metric([], float(self._size_limit))
             yield limit
+
+
+def _confirming(stats: Mapping[str, object], now: datetime) -> Iterable[Metric]:
+    """Jobs of callbacks waiting for COS to confirm them (sources with confirm = true), per source."""
+    waiting = GaugeMetricFamily(
+        "relay_cos_confirm_waiting", "Jobs of callbacks waiting for COS to confirm them.", labels=["source"]
+    )
+    oldest = GaugeMetricFamily(
+        "relay_cos_confirm_oldest_waiting_seconds",
+        "How long the oldest job waiting for COS to confirm it has waited (absent: none waits).",
+        labels=["source"],
+    )
+    for source, (count, first) in stats.get("confirming", {}).items():  # type: ignore[attr-defined]
+        waiting.add_metric([source], count)
+        oldest.add_metric([source], (now - first).total_seconds())
+    yield from (waiting, oldest)
 
 
 def _retention(stats: Mapping[str, object]) -> Iterable[Metric]:

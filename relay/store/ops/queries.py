@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from relay.store.db import Db
+from relay.store.ops.confirmations import of_job, waiting_stats
 from relay.store.packing import unpack_prefix
 from relay.store.records import Page
 from relay.store.rows import (
@@ -40,6 +41,9 @@ async def get_job(db: Db, job_id: str, raw: bool = False) -> dict[str, Any] | No
     detail = row["detail"]  # text on PostgreSQL and in SQLite rows written before m007, packed bytes after
     text = db.dialect.unpack(detail, 1) if row["detail_packed"] else detail.encode()
     job = {**job_json(row), "detail": text if raw else orjson.loads(text)}
+    confirmation = await of_job(db, job_id, row["callback_id"])
+    if confirmation is not None:  # its state came for a COS source with confirm: whether COS confirmed it
+        job["confirmation"] = confirmation
     return with_history(job, await _history(db, job_id, JOB_HISTORY, None))
 
 
@@ -143,7 +147,7 @@ BODY_PREFIX = 4096
 CALLBACK_COLUMNS = (
     "id, received_at, source_addr, content_type, format, size, event_name, outcome, reason, error_path,"
     " coalesce(dedup_key, (SELECT r.dedup_key FROM callbacks r WHERE r.id = callbacks.body_ref)) AS dedup_key,"
-    " body_truncated"
+    " body_truncated, confirmation"
 )
 
 
@@ -310,7 +314,12 @@ async def outbox_stats(db: Db) -> dict[str, Any]:
         row["name"]: row["state"]
         for row in await db.fetch("SELECT name, state FROM subscribers WHERE removed_at IS NULL")
     }
-    return {"outbox": outbox, "subscribers": subscribers, "size": await database_size(db)}
+    return {
+        "outbox": outbox,
+        "subscribers": subscribers,
+        "size": await database_size(db),
+        "confirming": await waiting_stats(db),
+    }
 
 
 async def database_size(db: Db) -> int:

@@ -134,6 +134,8 @@ async def _raw_callbacks(db: Db, raw: str, limit: int, counts: dict[str, int]) -
     )
     for table in ("events", *_KEPT_CHILDREN):
         await db.execute(f"UPDATE {table} SET callback_id = NULL WHERE {by_callback}", *values)
+    # What came of confirming the callback's jobs goes with it; a job still waiting for COS stays (owed).
+    await db.execute(f"DELETE FROM confirmations WHERE {by_callback} AND status <> 'waiting'", *values)
     by_id, values = _taken(db, "id", ids)
     counts["callbacks"] = await db.execute(f"DELETE FROM callbacks WHERE {by_id}", *values)
 
