@@ -127,6 +127,18 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
     async def retry_delivery(request: Request) -> Response:
         return JSONResponse(await call(subscribers.retry_delivery, delivery_id(request)))
 
+    def callback_id(request: Request) -> int:
+        return params.identifier(request.path_params["id"], "callback id")
+
+    async def release_callback(request: Request) -> Response:
+        return JSONResponse(await call(subscribers.decide_unconfirmed, callback_id(request), "release"))
+
+    async def discard_callback(request: Request) -> Response:
+        return JSONResponse(await call(subscribers.decide_unconfirmed, callback_id(request), "discard"))
+
+    async def callback_confirmations(request: Request) -> Response:
+        return JSONResponse({"items": await store.callback_confirmations(callback_id(request))})
+
     named = "/subscribers/{name}"
     return [
         Route("/subscribers", list_subscribers, methods=["GET"]),
@@ -142,4 +154,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         Route("/deliveries", list_deliveries, methods=["GET"]),
         Route("/deliveries/{id}", get_delivery, methods=["GET"]),
         Route("/deliveries/{id}/retry", retry_delivery, methods=["POST"]),
+        Route("/callbacks/{id}/confirmations", callback_confirmations, methods=["GET"]),
+        Route("/callbacks/{id}/release", release_callback, methods=["POST"]),
+        Route("/callbacks/{id}/discard", discard_callback, methods=["POST"]),
     ]

@@ -1,5 +1,6 @@
 """``cos-relay cos connect`` and ``cos-relay cos status``: point a source's COS queues at this gateway, and see
-where each one's callback points."""
+where each one's callback points; ``cos-relay cos release|discard``: an admin's decision on a callback whose jobs
+COS did not confirm."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from pathlib import Path
 import anyio
 import click
 
+from relay.api.params import MAX_ID
 from relay.app.factory import utc_now
 from relay.cli.database import existing_store
-from relay.cli.options import cos_config_option, db_option, setting_option
+from relay.cli.options import Whole, cos_config_option, db_option, setting_option
+from relay.cli.subscribers import subscribers_service
 from relay.cli.tokens import configured_sources, in_force
 from relay.cos.client import CosApi, CosUnavailable
 from relay.cos.queues import connect_request, points_here, shown_url, source_queues
 from relay.cos.sources import CosSource
+from relay.deliver.ssrf import AddressPolicy
 from relay.outbox.config_file import read_cos_sources
 from relay.store.records import Target
 
@@ -65,6 +69,31 @@ def status(
         failed += anyio.run(_status, source, url, (token,))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+@cos.command()
+@click.argument("callback_id", metavar="CALLBACK_ID", type=Whole(1, MAX_ID))
+@db_option
+def release(db_path: Target, callback_id: int) -> None:
+    """Send the events of the jobs COS did not confirm in callback CALLBACK_ID after all (POST
+    /api/callbacks/ID/release)."""
+    _decide(db_path, callback_id, "release")
+
+
+@cos.command()
+@click.argument("callback_id", metavar="CALLBACK_ID", type=Whole(1, MAX_ID))
+@db_option
+def discard(db_path: Target, callback_id: int) -> None:
+    """Cancel the deliveries of the jobs COS did not confirm in callback CALLBACK_ID (POST
+    /api/callbacks/ID/discard)."""
+    _decide(db_path, callback_id, "discard")
+
+
+def _decide(db_path: Target, callback_id: int, decision: str) -> None:
+    with subscribers_service(db_path, AddressPolicy()) as service:
+        decided = service.decide_unconfirmed(callback_id, decision)
+    done = "queued" if decision == "release" else "cancelled"
+    click.echo(f"callback {callback_id}: {decided['deliveries']} unconfirmed deliveries {done}")
 
 
 def _source(config_path: Path, name: str) -> CosSource:

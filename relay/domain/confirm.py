@@ -29,6 +29,7 @@ _TAG_FAMILIES: dict[str, ConfirmFamily] = {
 #: A confirmation's status: waiting for COS, confirmed (released), or held for good with a reason, then maybe
 #: released or discarded by an admin.
 Status = Literal["waiting", "confirmed", "unconfirmed", "released", "discarded"]
+CONFIRMATIONS: tuple[Status, ...] = ("waiting", "confirmed", "unconfirmed", "released", "discarded")
 #: Why COS did not confirm a job: it does not know it (NonExistJobIds, or absent from the answer), or has it in
 #: another state.
 Reason = Literal["nonexistent", "state_differs"]

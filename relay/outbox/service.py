@@ -8,7 +8,7 @@ from typing import Any
 
 from relay.deliver.signing import generate_secret, secret_key
 from relay.deliver.ssrf import AddressPolicy
-from relay.domain.errors import BadSubscriber, SubscriberExists, UnknownDelivery, UnknownSubscriber
+from relay.domain.errors import BadSubscriber, NotFound, SubscriberExists, UnknownDelivery, UnknownSubscriber
 from relay.domain.retry import check_schedule
 from relay.domain.subscribers import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -226,8 +226,21 @@ class Subscribers:
         if self._store.get_delivery(delivery_id) is None:
             raise UnknownDelivery(f"no delivery has id {delivery_id}")
         if not self._store.requeue([delivery_id], self._clock()):
-            raise BadSubscriber(f"delivery {delivery_id} is in flight or cancelled")
+            raise BadSubscriber(
+                f"delivery {delivery_id} is in flight, cancelled, or held for COS to confirm its job"
+                " (an unconfirmed one goes out when its callback is released)"
+            )
         self._on_change()
         delivery = self._store.get_delivery(delivery_id)
         assert delivery is not None
         return delivery
+
+    def decide_unconfirmed(self, callback_id: int, decision: str) -> dict[str, Any]:
+        """An admin's ``release`` (the events go out after all) or ``discard`` (their deliveries cancelled) of the
+        jobs COS did not confirm in callback ``callback_id``."""
+        changed = self._store.decide_unconfirmed(callback_id, decision, self._clock())
+        if changed is None:
+            raise NotFound(f"callback {callback_id} has no job COS did not confirm (nothing to {decision})")
+        if decision == "release":
+            self._on_change()
+        return {"callback_id": callback_id, "decision": decision, "deliveries": changed}

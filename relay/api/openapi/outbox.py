@@ -11,6 +11,7 @@ from relay.api.params import MAX_SPAN_DAYS
 _SUBSCRIBERS, _DELIVERIES = "subscribers", "deliveries"
 _NAME = parameter("name")
 _ID = parameter("deliveryId")
+_CALLBACK_ID = {**parameter("deliveryId"), "description": "The callback's id (GET /api/callbacks)."}
 _RECOVER_SINCE: Schema = {
     "name": "since",
     "in": "query",
@@ -158,10 +159,40 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/deliveries/{id}/retry": {
         "post": admin(
             "retryDelivery",
-            "Queue one delivery again now (400 while it is in flight or cancelled)",
+            "Queue one delivery again now (400 while it is in flight, cancelled, or held for COS to confirm it)",
             {200: answer("The delivery, queued again.", "DeliveryDetail")},
             errors=(400, 404),
             parameters=(_ID,),
+            tag=_DELIVERIES,
+        )
+    },
+    "/api/callbacks/{id}/confirmations": {
+        "get": admin(
+            "listCallbackConfirmations",
+            "The callback's jobs read back from COS (a source with confirm = true): status, reason, COS's state",
+            {200: answer("The callback's jobs read back, by job id.", "ConfirmationList")},
+            errors=(400,),
+            parameters=(_CALLBACK_ID,),
+            tag=_DELIVERIES,
+        )
+    },
+    "/api/callbacks/{id}/release": {
+        "post": admin(
+            "releaseCallback",
+            "Send the events of the callback's jobs COS did not confirm after all (404: none is unconfirmed)",
+            {200: answer("How many deliveries were queued.", "ConfirmDecision")},
+            errors=(400, 404),
+            parameters=(_CALLBACK_ID,),
+            tag=_DELIVERIES,
+        )
+    },
+    "/api/callbacks/{id}/discard": {
+        "post": admin(
+            "discardCallback",
+            "Cancel the deliveries of the callback's jobs COS did not confirm (404: none is unconfirmed)",
+            {200: answer("How many deliveries were cancelled.", "ConfirmDecision")},
+            errors=(400, 404),
+            parameters=(_CALLBACK_ID,),
             tag=_DELIVERIES,
         )
     },

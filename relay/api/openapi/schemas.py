@@ -11,6 +11,7 @@ from typing import Any
 from relay.api.params import MAX_ID, MAX_LIMIT
 from relay.api.routes import OUTCOME_FILTERS
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
+from relay.domain.confirm import CONFIRMATIONS, REASONS
 from relay.domain.delivery import DELIVERY_STATES, Outcome
 from relay.domain.events import EVENT_TYPES
 from relay.domain.filters import FILTER_KEYS
@@ -180,6 +181,18 @@ _CALLBACK = {
     "dedup_key": TEXT,
     "body_truncated": {"type": "boolean"},
     "body_prefix": {"type": "string", "description": "The first 4 KB of the body as received."},
+    "confirmation": {
+        "enum": [None, *CONFIRMATIONS],
+        "description": "For a COS source with confirm = true: whether COS confirmed the callback's jobs (waiting,"
+        " confirmed, unconfirmed: held for good; released or discarded: an admin's decision). null: not asked.",
+    },
+}
+_CONFIRMATION: dict[str, Schema] = {
+    "status": {"enum": list(CONFIRMATIONS)},
+    "reason": {"enum": [None, *REASONS], "description": "Why COS did not confirm the job."},
+    "seen": {**TEXT, "description": "The job's state as COS has it (empty: COS does not know the job)."},
+    "source": STRING,
+    "checked_at": TEXT,
 }
 _HISTORY = {"state": STRING, "received_at": STRING, "callback_id": WHOLE}
 _JOB_HISTORY = {**_HISTORY, "code": TEXT, "message": TEXT, "end_time": TEXT, "end_time_raw": TEXT}
@@ -234,7 +247,9 @@ SCHEMAS: dict[str, Schema] = {
                 "type": ["string", "null"],
                 "description": "Older states: GET /api/jobs/{job_id}/history?cursor=this (null: none).",
             },
-        }
+            "confirmation": record(_CONFIRMATION),
+        },
+        optional=("confirmation",),
     ),
     "JobPage": page_of("Job"),
     "JobState": record(_JOB_HISTORY),
@@ -261,6 +276,19 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "NonexistentJobPage": page_of("NonexistentJob"),
+    "ConfirmationList": record(
+        {
+            "items": {
+                "type": "array",
+                "items": record(
+                    {**_CONFIRMATION, "job_id": STRING, "state": STRING, "family": STRING, "created_at": STRING}
+                ),
+            }
+        }
+    ),
+    "ConfirmDecision": record(
+        {"callback_id": WHOLE, "decision": {"enum": ["release", "discard"]}, "deliveries": WHOLE}
+    ),
     "Status": record({"status": STRING, "detail": STRING}, optional=("detail",)),
 }
 
