@@ -1,4 +1,5 @@
-"""Console pages for subscribers and deliveries, and the buttons that change them (POST, CSRF-checked)."""
+"""Console pages for subscribers, deliveries and a callback's jobs read back from COS, and the buttons that change
+them (POST, CSRF-checked)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from relay.api import params
 from relay.console.guard import checked_form
 from relay.console.render import Renderer
 from relay.console.session import Sessions
-from relay.domain.errors import UnknownDelivery
+from relay.domain.errors import NotFound, UnknownDelivery
 from relay.outbox.service import Subscribers
 from relay.store import Store
 
@@ -114,8 +115,34 @@ def outbox_console_routes(
         await call(subscribers.retry_delivery, number)
         return RedirectResponse(f"/console/deliveries/{number}?retried=1", status_code=303)
 
+    def callback_id(request: Request) -> int:
+        return params.identifier(request.path_params["id"], "callback id")
+
+    async def callback(request: Request) -> Response:
+        number = callback_id(request)
+        jobs = await store.callback_confirmations(number)
+        if not jobs:
+            raise NotFound(f"callback {number} had no job for COS to confirm")
+        decided = params.one(request.query_params, "decided")
+        return renderer.page(request, "callback.html", callback_id=number, jobs=jobs, decided=decided)
+
+    async def decide(request: Request, decision: str) -> Response:
+        await checked_form(request, sessions, public_url)
+        number = callback_id(request)
+        await call(subscribers.decide_unconfirmed, number, decision)
+        return RedirectResponse(f"/console/callbacks/{number}?decided={decision}", status_code=303)
+
+    async def release(request: Request) -> Response:
+        return await decide(request, "release")
+
+    async def discard(request: Request) -> Response:
+        return await decide(request, "discard")
+
     named = "/subscribers/{name}"
     return [
+        Route("/callbacks/{id}", callback, methods=["GET"]),
+        Route("/callbacks/{id}/release", release, methods=["POST"]),
+        Route("/callbacks/{id}/discard", discard, methods=["POST"]),
         Route("/subscribers", list_subscribers, methods=["GET"]),
         Route(named, subscriber, methods=["GET"]),
         Route(f"{named}/pause", pause, methods=["POST"]),

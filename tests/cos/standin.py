@@ -20,6 +20,7 @@ from datetime import datetime
 from urllib.parse import unquote
 
 import anyio
+import anyio.to_thread
 from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -119,6 +120,8 @@ class Asked:
     path: str
     params: dict[str, str]
     status: int
+    #: When it was answered (time.monotonic()).
+    at: float = 0.0
 
 
 class CosStandIn:
@@ -139,6 +142,9 @@ class CosStandIn:
         self.asked: list[Asked] = []
         self.failing: Callable[[Request], Response | None] | None = None
         self.delay = 0.0
+        #: While set, requests wait for it (`hold`, `let_go`); ``waiting`` counts those waiting now.
+        self._gate: threading.Event | None = None
+        self.waiting = 0
         self.page_size = page_size
         self._clock = clock
         self._lock = threading.RLock()
@@ -164,6 +170,7 @@ class CosStandIn:
         return self
 
     def stop(self) -> None:
+        self.let_go()
         self.server.stop()
 
     def add(self, *jobs: Job) -> None:
@@ -176,6 +183,15 @@ class CosStandIn:
 
     def malformed(self) -> None:
         self.failing = lambda request: Response(b"<Response><JobsDetail>", media_type="application/xml")
+
+    def hold(self) -> None:
+        """Every request from now on hangs, unanswered, until `let_go` (COS slow or stuck)."""
+        self._gate = threading.Event()
+
+    def let_go(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
 
     def recover(self) -> None:
         self.failing = None
@@ -190,10 +206,17 @@ class CosStandIn:
     async def _answer(self, request: Request, answer: Callable[[], Response]) -> Response:
         if self.delay:
             await anyio.sleep(self.delay)
+        gate = self._gate
+        if gate is not None:
+            with self._lock:
+                self.waiting += 1
+            await anyio.to_thread.run_sync(gate.wait)
+            with self._lock:
+                self.waiting -= 1
         response = self._refusal(request) or (self.failing and self.failing(request)) or answer()
         with self._lock:
             params = dict(request.query_params)
-            self.asked.append(Asked(request.method, request.url.path, params, response.status_code))
+            self.asked.append(Asked(request.method, request.url.path, params, response.status_code, time.monotonic()))
         return response
 
     async def _list(self, request: Request) -> Response:

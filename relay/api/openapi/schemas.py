@@ -188,6 +188,7 @@ _CALLBACK = {
     },
 }
 _CONFIRMATION: dict[str, Schema] = {
+    "callback_id": {**WHOLE, "description": "The callback that brought the job's state."},
     "status": {"enum": list(CONFIRMATIONS)},
     "reason": {"enum": [None, *REASONS], "description": "Why COS did not confirm the job."},
     "seen": {**TEXT, "description": "The job's state as COS has it (empty: COS does not know the job)."},

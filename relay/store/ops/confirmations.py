@@ -151,7 +151,8 @@ async def decide(db: Db, callback_id: int, decision: str, at: datetime) -> int |
 async def of_callback(db: Db, callback_id: int) -> list[dict[str, Any]]:
     """A callback's jobs read back from COS, with what came of each (for the API and the console)."""
     rows = await db.fetch(
-        "SELECT job_id, state, source, family, status, reason, seen, created_at, checked_at FROM confirmations"
+        "SELECT callback_id, job_id, state, source, family, status, reason, seen, created_at, checked_at"
+        " FROM confirmations"
         " WHERE callback_id = ? ORDER BY job_id",
         callback_id,
     )
@@ -161,7 +162,8 @@ async def of_callback(db: Db, callback_id: int) -> list[dict[str, Any]]:
 async def of_job(db: Db, job_id: str, callback_id: int) -> dict[str, Any] | None:
     """The confirmation of the job's state that ``callback_id`` brought, if it needed one."""
     row = await db.fetchrow(
-        "SELECT status, reason, seen, source, checked_at FROM confirmations WHERE job_id = ? AND callback_id = ?",
+        "SELECT callback_id, status, reason, seen, source, checked_at FROM confirmations"
+        " WHERE job_id = ? AND callback_id = ?",
         job_id,
         callback_id,
     )
