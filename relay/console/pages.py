@@ -74,6 +74,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
             tags=sorted(tags.items()),
             outbox=stats["outbox"],
             subscriber_states=sorted(by_state.items()),
+            queues=await store.list_queues(),
         )
 
     async def jobs(request: Request) -> Response:

@@ -50,6 +50,7 @@ TONES = {
     "paused": "held",
     "pause": "held",
     "confirmed": "good",
+    "active": "good",
     "released": "good",
     "unconfirmed": "bad",
     "waiting": "busy",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import anyio
 
 from relay.cos.client import CosApi, CosUnavailable
-from relay.cos.queues import points_here, source_queues
+from relay.cos.queues import points_here, shown_url, source_queues
 from relay.cos.reconcile import Reconciler, Tally, recorder
 from relay.cos.sources import CosSource
 from relay.ingest import Ingest
@@ -119,9 +119,14 @@ class Reconciling:
 
     async def _check_queues(self, source: CosSource, api: CosApi, check: QueueCheck) -> None:
         tokens = check.tokens()
+        seen = []
         for queue in await source_queues(api, source):
             here = points_here(queue, check.url, tokens)
             self._metrics.queue_here.labels(source.name, queue.queue_id).set(1 if here else 0)
+            where = shown_url(queue.callback_url) if queue.callback_on else "off"
+            seen.append((queue.queue_id, queue.family, queue.name, queue.state, where, here))
+        # Kept for the console's overview (any worker or replica shows them), as `cos-relay cos status` prints them.
+        await self._store.replace_queues(source.name, seen, self._clock())
 
     def _shown(self, source: CosSource, tally: Tally) -> None:
         now = self._clock()

@@ -247,6 +247,14 @@ class SqlStore(ABC):
     async def replace_in_flight(self, source: str, jobs: Sequence[tuple[str, str, str, str]], at: datetime) -> None:
         await self._write(partial(reconcile.replace_in_flight, source=source, jobs=jobs, at=at))
 
+    async def replace_queues(
+        self, source: str, queues: Sequence[tuple[str, str, str, str, str, bool]], at: datetime
+    ) -> None:
+        await self._write(partial(reconcile.replace_queues, source=source, queues=queues, at=at))
+
+    async def list_queues(self) -> list[dict[str, Any]]:
+        return await self._read(reconcile.list_queues)
+
     async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
         return await self._read(partial(reconcile.list_in_flight, limit=limit))
 

@@ -171,6 +171,15 @@ class Store(Protocol):
     async def replace_in_flight(self, source: str, jobs: Sequence[tuple[str, str, str, str]], at: datetime) -> None:
         """The COS source's jobs in flight are now ``jobs``: (job id, state, tag, creation time as COS wrote it)."""
 
+    async def replace_queues(
+        self, source: str, queues: Sequence[tuple[str, str, str, str, str, bool]], at: datetime
+    ) -> None:
+        """The COS source's queues as its queue check saw them: (queue id, family, name, state, where the callback
+        points without its token or "off", whether that is this gateway)."""
+
+    async def list_queues(self) -> list[dict[str, Any]]:
+        """Every COS source's queues as last checked (``checked_at``), by source."""
+
     async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
         """Every source's jobs in flight as their last reconciliation saw them, oldest first."""
 

@@ -353,3 +353,22 @@ def m013_confirmations(db: Database) -> None:
     # The callback's own summary, for listings: NULL (nothing to confirm), waiting, confirmed, unconfirmed,
     # released or discarded (an admin's decision on an unconfirmed one).
     db.execute("ALTER TABLE callbacks ADD COLUMN confirmation TEXT")
+
+
+@migrations()
+def m014_cos_queues(db: Database) -> None:
+    # Each COS source's queues as its last reconciliation's queue check saw them (replaced at every check), for
+    # the console's overview: state, where the callback points (without its token), whether that is here.
+    db.table("cos_queues").create(
+        {
+            "source": str,
+            "queue_id": str,
+            "family": str,
+            "name": str,
+            "state": str,
+            "callback": str,  # the callback URL without its query (the token), or "off"
+            "here": int,
+            "checked_at": str,
+        },
+        pk=("source", "queue_id"),
+    )

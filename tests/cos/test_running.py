@@ -120,3 +120,10 @@ async def test_each_run_shows_whether_each_queue_calls_back_here(standin: CosSta
     assert await loop.once(source)
     shown = {queue: sample(registry, "relay_cos_queue_callback_here", queue=queue) for queue in ("p1", "p2", "p3")}
     assert shown == {"p1": 0, "p2": 1, "p3": 0}
+    # Kept for the console's overview: where each callback points (never its token) and whether that is here.
+    kept = {queue["queue_id"]: (queue["callback"], queue["here"]) for queue in await store.list_queues()}
+    assert kept == {
+        "p1": ("off", False),
+        "p2": (here, True),
+        "p3": ("https://elsewhere.example/cb", False),
+    }

@@ -36,3 +36,23 @@ def test_a_sources_jobs_in_flight_are_replaced_at_each_run_and_listed_oldest_fir
         assert [(job["source"], job["job_id"]) for job in listed] == [("media", "j1"), ("media", "j2"), ("docs", "d1")]
         asyncio.run(store.replace_in_flight("media", [], AT + timedelta(minutes=5)))  # all finished since
         assert [job["job_id"] for job in asyncio.run(store.list_in_flight())] == ["d1"]
+
+
+def test_a_sources_queues_are_replaced_at_each_check_and_listed_by_source(database: Target) -> None:
+    with store_for(database) as store:
+        checked = [
+            ("p2", "media", "bulk", "Paused", "off", False),
+            ("p1", "media", "main", "Active", "https://r/cb", True),
+        ]
+        asyncio.run(store.replace_queues("media", checked, AT))
+        asyncio.run(store.replace_queues("docs", [("d1", "documents", "doc", "Active", "off", False)], AT))
+        listed = asyncio.run(store.list_queues())
+        assert [(queue["source"], queue["queue_id"], queue["here"]) for queue in listed] == [
+            ("docs", "d1", False),
+            ("media", "p1", True),
+            ("media", "p2", False),
+        ]
+        assert listed[1]["callback"] == "https://r/cb"
+        assert listed[1]["checked_at"] == "2026-12-06T12:00:00.000000Z"
+        asyncio.run(store.replace_queues("media", [], AT + timedelta(minutes=5)))  # every queue gone since
+        assert [queue["queue_id"] for queue in asyncio.run(store.list_queues())] == ["d1"]

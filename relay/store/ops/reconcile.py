@@ -43,3 +43,25 @@ async def list_in_flight(db: Db, limit: int) -> list[dict[str, Any]]:
         limit,
     )
     return [{key: row[key] for key in row.keys()} for row in rows]
+
+
+async def replace_queues(
+    db: Db, source: str, queues: Sequence[tuple[str, str, str, str, str, bool]], at: datetime
+) -> None:
+    """The source's queues as checked now: (queue id, family, name, state, callback URL shown or "off", here)."""
+    await db.execute("DELETE FROM cos_queues WHERE source = ?", source)
+    if queues:
+        await db.executemany(
+            "INSERT INTO cos_queues(source, queue_id, family, name, state, callback, here, checked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(source, *queue[:5], int(queue[5]), iso(at)) for queue in queues],
+        )
+
+
+async def list_queues(db: Db) -> list[dict[str, Any]]:
+    """Every source's queues as last checked, by source and queue."""
+    rows = await db.fetch(
+        "SELECT source, queue_id, family, name, state, callback, here, checked_at FROM cos_queues"
+        " ORDER BY source, family, queue_id"
+    )
+    return [{key: (bool(row[key]) if key == "here" else row[key]) for key in row.keys()} for row in rows]

@@ -184,4 +184,15 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         ALTER TABLE callbacks ADD COLUMN confirmation text;
         """,
     ),
+    (
+        14,
+        "cos_queues",
+        """
+        -- The SQLite store's m014: each COS source's queues as its last queue check saw them.
+        CREATE TABLE cos_queues (
+            source text, queue_id text, family text, name text, state text, callback text, here integer,
+            checked_at text, PRIMARY KEY (source, queue_id)
+        );
+        """,
+    ),
 )
