@@ -197,6 +197,11 @@ class CosStandIn:
         self.failing = None
         self.delay = 0.0
 
+    def answered_at(self, path: str) -> list[float]:
+        """When each request for exactly ``path`` was answered (time.monotonic())."""
+        with self._lock:
+            return [asked.at for asked in self.asked if asked.path == path]
+
     def count(self, path_prefix: str = "/") -> int:
         with self._lock:
             return sum(1 for asked in self.asked if asked.path.startswith(path_prefix))
