@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -418,7 +419,9 @@ def test_prometheus_scrapes_the_gateway_and_every_panel_and_alert_query_works_on
     source = CosSource(
         "media", "examplebucket-1250000000", "ap-guangzhou", CREDENTIALS, standin.url, tags=("Transcode",)
     )
-    app = create_app(relay_settings, schema=callback_schema(), cos_sources=[source])
+    # A source with confirm = true on a bucket the traffic does not name: its confirmation counters exist at 0.
+    confirming = replace(source, name="confirmed", bucket="otherbucket-1250000000", confirm=True)
+    app = create_app(relay_settings, schema=callback_schema(), cos_sources=[source, confirming])
     gateway = ThreadServer(app).start()
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{gateway.port}", (ALERTS,))
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
