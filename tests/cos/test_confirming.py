@@ -55,10 +55,20 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield opened
 
 
+@pytest.fixture
+async def made() -> AsyncIterator[list[Replica]]:
+    """The replicas a test makes, their COS clients closed after it."""
+    replicas: list[Replica] = []
+    yield replicas
+    for replica in replicas:
+        await replica.confirming.aclose()
+
+
 class Replica:
     """A confirmer with its own registry, and the ingest path that holds a source's jobs."""
 
-    def __init__(self, standin: CosStandIn, store: Store, clock: FakeClock) -> None:
+    def __init__(self, standin: CosStandIn, store: Store, clock: FakeClock, made: list[Replica]) -> None:
+        made.append(self)
         self.source = replace(SOURCE, endpoint=standin.url)
         self.registry = CollectorRegistry()
         self.released = 0
@@ -87,12 +97,12 @@ def states(store: Store) -> dict[str, str]:
 
 
 async def test_known_jobs_are_released_and_forged_or_differing_ones_held_and_counted(
-    standin: CosStandIn, store: Store, tmp_path: Path
+    standin: CosStandIn, store: Store, made: list[Replica], tmp_path: Path
 ) -> None:
     standin.recover()
     real, forged, differs = (Job(job_id(n), NOW - timedelta(minutes=5)) for n in (1, 2, 3))
     standin.add(real, replace(differs, state="Failed"))  # COS has job 3 failed; the callback says it succeeded
-    replica = Replica(standin, store, FakeClock(NOW))
+    replica = Replica(standin, store, FakeClock(NOW), made)
     await replica.post(real, forged, differs)
     assert set(states(store).values()) == {"confirming"}
     asked = standin.count("/jobs/")
@@ -113,11 +123,13 @@ async def test_known_jobs_are_released_and_forged_or_differing_ones_held_and_cou
     assert [row["confirmation"] for row in summaries] == ["confirmed", "unconfirmed", "unconfirmed"]
 
 
-async def test_waiting_jobs_are_read_back_ten_to_a_request(standin: CosStandIn, store: Store) -> None:
+async def test_waiting_jobs_are_read_back_ten_to_a_request(
+    standin: CosStandIn, store: Store, made: list[Replica]
+) -> None:
     standin.recover()
     jobs = [Job(job_id(100 + n), NOW - timedelta(minutes=1)) for n in range(25)]
     standin.add(*jobs)
-    replica = Replica(standin, store, FakeClock(NOW))
+    replica = Replica(standin, store, FakeClock(NOW), made)
     await replica.post(*jobs)
     asked = standin.count("/jobs/")
     assert await replica.confirming.once(replica.source)
@@ -126,11 +138,11 @@ async def test_waiting_jobs_are_read_back_ten_to_a_request(standin: CosStandIn, 
 
 
 async def test_while_cos_fails_nothing_is_released_and_after_it_recovers_everything_is(
-    standin: CosStandIn, store: Store, caplog: pytest.LogCaptureFixture
+    standin: CosStandIn, store: Store, made: list[Replica], caplog: pytest.LogCaptureFixture
 ) -> None:
     jobs = [Job(job_id(200 + n), NOW - timedelta(minutes=1)) for n in range(3)]
     standin.add(*jobs)
-    replica = Replica(standin, store, FakeClock(NOW))
+    replica = Replica(standin, store, FakeClock(NOW), made)
     await replica.post(*jobs)
     try:
         with caplog.at_level(logging.INFO, logger="relay.cos.confirming"):
@@ -153,10 +165,12 @@ async def test_while_cos_fails_nothing_is_released_and_after_it_recovers_everyth
     assert CREDENTIALS.secret_key not in caplog.text
 
 
-async def test_a_second_replica_in_the_same_moment_asks_cos_nothing(standin: CosStandIn, store: Store) -> None:
+async def test_a_second_replica_in_the_same_moment_asks_cos_nothing(
+    standin: CosStandIn, store: Store, made: list[Replica]
+) -> None:
     standin.recover()
     clock = FakeClock(NOW)
-    first, second = Replica(standin, store, clock), Replica(standin, store, clock)
+    first, second = Replica(standin, store, clock, made), Replica(standin, store, clock, made)
     early, late = (Job(job_id(300 + n), NOW - timedelta(minutes=1)) for n in range(2))
     standin.add(early, late)
     await first.post(early)

@@ -56,57 +56,70 @@ def _family(text: str) -> ConfirmFamily:
 
 async def settle(db: Db, verdicts: Sequence[Verdict], at: datetime) -> list[Verdict]:
     """Apply COS's verdicts to the jobs still waiting; the ones applied (a verdict another replica applied first
-    is left out, so each is counted once)."""
+    is left out, so each is counted once). A handful of statements however many verdicts: the confirmed ones
+    (nearly all) together, each unconfirmed one with its reason."""
     stamp = iso(at)
-    applied: list[Verdict] = []
-    callbacks: set[int] = set()
-    for each in verdicts:
-        status = "confirmed" if each.reason is None else "unconfirmed"
-        row = await db.fetchrow(
-            "UPDATE confirmations SET status = ?, reason = ?, seen = ?, checked_at = ?"
-            " WHERE item_key = ? AND status = 'waiting' RETURNING callback_id",
-            status,
-            each.reason,
-            each.seen,
+    confirmed = [each for each in verdicts if each.reason is None]
+    applied: dict[str, int] = {}  # item key -> its callback
+    if confirmed:
+        among, values = db.dialect.among("item_key", [each.item_key for each in confirmed], "text")
+        rows = await db.fetch(
+            f"UPDATE confirmations SET status = 'confirmed', checked_at = ? WHERE {among} AND status = 'waiting'"
+            " RETURNING item_key, callback_id",
             stamp,
-            each.item_key,
+            *values,
         )
-        if row is None:
-            continue
-        applied.append(each)
-        callbacks.add(row["callback_id"])
-        if each.reason is None:
-            await db.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?"
-                " WHERE event_id = ? AND state = 'confirming'",
+        applied.update((row["item_key"], row["callback_id"]) for row in rows)
+        await _move(db, [key for key in applied], "confirming", "pending", stamp)
+    held = []
+    for each in verdicts:
+        if each.reason is not None:
+            row = await db.fetchrow(
+                "UPDATE confirmations SET status = 'unconfirmed', reason = ?, seen = ?, checked_at = ?"
+                " WHERE item_key = ? AND status = 'waiting' RETURNING callback_id",
+                each.reason,
+                each.seen,
                 stamp,
-                stamp,
-                event_id(each.item_key),
+                each.item_key,
             )
-        else:
-            await db.execute(
-                "UPDATE deliveries SET state = 'unconfirmed', updated_at = ?"
-                " WHERE event_id = ? AND state = 'confirming'",
-                stamp,
-                event_id(each.item_key),
-            )
-    for callback_id in sorted(callbacks):
-        await _summarise(db, callback_id)
-    if any(each.reason is None for each in applied):
+            if row is not None:
+                applied[each.item_key] = row["callback_id"]
+                held.append(each.item_key)
+    await _move(db, held, "confirming", "unconfirmed", stamp)
+    await _summarise(db, set(applied.values()))
+    if confirmed and applied:
         await notify(db)
-    return applied
+    return [each for each in verdicts if each.item_key in applied]
 
 
-async def _summarise(db: Db, callback_id: int) -> None:
-    """The callback's summary from its jobs': waiting while any waits, else unconfirmed if any is, else the one
-    status they share (confirmed, or an admin's released or discarded)."""
-    statuses = {
-        row["status"] for row in await db.fetch("SELECT status FROM confirmations WHERE callback_id = ?", callback_id)
-    }
-    summary = next(
-        (status for status in ("waiting", "unconfirmed", "discarded", "released") if status in statuses), "confirmed"
+async def _move(db: Db, keys: Sequence[str], state: str, to: str, stamp: str) -> int:
+    """The deliveries of the items ``keys``' events in ``state`` move to ``to`` (pending: due at once)."""
+    if not keys:
+        return 0
+    among, values = db.dialect.among("event_id", [event_id(key) for key in keys], "text")
+    due = ", next_attempt_at = ?" if to == "pending" else ""
+    return await db.execute(
+        f"UPDATE deliveries SET state = ?{due}, updated_at = ? WHERE {among} AND state = ?",
+        to,
+        *((stamp,) if due else ()),
+        stamp,
+        *values,
+        state,
     )
-    await db.execute("UPDATE callbacks SET confirmation = ? WHERE id = ?", summary, callback_id)
+
+
+async def _summarise(db: Db, callback_ids: set[int]) -> None:
+    """Each callback's summary from its jobs': waiting while any waits, else unconfirmed if any is, else an admin's
+    decision (discarded, released), else confirmed."""
+    if not callback_ids:
+        return
+    cases = " ".join(
+        f"WHEN EXISTS (SELECT 1 FROM confirmations c WHERE c.callback_id = callbacks.id AND c.status = '{status}')"
+        f" THEN '{status}'"
+        for status in ("waiting", "unconfirmed", "discarded", "released")
+    )
+    among, values = db.dialect.among("id", sorted(callback_ids))
+    await db.execute(f"UPDATE callbacks SET confirmation = CASE {cases} ELSE 'confirmed' END WHERE {among}", *values)
 
 
 async def decide(db: Db, callback_id: int, decision: str, at: datetime) -> int | None:
@@ -128,23 +141,10 @@ async def decide(db: Db, callback_id: int, decision: str, at: datetime) -> int |
         stamp,
         *values,
     )
-    among, values = db.dialect.among("event_id", [event_id(key) for key in keys], "text")
+    changed = await _move(db, keys, "unconfirmed", "pending" if decision == "release" else "cancelled", stamp)
     if decision == "release":
-        changed = await db.execute(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, last_outcome = 'manual', updated_at = ?"
-            f" WHERE {among} AND state = 'unconfirmed'",
-            stamp,
-            stamp,
-            *values,
-        )
         await notify(db)
-    else:
-        changed = await db.execute(
-            f"UPDATE deliveries SET state = 'cancelled', updated_at = ? WHERE {among} AND state = 'unconfirmed'",
-            stamp,
-            *values,
-        )
-    await _summarise(db, callback_id)
+    await _summarise(db, {callback_id})
     return changed
 
 
