@@ -373,7 +373,7 @@ def test_deliveries_retry_refuses_a_cancelled_delivery(db: Target) -> None:
     [delivery_id] = delivery_ids(ok(cli(db, "deliveries", "list")))
     ok(cli(db, "subscribers", "remove", "hook"))
     output = failed(cli(db, "deliveries", "retry", str(delivery_id)))
-    assert f"Error: delivery {delivery_id} is in flight or cancelled" in output
+    assert f"Error: delivery {delivery_id} is in flight, cancelled, or held for COS to confirm its job" in output
 
 
 # -- recover -----------------------------------------------------------------------------------------

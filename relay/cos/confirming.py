@@ -45,10 +45,15 @@ def scopes(sources: Sequence[CosSource]) -> list[ConfirmScope]:
     chosen = []
     for source in sources:
         if source.confirm:
-            named = {"media": bool(source.tags), "pictures": source.pictures, "speech": source.speech}
-            named["documents"] = source.documents
-            families: frozenset[ConfirmFamily] = frozenset(family for family, on in named.items() if on)  # type: ignore[misc]
-            chosen.append(ConfirmScope(source.name, source.bucket, families))
+            named: dict[ConfirmFamily, bool] = {
+                "media": bool(source.tags),
+                "pictures": source.pictures,
+                "speech": source.speech,
+                "documents": source.documents,
+            }
+            chosen.append(
+                ConfirmScope(source.name, source.bucket, frozenset(family for family, on in named.items() if on))
+            )
     return chosen
 
 
@@ -149,8 +154,8 @@ class Confirming:
             if each.reason is not None:
                 self._metrics.unconfirmed.labels(source.name, each.reason).inc()
                 logger.warning(
-                    "COS did not confirm a callback's job for %s (%s%s): its events are held (release or discard it"
-                    " in the console or with cos-relay callbacks)",
+                    "COS did not confirm a callback's job for %s (%s%s): its events are held (release or discard its"
+                    " callback in the console, or with cos-relay cos release|discard)",
                     source.name,
                     each.reason,
                     f": COS has it {each.seen}" if each.seen else "",

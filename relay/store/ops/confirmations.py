@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from relay.domain.confirm import ConfirmFamily, ToConfirm, Verdict
 from relay.domain.events import event_id
 from relay.store.db import Db
 from relay.store.formats import iso
 from relay.store.ops.deliveries import notify
-
-#: An admin's decisions on an unconfirmed callback: its deliveries go out after all, or are cancelled.
-DECISIONS = ("release", "discard")
 
 
 async def hold(db: Db, callback_id: int, jobs: Sequence[ToConfirm], at: str) -> None:
@@ -45,13 +42,11 @@ async def waiting(db: Db, source: str, limit: int) -> list[ToConfirm]:
         source,
         limit,
     )
+    # The family was written from a ConfirmFamily by `hold`.
     return [
-        ToConfirm(row["item_key"], row["job_id"], row["state"], row["source"], _family(row["family"])) for row in rows
+        ToConfirm(row["item_key"], row["job_id"], row["state"], row["source"], cast(ConfirmFamily, row["family"]))
+        for row in rows
     ]
-
-
-def _family(text: str) -> ConfirmFamily:
-    return text  # type: ignore[return-value]  # written from a ConfirmFamily by `hold`
 
 
 async def settle(db: Db, verdicts: Sequence[Verdict], at: datetime) -> list[Verdict]:
@@ -70,7 +65,9 @@ async def settle(db: Db, verdicts: Sequence[Verdict], at: datetime) -> list[Verd
             *values,
         )
         applied.update((row["item_key"], row["callback_id"]) for row in rows)
-        await _move(db, [key for key in applied], "confirming", "pending", stamp)
+        released = await _move(db, list(applied), "confirming", "pending", stamp)
+        if released:
+            await notify(db)
     held = []
     for each in verdicts:
         if each.reason is not None:
@@ -87,8 +84,6 @@ async def settle(db: Db, verdicts: Sequence[Verdict], at: datetime) -> list[Verd
                 held.append(each.item_key)
     await _move(db, held, "confirming", "unconfirmed", stamp)
     await _summarise(db, set(applied.values()))
-    if confirmed and applied:
-        await notify(db)
     return [each for each in verdicts if each.item_key in applied]
 
 
@@ -152,8 +147,7 @@ async def of_callback(db: Db, callback_id: int) -> list[dict[str, Any]]:
     """A callback's jobs read back from COS, with what came of each (for the API and the console)."""
     rows = await db.fetch(
         "SELECT callback_id, job_id, state, source, family, status, reason, seen, created_at, checked_at"
-        " FROM confirmations"
-        " WHERE callback_id = ? ORDER BY job_id",
+        " FROM confirmations WHERE callback_id = ? ORDER BY job_id",
         callback_id,
     )
     return [{key: row[key] for key in row.keys()} for row in rows]
@@ -170,7 +164,7 @@ async def of_job(db: Db, job_id: str, callback_id: int) -> dict[str, Any] | None
     return {key: row[key] for key in row.keys()} if row is not None else None
 
 
-async def waiting_stats(db: Db) -> dict[str, tuple[int, datetime | None]]:
+async def waiting_stats(db: Db) -> dict[str, tuple[int, datetime]]:
     """Per source: how many jobs wait for COS, and since when the oldest (read at every scrape)."""
     rows = await db.fetch(
         "SELECT source, count(*) AS n, min(created_at) AS oldest FROM confirmations WHERE status = 'waiting'"
