@@ -507,7 +507,11 @@ def test_retry_refuses_a_cancelled_delivery(api: httpx.Client, settings: Setting
     ingest(settings.db_path, TRANSCODE)
     [delivery] = deliveries(api)
     api.delete("/api/subscribers/hook")
-    refused(api.post(f"/api/deliveries/{delivery['id']}/retry"), 400, "is in flight, cancelled, or held for COS to confirm its job")
+    refused(
+        api.post(f"/api/deliveries/{delivery['id']}/retry"),
+        400,
+        "is in flight, cancelled, or held for COS to confirm its job",
+    )
 
 
 # -- authentication ----------------------------------------------------------------------------------
