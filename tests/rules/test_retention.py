@@ -25,8 +25,8 @@ from relay.domain.retention import (
 from relay.maintenance.pruning import Pruner
 from relay.metrics.counters import Metrics
 from relay.metrics.exposition import StoreCollector
-from relay.store import SqliteStore
 from relay.settings.table import Settings
+from relay.store import SqliteStore
 from relay.store.failures import StoreUnavailable
 from relay.store.records import Target
 from tests.conftest import DATA, Outbox, job_body
