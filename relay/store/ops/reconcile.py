@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
+from relay.store.answers import InFlightJob
 from relay.store.db import Db
 from relay.store.formats import iso
 
@@ -36,10 +36,20 @@ async def replace_in_flight(db: Db, source: str, jobs: Sequence[tuple[str, str, 
         )
 
 
-async def list_in_flight(db: Db, limit: int) -> list[dict[str, Any]]:
+async def list_in_flight(db: Db, limit: int) -> list[InFlightJob]:
     """The jobs in flight of every source, oldest first (COS's times sort as text within one offset)."""
     rows = await db.fetch(
         "SELECT source, job_id, state, tag, created, seen_at FROM jobs_in_flight ORDER BY created, job_id LIMIT ?",
         limit,
     )
-    return [{key: row[key] for key in row.keys()} for row in rows]
+    return [
+        InFlightJob(
+            source=row["source"],
+            job_id=row["job_id"],
+            state=row["state"],
+            tag=row["tag"],
+            created=row["created"],
+            seen_at=row["seen_at"],
+        )
+        for row in rows
+    ]

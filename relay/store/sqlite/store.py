@@ -13,14 +13,15 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 
+from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, NoFolder, StoreConflict, StoreError, StoreUnavailable
-from relay.store.ops import backlog, queries, retention, secrets
+from relay.store.ops import backlog, queries, secrets
 from relay.store.records import Durability
 from relay.store.sealing import Sealer
 from relay.store.sqlite import connection, file
@@ -163,13 +164,12 @@ class SqliteStore(SqlStore):
 
     # -- reads ------------------------------------------------------------------------------------
 
-    def outbox_stats(self) -> dict[str, Any]:
+    def outbox_stats(self) -> OutboxStats:
         stats = self._read_sync(queries.outbox_stats)
         wal = self.path.with_name(self.path.name + "-wal")
         stats["size"] += wal.stat().st_size if wal.exists() else 0
         stats["reusable"] = self._on_reader(file.reusable_bytes)
         stats["filesystem_free"] = shutil.disk_usage(self.path.parent).free
-        stats["pruned_at"] = self._read_sync(retention.last_pruned)
         return stats
 
 
