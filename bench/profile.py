@@ -51,7 +51,7 @@ class Profile:
 
 
 def _frame_name(frame: str) -> str:
-    """``Writer._commit (relay/store/writer.py:139)`` -> ``Writer._commit (relay/store/writer.py)``."""
+    """``Writer._commit (relay/store/sqlite/writer.py:139)`` -> ``Writer._commit (relay/store/sqlite/writer.py)``."""
     name, _, where = frame.rpartition(" (")
     file = where.rstrip(")").rsplit(":", 1)[0]
     return f"{name} ({file})" if name else frame

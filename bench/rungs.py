@@ -10,7 +10,7 @@ callback, with the gateway's own code, and nothing else:
 * ``validate``: parse, then schema validation and conversion, the callback model and its item limits
   (`Reader.check`): everything the gateway does before storing, without building events.
 * ``commit``: no parse; the raw body inserted into a SQLite file (WAL, default durability) through the
-  gateway's group-committing single writer (`relay.store.writer.Writer`), 200 after the commit.
+  gateway's group-committing single writer (`relay.store.sqlite.writer.Writer`), 200 after the commit.
 * ``parse-commit``: parse, then commit the raw body: the acknowledgement path of a design that validates
   in native code at no cost and derives jobs, events and deliveries later (an inbox).
 * ``validate-commit``: validate, then commit the raw body: the same design with today's validator.
@@ -38,7 +38,7 @@ from starlette.routing import Route
 from bench.bare import ACCEPTED, probe, server_settings
 from relay.ingest import Reader
 from relay.store.sqlite.connection import connect
-from relay.store.writer import Writer
+from relay.store.sqlite.writer import Writer
 from relay.validate.parse import new_xml_parser, parse
 from relay.validate.schema import CallbackSchema
 

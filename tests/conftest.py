@@ -34,6 +34,7 @@ from relay.metrics.counters import Metrics
 from relay.outbox.service import Subscribers
 from relay.settings.table import Settings
 from relay.store import Store, store_for
+from relay.store.answers import Delivery
 from relay.store.records import PostgresUrl, Target
 from relay.validate.schema import CallbackSchema
 from tests.fakes import FakeClock, FakeSender, subscriber
@@ -282,7 +283,7 @@ class Outbox:
         self.clock.advance(seconds)
         return await self.step()
 
-    def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
+    def deliveries(self, **filters: Any) -> list[Delivery]:
         """Oldest first."""
         return list(reversed(self.store.list_deliveries(**filters).items))
 

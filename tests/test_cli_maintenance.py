@@ -16,8 +16,8 @@ from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import SqliteStore, store_for
-from relay.store.migrations import migrations
 from relay.store.records import Target
+from relay.store.sqlite.migrations import migrations
 from tests.conftest import fresh_database, ingest, job_body
 from tests.live import db_text
 from tests.postgres import Cluster

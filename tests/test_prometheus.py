@@ -28,7 +28,7 @@ from relay.cos.sources import CosSource
 from relay.metrics.counters import CALLBACK_OUTCOMES, WRITE_ERROR_KINDS
 from relay.settings.table import Settings
 from relay.store.records import PostgresUrl, Target
-from relay.store.writer import error_kind
+from relay.store.sqlite.writer import error_kind
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, DATA, callback_schema, callback_url, job_id
 from tests.cos.standin import CosStandIn, Job, Queue
 from tests.cos.test_client import CREDENTIALS

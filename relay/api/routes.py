@@ -15,7 +15,8 @@ from starlette.routing import BaseRoute, Route
 from relay.api import params
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
 from relay.store import Store
-from relay.store.records import Page
+from relay.store.answers import JobWithHistory
+from relay.store.records import Item, Page
 
 #: What ``/api/callbacks?outcome=`` takes: a stored outcome, or ``rejected`` for every refused callback.
 OUTCOME_FILTERS = (*CALLBACK_OUTCOMES, "rejected")
@@ -30,25 +31,25 @@ async def _json(payload: Any, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def _with_detail(job: dict[str, Any]) -> bytes:
+def _with_detail(job: JobWithHistory) -> bytes:
     """The job's JSON around its ``detail`` as stored: a detail of megabytes is neither parsed nor encoded again
     (each held the GIL, and so every request, for tens of milliseconds)."""
-    detail = job.pop("detail")
-    return b"".join((orjson.dumps(job)[:-1], b',"detail":', detail, b"}"))
+    rest = {key: value for key, value in job.items() if key != "detail"}
+    return b"".join((orjson.dumps(rest)[:-1], b',"detail":', job["detail"], b"}"))
 
 
 async def _not_found(what: str, why: str = "") -> Response:
     return await _json({"error": "not_found", "detail": f"{what} is not known{why}"}, 404)
 
 
-async def _page(page: Page) -> Response:
+async def _page(page: Page[Item]) -> Response:
     return await _json({"items": page.items, "next_cursor": page.cursor})
 
 
 def api_routes(store: Store, clock: Callable[[], datetime]) -> list[BaseRoute]:
     async def get_job(request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        job = await store.get_job(job_id, raw=True)
+        job = await store.get_job(job_id)
         if job is None:
             # A workflow's task is recorded with its run, not as a job: say where it is.
             run_id = await store.run_of_task(job_id)

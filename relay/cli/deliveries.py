@@ -15,6 +15,7 @@ from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import DELIVERY_STATES
 from relay.domain.errors import UnknownSubscriber
+from relay.store.answers import Delivery
 from relay.store.records import Target
 
 _COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
@@ -34,10 +35,10 @@ def _cell(value: Any, name: str = "") -> str:
 _FINISHED = frozenset({"delivered", "dead", "dropped", "cancelled", "unconfirmed", "confirming"})
 
 
-def _row(delivery: dict[str, Any]) -> tuple[str, ...]:
-    finished = delivery["state"] in _FINISHED
+def _row(delivery: Delivery) -> tuple[str, ...]:
+    finished, shown = delivery["state"] in _FINISHED, dict(delivery)
     return tuple(
-        "-" if finished and column == "next_attempt_at" else _cell(delivery[column], column) for column in _COLUMNS
+        "-" if finished and column == "next_attempt_at" else _cell(shown[column], column) for column in _COLUMNS
     )
 
 
@@ -78,9 +79,10 @@ def show(db_path: Target, delivery_id: int) -> None:
         delivery = store.get_delivery(delivery_id)
     if delivery is None:
         raise click.ClickException(f"no delivery has id {delivery_id}")
-    attempts = delivery.pop("attempts_log")
-    width = max(len(name) for name in delivery)
-    for name, value in delivery.items():
+    attempts = [dict(attempt) for attempt in delivery["attempts_log"]]
+    fields = {name: value for name, value in delivery.items() if name != "attempts_log"}
+    width = max(len(name) for name in fields)
+    for name, value in fields.items():
         click.echo(f"{name.ljust(width)}  {_cell(value, name)}")
     if not attempts:
         click.echo("attempts: none yet")

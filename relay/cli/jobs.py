@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import anyio
 import click
@@ -15,13 +14,14 @@ from relay.cli.database import existing_store
 from relay.cli.options import Whole, db_option, one_of
 from relay.cli.table import render_table
 from relay.domain.callback import JOB_STATES
+from relay.store.answers import Job, JobInput
 from relay.store.records import Target
 
 _COLUMNS = ("job_id", "state", "tag", "end_time", "object")
 
 
-def _row(job: dict[str, Any]) -> tuple[str, ...]:
-    return (job["job_id"], job["state"], job["tag"], job["end_time"] or "-", job["input"]["object"] or "-")
+def _row(job: Job) -> tuple[str, ...]:
+    return (job["job_id"], job["state"], job["tag"] or "-", job["end_time"] or "-", job["input"]["object"] or "-")
 
 
 @click.group(invoke_without_command=True)
@@ -72,6 +72,13 @@ def show(ctx: click.Context, db_path: Target, job_id: str) -> None:
         ("started", job["start_time"]),
         ("ended", job["end_time"]),
     ]
+    confirmation = job["confirmation"]
+    if confirmation is not None:  # its state came for a COS source with confirm = true (docs/cos.md)
+        why = f" ({confirmation['reason']}, COS has: {confirmation['seen'] or 'no such job'})"
+        shown = (
+            f"{confirmation['status']}{why if confirmation['reason'] else ''}, callback {confirmation['callback_id']}"
+        )
+        fields.append(("confirmed", shown))
     for name, value in fields:
         click.echo(f"{name:<10} {value if value is not None else '-'}")
     click.echo("history:")
@@ -86,10 +93,10 @@ def show(ctx: click.Context, db_path: Target, job_id: str) -> None:
     )
 
 
-def _input(given: dict[str, str | None]) -> str | None:
+def _input(given: JobInput) -> str | None:
     """``object (bucket, region)``, leaving out what COS did not send."""
-    where = ", ".join(value for value in (given.get("bucket"), given.get("region")) if value)
-    shown = " ".join(value for value in (given.get("object"), f"({where})" if where else None) if value)
+    where = ", ".join(value for value in (given["bucket"], given["region"]) if value)
+    shown = " ".join(value for value in (given["object"], f"({where})" if where else None) if value)
     return shown or None
 
 

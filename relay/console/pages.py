@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -17,6 +16,7 @@ from relay.console.render import Renderer, pretty
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
 from relay.domain.errors import BadParameter, NotFound
 from relay.store import Store
+from relay.store.answers import MinuteCount
 from relay.store.records import Page
 
 #: Rows on one page of a listing.
@@ -37,7 +37,7 @@ def _filters(request: Request, names: tuple[str, ...]) -> dict[str, str]:
     return {name: value for name in names if (value := (params.one(request.query_params, name) or "").strip())}
 
 
-def _pivot(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, dict[str, int]]]]:
+def _pivot(rows: list[MinuteCount]) -> tuple[list[str], list[tuple[str, dict[str, int]]]]:
     """Callbacks per minute as a table: the outcomes seen are the columns, newest minute first."""
     outcomes = sorted({row["outcome"] for row in rows})
     minutes: dict[str, dict[str, int]] = {}
@@ -104,7 +104,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         older_states = params.cursor(query, numeric=True, name="history_cursor")
         callbacks_cursor = params.cursor(query, numeric=True, name="callbacks_cursor")
         deliveries_cursor = params.cursor(query, numeric=True, name="deliveries_cursor")
-        found = await store.get_job(job_id, raw=True)
+        found = await store.get_job(job_id)
         if found is None:
             raise NotFound(await _missing(job_id))
         history = (
@@ -130,7 +130,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
 
     async def _found(wanted: str) -> str:
         """Where an id leads: its job, its workflow run, or the run one of whose tasks it is."""
-        if await store.get_job(wanted, raw=True) is not None:
+        if await store.get_job(wanted) is not None:
             return f"/console/jobs/{quote(wanted, safe='')}"
         run_id = wanted if await store.get_workflow(wanted) is not None else await store.run_of_task(wanted)
         if run_id is not None:

@@ -1,4 +1,9 @@
-"""Retention: what may be removed, and when. The store's pruning SQL applies exactly these rules.
+"""Retention: what may be removed, and when: the rule, stated once.
+
+The store's pruning SQL (`relay.store.ops.retention`) applies it through indexes, a bounded batch at a time,
+and cannot call these predicates row by row without reading every row it keeps. So they are its oracle:
+``tests/rules/test_retention.py::test_the_store_prunes_exactly_the_rows_the_domain_rules_let_go`` prunes a store
+holding every kind in every state, on both backends, and checks each row kept or removed against them.
 
 Two windows. Raw callbacks (accepted, duplicate and quarantined) with their dedup keys, finished
 deliveries with their attempts, and events no delivery still needs go once older than the raw window.

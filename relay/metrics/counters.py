@@ -45,7 +45,7 @@ CALLBACK_OUTCOMES = (
 )
 #: The token checks that count wrong tokens per source address and throttle guessing (`relay.http.auth.Guessing`).
 TOKEN_CHECKS = ("login", "bearer", "callback", "metrics")
-#: Every ``kind`` `relay.store.writer.error_kind` gives a failed write transaction.
+#: Every ``kind`` `relay.store.sqlite.writer.error_kind` gives a failed write transaction.
 WRITE_ERROR_KINDS = ("locked", "busy", "readonly", "full", "io", "other")
 #: Why a delivery is given up, and why the gateway disables a subscriber (see the delivery worker).
 GIVEN_UP_REASONS = ("retries_exhausted", "backlog_full")

@@ -21,7 +21,9 @@ from relay.domain.subscribers import (
 from relay.outbox.destinations import vet_destination
 from relay.outbox.options import build_filter
 from relay.store import Store
+from relay.store.answers import DeliveryWithAttempts
 from relay.store.failures import StoreConflict
+from relay.store.records import SubscriberChanges
 
 #: Bulk recovery requeues this many deliveries per transaction, so the writer is never held for long.
 RECOVER_BATCH = 500
@@ -71,12 +73,12 @@ class Subscribers:
     def shown(self, subscriber: Subscriber, *, reveal_secret: bool = False) -> dict[str, Any]:
         """A subscriber as the API and CLI show it, with how its latest delivery attempt went: a refusal by
         the address policy (``ssrf_blocked``) is visible here, not only in the log."""
-        last = self._store.last_attempt(subscriber.id) or {}
+        last = self._store.last_attempt(subscriber.id)
         return {
             **subscriber.public(reveal_secret=reveal_secret),
-            "last_outcome": last.get("outcome"),
-            "last_error": last.get("error"),
-            "last_attempt_at": last.get("started_at"),
+            "last_outcome": last["outcome"] if last else None,
+            "last_error": last["error"] if last else None,
+            "last_attempt_at": last["started_at"] if last else None,
         }
 
     def secrets(self, name: str) -> dict[str, Any]:
@@ -136,7 +138,7 @@ class Subscribers:
     def update(self, name: str, changes: Mapping[str, Any]) -> Subscriber:
         """Change url, types, filters, max_in_flight, timeout, retry_schedule or store_response."""
         current = self.get(name)
-        columns: dict[str, Any] = {}
+        columns = SubscriberChanges()
         try:
             if "url" in changes:
                 vet_destination(self._policy, str(changes["url"]))
@@ -146,9 +148,16 @@ class Subscribers:
                     changes.get("types", current.filter.types), changes.get("filters", current.filter.match)
                 )
                 columns["types"], columns["filters"] = built.types, built.match
-            for key in ("max_in_flight", "timeout", "retry_schedule", "source", "store_response"):
-                if key in changes:
-                    columns[key] = changes[key]
+            if "max_in_flight" in changes:
+                columns["max_in_flight"] = changes["max_in_flight"]
+            if "timeout" in changes:
+                columns["timeout"] = changes["timeout"]
+            if "retry_schedule" in changes:
+                columns["retry_schedule"] = changes["retry_schedule"]
+            if "source" in changes:
+                columns["source"] = changes["source"]
+            if "store_response" in changes:
+                columns["store_response"] = changes["store_response"]
             unknown = set(changes) - {
                 "url",
                 "types",
@@ -166,8 +175,8 @@ class Subscribers:
                 columns.get("timeout", current.timeout),
                 columns.get("retry_schedule", current.retry_schedule),
             )
-            if columns.get("retry_schedule") is not None:
-                columns["retry_schedule"] = check_schedule(columns["retry_schedule"])
+            if (schedule := columns.get("retry_schedule")) is not None:
+                columns["retry_schedule"] = check_schedule(schedule)
         except (ValueError, TypeError) as exc:
             raise BadSubscriber(str(exc)) from None
         updated = self._store.update_subscriber(name, columns, self._clock())
@@ -221,7 +230,7 @@ class Subscribers:
             self._on_change()
         return total
 
-    def retry_delivery(self, delivery_id: int) -> dict[str, Any]:
+    def retry_delivery(self, delivery_id: int) -> DeliveryWithAttempts:
         """Queue one delivery again now (delivered, dead or waiting for a retry)."""
         if self._store.get_delivery(delivery_id) is None:
             raise UnknownDelivery(f"no delivery has id {delivery_id}")

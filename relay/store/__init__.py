@@ -11,7 +11,7 @@ from relay.store.postgres.store import PostgresStore
 from relay.store.records import Durability, PostgresUrl, Target
 from relay.store.sealing import Sealer
 from relay.store.sqlite.store import SqliteStore
-from relay.store.writer import Observer
+from relay.store.sqlite.writer import Observer
 
 __all__ = ["PostgresStore", "SqliteStore", "Store", "store_for"]
 

@@ -8,10 +8,10 @@ reader connections; the asyncpg pool), in opening, closing and watching, and in 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.confirm import ToConfirm, Verdict
@@ -20,6 +20,22 @@ from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
+from relay.store.answers import (
+    CallbackJob,
+    CosQueue,
+    Delivery,
+    DeliveryWithAttempts,
+    InFlightJob,
+    Job,
+    JobState,
+    JobWithHistory,
+    LastAttempt,
+    NonexistentJob,
+    Overview,
+    RawCallback,
+    WorkflowRun,
+    WorkflowRunSummary,
+)
 from relay.store.db import Operation
 from relay.store.formats import iso
 from relay.store.ops import (
@@ -35,7 +51,7 @@ from relay.store.ops import (
     subscribers,
     tokens,
 )
-from relay.store.records import Page, StoredToken
+from relay.store.records import Page, StoredToken, SubscriberChanges
 from relay.store.sealing import Sealer
 
 T = TypeVar("T")
@@ -140,7 +156,7 @@ class SqlStore(ABC):
         sealed = self._sealer.spec(spec)
         return self._sealer.subscriber(self._write_sync(partial(subscribers.insert_subscriber, spec=sealed, at=at)))
 
-    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None:
+    def update_subscriber(self, name: str, changes: SubscriberChanges, at: datetime) -> Subscriber | None:
         update = partial(subscribers.update_subscriber, name=name, changes=changes, at=at)
         return self._sealer.maybe_subscriber(self._write_sync(update))
 
@@ -203,8 +219,8 @@ class SqlStore(ABC):
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str, *, raw: bool = False) -> dict[str, Any] | None:
-        return await self._read(partial(queries.get_job, job_id=job_id, raw=raw))
+    async def get_job(self, job_id: str) -> JobWithHistory | None:
+        return await self._read(partial(queries.get_job, job_id=job_id))
 
     async def list_jobs(
         self,
@@ -215,14 +231,16 @@ class SqlStore(ABC):
         since: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page:
+    ) -> Page[Job]:
         jobs = partial(queries.list_jobs, state=state, tag=tag, queue_id=queue_id, since=since)
         return await self._read(partial(jobs, limit=limit, cursor=cursor))
 
-    async def get_workflow(self, run_id: str) -> dict[str, Any] | None:
+    async def get_workflow(self, run_id: str) -> WorkflowRun | None:
         return await self._read(partial(queries.get_workflow, run_id=run_id))
 
-    async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    async def list_callbacks(
+        self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[RawCallback]:
         return await self._read(partial(queries.list_callbacks, outcome=outcome, limit=limit, cursor=cursor))
 
     async def list_workflows(
@@ -234,7 +252,7 @@ class SqlStore(ABC):
         since: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page:
+    ) -> Page[WorkflowRunSummary]:
         listing = partial(queries.list_workflows, state=state, workflow_id=workflow_id, name=name, since=since)
         return await self._read(partial(listing, limit=limit, cursor=cursor))
 
@@ -252,10 +270,10 @@ class SqlStore(ABC):
     ) -> None:
         await self._write(partial(reconcile.replace_queues, source=source, queues=queues, at=at))
 
-    async def list_queues(self) -> list[dict[str, Any]]:
+    async def list_queues(self) -> list[CosQueue]:
         return await self._read(reconcile.list_queues)
 
-    async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
+    async def list_in_flight(self, limit: int = 500) -> list[InFlightJob]:
         return await self._read(partial(reconcile.list_in_flight, limit=limit))
 
     async def waiting_confirmations(self, source: str, limit: int) -> list[ToConfirm]:
@@ -268,10 +286,12 @@ class SqlStore(ABC):
         decide = partial(confirmations.decide, callback_id=callback_id, decision=decision, at=at)
         return self._write_sync(decide)
 
-    async def callback_confirmations(self, callback_id: int) -> list[dict[str, Any]]:
+    async def callback_confirmations(self, callback_id: int) -> list[CallbackJob]:
         return await self._read(partial(confirmations.of_callback, callback_id=callback_id))
 
-    async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    async def list_nonexistent(
+        self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[NonexistentJob]:
         return await self._read(partial(queries.list_nonexistent, job_id=job_id, limit=limit, cursor=cursor))
 
     def list_deliveries(
@@ -282,14 +302,14 @@ class SqlStore(ABC):
         event_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page:
+    ) -> Page[Delivery]:
         listing = partial(queries.list_deliveries, subscriber=subscriber, state=state, event_id=event_id)
         return self._read_sync(partial(listing, limit=limit, cursor=cursor))
 
-    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+    def get_delivery(self, delivery_id: int) -> DeliveryWithAttempts | None:
         return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
 
-    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None:
+    def last_attempt(self, subscriber_id: int) -> LastAttempt | None:
         return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))
 
     def count_deliveries(self, state: str) -> int:
@@ -303,18 +323,18 @@ class SqlStore(ABC):
 
     # -- the web console --------------------------------------------------------------------------
 
-    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:
+    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page[JobState] | None:
         return await self._read(partial(queries.job_history, job_id=job_id, limit=limit, cursor=cursor))
 
-    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page:
+    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page[RawCallback]:
         return await self._read(
             partial(console.job_callbacks, job_id=job_id, body_prefix=body_prefix, limit=limit, cursor=cursor)
         )
 
-    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page:
+    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page[Delivery]:
         return await self._read(partial(console.job_deliveries, job_id=job_id, limit=limit, cursor=cursor))
 
-    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
+    def overview(self, since_minute: datetime, since_day: datetime) -> Overview:
         """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""
         return self._read_sync(partial(console.overview, since_minute=iso(since_minute), since_day=iso(since_day)))
 

@@ -9,10 +9,10 @@ Sync methods serve the CLI, the config loader and the API (through a thread); as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.confirm import ToConfirm, Verdict
@@ -21,7 +21,24 @@ from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
-from relay.store.records import Page, StoredToken
+from relay.store.answers import (
+    CallbackJob,
+    CosQueue,
+    Delivery,
+    DeliveryWithAttempts,
+    InFlightJob,
+    Job,
+    JobState,
+    JobWithHistory,
+    LastAttempt,
+    NonexistentJob,
+    OutboxStats,
+    Overview,
+    RawCallback,
+    WorkflowRun,
+    WorkflowRunSummary,
+)
+from relay.store.records import Page, StoredToken, SubscriberChanges
 
 
 class Store(Protocol):
@@ -101,7 +118,7 @@ class Store(Protocol):
     def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
         """Raises `StoreConflict` when the name is taken."""
 
-    def update_subscriber(self, name: str, changes: Mapping[str, Any], at: datetime) -> Subscriber | None: ...
+    def update_subscriber(self, name: str, changes: SubscriberChanges, at: datetime) -> Subscriber | None: ...
 
     def set_subscriber_state(
         self, name: str, state: SubscriberState, at: datetime, reason: str | None = None
@@ -127,9 +144,9 @@ class Store(Protocol):
     async def next_due(self) -> datetime | None: ...
 
     # -- reads
-    async def get_job(self, job_id: str, *, raw: bool = False) -> dict[str, Any] | None:
-        """The job with its latest states (``history``, oldest first) and ``history_next_cursor``; ``raw``: its
-        ``detail`` as the stored JSON bytes, not parsed (it can be megabytes: the API passes it on as is)."""
+    async def get_job(self, job_id: str) -> JobWithHistory | None:
+        """The job with its latest states (``history``, oldest first), ``history_next_cursor``, and its ``detail``
+        as the stored JSON bytes, not parsed (it can be megabytes: the API passes it on as is)."""
 
     async def list_jobs(
         self,
@@ -140,13 +157,15 @@ class Store(Protocol):
         since: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page:
+    ) -> Page[Job]:
         """Jobs, most recently updated first, filtered by what is given (``since``: an ISO time, updated at or
         after); ``cursor`` comes from the previous page."""
 
-    async def get_workflow(self, run_id: str) -> dict[str, Any] | None: ...
+    async def get_workflow(self, run_id: str) -> WorkflowRun | None: ...
 
-    async def list_callbacks(self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    async def list_callbacks(
+        self, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[RawCallback]:
         """Raw callbacks, newest first; ``outcome=rejected``: every refused one."""
 
     async def list_workflows(
@@ -158,7 +177,7 @@ class Store(Protocol):
         since: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page:
+    ) -> Page[WorkflowRunSummary]:
         """Workflow runs, most recently updated first, by state, workflow id and name, updated since a moment."""
 
     async def run_of_task(self, job_id: str) -> str | None:
@@ -177,10 +196,10 @@ class Store(Protocol):
         """The COS source's queues as its queue check saw them: (queue id, family, name, state, where the callback
         points without its token or "off", whether that is this gateway)."""
 
-    async def list_queues(self) -> list[dict[str, Any]]:
+    async def list_queues(self) -> list[CosQueue]:
         """Every COS source's queues as last checked (``checked_at``), by source."""
 
-    async def list_in_flight(self, limit: int = 500) -> list[dict[str, Any]]:
+    async def list_in_flight(self, limit: int = 500) -> list[InFlightJob]:
         """Every source's jobs in flight as their last reconciliation saw them, oldest first."""
 
     async def waiting_confirmations(self, source: str, limit: int) -> list[ToConfirm]:
@@ -194,10 +213,12 @@ class Store(Protocol):
         """An admin's ``release`` (send after all) or ``discard`` (cancel) of a callback's unconfirmed jobs'
         deliveries: how many changed; None when the callback has no unconfirmed job."""
 
-    async def callback_confirmations(self, callback_id: int) -> list[dict[str, Any]]:
+    async def callback_confirmations(self, callback_id: int) -> list[CallbackJob]:
         """A callback's jobs read back from COS: each one's status, reason and the state COS has."""
 
-    async def list_nonexistent(self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    async def list_nonexistent(
+        self, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[NonexistentJob]:
         """The job ids COS reported as NonExistJobIds (``job_id``: only that one), newest first, each with the
         callback that named it and when."""
 
@@ -209,17 +230,17 @@ class Store(Protocol):
         event_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page: ...
+    ) -> Page[Delivery]: ...
 
-    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None: ...
+    def get_delivery(self, delivery_id: int) -> DeliveryWithAttempts | None: ...
 
-    def last_attempt(self, subscriber_id: int) -> dict[str, Any] | None: ...
+    def last_attempt(self, subscriber_id: int) -> LastAttempt | None: ...
 
     def count_deliveries(self, state: str) -> int: ...
 
     def event_bodies(self, limit: int) -> list[bytes]: ...
 
-    def outbox_stats(self) -> dict[str, Any]:
+    def outbox_stats(self) -> OutboxStats:
         """Outbox depth and oldest age by state, subscriber states, database size, space left (``reusable``,
         ``filesystem_free``: None where the backend cannot tell) and the last prune: the same from any replica."""
 
@@ -246,16 +267,16 @@ class Store(Protocol):
         `BackupRefused` when it exists, its folder does not, or the backend has its own tools (PostgreSQL: pg_dump)."""
 
     # -- the web console
-    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page | None:
+    async def job_history(self, job_id: str, limit: int, cursor: str | None) -> Page[JobState] | None:
         """A job's states, newest first (`get_job` carries the latest few); None for a job not known."""
 
-    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page:
+    async def job_callbacks(self, job_id: str, body_prefix: int, limit: int, cursor: str | None) -> Page[RawCallback]:
         """The raw callbacks that carried the job's states, newest first, bodies cut to ``body_prefix`` bytes."""
 
-    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page:
+    async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page[Delivery]:
         """Every delivery of the job's events, newest first."""
 
-    def overview(self, since_minute: datetime, since_day: datetime) -> dict[str, list[dict[str, Any]]]:
+    def overview(self, since_minute: datetime, since_day: datetime) -> Overview:
         """Callbacks per minute by outcome since ``since_minute``, finished and failed jobs by Tag since
         ``since_day``."""
 

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Generic, Literal, TypedDict, TypeVar
 
 #: How a commit reaches the disk: the SQLite ``synchronous`` level (``normal`` in WAL mode, or ``full``).
 Durability = Literal["normal", "full"]
 
 
-@dataclass(frozen=True)
-class Page:
-    """One page of a newest-first listing; ``cursor`` fetches the next page, ``None`` at the end."""
+Item = TypeVar("Item")
 
-    items: list[dict[str, Any]]
+
+@dataclass(frozen=True)
+class Page(Generic[Item]):
+    """One page of a newest-first listing (its items: `relay.store.answers`); ``cursor`` fetches the next page,
+    ``None`` at the end."""
+
+    items: list[Item]
     cursor: str | None
+
+
+class SubscriberChanges(TypedDict, total=False):
+    """What `Store.update_subscriber` may change, checked by the service first (`relay.outbox.service`)."""
+
+    url: str
+    types: Sequence[str]
+    filters: Mapping[str, str]
+    max_in_flight: int
+    timeout: float
+    retry_schedule: Sequence[float] | None
+    source: str
+    store_response: bool
 
 
 #: The URL schemes that mean PostgreSQL; anything else given as ``--db`` is an SQLite file path.

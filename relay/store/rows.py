@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from relay.domain.callback import Callback, Received
 from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberState
+from relay.store.answers import Confirmation, Job, JobState, JobWithHistory
 from relay.store.formats import when
 from relay.store.records import Page, StoredToken
+
+Item = TypeVar("Item")
 
 
 class Row(Protocol):
@@ -49,7 +52,7 @@ JOB_HISTORY = 20
 HISTORY_COLUMNS = "id, state, code, message, end_time, end_time_raw, received_at, callback_id"
 
 
-def history_entry(row: Row) -> dict[str, Any]:
+def history_entry(row: Row) -> JobState:
     """One state of a job's history as the API shows it (its row id is only a cursor)."""
     return {
         "state": row["state"],
@@ -68,10 +71,10 @@ def history_entry(row: Row) -> dict[str, Any]:
 PAGE_CHARS = 1 << 20
 
 
-def take(rows: Iterable[Any], limit: int, size: Callable[[Any], int]) -> tuple[list[Any], bool]:
+def take(rows: Iterable[Row], limit: int, size: Callable[[Row], int]) -> tuple[list[Row], bool]:
     """One page of ``rows``: up to ``limit`` (reading no further than needed), fewer once they hold `PAGE_CHARS`
     characters by ``size``; and whether rows are left."""
-    kept: list[Any] = []
+    kept: list[Row] = []
     total = 0
     for row in rows:
         total += size(row)
@@ -87,8 +90,8 @@ def text_size(*columns: str) -> Callable[[Row], int]:
 
 
 def newest_first(
-    rows: Iterable[Any], limit: int, shape: Callable[[Any], dict[str, Any]], size: Callable[[Any], int]
-) -> Page:
+    rows: Iterable[Row], limit: int, shape: Callable[[Row], Item], size: Callable[[Row], int]
+) -> Page[Item]:
     """A page of ``rows`` (fetched newest first, at least ``limit + 1`` of them, each with an ``id``): its
     cursor is the last id shown when there are more."""
     kept, more = take(rows, limit, size)
@@ -108,11 +111,15 @@ def callback_size(body_prefix: int) -> Callable[[Row], int]:
     return lambda row: min(row["size"], body_prefix) + _CALLBACK_TEXT(row)
 
 
-def with_history(job: dict[str, Any], rows: list[Any]) -> dict[str, Any]:
-    """``job`` with its latest `JOB_HISTORY` states (``rows``: newest first, one more if there are), oldest
-    first as ever, and ``history_next_cursor`` for `Store.job_history` when older ones exist."""
+def with_history(job: Job, detail: bytes, rows: list[Row], confirmation: Confirmation | None) -> JobWithHistory:
+    """``job`` with its ``detail`` and its latest `JOB_HISTORY` states (``rows``: newest first, one more if there
+    are), oldest first as ever, and ``history_next_cursor`` for `Store.job_history` when older ones exist; its
+    ``confirmation`` (None unless its state came for a COS source with confirm)."""
     page = newest_first(rows, JOB_HISTORY, history_entry, STATE_TEXT)
-    return {**job, "history": page.items[::-1], "history_next_cursor": page.cursor}
+    history = page.items[::-1]
+    return JobWithHistory(
+        **job, detail=detail, history=history, history_next_cursor=page.cursor, confirmation=confirmation
+    )
 
 
 def subscriber_from(row: Row) -> Subscriber:
@@ -144,7 +151,7 @@ def signing_secrets(row: Row, stamp: str) -> tuple[str, ...]:
     return (row["secret"],)
 
 
-def job_json(row: Row) -> dict[str, Any]:
+def job_json(row: Row) -> Job:
     """A job as the API shows it, without its typed detail (each backend stores that its own way)."""
     return {
         "job_id": row["job_id"],

@@ -47,8 +47,12 @@ def test_an_admin_releases_or_discards_an_unconfirmed_callback_from_the_terminal
     assert listed.output.count("unconfirmed") == 2
     done = CliRunner().invoke(main, ["cos", "release", str(released), "--db", str(db)])
     assert (done.exit_code, done.output) == (0, f"callback {released}: 1 unconfirmed deliveries queued\n")
+    shown = CliRunner().invoke(main, ["jobs", "show", job_id(2), "--db", str(db)])
+    assert f"confirmed  unconfirmed (nonexistent, COS has: no such job), callback {discarded}" in shown.output
     done = CliRunner().invoke(main, ["cos", "discard", str(discarded), "--db", str(db)])
     assert (done.exit_code, done.output) == (0, f"callback {discarded}: 1 unconfirmed deliveries cancelled\n")
+    shown = CliRunner().invoke(main, ["jobs", "show", job_id(2), "--db", str(db)])
+    assert f"confirmed  discarded (nonexistent, COS has: no such job), callback {discarded}" in shown.output
     again = CliRunner().invoke(main, ["cos", "release", str(released), "--db", str(db)])
     assert again.exit_code != 0
     assert f"callback {released} has no job COS did not confirm" in again.output

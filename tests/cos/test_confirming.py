@@ -93,7 +93,7 @@ class Replica:
 
 def states(store: Store) -> dict[str, str]:
     """Each delivery's state, by its event's subject (the job)."""
-    return {item["subject"]: item["state"] for item in store.list_deliveries(limit=100).items}
+    return {str(item["subject"]): item["state"] for item in store.list_deliveries(limit=100).items}
 
 
 async def test_known_jobs_are_released_and_forged_or_differing_ones_held_and_counted(
@@ -115,6 +115,7 @@ async def test_known_jobs_are_released_and_forged_or_differing_ones_held_and_cou
     assert replica.sample("relay_cos_unconfirmed_total", reason="state_differs") == 1
     job = await store.get_job(job_id(3))
     assert job is not None
+    assert job["confirmation"] is not None
     assert (job["confirmation"]["reason"], job["confirmation"]["seen"]) == ("state_differs", "Failed")
     replica.clock.advance(5)
     assert await replica.confirming.once(replica.source)  # nothing waits: COS is not asked

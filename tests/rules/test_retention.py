@@ -4,7 +4,7 @@ finished deliveries and events, the job window for job and workflow records, and
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -13,19 +13,31 @@ from prometheus_client import CollectorRegistry
 
 from relay.domain.callback import Received
 from relay.domain.errors import Malformed
-from relay.domain.retention import Pruned, Windows
+from relay.domain.retention import (
+    Cutoffs,
+    Pruned,
+    Windows,
+    callback_may_go,
+    delivery_may_go,
+    event_may_go,
+    job_record_may_go,
+)
 from relay.maintenance.pruning import Pruner
 from relay.metrics.counters import Metrics
 from relay.metrics.exposition import StoreCollector
+from relay.settings.table import Settings
 from relay.store import SqliteStore
 from relay.store.failures import StoreUnavailable
+from relay.store.records import Target
 from tests.conftest import DATA, Outbox, job_body
+from tests.databases import rows
 
 pytestmark = pytest.mark.anyio
 
 DAY = 86400.0
 WINDOWS = Windows.of_seconds(30 * DAY, 90 * DAY)
 WORKFLOW = (DATA / "samples" / "workflow_finish_success.xml").read_bytes()
+NONEXISTENT = (DATA / "samples" / "nonexist_job_ids_only.xml").read_bytes()
 
 
 def removed(pruned: Pruned) -> dict[str, int]:
@@ -243,30 +255,81 @@ async def test_a_failing_prune_is_logged_in_one_line_and_tried_again(
     assert failures[0].exc_info is None
 
 
-async def test_the_store_removes_exactly_the_deliveries_the_domain_rule_lets_go(outbox: Outbox) -> None:
-    from datetime import datetime
+#: Cutoffs, in days after the first callbacks, that split each kind between rows that go and rows that stay.
+ORACLE_CUTOFFS = {"both_windows_split": (10, 10), "raw_only": (25, None), "jobs_only": (None, 30)}
 
-    from relay.domain.retention import delivery_may_go
 
-    for name, path in (("ok", "/ok"), ("retrying", "/fail"), ("held", "/ok"), ("gone", "/gone"), ("leaving", "/ok")):
+@pytest.mark.parametrize("cutoff_days", ORACLE_CUTOFFS.values(), ids=ORACLE_CUTOFFS.keys())
+async def test_the_store_prunes_exactly_the_rows_the_domain_rules_let_go(
+    outbox: Outbox, outbox_settings: Settings, cutoff_days: tuple[int | None, int | None]
+) -> None:
+    """`relay.domain.retention`'s predicates are the rule; `relay.store.ops.retention`'s SQL applies it through
+    indexes, a batch at a time. Every row of every kind, before and after a prune, checked against the rule."""
+    for name, path in (("ok", "/ok"), ("held", "/ok"), ("leaving", "/ok")):
         outbox.add(name, path)
+    outbox.add("failing", "/fail", retry_schedule=[0])  # dead at its first failure
     outbox.subscribers.pause("held")
-    await outbox.ingest(job_body(1), job_body(2))
+    start = outbox.clock()
+    await outbox.ingest(job_body(1), job_body(2), WORKFLOW, NONEXISTENT)
     await outbox.step()
     outbox.subscribers.pause("leaving")
     outbox.clock.advance(20 * DAY)
-    await outbox.ingest(job_body(3))
+    await outbox.ingest(job_body(3), job_body(1, "Failed"))  # job 1: a second state, its job row updated
     outbox.subscribers.remove("leaving")  # its unfinished deliveries end cancelled
-    outbox.clock.advance(15 * DAY)
     await outbox.step()
-    cutoffs = WINDOWS.cutoffs(outbox.clock())
-    before = outbox.deliveries()
-    assert {d["state"] for d in before} >= {"delivered", "pending", "cancelled"}
-    kept = {
-        d["id"] for d in before if not delivery_may_go(d["state"], datetime.fromisoformat(d["created_at"]), cutoffs)
-    }
+    outbox.clock.advance(40 * DAY)
+    raw_days, jobs_days = cutoff_days
+    cutoffs = Cutoffs(
+        raw=start + timedelta(days=raw_days) if raw_days is not None else None,
+        jobs=start + timedelta(days=jobs_days) if jobs_days is not None else None,
+    )
+    before = _every_row(outbox_settings.db_path)
+    assert {d["state"] for d in before["deliveries"]} >= {"delivered", "dead", "pending", "cancelled"}
     await pruner(outbox).prune(cutoffs)
-    assert {d["id"] for d in outbox.deliveries()} == kept
+    after = _every_row(outbox_settings.db_path)
+    assert {kind: _keys(kept) for kind, kept in after.items()} == _kept_by_the_rules(before, cutoffs)
+    assert 0 < sum(map(len, after.values())) < sum(map(len, before.values()))  # each case removes some, keeps some
+
+
+def _stamp(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _every_row(db: Target) -> dict[str, list[dict[str, Any]]]:
+    """Each kind's rows with what the rules look at; ``key`` names the row."""
+    queries = {
+        "callbacks": "SELECT id AS key, received_at AS at FROM callbacks",
+        "dedup_keys": "SELECT dedup_key AS key, received_at AS at FROM items",
+        "deliveries": "SELECT id AS key, state, created_at AS at, event_id FROM deliveries",
+        "attempts": "SELECT id AS key, delivery_id FROM attempts",
+        "events": "SELECT id AS key, created_at AS at FROM events",
+        "jobs": "SELECT job_id AS key, updated_at AS at FROM jobs",
+        "job_states": "SELECT id AS key, received_at AS at FROM job_states",
+        "workflows": "SELECT run_id AS key, updated_at AS at FROM workflow_runs",
+        "workflow_states": "SELECT id AS key, received_at AS at FROM workflow_states",
+        "nonexistent_job_ids": "SELECT id AS key, received_at AS at FROM nonexistent_job_ids",
+    }
+    return {kind: rows(db, query) for kind, query in queries.items()}
+
+
+def _keys(table: list[dict[str, Any]]) -> set[object]:
+    return {row["key"] for row in table}
+
+
+def _kept_by_the_rules(before: dict[str, list[dict[str, Any]]], cutoffs: Cutoffs) -> dict[str, set[object]]:
+    deliveries = [d for d in before["deliveries"] if not delivery_may_go(d["state"], _stamp(d["at"]), cutoffs)]
+    delivery_ids = {d["key"] for d in deliveries}
+    left = {event["key"]: sum(d["event_id"] == event["key"] for d in deliveries) for event in before["events"]}
+    kept = {
+        "callbacks": {c["key"] for c in before["callbacks"] if not callback_may_go(_stamp(c["at"]), cutoffs)},
+        "dedup_keys": {i["key"] for i in before["dedup_keys"] if not callback_may_go(_stamp(i["at"]), cutoffs)},
+        "deliveries": delivery_ids,
+        "attempts": {a["key"] for a in before["attempts"] if a["delivery_id"] in delivery_ids},
+        "events": {e["key"] for e in before["events"] if not event_may_go(_stamp(e["at"]), left[e["key"]], cutoffs)},
+    }
+    for kind in ("jobs", "job_states", "workflows", "workflow_states", "nonexistent_job_ids"):
+        kept[kind] = {r["key"] for r in before[kind] if not job_record_may_go(_stamp(r["at"]), cutoffs)}
+    return kept
 
 
 async def test_the_scrape_leaves_out_the_space_gauges_the_backend_cannot_tell(outbox: Outbox) -> None:

@@ -89,8 +89,8 @@ def test_an_unconfirmed_job_is_held_for_good_with_its_reason(database: Target) -
         assert reason == "nonexistent"
         job = asyncio.run(store.get_job(job_id(2)))
         assert job is not None
-        assert job["confirmation"]["status"] == "unconfirmed"
-        assert job["confirmation"]["reason"] == "state_differs"
+        assert job["confirmation"] is not None
+        assert (job["confirmation"]["status"], job["confirmation"]["reason"]) == ("unconfirmed", "state_differs")
         assert {row["confirmation"] for row in asyncio.run(store.list_callbacks()).items} == {"unconfirmed"}
         assert mismatch != forged
 

@@ -40,7 +40,7 @@ def _read_everything(db: Path) -> dict[str, object]:
                 "events": store.event_bodies(limit=10),
                 "listed": listed.items[0]["body_prefix"],
                 "trail": callbacks.items[0]["body_prefix"],
-                "detail": job["detail"],
+                "detail": orjson.loads(job["detail"]),
             }
 
         return asyncio.run(reads())

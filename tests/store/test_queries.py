@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
 
 from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
@@ -16,13 +15,13 @@ from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store, store_for
-from relay.store.records import Page, Target
+from relay.store.records import Item, Page, Target
 from tests.conftest import DATA, job_body, job_id, record
 
 RUN_ID = "icf43042c67ab601aa9e79a4f03b42e4c"
 
 
-def walk(read: Callable[[str | None], Page]) -> list[list[dict[str, Any]]]:
+def walk(read: Callable[[str | None], Page[Item]]) -> list[list[Item]]:
     """Every page of a listing, following its cursors to the end."""
     pages, cursor = [read(None)], None
     while (cursor := pages[-1].cursor) is not None:

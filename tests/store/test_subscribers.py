@@ -33,7 +33,7 @@ def test_a_subscriber_is_added_listed_changed_and_its_state_set(database: Target
         assert (changed.url, changed.max_in_flight) == ("http://127.0.0.1:9/moved", 3)
         assert store.update_subscriber("nobody", {"url": "http://127.0.0.1:9/x"}, at) is None
         with pytest.raises(ValueError, match="cannot change"):
-            store.update_subscriber("hook", {"secret": "mine"}, at)
+            store.update_subscriber("hook", {"secret": "mine"}, at)  # type: ignore[typeddict-unknown-key]
         paused = store.set_subscriber_state("hook", SubscriberState.PAUSED, at)
         assert paused is not None
         assert paused.state == SubscriberState.PAUSED

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.store.writer import Writer
+from relay.store.sqlite.writer import Writer
 
 pytestmark = pytest.mark.anyio
 

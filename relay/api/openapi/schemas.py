@@ -248,9 +248,12 @@ SCHEMAS: dict[str, Schema] = {
                 "type": ["string", "null"],
                 "description": "Older states: GET /api/jobs/{job_id}/history?cursor=this (null: none).",
             },
-            "confirmation": record(_CONFIRMATION),
-        },
-        optional=("confirmation",),
+            "confirmation": {
+                "anyOf": [record(_CONFIRMATION), {"type": "null"}],
+                "description": "For a COS source with confirm = true: whether COS confirmed this state (null: not"
+                " asked).",
+            },
+        }
     ),
     "JobPage": page_of("Job"),
     "JobState": record(_JOB_HISTORY),

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from relay.domain.confirm import ConfirmFamily, ToConfirm, Verdict
 from relay.domain.events import event_id
+from relay.store.answers import CallbackJob, Confirmation
 from relay.store.db import Db
 from relay.store.formats import iso
 from relay.store.ops.deliveries import notify
+from relay.store.rows import Row
 
 
 async def hold(db: Db, callback_id: int, jobs: Sequence[ToConfirm], at: str) -> None:
@@ -143,17 +145,26 @@ async def decide(db: Db, callback_id: int, decision: str, at: datetime) -> int |
     return changed
 
 
-async def of_callback(db: Db, callback_id: int) -> list[dict[str, Any]]:
+async def of_callback(db: Db, callback_id: int) -> list[CallbackJob]:
     """A callback's jobs read back from COS, with what came of each (for the API and the console)."""
     rows = await db.fetch(
         "SELECT callback_id, job_id, state, source, family, status, reason, seen, created_at, checked_at"
         " FROM confirmations WHERE callback_id = ? ORDER BY job_id",
         callback_id,
     )
-    return [{key: row[key] for key in row.keys()} for row in rows]
+    return [
+        CallbackJob(
+            **_confirmation(row),
+            job_id=row["job_id"],
+            state=row["state"],
+            family=row["family"],
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
 
 
-async def of_job(db: Db, job_id: str, callback_id: int) -> dict[str, Any] | None:
+async def of_job(db: Db, job_id: str, callback_id: int) -> Confirmation | None:
     """The confirmation of the job's state that ``callback_id`` brought, if it needed one."""
     row = await db.fetchrow(
         "SELECT callback_id, status, reason, seen, source, checked_at FROM confirmations"
@@ -161,7 +172,18 @@ async def of_job(db: Db, job_id: str, callback_id: int) -> dict[str, Any] | None
         job_id,
         callback_id,
     )
-    return {key: row[key] for key in row.keys()} if row is not None else None
+    return _confirmation(row) if row is not None else None
+
+
+def _confirmation(row: Row) -> Confirmation:
+    return Confirmation(
+        callback_id=row["callback_id"],
+        status=row["status"],
+        reason=row["reason"],
+        seen=row["seen"],
+        source=row["source"],
+        checked_at=row["checked_at"],
+    )
 
 
 async def waiting_stats(db: Db) -> dict[str, tuple[int, datetime]]:

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
+from relay.store.answers import Delivery, MinuteCount, Overview, RawCallback, TagCount
 from relay.store.db import Db
-from relay.store.ops.queries import CALLBACK_COLUMNS, DELIVERY_COLUMNS, DELIVERY_JOINS, body_columns, callback_json
+from relay.store.ops.queries import (
+    CALLBACK_COLUMNS,
+    DELIVERY_COLUMNS,
+    DELIVERY_JOINS,
+    body_columns,
+    callback_json,
+    delivery_json,
+)
 from relay.store.records import Page
 from relay.store.rows import MAX_ID, NO_TEXT, callback_size, newest_first
 
@@ -16,7 +23,9 @@ from relay.store.rows import MAX_ID, NO_TEXT, callback_size, newest_first
 RECENT_DELIVERIES = 100
 
 
-async def job_callbacks(db: Db, job_id: str, body_prefix: int, limit: int = 50, cursor: str | None = None) -> Page:
+async def job_callbacks(
+    db: Db, job_id: str, body_prefix: int, limit: int = 50, cursor: str | None = None
+) -> Page[RawCallback]:
     """The raw callbacks that carried a job's states, newest first, bodies cut to ``body_prefix`` bytes."""
     rows = await db.fetch(
         f"SELECT {CALLBACK_COLUMNS}, {body_columns(db, body_prefix)} FROM callbacks"
@@ -28,7 +37,7 @@ async def job_callbacks(db: Db, job_id: str, body_prefix: int, limit: int = 50, 
     return newest_first(rows, limit, partial(callback_json, body_prefix=body_prefix), callback_size(body_prefix))
 
 
-async def job_deliveries(db: Db, job_id: str, limit: int = 50, cursor: str | None = None) -> Page:
+async def job_deliveries(db: Db, job_id: str, limit: int = 50, cursor: str | None = None) -> Page[Delivery]:
     """Every delivery of a job's events, newest first."""
     rows = await db.fetch(
         f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?",
@@ -36,7 +45,7 @@ async def job_deliveries(db: Db, job_id: str, limit: int = 50, cursor: str | Non
         _before(cursor),
         limit + 1,
     )
-    return newest_first(rows, limit, dict, NO_TEXT)
+    return newest_first(rows, limit, delivery_json, NO_TEXT)
 
 
 def _before(cursor: str | None) -> int:
@@ -44,7 +53,7 @@ def _before(cursor: str | None) -> int:
     return MAX_ID if cursor is None else int(cursor)
 
 
-async def overview(db: Db, since_minute: str, since_day: str) -> dict[str, list[dict[str, Any]]]:
+async def overview(db: Db, since_minute: str, since_day: str) -> Overview:
     """Callbacks per minute by outcome since ``since_minute``; finished and failed jobs by Tag whose state a
     callback since ``since_day`` set.
 
@@ -66,7 +75,10 @@ async def overview(db: Db, since_minute: str, since_day: str) -> dict[str, list[
             first,
         )
     )
-    return {"callbacks": [dict(row) for row in per_minute], "jobs": [dict(row) for row in by_tag]}
+    return Overview(
+        callbacks=[MinuteCount(minute=row["minute"], outcome=row["outcome"], n=row["n"]) for row in per_minute],
+        jobs=[TagCount(tag=row["tag"], state=row["state"], n=row["n"]) for row in by_tag],
+    )
 
 
 async def recent_states(db: Db, subscriber_ids: Sequence[int]) -> dict[int, dict[str, int]]:

@@ -5,12 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
-from typing import Any
 
 import orjson
 
+from relay.store.answers import (
+    AttemptEntry,
+    Delivery,
+    DeliveryWithAttempts,
+    Job,
+    JobState,
+    JobWithHistory,
+    LastAttempt,
+    NonexistentJob,
+    OutboxStats,
+    RawCallback,
+    WorkflowRun,
+    WorkflowRunSummary,
+    WorkflowState,
+    WorkflowTask,
+)
 from relay.store.db import Db
 from relay.store.ops.confirmations import of_job, waiting_stats
+from relay.store.ops.retention import last_pruned
 from relay.store.packing import unpack_prefix
 from relay.store.records import Page
 from relay.store.rows import (
@@ -31,7 +47,7 @@ from relay.store.rows import (
 )
 
 
-async def get_job(db: Db, job_id: str, raw: bool = False) -> dict[str, Any] | None:
+async def get_job(db: Db, job_id: str) -> JobWithHistory | None:
     row = await db.fetchrow(
         f"SELECT {JOB_COLUMNS}, detail, {db.dialect.packed('detail')} AS detail_packed FROM jobs WHERE job_id = ?",
         job_id,
@@ -40,11 +56,8 @@ async def get_job(db: Db, job_id: str, raw: bool = False) -> dict[str, Any] | No
         return None
     detail = row["detail"]  # text on PostgreSQL and in SQLite rows written before m007, packed bytes after
     text = db.dialect.unpack(detail, 1) if row["detail_packed"] else detail.encode()
-    job = {**job_json(row), "detail": text if raw else orjson.loads(text)}
-    confirmation = await of_job(db, job_id, row["callback_id"])
-    if confirmation is not None:  # its state came for a COS source with confirm: whether COS confirmed it
-        job["confirmation"] = confirmation
-    return with_history(job, await _history(db, job_id, JOB_HISTORY, None))
+    history = await _history(db, job_id, JOB_HISTORY, None)
+    return with_history(job_json(row), text, history, await of_job(db, job_id, row["callback_id"]))
 
 
 async def _history(db: Db, job_id: str, limit: int, cursor: str | None) -> list[Row]:
@@ -54,7 +67,7 @@ async def _history(db: Db, job_id: str, limit: int, cursor: str | None) -> list[
     )
 
 
-async def job_history(db: Db, job_id: str, limit: int = 50, cursor: str | None = None) -> Page | None:
+async def job_history(db: Db, job_id: str, limit: int = 50, cursor: str | None = None) -> Page[JobState] | None:
     """A job's states, newest first; None for a job not known."""
     if await db.fetchval("SELECT 1 FROM jobs WHERE job_id = ?", job_id) is None:
         return None
@@ -70,7 +83,7 @@ async def list_jobs(
     since: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> Page:
+) -> Page[Job]:
     """Jobs, most recently updated first; ``cursor`` comes from the previous page."""
     conditions = [_where("state = ?", state), _where("tag = ?", tag), _where("queue_id = ?", queue_id)]
     conditions.append(_where("updated_at >= ?", since))
@@ -103,7 +116,7 @@ async def list_workflows(
     since: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> Page:
+) -> Page[WorkflowRunSummary]:
     """Workflow runs, most recently updated first, paged like jobs (``cursor``: ``<callback id>:<run id>``)."""
     conditions = [_where("state = ?", state), _where("workflow_id = ?", workflow_id), _where("workflow_name = ?", name)]
     conditions.append(_where("updated_at >= ?", since))
@@ -117,7 +130,20 @@ async def list_workflows(
         f"SELECT {RUN_COLUMNS} FROM workflow_runs{where} ORDER BY callback_id DESC, run_id LIMIT ?", *params, limit + 1
     )
     kept, more = take(rows, limit, RUN_TEXT)
-    items = [{key: row[key] for key in row.keys() if key != "callback_id"} for row in kept]
+    items = [
+        WorkflowRunSummary(
+            run_id=row["run_id"],
+            workflow_id=row["workflow_id"],
+            workflow_name=row["workflow_name"],
+            state=row["state"],
+            bucket=row["bucket"],
+            object_key=row["object_key"],
+            create_time=row["create_time"],
+            first_seen_at=row["first_seen_at"],
+            updated_at=row["updated_at"],
+        )
+        for row in kept
+    ]
     return Page(items, f"{kept[-1]['callback_id']}:{kept[-1]['run_id']}" if more else None)
 
 
@@ -127,19 +153,49 @@ async def run_of_task(db: Db, job_id: str) -> str | None:
     return None if found is None else str(found)
 
 
-async def get_workflow(db: Db, run_id: str) -> dict[str, Any] | None:
-    row = await db.fetchrow("SELECT * FROM workflow_runs WHERE run_id = ?", run_id)
+async def get_workflow(db: Db, run_id: str) -> WorkflowRun | None:
+    row = await db.fetchrow(
+        f"SELECT {RUN_COLUMNS}, create_time_raw, detail FROM workflow_runs WHERE run_id = ?", run_id
+    )
     if row is None:
         return None
-    run = {key: row[key] for key in row.keys() if key not in ("detail", "callback_id")}
-    run["detail"] = orjson.loads(row["detail"])
-    tasks = await db.fetch("SELECT * FROM workflow_tasks WHERE run_id = ? ORDER BY position", run_id)
-    run["tasks"] = [{key: task[key] for key in task.keys() if key not in ("run_id", "detail")} for task in tasks]
+    tasks = await db.fetch(
+        "SELECT position, job_id, type, name, state, create_time, end_time FROM workflow_tasks WHERE run_id = ?"
+        " ORDER BY position",
+        run_id,
+    )
     states = await db.fetch(
         "SELECT state, received_at, callback_id FROM workflow_states WHERE run_id = ? ORDER BY id", run_id
     )
-    run["history"] = [dict(state) for state in states]
-    return run
+    return WorkflowRun(
+        run_id=row["run_id"],
+        workflow_id=row["workflow_id"],
+        workflow_name=row["workflow_name"],
+        state=row["state"],
+        bucket=row["bucket"],
+        object_key=row["object_key"],
+        create_time=row["create_time"],
+        create_time_raw=row["create_time_raw"],
+        first_seen_at=row["first_seen_at"],
+        updated_at=row["updated_at"],
+        detail=orjson.loads(row["detail"]),
+        tasks=[
+            WorkflowTask(
+                position=task["position"],
+                job_id=task["job_id"],
+                type=task["type"],
+                name=task["name"],
+                state=task["state"],
+                create_time=task["create_time"],
+                end_time=task["end_time"],
+            )
+            for task in tasks
+        ],
+        history=[
+            WorkflowState(state=state["state"], received_at=state["received_at"], callback_id=state["callback_id"])
+            for state in states
+        ],
+    )
 
 
 #: How much of each body a listing of callbacks shows.
@@ -164,7 +220,9 @@ def body_columns(db: Db, body_prefix: int) -> str:
     )
 
 
-async def list_callbacks(db: Db, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+async def list_callbacks(
+    db: Db, *, outcome: str | None = None, limit: int = 50, cursor: str | None = None
+) -> Page[RawCallback]:
     """Recent raw callbacks, quarantined ones included, newest first. ``outcome=rejected`` means all refused."""
     conditions: list[Condition]
     if outcome == "rejected":
@@ -181,7 +239,9 @@ async def list_callbacks(db: Db, *, outcome: str | None = None, limit: int = 50,
     return newest_first(rows, limit, partial(callback_json, body_prefix=BODY_PREFIX), callback_size(BODY_PREFIX))
 
 
-async def list_nonexistent(db: Db, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+async def list_nonexistent(
+    db: Db, *, job_id: str | None = None, limit: int = 50, cursor: str | None = None
+) -> Page[NonexistentJob]:
     """The job ids COS reported as NonExistJobIds, newest first, each with the callback that named it."""
     conditions = [_where("job_id = ?", job_id), _where("id < ?", None if cursor is None else int(cursor))]
     where, params = _join(conditions)
@@ -190,15 +250,33 @@ async def list_nonexistent(db: Db, *, job_id: str | None = None, limit: int = 50
         *params,
         limit + 1,
     )
-    return newest_first(rows, limit, lambda row: {key: row[key] for key in row.keys()}, NO_TEXT)
+    return newest_first(rows, limit, _nonexistent, NO_TEXT)
 
 
-def callback_json(row: Row, body_prefix: int) -> dict[str, Any]:
+def _nonexistent(row: Row) -> NonexistentJob:
+    return NonexistentJob(
+        id=row["id"], job_id=row["job_id"], callback_id=row["callback_id"], received_at=row["received_at"]
+    )
+
+
+def callback_json(row: Row, body_prefix: int) -> RawCallback:
     """A raw callback as the API shows it (`CALLBACK_COLUMNS` and the body), its body cut to ``body_prefix``."""
-    item = {key: row[key] for key in row.keys() if key not in ("body", "body_packed")}
-    item["body_truncated"] = bool(row["body_truncated"])
-    item["body_prefix"] = unpack_prefix(row["body"], row["body_packed"], body_prefix).decode("utf-8", "replace")
-    return item
+    return RawCallback(
+        id=row["id"],
+        received_at=row["received_at"],
+        source_addr=row["source_addr"],
+        content_type=row["content_type"],
+        format=row["format"],
+        size=row["size"],
+        event_name=row["event_name"],
+        outcome=row["outcome"],
+        reason=row["reason"],
+        error_path=row["error_path"],
+        dedup_key=row["dedup_key"],
+        body_truncated=bool(row["body_truncated"]),
+        body_prefix=unpack_prefix(row["body"], row["body_packed"], body_prefix).decode("utf-8", "replace"),
+        confirmation=row["confirmation"],
+    )
 
 
 async def counts(db: Db) -> dict[str, int]:
@@ -237,7 +315,7 @@ async def list_deliveries(
     event_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> Page:
+) -> Page[Delivery]:
     """Deliveries, newest first."""
     where, params = _join(
         [
@@ -250,30 +328,55 @@ async def list_deliveries(
     rows = await db.fetch(
         f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ?", *params, limit + 1
     )
-    return Page([dict(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
+    return Page([delivery_json(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
 
 
-async def get_delivery(db: Db, delivery_id: int) -> dict[str, Any] | None:
+def delivery_json(row: Row) -> Delivery:
+    """A delivery as the API shows it (`DELIVERY_COLUMNS`)."""
+    return Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        subject=row["subject"],
+        subscriber=row["subscriber"],
+        state=row["state"],
+        attempts=row["attempts"],
+        failures=row["failures"],
+        next_attempt_at=row["next_attempt_at"],
+        last_outcome=row["last_outcome"],
+        last_status=row["last_status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+async def get_delivery(db: Db, delivery_id: int) -> DeliveryWithAttempts | None:
     row = await db.fetchrow(f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE d.id = ?", delivery_id)
     if row is None:
         return None
-    delivery = dict(row)
     attempts = await db.fetch(
         "SELECT id, started_at, duration, outcome, status, error, response_body, trigger FROM attempts"
         " WHERE delivery_id = ? ORDER BY id",
         delivery_id,
     )
-    delivery["attempts_log"] = [
-        {
-            **{key: attempt[key] for key in attempt.keys() if key != "response_body"},
-            "response_body": bytes(attempt["response_body"] or b"").decode("utf-8", "replace"),
-        }
+    log = [
+        AttemptEntry(
+            id=attempt["id"],
+            started_at=attempt["started_at"],
+            duration=attempt["duration"],
+            outcome=attempt["outcome"],
+            status=attempt["status"],
+            error=attempt["error"],
+            response_body=bytes(attempt["response_body"] or b"").decode("utf-8", "replace"),
+            trigger=attempt["trigger"],
+        )
         for attempt in attempts
     ]
-    return delivery
+    return DeliveryWithAttempts(**delivery_json(row), attempts_log=log)
 
 
-async def last_attempt(db: Db, subscriber_id: int) -> dict[str, Any] | None:
+async def last_attempt(db: Db, subscriber_id: int) -> LastAttempt | None:
     """The latest attempt to the subscriber (among its 100 latest attempted deliveries, to stay cheap)."""
     row = await db.fetchrow(
         "SELECT a.outcome, a.status, a.error, a.started_at FROM attempts a WHERE a.delivery_id IN"
@@ -281,7 +384,9 @@ async def last_attempt(db: Db, subscriber_id: int) -> dict[str, Any] | None:
         " ORDER BY a.id DESC LIMIT 1",
         subscriber_id,
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    return LastAttempt(outcome=row["outcome"], status=row["status"], error=row["error"], started_at=row["started_at"])
 
 
 async def count_deliveries(db: Db, state: str) -> int:
@@ -299,8 +404,9 @@ async def event_bodies(db: Db, limit: int) -> list[bytes]:
 GAUGED_STATES = ("pending", "in_flight", "dead", "dropped", "confirming", "unconfirmed")
 
 
-async def outbox_stats(db: Db) -> dict[str, Any]:
-    """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, database size.
+async def outbox_stats(db: Db) -> OutboxStats:
+    """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, database size
+    (the space left: what the backend's store adds to it).
 
     All of it from the database, so every PostgreSQL replica reports the same figures."""
     outbox: dict[str, tuple[int, datetime | None]] = dict.fromkeys(GAUGED_STATES, (0, None))
@@ -314,12 +420,15 @@ async def outbox_stats(db: Db) -> dict[str, Any]:
         row["name"]: row["state"]
         for row in await db.fetch("SELECT name, state FROM subscribers WHERE removed_at IS NULL")
     }
-    return {
-        "outbox": outbox,
-        "subscribers": subscribers,
-        "size": await database_size(db),
-        "confirming": await waiting_stats(db),
-    }
+    return OutboxStats(
+        outbox=outbox,
+        subscribers=subscribers,
+        size=await database_size(db),
+        reusable=None,
+        filesystem_free=None,
+        pruned_at=await last_pruned(db),
+        confirming=await waiting_stats(db),
+    )
 
 
 async def database_size(db: Db) -> int:

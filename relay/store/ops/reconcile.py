@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
+from relay.store.answers import CosQueue, InFlightJob
 from relay.store.db import Db
 from relay.store.formats import iso
 
@@ -36,13 +36,23 @@ async def replace_in_flight(db: Db, source: str, jobs: Sequence[tuple[str, str, 
         )
 
 
-async def list_in_flight(db: Db, limit: int) -> list[dict[str, Any]]:
+async def list_in_flight(db: Db, limit: int) -> list[InFlightJob]:
     """The jobs in flight of every source, oldest first (COS's times sort as text within one offset)."""
     rows = await db.fetch(
         "SELECT source, job_id, state, tag, created, seen_at FROM jobs_in_flight ORDER BY created, job_id LIMIT ?",
         limit,
     )
-    return [{key: row[key] for key in row.keys()} for row in rows]
+    return [
+        InFlightJob(
+            source=row["source"],
+            job_id=row["job_id"],
+            state=row["state"],
+            tag=row["tag"],
+            created=row["created"],
+            seen_at=row["seen_at"],
+        )
+        for row in rows
+    ]
 
 
 async def replace_queues(
@@ -58,10 +68,22 @@ async def replace_queues(
         )
 
 
-async def list_queues(db: Db) -> list[dict[str, Any]]:
+async def list_queues(db: Db) -> list[CosQueue]:
     """Every source's queues as last checked, by source and queue."""
     rows = await db.fetch(
         "SELECT source, queue_id, family, name, state, callback, here, checked_at FROM cos_queues"
         " ORDER BY source, family, queue_id"
     )
-    return [{key: (bool(row[key]) if key == "here" else row[key]) for key in row.keys()} for row in rows]
+    return [
+        CosQueue(
+            source=row["source"],
+            queue_id=row["queue_id"],
+            family=row["family"],
+            name=row["name"],
+            state=row["state"],
+            callback=row["callback"],
+            here=bool(row["here"]),
+            checked_at=row["checked_at"],
+        )
+        for row in rows
+    ]

@@ -1,6 +1,6 @@
 """Ordered, append-only schema steps for the PostgreSQL store. Never edit an applied step: add one.
 
-The same tables as the SQLite store (relay/store/migrations.py), step for step. Instants stay ISO-8601
+The same tables as the SQLite store (relay/store/sqlite/migrations.py), step for step. Instants stay ISO-8601
 UTC text of fixed width (`relay.store.sqlite.connection.iso`): text order is time order, and every read
 answers exactly what the SQLite store answers.
 """

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
-from relay.store.ops import backlog, queries, retention, secrets
+from relay.store.ops import backlog, queries, secrets
 from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
 from relay.store.records import PostgresUrl
@@ -112,11 +113,7 @@ class PostgresStore(SqlStore):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def outbox_stats(self) -> dict[str, Any]:
-        stats = self._read_sync(queries.outbox_stats)
-        # Free space inside PostgreSQL's files and on its server's disk are not visible to a client: None, so
-        # the scrape leaves those gauges out rather than report a guess (watch them on the server instead).
-        stats["reusable"] = None
-        stats["filesystem_free"] = None
-        stats["pruned_at"] = self._read_sync(retention.last_pruned)
-        return stats
+    def outbox_stats(self) -> OutboxStats:
+        # Free space inside PostgreSQL's files and on its server's disk are not visible to a client: left None,
+        # so the scrape leaves those gauges out rather than report a guess (watch them on the server instead).
+        return self._read_sync(queries.outbox_stats)

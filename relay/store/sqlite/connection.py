@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from relay.store.db import SQLITE, Dialect, Operation, drive
-from relay.store.migrations import migrations
 from relay.store.records import Durability
+from relay.store.sqlite.migrations import migrations
 
 T = TypeVar("T")
 

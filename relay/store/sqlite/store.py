@@ -13,18 +13,19 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 
+from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, NoFolder, StoreConflict, StoreError, StoreUnavailable
-from relay.store.ops import backlog, queries, retention as ops_retention, secrets
+from relay.store.ops import backlog, queries, secrets
 from relay.store.records import Durability
 from relay.store.sealing import Sealer
-from relay.store.sqlite import connection, retention
-from relay.store.writer import Observer, Writer, error_kind
+from relay.store.sqlite import connection, file
+from relay.store.sqlite.writer import Observer, Writer, error_kind
 
 T = TypeVar("T")
 
@@ -138,7 +139,7 @@ class SqliteStore(SqlStore):
     def used_bytes(self) -> int:
         wal = self.path.with_name(self.path.name + "-wal")
         size = self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-        return size - self._on_reader(retention.reusable_bytes)
+        return size - self._on_reader(file.reusable_bytes)
 
     async def drop_backlog(self, max_backlog: int, limit: int, at: datetime) -> dict[str, int]:
         over = await self._read(partial(backlog.over, max_backlog=max_backlog))
@@ -156,20 +157,19 @@ class SqliteStore(SqlStore):
             raise BackupRefused(f"{target.parent} is not a directory: create it first")
         connection.keep_private(target)  # VACUUM INTO fills an empty file, keeping its mode
         try:
-            self._on_reader(partial(retention.backup, target=target))
+            self._on_reader(partial(file.backup, target=target))
         except BaseException:
             target.unlink(missing_ok=True)
             raise
 
     # -- reads ------------------------------------------------------------------------------------
 
-    def outbox_stats(self) -> dict[str, Any]:
+    def outbox_stats(self) -> OutboxStats:
         stats = self._read_sync(queries.outbox_stats)
         wal = self.path.with_name(self.path.name + "-wal")
         stats["size"] += wal.stat().st_size if wal.exists() else 0
-        stats["reusable"] = self._on_reader(retention.reusable_bytes)
+        stats["reusable"] = self._on_reader(file.reusable_bytes)
         stats["filesystem_free"] = shutil.disk_usage(self.path.parent).free
-        stats["pruned_at"] = self._read_sync(ops_retention.last_pruned)
         return stats
 
 

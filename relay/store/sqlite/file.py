@@ -1,4 +1,4 @@
-"""What only a SQLite file has: its free pages, and consistent copies of the live file (the prune itself is
+"""What only a SQLite file has: its free pages, and consistent copies of the live file (pruning is
 `relay.store.ops.retention`)."""
 
 from __future__ import annotations
