@@ -141,6 +141,10 @@ class CosApi:
             raise ValueError(f"read 1 to {IDS_PER_READ} jobs at a time, not {len(job_ids)}")
         return await self._page(f"{READ_PATHS[family]}/{','.join(job_ids)}", {})
 
+    async def read_run(self, run_id: str) -> Page:
+        """One workflow execution as COS has it now (``<Response><WorkflowExecution>``)."""
+        return await self._page(f"/workflowexecution/{run_id}", {})
+
     async def list_queues(self, family: Family) -> etree._Element:
         """The family's queues (``<Response><QueueList>…``), first 100."""
         page = await self._page(QUEUE_PATHS[family], {"state": "All", "pageNumber": "1", "pageSize": "100"})

@@ -1,5 +1,6 @@
 """The confirmer inside serve: the jobs of callbacks for a COS source with ``confirm = true`` are read back from COS
-(``GET /jobs/<id>,<id>``, each family's path, ten ids a request) before their events go out.
+(``GET /jobs/<id>,<id>``, each family's path, ten ids a request; a workflow run by ``GET /workflowexecution/<RunId>``)
+before their events go out.
 
 Each pass takes a source's oldest waiting jobs (`BATCH`), reads them back per family and applies what COS said
 (`Store.settle_confirmations`): the same state releases the job's deliveries (the delivery worker is woken); a job
@@ -50,6 +51,7 @@ def scopes(sources: Sequence[CosSource]) -> list[ConfirmScope]:
                 "pictures": source.pictures,
                 "speech": source.speech,
                 "documents": source.documents,
+                "workflow": bool(source.workflows),
             }
             chosen.append(
                 ConfirmScope(source.name, source.bucket, frozenset(family for family, on in named.items() if on))
@@ -134,13 +136,17 @@ class Confirming:
             families.setdefault(job.family, []).append(job)
         for family, jobs in families.items():
             ids = list(dict.fromkeys(job.job_id for job in jobs))
-            for start in range(0, len(ids), IDS_PER_READ):
-                chunk = set(ids[start : start + IDS_PER_READ])
-                page = await api.read_jobs(family, sorted(chunk))
-                answered = {
-                    str(detail.findtext("JobId")): str(detail.findtext("State"))
-                    for detail in page.root.findall("JobsDetail")
-                }
+            # Jobs are read ten to a request; a workflow run has a request of its own.
+            size = 1 if family == "workflow" else IDS_PER_READ
+            for start in range(0, len(ids), size):
+                chunk = set(ids[start : start + size])
+                if family == "workflow":
+                    [run_id] = chunk
+                    found = (await api.read_run(run_id)).root.findall("WorkflowExecution")
+                    answered = {str(run.findtext("RunId")): str(run.findtext("State")) for run in found}
+                else:
+                    found = (await api.read_jobs(family, sorted(chunk))).root.findall("JobsDetail")
+                    answered = {str(job.findtext("JobId")): str(job.findtext("State")) for job in found}
                 # Settled a read at a time: what COS answered is kept even if a later read fails.
                 await self._settle(source, [verdict(job, answered) for job in jobs if job.job_id in chunk])
 

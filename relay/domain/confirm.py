@@ -1,11 +1,12 @@
 """Confirming callbacks against COS: which jobs of a callback must be read back before their events go out, and
 what COS's answer means.
 
-A source with ``confirm = true`` has every job of its bucket that a callback brings read back from COS (the
-family's ``GET /jobs/<id>,<id>``) before the job's events are released: a job COS does not know, or has in
-another state, is held for good (unconfirmed). An item that names no bucket (document jobs may not) is
-confirmed against the first source with ``confirm`` whose families include the job's (by its Tag). Workflow
-runs and NonExistJobIds are not read back. What reconciliation records came from COS itself: never confirmed.
+A source with ``confirm = true`` has every job and workflow run of its bucket that a callback brings read back
+from COS (the family's ``GET /jobs/<id>,<id>``, ``GET /workflowexecution/<RunId>``) before its events are
+released: one COS does not know, or has in another state, is held for good (unconfirmed). An item that names no
+bucket (document jobs may not) is confirmed against the first source with ``confirm`` whose families include its
+own (a job's by its Tag; a run's: sources that name workflows). NonExistJobIds sets are not read back. What
+reconciliation records came from COS itself: never confirmed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Literal
 
 from relay.domain.callback import Callback
 
-#: The job families COS reads jobs back under (each its own path: /jobs, /pic_jobs, /asr_jobs, /doc_jobs,
-#: /ai_jobs).
-ConfirmFamily = Literal["media", "pictures", "speech", "documents", "ai"]
+#: What COS reads items back under: the job families (each its own path: /jobs, /pic_jobs, /asr_jobs, /doc_jobs,
+#: /ai_jobs), and workflow runs (/workflowexecution/<RunId>).
+ConfirmFamily = Literal["media", "pictures", "speech", "documents", "ai", "workflow"]
 #: The Tags whose jobs are not media jobs (FORMAT.md §3); every other Tag is read back under /jobs.
 _TAG_FAMILIES: dict[str, ConfirmFamily] = {
     **dict.fromkeys(("SpeechRecognition", "SoundHound", "VocalScore"), "speech"),
@@ -51,7 +52,8 @@ class ConfirmScope:
 
 @dataclass(frozen=True)
 class ToConfirm:
-    """One job of a callback to read back from COS before its events are released."""
+    """One job (or workflow run: ``job_id`` is its RunId) of a callback to read back from COS before its events are
+    released."""
 
     item_key: str
     job_id: str
@@ -72,22 +74,21 @@ class Verdict:
 
 
 def to_confirm(callback: Callback, scopes: Sequence[ConfirmScope]) -> tuple[ToConfirm, ...]:
-    """The jobs of ``callback`` that a source with ``confirm`` vouches for only once COS has read them back."""
+    """The jobs and runs of ``callback`` that a source with ``confirm`` vouches for only once COS read them back."""
     if not scopes:
         return ()
+    items: list[tuple[str, str, str, str | None, ConfirmFamily]] = [
+        (job.dedup_key, job.job_id, job.state, job.bucket, family_of(job.tag)) for job in callback.jobs
+    ]
+    items += [(run.dedup_key, run.run_id, run.state, run.bucket, "workflow") for run in callback.workflows]
     chosen = []
-    for job in callback.jobs:
-        family = family_of(job.tag)
+    for key, subject, state, bucket, family in items:
         scope = next(
-            (
-                scope
-                for scope in scopes
-                if scope.bucket == job.bucket or (job.bucket is None and family in scope.families)
-            ),
+            (scope for scope in scopes if scope.bucket == bucket or (bucket is None and family in scope.families)),
             None,
         )
         if scope is not None:
-            chosen.append(ToConfirm(job.dedup_key, job.job_id, job.state, scope.source, family))
+            chosen.append(ToConfirm(key, subject, state, scope.source, family))
     return tuple(chosen)
 
 

@@ -233,9 +233,21 @@ class CosStandIn:
         return await self._answer(request, lambda: self._job_list(request, FAMILY_PATHS.get(family)))
 
     async def _by_id(self, request: Request) -> Response:
+        if request.path_params["family"] == "workflowexecution":
+            run_id = request.path_params["ids"]
+            return await self._answer(request, lambda: self._run_by_id(run_id))
         family = FAMILY_PATHS.get(request.path_params["family"])
         ids = request.path_params["ids"].split(",")
         return await self._answer(request, lambda: self._jobs_by_id(family, ids))
+
+    def _run_by_id(self, run_id: str) -> Response:
+        """One execution (DescribeWorkflowExecution); a run it does not know, an answer without one."""
+        response = etree.Element("Response")
+        with self._lock:
+            run = self.runs.get(run_id)
+        if run is not None:
+            response.append(run.detail())
+        return _xml(response)
 
     async def _update_queue(self, request: Request) -> Response:
         body = await request.body()

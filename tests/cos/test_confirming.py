@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from prometheus_client import CollectorRegistry
 
 from relay.cos.client import CosApi
 from relay.cos.confirming import Confirming, scopes
+from relay.cos.reconcile import final_runs
 from relay.cos.sources import CosSource
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import Received
@@ -27,7 +29,7 @@ from relay.ingest import Ingest, Reader
 from relay.metrics.counters import Metrics
 from relay.store import Store, store_for
 from tests.conftest import callback_schema, job_id
-from tests.cos.standin import CosStandIn, Job
+from tests.cos.standin import CosStandIn, Job, Run
 from tests.cos.test_client import CREDENTIALS
 from tests.cos.test_reconcile import callback_of
 from tests.databases import rows
@@ -83,12 +85,21 @@ class Replica:
         self.ingest = Ingest(store, Reader(callback_schema()), scopes([self.source]))
         self.clock = clock
 
-    async def post(self, *jobs: Job) -> None:
-        for job in jobs:
-            await self.ingest.ingest(Received(self.clock(), "127.0.0.1", "application/xml", callback_of(job), "xml"))
+    async def post(self, *items: Job | Run) -> None:
+        for item in items:
+            body = callback_of(item) if isinstance(item, Job) else run_callback(item)
+            await self.ingest.ingest(Received(self.clock(), "127.0.0.1", "application/xml", body, "xml"))
 
     def sample(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, {"source": "media", **labels}) or 0.0
+
+
+def run_callback(run: Run) -> bytes:
+    """The WorkflowFinish callback COS sends for ``run``."""
+    page = etree.Element("Response")
+    page.append(run.detail())
+    [body] = final_runs(page)
+    return body
 
 
 def states(store: Store) -> dict[str, str]:
@@ -185,3 +196,21 @@ async def test_a_second_replica_in_the_same_moment_asks_cos_nothing(
     assert await first.confirming.once(first.source)
     assert standin.count("/jobs/") == asked + 2
     assert states(store) == {job_id(300): "pending", job_id(301): "pending"}
+
+
+async def test_a_workflow_run_is_read_back_on_its_own_released_or_held(
+    standin: CosStandIn, store: Store, made: list[Replica]
+) -> None:
+    standin.recover()
+    workflow = "w2c474b19d1a480b64b6e171cf0d9d3f3"
+    real, forged, differs = (Run("i" + str(n) * 32, workflow, NOW - timedelta(minutes=5)) for n in (1, 2, 3))
+    standin.runs.update({real.run_id: real, differs.run_id: replace(differs, state="Failed")})
+    replica = Replica(standin, store, FakeClock(NOW), made)
+    await replica.post(real, forged, differs)
+    assert set(states(store).values()) == {"confirming"}
+    asked = standin.count("/workflowexecution/")
+    assert await replica.confirming.once(replica.source)
+    assert standin.count("/workflowexecution/") == asked + 3
+    assert states(store) == {real.run_id: "pending", forged.run_id: "unconfirmed", differs.run_id: "unconfirmed"}
+    assert replica.sample("relay_cos_unconfirmed_total", reason="nonexistent") == 1
+    assert replica.sample("relay_cos_unconfirmed_total", reason="state_differs") == 1
