@@ -9,13 +9,13 @@ from pathlib import Path
 import anyio
 import click
 
-from relay.app.factory import utc_now
 from relay.cli.database import existing_store
 from relay.cli.options import cos_config_option, db_option, setting_option
 from relay.cli.tokens import configured_sources, in_force
 from relay.cos.client import CosApi, CosUnavailable
 from relay.cos.queues import connect_request, points_here, shown_url, source_queues
 from relay.cos.sources import CosSource
+from relay.domain.clock import utc_now
 from relay.outbox.config_file import read_cos_sources
 from relay.store.records import Target
 
