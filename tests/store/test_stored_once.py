@@ -23,11 +23,13 @@ from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store, store_for
 from relay.store.packing import pack, unpack
 from relay.store.records import Target
-from tests.conftest import job_body, job_id, record
+from tests.conftest import DATA, job_body, job_id, record
 from tests.databases import rows
 
 #: Columns of the job tables, read whole (a packed detail inflated): where a piece could be stored.
 JOB_TABLES = ("jobs", "job_states")
+RUN_ID = "icf43042c67ab601aa9e79a4f03b42e4c"
+TASK_JOBS = ["j7e1b0c4a9f2d11efa3c95254001a2b3c", "j7f9a22d29f2d11ef8b1e5254001a2b3c"]
 
 
 def text(seed: int, size: int) -> str:
@@ -126,6 +128,25 @@ def test_an_empty_message_and_a_sample_read_back_as_sent(database: Target) -> No
         event = orjson.loads(store.event_bodies(limit=10)[0])
     assert job["detail"] == event["data"]
     assert job["message"] == event["data"].get("Message")
+
+
+def test_a_workflow_runs_object_key_and_tasks_are_stored_once_and_read_back_as_sent(database: Target) -> None:
+    key = text(30, 4000)
+    sample = (DATA / "samples" / "workflow_finish_success.xml").read_bytes()
+    sent = sample.replace(b"<Object>ugc/u_90210/v_7781.mp4</Object>", f"<Object>{key}</Object>".encode())
+    with store_for(database) as store:
+        asyncio.run(record(store, sent))
+        run = asyncio.run(store.get_workflow(RUN_ID))
+        event = orjson.loads(store.event_bodies(limit=10)[0])
+    assert run is not None
+    assert run["detail"] == event["data"]
+    assert list(run["detail"]) == list(event["data"])
+    assert (run["object_key"], [task["job_id"] for task in run["tasks"]]) == (key, TASK_JOBS)
+    workflow_tables = ("workflow_runs", "workflow_tasks")
+    assert sum(copies(database, table, key) for table in workflow_tables) == 1
+    # Each task's JSON is in the run's detail alone; its row keeps what lists it and finds its run.
+    assert sum(copies(database, table, "t226d4a28ca56747b7c69963aba68e325f") for table in workflow_tables) == 1
+    assert rows(database, "SELECT detail FROM workflow_tasks") == [{"detail": None}] * len(TASK_JOBS)
 
 
 def one_callback(*bodies: bytes) -> bytes:

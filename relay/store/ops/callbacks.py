@@ -18,7 +18,7 @@ from relay.domain.callback import (
 from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed
 from relay.store.db import Db
-from relay.store.detail import stored
+from relay.store.detail import RUN_HELD, stored, without
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.deliveries import insert_owed
 from relay.store.ops.subscribers import lock, subscribers_version
@@ -233,15 +233,16 @@ async def _record_workflow(db: Db, run: WorkflowRun, callback_id: int, at: str) 
         run.bucket,
         run.object_key,
         *_times(run.create_time),
-        to_json(run.detail),
+        to_json(without(run.detail, RUN_HELD, run)),
         at,
         at,
         callback_id,
     )
+    # A task's JSON is in the run's detail (Tasks): its row holds what lists and finds it, not a copy.
     await db.execute("DELETE FROM workflow_tasks WHERE run_id = ?", run.run_id)
     await db.executemany(
-        "INSERT INTO workflow_tasks(run_id, position, job_id, type, name, state, create_time, end_time, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO workflow_tasks(run_id, position, job_id, type, name, state, create_time, end_time)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 run.run_id,
@@ -252,7 +253,6 @@ async def _record_workflow(db: Db, run: WorkflowRun, callback_id: int, at: str) 
                 task.get("State"),
                 task.get("CreateTime"),
                 task.get("EndTime"),
-                to_json(task),
             )
             for position, task in enumerate(run.tasks)
         ],

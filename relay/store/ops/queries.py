@@ -25,7 +25,7 @@ from relay.store.answers import (
     WorkflowTask,
 )
 from relay.store.db import Db
-from relay.store.detail import whole
+from relay.store.detail import RUN_HELD, filled, whole
 from relay.store.ops.retention import last_pruned
 from relay.store.packing import unpack_prefix
 from relay.store.records import Page
@@ -185,7 +185,7 @@ async def get_workflow(db: Db, run_id: str) -> WorkflowRun | None:
         create_time_raw=row["create_time_raw"],
         first_seen_at=row["first_seen_at"],
         updated_at=row["updated_at"],
-        detail=orjson.loads(row["detail"]),
+        detail=filled(orjson.loads(row["detail"]), row, RUN_HELD),
         tasks=[
             WorkflowTask(
                 position=task["position"],
