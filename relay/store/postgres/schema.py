@@ -169,4 +169,13 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        13,
+        "job_state_ref",
+        """
+        -- The SQLite store's m013: a job's row names the history row of its current state, whose Code and Message
+        -- it reads instead of keeping copies (NULL in rows written before, which keep theirs).
+        ALTER TABLE jobs ADD COLUMN state_id bigint;
+        """,
+    ),
 )

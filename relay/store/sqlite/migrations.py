@@ -324,3 +324,11 @@ def m012_jobs_in_flight(db: Database) -> None:
         {"source": str, "job_id": str, "state": str, "tag": str, "created": str, "seen_at": str},
         pk=("source", "job_id"),
     )
+
+
+@migrations()
+def m013_job_state_ref(db: Database) -> None:
+    # A job's current Code and Message are kept once, in its history: the job's row names the history row of its
+    # current state, and its detail leaves them out (relay/store/detail.py). Rows written before keep their own
+    # copies (state_id NULL) and are read as they are; a job's next state rewrites its row in the new shape.
+    db.execute("ALTER TABLE jobs ADD COLUMN state_id INTEGER")
