@@ -22,7 +22,11 @@ def run_bench(*args: str, timeout: float) -> str:
 
 
 #: The suite's sections in three runs of about the same length, so three test workers share them.
-SMOKE_PARTS = {"parse_and_ingest": "validation,ingest,floor", "deliver": "delivery,fairness,e2e", "grow": "history,memory"}
+SMOKE_PARTS = {
+    "parse_and_ingest": "validation,ingest,floor",
+    "deliver": "delivery,fairness,e2e",
+    "grow": "history,memory",
+}
 
 
 @pytest.mark.slow
