@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
+from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.retention import Windows
 from relay.domain.subscribers import SubscriberSpec
