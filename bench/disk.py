@@ -1,6 +1,6 @@
 """Disk bounds, measured on a real ``cos-relay serve`` over a SQLite file.
 
-Run: python -m bench.disk [--jobs 500] [--duplicates 300] [--bound-mib 8] [--seconds 30]
+Run: python -m bench.disk [--jobs 500] [--duplicates 300] [--bound-mib 8] [--seconds 30] [--parts 1,2,3]
 
 1. Bytes per duplicate. One callback of ``--jobs`` JobsDetail is accepted, then replayed ``--duplicates``
    times (each answered ``duplicate``): the pages the database uses (page count less free pages) before
@@ -10,6 +10,15 @@ Run: python -m bench.disk [--jobs 500] [--duplicates 300] [--bound-mib 8] [--sec
    ``--seconds`` (``--bound-mib 0``: no bound, as before it existed); the file with its WAL is sampled every
    second: its growth before the soft mark, its largest size against the bound, and how many callbacks were
    accepted and refused (503 ``size_bound``).
+3. Bytes stored per accepted callback, on SQLite and on PostgreSQL (a throwaway cluster, tests/postgres.py):
+   ``--callbacks`` distinct callbacks of one JobsDetail whose Message is 4,096 characters that compress little
+   (as a hostile sender's would), with 1 and with 100 paused subscribers, and the samples (tests/data/samples,
+   their ids made distinct). Per callback: what each table takes (SQLite: its pages and its indexes', dbstat;
+   PostgreSQL: pg_total_relation_size, with TOAST and indexes), the total against the body's size, and where
+   the last callback's Message is stored (its copies in each table's values, packed ones inflated).
+
+To compare with another tree's relay, run it from this tree with ``PYTHONPATH=/that/tree python -m bench.disk``:
+the gateways start in a temporary folder, so they import relay from ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -17,16 +26,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
+import re
 import sqlite3
+import string
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
+
+from tests.postgres import running
 
 MIB = 1024 * 1024
 TOKEN = "bench-disk-callback-token-0123456789"  # noqa: S105 (a throwaway gateway on loopback)
@@ -50,11 +66,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(db: Path, *args: str) -> Iterator[str]:
+def serve(db: Path | str, *args: str) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "relay", "serve", "--port", str(port), "--db", str(db)]
     tokens = ["--callback-token", TOKEN, "--admin-token", ADMIN, "--log-level", "error", *args]
-    process = subprocess.Popen([*command, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Started away from this tree: relay comes from PYTHONPATH (or the installed one), not the current folder.
+    process = subprocess.Popen(
+        [*command, *tokens], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir()
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -141,17 +160,149 @@ def flood(folder: Path, jobs: int, bound: int, seconds: float) -> None:
     print(f"   answers: {dict(sorted(answers.items()))}; used at the end (WAL checkpointed): {used_bytes(db):,}")
 
 
+SAMPLES = Path(__file__).parent.parent / "tests" / "data" / "samples"
+_LARGE = (SAMPLES / "transcode_failed.xml").read_bytes()
+#: Tables whose values could hold a callback's text (deliveries, attempts and the rest hold ids and times).
+TEXT_TABLES = ("callbacks", "events", "jobs", "job_states", "items")
+
+
+def hostile_text(seed: int, size: int = 4096) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choices(string.ascii_letters + string.digits, k=size))
+
+
+def distinct(sample: bytes, number: int) -> bytes:
+    """``sample`` with every 32-hex id (JobId, RunId, queue and template ids) ending in ``number``: a new item."""
+    return re.sub(rb"([0-9a-f]{24})[0-9a-f]{8}(?![0-9a-f])", lambda m: m.group(1) + b"%08x" % number, sample)
+
+
+def large(number: int) -> tuple[bytes, str]:
+    """A callback of one failed job whose Message is 4,096 characters that compress little; that Message."""
+    message = hostile_text(number)
+    old = b"source file is invalid, moov atom not found"
+    return distinct(_LARGE, number).replace(old, message.encode()), message
+
+
+def table_bytes(db: Path | str) -> dict[str, int]:
+    """Bytes each table takes on disk with its indexes."""
+    if isinstance(db, str):
+        with psycopg.connect(db) as conn:
+            found = conn.execute(
+                "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r'"
+                " AND relnamespace = 'public'::regnamespace"
+            ).fetchall()
+        return {name: int(size) for name, size in found}
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')"))
+        sizes: dict[str, int] = {}
+        for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            table = owner.get(name, name)
+            sizes[table] = sizes.get(table, 0) + int(size)
+        return sizes
+
+
+def every_row(db: Path | str, table: str) -> list[dict[str, object]]:
+    query = f"SELECT * FROM {table}"  # noqa: S608 (the bench's own table names)
+    if isinstance(db, str):
+        with psycopg.connect(db) as server:
+            found = server.execute(query.encode())
+            names = [column.name for column in found.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in found]
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as file:
+        cursor = file.execute(query)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def copies(db: Path | str, text: str) -> dict[str, int]:
+    """How many times ``text`` is stored in each table's values (packed values inflated)."""
+    wanted, found = text.encode(), {}
+    for table in TEXT_TABLES:
+        found[table] = 0
+        for row in every_row(db, table):
+            for column, value in row.items():
+                if isinstance(value, memoryview):
+                    value = bytes(value)
+                if isinstance(value, bytes) and row.get(f"{column}_packed"):
+                    value = zlib.decompress(value)
+                if isinstance(value, str):
+                    value = value.encode()
+                if isinstance(value, bytes):
+                    found[table] += value.count(wanted)
+    return found
+
+
+def stored(db: Path | str, label: str, bodies: list[bytes], subscribers: int, message: str | None) -> None:
+    args = ("--allow-networks", "127.0.0.0/8")
+    with serve(db, *args) as url, httpx.Client(base_url=url, timeout=60) as client:
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        for number in range(subscribers):
+            name = f"hook{number}"
+            hook = {"name": name, "url": "http://127.0.0.1:9/hook"}
+            assert client.post("/api/subscribers", json=hook, headers=admin).status_code == 201
+            assert client.post(f"/api/subscribers/{name}/pause", headers=admin).status_code == 200
+        before = table_bytes(db)
+        for payload in bodies:
+            answer = client.post(f"/cos/callback?token={TOKEN}", content=payload, headers=XML).json()
+            assert answer == {"status": "accepted"}, answer
+        after = table_bytes(db)
+    grown = {table: after.get(table, 0) - before.get(table, 0) for table in after}
+    size = sum(len(payload) for payload in bodies) / len(bodies)
+    total = sum(grown.values()) / len(bodies)
+    shown = ("callbacks", "events", "deliveries", "jobs", "job_states", "items")
+    parts = ", ".join(f"{table} {grown.get(table, 0) / len(bodies):,.0f}" for table in shown)
+    other = sum(size for table, size in grown.items() if table not in shown) / len(bodies)
+    print(f"   {label}: {len(bodies)} callbacks of {size:,.0f} bytes on average")
+    print(f"     {total:,.0f} bytes per callback = {total / size:.2f} x the body ({parts}, the rest {other:,.0f})")
+    if message is not None:
+        where = {table: n for table, n in copies(db, message).items() if n}
+        print(f"     the last callback's Message is stored {sum(where.values())} times: {where}")
+
+
+def stored_per_callback(folder: Path, callbacks: int) -> None:
+    samples = sorted(SAMPLES.glob("*.xml"))
+    cases: list[tuple[str, list[bytes], int, str | None]] = []
+    made = [large(number) for number in range(callbacks)]
+    cases.append(("4 KiB Message, 1 subscriber", [payload for payload, _ in made], 1, made[-1][1]))
+    made = [large(callbacks + number) for number in range(callbacks)]
+    cases.append(("4 KiB Message, 100 subscribers", [payload for payload, _ in made], 100, made[-1][1]))
+    rounds = max(1, callbacks // len(samples))
+    bodies = [
+        distinct(path.read_bytes(), 10_000 + n * len(samples) + i)
+        for n in range(rounds)
+        for i, path in enumerate(samples)
+    ]
+    cases.append((f"the {len(samples)} samples, {rounds} times each", bodies, 1, None))
+    print(f"3. stored per accepted callback ({callbacks} callbacks a case)")
+    print("  SQLite")
+    for number, (label, payloads, subscribers, message) in enumerate(cases):
+        stored(folder / f"stored{number}.db", label, payloads, subscribers, message)
+    with running() as cluster:
+        print("  PostgreSQL")
+        for number, (label, payloads, subscribers, message) in enumerate(cases):
+            cluster.psql(f"CREATE DATABASE stored{number}")
+            stored(cluster.url(f"stored{number}"), label, payloads, subscribers, message)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--duplicates", type=int, default=300)
     parser.add_argument("--bound-mib", type=float, default=8.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--callbacks", type=int, default=200)
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 3")
     options = parser.parse_args()
+    parts = set(options.parts.split(","))
     print(f"relay from {os.environ.get('PYTHONPATH') or 'this tree'}")
     with tempfile.TemporaryDirectory() as folder:
-        duplicates(Path(folder), options.jobs, options.duplicates)
-        flood(Path(folder), options.jobs, int(options.bound_mib * MIB), options.seconds)
+        if "1" in parts:
+            duplicates(Path(folder), options.jobs, options.duplicates)
+        if "2" in parts:
+            flood(Path(folder), options.jobs, int(options.bound_mib * MIB), options.seconds)
+        if "3" in parts:
+            stored_per_callback(Path(folder), options.callbacks)
 
 
 if __name__ == "__main__":

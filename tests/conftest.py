@@ -24,10 +24,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from relay.app.factory import create_app, utc_now
+from relay.app.factory import create_app
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.callback import IngestResult, Received
+from relay.domain.clock import utc_now
 from relay.domain.retry import RetryPolicy
 from relay.ingest import Ingest, Reader
 from relay.metrics.counters import Metrics

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.api.outbox import MAX_BODY
-from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
+from relay.domain.clock import utc_now
 from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, TRANSCODE, ingest, job_body

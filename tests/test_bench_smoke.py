@@ -21,22 +21,33 @@ def run_bench(*args: str, timeout: float) -> str:
     return done.stdout
 
 
+#: The suite's sections in three runs of about the same length, so three test workers share them.
+SMOKE_PARTS = {
+    "parse_and_ingest": "validation,ingest,floor",
+    "deliver": "delivery,fairness,e2e",
+    "grow": "history,memory",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_smoke_run_writes_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sections", SMOKE_PARTS.values(), ids=SMOKE_PARTS.keys())
+def test_smoke_run_writes_results(tmp_path: Path, sections: str) -> None:
     results, report = tmp_path / "smoke.json", tmp_path / "smoke.md"
-    run_bench("bench", "--smoke", "--json", str(results), "--markdown", str(report), timeout=280)
+    run_bench("bench", "--smoke", "--only", sections, "--json", str(results), "--markdown", str(report), timeout=280)
     data = json.loads(results.read_text())
     assert data["smoke"] is True
     assert data["errors"] == {}
-    sections = {"validation", "ingest", "floor", "delivery", "fairness", "e2e", "history", "memory"}
-    assert set(data["sections"]) == sections
-    assert 0 <= data["sections"]["fairness"]["share"] <= 1.5
-    assert [step["server"] for step in data["sections"]["floor"]["steps"]][::6] == ["bare", "cos-relay"]
-    assert all(step["refused"] == 0 for step in data["sections"]["floor"]["steps"])
-    assert data["sections"]["delivery"]["signed_per_second"] > 0
-    assert data["sections"]["ingest"]["variants"]
+    assert set(data["sections"]) == set(sections.split(","))
     assert report.read_text().startswith("# Benchmarks")
+    ran = data["sections"]
+    if "fairness" in ran:
+        assert 0 <= ran["fairness"]["share"] <= 1.5
+        assert ran["delivery"]["signed_per_second"] > 0
+    if "floor" in ran:
+        assert [step["server"] for step in ran["floor"]["steps"]][::6] == ["bare", "cos-relay"]
+        assert all(step["refused"] == 0 for step in ran["floor"]["steps"])
+        assert ran["ingest"]["variants"]
 
 
 @pytest.mark.slow

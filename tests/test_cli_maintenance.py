@@ -10,9 +10,9 @@ from pathlib import Path
 import sqlite_utils
 from click.testing import CliRunner
 
-from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
+from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import SqliteStore, store_for

@@ -15,10 +15,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from relay.app.factory import create_app, utc_now
+from relay.app.factory import create_app
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import Received
+from relay.domain.clock import utc_now
 from relay.domain.errors import BadSubscriber
 from relay.domain.subscribers import Subscriber
 from relay.ingest import Ingest, Reader

@@ -1,10 +1,15 @@
 """The database stays bounded under hostile traffic, against a real ``cos-relay serve`` on both backends: a
-replayed callback keeps a reference to the first copy of its bytes, not a copy of them; a paused subscriber's
-backlog stops at RELAY_MAX_BACKLOG, its oldest deliveries dropped, counted, listed and alertable."""
+replayed callback keeps a reference to the first copy of its bytes, not a copy of them; a job's Message is
+stored once in its records; a paused subscriber's backlog stops at RELAY_MAX_BACKLOG, its oldest deliveries
+dropped, counted, listed and alertable."""
 
 from __future__ import annotations
 
+import random
+import string
+import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,6 +62,28 @@ def test_a_replayed_callback_stores_its_body_once_and_each_replay_shows_it(
     assert {item["size"] for item in listed} == {len(body), len(body) + 1}
     assert len({item["dedup_key"] for item in listed}) == 1  # the same items: the first copy's keys
     assert job_id(1) in listed[0]["dedup_key"]
+
+
+@pytest.mark.slow
+@pytest.mark.both_backends
+def test_a_jobs_message_is_stored_once_in_its_records_and_read_back_as_sent(
+    server: ProcessServer, database: Target
+) -> None:
+    message = "".join(random.Random(22).choices(string.ascii_letters + string.digits, k=4096))
+    body = job_body(1).replace(b"<Message/>", f"<Message>{message}</Message>".encode())
+    with httpx.Client(base_url=server.url, headers=ADMIN, timeout=30) as client:
+        assert client.post(callback_url(), content=body, headers=XML).json() == {"status": "accepted"}
+        job = client.get(f"/api/jobs/{job_id(1)}").json()
+        listed = client.get("/api/jobs").json()["items"]
+    assert job["message"] == job["detail"]["Message"] == job["history"][-1]["message"] == listed[0]["message"]
+    assert job["message"] == message
+    assert job["detail"]["Input"]["Object"] == job["input"]["object"]
+    # The history row holds it; the job's row and its detail do not copy it.
+    assert values(database, "SELECT message FROM job_states") == [(message,)]
+    [(kept, detail)] = values(database, "SELECT message, detail FROM jobs")
+    stored = zlib.decompress(detail) if isinstance(database, Path) else detail.encode()
+    assert kept is None
+    assert message.encode() not in stored
 
 
 def deliveries(http: httpx.Client, state: str) -> list[dict[str, object]]:

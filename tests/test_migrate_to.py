@@ -7,10 +7,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.clock import utc_now
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec

@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner, Result
 from starlette.requests import Request
 
-from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.clock import utc_now
 from relay.domain.errors import BadSubscriber, TooLarge
 from relay.outbox.config import apply_config
 from relay.outbox.service import Subscribers

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -35,6 +35,7 @@ from relay.deliver.client import Sender
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.clock import Clock, utc_now
 from relay.domain.errors import Rejected
 from relay.domain.guessing import Guesses
 from relay.domain.retention import Windows
@@ -58,14 +59,8 @@ from relay.validate.schema import CallbackSchema
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
 #: On shutdown, attempts in flight get this long to finish and be recorded.
 SHUTDOWN_GRACE = 5.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def cos_client(source: CosSource) -> CosApi:

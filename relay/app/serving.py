@@ -22,9 +22,10 @@ from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
 from relay import logs
-from relay.app.factory import create_app, utc_now
+from relay.app.factory import create_app
 from relay.cos.sources import CosSource
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.clock import utc_now
 from relay.http.auth import Credentials, resolve_credentials
 from relay.metrics.files import count_into
 from relay.outbox.config import apply_config

@@ -2,41 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from relay import __version__
-from relay.cli.cos import cos
-from relay.cli.deliveries import deliveries
-from relay.cli.jobs import jobs
-from relay.cli.maintenance import backup, prune
-from relay.cli.migrate import migrate_to
-from relay.cli.reconcile import reconcile
 from relay.cli.refusals import Commands
-from relay.cli.secrets import secrets
-from relay.cli.serve import serve
-from relay.cli.subscribers import subscribers
-from relay.cli.tokens import sessions, tokens
-from relay.cli.validate import validate
-from relay.cli.workflows import workflows
+
+#: Each command and the module that holds it, imported only when the command runs (or ``--help`` lists them):
+#: `cos-relay tokens` then loads neither the server nor the compiled schema, half a second of CPU less.
+COMMANDS = {
+    "serve": "relay.cli.serve",
+    "tokens": "relay.cli.tokens",
+    "sessions": "relay.cli.tokens",
+    "validate": "relay.cli.validate",
+    "jobs": "relay.cli.jobs",
+    "workflows": "relay.cli.workflows",
+    "subscribers": "relay.cli.subscribers",
+    "deliveries": "relay.cli.deliveries",
+    "prune": "relay.cli.maintenance",
+    "backup": "relay.cli.maintenance",
+    "migrate-to": "relay.cli.migrate",
+    "secrets": "relay.cli.secrets",
+    "reconcile": "relay.cli.reconcile",
+    "cos": "relay.cli.cos",
+}
 
 
-@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyCommands(Commands):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = getattr(importlib.import_module(module), cmd_name.replace("-", "_"))
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cos-relay")
 def main() -> None:
     """cos-relay: a gateway for Tencent Cloud COS data-processing callbacks."""
-
-
-main.add_command(serve)
-main.add_command(tokens)
-main.add_command(sessions)
-main.add_command(validate)
-main.add_command(jobs)
-main.add_command(workflows)
-main.add_command(subscribers)
-main.add_command(deliveries)
-main.add_command(prune)
-main.add_command(backup)
-main.add_command(migrate_to)
-main.add_command(secrets)
-main.add_command(reconcile)
-main.add_command(cos)

@@ -11,7 +11,6 @@ import anyio
 import click
 
 from relay.api.params import MAX_ID
-from relay.app.factory import utc_now
 from relay.cli.database import existing_store
 from relay.cli.options import Whole, cos_config_option, db_option, setting_option
 from relay.cli.subscribers import subscribers_service
@@ -20,6 +19,7 @@ from relay.cos.client import CosApi, CosUnavailable
 from relay.cos.queues import connect_request, points_here, shown_url, source_queues
 from relay.cos.sources import CosSource
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.clock import utc_now
 from relay.outbox.config_file import read_cos_sources
 from relay.store.records import Target
 

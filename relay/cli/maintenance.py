@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from relay.app.factory import utc_now
 from relay.cli.database import existing_store
 from relay.cli.options import db_option
 from relay.cli.table import render_table
+from relay.domain.clock import utc_now
 from relay.domain.retention import Windows
 from relay.maintenance.pruning import Pruner
 from relay.settings.durations import Duration

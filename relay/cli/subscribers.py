@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 import click
 
 from relay.api.params import parse_since
-from relay.app.factory import utc_now
 from relay.cli import units
 from relay.cli.database import existing_store
 from relay.cli.options import Decimal, Whole, db_option, setting_option
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.clock import utc_now
 from relay.domain.errors import BadParameter
 from relay.domain.retry import parse_schedule
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from relay.app.factory import utc_now
 from relay.cli.database import existing_store
 from relay.cli.options import db_option, setting_option
+from relay.domain.clock import utc_now
 from relay.http.auth import DATABASE, INSECURE, fingerprint, rotate, rotation_refused
 from relay.settings.table import Settings, setting_named
 from relay.store.records import TOKENS, StoredToken, Target

@@ -91,7 +91,9 @@ def callback_may_go(received_at: datetime, cutoffs: Cutoffs) -> bool:
 
 
 def job_record_may_go(stamped_at: datetime, cutoffs: Cutoffs) -> bool:
-    """A job or workflow's latest state (by its last update), or one entry of its history (by its receipt)."""
+    """A job or workflow's latest state (by its last update), or one entry of its history (by its receipt). A
+    job's current entry is stamped as the job (its receipt is the job's last update), so they go together: the
+    job reads its Code and Message there."""
     return _before(stamped_at, cutoffs.jobs)
 
 

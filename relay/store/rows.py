@@ -37,10 +37,14 @@ SUBSCRIBER_COLUMNS = (
     "id, name, url, secret, previous_secret, previous_secret_expires_at, types, filters, state, disabled_reason,"
     " failing_since, max_in_flight, timeout, retry_schedule, source, created_at, store_response"
 )
+#: A job's row (``j``) with the history row of its current state (``s``), which holds its Code and Message; rows
+#: written before migration m013 hold their own (``state_id`` NULL).
+JOB_FROM = "jobs j LEFT JOIN job_states s ON s.id = j.state_id"
 JOB_COLUMNS = (
-    "job_id, state, tag, queue_id, code, message, bucket, object_key, region, workflow_run_id,"
-    " creation_time, creation_time_raw, start_time, start_time_raw, end_time, end_time_raw,"
-    " first_seen_at, updated_at, callback_id"
+    "j.job_id, j.state, j.tag, j.queue_id, coalesce(s.code, j.code) AS code,"
+    " coalesce(s.message, j.message) AS message, j.bucket, j.object_key, j.region, j.workflow_run_id,"
+    " j.creation_time, j.creation_time_raw, j.start_time, j.start_time_raw, j.end_time, j.end_time_raw,"
+    " j.first_seen_at, j.updated_at, j.callback_id, j.state_id"
 )
 
 

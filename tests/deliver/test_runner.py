@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from relay.app.factory import utc_now
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.signing import generate_secret
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
+from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from relay.app.factory import utc_now
 from relay.deliver.recorder import Recorder
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.clock import utc_now
 from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.domain.callback import IngestResult, Received
+from relay.domain.clock import utc_now
 from relay.domain.errors import Invalid
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec, SubscriberState
 from relay.store import store_for

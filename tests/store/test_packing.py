@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 
-from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import SqliteStore

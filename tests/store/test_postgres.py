@@ -13,10 +13,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from relay.app.factory import utc_now
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.settings.table import Settings

@@ -8,9 +8,9 @@ import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
-from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.clock import utc_now
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec

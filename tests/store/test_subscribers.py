@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from relay.app.factory import utc_now
 from relay.deliver.signing import generate_secret
+from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec, SubscriberState
 from relay.store import store_for

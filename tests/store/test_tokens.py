@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from relay.app.factory import utc_now
+from relay.domain.clock import utc_now
 from relay.store import store_for
 from relay.store.records import Target
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import orjson
-
 from relay.domain.callback import (
     MAX_JOB_STATES,
     Callback,
@@ -21,6 +19,7 @@ from relay.domain.confirm import ToConfirm
 from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed
 from relay.store.db import Db
+from relay.store.detail import RUN_HELD, stored, without
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.confirmations import hold
 from relay.store.ops.deliveries import insert_owed
@@ -160,39 +159,42 @@ def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:
 
 
 async def _record_job(db: Db, job: JobState, callback_id: int, at: str) -> None:
-    """The job state's history row and the job's current row (on PostgreSQL in one statement: one round trip)."""
+    """The job state's history row and the job's current row (on PostgreSQL in one statement: one round trip).
+
+    The state's Code and Message are kept once, in its history row: the job's row refers to the row of its
+    current state (``state_id``) and its detail leaves them out (`relay.store.detail`)."""
     end, end_raw = _times(job.end_time)
     history = (
         "INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw, received_at, callback_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
     )
     states = (job.job_id, job.state, job.code, job.message, end, end_raw, at, callback_id)
     column, value = db.dialect.packed_insert("detail")
     repacked = f"{column} = 1" if column else ""  # an older row's detail may have been stored unpacked
-    # Callbacks can arrive out of order: the row keeps the state with the latest EndTime.
+    state_id = "(SELECT id FROM history)" if db.dialect.postgres else "?"  # PostgreSQL: the row of one statement
+    # Callbacks can arrive out of order: the row keeps the state with the latest EndTime. Its code and message
+    # columns are only read in rows written before the history held them alone (state_id NULL): emptied here.
     current = (
-        "INSERT INTO jobs(job_id, state, tag, queue_id, code, message, bucket, object_key, region,"
+        "INSERT INTO jobs(job_id, state, tag, queue_id, bucket, object_key, region,"
         " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
-        f" end_time_raw, detail{column}, first_seen_at, updated_at, callback_id)"
-        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, ?, ?)"
+        f" end_time_raw, detail{column}, first_seen_at, updated_at, callback_id, state_id)"
+        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, ?, ?, {state_id})"
         " ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, tag = excluded.tag,"
-        " queue_id = excluded.queue_id, code = excluded.code, message = excluded.message,"
+        " queue_id = excluded.queue_id, code = NULL, message = NULL,"
         " bucket = excluded.bucket, object_key = excluded.object_key, region = excluded.region,"
         " workflow_run_id = excluded.workflow_run_id, creation_time = excluded.creation_time,"
         " creation_time_raw = excluded.creation_time_raw, start_time = excluded.start_time,"
         " start_time_raw = excluded.start_time_raw, end_time = excluded.end_time,"
         f" end_time_raw = excluded.end_time_raw, detail = excluded.detail{repacked},"
-        " updated_at = excluded.updated_at, callback_id = excluded.callback_id"
+        " updated_at = excluded.updated_at, callback_id = excluded.callback_id, state_id = excluded.state_id"
         " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time"
     )
-    detail = to_json(job.detail) if db.dialect.postgres else db.dialect.pack(orjson.dumps(job.detail))
+    detail = stored(job)
     values = (
         job.job_id,
         job.state,
         job.tag,
         job.queue_id,
-        job.code,
-        job.message,
         job.bucket,
         job.object_key,
         job.region,
@@ -201,7 +203,7 @@ async def _record_job(db: Db, job: JobState, callback_id: int, at: str) -> None:
         *_times(job.start_time),
         end,
         end_raw,
-        detail,
+        detail.decode() if db.dialect.postgres else db.dialect.pack(detail),
         at,
         at,
         callback_id,
@@ -209,8 +211,7 @@ async def _record_job(db: Db, job: JobState, callback_id: int, at: str) -> None:
     if db.dialect.postgres:
         await db.execute(f"WITH history AS ({history}) {current}", *states, *values)
     else:
-        await db.execute(history, *states)
-        await db.execute(current, *values)
+        await db.execute(current, *values, await db.fetchval(history, *states))
 
 
 async def _record_workflow(db: Db, run: WorkflowRun, callback_id: int, at: str) -> None:
@@ -237,15 +238,16 @@ async def _record_workflow(db: Db, run: WorkflowRun, callback_id: int, at: str) 
         run.bucket,
         run.object_key,
         *_times(run.create_time),
-        to_json(run.detail),
+        to_json(without(run.detail, RUN_HELD, run)),
         at,
         at,
         callback_id,
     )
+    # A task's JSON is in the run's detail (Tasks): its row holds what lists and finds it, not a copy.
     await db.execute("DELETE FROM workflow_tasks WHERE run_id = ?", run.run_id)
     await db.executemany(
-        "INSERT INTO workflow_tasks(run_id, position, job_id, type, name, state, create_time, end_time, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO workflow_tasks(run_id, position, job_id, type, name, state, create_time, end_time)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 run.run_id,
@@ -256,7 +258,6 @@ async def _record_workflow(db: Db, run: WorkflowRun, callback_id: int, at: str) 
                 task.get("State"),
                 task.get("CreateTime"),
                 task.get("EndTime"),
-                to_json(task),
             )
             for position, task in enumerate(run.tasks)
         ],

@@ -25,6 +25,7 @@ from relay.store.answers import (
     WorkflowTask,
 )
 from relay.store.db import Db
+from relay.store.detail import RUN_HELD, filled, whole
 from relay.store.ops.confirmations import of_job, waiting_stats
 from relay.store.ops.retention import last_pruned
 from relay.store.packing import unpack_prefix
@@ -32,6 +33,7 @@ from relay.store.records import Page
 from relay.store.rows import (
     HISTORY_COLUMNS,
     JOB_COLUMNS,
+    JOB_FROM,
     JOB_HISTORY,
     JOB_TEXT,
     NO_TEXT,
@@ -49,13 +51,16 @@ from relay.store.rows import (
 
 async def get_job(db: Db, job_id: str) -> JobWithHistory | None:
     row = await db.fetchrow(
-        f"SELECT {JOB_COLUMNS}, detail, {db.dialect.packed('detail')} AS detail_packed FROM jobs WHERE job_id = ?",
+        f"SELECT {JOB_COLUMNS}, j.detail, {db.dialect.packed('j.detail')} AS detail_packed FROM {JOB_FROM}"
+        " WHERE j.job_id = ?",
         job_id,
     )
     if row is None:
         return None
     detail = row["detail"]  # text on PostgreSQL and in SQLite rows written before m007, packed bytes after
     text = db.dialect.unpack(detail, 1) if row["detail_packed"] else detail.encode()
+    if row["state_id"] is not None:  # written since m013: its held pieces are in their columns
+        text = whole(text, row)
     history = await _history(db, job_id, JOB_HISTORY, None)
     return with_history(job_json(row), text, history, await of_job(db, job_id, row["callback_id"]))
 
@@ -85,17 +90,20 @@ async def list_jobs(
     cursor: str | None = None,
 ) -> Page[Job]:
     """Jobs, most recently updated first; ``cursor`` comes from the previous page."""
-    conditions = [_where("state = ?", state), _where("tag = ?", tag), _where("queue_id = ?", queue_id)]
-    conditions.append(_where("updated_at >= ?", since))
+    conditions = [_where("j.state = ?", state), _where("j.tag = ?", tag), _where("j.queue_id = ?", queue_id)]
+    conditions.append(_where("j.updated_at >= ?", since))
     if cursor is not None:
         callback_id, _, job_id = cursor.partition(":")
         # Several jobs can share a callback, so the cursor names both halves of the sort key.
         conditions.append(
-            ("(callback_id < ? OR (callback_id = ? AND job_id > ?))", (int(callback_id), int(callback_id), job_id))
+            (
+                "(j.callback_id < ? OR (j.callback_id = ? AND j.job_id > ?))",
+                (int(callback_id), int(callback_id), job_id),
+            )
         )
     where, params = _join(conditions)
     rows = await db.fetch(
-        f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY callback_id DESC, job_id LIMIT ?", *params, limit + 1
+        f"SELECT {JOB_COLUMNS} FROM {JOB_FROM}{where} ORDER BY j.callback_id DESC, j.job_id LIMIT ?", *params, limit + 1
     )
     kept, more = take(rows, limit, JOB_TEXT)
     return Page([job_json(row) for row in kept], f"{kept[-1]['callback_id']}:{kept[-1]['job_id']}" if more else None)
@@ -178,7 +186,7 @@ async def get_workflow(db: Db, run_id: str) -> WorkflowRun | None:
         create_time_raw=row["create_time_raw"],
         first_seen_at=row["first_seen_at"],
         updated_at=row["updated_at"],
-        detail=orjson.loads(row["detail"]),
+        detail=filled(orjson.loads(row["detail"]), row, RUN_HELD),
         tasks=[
             WorkflowTask(
                 position=task["position"],

@@ -40,6 +40,15 @@ from relay.store.rows import Row
 PRUNE_LOCK = 0x636F7370_72756E65
 #: Children whose callback_id is cleared, not deleted, when their raw callback goes: they follow the job window.
 _KEPT_CHILDREN = ("job_states", "workflow_states", "nonexistent_job_ids")
+#: What keeps a row of those past its window: a job's current state is read by its job (its Code and Message
+#: are kept there alone), and goes only with it. Both are stamped alike, so this holds a row only while a batch
+#: has not yet reached its job (jobs are pruned first, up to the batch's limit).
+_KEPT_FOR = {
+    "job_states": " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = job_states.job_id"
+    " AND j.state_id = job_states.id)",
+    "workflow_states": "",
+    "nonexistent_job_ids": "",
+}
 
 
 async def prune_batch(db: Db, cutoffs: Cutoffs, limit: int, at: datetime, reclaim: int) -> dict[str, int]:
@@ -57,12 +66,12 @@ async def prune_batch(db: Db, cutoffs: Cutoffs, limit: int, at: datetime, reclai
         await _raw_callbacks(db, raw, limit, counts)
     if cutoffs.jobs is not None:
         jobs = iso(cutoffs.jobs)
+        await _job_records(db, jobs, limit, counts)
         for table in _KEPT_CHILDREN:  # stamped when received, in id order
             ids = await _leading(db, f"SELECT id, received_at FROM {table} ORDER BY id LIMIT ?", jobs, limit)
             if ids:
                 among, values = _taken(db, "id", ids)
-                counts[table] = await db.execute(f"DELETE FROM {table} WHERE {among}", *values)
-        await _job_records(db, jobs, limit, counts)
+                counts[table] = await db.execute(f"DELETE FROM {table} WHERE {among}{_KEPT_FOR[table]}", *values)
     # Every batch that commits counts as success: a long first prune after an upgrade is progress, not a stall.
     await db.execute(
         "INSERT INTO maintenance(name, at) VALUES ('pruned', ?) ON CONFLICT(name) DO UPDATE SET at = excluded.at",

@@ -171,9 +171,18 @@ STEPS: tuple[tuple[int, str, str], ...] = (
     ),
     (
         13,
+        "job_state_ref",
+        """
+        -- The SQLite store's m013: a job's row names the history row of its current state, whose Code and Message
+        -- it reads instead of keeping copies (NULL in rows written before, which keep theirs).
+        ALTER TABLE jobs ADD COLUMN state_id bigint;
+        """,
+    ),
+    (
+        14,
         "confirmations",
         """
-        -- The SQLite store's m013: jobs read back from COS before their events go out, and each callback's summary.
+        -- The SQLite store's m014: jobs read back from COS before their events go out, and each callback's summary.
         CREATE TABLE confirmations (
             item_key text PRIMARY KEY, callback_id bigint, job_id text, state text, source text, family text,
             status text, reason text, seen text, created_at text, checked_at text
@@ -185,10 +194,10 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (
-        14,
+        15,
         "cos_queues",
         """
-        -- The SQLite store's m014: each COS source's queues as its last queue check saw them.
+        -- The SQLite store's m015: each COS source's queues as its last queue check saw them.
         CREATE TABLE cos_queues (
             source text, queue_id text, family text, name text, state text, callback text, here integer,
             checked_at text, PRIMARY KEY (source, queue_id)

@@ -327,7 +327,15 @@ def m012_jobs_in_flight(db: Database) -> None:
 
 
 @migrations()
-def m013_confirmations(db: Database) -> None:
+def m013_job_state_ref(db: Database) -> None:
+    # A job's current Code and Message are kept once, in its history: the job's row names the history row of its
+    # current state, and its detail leaves them out (relay/store/detail.py). Rows written before keep their own
+    # copies (state_id NULL) and are read as they are; a job's next state rewrites its row in the new shape.
+    db.execute("ALTER TABLE jobs ADD COLUMN state_id INTEGER")
+
+
+@migrations()
+def m014_confirmations(db: Database) -> None:
     # Jobs a callback brought for a COS source with confirm = true, read back from COS before their events go out
     # (relay.cos.confirming): one row per job state (its dedup key), waiting until COS answered. While a row
     # waits, its event's deliveries are 'confirming' (never claimed); 'unconfirmed' when COS did not confirm it.
@@ -356,7 +364,7 @@ def m013_confirmations(db: Database) -> None:
 
 
 @migrations()
-def m014_cos_queues(db: Database) -> None:
+def m015_cos_queues(db: Database) -> None:
     # Each COS source's queues as its last reconciliation's queue check saw them (replaced at every check), for
     # the console's overview: state, where the callback points (without its token), whether that is here.
     db.table("cos_queues").create(
