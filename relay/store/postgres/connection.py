@@ -83,7 +83,7 @@ class Database:
         self._group: GroupCommit[asyncpg.Connection] = GroupCommit(lambda work: self.run(work, write=True))
 
     def start(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="relay-postgres", daemon=True)
         self._thread.start()
         self._pool = self.call(self._create_pool())
@@ -106,6 +106,7 @@ class Database:
             command_timeout=self._timeout + 1,
             timeout=self._timeout,
             server_settings={"statement_timeout": str(int(self._timeout * 1000)), "application_name": "cos-relay"},
+            reset=_keep_session,
         )
 
     async def _close(self) -> None:
@@ -194,6 +195,23 @@ class Database:
         finally:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=1)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """The same kind of loop as the caller's (uvloop when uvicorn chose it: asyncpg's statements cost it about
+    half the Python of asyncio's selector loop, docs/performance.md); asyncio's without one (the CLI)."""
+    try:
+        caller = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.new_event_loop()
+    return type(caller)()
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset on a released connection beyond what the pool always does (roll back an open
+    transaction, drop listeners): the store sets no session state (its advisory locks are transaction-level,
+    it LISTENs on a connection of its own), so asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``...) would be
+    a round trip per transaction for nothing."""
 
 
 def rowcount(status: str) -> int:
