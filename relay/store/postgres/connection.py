@@ -22,7 +22,7 @@ import asyncpg
 
 from relay.store.db import CHANNEL, POSTGRES, Dialect, Operation
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
-from relay.store.postgres.group import GroupCommit
+from relay.store.postgres.group import GroupCommit, Together
 from relay.store.records import PostgresUrl
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,13 @@ class Database:
     """A pool of ``pool_size`` connections to ``url``, each statement cut off after ``statement_timeout``."""
 
     def __init__(
-        self, url: PostgresUrl, *, pool_size: int, statement_timeout: float, observe: Observer | None = None
+        self,
+        url: PostgresUrl,
+        *,
+        pool_size: int,
+        statement_timeout: float,
+        observe: Observer | None = None,
+        together: Together[PostgresDb] | None = None,
     ) -> None:
         self.url = url
         self._pool_size = pool_size
@@ -79,8 +85,11 @@ class Database:
         self._thread: threading.Thread | None = None
         self._pool: asyncpg.Pool | None = None
         self._listening: asyncio.Task[None] | None = None
-        #: Ingest and delivery bookkeeping share transactions (`relay.store.postgres.group`).
-        self._group: GroupCommit[asyncpg.Connection] = GroupCommit(lambda work: self.run(work, write=True))
+        #: Ingest and delivery bookkeeping share transactions (`relay.store.postgres.group`), their statements
+        #: run ``together`` (`relay.store.postgres.lockstep`).
+        self._group: GroupCommit[PostgresDb] = GroupCommit(
+            lambda work: self.run(lambda conn: work(PostgresDb(conn)), write=True), together=together
+        )
 
     def start(self) -> None:
         self._loop = _new_loop()
@@ -154,9 +163,9 @@ class Database:
         self._observe(time.perf_counter() - started, None)
         return result
 
-    async def run_grouped(self, work: Work[T]) -> T:
-        """``work`` in a transaction it may share with other writes queued meanwhile (group commit)."""
-        return await self.acall(self._group.run(work))
+    async def run_grouped(self, operation: Operation[T]) -> T:
+        """``operation`` in a transaction it may share with other writes queued meanwhile (group commit)."""
+        return await self.acall(self._group.run(operation))
 
     def run_sync(self, work: Work[T], *, write: bool) -> T:
         return self.call(self.run(work, write=write))
@@ -236,6 +245,10 @@ class PostgresDb:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        return self._conn
 
     async def execute(self, sql: str, *args: object) -> int:
         return rowcount(await self._conn.execute(numbered(sql), *args))

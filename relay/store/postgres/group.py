@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,9 +28,11 @@ from relay.store.failures import StoreUnavailable
 T = TypeVar("T")
 C = TypeVar("C")  # the connection: asyncpg's in the store
 #: What runs on the batch's connection, inside its transaction.
-Work = Callable[[C], Awaitable[T]]
+Work = Callable[[C], Coroutine[Any, Any, T]]
 #: Runs a batch: given a function of a connection, returns its result from one transaction.
 Transaction = Callable[[Callable[[C], Awaitable[Any]]], Awaitable[Any]]
+#: Runs a batch's works on one connection (inside the transaction), returning their results in order.
+Together = Callable[[C, Sequence[Work[C, Any]]], Awaitable[list[Any]]]
 
 #: Writes per transaction at most, so a commit never holds row locks for long.
 MAX_BATCH = 64
@@ -45,9 +47,13 @@ class _Queued(Generic[C, T]):
 class GroupCommit(Generic[C]):
     """Batches writes into shared transactions; lives on the store's event loop (every method runs there)."""
 
-    def __init__(self, transaction: Transaction[C], max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, transaction: Transaction[C], max_batch: int = MAX_BATCH, together: Together[C] | None = None
+    ) -> None:
         self._transaction = transaction
         self._max_batch = max_batch
+        #: The store's runs them in lockstep (`relay.store.postgres.lockstep`); by default, one after the other.
+        self._together: Together[C] = together or one_by_one
         self._queue: list[_Queued[C, Any]] = []
         self._draining: asyncio.Task[None] | None = None
 
@@ -77,7 +83,8 @@ class GroupCommit(Generic[C]):
     async def _commit(self, batch: list[_Queued[C, Any]]) -> None:
         if len(batch) > 1:
             try:
-                results = await self._transaction(lambda conn: _each(conn, batch))
+                works = [queued.work for queued in batch]
+                results = await self._transaction(lambda conn: self._together(conn, works))
             except StoreUnavailable as exc:
                 if exc.kind != "busy":  # the database, not a write (a deadlock or conflict is a write's: retried)
                     for queued in batch:
@@ -105,5 +112,5 @@ def _fail(queued: _Queued[Any, Any], exc: Exception) -> None:
         queued.future.set_exception(exc)
 
 
-async def _each(conn: C, batch: list[_Queued[C, Any]]) -> list[Any]:
-    return [await queued.work(conn) for queued in batch]
+async def one_by_one(conn: C, works: Sequence[Work[C, Any]]) -> list[Any]:
+    return [await work(conn) for work in works]
