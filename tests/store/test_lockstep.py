@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
 import pytest
 
+from relay.domain.callback import Received
+from relay.ingest import Reader
 from relay.store.db import Db
+from relay.store.ops.callbacks import record_callback
+from relay.store.ops.subscribers import subscribers_version
 from relay.store.postgres.connection import PostgresDb
 from relay.store.postgres.group import GroupCommit
 from relay.store.postgres.lockstep import lockstep
-from tests.conftest import fresh_database
+from relay.validate.parse import new_xml_parser
+from tests.conftest import callback_schema, fresh_database, job_body
+from tests.databases import count
 from tests.postgres import Cluster
-
-pytestmark = pytest.mark.anyio
 
 
 class Counting:
@@ -63,6 +69,7 @@ def write(value: str) -> Callable[[Db], Coroutine[Any, Any, tuple[Any, ...]]]:
     return operation
 
 
+@pytest.mark.anyio
 async def test_each_write_gets_the_answer_to_its_own_statement_and_a_step_goes_once(conn: Counting) -> None:
     values = ["a", "b", "A", "c"]  # "A": the third write inserts it at the first step
     results = await in_lockstep(conn, [write(value) for value in values])
@@ -75,6 +82,7 @@ async def test_each_write_gets_the_answer_to_its_own_statement_and_a_step_goes_o
     assert conn.calls == ["fetchmany"] * 4  # four steps, one pipelined statement each
 
 
+@pytest.mark.anyio
 async def test_a_batch_of_one_sends_its_statements_as_they_are(conn: Counting) -> None:
     [(inserted, again, row, whole, missing)] = await in_lockstep(conn, [write("solo")])
     assert (again, row, whole, missing) == (1, {"id": inserted, "v": "solo"}, (inserted, "solo"), None)
@@ -96,6 +104,7 @@ def diverging(number: int) -> Callable[[Db], Coroutine[Any, Any, Any]]:
     return operation
 
 
+@pytest.mark.anyio
 async def test_writes_that_diverge_each_get_the_answer_to_their_own_statement(conn: Counting) -> None:
     results = await in_lockstep(conn, [diverging(number) for number in range(5)])
     assert results[0] == "nothing asked"
@@ -110,6 +119,7 @@ async def test_writes_that_diverge_each_get_the_answer_to_their_own_statement(co
     assert conn.calls == ["fetchmany", "fetchmany", *["executemany"] * 4, *["fetch"] * 4]
 
 
+@pytest.mark.anyio
 async def test_a_statement_failing_in_a_batched_step_fails_only_its_write(conn: Counting) -> None:
     await conn.conn.execute("INSERT INTO t(v) VALUES ('taken')")
     batches: list[int] = []
@@ -133,3 +143,58 @@ async def test_a_statement_failing_in_a_batched_step_fails_only_its_write(conn: 
     assert batches == [4]  # tried together once, then each alone
     stored = {row["v"] for row in await conn.conn.fetch("SELECT v FROM t")}
     assert stored == {"taken", "first", "FIRST", "x", "X", "y", "Y", "z", "Z"}  # each once: the batch rolled back
+
+
+def with_queries(value: str) -> Callable[[Db], Coroutine[Any, Any, tuple[int, int]]]:
+    async def operation(db: Db) -> tuple[int, int]:
+        # Statements that are a WITH already: the one-row form adds its query to their list.
+        inserted = await db.execute(
+            "WITH old AS (SELECT count(*) AS n FROM t WHERE v <> '(') INSERT INTO t(v) SELECT ? || n FROM old", value
+        )
+        notified = await db.execute("WITH never AS (SELECT 1) SELECT pg_notify('c', '') FROM never WHERE false")
+        return inserted, notified
+
+    return operation
+
+
+@pytest.mark.anyio
+async def test_statements_with_queries_of_their_own_go_once_too(conn: Counting) -> None:
+    assert await in_lockstep(conn, [with_queries(value) for value in "abc"]) == [(1, 0)] * 3
+    assert sorted(row["v"] for row in await conn.conn.fetch("SELECT v FROM t")) == ["a0", "b1", "c2"]
+    assert conn.calls == ["fetchmany", "fetchmany"]
+
+
+def test_callbacks_recorded_in_one_batch_are_what_they_are_one_by_one(postgres: Cluster) -> None:
+    """The store's own operation: new callbacks accepted, each with its own id; the same body twice in a batch
+    is accepted once (the later one finds its items claimed by the earlier, as across replicas)."""
+    url = fresh_database(postgres)
+    reader = Reader(callback_schema())
+    parser = new_xml_parser()
+    bodies = [job_body(0), job_body(1), job_body(0), job_body(2)]
+    received = [Received(datetime.now(UTC), "127.0.0.1", "application/xml", body, "xml") for body in bodies]
+
+    async def batch() -> list[Any]:
+        connection = await asyncpg.connect(url.url)
+        try:
+            version = await subscribers_version(PostgresDb(connection))
+            works = [
+                partial(
+                    record_callback,
+                    received=one,
+                    callback=reader.read(one, parser).callback,
+                    owed=(),
+                    version=version,
+                )
+                for one in received
+            ]
+            async with connection.transaction():
+                return await lockstep(PostgresDb(connection), works)
+        finally:
+            await connection.close()
+
+    results = asyncio.run(batch())
+    assert [result.outcome for result in results] == ["accepted", "accepted", "duplicate", "accepted"]
+    assert len({result.callback_id for result in results}) == 4
+    assert count(url, "callbacks") == 4
+    assert count(url, "jobs") == 3
+    assert count(url, "job_states") == 3

@@ -128,27 +128,47 @@ async def _send(db: PostgresDb, kind: Kind, sql: str, each: list[tuple[object, .
 def _batched(kind: Kind, sql: str) -> str | None:
     """``sql`` (numbered) as a statement answering exactly one row per execution, or None if it cannot be.
 
-    An ``execute`` answers its row count: ``count(*)`` over the statement (a data-modifying one given
-    ``RETURNING 1``) in a ``WITH``. A ``fetchval`` or ``fetchrow`` answers its first row, after the number of
-    rows (0: none), from a ``LEFT JOIN`` of one row with the statement's. A statement that is a ``WITH``
-    already (a data-modifying ``WITH`` may not nest), a ``fetch`` (all rows) and an ``executemany`` go one
+    The statement becomes the last query of a ``WITH`` (after its own, if it has any: a data-modifying ``WITH``
+    may not nest). An ``execute`` answers its row count: ``count(*)`` over it (a data-modifying one given
+    ``RETURNING 1``). A ``fetchval`` or ``fetchrow`` answers its first row, after the number of rows (0: none),
+    from a ``LEFT JOIN`` of one row with the statement's. A ``fetch`` (all rows) and an ``executemany`` go one
     by one.
     """
-    found = _KEYWORD.match(sql)
+    head, last = _last_query(numbered(sql))
+    found = _KEYWORD.match(last)
     keyword = found.group(1).upper() if found else ""
-    numbered_sql = numbered(sql)
-    if kind == "execute":
-        if keyword == "SELECT":
-            return f"WITH relay_step AS ({numbered_sql}) SELECT count(*) FROM relay_step"
-        if keyword in {"INSERT", "UPDATE", "DELETE"} and "RETURNING" not in sql.upper():
-            return f"WITH relay_step AS ({numbered_sql} RETURNING 1) SELECT count(*) FROM relay_step"
-        return None
-    if kind in {"fetchval", "fetchrow"} and (keyword == "SELECT" or "RETURNING" in sql.upper()) and keyword != "WITH":
+    returning = "RETURNING" in last.upper()
+    if kind == "execute" and not returning and keyword in {"SELECT", "INSERT", "UPDATE", "DELETE"}:
+        counted = last if keyword == "SELECT" else f"{last} RETURNING 1"
+        return f"{head} relay_step AS ({counted}) SELECT count(*) FROM relay_step"
+    if kind in {"fetchval", "fetchrow"} and (keyword == "SELECT" or returning):
         return (
-            f"WITH relay_step AS ({numbered_sql}) SELECT (SELECT count(*) FROM relay_step) AS {_COUNT},"
+            f"{head} relay_step AS ({last}) SELECT (SELECT count(*) FROM relay_step) AS {_COUNT},"
             " relay_step.* FROM (SELECT 1) AS relay_one LEFT JOIN relay_step ON true LIMIT 1"
         )
     return None
+
+
+def _last_query(sql: str) -> tuple[str, str]:
+    """``sql`` as the start of a ``WITH`` list to add one more query to (``WITH`` or ``WITH a AS (...),``) and its
+    last query (the statement itself when it has no ``WITH``)."""
+    if not sql.lstrip().upper().startswith("WITH "):
+        return "WITH", sql
+    depth, quoted = 0, False
+    for position, char in enumerate(sql):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            rest = sql[position + 1 :].lstrip()
+            # Past a query of the list, unless another follows (",") or this closed its column names ("AS").
+            if depth == 0 and not rest.startswith(",") and rest[:3].upper() not in {"AS ", "AS("}:
+                return f"{sql[: position + 1]},", rest
+    return "WITH", sql  # not a WITH list after all: left as it is (and sent one by one if it does not fit)
 
 
 class _Trimmed:
