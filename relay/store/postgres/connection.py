@@ -10,6 +10,7 @@ opened lazily and replaced when they break, so the store reconnects by itself on
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -85,10 +86,19 @@ class Database:
         self._thread: threading.Thread | None = None
         self._pool: asyncpg.Pool | None = None
         self._listening: asyncio.Task[None] | None = None
+        #: Grouped writes handed over from the callers' loops, and whether the store's loop was woken for them.
+        self._inbox: collections.deque[tuple[Operation[Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = (
+            collections.deque()
+        )
+        self._inbox_woken = False
+        #: Their answers, by the caller's loop, until the batch's are all in.
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]] = {}
         #: Ingest and delivery bookkeeping share transactions (`relay.store.postgres.group`), their statements
         #: run ``together`` (`relay.store.postgres.lockstep`).
         self._group: GroupCommit[PostgresDb] = GroupCommit(
-            lambda work: self.run(lambda conn: work(PostgresDb(conn)), write=True), together=together
+            lambda work: self.run(lambda conn: work(PostgresDb(conn)), write=True),
+            together=together,
+            refill=self._submit_inbox,
         )
 
     def start(self) -> None:
@@ -164,8 +174,39 @@ class Database:
         return result
 
     async def run_grouped(self, operation: Operation[T]) -> T:
-        """``operation`` in a transaction it may share with other writes queued meanwhile (group commit)."""
-        return await self.acall(self._group.run(operation))
+        """``operation`` in a transaction it may share with other writes queued meanwhile (group commit).
+
+        Handed over and answered in bulk: the store's loop is woken only when no batch is under way (the next
+        batch takes what was handed over meanwhile), and each caller's loop once per batch, not each way once
+        per write (waking a loop is a system call made holding the GIL, and each made the threads contend)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+        self._inbox.append((operation, answer, loop))
+        if not (self._inbox_woken or self._group.busy):
+            self._inbox_woken = True
+            self._started().call_soon_threadsafe(self._take_inbox)
+        return await answer
+
+    def _take_inbox(self) -> None:
+        self._inbox_woken = False  # before taking: a write handed over from now on wakes the loop again
+        self._submit_inbox()
+
+    def _submit_inbox(self) -> None:
+        """On the store's loop: queue every write handed over for group commit."""
+        while self._inbox:
+            operation, answer, loop = self._inbox.popleft()
+            self._group.submit(operation).add_done_callback(functools.partial(self._reply, answer, loop))
+
+    def _reply(self, answer: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
+        if not self._outbox:
+            self._started().call_soon(self._send_replies)  # once the whole batch is done
+        self._outbox.setdefault(loop, []).append((answer, done))
+
+    def _send_replies(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, replies in outbox.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is left waiting
+                loop.call_soon_threadsafe(_settle, replies)
 
     def run_sync(self, work: Work[T], *, write: bool) -> T:
         return self.call(self.run(work, write=write))
@@ -204,6 +245,20 @@ class Database:
         finally:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=1)
+
+
+def _settle(replies: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]) -> None:
+    """On the caller's loop: each write's answer as the store's loop had it."""
+    for answer, done in replies:
+        error = None if done.cancelled() else done.exception()
+        if answer.done():  # its caller gave up waiting (the write was made all the same)
+            continue
+        if done.cancelled():
+            answer.cancel()
+        elif error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(done.result())
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

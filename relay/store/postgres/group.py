@@ -48,22 +48,38 @@ class GroupCommit(Generic[C]):
     """Batches writes into shared transactions; lives on the store's event loop (every method runs there)."""
 
     def __init__(
-        self, transaction: Transaction[C], max_batch: int = MAX_BATCH, together: Together[C] | None = None
+        self,
+        transaction: Transaction[C],
+        max_batch: int = MAX_BATCH,
+        together: Together[C] | None = None,
+        refill: Callable[[], None] | None = None,
     ) -> None:
         self._transaction = transaction
         self._max_batch = max_batch
         #: The store's runs them in lockstep (`relay.store.postgres.lockstep`); by default, one after the other.
         self._together: Together[C] = together or one_by_one
+        #: Submits the writes handed over from other threads meanwhile: called before each batch, and once
+        #: more when the queue has run dry (a thread that found it `busy` counted on that).
+        self._refill = refill or (lambda: None)
         self._queue: list[_Queued[C, Any]] = []
         self._draining: asyncio.Task[None] | None = None
 
     async def run(self, work: Work[C, T]) -> T:
         """``work``'s result once the transaction it ran in has committed; its own error if it failed."""
+        return await self.submit(work)
+
+    def submit(self, work: Work[C, T]) -> asyncio.Future[T]:
+        """Queue ``work``: its future is done once the transaction it ran in has committed (or it failed)."""
         queued: _Queued[C, T] = _Queued(work, asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if self._draining is None:
             self._draining = asyncio.ensure_future(self._drain())
-        return await queued.future
+        return queued.future
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is under way: writes handed over now are taken before the next one."""
+        return self._draining is not None
 
     async def close(self) -> None:
         if self._draining is not None:
@@ -72,13 +88,17 @@ class GroupCommit(Generic[C]):
 
     async def _drain(self) -> None:
         try:
-            while self._queue:
+            while True:
+                self._refill()
+                if not self._queue:
+                    break
                 batch = [queued for queued in self._queue[: self._max_batch] if not queued.future.cancelled()]
                 del self._queue[: self._max_batch]
                 if batch:
                     await self._commit(batch)
         finally:
             self._draining = None
+            self._refill()
 
     async def _commit(self, batch: list[_Queued[C, Any]]) -> None:
         if len(batch) > 1:
