@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +28,7 @@ from relay.store.failures import StoreUnavailable
 T = TypeVar("T")
 C = TypeVar("C")  # the connection: asyncpg's in the store
 #: What runs on the batch's connection, inside its transaction.
-Work = Callable[[C], Coroutine[Any, Any, T]]
+Work = Callable[[C], Awaitable[T]]
 #: Runs a batch: given a function of a connection, returns its result from one transaction.
 Transaction = Callable[[Callable[[C], Awaitable[Any]]], Awaitable[Any]]
 #: Runs a batch's works on one connection (inside the transaction), returning their results in order.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,9 +69,9 @@ class StepDb(PostgresDb):
         return await _Statement("fetchval", sql, args)
 
 
-async def lockstep(db: PostgresDb, works: Sequence[Callable[[PostgresDb], Coroutine[Any, Any, Any]]]) -> list[Any]:
+async def lockstep(db: PostgresDb, works: Sequence[Callable[[PostgresDb], Awaitable[Any]]]) -> list[Any]:
     """Each work's result, the works (each on a `StepDb` of its own) run side by side on ``db``'s connection."""
-    operations = [work(StepDb()) for work in works]
+    operations = [work(StepDb()).__await__() for work in works]
     results: list[Any] = [None] * len(operations)
     waiting: dict[int, _Statement] = {}
 
