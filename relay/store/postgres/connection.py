@@ -262,8 +262,8 @@ def _settle(replies: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]) -> N
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    """The same kind of loop as the caller's (uvloop when uvicorn chose it: asyncpg's statements cost it about
-    half the Python of asyncio's selector loop, docs/performance.md); asyncio's without one (the CLI)."""
+    """The same kind of loop as the caller's (uvloop when uvicorn chose it: asyncpg's work measured cheaper on it,
+    docs/performance.md); asyncio's without one (the CLI)."""
     try:
         caller = asyncio.get_running_loop()
     except RuntimeError:
