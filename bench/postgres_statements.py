@@ -1,12 +1,12 @@
 """Where a callback's time goes on PostgreSQL, without HTTP: each statement's planning and execution on the server.
 
-Run: python -m bench.postgres_statements [--callbacks 3000] [--concurrency 32] [--loop uvloop|asyncio]
+Run: python -m bench.postgres_statements [--callbacks 3000] [--concurrency 32]
 
 Records ``--callbacks`` distinct callbacks through `relay.ingest.Ingest` and the PostgreSQL store in this
 process, ``--concurrency`` at a time (so group commit batches them as under load), on a fresh database of a
 throwaway cluster (tests/postgres.py, fsync off) started with ``pg_stat_statements``. Prints this process's
 CPU and the server's per callback, and the statements by server time (``pg_stat_statements``: calls, planning
-and execution in ms). ``--loop`` is the caller's event loop, which the store's own loop follows.
+and execution in ms).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-
-import uvloop
 
 from bench.postgres_cost import server_cpu
 from relay.domain.callback import Received
@@ -41,7 +39,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--callbacks", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     cluster = Cluster()
     with (cluster.data / "postgresql.conf").open("a") as conf:
@@ -51,11 +48,10 @@ def main() -> None:
         name = f"b_{uuid.uuid4().hex}"
         cluster.psql(f"CREATE DATABASE {name}")
         cluster.psql("CREATE EXTENSION pg_stat_statements", name)
-        flood = _flood(cluster, name, args.callbacks, args.concurrency)
-        own, server, seconds = uvloop.run(flood) if args.loop == "uvloop" else asyncio.run(flood)
+        own, server, seconds = asyncio.run(_flood(cluster, name, args.callbacks, args.concurrency))
         print(
             f"{args.callbacks} callbacks, {args.callbacks / seconds:.0f}/s; CPU per callback: this process"
-            f" {1000 * own / args.callbacks:.3f} ms, server {1000 * server / args.callbacks:.3f} ms ({args.loop})"
+            f" {1000 * own / args.callbacks:.3f} ms, server {1000 * server / args.callbacks:.3f} ms"
         )
         print("calls | planning ms | execution ms | statement")
         print(cluster.psql(STATEMENTS, name), end="")

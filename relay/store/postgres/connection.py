@@ -102,7 +102,7 @@ class Database:
         )
 
     def start(self) -> None:
-        self._loop = _new_loop()
+        self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="relay-postgres", daemon=True)
         self._thread.start()
         self._pool = self.call(self._create_pool())
@@ -259,16 +259,6 @@ def _settle(replies: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]) -> N
             answer.set_exception(error)
         else:
             answer.set_result(done.result())
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """The same kind of loop as the caller's (uvloop when uvicorn chose it: asyncpg's work measured cheaper on it,
-    docs/performance.md); asyncio's without one (the CLI)."""
-    try:
-        caller = asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.new_event_loop()
-    return type(caller)()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
