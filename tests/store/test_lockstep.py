@@ -1,7 +1,8 @@
 """A group commit's writes in lockstep on PostgreSQL (relay.store.postgres.lockstep): the statement every write
 issues at a step goes to the server once, each write gets the answer to its own execution, writes that diverge
-each get theirs, and a statement failing inside a batched step fails its write alone (group commit runs the
-batch's writes again one by one). On a real PostgreSQL, through a connection that counts what is sent."""
+each get theirs, statements that are a WITH already go once too, a statement failing inside a batched step fails
+its write alone (group commit runs the batch's writes again one by one), and the store's own record_callback
+batched records what it does one by one. On a real PostgreSQL, through a connection that counts what is sent."""
 
 from __future__ import annotations
 
