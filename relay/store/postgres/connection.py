@@ -10,6 +10,7 @@ opened lazily and replaced when they break, so the store reconnects by itself on
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -22,7 +23,7 @@ import asyncpg
 
 from relay.store.db import CHANNEL, POSTGRES, Dialect, Operation
 from relay.store.failures import StoreConflict, StoreError, StoreUnavailable
-from relay.store.postgres.group import GroupCommit
+from relay.store.postgres.group import GroupCommit, Together
 from relay.store.records import PostgresUrl
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,13 @@ class Database:
     """A pool of ``pool_size`` connections to ``url``, each statement cut off after ``statement_timeout``."""
 
     def __init__(
-        self, url: PostgresUrl, *, pool_size: int, statement_timeout: float, observe: Observer | None = None
+        self,
+        url: PostgresUrl,
+        *,
+        pool_size: int,
+        statement_timeout: float,
+        observe: Observer | None = None,
+        together: Together[PostgresDb] | None = None,
     ) -> None:
         self.url = url
         self._pool_size = pool_size
@@ -79,8 +86,20 @@ class Database:
         self._thread: threading.Thread | None = None
         self._pool: asyncpg.Pool | None = None
         self._listening: asyncio.Task[None] | None = None
-        #: Ingest and delivery bookkeeping share transactions (`relay.store.postgres.group`).
-        self._group: GroupCommit[asyncpg.Connection] = GroupCommit(lambda work: self.run(work, write=True))
+        #: Grouped writes handed over from the callers' loops, and whether the store's loop was woken for them.
+        self._inbox: collections.deque[tuple[Operation[Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = (
+            collections.deque()
+        )
+        self._inbox_woken = False
+        #: Their answers, by the caller's loop, until the batch's are all in.
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]] = {}
+        #: Ingest and delivery bookkeeping share transactions (`relay.store.postgres.group`), their statements
+        #: run ``together`` (`relay.store.postgres.lockstep`).
+        self._group: GroupCommit[PostgresDb] = GroupCommit(
+            lambda work: self.run(lambda conn: work(PostgresDb(conn)), write=True),
+            together=together,
+            refill=self._submit_inbox,
+        )
 
     def start(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -106,6 +125,7 @@ class Database:
             command_timeout=self._timeout + 1,
             timeout=self._timeout,
             server_settings={"statement_timeout": str(int(self._timeout * 1000)), "application_name": "cos-relay"},
+            reset=_keep_session,
         )
 
     async def _close(self) -> None:
@@ -153,9 +173,40 @@ class Database:
         self._observe(time.perf_counter() - started, None)
         return result
 
-    async def run_grouped(self, work: Work[T]) -> T:
-        """``work`` in a transaction it may share with other writes queued meanwhile (group commit)."""
-        return await self.acall(self._group.run(work))
+    async def run_grouped(self, operation: Operation[T]) -> T:
+        """``operation`` in a transaction it may share with other writes queued meanwhile (group commit).
+
+        Handed over and answered in bulk: the store's loop is woken only when no batch is under way (the next
+        batch takes what was handed over meanwhile), and each caller's loop once per batch, not each way once
+        per write (waking a loop is a system call made holding the GIL, and each made the threads contend)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+        self._inbox.append((operation, answer, loop))
+        if not (self._inbox_woken or self._group.busy):
+            self._inbox_woken = True
+            self._started().call_soon_threadsafe(self._take_inbox)
+        return await answer
+
+    def _take_inbox(self) -> None:
+        self._inbox_woken = False  # before taking: a write handed over from now on wakes the loop again
+        self._submit_inbox()
+
+    def _submit_inbox(self) -> None:
+        """On the store's loop: queue every write handed over for group commit."""
+        while self._inbox:
+            operation, answer, loop = self._inbox.popleft()
+            self._group.submit(operation).add_done_callback(functools.partial(self._reply, answer, loop))
+
+    def _reply(self, answer: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
+        if not self._outbox:
+            self._started().call_soon(self._send_replies)  # once the whole batch is done
+        self._outbox.setdefault(loop, []).append((answer, done))
+
+    def _send_replies(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, replies in outbox.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is left waiting
+                loop.call_soon_threadsafe(_settle, replies)
 
     def run_sync(self, work: Work[T], *, write: bool) -> T:
         return self.call(self.run(work, write=write))
@@ -196,6 +247,27 @@ class Database:
                 await conn.close(timeout=1)
 
 
+def _settle(replies: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]) -> None:
+    """On the caller's loop: each write's answer as the store's loop had it."""
+    for answer, done in replies:
+        error = None if done.cancelled() else done.exception()
+        if answer.done():  # its caller gave up waiting (the write was made all the same)
+            continue
+        if done.cancelled():
+            answer.cancel()
+        elif error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(done.result())
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset on a released connection beyond what the pool always does (roll back an open
+    transaction, drop listeners): the store sets no session state (its advisory locks are transaction-level,
+    it LISTENs on a connection of its own), so asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``...) would be
+    a round trip per transaction for nothing."""
+
+
 def rowcount(status: str) -> int:
     """Rows an INSERT, UPDATE or DELETE touched, from asyncpg's status line ("UPDATE 3"); 0 for one that
     counts none ("NOTIFY")."""
@@ -218,6 +290,10 @@ class PostgresDb:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        return self._conn
 
     async def execute(self, sql: str, *args: object) -> int:
         return rowcount(await self._conn.execute(numbered(sql), *args))

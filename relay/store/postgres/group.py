@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +31,8 @@ C = TypeVar("C")  # the connection: asyncpg's in the store
 Work = Callable[[C], Awaitable[T]]
 #: Runs a batch: given a function of a connection, returns its result from one transaction.
 Transaction = Callable[[Callable[[C], Awaitable[Any]]], Awaitable[Any]]
+#: Runs a batch's works on one connection (inside the transaction), returning their results in order.
+Together = Callable[[C, Sequence[Work[C, Any]]], Awaitable[list[Any]]]
 
 #: Writes per transaction at most, so a commit never holds row locks for long.
 MAX_BATCH = 64
@@ -45,19 +47,39 @@ class _Queued(Generic[C, T]):
 class GroupCommit(Generic[C]):
     """Batches writes into shared transactions; lives on the store's event loop (every method runs there)."""
 
-    def __init__(self, transaction: Transaction[C], max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        transaction: Transaction[C],
+        max_batch: int = MAX_BATCH,
+        together: Together[C] | None = None,
+        refill: Callable[[], None] | None = None,
+    ) -> None:
         self._transaction = transaction
         self._max_batch = max_batch
+        #: The store's runs them in lockstep (`relay.store.postgres.lockstep`); by default, one after the other.
+        self._together: Together[C] = together or one_by_one
+        #: Submits the writes handed over from other threads meanwhile: called before each batch, and once
+        #: more when the queue has run dry (a thread that found it `busy` counted on that).
+        self._refill = refill or (lambda: None)
         self._queue: list[_Queued[C, Any]] = []
         self._draining: asyncio.Task[None] | None = None
 
     async def run(self, work: Work[C, T]) -> T:
         """``work``'s result once the transaction it ran in has committed; its own error if it failed."""
+        return await self.submit(work)
+
+    def submit(self, work: Work[C, T]) -> asyncio.Future[T]:
+        """Queue ``work``: its future is done once the transaction it ran in has committed (or it failed)."""
         queued: _Queued[C, T] = _Queued(work, asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if self._draining is None:
             self._draining = asyncio.ensure_future(self._drain())
-        return await queued.future
+        return queued.future
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is under way: writes handed over now are taken before the next one."""
+        return self._draining is not None
 
     async def close(self) -> None:
         if self._draining is not None:
@@ -66,18 +88,23 @@ class GroupCommit(Generic[C]):
 
     async def _drain(self) -> None:
         try:
-            while self._queue:
+            while True:
+                self._refill()
+                if not self._queue:
+                    break
                 batch = [queued for queued in self._queue[: self._max_batch] if not queued.future.cancelled()]
                 del self._queue[: self._max_batch]
                 if batch:
                     await self._commit(batch)
         finally:
             self._draining = None
+            self._refill()
 
     async def _commit(self, batch: list[_Queued[C, Any]]) -> None:
         if len(batch) > 1:
             try:
-                results = await self._transaction(lambda conn: _each(conn, batch))
+                works = [queued.work for queued in batch]
+                results = await self._transaction(lambda conn: self._together(conn, works))
             except StoreUnavailable as exc:
                 if exc.kind != "busy":  # the database, not a write (a deadlock or conflict is a write's: retried)
                     for queued in batch:
@@ -105,5 +132,5 @@ def _fail(queued: _Queued[Any, Any], exc: Exception) -> None:
         queued.future.set_exception(exc)
 
 
-async def _each(conn: C, batch: list[_Queued[C, Any]]) -> list[Any]:
-    return [await queued.work(conn) for queued in batch]
+async def one_by_one(conn: C, works: Sequence[Work[C, Any]]) -> list[Any]:
+    return [await work(conn) for work in works]

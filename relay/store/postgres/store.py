@@ -17,6 +17,7 @@ from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
 from relay.store.ops import backlog, queries, secrets
 from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
+from relay.store.postgres.lockstep import lockstep
 from relay.store.records import PostgresUrl
 from relay.store.sealing import Sealer
 
@@ -41,7 +42,9 @@ class PostgresStore(SqlStore):
         self._sealer = sealer or Sealer()
         #: Only `serve` sets up (migrates) a database; the other commands refuse one cos-relay never set up.
         self.create = create
-        self._db = Database(url, pool_size=pool_size, statement_timeout=statement_timeout, observe=observe)
+        self._db = Database(
+            url, pool_size=pool_size, statement_timeout=statement_timeout, observe=observe, together=lockstep
+        )
 
     def open(self) -> None:
         """Migrate (if ``create``) under the advisory lock; `NoDatabase` when the database was never set up
@@ -87,7 +90,7 @@ class PostgresStore(SqlStore):
         """No queue to jump here: ``urgent`` writes go like the rest; ``grouped`` ones share transactions
         (`relay.store.postgres.group`)."""
         if grouped:
-            return await self._db.run_grouped(work(operation))
+            return await self._db.run_grouped(operation)
         return await self._db.run_async(work(operation), write=True)
 
     async def _read(self, operation: Operation[T]) -> T:
