@@ -19,6 +19,11 @@ from starlette.types import ASGIApp
 
 from relay.store.records import PostgresUrl, Target
 
+#: How long a `cos-relay serve` may take to answer /healthz. A few seconds here; on a CI machine running three
+#: test workers, with coverage in every process and several workers each importing and compiling the schema,
+#: 20 s has not always been enough. Only a failing start waits this long.
+START_WITHIN = 60
+
 
 def wait_until(
     check: Callable[[], bool], timeout: float = 30.0, what: str = "the condition", interval: float = 0.05
@@ -125,7 +130,7 @@ class ProcessServer:
         self._lines = []
         self._reader = threading.Thread(target=self._drain, args=(self.process, self._lines), daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_WITHIN
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self._reader.join(timeout=5)
@@ -135,7 +140,7 @@ class ProcessServer:
                     return self
             time.sleep(0.05)
         # Killed, not left running: an orphan would load the machine and fail a later test with its ResourceWarning.
-        raise RuntimeError(f"cos-relay did not become healthy within 20 s: {self.stop(signal.SIGKILL)}")
+        raise RuntimeError(f"cos-relay did not become healthy within {START_WITHIN} s: {self.stop(signal.SIGKILL)}")
 
     def stop(self, sig: int = signal.SIGTERM) -> str:
         """Stop the process and return everything it printed."""
