@@ -112,7 +112,7 @@ def test_cli_deliveries_with_an_unknown_state_exits_1_listing_the_states(db: Tar
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Error: --state 'bogus' is not a delivery state;"
-        " use one of pending, in_flight, delivered, dead, cancelled, dropped"
+        " use one of pending, in_flight, delivered, dead, cancelled, dropped, confirming, unconfirmed"
     ]
 
 
@@ -130,6 +130,7 @@ def test_api_deliveries_with_an_unknown_state_is_400_and_matches_in_any_case(adm
     response = admin.get("/api/deliveries", params={"state": "bogus"})
     assert response.status_code == 400
     assert response.json()["detail"] == (
-        "state must be one of pending, in_flight, delivered, dead, cancelled, dropped (any case)"
+        "state must be one of pending, in_flight, delivered, dead, cancelled, dropped, confirming, unconfirmed"
+        " (any case)"
     )
     assert admin.get("/api/deliveries", params={"state": "Dead"}).status_code == 200
