@@ -66,8 +66,8 @@ class SqlStore(ABC):
     @abstractmethod
     async def _write(self, operation: Operation[T], *, urgent: bool = False, grouped: bool = False) -> T:
         """``operation`` in a transaction, committed when this returns (``urgent``: the delivery worker's,
-        ahead of ordinary writes where they queue; ``grouped``: one of the writes that come many at a time,
-        ingest and delivery bookkeeping, which may share its transaction with others queued meanwhile)."""
+        ahead of ordinary writes where they queue; ``grouped``: one of ingest's writes, which come many at a time
+        and may share their transaction with others queued meanwhile)."""
 
     @abstractmethod
     async def _read(self, operation: Operation[T]) -> T: ...
@@ -196,7 +196,7 @@ class SqlStore(ABC):
     async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
         """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
         recorded = await self._write(
-            partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True, grouped=True
+            partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True
         )
         return [self._sealer.recorded(each) for each in recorded]
 

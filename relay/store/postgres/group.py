@@ -2,7 +2,7 @@
 
 Each callback used to be a transaction of its own on a pooled connection: a BEGIN, its statements and a COMMIT
 (a WAL flush), with a dozen callbacks in flight each holding a connection and a server process. Now the
-ingest and delivery-bookkeeping writes of a replica queue here and one task runs them, a batch per
+ingest writes of a replica queue here and one task runs them, a batch per
 transaction: one commit, one WAL flush and one connection for the batch, the statements of each write one
 after the other on it. Under load batches grow by themselves (everything that arrived during the previous
 commit); without load a write commits alone, as before.

@@ -87,8 +87,9 @@ class PostgresStore(SqlStore):
         self._db.listen(wake_there)
 
     async def _write(self, operation: Operation[T], *, urgent: bool = False, grouped: bool = False) -> T:
-        """No queue to jump here: ``urgent`` writes go like the rest; ``grouped`` ones share transactions
-        (`relay.store.postgres.group`)."""
+        """``grouped`` writes (ingest's) share transactions (`relay.store.postgres.group`); the others, the delivery
+        worker's ``urgent`` ones among them, are each a transaction of their own on the pool, beside the batch under
+        way (queued with ingest's, a delivery's bookkeeping waited out every batch of callbacks before it)."""
         if grouped:
             return await self._db.run_grouped(operation)
         return await self._db.run_async(work(operation), write=True)
