@@ -6,7 +6,6 @@ finds nothing serious on those pages, and nothing is requested from anywhere but
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,13 +24,6 @@ from tests.sink import Sink
 
 #: Slow tier: a gateway, the stand-in, a subscriber and a browser as real processes.
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def standin() -> Iterator[CosStandIn]:
-    server = CosStandIn(CREDENTIALS).start()
-    yield server
-    server.stop()
 
 
 def test_the_overview_shows_the_queues_and_an_operator_releases_a_forged_callback(

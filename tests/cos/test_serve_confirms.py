@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,13 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 XML = {"Content-Type": "application/xml"}
 #: Before the lookback (1h): the reconciler never lists these jobs.
 CREATED = datetime.now(UTC) - timedelta(hours=2)
-
-
-@pytest.fixture
-def standin() -> Iterator[CosStandIn]:
-    server = CosStandIn(CREDENTIALS).start()
-    yield server
-    server.stop()
 
 
 def serve(database: Target, standin: CosStandIn, sink: Sink, tmp_path: Path, *args: str) -> ProcessServer:

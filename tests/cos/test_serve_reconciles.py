@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -27,13 +26,6 @@ from tests.postgres import Cluster
 from tests.sink import Sink
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def standin() -> Iterator[CosStandIn]:
-    server = CosStandIn(CREDENTIALS).start()
-    yield server
-    server.stop()
 
 
 def test_callbacks_missed_while_down_are_delivered_once_and_a_late_one_is_a_duplicate(

@@ -138,21 +138,23 @@ async def list_workflows(
         f"SELECT {RUN_COLUMNS} FROM workflow_runs{where} ORDER BY callback_id DESC, run_id LIMIT ?", *params, limit + 1
     )
     kept, more = take(rows, limit, RUN_TEXT)
-    items = [
-        WorkflowRunSummary(
-            run_id=row["run_id"],
-            workflow_id=row["workflow_id"],
-            workflow_name=row["workflow_name"],
-            state=row["state"],
-            bucket=row["bucket"],
-            object_key=row["object_key"],
-            create_time=row["create_time"],
-            first_seen_at=row["first_seen_at"],
-            updated_at=row["updated_at"],
-        )
-        for row in kept
-    ]
+    items = [run_summary(row) for row in kept]
     return Page(items, f"{kept[-1]['callback_id']}:{kept[-1]['run_id']}" if more else None)
+
+
+def run_summary(row: Row) -> WorkflowRunSummary:
+    """A workflow run as a listing shows it (`RUN_COLUMNS`)."""
+    return WorkflowRunSummary(
+        run_id=row["run_id"],
+        workflow_id=row["workflow_id"],
+        workflow_name=row["workflow_name"],
+        state=row["state"],
+        bucket=row["bucket"],
+        object_key=row["object_key"],
+        create_time=row["create_time"],
+        first_seen_at=row["first_seen_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 async def run_of_task(db: Db, job_id: str) -> str | None:
@@ -176,16 +178,8 @@ async def get_workflow(db: Db, run_id: str) -> WorkflowRun | None:
         "SELECT state, received_at, callback_id FROM workflow_states WHERE run_id = ? ORDER BY id", run_id
     )
     return WorkflowRun(
-        run_id=row["run_id"],
-        workflow_id=row["workflow_id"],
-        workflow_name=row["workflow_name"],
-        state=row["state"],
-        bucket=row["bucket"],
-        object_key=row["object_key"],
-        create_time=row["create_time"],
+        **run_summary(row),
         create_time_raw=row["create_time_raw"],
-        first_seen_at=row["first_seen_at"],
-        updated_at=row["updated_at"],
         detail=filled(orjson.loads(row["detail"]), row, RUN_HELD),
         tasks=[
             WorkflowTask(
