@@ -36,6 +36,7 @@ from bench.process import free_port, running
 from bench.report import delivery_table
 from relay.app.serving import freeze_startup_heap
 from relay.deliver.client import Sender
+from relay.deliver.destination import Destinations
 from relay.deliver.signing import Signer, generate_secret
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
@@ -148,7 +149,7 @@ async def signed_sends(url: str, bodies: list[bytes], concurrency: int) -> Rate:
 async def drain(store: Store, events: int) -> Rate:
     sender = Sender(AddressPolicy.from_setting("127.0.0.0/8"))
     await sender.start()
-    worker = DeliveryWorker(store, sender, RetryPolicy(), utc_now, capacity=256, poll_interval=0.05)
+    worker = DeliveryWorker(store, Destinations.of(sender), RetryPolicy(), utc_now, capacity=256, poll_interval=0.05)
     try:
         async with anyio.create_task_group() as tasks:
             with Meter() as meter:

@@ -25,6 +25,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from relay.app.factory import create_app
+from relay.deliver.destination import Destinations
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.callback import IngestResult, Received
@@ -309,7 +310,7 @@ async def outbox(outbox_settings: Settings) -> AsyncIterator[Outbox]:
     store = store_for(settings.db_path)
     worker = DeliveryWorker(
         store,
-        sender,
+        Destinations.of(sender),
         RetryPolicy(settings.retry_schedule),
         clock,
         capacity=settings.delivery_capacity,

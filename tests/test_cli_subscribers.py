@@ -107,9 +107,10 @@ def test_add_prints_the_secret_once_and_list_and_show_only_mask_it(db: Target) -
 
     listing = ok(cli(db, "subscribers", "list"))
     header, row = listing.splitlines()
-    assert header.split() == ["name", "state", "url", "types", "filters", "secret"]
+    assert header.split() == ["name", "kind", "state", "url", "types", "filters", "secret"]
     assert row.split() == [
         "hook",
+        "webhook",
         "enabled",
         PUBLIC_URL,
         "cos.job.*",

@@ -32,6 +32,7 @@ from relay.cos.confirming import Confirming, scopes
 from relay.cos.running import QueueCheck, Reconciling
 from relay.cos.sources import CosSource
 from relay.deliver.client import Sender
+from relay.deliver.destination import Destinations
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
@@ -120,10 +121,10 @@ def create_app(
     )
     schema = schema or CallbackSchema.load()
     policy = AddressPolicy.from_setting(settings.allow_networks)
-    sender = sender or Sender(policy)
+    destinations = Destinations.of(sender or Sender(policy))
     worker = DeliveryWorker(
         store,
-        sender,
+        destinations,
         RetryPolicy(settings.retry_schedule),
         clock,
         capacity=settings.delivery_capacity,
@@ -139,7 +140,7 @@ def create_app(
         metrics=metrics,
     )
     shedder = Shedder(store, settings.max_backlog, clock, max_db_size=settings.max_db_size, metrics=metrics)
-    delivery = DeliveryThread(worker, sender, grace=SHUTDOWN_GRACE)
+    delivery = DeliveryThread(worker, destinations, grace=SHUTDOWN_GRACE)
     subscribers = Subscribers(
         store, policy, clock, secret_grace=timedelta(seconds=settings.secret_grace), on_change=delivery.wake
     )

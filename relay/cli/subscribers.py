@@ -16,6 +16,7 @@ from relay.cli.options import Decimal, Whole, db_option, setting_option
 from relay.cli.table import render_table
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.clock import utc_now
+from relay.domain.destinations import ContentMode, Kind, Rate, parse_rate
 from relay.domain.errors import BadParameter
 from relay.domain.retry import parse_schedule
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_IN_FLIGHT, TIMEOUTS
@@ -36,6 +37,15 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return None
     try:
         return parse_schedule(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | None:
+    if value is None:
+        return None
+    try:
+        return parse_rate(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -122,6 +132,29 @@ def subscribers() -> None:
     show_default=True,
     help="Keep the first 4 KiB of each answer with its attempt (shown to admins).",
 )
+@click.option(
+    "--kind",
+    type=click.Choice([kind.value for kind in Kind]),
+    default=Kind.WEBHOOK.value,
+    show_default=True,
+    help="webhook: signed CloudEvents POSTed to URL; wecom, feishu, dingtalk, slack: a chat robot's URL;"
+    " rabbitmq, nats, redis: a broker's amqp://, nats://, redis:// URL.",
+)
+@click.option("--rate", callback=_rate, metavar="10/s", help="Deliveries started per second or minute (600/m).")
+@click.option(
+    "--handshake/--no-handshake",
+    default=False,
+    show_default=True,
+    help="Validate the endpoint with the CloudEvents handshake first (webhooks).",
+)
+@click.option(
+    "--content-mode",
+    type=click.Choice([mode.value for mode in ContentMode]),
+    default=ContentMode.STRUCTURED.value,
+    show_default=True,
+    help="binary: the event's data as the body and ce-* headers (webhooks and brokers).",
+)
+@click.option("--template", help="A robot's message template (default: a message per event type).")
 @store_options
 def add(
     db_path: Target,
@@ -135,6 +168,11 @@ def add(
     timeout: float,
     retry_schedule: tuple[float, ...] | None,
     store_response: bool,
+    kind: str,
+    rate: Rate | None,
+    handshake: bool,
+    content_mode: str,
+    template: str | None,
 ) -> None:
     """Add subscriber NAME and print its signing secret (once)."""
     with subscribers_service(db_path, policy) as service:
@@ -148,6 +186,11 @@ def add(
             timeout=timeout,
             retry_schedule=retry_schedule,
             store_response=store_response,
+            kind=Kind(kind),
+            rate=rate,
+            handshake=handshake,
+            content_mode=ContentMode(content_mode),
+            template=template,
             source="cli",
         )
     _echo_fields(created.public(reveal_secret=True))
@@ -163,8 +206,11 @@ def list_(db_path: Target, policy: AddressPolicy) -> None:
     if not found:
         click.echo("no subscribers")
         return
-    rows = [(s["name"], s["state"], s["url"], ",".join(s["types"]), _filters(s["filters"]), s["secret"]) for s in found]
-    click.echo(render_table(rows, ("name", "state", "url", "types", "filters", "secret")))
+    rows = [
+        (s["name"], s["kind"], s["state"], s["url"], ",".join(s["types"]), _filters(s["filters"]), s["secret"])
+        for s in found
+    ]
+    click.echo(render_table(rows, ("name", "kind", "state", "url", "types", "filters", "secret")))
 
 
 @subscribers.command()

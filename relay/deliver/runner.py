@@ -3,7 +3,7 @@
 On the HTTP loop, deliveries waited behind every ready request; on a loop of their own, the GIL's
 forced switching gives them a share of the CPU whatever ingest does. The worker itself stays the
 steppable core (tests drive it with ``run_once``); this module is only the edge that owns the thread,
-its loop, and the sender's session (an aiohttp session belongs to the loop that made it).
+its loop, and the destinations' sessions and connections (an aiohttp session belongs to the loop that made it).
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from concurrent.futures import Future
 
 import anyio
 
-from relay.deliver.client import Sender
+from relay.deliver.destination import Destinations
 from relay.deliver.worker import DeliveryWorker
 
 
 class DeliveryThread:
-    """Starts the sender and the worker on a thread of their own; ``wake`` may be called from any thread."""
+    """Starts the destinations and the worker on a thread of their own; ``wake`` may be called from any thread."""
 
-    def __init__(self, worker: DeliveryWorker, sender: Sender, *, grace: float, name: str = "relay-delivery") -> None:
+    def __init__(
+        self, worker: DeliveryWorker, destinations: Destinations, *, grace: float, name: str = "relay-delivery"
+    ) -> None:
         self._worker = worker
-        self._sender = sender
+        self._destinations = destinations
         self._grace = grace
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -49,14 +51,14 @@ class DeliveryThread:
         self._worker.wake()
 
     async def start(self) -> None:
-        """Start the thread; returns once the sender is open and the worker runs (or raises why not)."""
+        """Start the thread; returns once the destinations are open and the worker runs (or raises why not)."""
         # The same kind of loop as the server's (uvloop when uvicorn chose it): the choice is the operator's.
         uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
         threading.Thread(target=self._main, args=(uvloop,), name=self._name, daemon=True).start()
         await asyncio.wrap_future(self._started)
 
     async def stop(self) -> None:
-        """Stop claiming, let attempts in flight finish for up to the grace period, close the sender."""
+        """Stop claiming, let attempts in flight finish for up to the grace period, close the destinations."""
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
             with contextlib.suppress(RuntimeError):  # already closed: it has stopped by itself
@@ -76,7 +78,7 @@ class DeliveryThread:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        await self._sender.start()
+        await self._destinations.start()
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._worker.run)
@@ -87,4 +89,4 @@ class DeliveryThread:
                 tasks.cancel_scope.cancel()
         finally:
             self._loop = None
-            await self._sender.close()
+            await self._destinations.close()

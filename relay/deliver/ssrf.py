@@ -153,8 +153,9 @@ class AddressPolicy:
                 f"{address} is {why}; to allow it, add its network to RELAY_ALLOW_NETWORKS (--allow-networks)"
             )
 
-    def check_url(self, url: str) -> None:
-        """Refuse non-http(s) URLs, credentials in URLs, and IP-literal hosts that are forbidden.
+    def check_url(self, url: str, schemes: tuple[str, ...] = ("http", "https"), *, credentials: bool = False) -> None:
+        """Refuse URLs of other ``schemes``, credentials in URLs (unless ``credentials``: a broker's login), and
+        IP-literal hosts that are forbidden.
 
         Parsed with yarl, the parser aiohttp itself uses, so what is checked is what is connected to.
         Host names are checked again, address by address, when they are resolved (see `resolve`).
@@ -163,9 +164,9 @@ class AddressPolicy:
             parsed = URL(url)
         except (ValueError, TypeError) as exc:
             raise ForbiddenDestination(f"invalid URL ({type(exc).__name__})") from None
-        if parsed.scheme not in ("http", "https"):
-            raise ForbiddenDestination(f"scheme {parsed.scheme!r} is not http or https")
-        if parsed.raw_user is not None or parsed.raw_password is not None:
+        if parsed.scheme not in schemes:
+            raise ForbiddenDestination(f"scheme {parsed.scheme!r} is not {' or '.join(schemes)}")
+        if not credentials and (parsed.raw_user is not None or parsed.raw_password is not None):
             raise ForbiddenDestination("URL must not carry credentials (userinfo)")
         # `host` is decoded (IDN, IPv6 zone), `raw_host` is what aiohttp connects to. Decoding a bad
         # A-label ("xn--zz") raises UnicodeError, a ValueError.

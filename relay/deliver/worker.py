@@ -10,9 +10,8 @@ from datetime import datetime, timedelta
 
 import anyio
 
-from relay.deliver.client import Sender
+from relay.deliver.destination import Destinations
 from relay.deliver.recorder import Recorder
-from relay.deliver.signing import Signer
 from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
 from relay.domain.retry import RetryPolicy
 from relay.metrics.counters import Metrics
@@ -22,8 +21,6 @@ logger = logging.getLogger(__name__)
 
 #: A lease outlives the subscriber's timeout by this much, so a slow commit never looks like a crash.
 LEASE_MARGIN = timedelta(seconds=5)
-#: Signers kept for reuse (one per subscriber and secret set); beyond this the cache starts over.
-SIGNER_CACHE = 1024
 
 
 class DeliveryWorker:
@@ -32,7 +29,7 @@ class DeliveryWorker:
     def __init__(
         self,
         store: Store,
-        sender: Sender,
+        destinations: Destinations,
         policy: RetryPolicy,
         clock: Callable[[], datetime],
         *,
@@ -44,7 +41,7 @@ class DeliveryWorker:
     ) -> None:
         self._store = store
         self._metrics = metrics
-        self._sender = sender
+        self._destinations = destinations
         self._policy = policy
         self._clock = clock
         self._capacity = capacity
@@ -52,7 +49,6 @@ class DeliveryWorker:
         self._disable_after = disable_after
         self._rand = rand
         self._recorder = Recorder(store, LEASE_MARGIN)
-        self._signers: dict[tuple[str, ...], Signer] = {}
         self._wake = anyio.Event()
         self._in_flight = 0
         self._stopping = False
@@ -153,8 +149,7 @@ class DeliveryWorker:
 
     async def _attempt(self, claim: Claim) -> Claim | None:
         started = self._clock()
-        headers = self._signer(claim.secrets).headers(claim.event_id, int(started.timestamp()), claim.body)
-        attempt = await self._sender.send(claim.url, claim.body, headers, timeout=claim.timeout)
+        attempt = await self._destinations.send(claim, started)
         if not claim.store_response:
             attempt = dataclasses.replace(attempt, response_body=b"")
         finished = self._clock()
@@ -164,15 +159,6 @@ class DeliveryWorker:
         if self._metrics is not None:
             self._count(claim, attempt, decision, recorded.disabled, finished)
         return recorded.following
-
-    def _signer(self, secrets: tuple[str, ...]) -> Signer:
-        """Keyed once per secret set: deriving HMAC keys per attempt costs as much as signing."""
-        signer = self._signers.get(secrets)
-        if signer is None:
-            if len(self._signers) >= SIGNER_CACHE:
-                self._signers.clear()
-            signer = self._signers[secrets] = Signer(secrets)
-        return signer
 
     def _count(
         self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None, finished: datetime

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from relay.domain.destinations import WEBHOOK, Route
 from relay.domain.retry import RetryPolicy
 
 #: Every state a delivery can be in (the ``deliveries.state`` column).
@@ -81,6 +82,8 @@ class Claim:
     failing_since: datetime | None = None
     #: Whether the subscriber keeps the first bytes of its answers with each attempt.
     store_response: bool = False
+    #: How it is sent: the subscriber's kind and the receiver's options.
+    route: Route = WEBHOOK
 
 
 def trigger_of(attempts: int, last_outcome: str | None) -> str:

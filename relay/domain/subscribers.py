@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from relay.domain.destinations import ContentMode, Kind, Rate, check_kind_options, check_scheme, shown_url
 from relay.domain.filters import Filter
 from relay.domain.retry import check_schedule
 
@@ -68,6 +69,14 @@ class Subscriber:
     source: str = "api"
     #: Keep the first 4 KiB of each answer with its attempt (for the API, CLI and console to show).
     store_response: bool = False
+    kind: Kind = Kind.WEBHOOK
+    #: Deliveries started per second or minute, across replicas (None: only ``max_in_flight`` limits).
+    rate: Rate | None = None
+    #: Ask the receiver first (the CloudEvents abuse-protection handshake) and honour what it allows.
+    handshake: bool = False
+    content_mode: ContentMode = ContentMode.STRUCTURED
+    #: A robot's own message template (None: the default message per event type).
+    template: str | None = None
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The current secret, then the previous one while its grace period lasts."""
@@ -80,7 +89,7 @@ class Subscriber:
         """The JSON the API and CLI show: the secret masked unless it was just created."""
         return {
             "name": self.name,
-            "url": self.url,
+            "url": shown_url(self.kind, self.url),
             "state": self.state.value,
             "secret": self.secret if reveal_secret else mask_secret(self.secret),
             "types": list(self.filter.types),
@@ -96,6 +105,11 @@ class Subscriber:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "source": self.source,
             "store_response": self.store_response,
+            "kind": self.kind.value,
+            "rate": None if self.rate is None else str(self.rate),
+            "handshake": self.handshake,
+            "content_mode": self.content_mode.value,
+            "template": self.template,
         }
 
 
@@ -112,10 +126,17 @@ class SubscriberSpec:
     retry_schedule: tuple[float, ...] | None = None
     source: str = "api"
     store_response: bool = False
+    kind: Kind = Kind.WEBHOOK
+    rate: Rate | None = None
+    handshake: bool = False
+    content_mode: ContentMode = ContentMode.STRUCTURED
+    template: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
         check_url(self.url)
+        check_scheme(self.kind, self.url.partition(":")[0].lower())
+        check_kind_options(self.kind, handshake=self.handshake, content_mode=self.content_mode, template=self.template)
         check_limits(self.max_in_flight, self.timeout, self.retry_schedule)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from relay.domain.destinations import ContentMode, Kind
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT
 from relay.outbox.config_file import read_config
 from relay.outbox.service import Subscribers
@@ -40,6 +41,11 @@ def _apply_entry(subscribers: Subscribers, name: str, options: dict[str, Any]) -
         "max_in_flight": DEFAULT_MAX_IN_FLIGHT,
         "timeout": DEFAULT_TIMEOUT,
         "retry_schedule": None,
+        "kind": Kind.WEBHOOK,
+        "rate": None,
+        "handshake": False,
+        "content_mode": ContentMode.STRUCTURED,
+        "template": None,
         **options,
     }
     existing = subscribers.find(name)

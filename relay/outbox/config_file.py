@@ -16,6 +16,7 @@ from typing import Any
 
 from relay.cos.sources import BadSource, CosSource, read_sources
 from relay.deliver.signing import secret_key
+from relay.domain.destinations import ROBOTS, Kind
 from relay.domain.errors import BadSubscriber
 from relay.domain.filters import FILTER_KEYS
 from relay.outbox.options import OPTIONS, check_options
@@ -71,7 +72,7 @@ class ConfigFile:
         return None
 
 
-def read_config(path: Path, vet: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+def read_config(path: Path, vet: Callable[[str, Kind], None]) -> dict[str, dict[str, Any]]:
     """Each subscriber the file defines, by name, with its options checked (secrets read from files and
     the environment) and its URL vetted by ``vet``; `BadSubscriber` with file, line and key for the first
     mistake."""
@@ -111,7 +112,7 @@ def _sources(config: ConfigFile, document: dict[str, Any]) -> list[CosSource]:
 
 
 def _entry(
-    config: ConfigFile, index: int, entry: dict[str, Any], vet: Callable[[str], None]
+    config: ConfigFile, index: int, entry: dict[str, Any], vet: Callable[[str, Kind], None]
 ) -> tuple[str, dict[str, Any]]:
     def refuse(key: str, message: str) -> BadSubscriber:
         where = f"subscribers[{index}].{key}" if key else f"subscribers[{index}]"
@@ -137,8 +138,8 @@ def _entry(
     for key, value in options.items():
         try:
             check_options({key: value})
-            if key == "secret":
-                secret_key(value)
+            if key == "secret" and entry.get("kind", Kind.WEBHOOK) not in ROBOTS:
+                secret_key(value)  # a robot's secret is its platform's, in the platform's form
         except BadSubscriber as exc:
             raise refuse(key, exc.detail) from None
         except ValueError as exc:
@@ -148,7 +149,7 @@ def _entry(
     except BadSubscriber as exc:
         raise refuse("", exc.detail) from None
     try:
-        vet(entry["url"])
+        vet(entry["url"], checked.get("kind", Kind.WEBHOOK))
     except BadSubscriber as exc:
         raise refuse("url", exc.detail) from None
     return entry["name"], checked

@@ -1,4 +1,5 @@
-"""Vetting a subscriber's URL before it is stored: the SSRF policy, and every address its host resolves to."""
+"""Vetting a subscriber's URL before it is stored: its kind's schemes, the SSRF policy, and every address its
+host resolves to."""
 
 from __future__ import annotations
 
@@ -8,25 +9,26 @@ import socket
 from yarl import URL
 
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
+from relay.domain.destinations import DEFAULT_PORTS, SCHEMES, Kind
 from relay.domain.errors import BadSubscriber
 from relay.domain.subscribers import check_url
 
 
-def vet_destination(policy: AddressPolicy, url: str) -> None:
+def vet_destination(policy: AddressPolicy, url: str, kind: Kind = Kind.WEBHOOK) -> None:
     """Refuse malformed URLs, and URLs that are, or resolve to, addresses subscribers may not reach (checked
-    again at connect)."""
+    again at connect). A broker's URL may carry its login; a web URL may not."""
     try:
         check_url(url)
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
     try:
-        policy.check_url(url)
+        policy.check_url(url, SCHEMES[kind], credentials=kind.broker)
         parsed = URL(url)
         host = parsed.host or ""
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            port = parsed.port or DEFAULT_PORTS[parsed.scheme]
             try:
                 infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except (OSError, UnicodeError):

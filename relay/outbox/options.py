@@ -6,12 +6,27 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from relay.domain import numbers
+from relay.domain.destinations import Kind, parse_content_mode, parse_kind, parse_rate
 from relay.domain.errors import BadSubscriber
 from relay.domain.filters import Filter, check_types
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, check_limits, check_text
 
 #: The options a subscriber definition may carry (JSON body or TOML entry), besides its name.
-OPTIONS = ("url", "secret", "types", "filters", "max_in_flight", "timeout", "retry_schedule", "store_response")
+OPTIONS = (
+    "url",
+    "secret",
+    "types",
+    "filters",
+    "max_in_flight",
+    "timeout",
+    "retry_schedule",
+    "store_response",
+    "kind",
+    "rate",
+    "handshake",
+    "content_mode",
+    "template",
+)
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,6 +66,11 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             "a list of delays (seconds, or durations like 5m)",
         ),
         "store_response": (lambda v: isinstance(v, bool), "true or false"),
+        "kind": (lambda v: isinstance(v, str), f"one of {', '.join(Kind)}"),
+        "rate": (lambda v: v is None or isinstance(v, str), 'a count per second or minute, like "10/s" or "600/m"'),
+        "handshake": (lambda v: isinstance(v, bool), "true or false"),
+        "content_mode": (lambda v: isinstance(v, str), "structured or binary"),
+        "template": (lambda v: v is None or isinstance(v, str), "a string"),
     }
     for key, value in checked.items():
         valid, expected = rules[key]
@@ -64,6 +84,12 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             checked.get("retry_schedule"),
         )
         build_filter(checked.get("types"), checked.get("filters", {}))
+        if "kind" in checked:
+            checked["kind"] = parse_kind(checked["kind"])
+        if checked.get("rate") is not None:
+            checked["rate"] = parse_rate(checked["rate"])
+        if "content_mode" in checked:
+            checked["content_mode"] = parse_content_mode(checked["content_mode"])
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
     return checked

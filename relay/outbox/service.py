@@ -8,6 +8,14 @@ from typing import Any
 
 from relay.deliver.signing import generate_secret, secret_key
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.destinations import (
+    SIGNING_ROBOTS,
+    ContentMode,
+    Kind,
+    Rate,
+    check_kind_options,
+    check_scheme,
+)
 from relay.domain.errors import BadSubscriber, NotFound, SubscriberExists, UnknownDelivery, UnknownSubscriber
 from relay.domain.retry import check_schedule
 from relay.domain.subscribers import (
@@ -25,6 +33,18 @@ from relay.store.answers import DeliveryWithAttempts
 from relay.store.failures import StoreConflict
 from relay.store.records import SubscriberChanges
 
+#: Options `Subscribers.update` takes as they are (checked together after).
+SIMPLE_CHANGES = (
+    "max_in_flight",
+    "timeout",
+    "retry_schedule",
+    "source",
+    "store_response",
+    "rate",
+    "handshake",
+    "content_mode",
+    "template",
+)
 #: Bulk recovery requeues this many deliveries per transaction, so the writer is never held for long.
 RECOVER_BATCH = 500
 
@@ -48,9 +68,9 @@ class Subscribers:
         #: Called after every change, so a running worker looks at the subscribers again at once.
         self._on_change = on_change
 
-    def vet(self, url: str) -> None:
-        """Refuse (`BadSubscriber`) a URL subscribers may not be sent to."""
-        vet_destination(self._policy, url)
+    def vet(self, url: str, kind: Kind = Kind.WEBHOOK) -> None:
+        """Refuse (`BadSubscriber`) a URL subscribers of ``kind`` may not be sent to."""
+        vet_destination(self._policy, url, kind)
 
     def find(self, name: str) -> Subscriber | None:
         return self._store.get_subscriber(name)
@@ -106,25 +126,33 @@ class Subscribers:
         retry_schedule: Sequence[float] | None = None,
         source: str = "api",
         store_response: bool = False,
+        kind: Kind = Kind.WEBHOOK,
+        rate: Rate | None = None,
+        handshake: bool = False,
+        content_mode: ContentMode = ContentMode.STRUCTURED,
+        template: str | None = None,
     ) -> Subscriber:
         """Create a subscriber. The returned value carries the secret: show it once, then only masked.
 
         ``types`` None means every event type.
         """
-        vet_destination(self._policy, url)
+        vet_destination(self._policy, url, kind)
         try:
-            if secret is not None:
-                secret_key(secret)
             spec = SubscriberSpec(
                 name=name,
                 url=url,
-                secret=secret or generate_secret(),
+                secret=_secret(kind, secret),
                 filter=build_filter(types, filters),
                 max_in_flight=max_in_flight,
                 timeout=timeout,
                 retry_schedule=None if retry_schedule is None else check_schedule(retry_schedule),
                 source=source,
                 store_response=store_response,
+                kind=kind,
+                rate=rate,
+                handshake=handshake,
+                content_mode=content_mode,
+                template=template,
             )
         except (ValueError, TypeError) as exc:
             raise BadSubscriber(str(exc)) from None
@@ -136,44 +164,37 @@ class Subscribers:
         return subscriber
 
     def update(self, name: str, changes: Mapping[str, Any]) -> Subscriber:
-        """Change url, types, filters, max_in_flight, timeout, retry_schedule or store_response."""
+        """Change any option but the name and the secret (rotate that); a kind only with a URL of its own."""
         current = self.get(name)
         columns = SubscriberChanges()
         try:
-            if "url" in changes:
-                vet_destination(self._policy, str(changes["url"]))
-                columns["url"] = str(changes["url"])
+            unknown = set(changes) - set(SubscriberChanges.__annotations__) - {"filters", "types"}
+            if unknown:
+                raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+            kind = changes.get("kind", current.kind)
+            url = str(changes.get("url", current.url))
+            if "url" in changes or kind is not current.kind:
+                vet_destination(self._policy, url, kind)
+                columns["url"], columns["kind"] = url, kind
             if "types" in changes or "filters" in changes:
                 built = build_filter(
                     changes.get("types", current.filter.types), changes.get("filters", current.filter.match)
                 )
                 columns["types"], columns["filters"] = built.types, built.match
-            if "max_in_flight" in changes:
-                columns["max_in_flight"] = changes["max_in_flight"]
-            if "timeout" in changes:
-                columns["timeout"] = changes["timeout"]
-            if "retry_schedule" in changes:
-                columns["retry_schedule"] = changes["retry_schedule"]
-            if "source" in changes:
-                columns["source"] = changes["source"]
-            if "store_response" in changes:
-                columns["store_response"] = changes["store_response"]
-            unknown = set(changes) - {
-                "url",
-                "types",
-                "filters",
-                "max_in_flight",
-                "timeout",
-                "retry_schedule",
-                "source",
-                "store_response",
-            }
-            if unknown:
-                raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+            for key in SIMPLE_CHANGES:
+                if key in changes:
+                    columns[key] = changes[key]  # type: ignore[literal-required]
             check_limits(
                 columns.get("max_in_flight", current.max_in_flight),
                 columns.get("timeout", current.timeout),
                 columns.get("retry_schedule", current.retry_schedule),
+            )
+            check_scheme(kind, url.partition(":")[0].lower())
+            check_kind_options(
+                kind,
+                handshake=columns.get("handshake", current.handshake),
+                content_mode=columns.get("content_mode", current.content_mode),
+                template=columns.get("template", current.template),
             )
             if (schedule := columns.get("retry_schedule")) is not None:
                 columns["retry_schedule"] = check_schedule(schedule)
@@ -253,3 +274,15 @@ class Subscribers:
         if decision == "release":
             self._on_change()
         return {"callback_id": callback_id, "decision": decision, "deliveries": changed}
+
+
+def _secret(kind: Kind, secret: str | None) -> str:
+    """What a subscriber signs with: a Standard Webhooks secret (given, or made) for webhooks and brokers; a
+    Feishu or DingTalk robot's own signing secret, or none (''); nothing for robots that do not sign."""
+    if kind.robot:
+        if secret and kind not in SIGNING_ROBOTS:
+            raise ValueError(f"a {kind} robot does not sign its messages: leave secret out")
+        return secret or ""
+    if secret is not None:
+        secret_key(secret)
+    return secret or generate_secret()

@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Generic, Literal, TypedDict, TypeVar
 
+from relay.domain.destinations import ContentMode, Kind, Rate
+
 #: How a commit reaches the disk: the SQLite ``synchronous`` level (``normal`` in WAL mode, or ``full``).
 Durability = Literal["normal", "full"]
 
@@ -35,6 +37,11 @@ class SubscriberChanges(TypedDict, total=False):
     retry_schedule: Sequence[float] | None
     source: str
     store_response: bool
+    kind: Kind
+    rate: Rate | None
+    handshake: bool
+    content_mode: ContentMode
+    template: str | None
 
 
 #: The URL schemes that mean PostgreSQL; anything else given as ``--db`` is an SQLite file path.

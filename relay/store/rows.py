@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from relay.domain.callback import Callback, Received
+from relay.domain.destinations import ContentMode, Kind, parse_rate
 from relay.domain.filters import Filter
 from relay.domain.subscribers import Subscriber, SubscriberState
 from relay.store.answers import Confirmation, Job, JobState, JobWithHistory
@@ -35,7 +36,8 @@ class Row(Protocol):
 
 SUBSCRIBER_COLUMNS = (
     "id, name, url, secret, previous_secret, previous_secret_expires_at, types, filters, state, disabled_reason,"
-    " failing_since, max_in_flight, timeout, retry_schedule, source, created_at, store_response"
+    " failing_since, max_in_flight, timeout, retry_schedule, source, created_at, store_response, kind, rate,"
+    " handshake, content_mode, template"
 )
 #: A job's row (``j``) with the history row of its current state (``s``), which holds its Code and Message; rows
 #: written before migration m013 hold their own (``state_id`` NULL).
@@ -145,6 +147,11 @@ def subscriber_from(row: Row) -> Subscriber:
         created_at=when(row["created_at"]),
         source=row["source"],
         store_response=bool(row["store_response"]),
+        kind=Kind(row["kind"]),
+        rate=None if row["rate"] is None else parse_rate(row["rate"]),
+        handshake=bool(row["handshake"]),
+        content_mode=ContentMode(row["content_mode"]),
+        template=row["template"],
     )
 
 

@@ -79,4 +79,4 @@ def test_an_unknown_source_name_and_a_mistake_in_a_cos_table_are_one_line(tmp_pa
     assert "no source named other" in unknown.stderr
     file.write_text(file.read_text().replace('region = "ap-guangzhou"', 'region = "Guangzhou"'))
     with pytest.raises(BadSubscriber, match=r"relay\.toml:4: cos\[0\]\.region: a COS region like ap-guangzhou"):
-        read_config(file, vet=lambda url: None)  # what serve --config reads at its start
+        read_config(file, vet=lambda url, kind: None)  # what serve --config reads at its start

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from relay.deliver.destination import Destinations
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.signing import generate_secret
 from relay.deliver.ssrf import AddressPolicy
@@ -37,8 +38,9 @@ class ThreadedSubscriber:
 
 def delivery_thread(store: Store, sender: FakeSender) -> DeliveryThread:
     # An hour's poll: only a wake-up gets the worker to look for the events recorded after it started.
-    worker = DeliveryWorker(store, sender, RetryPolicy(), utc_now, poll_interval=3600)
-    return DeliveryThread(worker, sender, grace=1.0)
+    destinations = Destinations.of(sender)
+    worker = DeliveryWorker(store, destinations, RetryPolicy(), utc_now, poll_interval=3600)
+    return DeliveryThread(worker, destinations, grace=1.0)
 
 
 async def test_a_wake_up_from_the_http_loop_gets_the_event_sent_from_the_delivery_thread(database: Target) -> None:

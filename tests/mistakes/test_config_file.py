@@ -20,7 +20,7 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def read(path: Path) -> dict[str, dict[str, object]]:
-    return read_config(path, lambda url: vet_destination(AddressPolicy(), url))
+    return read_config(path, lambda url, kind: vet_destination(AddressPolicy(), url, kind))
 
 
 def refusal(tmp_path: Path, text: str) -> str:

@@ -13,6 +13,7 @@ from relay.api.routes import OUTCOME_FILTERS
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
 from relay.domain.confirm import CONFIRMATIONS, REASONS
 from relay.domain.delivery import DELIVERY_STATES, Outcome
+from relay.domain.destinations import ContentMode, Kind
 from relay.domain.events import EVENT_TYPES
 from relay.domain.filters import FILTER_KEYS
 from relay.domain.retry import MAX_DELAY, MAX_STEPS
@@ -75,9 +76,34 @@ _SCHEDULE: Schema = {
 _SUBSCRIBER_OPTIONS: dict[str, Schema] = {
     "url": {
         "type": "string",
-        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
-        "description": "http(s) URL without credentials, resolving only to public addresses (or to"
-        " RELAY_ALLOW_NETWORKS).",
+        "pattern": "^([Hh][Tt][Tt][Pp][Ss]?|amqps?|nats|tls|rediss?)://",
+        "description": "Webhooks and robots: an http(s) URL without credentials; rabbitmq: amqp(s)://, nats:"
+        " nats:// or tls://, redis: redis(s):// (these may carry a login). Resolving only to public addresses (or"
+        " to RELAY_ALLOW_NETWORKS).",
+    },
+    "kind": {
+        "enum": [kind.value for kind in Kind],
+        "description": "webhook (default): signed CloudEvents POSTed to url; wecom, feishu, dingtalk, slack: a"
+        " chat message to the robot's URL; rabbitmq, nats, redis: the event published to the broker.",
+    },
+    "rate": {
+        "type": ["string", "null"],
+        "pattern": "^[0-9]{1,6}/[sm]$",
+        "description": 'Deliveries started per second or minute, across replicas ("10/s", "600/m"); null: none.',
+    },
+    "handshake": {
+        "type": "boolean",
+        "description": "Webhooks: validate the endpoint with the CloudEvents abuse-protection handshake"
+        " (OPTIONS, WebHook-Request-Origin) first and honour WebHook-Allowed-Rate; default false.",
+    },
+    "content_mode": {
+        "enum": [mode.value for mode in ContentMode],
+        "description": "structured (default): the whole event as the body; binary: its data as the body and"
+        " ce-* headers (webhooks and brokers).",
+    },
+    "template": {
+        "type": ["string", "null"],
+        "description": "Robots: the chat message's template (null: the default message per event type).",
     },
     "types": {
         "description": f"Event type patterns (* wildcards), each matching at least one of: {', '.join(EVENT_TYPES)}.",
@@ -101,7 +127,8 @@ _SUBSCRIBER_OPTIONS: dict[str, Schema] = {
 _SECRET: Schema = {
     "type": "string",
     "pattern": "^(whsec_)?[A-Za-z0-9+/]+={0,2}$",
-    "description": "Standard Webhooks secret: whsec_ and base64 of 16 to 64 bytes. Omitted: one is generated.",
+    "description": "Standard Webhooks secret: whsec_ and base64 of 16 to 64 bytes. Omitted: one is generated."
+    " Feishu and DingTalk robots: the robot's own signing secret (omitted: unsigned).",
 }
 _SHOWN_SUBSCRIBER = {
     "name": STRING,
@@ -119,6 +146,11 @@ _SHOWN_SUBSCRIBER = {
     "created_at": TEXT,
     "source": STRING,
     "store_response": {"type": "boolean"},
+    "kind": {"enum": [kind.value for kind in Kind]},
+    "rate": TEXT,
+    "handshake": {"type": "boolean"},
+    "content_mode": {"enum": [mode.value for mode in ContentMode]},
+    "template": TEXT,
     "last_outcome": {"enum": [*(outcome.value for outcome in Outcome), None]},
     "last_error": TEXT,
     "last_attempt_at": TEXT,

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import orjson
 
 from relay.domain.delivery import Claim, trigger_of
+from relay.domain.destinations import ContentMode, Kind, Route
 from relay.domain.fanout import Owed
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, when
@@ -203,7 +204,7 @@ async def _head_if_due(db: Db, subscriber_id: int, stamp: str) -> list[int]:
 
 
 #: A subscriber's part of every claim of it: everything but the delivery's own fields.
-_SubscriberPart = tuple[str, str, tuple[str, ...], float, tuple[float, ...] | None, datetime | None, bool]
+_SubscriberPart = tuple[str, str, tuple[str, ...], float, tuple[float, ...] | None, datetime | None, bool, Route]
 
 
 async def _claims(db: Db, chosen: list[int], stamp: str) -> list[Claim]:
@@ -224,7 +225,7 @@ async def _claims(db: Db, chosen: list[int], stamp: str) -> list[Claim]:
     claims = []
     for row in rows:
         delivery_id, event_id, subscriber_id, failures, attempts, last_outcome, created_at, body, packed = tuple(row)
-        name, url, secrets, timeout, schedule, failing_since, store_response = parts[subscriber_id]
+        name, url, secrets, timeout, schedule, failing_since, store_response, route = parts[subscriber_id]
         claims.append(
             Claim(
                 delivery_id,
@@ -241,6 +242,7 @@ async def _claims(db: Db, chosen: list[int], stamp: str) -> list[Claim]:
                 datetime.fromisoformat(created_at),
                 failing_since,
                 store_response,
+                route,
             )
         )
     return claims
@@ -251,7 +253,8 @@ async def _subscriber_parts(db: Db, ids: set[int], stamp: str) -> dict[int, _Sub
     among, values = db.dialect.among("id", sorted(ids))
     for row in await db.fetch(
         "SELECT id, name, url, secret, previous_secret, previous_secret_expires_at, timeout, retry_schedule,"
-        f" failing_since, store_response FROM subscribers WHERE {among}",
+        " failing_since, store_response, kind, handshake, content_mode, template"
+        f" FROM subscribers WHERE {among}",
         *values,
     ):
         schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
@@ -263,6 +266,7 @@ async def _subscriber_parts(db: Db, ids: set[int], stamp: str) -> dict[int, _Sub
             tuple(schedule) if schedule is not None else None,
             when(row["failing_since"]),
             bool(row["store_response"]),
+            Route(Kind(row["kind"]), ContentMode(row["content_mode"]), bool(row["handshake"]), row["template"]),
         )
     return parts
 

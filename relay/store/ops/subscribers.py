@@ -41,7 +41,8 @@ async def insert_subscriber(db: Db, spec: SubscriberSpec, at: datetime) -> Subsc
     await lock(db)
     await db.execute(
         "INSERT INTO subscribers(name, url, secret, types, filters, state, max_in_flight, timeout, retry_schedule,"
-        " source, created_at, updated_at, store_response) VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?, ?)",
+        " source, created_at, updated_at, store_response, kind, rate, handshake, content_mode, template)"
+        " VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         spec.name,
         spec.url,
         spec.secret,
@@ -54,6 +55,11 @@ async def insert_subscriber(db: Db, spec: SubscriberSpec, at: datetime) -> Subsc
         iso(at),
         iso(at),
         int(spec.store_response),
+        spec.kind.value,
+        None if spec.rate is None else str(spec.rate),
+        int(spec.handshake),
+        spec.content_mode.value,
+        spec.template,
     )
     subscriber = await get_subscriber(db, spec.name)
     assert subscriber is not None
@@ -70,6 +76,11 @@ _UPDATABLE: Mapping[str, Any] = {
     "retry_schedule": lambda schedule: None if schedule is None else to_json(list(schedule)),
     "source": str,
     "store_response": int,
+    "kind": str,
+    "rate": lambda rate: None if rate is None else str(rate),
+    "handshake": int,
+    "content_mode": str,
+    "template": lambda template: template,
 }
 
 

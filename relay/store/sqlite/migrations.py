@@ -380,3 +380,31 @@ def m015_cos_queues(db: Database) -> None:
         },
         pk=("source", "queue_id"),
     )
+
+
+@migrations()
+def m016_destinations(db: Database) -> None:
+    # A subscriber's kind (webhook, a chat robot, a broker) and its receiver's limits. Existing subscribers are
+    # webhooks in structured mode with no rate: today's behaviour.
+    db.execute("ALTER TABLE subscribers ADD COLUMN kind TEXT NOT NULL DEFAULT 'webhook'")
+    db.execute("ALTER TABLE subscribers ADD COLUMN rate TEXT")
+    db.execute("ALTER TABLE subscribers ADD COLUMN handshake INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE subscribers ADD COLUMN content_mode TEXT NOT NULL DEFAULT 'structured'")
+    db.execute("ALTER TABLE subscribers ADD COLUMN template TEXT")
+    # The rate's fixed window per subscriber: deliveries started in the window beginning at window_start (an
+    # ISO instant), shared by every worker and replica through the database.
+    db.table("rate_windows").create({"subscriber_id": int, "window_start": str, "used": int}, pk="subscriber_id")
+    # The CloudEvents handshake's verdict per subscriber and URL: granted or refused, the rate the receiver
+    # allowed, and until when it holds (re-validated after).
+    db.table("handshakes").create(
+        {
+            "subscriber_id": int,
+            "url": str,
+            "granted": int,
+            "allowed_rate": str,
+            "detail": str,
+            "checked_at": str,
+            "expires_at": str,
+        },
+        pk="subscriber_id",
+    )
