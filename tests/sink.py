@@ -25,6 +25,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    method: str = "POST"
 
     @property
     def event(self) -> dict[str, Any]:
@@ -39,11 +40,15 @@ class Received:
 class Sink:
     """Routes: ``/ok``, ``/fail`` (500), ``/gone`` (410), ``/redirect`` (302), ``/throttle/N`` (429, Retry-After N),
     ``/unavailable/N`` (503, Retry-After N), ``/hang`` (never answers), ``/flaky/N`` (500 for the first N
-    requests, then 200), ``/slow/SECONDS``."""
+    requests, then 200), ``/slow/SECONDS``. The CloudEvents handshake (``OPTIONS``): ``/grant/...`` grants any
+    origin, ``/grant-rate/N/...`` grants N a minute, ``/refuse/...`` answers 200 without granting (until
+    `granting` is set); their POSTs answer 204."""
 
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     failing: dict[str, int] = field(default_factory=dict)
+    #: ``/refuse/...`` grants from now on.
+    granting: bool = False
     #: Where it is served, once `serve` started it.
     server: ThreadServer | None = None
 
@@ -79,9 +84,11 @@ class Sink:
             body = await request.body()
             path = request.url.path
             with self.lock:
-                self.requests.append(Received(path, dict(request.headers), body, time.monotonic()))
+                self.requests.append(Received(path, dict(request.headers), body, time.monotonic(), request.method))
             kind, _, arg = path.strip("/").partition("/")
-            if kind == "ok":
+            if request.method == "OPTIONS":
+                return self._handshake(kind, arg)
+            if kind in ("ok", "grant", "grant-rate", "refuse"):
                 return Response(status_code=204)
             if kind == "fail":
                 return Response("boom", status_code=500)
@@ -104,7 +111,18 @@ class Sink:
                 return Response(status_code=200)
             return Response(status_code=404)
 
-        return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])
+        return Starlette(routes=[Route("/{path:path}", handle, methods=["POST", "OPTIONS"])])
+
+    def _handshake(self, kind: str, arg: str) -> Response:
+        if kind == "refuse" and not self.granting:
+            return Response(status_code=200)  # answered, but nothing granted: the spec's refusal
+        if kind in ("grant", "refuse"):
+            return Response(status_code=200, headers={"WebHook-Allowed-Origin": "*", "Allow": "POST"})
+        if kind == "grant-rate":
+            rate = arg.partition("/")[0]
+            headers = {"WebHook-Allowed-Origin": "*", "WebHook-Allowed-Rate": rate, "Allow": "POST"}
+            return Response(status_code=200, headers=headers)
+        return Response(status_code=405)
 
     def to(self, path: str) -> list[Received]:
         with self.lock:

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 from prometheus_client import CollectorRegistry
@@ -33,6 +34,7 @@ from relay.cos.running import QueueCheck, Reconciling
 from relay.cos.sources import CosSource
 from relay.deliver.client import Sender
 from relay.deliver.destination import Destinations
+from relay.deliver.handshake import Handshakes
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
@@ -121,7 +123,11 @@ def create_app(
     )
     schema = schema or CallbackSchema.load()
     policy = AddressPolicy.from_setting(settings.allow_networks)
-    destinations = Destinations.of(sender or Sender(policy))
+    sender = sender or Sender(policy)
+    # The handshake names us by the host COS reaches us at, else by the gateway's id.
+    origin = urlsplit(settings.public_url).hostname if settings.public_url else None
+    handshakes = Handshakes(store, sender, origin or settings.gateway_id, timedelta(seconds=settings.handshake_every))
+    destinations = Destinations.of(sender, handshakes)
     worker = DeliveryWorker(
         store,
         destinations,

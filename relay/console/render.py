@@ -42,6 +42,7 @@ TONES = {
     "http_5xx": "bad",
     "connection_error": "bad",
     "ssrf_blocked": "bad",
+    "handshake_refused": "bad",
     "manual": "busy",
     "running": "busy",
     "submitted": "busy",

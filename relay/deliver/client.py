@@ -184,12 +184,22 @@ class Sender:
     # ASYNC109: the deadline is per subscriber and ends as an Outcome, not as the caller's cancellation.
     async def send(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Attempt:
         """POST ``body`` to ``url``; the whole attempt (connect, send, bounded read) ends by ``timeout``."""
+        attempt, _ = await self.exchange("POST", url, body, headers, timeout=timeout)
+        return attempt
+
+    async def exchange(
+        self, method: str, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float
+    ) -> tuple[Attempt, Mapping[str, str]]:
+        """One request and the answer's headers (empty when none came): `send`, and the CloudEvents handshake's
+        OPTIONS, whose answer is in its headers."""
         if self._session is None:
             raise RuntimeError("Sender.send() before start()")
         started = time.monotonic()
 
-        def attempt(outcome: Outcome, error: str | None, status: int | None = None) -> Attempt:
-            return Attempt(outcome, status, time.monotonic() - started, error, b"", None)
+        def attempt(
+            outcome: Outcome, error: str | None, status: int | None = None
+        ) -> tuple[Attempt, Mapping[str, str]]:
+            return Attempt(outcome, status, time.monotonic() - started, error, b"", None), {}
 
         refusal = self._refusal(url)
         if refusal is not None:
@@ -199,8 +209,8 @@ class Sender:
         status: int | None = None
         try:
             async with asyncio.timeout(timeout):
-                async with self._session.post(
-                    url, data=body, headers=request_headers, allow_redirects=False
+                async with self._session.request(
+                    method, url, data=body, headers=request_headers, allow_redirects=False
                 ) as response:
                     status = response.status
                     received, complete = await _read_bounded(response.content, self._body_limit)
@@ -212,7 +222,8 @@ class Sender:
                         header = response.headers.get("Retry-After")
                         retry_after = parse_retry_after(header, datetime.now(UTC))
                     duration = time.monotonic() - started
-                    return Attempt(outcome_for(status), status, duration, None, received, retry_after)
+                    answer = Attempt(outcome_for(status), status, duration, None, received, retry_after)
+                    return answer, response.headers
         except TimeoutError:
             return attempt(Outcome.TIMEOUT, f"timeout after {timeout:g}s", status)
         except Exception as exc:

@@ -14,6 +14,7 @@ from typing import Protocol
 import orjson
 
 from relay.deliver.client import Sender
+from relay.deliver.handshake import Handshakes
 from relay.deliver.signing import Signer
 from relay.domain.delivery import Attempt, Claim, Outcome
 from relay.domain.destinations import ContentMode, Kind
@@ -62,9 +63,11 @@ def binary(body: bytes) -> tuple[bytes, dict[str, str]]:
 class Webhook:
     """The CloudEvent POSTed to the subscriber's URL, signed the Standard Webhooks way."""
 
-    def __init__(self, sender: Sender) -> None:
+    def __init__(self, sender: Sender, handshakes: Handshakes | None = None) -> None:
         self._sender = sender
         self._signers = Signers()
+        #: None: no handshake can be made (a subscriber that asks for one is refused, never sent unasked).
+        self._handshakes = handshakes
 
     async def start(self) -> None:
         await self._sender.start()
@@ -74,6 +77,13 @@ class Webhook:
 
     async def send(self, claim: Claim, at: datetime) -> Attempt:
         body, headers = claim.body, dict[str, str]()
+        if claim.route.handshake:
+            if self._handshakes is None:
+                return Attempt(Outcome.HANDSHAKE_REFUSED, None, 0.0, "this worker makes no handshakes", b"", None)
+            refused = await self._handshakes.admit(claim, at)
+            if refused is not None:
+                return refused
+            headers |= self._handshakes.headers
         if claim.route.content_mode is ContentMode.BINARY:
             body, headers = binary(body)
         # Signed over the bytes sent: in binary mode, the data.
@@ -88,8 +98,8 @@ class Destinations:
         self._by_kind = dict(by_kind)
 
     @classmethod
-    def of(cls, sender: Sender) -> Destinations:
-        return cls({Kind.WEBHOOK: Webhook(sender)})
+    def of(cls, sender: Sender, handshakes: Handshakes | None = None) -> Destinations:
+        return cls({Kind.WEBHOOK: Webhook(sender, handshakes)})
 
     async def start(self) -> None:
         for destination in self._by_kind.values():

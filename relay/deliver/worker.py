@@ -51,6 +51,8 @@ class DeliveryWorker:
         self._recorder = Recorder(store, LEASE_MARGIN)
         self._wake = anyio.Event()
         self._in_flight = 0
+        #: Whether a claim of a rate-limited subscriber was seen (from then on, every sleep asks when work is due).
+        self._paced = False
         self._stopping = False
         self._idle = anyio.Event()
 
@@ -76,6 +78,7 @@ class DeliveryWorker:
                 while not self._stopping:
                     self._wake = anyio.Event()
                     claims = await self._claim()
+                    self._paced = self._paced or any(claim.route.rate for claim in claims)
                     for claim in claims:
                         self._in_flight += 1
                         tasks.start_soon(self._deliver, claim)
@@ -103,8 +106,9 @@ class DeliveryWorker:
     async def _sleep(self) -> None:
         """Until woken, or the next delivery is due, or the poll interval passes (work from other processes)."""
         delay = self._poll_interval
-        # With attempts in flight, the next one to finish wakes us; only an idle worker needs the due time.
-        due = None if self._in_flight else await self._next_due()
+        # With attempts in flight, the next one to finish wakes us; only an idle worker needs the due time. Unless a
+        # subscriber is paced by a rate: its next start is due at a time no finish announces.
+        due = None if self._in_flight and not self._paced else await self._next_due()
         if due is not None:
             until_due = (due - self._clock()).total_seconds()
             # Due already but not claimable means subscribers are at their limit: wait for a wake-up.

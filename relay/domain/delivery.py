@@ -40,6 +40,8 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
     SSRF_BLOCKED = "ssrf_blocked"
+    #: The receiver did not grant the CloudEvents handshake (a subscriber with handshake = true): not sent.
+    HANDSHAKE_REFUSED = "handshake_refused"
 
 
 @dataclass(frozen=True)

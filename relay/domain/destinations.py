@@ -7,8 +7,10 @@ The rules here are the ones every edge shares (API, CLI, config file, console); 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from yarl import URL
@@ -95,6 +97,7 @@ class Route:
     handshake: bool = False
     #: A robot's message template (None: the default message).
     template: str | None = None
+    rate: Rate | None = None
 
 
 WEBHOOK = Route()
@@ -117,6 +120,38 @@ class Rate:
     @property
     def per_second(self) -> float:
         return self.count / self.per
+
+    @property
+    def interval(self) -> timedelta:
+        """The time between two starts at the steady rate."""
+        return timedelta(seconds=self.per / self.count)
+
+    @property
+    def burst(self) -> int:
+        """Starts allowed at once after a quiet spell: one up to 10/s (evenly spaced), a tenth of a second's
+        worth above, so a fast rate needs at most ten claim rounds a second."""
+        return max(1, math.ceil(self.per_second / 10))
+
+    def pace(self, now: datetime, free_at: datetime | None, wanted: int) -> Pacing:
+        """How many of ``wanted`` deliveries may start at ``now`` when the next start was free at ``free_at``
+        (None: never paced), and when the one after those may start (GCRA: any span of ``per`` seconds holds
+        at most ``count + burst`` starts)."""
+        slack = self.interval * (self.burst - 1)
+        # The theoretical arrival time of the next start, never in the past: a quiet spell earns no more than
+        # the burst.
+        due = now if free_at is None else max(now, free_at + slack)
+        if due - slack > now or wanted <= 0:
+            return Pacing(0, due - slack)
+        allowed = min(wanted, (now + slack - due) // self.interval + 1)
+        return Pacing(allowed, due + self.interval * allowed - slack)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What a rate allows now: how many starts, and from when the next one is free."""
+
+    allowed: int
+    free_at: datetime
 
 
 def parse_rate(value: str) -> Rate:
@@ -160,3 +195,28 @@ def shown_url(kind: Kind, url: str) -> str:
         return f"{origin}{parsed.raw_path}?{query}"
     head, _, token = parsed.raw_path.rpartition("/")
     return f"{origin}{head}/{_masked(token)}"
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A receiver's answer to the CloudEvents abuse-protection handshake, for one subscriber and URL."""
+
+    subscriber_id: int
+    url: str
+    granted: bool
+    #: What the receiver allowed (``WebHook-Allowed-Rate``, per minute); None: no limit (absent or ``*``).
+    allowed_rate: Rate | None
+    #: Why it was refused, or what it granted, in a line.
+    detail: str
+    checked_at: datetime
+    #: Until when a grant holds; asked again after (a refusal is asked again at the next attempt).
+    expires_at: datetime
+
+    def holds(self, url: str, now: datetime) -> bool:
+        return self.granted and self.url == url and now < self.expires_at
+
+
+def slowest(*rates: Rate | None) -> Rate | None:
+    """The strictest of the rates given (None: no limit)."""
+    given = [rate for rate in rates if rate is not None]
+    return min(given, key=lambda rate: rate.per_second) if given else None

@@ -257,6 +257,12 @@ class Settings:
         Seconds(zero=True, maximum=30 * DAY),
         "After a secret rotation, the previous secret keeps signing this long.",
     )
+    handshake_every: float = setting(
+        24 * 3600.0,
+        Seconds(maximum=30 * DAY),
+        "How long a receiver's CloudEvents handshake grant holds before it is asked again (subscribers with"
+        " handshake = true).",
+    )
     delivery_capacity: int = setting(
         256, Integer(1, 10_000), "Deliveries in flight at once, over all subscribers (each also has its own limit)."
     )

@@ -16,6 +16,7 @@ from typing import TypeVar
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.confirm import ToConfirm, Verdict
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.destinations import Handshake
 from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
@@ -44,6 +45,7 @@ from relay.store.ops import (
     confirmations,
     console,
     deliveries,
+    handshakes,
     queries,
     reconcile,
     retention,
@@ -205,6 +207,12 @@ class SqlStore(ABC):
 
     async def next_due(self) -> datetime | None:
         return await self._read(deliveries.next_due)
+
+    async def handshake_of(self, subscriber_id: int) -> Handshake | None:
+        return await self._read(partial(handshakes.handshake_of, subscriber_id=subscriber_id))
+
+    async def record_handshake(self, handshake: Handshake) -> None:
+        await self._write(partial(handshakes.record_handshake, handshake=handshake), urgent=True)
 
     # -- retention ----------------------------------------------------------------------------------
 

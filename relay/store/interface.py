@@ -17,6 +17,7 @@ from typing import Protocol
 from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.confirm import ToConfirm, Verdict
 from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.destinations import Handshake
 from relay.domain.errors import Rejected
 from relay.domain.fanout import Owed, Snapshot
 from relay.domain.retention import Cutoffs
@@ -142,6 +143,11 @@ class Store(Protocol):
     async def release(self, claim: Claim, at: datetime) -> None: ...
 
     async def next_due(self) -> datetime | None: ...
+
+    async def handshake_of(self, subscriber_id: int) -> Handshake | None:
+        """The subscriber's last CloudEvents handshake, if it made one."""
+
+    async def record_handshake(self, handshake: Handshake) -> None: ...
 
     # -- reads
     async def get_job(self, job_id: str) -> JobWithHistory | None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import orjson
 
 from relay.domain.delivery import Claim, trigger_of
-from relay.domain.destinations import ContentMode, Kind, Route
+from relay.domain.destinations import ContentMode, Kind, Rate, Route, parse_rate, slowest
 from relay.domain.fanout import Owed
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, when
@@ -113,6 +113,13 @@ async def claim_due(
         else:
             busy = row["busy"]
         free = min(row["max_in_flight"] - busy, capacity - len(chosen))
+        if row["handshake"] and row["granted"] is None:
+            free = min(free, 1 - busy)  # its receiver is asked first, once: the grant may set a slower rate
+        rate, free_at = _rate(row), None
+        if rate is not None and free > 0:
+            # Read once the row is locked (PostgreSQL): another replica's pacing is committed by then.
+            free_at = when(await db.fetchval("SELECT free_at FROM rate_pacing WHERE subscriber_id = ?", row["id"]))
+            free = rate.pace(now, free_at, free).allowed
         if free <= 0:
             continue
         ids = (
@@ -120,6 +127,13 @@ async def claim_due(
             if row["max_in_flight"] == 1
             else await _due(db, row["id"], stamp, free)
         )
+        if ids and rate is not None:
+            await db.execute(
+                "INSERT INTO rate_pacing(subscriber_id, free_at) VALUES (?, ?)"
+                " ON CONFLICT(subscriber_id) DO UPDATE SET free_at = excluded.free_at",
+                row["id"],
+                iso(rate.pace(now, free_at, len(ids)).free_at),
+            )
         if ids:
             expires = iso(now + timedelta(seconds=row["timeout"]) + lease_margin)
             among, values = db.dialect.among("id", ids)
@@ -136,12 +150,23 @@ async def claim_due(
     return await _claims(db, chosen, stamp)
 
 
+#: The rate a receiver allowed in a CloudEvents handshake that still holds for the subscriber's URL (its expiry is
+#: the handshake's business: an expired grant still paces until it is asked again).
+_HANDSHAKE = "LEFT JOIN handshakes h ON h.subscriber_id = s.id AND h.granted = 1 AND h.url = s.url AND s.handshake = 1"
+_ALLOWED_RATE = "h.allowed_rate, s.handshake, h.subscriber_id AS granted"
+
+
+def _rate(row: Row) -> Rate | None:
+    """The subscriber's own rate or the one its receiver allowed, whichever is slower."""
+    return slowest(*(parse_rate(row[key]) for key in ("rate", "allowed_rate") if row[key] is not None))
+
+
 async def _subscribers(db: Db, stamp: str, subscriber_id: int | None) -> Sequence[Row]:
     """The enabled subscribers to claim for (PostgreSQL: those with due work no other replica is claiming for,
     locked, in id order)."""
     if db.dialect.postgres:
         return await db.fetch(
-            "SELECT s.id, s.max_in_flight, s.timeout FROM subscribers s"
+            f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE} FROM subscribers s {_HANDSHAKE}"
             " WHERE s.state = 'enabled' AND s.removed_at IS NULL AND (CAST(? AS bigint) IS NULL OR s.id = ?)"
             " AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
             " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
@@ -153,8 +178,9 @@ async def _subscribers(db: Db, stamp: str, subscriber_id: int | None) -> Sequenc
             stamp,
         )
     return await db.fetch(
-        "SELECT s.id, s.max_in_flight, s.timeout, (SELECT count(*) FROM deliveries d WHERE d.subscriber_id = s.id"
-        " AND d.state = 'in_flight' AND d.lease_expires_at > ?) AS busy FROM subscribers s"
+        f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, (SELECT count(*) FROM deliveries d"
+        " WHERE d.subscriber_id = s.id AND d.state = 'in_flight' AND d.lease_expires_at > ?) AS busy"
+        f" FROM subscribers s {_HANDSHAKE}"
         " WHERE s.state = 'enabled' AND s.removed_at IS NULL AND (? IS NULL OR s.id = ?)",
         stamp,
         subscriber_id,
@@ -250,11 +276,11 @@ async def _claims(db: Db, chosen: list[int], stamp: str) -> list[Claim]:
 
 async def _subscriber_parts(db: Db, ids: set[int], stamp: str) -> dict[int, _SubscriberPart]:
     parts: dict[int, _SubscriberPart] = {}
-    among, values = db.dialect.among("id", sorted(ids))
+    among, values = db.dialect.among("s.id", sorted(ids))
     for row in await db.fetch(
-        "SELECT id, name, url, secret, previous_secret, previous_secret_expires_at, timeout, retry_schedule,"
-        " failing_since, store_response, kind, handshake, content_mode, template"
-        f" FROM subscribers WHERE {among}",
+        "SELECT s.id, s.name, s.url, s.secret, s.previous_secret, s.previous_secret_expires_at, s.timeout,"
+        " s.retry_schedule, s.failing_since, s.store_response, s.kind, s.content_mode, s.template,"
+        f" s.rate, {_ALLOWED_RATE} FROM subscribers s {_HANDSHAKE} WHERE {among}",
         *values,
     ):
         schedule = orjson.loads(row["retry_schedule"]) if row["retry_schedule"] else None
@@ -266,7 +292,13 @@ async def _subscriber_parts(db: Db, ids: set[int], stamp: str) -> dict[int, _Sub
             tuple(schedule) if schedule is not None else None,
             when(row["failing_since"]),
             bool(row["store_response"]),
-            Route(Kind(row["kind"]), ContentMode(row["content_mode"]), bool(row["handshake"]), row["template"]),
+            Route(
+                Kind(row["kind"]),
+                ContentMode(row["content_mode"]),
+                bool(row["handshake"]),
+                row["template"],
+                _rate(row),
+            ),
         )
     return parts
 
@@ -277,10 +309,13 @@ async def next_due(db: Db) -> datetime | None:
     One index lookup per enabled subscriber: scanning the pending deliveries instead cost the idle
     worker a pass over every delivery held for paused subscribers, after every callback.
     """
+    # A rate-limited subscriber's next delivery is due when both it and the rate's pacing allow.
     due = await db.fetchval(
-        "SELECT min(t) AS due FROM (SELECT (SELECT min(d.next_attempt_at) FROM deliveries d"
+        "SELECT min(t) AS due FROM (SELECT CASE WHEN p.free_at > o.t THEN p.free_at ELSE o.t END AS t"
+        " FROM (SELECT s.id, s.rate, (SELECT min(d.next_attempt_at) FROM deliveries d"
         " WHERE d.subscriber_id = s.id AND d.state = 'pending') AS t FROM subscribers s"
-        " WHERE s.state = 'enabled' AND s.removed_at IS NULL"
+        " WHERE s.state = 'enabled' AND s.removed_at IS NULL) AS o"
+        " LEFT JOIN rate_pacing p ON p.subscriber_id = o.id AND o.rate IS NOT NULL"
         " UNION ALL SELECT min(lease_expires_at) FROM deliveries WHERE state = 'in_flight') AS due"
     )
     return when(due)

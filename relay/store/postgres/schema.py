@@ -208,13 +208,13 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         16,
         "destinations",
         """
-        -- The SQLite store's m016: a subscriber's kind and its receiver's limits; the rate's window; handshakes.
+        -- The SQLite store's m016: a subscriber's kind and its receiver's limits; the rate's pacing; handshakes.
         ALTER TABLE subscribers ADD COLUMN kind text NOT NULL DEFAULT 'webhook';
         ALTER TABLE subscribers ADD COLUMN rate text;
         ALTER TABLE subscribers ADD COLUMN handshake integer NOT NULL DEFAULT 0;
         ALTER TABLE subscribers ADD COLUMN content_mode text NOT NULL DEFAULT 'structured';
         ALTER TABLE subscribers ADD COLUMN template text;
-        CREATE TABLE rate_windows (subscriber_id bigint PRIMARY KEY, window_start text, used integer);
+        CREATE TABLE rate_pacing (subscriber_id bigint PRIMARY KEY, free_at text);
         CREATE TABLE handshakes (
             subscriber_id bigint PRIMARY KEY, url text, granted integer, allowed_rate text, detail text,
             checked_at text, expires_at text

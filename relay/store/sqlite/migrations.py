@@ -391,9 +391,9 @@ def m016_destinations(db: Database) -> None:
     db.execute("ALTER TABLE subscribers ADD COLUMN handshake INTEGER NOT NULL DEFAULT 0")
     db.execute("ALTER TABLE subscribers ADD COLUMN content_mode TEXT NOT NULL DEFAULT 'structured'")
     db.execute("ALTER TABLE subscribers ADD COLUMN template TEXT")
-    # The rate's fixed window per subscriber: deliveries started in the window beginning at window_start (an
-    # ISO instant), shared by every worker and replica through the database.
-    db.table("rate_windows").create({"subscriber_id": int, "window_start": str, "used": int}, pk="subscriber_id")
+    # When each rate-limited subscriber's next delivery may start (the pacing of its rate), shared by every worker
+    # and replica through the database.
+    db.table("rate_pacing").create({"subscriber_id": int, "free_at": str}, pk="subscriber_id")
     # The CloudEvents handshake's verdict per subscriber and URL: granted or refused, the rate the receiver
     # allowed, and until when it holds (re-validated after).
     db.table("handshakes").create(
