@@ -69,7 +69,8 @@ def parse_kind(value: str) -> Kind:
 
 def check_scheme(kind: Kind, scheme: str) -> None:
     if scheme not in SCHEMES[kind]:
-        raise ValueError(f"a {kind} subscriber's url starts with {' or '.join(f'{s}://' for s in SCHEMES[kind])}")
+        whose = "" if kind is Kind.WEBHOOK else f" (a {kind} subscriber's url)"
+        raise ValueError(f"scheme {scheme!r} is not {' or '.join(SCHEMES[kind])}{whose}")
 
 
 class ContentMode(StrEnum):

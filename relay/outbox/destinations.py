@@ -9,7 +9,7 @@ import socket
 from yarl import URL
 
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
-from relay.domain.destinations import DEFAULT_PORTS, SCHEMES, Kind
+from relay.domain.destinations import DEFAULT_PORTS, SCHEMES, Kind, check_scheme
 from relay.domain.errors import BadSubscriber
 from relay.domain.subscribers import check_url
 
@@ -19,6 +19,7 @@ def vet_destination(policy: AddressPolicy, url: str, kind: Kind = Kind.WEBHOOK) 
     again at connect). A broker's URL may carry its login; a web URL may not."""
     try:
         check_url(url)
+        check_scheme(kind, url.partition(":")[0].lower())
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
     try:
