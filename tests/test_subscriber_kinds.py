@@ -24,7 +24,7 @@ def create(api: httpx.Client, **body: Any) -> httpx.Response:
     ("body", "says"),
     [
         ({"url": "http://127.0.0.1:9/x", "kind": "email"}, "kind must be one of webhook, wecom"),
-        ({"url": "http://127.0.0.1:9/x", "kind": "rabbitmq"}, "scheme 'http' is not amqp or amqps (a rabbitmq subscriber's url)"),
+        ({"url": "http://127.0.0.1:9/x", "kind": "rabbitmq"}, "is not amqp or amqps (a rabbitmq subscriber's url)"),
         ({"url": "amqp://127.0.0.1/", "kind": "webhook"}, "scheme 'amqp' is not http or https"),
         ({"url": "http://127.0.0.1:9/x", "rate": "10/h"}, 'like "10/s" or "600/m"'),
         ({"url": "http://127.0.0.1:9/x", "rate": "0/s"}, "rate must be from 1/m"),
