@@ -39,6 +39,8 @@ class Handshakes:
         self._sender = sender
         self._origin = origin
         self._valid_for = valid_for
+        #: Grants this process saw, so a delivery under a grant costs no read (bounded by the subscribers).
+        self._grants: dict[int, Handshake] = {}
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -48,8 +50,11 @@ class Handshakes:
     async def admit(self, claim: Claim, at: datetime) -> Attempt | None:
         """None when the receiver's grant holds (asked now if needed); else the attempt that failed, which the
         worker records and retries like any other."""
-        known = await self._store.handshake_of(claim.subscriber_id)
+        known = self._grants.get(claim.subscriber_id)
+        if known is None or not known.holds(claim.url, at):
+            known = await self._store.handshake_of(claim.subscriber_id)  # another replica may have asked
         if known is not None and known.holds(claim.url, at):
+            self._grants[claim.subscriber_id] = known
             return None
         asked = {ORIGIN_HEADER: self._origin}
         if claim.route.rate is not None:
@@ -67,9 +72,9 @@ class Handshakes:
         else:
             detail = f"refused: answered {attempt.status}, WebHook-Allowed-Origin is not {self._origin}"
         expires = at + self._valid_for if granted else at
-        await self._store.record_handshake(
-            Handshake(claim.subscriber_id, claim.url, granted, rate, detail, at, expires)
-        )
+        verdict = Handshake(claim.subscriber_id, claim.url, granted, rate, detail, at, expires)
+        await self._store.record_handshake(verdict)
         if granted:
+            self._grants[claim.subscriber_id] = verdict
             return None
         return Attempt(Outcome.HANDSHAKE_REFUSED, attempt.status, attempt.duration, detail, b"", None)
