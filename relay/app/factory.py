@@ -121,7 +121,7 @@ def create_app(
     )
     schema = schema or CallbackSchema.load()
     policy = AddressPolicy.from_setting(settings.allow_networks)
-    destinations = Destinations.of(sender or Sender(policy))
+    destinations = Destinations.of(sender or Sender(policy), settings.public_url)
     worker = DeliveryWorker(
         store,
         destinations,

@@ -14,6 +14,7 @@ from typing import Protocol
 import orjson
 
 from relay.deliver.client import Sender
+from relay.deliver.robots import robots
 from relay.deliver.signing import Signer
 from relay.domain.delivery import Attempt, Claim, Outcome
 from relay.domain.destinations import ContentMode, Kind
@@ -88,8 +89,9 @@ class Destinations:
         self._by_kind = dict(by_kind)
 
     @classmethod
-    def of(cls, sender: Sender) -> Destinations:
-        return cls({Kind.WEBHOOK: Webhook(sender)})
+    def of(cls, sender: Sender, public_url: str | None = None) -> Destinations:
+        """Every kind this release sends; robots' messages link to ``public_url``'s console (RELAY_PUBLIC_URL)."""
+        return cls({Kind.WEBHOOK: Webhook(sender), **robots(sender, public_url)})
 
     async def start(self) -> None:
         for destination in self._by_kind.values():
