@@ -59,4 +59,4 @@ class DingTalk(Platform):
         if attempt.status is None:
             return attempt
         body = parsed(attempt.response_body) or {}
-        return coded(attempt, "dingtalk errcode", body.get("errcode"), body.get("errmsg"), PAUSES)
+        return coded(attempt, "dingtalk", "errcode", body.get("errcode"), body.get("errmsg"), PAUSES)

@@ -58,4 +58,4 @@ class Feishu(Platform):
         pauses = PAUSES
         if code == TOO_MANY and "too many" in str(message).lower():  # 9499 is also "Bad Request"
             pauses = {**PAUSES, TOO_MANY: 60.0}
-        return coded(attempt, "feishu code", code, message, pauses)
+        return coded(attempt, "feishu", "code", code, message, pauses)

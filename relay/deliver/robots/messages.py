@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 #: Characters of one fact's value, at most (an object key or a COS message can be long): the rest is cut.
 MAX_FACT = 300
-#: Job ids listed for a NonExistJobIds event, at most.
-MAX_IDS = 10
+#: Job ids listed for a NonExistJobIds event, at most (with the count of the rest: the fact stays within MAX_FACT).
+MAX_IDS = 5
 
 
 @dataclass(frozen=True)

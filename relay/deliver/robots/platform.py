@@ -77,18 +77,20 @@ class Platform:
         raise NotImplementedError
 
 
-def coded(attempt: Attempt, name: str, code: object, message: object, pauses: dict[int, float | None]) -> Attempt:
+def coded(
+    attempt: Attempt, name: str, field: str, code: object, message: object, pauses: dict[int, float | None]
+) -> Attempt:
     """The answer of a platform that says how it went with a code in the body (0: sent), whatever the status:
     a code in ``pauses`` is its rate limit (back off that many seconds; None: the retry schedule), any other
-    a failure naming the code."""
+    a failure naming the code (``field``: what the platform calls it)."""
     text = str(message or "").split(", hint:")[0]  # WeCom appends a hint, the caller's IP and a link
     if code == 0:
         return attempt
     if not isinstance(code, int) or isinstance(code, bool):
         if attempt.outcome is not Outcome.SUCCESS:
             return attempt  # an error page from something in between: the status says enough
-        return failure(attempt, Outcome.HTTP_5XX, f"{name} answered {attempt.status} without its code")
+        return failure(attempt, Outcome.HTTP_5XX, f"{name} answered {attempt.status} without {field}")
     if code in pauses:
-        return failure(attempt, Outcome.HTTP_429, f"{name} {code}: {text}", pauses[code])
+        return failure(attempt, Outcome.HTTP_429, f"{name} {field} {code}: {text}", pauses[code])
     outcome = Outcome.HTTP_4XX if attempt.outcome is Outcome.SUCCESS else attempt.outcome
-    return failure(attempt, outcome, f"{name} {code}: {text}")
+    return failure(attempt, outcome, f"{name} {field} {code}: {text}")

@@ -33,4 +33,4 @@ class WeCom(Platform):
         if attempt.status is None:
             return attempt
         body = parsed(attempt.response_body) or {}
-        return coded(attempt, "wecom errcode", body.get("errcode"), body.get("errmsg"), PAUSES)
+        return coded(attempt, "wecom", "errcode", body.get("errcode"), body.get("errmsg"), PAUSES)
