@@ -45,10 +45,10 @@ class Robot:
         self._templates = Templates(platform.escape)
 
     async def start(self) -> None:
-        await self._sender.start()
+        """Nothing of its own: the sender is the webhook destination's, started and closed with it."""
 
     async def close(self) -> None:
-        await self._sender.close()
+        """As `start`."""
 
     async def send(self, claim: Claim, at: datetime) -> Attempt:
         parsed = orjson.loads(claim.body)

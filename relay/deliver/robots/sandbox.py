@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -162,15 +162,13 @@ def _join(parts: Iterable[object]) -> str:
 
 
 def _join_filter(value: Iterable[object], separator: str = "", attribute: str | int | None = None) -> str:
-    items = list(value)
-    if attribute is not None:
-        items = [item.get(attribute) if isinstance(item, Mapping) else None for item in items]
-    parts: list[str] = []
-    for index, item in enumerate(items):
-        if index:
-            parts.append(separator)
-        parts.append(str(item))
-    return _join(parts)
+    def parts() -> Iterator[object]:  # lazily: a join too large stops at the part that makes it so
+        for index, item in enumerate(value):
+            if index:
+                yield separator
+            yield item.get(attribute) if attribute is not None and isinstance(item, Mapping) else item
+
+    return _join(parts())
 
 
 def _tojson(value: object) -> str:
