@@ -57,7 +57,7 @@ class Robot:
         text = self._platform.markdown(message)
         if claim.route.template is not None:
             try:
-                # On a thread: the render's deadline is a trace function, which must not slow the delivery loop.
+                # On a thread: the delivery loop must not wait out a render's deadline (nor run its trace function).
                 text = await anyio.to_thread.run_sync(
                     self._templates.render, claim.route.template, event, message, text
                 )

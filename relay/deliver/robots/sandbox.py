@@ -143,11 +143,6 @@ def measure(value: object, times: int = 1) -> None:
             raise SecurityError(f"the template builds a value larger than {MAX_VALUE} characters")
 
 
-def _checked(value: Any) -> Any:
-    measure(value)
-    return value
-
-
 def _join(parts: Iterable[object]) -> str:
     """``str.join`` that stops before the result is too large, not after."""
     pieces: list[str] = []
@@ -234,7 +229,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def measured(value: Any) -> Any:
-        return _checked(value)
+        """``value``, once measured (what the compiled literals call)."""
+        measure(value)
+        return value
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, _BUILTIN) and attr not in SAFE_METHODS:
@@ -254,7 +251,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         numbers = isinstance(left, int) and isinstance(right, int)
         if operator == "**" and numbers and abs(left) > 1 and right * left.bit_length() > 4096:
             raise SecurityError("the template raises a number beyond 4096 bits")
-        return _checked(super().call_binop(context, operator, left, right))
+        return self.measured(super().call_binop(context, operator, left, right))
 
 
 class Deadline:
