@@ -255,7 +255,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
 
 class Deadline:
-    """Fails the code running on this thread (the template's) once ``seconds`` have passed, at its next line."""
+    """Fails the code running on this thread (the template's) once ``seconds`` have passed, at its next line
+    (``seconds`` is `RENDER_SECONDS`, or what is left of it)."""
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
@@ -264,7 +265,7 @@ class Deadline:
 
     def _trace(self, frame: FrameType, event: str, arg: object) -> Any:
         if time.monotonic() > self._at:
-            raise TemplateFailed(f"the template took longer than {self._seconds:g} s")
+            raise TemplateFailed(f"the template took longer than {RENDER_SECONDS:g} s")
         return self._trace
 
     def __enter__(self) -> Deadline:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2 import Template
 
 from relay.deliver.robots.messages import Message, describe
-from relay.deliver.robots.sandbox import Raw, Sandbox, TemplateFailed, compile_template, render
+from relay.deliver.robots.sandbox import RENDER_SECONDS, Raw, Sandbox, TemplateFailed, compile_template, render
 
 #: Compiled templates kept (one per subscriber's template in practice); beyond this the cache starts over.
 TEMPLATE_CACHE = 256
@@ -82,14 +83,16 @@ def context(event: Mapping[str, Any], message: Message, text: str) -> dict[str, 
 
 
 def check_template(text: str) -> None:
-    """ValueError saying why ``text`` cannot be a robot's template: it does not compile, or it fails (or overruns
-    its time) on any of the `SAMPLES`."""
+    """ValueError saying why ``text`` cannot be a robot's template: it does not compile, or it fails on any of the
+    `SAMPLES` or takes longer than one render may on all of them (the API checks on its event loop: this bounds
+    the wait)."""
     sandbox = Sandbox(str)
+    deadline = time.monotonic() + RENDER_SECONDS
     try:
         template = compile_template(sandbox, text)
         for event in SAMPLES:
             message = describe(event, "https://relay.example")
-            render(template, context(event, message, message.title))
+            render(template, context(event, message, message.title), max(deadline - time.monotonic(), 0.0))
     except TemplateFailed as error:
         raise ValueError(f"template: {error}") from None
 
