@@ -61,7 +61,7 @@ def api(platforms: Platforms, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = {
         "RELAY_ALLOW_NETWORKS": "127.0.0.0/8",
         "RELAY_PUBLIC_URL": PUBLIC_URL,
-        "RELAY_RETRY_SCHEDULE": "1,1,1",
+        "RELAY_RETRY_SCHEDULE": "1,60",  # a failure is retried once soon, then not before the module ends
         "RELAY_POLL_INTERVAL": "0.1",
     }
     args = ("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN)
