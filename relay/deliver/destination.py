@@ -15,6 +15,7 @@ import orjson
 
 from relay.deliver.client import Sender
 from relay.deliver.handshake import Handshakes
+from relay.deliver.robots import robots
 from relay.deliver.signing import Signer
 from relay.domain.delivery import Attempt, Claim, Outcome
 from relay.domain.destinations import ContentMode, Kind
@@ -98,8 +99,9 @@ class Destinations:
         self._by_kind = dict(by_kind)
 
     @classmethod
-    def of(cls, sender: Sender, handshakes: Handshakes | None = None) -> Destinations:
-        return cls({Kind.WEBHOOK: Webhook(sender, handshakes)})
+    def of(cls, sender: Sender, handshakes: Handshakes | None = None, public_url: str | None = None) -> Destinations:
+        """Every kind this release sends; robots' messages link to ``public_url``'s console (RELAY_PUBLIC_URL)."""
+        return cls({Kind.WEBHOOK: Webhook(sender, handshakes), **robots(sender, public_url)})
 
     async def start(self) -> None:
         for destination in self._by_kind.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from relay.deliver.robots.templates import check_template
 from relay.domain import numbers
 from relay.domain.destinations import Kind, parse_content_mode, parse_kind, parse_rate
 from relay.domain.errors import BadSubscriber
@@ -90,6 +91,8 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             checked["rate"] = parse_rate(checked["rate"])
         if "content_mode" in checked:
             checked["content_mode"] = parse_content_mode(checked["content_mode"])
+        if checked.get("template") is not None:
+            check_template(checked["template"])
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
     return checked

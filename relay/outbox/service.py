@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from relay.deliver.robots.templates import check_template
 from relay.deliver.signing import generate_secret, secret_key
 from relay.deliver.ssrf import AddressPolicy
 from relay.domain.destinations import (
@@ -154,6 +155,8 @@ class Subscribers:
                 content_mode=content_mode,
                 template=template,
             )
+            if template is not None:
+                check_template(template)
         except (ValueError, TypeError) as exc:
             raise BadSubscriber(str(exc)) from None
         try:
@@ -196,6 +199,8 @@ class Subscribers:
                 content_mode=columns.get("content_mode", current.content_mode),
                 template=columns.get("template", current.template),
             )
+            if (template := columns.get("template")) is not None:
+                check_template(template)
             if (schedule := columns.get("retry_schedule")) is not None:
                 columns["retry_schedule"] = check_schedule(schedule)
         except (ValueError, TypeError) as exc:
