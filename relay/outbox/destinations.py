@@ -19,9 +19,12 @@ def vet_destination(policy: AddressPolicy, url: str, kind: Kind = Kind.WEBHOOK) 
     again at connect). A broker's URL may carry its login; a web URL may not."""
     try:
         check_url(url)
-        check_scheme(kind, url.partition(":")[0].lower())
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
+    try:
+        check_scheme(kind, url.partition(":")[0].lower())
+    except ValueError as exc:
+        raise BadSubscriber(f"the URL is not allowed: {exc}") from None
     try:
         policy.check_url(url, SCHEMES[kind], credentials=kind.broker)
         parsed = URL(url)
