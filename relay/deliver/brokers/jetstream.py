@@ -1,0 +1,82 @@
+"""NATS JetStream: an acknowledged publish, so the attempt succeeds only once a stream has stored the message.
+
+The URL: ``nats://[user:password@ | token@]host[:port][?prefix=SUBJECT.PREFIX]`` (``tls://`` for TLS). The
+subject is the event type (``cos.job.failed``), under the prefix when one is given (``relay.cos.job.failed``).
+The relay creates no stream: its retention, storage and replicas are the operator's, who creates one capturing
+the subjects (``nats stream add COS_RELAY --subjects 'cos.>'``); until then every attempt fails, and is retried,
+as "no stream takes the subject". ``Nats-Msg-Id`` is the event id, so the stream keeps one copy of an event
+published twice within its duplicate window.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import nats
+import nats.js.errors
+import orjson
+from nats.aio.client import Client
+from yarl import URL
+
+from relay.deliver.brokers.base import Broker, Message, Refused
+from relay.domain.delivery import Outcome
+
+#: How JetStream knows a message it has seen (its duplicate window, 2 minutes by default).
+MSG_ID = "Nats-Msg-Id"
+#: Header names' prefix in the CloudEvents NATS binding (binary mode, 3.1.1).
+CE_PREFIX = "ce-"
+
+
+def subject_of(target: URL, message: Message) -> str:
+    prefix = target.query.get("prefix", "").strip(".")
+    return f"{prefix}.{message.event_type}" if prefix else message.event_type
+
+
+async def _ignore(*_: object) -> None:
+    """nats-py's default callbacks log every disconnect with a traceback; the attempts say it already."""
+
+
+class JetStream(Broker[Client]):
+    async def _connect(self, target: URL, address: str, port: int) -> Client:
+        server = str(URL.build(scheme=target.scheme, host=address, port=port))
+        tls: dict[str, object] = {}
+        if target.scheme == "tls":
+            # Checked against the name in the URL, though the connection goes to the vetted address.
+            tls = {"tls": ssl.create_default_context(), "tls_hostname": target.host}
+        login: dict[str, object] = {}
+        if target.user and target.password is not None:
+            login = {"user": target.user, "password": target.password}
+        elif target.user:
+            login = {"token": target.user}
+        return await nats.connect(
+            servers=[server],
+            name="cos-relay",
+            # A lost connection is dropped and made again by the next attempt, to the vetted address.
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            error_cb=_ignore,
+            disconnected_cb=_ignore,
+            closed_cb=_ignore,
+            **tls,
+            **login,
+        )
+
+    def _usable(self, connection: Client) -> bool:
+        return connection.is_connected
+
+    async def _publish(self, connection: Client, target: URL, message: Message, timeout: float) -> bytes:
+        subject = subject_of(target, message)
+        headers = {MSG_ID: message.event_id, "content-type": message.content_type, **message.signature}
+        headers |= {f"{CE_PREFIX}{name}": value for name, value in message.attributes.items()}
+        try:
+            ack = await connection.jetstream().publish(subject, message.body, timeout=timeout, headers=headers)
+        # As for RabbitMQ: a subject no stream takes is the receiver's configuration (HTTP_4XX, like a 404);
+        # a stream that refuses the message (full, its limits, a leader lost) is the broker's failure (HTTP_5XX).
+        except nats.js.errors.NoStreamResponseError:
+            raise Refused(Outcome.HTTP_4XX, f"no JetStream stream takes subject {subject}") from None
+        except nats.js.errors.APIError as exc:
+            raise Refused(Outcome.HTTP_5XX, f"JetStream refused the message: {exc.code} {exc.description}") from None
+        return orjson.dumps({"stream": ack.stream, "seq": ack.seq, "duplicate": bool(ack.duplicate)})
+
+    async def _disconnect(self, connection: Client) -> None:
+        await connection.close()

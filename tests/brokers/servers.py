@@ -1,0 +1,171 @@
+"""Real brokers from Debian's packages, each in a temporary folder on a free loopback port, for tests and benches.
+
+Each can be killed (SIGKILL, as a crash) and started again on the same port and data, and is stopped and its
+folder removed by `remove`. Installing a package may have started its own service: these never touch it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+RABBITMQ = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+NATS = Path("/usr/sbin/nats-server")
+REDIS = Path("/usr/bin/redis-server")
+#: RabbitMQ boots in 5-15 s on a busy 2-core machine; the others in well under a second.
+START_WITHIN = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class BrokerServer:
+    """One broker process: `start`, `kill` (a crash), `start` again (same port and data), `remove`."""
+
+    program: Path
+    name: str
+
+    def __init__(self) -> None:
+        if not self.program.exists():
+            raise RuntimeError(f"{self.program} is not installed; run scripts/system-packages")
+        self.folder = Path(tempfile.mkdtemp(prefix=f"cos-relay-{self.name}-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = (self.folder / "log").open("ab")
+        # A session of its own: `kill` reaches the broker and every process its start script made.
+        self.process = subprocess.Popen(
+            self.command(), env=self.environment(), stdout=log, stderr=log, cwd=self.folder, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + START_WITHIN
+        while not _listening(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"{self.name} did not start: {(self.folder / 'log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no goodbye to clients, nothing flushed that was not already."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+            self.process = None
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Nats(BrokerServer):
+    program, name = NATS, "nats"
+
+    def command(self) -> list[str]:
+        # -js: JetStream, its streams stored under our folder.
+        return [str(self.program), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.folder / "js")]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+class Redis(BrokerServer):
+    program, name = REDIS, "redis"
+
+    def command(self) -> list[str]:
+        # An append-only file synced at every write: what Redis acknowledged survives its crash.
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "dir": str(self.folder),
+            "appendonly": "yes",
+            "appendfsync": "always",
+            "save": "",
+            "daemonize": "no",
+            "protected-mode": "no",
+        }
+        return [str(self.program), *(part for key, value in options.items() for part in (f"--{key}", value))]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+
+class RabbitMQ(BrokerServer):
+    """RabbitMQ without its service wrapper (which runs as the rabbitmq user, in /var/lib/rabbitmq): its own node
+    name, ports, Mnesia folder and Erlang cookie, and its own epmd on a free port, all on loopback."""
+
+    program, name = RABBITMQ, "rabbitmq"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epmd_port = free_port()
+        self.dist_port = free_port()
+
+    def environment(self) -> dict[str, str]:
+        folder = str(self.folder)
+        (self.folder / "enabled_plugins").write_text("[].\n")
+        return {
+            **os.environ,
+            "HOME": folder,  # the Erlang cookie
+            "RABBITMQ_NODENAME": f"cos-relay-{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_MNESIA_BASE": f"{folder}/mnesia",
+            "RABBITMQ_LOG_BASE": f"{folder}/logs",
+            "RABBITMQ_LOGS": "-",
+            "RABBITMQ_PLUGINS_EXPAND_DIR": f"{folder}/plugins",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{folder}/enabled_plugins",
+            "RABBITMQ_CONFIG_FILE": f"{folder}/rabbitmq",
+            "RABBITMQ_ADVANCED_CONFIG_FILE": f"{folder}/advanced.config",
+            "RABBITMQ_PID_FILE": f"{folder}/pid",
+        }
+
+    def command(self) -> list[str]:
+        return [str(self.program)]
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def remove(self) -> None:
+        super().remove()
+        # The epmd its start made daemonised itself out of our session: stop it by its port.
+        subprocess.run(
+            ["epmd", "-kill"], env={**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}, capture_output=True, check=False
+        )
