@@ -6,6 +6,7 @@ folder removed by `remove`. Installing a package may have started its own servic
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -76,10 +77,8 @@ class BrokerServer:
     def kill(self) -> None:
         """SIGKILL, as a crash: no goodbye to clients, nothing flushed that was not already."""
         if self.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait()
             self.process = None
 
@@ -166,6 +165,5 @@ class RabbitMQ(BrokerServer):
     def remove(self) -> None:
         super().remove()
         # The epmd its start made daemonised itself out of our session: stop it by its port.
-        subprocess.run(
-            ["epmd", "-kill"], env={**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}, capture_output=True, check=False
-        )
+        epmd = {**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}
+        subprocess.run(["epmd", "-kill"], env=epmd, capture_output=True, check=False)

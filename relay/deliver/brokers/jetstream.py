@@ -4,13 +4,15 @@ The URL: ``nats://[user:password@ | token@]host[:port][?prefix=SUBJECT.PREFIX]``
 subject is the event type (``cos.job.failed``), under the prefix when one is given (``relay.cos.job.failed``).
 The relay creates no stream: its retention, storage and replicas are the operator's, who creates one capturing
 the subjects (``nats stream add COS_RELAY --subjects 'cos.>'``); until then every attempt fails, and is retried,
-as "no stream takes the subject". ``Nats-Msg-Id`` is the event id, so the stream keeps one copy of an event
-published twice within its duplicate window.
+as "no stream takes the subject". ``Nats-Msg-Id`` is the event id and the subject (``<id>:<subject>``), so the
+stream keeps one copy of an event published twice to a subject within its duplicate window (an attempt whose
+acknowledgement was lost, retried), yet two subscribers whose subjects share a stream each get theirs.
 """
 
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import nats
 import nats.js.errors
@@ -39,34 +41,43 @@ async def _ignore(*_: object) -> None:
 class JetStream(Broker[Client]):
     async def _connect(self, target: URL, address: str, port: int) -> Client:
         server = str(URL.build(scheme=target.scheme, host=address, port=port))
-        tls: dict[str, object] = {}
+        tls: dict[str, Any] = {}
         if target.scheme == "tls":
             # Checked against the name in the URL, though the connection goes to the vetted address.
             tls = {"tls": ssl.create_default_context(), "tls_hostname": target.host}
-        login: dict[str, object] = {}
+        login: dict[str, Any] = {}
         if target.user and target.password is not None:
             login = {"user": target.user, "password": target.password}
         elif target.user:
             login = {"token": target.user}
-        return await nats.connect(
-            servers=[server],
-            name="cos-relay",
-            # A lost connection is dropped and made again by the next attempt, to the vetted address.
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            error_cb=_ignore,
-            disconnected_cb=_ignore,
-            closed_cb=_ignore,
-            **tls,
-            **login,
-        )
+        client = Client()
+        try:
+            await client.connect(
+                servers=[server],
+                name="cos-relay",
+                # A lost connection is dropped and made again by the next attempt, to the vetted address.
+                allow_reconnect=False,
+                # Its first connect tries a server until it has failed more than this often (0 would mean forever).
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                error_cb=_ignore,
+                disconnected_cb=_ignore,
+                closed_cb=_ignore,
+                **tls,
+                **login,
+            )
+        except BaseException:
+            # Cut short (the claim's timeout) or refused: its half-open transport is closed, not left to the GC.
+            await self._close_quietly(client)
+            raise
+        return client
 
     def _usable(self, connection: Client) -> bool:
         return connection.is_connected
 
     async def _publish(self, connection: Client, target: URL, message: Message, timeout: float) -> bytes:
         subject = subject_of(target, message)
-        headers = {MSG_ID: message.event_id, "content-type": message.content_type, **message.signature}
+        headers = {MSG_ID: f"{message.event_id}:{subject}", "content-type": message.content_type, **message.signature}
         headers |= {f"{CE_PREFIX}{name}": value for name, value in message.attributes.items()}
         try:
             ack = await connection.jetstream().publish(subject, message.body, timeout=timeout, headers=headers)

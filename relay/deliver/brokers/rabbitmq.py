@@ -25,6 +25,7 @@ DEFAULT_EXCHANGE = "amq.topic"
 PERSISTENT = 2
 #: Application properties' prefix in the CloudEvents AMQP binding (binary mode, 3.1.3.1).
 CE_PREFIX = "cloudEvents_"
+NACK = "the broker did not confirm the message (nack)"
 
 
 @dataclass
@@ -92,6 +93,8 @@ class RabbitMQ(Broker[Link]):
             raise Refused(
                 Outcome.HTTP_4XX, f"unroutable: no queue bound to exchange {exchange!r} for {message.event_type}"
             ) from None
+        except aiormq.exceptions.DeliveryError:  # what aiormq raises for a nack
+            raise Refused(Outcome.HTTP_5XX, NACK) from None
         except aiormq.exceptions.ChannelNotFoundEntity:
             raise Refused(Outcome.HTTP_4XX, f"exchange {exchange!r} does not exist") from None
         except aiormq.exceptions.ChannelAccessRefused:
@@ -99,7 +102,7 @@ class RabbitMQ(Broker[Link]):
         except aiormq.exceptions.ChannelClosed as exc:
             raise Refused(Outcome.HTTP_5XX, f"the broker closed the channel ({type(exc).__name__})") from None
         if not isinstance(confirmation, spec.Basic.Ack):
-            raise Refused(Outcome.HTTP_5XX, "the broker did not confirm the message (nack)")
+            raise Refused(Outcome.HTTP_5XX, NACK)
         return b""
 
     async def _disconnect(self, connection: Link) -> None:
