@@ -8,6 +8,7 @@ import socket
 
 from yarl import URL
 
+from relay.deliver.brokers import check_options
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
 from relay.domain.destinations import DEFAULT_PORTS, SCHEMES, Kind, check_scheme
 from relay.domain.errors import BadSubscriber
@@ -20,6 +21,8 @@ def vet_destination(policy: AddressPolicy, url: str, kind: Kind = Kind.WEBHOOK) 
     try:
         check_url(url)
         check_scheme(kind, url.partition(":")[0].lower())
+        if kind.broker:
+            check_options(kind, url)
     except ValueError as exc:
         raise BadSubscriber(str(exc)) from None
     try:

@@ -30,7 +30,7 @@ CE_PREFIX = "ce-"
 
 
 def subject_of(target: URL, message: Message) -> str:
-    prefix = target.query.get("prefix", "").strip(".")
+    prefix = target.query.get("prefix", "")
     return f"{prefix}.{message.event_type}" if prefix else message.event_type
 
 
