@@ -137,6 +137,19 @@ class RabbitMQ(BrokerServer):
         super().__init__()
         self.epmd_port = free_port()
         self.dist_port = free_port()
+        self.epmd: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # Erlang's port mapper, ours: the node's start would otherwise daemonise one that outlives the test.
+        if self.epmd is None:
+            command = ["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"]
+            self.epmd = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + START_WITHIN
+            while not _listening(self.epmd_port):
+                if self.epmd.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("epmd did not start")
+                time.sleep(0.05)
+        super().start()
 
     def environment(self) -> dict[str, str]:
         folder = str(self.folder)
@@ -149,7 +162,6 @@ class RabbitMQ(BrokerServer):
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "ERL_EPMD_PORT": str(self.epmd_port),
-            "ERL_EPMD_ADDRESS": "127.0.0.1",
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             "RABBITMQ_MNESIA_BASE": f"{folder}/mnesia",
             "RABBITMQ_LOG_BASE": f"{folder}/logs",
@@ -170,6 +182,7 @@ class RabbitMQ(BrokerServer):
 
     def remove(self) -> None:
         super().remove()
-        # The epmd its start made daemonised itself out of our session: stop it by its port.
-        epmd = {**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}
-        subprocess.run(["epmd", "-kill"], env=epmd, capture_output=True, check=False)
+        if self.epmd is not None:
+            self.epmd.kill()
+            self.epmd.wait()
+            self.epmd = None
