@@ -151,7 +151,7 @@ async def drain(store: Store, events: int) -> Rate:
     """The worker delivering every pending event, to whatever kind of subscriber the store holds."""
     loopback = AddressPolicy.from_setting("127.0.0.0/8")
     sender = Sender(loopback)
-    destinations = Destinations.of(sender, loopback)
+    destinations = Destinations.of(sender, policy=loopback)
     await destinations.start()
     worker = DeliveryWorker(store, destinations, RetryPolicy(), utc_now, capacity=256, poll_interval=0.05)
     try:
