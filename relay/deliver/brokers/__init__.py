@@ -2,8 +2,8 @@
 `relay.deliver.brokers.base` for what they share).
 
 Kafka has no destination here: no broker installs on the machines this is tested on, and a destination that has
-never met its broker is not shipped. Its seam is this table: a module with a `Broker` subclass (connect to the
-vetted address, publish with ``acks=all`` and wait for it, disconnect) and a `Kind` with its URL scheme.
+never met its broker is not shipped. Its seam is `brokers` below: a module with a `Broker` subclass (connect to the
+vetted address, publish with ``acks=all`` and wait for it, disconnect), and a `Kind` with its URL scheme.
 """
 
 from __future__ import annotations

@@ -143,8 +143,6 @@ class Broker(ABC, Generic[Connection]):
             for address in addresses:
                 try:
                     connection = await self._connect(target, address, port)
-                except Refused:
-                    raise
                 except Exception as exc:  # the next address may answer
                     failure = exc
                     continue

@@ -8,7 +8,7 @@ the topic exchange every vhost has; the relay declares nothing: the operator bin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiormq
@@ -34,7 +34,7 @@ class Link:
     that does not exist), and the next publish opens another on the same connection."""
 
     connection: aiormq.Connection
-    channel: AbstractChannel | None = field(default=None)
+    channel: AbstractChannel | None = None
 
     async def ready(self) -> AbstractChannel:
         if self.channel is None or self.channel.is_closed:
