@@ -3,7 +3,9 @@ Standard Webhooks signature with the official `standardwebhooks` library."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiormq
@@ -95,8 +97,13 @@ def amqp_attributes(message: Consumed) -> dict[str, str]:
 # -- NATS JetStream ----------------------------------------------------------------------------------------------
 
 
-async def add_stream(url: str, name: str, subjects: list[str]) -> None:
-    client = await nats.connect(url)
+def trusting(ca: Path) -> ssl.SSLContext:
+    """A TLS context that trusts only ``ca``."""
+    return ssl.create_default_context(cafile=str(ca))
+
+
+async def add_stream(url: str, name: str, subjects: list[str], tls: ssl.SSLContext | None = None) -> None:
+    client = await nats.connect(url, tls=tls)
     try:
         await client.jetstream().add_stream(StreamConfig(name=name, subjects=subjects))
     finally:

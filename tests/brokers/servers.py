@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.brokers.certs import Certs
+
 RABBITMQ = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 NATS = Path("/usr/sbin/nats-server")
 REDIS = Path("/usr/bin/redis-server")
@@ -88,15 +90,24 @@ class BrokerServer:
 
 
 class Nats(BrokerServer):
+    """``tls``: serve TLS only, with this certificate (the URL is then ``tls://localhost``)."""
+
     program, name = NATS, "nats"
+
+    def __init__(self, tls: Certs | None = None) -> None:
+        super().__init__()
+        self.tls = tls
 
     def command(self) -> list[str]:
         # -js: JetStream, its streams stored under our folder.
-        return [str(self.program), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.folder / "js")]
+        command = [str(self.program), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.folder / "js")]
+        if self.tls is not None:
+            command += ["--tls", "--tlscert", str(self.tls.cert), "--tlskey", str(self.tls.key)]
+        return command
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"tls://localhost:{self.port}" if self.tls else f"nats://127.0.0.1:{self.port}"
 
 
 class Redis(BrokerServer):
@@ -105,9 +116,10 @@ class Redis(BrokerServer):
 
     program, name = REDIS, "redis"
 
-    def __init__(self, appendfsync: str = "always") -> None:
+    def __init__(self, appendfsync: str = "always", tls: Certs | None = None) -> None:
         super().__init__()
         self.appendfsync = appendfsync
+        self.tls = tls
 
     def command(self) -> list[str]:
         options = {
@@ -120,11 +132,15 @@ class Redis(BrokerServer):
             "daemonize": "no",
             "protected-mode": "no",
         }
+        if self.tls is not None:  # TLS only, clients not asked for certificates
+            options |= {"port": "0", "tls-port": str(self.port), "tls-auth-clients": "no"}
+            options |= {"tls-cert-file": str(self.tls.cert), "tls-key-file": str(self.tls.key)}
+            options["tls-ca-cert-file"] = str(self.tls.ca)
         return [str(self.program), *(part for key, value in options.items() for part in (f"--{key}", value))]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"rediss://localhost:{self.port}" if self.tls else f"redis://127.0.0.1:{self.port}"
 
 
 class RabbitMQ(BrokerServer):
