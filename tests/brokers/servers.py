@@ -149,11 +149,12 @@ class RabbitMQ(BrokerServer):
 
     program, name = RABBITMQ, "rabbitmq"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Certs | None = None) -> None:
         super().__init__()
         self.epmd_port = free_port()
         self.dist_port = free_port()
         self.epmd: subprocess.Popen[bytes] | None = None
+        self.tls = tls
 
     def start(self) -> None:
         # Erlang's port mapper, ours: the node's start would otherwise daemonise one that outlives the test.
@@ -170,6 +171,15 @@ class RabbitMQ(BrokerServer):
     def environment(self) -> dict[str, str]:
         folder = str(self.folder)
         (self.folder / "enabled_plugins").write_text("[].\n")
+        config = ""
+        if self.tls is not None:  # TLS only, on the node's port; clients not asked for certificates
+            config = (
+                f"listeners.tcp = none\nlisteners.ssl.default = {self.port}\n"
+                f"ssl_options.cacertfile = {self.tls.ca}\nssl_options.certfile = {self.tls.cert}\n"
+                f"ssl_options.keyfile = {self.tls.key}\nssl_options.verify = verify_none\n"
+                "ssl_options.fail_if_no_peer_cert = false\n"
+            )
+        (self.folder / "rabbitmq.conf").write_text(config)
         return {
             **os.environ,
             "HOME": folder,  # the Erlang cookie
@@ -194,6 +204,8 @@ class RabbitMQ(BrokerServer):
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"amqps://guest:guest@localhost:{self.port}/"
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def remove(self) -> None:

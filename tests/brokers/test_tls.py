@@ -1,4 +1,4 @@
-"""TLS to a broker: the connection goes to the address the SSRF policy vetted, and the certificate is still checked
+"""TLS to each broker: the connection goes to the address the SSRF policy vetted, and the certificate is still checked
 against the name in the URL, with the CAs the system trusts (``SSL_CERT_FILE`` here)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from relay.domain.delivery import Outcome
 from relay.domain.destinations import Kind
 from tests.brokers import consume
 from tests.brokers.certs import Certs, issue
-from tests.brokers.servers import Nats, Redis
+from tests.brokers.servers import Nats, RabbitMQ, Redis
 from tests.brokers.test_destinations import claim
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +69,7 @@ async def test_nats_over_tls_connects_to_the_vetted_address_and_checks_the_name_
     by_address = f"tls://127.0.0.1:{tls_nats.port}"
     refused = await destinations[Kind.NATS].send(claim(Kind.NATS, by_address, 1), datetime.now(UTC))
     assert refused.outcome is Outcome.CONNECTION_ERROR
+    assert "SSLCertVerificationError" in (refused.error or "")
 
 
 async def test_nats_over_tls_refuses_a_certificate_from_a_ca_the_system_does_not_trust(
@@ -77,6 +78,7 @@ async def test_nats_over_tls_refuses_a_certificate_from_a_ca_the_system_does_not
     monkeypatch.setenv("SSL_CERT_FILE", str(Path(certs.ca).with_name("nothing.pem")))
     attempt = await destinations[Kind.NATS].send(claim(Kind.NATS, tls_nats.url), datetime.now(UTC))
     assert attempt.outcome is Outcome.CONNECTION_ERROR
+    assert "SSLCertVerificationError" in (attempt.error or "")
 
 
 async def test_redis_over_tls_connects_to_the_vetted_address_and_checks_the_name_in_the_url(
@@ -87,3 +89,28 @@ async def test_redis_over_tls_connects_to_the_vetted_address_and_checks_the_name
     by_address = f"rediss://127.0.0.1:{tls_redis.port}?stream=tls"
     refused = await destinations[Kind.REDIS].send(claim(Kind.REDIS, by_address, 1), datetime.now(UTC))
     assert refused.outcome is Outcome.CONNECTION_ERROR
+    assert "SSLCertVerificationError" in (refused.error or "")
+
+
+@pytest.fixture
+def tls_rabbitmq(certs: Certs) -> Iterator[RabbitMQ]:
+    server = RabbitMQ(tls=certs)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.mark.slow
+async def test_rabbitmq_over_tls_connects_to_the_vetted_address_and_checks_the_name_in_the_url(
+    trusted: Certs, tls_rabbitmq: RabbitMQ, destinations: dict[Kind, Destination]
+) -> None:
+    # amq.topic with no queue bound: the broker's answer (unroutable) is proof enough that TLS carried the publish.
+    attempt = await destinations[Kind.RABBITMQ].send(claim(Kind.RABBITMQ, tls_rabbitmq.url), datetime.now(UTC))
+    assert (attempt.outcome, attempt.error) == (
+        Outcome.HTTP_4XX,
+        "unroutable: no queue bound to exchange 'amq.topic' for cos.job.failed",
+    )
+    by_address = f"amqps://guest:guest@127.0.0.1:{tls_rabbitmq.port}/"
+    refused = await destinations[Kind.RABBITMQ].send(claim(Kind.RABBITMQ, by_address, 1), datetime.now(UTC))
+    assert refused.outcome is Outcome.CONNECTION_ERROR
+    assert "SSLCertVerificationError" in (refused.error or "")

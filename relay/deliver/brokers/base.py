@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -73,8 +74,10 @@ class Refused(Exception):
 
 def describe(exc: BaseException) -> str:
     """Class names only: a client library's message may hold the URL, and so the broker's password."""
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed ({type(exc).__name__})"
     cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, OSError) and not isinstance(exc, OSError):
+    if isinstance(cause, OSError) and type(cause) is not type(exc):  # a client's wrapping of the socket's error
         return f"{type(exc).__name__} ({type(cause).__name__})"
     return type(exc).__name__
 

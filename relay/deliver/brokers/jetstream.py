@@ -15,6 +15,7 @@ import ssl
 from typing import Any
 
 import nats
+import nats.errors
 import nats.js.errors
 import orjson
 from nats.aio.client import Client
@@ -35,7 +36,7 @@ def subject_of(target: URL, message: Message) -> str:
 
 
 async def _ignore(*_: object) -> None:
-    """nats-py's default callbacks log every disconnect with a traceback; the attempts say it already."""
+    """nats-py's default callbacks log every error and disconnect; the attempts say it already."""
 
 
 class JetStream(Broker[Client]):
@@ -50,7 +51,11 @@ class JetStream(Broker[Client]):
             login = {"user": target.user, "password": target.password}
         elif target.user:
             login = {"token": target.user}
-        client = Client()
+        client, seen = Client(), list[Exception]()
+
+        async def note(error: Exception) -> None:
+            seen[:] = [error]  # the last only: a connection lives long
+
         try:
             await client.connect(
                 servers=[server],
@@ -60,15 +65,17 @@ class JetStream(Broker[Client]):
                 # Its first connect tries a server until it has failed more than this often (0 would mean forever).
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0,
-                error_cb=_ignore,
+                error_cb=note,
                 disconnected_cb=_ignore,
                 closed_cb=_ignore,
                 **tls,
                 **login,
             )
-        except BaseException:
+        except BaseException as exc:
             # Cut short (the claim's timeout) or refused: its half-open transport is closed, not left to the GC.
             await self._close_quietly(client)
+            if isinstance(exc, nats.errors.NoServersError) and seen:
+                raise exc from seen[0]  # why the server could not be had: refused, reset, its certificate
             raise
         return client
 
