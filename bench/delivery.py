@@ -41,6 +41,7 @@ from relay.deliver.signing import Signer, generate_secret
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.callback import Received
+from relay.domain.destinations import Kind
 from relay.domain.filters import Filter
 from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
@@ -73,12 +74,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def fill(store: Store, events: int, url: str, concurrency: int) -> list[bytes]:
+def fill(store: Store, events: int, url: str, concurrency: int, kind: Kind = Kind.WEBHOOK) -> list[bytes]:
     """Ingest ``events`` distinct callbacks for one subscriber; return the event bodies they made."""
-    store.add_subscriber(
-        SubscriberSpec(name="sink", url=url, secret=generate_secret(), filter=Filter(), max_in_flight=concurrency),
-        utc_now(),
+    spec = SubscriberSpec(
+        name="sink", url=url, secret=generate_secret(), filter=Filter(), max_in_flight=concurrency, kind=kind
     )
+    store.add_subscriber(spec, utc_now())
     service, template = Ingest(store, Reader(CallbackSchema.load())), SAMPLE.read_bytes()
 
     async def ingest() -> None:
@@ -147,9 +148,12 @@ async def signed_sends(url: str, bodies: list[bytes], concurrency: int) -> Rate:
 
 
 async def drain(store: Store, events: int) -> Rate:
-    sender = Sender(AddressPolicy.from_setting("127.0.0.0/8"))
-    await sender.start()
-    worker = DeliveryWorker(store, Destinations.of(sender), RetryPolicy(), utc_now, capacity=256, poll_interval=0.05)
+    """The worker delivering every pending event, to whatever kind of subscriber the store holds."""
+    loopback = AddressPolicy.from_setting("127.0.0.0/8")
+    sender = Sender(loopback)
+    destinations = Destinations.of(sender, policy=loopback)
+    await destinations.start()
+    worker = DeliveryWorker(store, destinations, RetryPolicy(), utc_now, capacity=256, poll_interval=0.05)
     try:
         async with anyio.create_task_group() as tasks:
             with Meter() as meter:
@@ -160,7 +164,7 @@ async def drain(store: Store, events: int) -> Rate:
             await worker.stop(grace=5)
             tasks.cancel_scope.cancel()
     finally:
-        await sender.close()
+        await destinations.close()
     return meter.rate(events)
 
 

@@ -127,7 +127,7 @@ def create_app(
     # The handshake names us by the host COS reaches us at, else by the gateway's id.
     origin = urlsplit(settings.public_url).hostname if settings.public_url else None
     handshakes = Handshakes(store, sender, origin or settings.gateway_id, timedelta(seconds=settings.handshake_every))
-    destinations = Destinations.of(sender, handshakes, settings.public_url)
+    destinations = Destinations.of(sender, handshakes, settings.public_url, policy=policy)
     worker = DeliveryWorker(
         store,
         destinations,

@@ -17,6 +17,7 @@ from relay.deliver.client import Sender
 from relay.deliver.handshake import Handshakes
 from relay.deliver.robots import robots
 from relay.deliver.signing import Signer
+from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import Attempt, Claim, Outcome
 from relay.domain.destinations import ContentMode, Kind
 
@@ -99,9 +100,25 @@ class Destinations:
         self._by_kind = dict(by_kind)
 
     @classmethod
-    def of(cls, sender: Sender, handshakes: Handshakes | None = None, public_url: str | None = None) -> Destinations:
-        """Every kind this release sends; robots' messages link to ``public_url``'s console (RELAY_PUBLIC_URL)."""
-        return cls({Kind.WEBHOOK: Webhook(sender, handshakes), **robots(sender, public_url)})
+    def of(
+        cls,
+        sender: Sender,
+        handshakes: Handshakes | None = None,
+        public_url: str | None = None,
+        *,
+        policy: AddressPolicy | None = None,
+    ) -> Destinations:
+        """Every kind this release sends; robots' messages link to ``public_url``'s console (RELAY_PUBLIC_URL); the
+        brokers connect only to addresses ``policy`` allows (by default, only globally routable ones)."""
+        from relay.deliver.brokers import brokers  # here: the brokers build on this module's signing
+
+        return cls(
+            {
+                Kind.WEBHOOK: Webhook(sender, handshakes),
+                **robots(sender, public_url),
+                **brokers(policy or AddressPolicy()),
+            }
+        )
 
     async def start(self) -> None:
         for destination in self._by_kind.values():

@@ -8,6 +8,7 @@ import socket
 
 from yarl import URL
 
+from relay.deliver.brokers import check_options
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
 from relay.domain.destinations import DEFAULT_PORTS, SCHEMES, Kind, check_scheme
 from relay.domain.errors import BadSubscriber
@@ -25,6 +26,11 @@ def vet_destination(policy: AddressPolicy, url: str, kind: Kind = Kind.WEBHOOK) 
         check_scheme(kind, url.partition(":")[0].lower())
     except ValueError as exc:
         raise BadSubscriber(f"the URL is not allowed: {exc}") from None
+    if kind.broker:
+        try:
+            check_options(kind, url)
+        except ValueError as exc:
+            raise BadSubscriber(str(exc)) from None
     try:
         policy.check_url(url, SCHEMES[kind], credentials=kind.broker)
         parsed = URL(url)
