@@ -36,7 +36,7 @@ from bench.process import free_port, running
 from bench.report import delivery_table
 from relay.app.serving import freeze_startup_heap
 from relay.deliver.client import Sender
-from relay.deliver.destination import Destinations
+from relay.deliver.destinations import Destinations
 from relay.deliver.signing import Signer, generate_secret
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker

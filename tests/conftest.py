@@ -25,7 +25,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from relay.app.factory import create_app
-from relay.deliver.destination import Destinations
+from relay.deliver.destinations import Destinations
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import DeliveryWorker
 from relay.domain.callback import IngestResult, Received

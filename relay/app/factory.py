@@ -33,7 +33,7 @@ from relay.cos.confirming import Confirming, scopes
 from relay.cos.running import QueueCheck, Reconciling
 from relay.cos.sources import CosSource
 from relay.deliver.client import Sender
-from relay.deliver.destination import Destinations
+from relay.deliver.destinations import Destinations
 from relay.deliver.handshake import Handshakes
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.ssrf import AddressPolicy

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 
 import anyio
 
-from relay.deliver.destination import Destinations
+from relay.deliver.destinations import Destinations
 from relay.deliver.worker import DeliveryWorker
 
 

@@ -70,3 +70,23 @@ class Signer:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": " ".join(signatures),
         }
+
+
+#: Signers kept for reuse (one per subscriber and secret set); beyond this the cache starts over.
+SIGNER_CACHE = 1024
+
+
+class Signers:
+    """Standard Webhooks signers keyed once per secret set: deriving HMAC keys per attempt costs as much as
+    signing."""
+
+    def __init__(self) -> None:
+        self._signers: dict[tuple[str, ...], Signer] = {}
+
+    def __call__(self, secrets: tuple[str, ...]) -> Signer:
+        signer = self._signers.get(secrets)
+        if signer is None:
+            if len(self._signers) >= SIGNER_CACHE:
+                self._signers.clear()
+            signer = self._signers[secrets] = Signer(secrets)
+        return signer

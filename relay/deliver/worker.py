@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import anyio
 
-from relay.deliver.destination import Destinations
+from relay.deliver.destinations import Destinations
 from relay.deliver.recorder import Recorder
 from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
 from relay.domain.retry import RetryPolicy

@@ -1,4 +1,5 @@
-"""CloudEvents 1.0 (structured JSON mode) built from the items of an accepted callback."""
+"""CloudEvents 1.0 (structured JSON mode) built from the items of an accepted callback, and the same event in binary
+mode."""
 
 from __future__ import annotations
 
@@ -137,3 +138,16 @@ def events_for(
     if callback.nonexistent_dedup_key is not None:
         events.append(nonexistent_event(callback, gateway, received_at))
     return events
+
+
+#: The CloudEvents attributes binary mode carries as ``ce-*`` headers (the rest of the event is its data).
+_BINARY_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time")
+
+
+def binary(body: bytes) -> tuple[bytes, dict[str, str]]:
+    """A structured CloudEvent as binary mode sends it: its data as the body, its attributes as ``ce-*``
+    headers (CloudEvents HTTP binding, 3.1)."""
+    event = orjson.loads(body)
+    headers = {f"ce-{name}": str(event[name]) for name in _BINARY_ATTRIBUTES if event.get(name) is not None}
+    headers["Content-Type"] = event.get("datacontenttype", "application/json")
+    return orjson.dumps(event.get("data")), headers

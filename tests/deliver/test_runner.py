@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from relay.deliver.destination import Destinations
+from relay.deliver.destinations import Destinations
 from relay.deliver.runner import DeliveryThread
 from relay.deliver.signing import generate_secret
 from relay.deliver.ssrf import AddressPolicy

@@ -21,10 +21,11 @@ import orjson
 from yarl import URL
 
 from relay.deliver.client import CLOUDEVENTS_JSON
-from relay.deliver.destination import Signers, binary
+from relay.deliver.signing import Signers
 from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
 from relay.domain.delivery import Attempt, Claim, Outcome
 from relay.domain.destinations import DEFAULT_PORTS, ContentMode
+from relay.domain.events import binary
 
 #: Seconds a failed connection may take to close before it is abandoned.
 CLOSE_WITHIN = 2.0
