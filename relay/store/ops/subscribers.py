@@ -15,7 +15,7 @@ from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, to_json
-from relay.store.rows import SUBSCRIBER_COLUMNS, subscriber_from
+from relay.store.rows import SUBSCRIBER_COLUMNS, Row, subscriber_from
 
 SUBSCRIBERS_LOCK = 0x636F7372656C6170
 
@@ -149,8 +149,16 @@ async def subscribers_version(db: Db) -> tuple[object, ...]:
     Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
     ``updated_at`` are enough to notice one.
     """
-    row = await db.fetchrow("SELECT count(*) AS count, max(updated_at) AS newest FROM subscribers")
+    row = await db.fetchrow(f"SELECT {VERSION} FROM subscribers")
     assert row is not None
+    return version_of(row)
+
+
+#: The columns `subscribers_version` reads, for a statement that reads more with them (`version_of` makes them one).
+VERSION = "count(*) AS count, max(updated_at) AS newest"
+
+
+def version_of(row: Row) -> tuple[object, ...]:
     return (int(row["count"]), row["newest"])
 
 
