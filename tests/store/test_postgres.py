@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -147,3 +148,26 @@ def test_the_database_password_never_reaches_logs_or_responses(postgres: Cluster
     assert password not in output
     for answer in answers:
         assert password not in answer.text + str(answer.headers), answer.request.url
+
+
+def test_large_values_are_compressed_with_lz4_where_the_server_has_it(postgres: Cluster) -> None:
+    """The store's connections compress a callback's body, its event's and its job's detail with lz4 (cheaper for
+    the server than the default pglz); values stored before keep theirs and read the same."""
+    url = fresh_database(postgres)
+    with psycopg.connect(url.url, autocommit=True) as conn:
+        conn.execute(b"ALTER TABLE callbacks ALTER COLUMN body SET COMPRESSION pglz")  # as the last release stored it
+        ingest(url, job_body(1))
+        conn.execute(b"ALTER TABLE callbacks ALTER COLUMN body SET COMPRESSION DEFAULT")
+    ingest(url, job_body(2))
+    compressed = rows(
+        url,
+        "SELECT pg_column_compression(c.body) AS body, pg_column_compression(e.body) AS event,"
+        " pg_column_compression(j.detail) AS detail FROM callbacks c JOIN events e ON e.callback_id = c.id"
+        " JOIN jobs j ON j.callback_id = c.id ORDER BY c.id",
+    )
+    assert [row["body"] for row in compressed] == ["pglz", "lz4"]
+    assert [(row["event"], row["detail"]) for row in compressed] == [("lz4", "lz4")] * 2
+    assert [bytes(row["body"]) for row in rows(url, "SELECT body FROM callbacks ORDER BY id")] == [
+        job_body(1),
+        job_body(2),
+    ]

@@ -126,6 +126,7 @@ class Database:
             timeout=self._timeout,
             server_settings={"statement_timeout": str(int(self._timeout * 1000)), "application_name": "cos-relay"},
             reset=_keep_session,
+            init=_compress_with_lz4,
         )
 
     async def _close(self) -> None:
@@ -261,11 +262,22 @@ def _settle(replies: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]]) -> N
             answer.set_result(done.result())
 
 
+async def _compress_with_lz4(conn: asyncpg.Connection) -> None:
+    """Large values (a callback's body, an event's, a job's detail) compressed by lz4 instead of PostgreSQL's
+    default pglz, where the server has it (PostgreSQL 14 and later, built with lz4; else nothing changes): the
+    server's CPU a callback fell from 0.73 to 0.55 ms, the bytes stored per callback within 4% either way
+    (docs/performance.md). Only new values: those stored before stay as they are, readable as ever."""
+    await conn.execute(
+        "SELECT set_config(name, 'lz4', false) FROM pg_settings"
+        " WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+    )
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Nothing to reset on a released connection beyond what the pool always does (roll back an open
-    transaction, drop listeners): the store sets no session state (its advisory locks are transaction-level,
-    it LISTENs on a connection of its own), so asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``...) would be
-    a round trip per transaction for nothing."""
+    transaction, drop listeners): the store's only session state is its compression (`_compress_with_lz4`,
+    kept on purpose; its advisory locks are transaction-level, it LISTENs on a connection of its own), so
+    asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``...) would be a round trip per transaction for nothing."""
 
 
 def rowcount(status: str) -> int:
