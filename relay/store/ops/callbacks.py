@@ -23,7 +23,7 @@ from relay.store.detail import RUN_HELD, stored, without
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.confirmations import hold
 from relay.store.ops.deliveries import insert_owed
-from relay.store.ops.subscribers import VERSION, lock, version_of
+from relay.store.ops.subscribers import VERSION, version_of
 from relay.store.rows import callback_columns
 
 
@@ -40,10 +40,10 @@ async def record_callback(
     The new ones among the jobs to ``confirm`` wait for COS, their deliveries held (`confirmations.hold`).
 
     ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
-    written and the answer is None (match again against a fresh snapshot). On PostgreSQL the shared lock
-    keeps a subscriber change (which takes it exclusively) from committing between the check and this commit.
+    written and the answer is None (match again against a fresh snapshot). On PostgreSQL the transaction holds
+    the subscribers still from its start (`subscribers.HOLD_STILL`, taken by the store), so no subscriber change
+    commits between the check and this commit.
     """
-    await lock(db, shared=True)
     current, seen = await _version_and_seen(db, callback.dedup_keys)
     if current != version:
         return None

@@ -1,8 +1,8 @@
 """Subscriber rows: create, change, remove, rotate, list, and the version the ingest path matches against.
 
-On PostgreSQL every change takes `SUBSCRIBERS_LOCK` exclusively and recording a callback takes it shared, so a
-change committed by one replica can never slip between another's version check and its commit (SQLite's single
-writer orders them already).
+On PostgreSQL every change takes `SUBSCRIBERS_LOCK` exclusively and a transaction recording callbacks takes it
+shared as it begins (`HOLD_STILL`), so a change committed by one replica can never slip between another's version
+check and its commit (SQLite's single writer orders them already).
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from relay.store.formats import iso, to_json
 from relay.store.rows import SUBSCRIBER_COLUMNS, Row, subscriber_from
 
 SUBSCRIBERS_LOCK = 0x636F7372656C6170
+#: Holds the subscribers still until the transaction ends, across replicas: what the PostgreSQL store's
+#: transactions recording callbacks begin with (`relay.store.postgres.store`), in BEGIN's round trip.
+HOLD_STILL = f"SELECT pg_advisory_xact_lock_shared({SUBSCRIBERS_LOCK})"
 
 
-async def lock(db: Db, *, shared: bool = False) -> None:
-    """Hold the subscribers still (``shared``) or alone until the transaction ends, across replicas."""
+async def lock(db: Db) -> None:
+    """Hold the subscribers alone until the transaction ends, across replicas."""
     if db.dialect.postgres:
-        await db.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(?)", SUBSCRIBERS_LOCK)
+        await db.execute("SELECT pg_advisory_xact_lock(?)", SUBSCRIBERS_LOCK)
 
 
 async def list_subscribers(db: Db) -> list[Subscriber]:
