@@ -23,7 +23,7 @@ from relay.store.detail import RUN_HELD, stored, without
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.confirmations import hold
 from relay.store.ops.deliveries import insert_owed
-from relay.store.ops.subscribers import VERSION, version_of
+from relay.store.ops.subscribers import VERSION, version_is, version_of
 from relay.store.rows import callback_columns
 
 
@@ -44,15 +44,16 @@ async def record_callback(
     the subscribers still from its start (`subscribers.HOLD_STILL`, taken by the store), so no subscriber change
     commits between the check and this commit.
     """
-    current, seen = await _version_and_seen(db, callback.dedup_keys)
-    if current != version:
-        return None
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()
+    current, seen, callback_id = await _check(db, received, callback, version, at, digest)
+    if current != version:
+        return None
     # SQLite holds the write lock (BEGIN IMMEDIATE): the claims below find the ledger as this check saw it.
     if seen:
         return IngestResult(await _insert_duplicate(db, received, callback, at, digest), "duplicate", (), 0)
-    callback_id = await _insert_callback(db, received, callback, at, digest)
+    if callback_id is None:
+        callback_id = await _insert_callback(db, received, callback, at, digest)
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
         if await _claim_job(db, job, position, callback_id, at):
@@ -77,16 +78,32 @@ async def record_callback(
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 
-async def _version_and_seen(db: Db, keys: Sequence[str]) -> tuple[tuple[object, ...], bool]:
+async def _check(
+    db: Db, received: Received, callback: Callback, version: tuple[object, ...] | None, at: str, digest: bytes
+) -> tuple[tuple[object, ...], bool, int | None]:
     """The subscribers' version, and whether every item the callback carries is already in the ledger (a
-    duplicate, known before storing it): one statement, a round trip less on PostgreSQL."""
-    unique = sorted(set(keys))
-    among, values = db.dialect.among("dedup_key", unique, "text")
-    row = await db.fetchrow(
-        f"SELECT {VERSION}, (SELECT count(*) FROM items WHERE {among}) AS seen FROM subscribers", *values
-    )
+    duplicate, known before storing it). On PostgreSQL the same statement (one round trip for it all) stores the
+    callback when the subscribers are at ``version`` and it is no duplicate, and gives its id; on SQLite it is
+    stored next (id None)."""
+    unique = sorted(set(callback.dedup_keys))
+    among, keys = db.dialect.among("dedup_key", unique, "text")
+    checked = f"SELECT {VERSION}, (SELECT count(*) FROM items WHERE {among}) AS seen FROM subscribers"
+    if db.dialect.postgres:
+        insert, values = _callback_row(db, received, callback, at, digest, "accepted")
+        at_version, expected = version_is(version)
+        row = await db.fetchrow(
+            f"WITH checked AS ({checked}), stored AS ({insert} SELECT {', '.join('?' * len(values))} FROM checked"
+            f" WHERE {at_version} AND seen < ? RETURNING id) SELECT checked.*, stored.id FROM checked"
+            " LEFT JOIN stored ON true",
+            *keys,
+            *values,
+            *expected,
+            len(unique),
+        )
+    else:
+        row = await db.fetchrow(checked, *keys)
     assert row is not None
-    return version_of(row), int(row["seen"]) == len(unique)
+    return version_of(row), int(row["seen"]) == len(unique), row["id"] if db.dialect.postgres else None
 
 
 async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int:
@@ -108,19 +125,29 @@ async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: 
 async def _insert_callback(
     db: Db, received: Received, callback: Callback, at: str, digest: bytes, outcome: str = "accepted"
 ) -> int:
+    insert, values = _callback_row(db, received, callback, at, digest, outcome)
+    return int(await db.fetchval(f"{insert} VALUES ({', '.join('?' * len(values))}) RETURNING id", *values))
+
+
+def _callback_row(
+    db: Db, received: Received, callback: Callback, at: str, digest: bytes, outcome: str
+) -> tuple[str, tuple[object, ...]]:
+    """The INSERT (without its values) of a callback's row with its body, and the values."""
     column, value = db.dialect.packed_insert("body")
-    return int(
-        await db.fetchval(
-            "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
-            f" outcome, body{column}, body_sha256, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, 0)"
-            " RETURNING id",
-            *callback_columns(received, callback, at),
-            " ".join(callback.dedup_keys),
-            outcome,
-            db.dialect.pack(received.body),
-            digest,
-        )
+    insert = (
+        "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
+        f" outcome, body, body_sha256, body_truncated{column})"
     )
+    values = (
+        *callback_columns(received, callback, at),
+        " ".join(callback.dedup_keys),
+        outcome,
+        db.dialect.pack(received.body),
+        digest,
+        0,
+        *([1] if value else []),
+    )
+    return insert, values
 
 
 #: Takes an item of the dedup ledger: one row inserted if it was new, none if it was claimed before.

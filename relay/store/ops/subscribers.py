@@ -165,6 +165,13 @@ def version_of(row: Row) -> tuple[object, ...]:
     return (int(row["count"]), row["newest"])
 
 
+def version_is(version: tuple[object, ...] | None) -> tuple[str, tuple[object, ...]]:
+    """The condition that `VERSION`'s columns (a query's, by their names) are at ``version`` (never, for None),
+    and its parameters."""
+    count, newest = version or (None, None)
+    return "count = ? AND newest IS NOT DISTINCT FROM ?", (count, newest)
+
+
 async def snapshot(db: Db) -> Snapshot:
     """The subscribers with their version; the version is read first, so a change in between only
     makes the snapshot look stale (and be read again), never look fresh."""
