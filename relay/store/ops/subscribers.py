@@ -146,17 +146,6 @@ async def rotate_secret(db: Db, name: str, new_secret: str, grace_until: datetim
     return await get_subscriber(db, name)
 
 
-async def subscribers_version(db: Db) -> tuple[object, ...]:
-    """Changes whenever a subscriber is added, changed or removed, by this process or another.
-
-    Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
-    ``updated_at`` are enough to notice one.
-    """
-    row = await db.fetchrow(f"SELECT {VERSION} FROM subscribers")
-    assert row is not None
-    return version_of(row)
-
-
 #: The columns `subscribers_version` reads, for a statement that reads more with them (`version_of` makes them one).
 VERSION = "count(*) AS count, max(updated_at) AS newest"
 
@@ -170,6 +159,17 @@ def version_is(version: tuple[object, ...] | None) -> tuple[str, tuple[object, .
     and its parameters."""
     count, newest = version or (None, None)
     return "count = ? AND newest IS NOT DISTINCT FROM ?", (count, newest)
+
+
+async def subscribers_version(db: Db) -> tuple[object, ...]:
+    """Changes whenever a subscriber is added, changed or removed, by this process or another.
+
+    Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
+    ``updated_at`` are enough to notice one.
+    """
+    row = await db.fetchrow(f"SELECT {VERSION} FROM subscribers")
+    assert row is not None
+    return version_of(row)
 
 
 async def snapshot(db: Db) -> Snapshot:
