@@ -2,17 +2,20 @@
 
 Run: python -m bench.postgres_cost [--seconds 5] [--rounds 3] [--connections 32] [--rate 300]
 
-Ingest: a closed-loop load (bench/load.py) on ``cos-relay serve`` over a fresh SQLite file and over a fresh
-database of a throwaway PostgreSQL cluster (tests/postgres.py: fsync off, like SQLite's default durability,
-which survives a process crash but not a power loss). CPU: the same callbacks at a fixed rate well below
-capacity; the gateway's CPU (all its threads) plus, on PostgreSQL, the server's (the postmaster, its live
-backends and those that exited meanwhile), divided by the callbacks accepted. Rounds alternate the order.
+CPU: ``cos-relay serve`` over a fresh SQLite file and over a fresh database of a throwaway PostgreSQL cluster
+(tests/postgres.py: fsync off, like SQLite's default durability, which survives a process crash but not a power
+loss), both running at once; each gets one second of the fixed rate as a warm-up, then they take turns
+(A B B A) at a fixed rate well below capacity, ``--seconds`` each; the gateway's CPU (all its threads) plus, on
+PostgreSQL, the server's (the postmaster, its live backends and those that exited meanwhile), over its own
+turns, divided by the callbacks it accepted. Ingest: then a closed-loop load (bench/load.py) on each, on a fresh
+database again. Rounds alternate the order; every round's figures and ratios are printed.
 Issue 24's targets: PostgreSQL's rate at least 0.8x SQLite's, its CPU per callback at most 1.3x.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -24,6 +27,9 @@ from bench.process import SERVERS, group_cpu
 from tests.postgres import Cluster, running
 
 VARIANTS = ("sqlite", "pg-1")
+#: Seconds of the fixed rate each gateway gets before its CPU is counted; turns each gets in a round.
+WARM_UP = 1.0
+SLICES = 2
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -44,32 +50,55 @@ def server_cpu(cluster: Cluster) -> float:
     return total
 
 
-def measure(
-    cluster: Cluster, folder: Path, variant: str, seconds: float, connections: int, rate: float
-) -> tuple[float, float]:
-    """Requests a second under a closed loop, and CPU milliseconds per callback at ``rate``."""
+def measure_cpu(
+    cluster: Cluster, folder: Path, order: tuple[str, ...], seconds: float, rate: float
+) -> dict[str, tuple[float, float]]:
+    """Each variant's gateway and server CPU milliseconds per callback at ``rate``, over ``seconds`` each.
+
+    Both gateways run at once, each warmed up alike, and take turns in slices (A B B A ...): whatever else the
+    machine runs meanwhile weighs on both alike, instead of on whichever ran in a busier minute."""
+    template = sample_template()
+    with contextlib.ExitStack() as stack:
+        ports, groups = {}, {}
+        for variant in order:
+            before = set(SERVERS)
+            ports[variant] = stack.enter_context(deployed(variant, fresh(cluster, folder, variant), folder))
+            groups[variant] = SERVERS - before
+        for variant in order:
+            fixed_rate(ports[variant], template, new_run_id(), rate=rate, seconds=WARM_UP)
+        used = {variant: [0.0, 0.0] for variant in order}
+        accepted = dict.fromkeys(order, 0)
+        for turn in range(SLICES):
+            for variant in order if turn % 2 == 0 else tuple(reversed(order)):
+                before_cpu = _cpu(cluster, variant, groups[variant])
+                paced = fixed_rate(ports[variant], template, new_run_id(), rate=rate, seconds=seconds / SLICES)
+                after_cpu = _cpu(cluster, variant, groups[variant])
+                for side in (0, 1):
+                    used[variant][side] += after_cpu[side] - before_cpu[side]
+                accepted[variant] += paced.accepted
+    return {
+        variant: (
+            1000 * used[variant][0] / max(accepted[variant], 1),
+            1000 * used[variant][1] / max(accepted[variant], 1),
+        )
+        for variant in order
+    }
+
+
+def measure_rate(cluster: Cluster, folder: Path, variant: str, seconds: float, connections: int) -> float:
+    """Requests a second under a closed loop, after one second of it as a warm-up."""
     template = sample_template()
     with deployed(variant, fresh(cluster, folder, variant), folder) as port:
         closed_loop(port, template, new_run_id(), connections=connections, seconds=1)
         result = closed_loop(port, template, new_run_id(), connections=connections, seconds=seconds)
         if result.refused or result.errors:
             raise RuntimeError(f"{variant}: {result.refused} refused, {result.errors} errors")
-    with deployed(variant, fresh(cluster, folder, variant), folder) as port:
-        before = _cpu(cluster, variant)
-        paced = fixed_rate(port, template, new_run_id(), rate=rate, seconds=seconds)
-        after = _cpu(cluster, variant)
-        used = sum(after) - sum(before)
-        print(
-            f"  {variant}: gateway {1000 * (after[0] - before[0]) / max(paced.accepted, 1):.3f} ms,"
-            f" server {1000 * (after[1] - before[1]) / max(paced.accepted, 1):.3f} ms per callback",
-            flush=True,
-        )
-    return result.requests_per_second, 1000 * used / max(paced.accepted, 1)
+    return result.requests_per_second
 
 
-def _cpu(cluster: Cluster, variant: str) -> tuple[float, float]:
-    """CPU seconds so far: the gateway's (the one server running) and PostgreSQL's (0 on SQLite)."""
-    gateway = sum(group_cpu(group) for group in list(SERVERS))
+def _cpu(cluster: Cluster, variant: str, groups: set[int]) -> tuple[float, float]:
+    """CPU seconds so far: the variant's gateway's and PostgreSQL's (0 on SQLite)."""
+    gateway = sum(group_cpu(group) for group in groups)
     return gateway, (server_cpu(cluster) if variant != "sqlite" else 0.0)
 
 
@@ -84,13 +113,23 @@ def main() -> None:
     costs: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     with running() as cluster, tempfile.TemporaryDirectory() as folder:
         for number in range(args.rounds):
-            for variant in VARIANTS if number % 2 == 0 else tuple(reversed(VARIANTS)):
-                per_second, cpu_ms = measure(cluster, Path(folder), variant, args.seconds, args.connections, args.rate)
-                rates[variant].append(per_second)
-                costs[variant].append(cpu_ms)
+            order = VARIANTS if number % 2 == 0 else tuple(reversed(VARIANTS))
+            cpu = measure_cpu(cluster, Path(folder), order, args.seconds, args.rate)
+            for variant in order:
+                rates[variant].append(measure_rate(cluster, Path(folder), variant, args.seconds, args.connections))
+            for variant in VARIANTS:
+                gateway, server = cpu[variant]
+                costs[variant].append(gateway + server)
                 print(
-                    f"round {number + 1} {variant:7} {per_second:7.0f} req/s  {cpu_ms:.3f} ms CPU/callback", flush=True
+                    f"round {number + 1} {variant:7} {rates[variant][-1]:7.0f} req/s  {gateway + server:.3f} ms"
+                    f" CPU/callback (gateway {gateway:.3f}, server {server:.3f})",
+                    flush=True,
                 )
+            print(
+                f"round {number + 1} ratios: rate {rates['pg-1'][-1] / rates['sqlite'][-1]:.2f}x,"
+                f" CPU {costs['pg-1'][-1] / costs['sqlite'][-1]:.2f}x",
+                flush=True,
+            )
     rate = {variant: statistics.median(values) for variant, values in rates.items()}
     cost = {variant: statistics.median(values) for variant, values in costs.items()}
     print(
@@ -98,6 +137,12 @@ def main() -> None:
         f" PostgreSQL (1 replica) {rate['pg-1']:.0f} req/s, {cost['pg-1']:.3f} ms CPU/callback (server included);"
         f" ratios: rate {rate['pg-1'] / rate['sqlite']:.2f}x, CPU {cost['pg-1'] / cost['sqlite']:.2f}x"
     )
+    for name, values in (("rate", rates), ("CPU", costs)):
+        ratios = sorted(pg / sqlite for pg, sqlite in zip(values["pg-1"], values["sqlite"], strict=True))
+        print(
+            f"{name} ratio by round: {', '.join(f'{ratio:.2f}x' for ratio in ratios)}"
+            f" (median {statistics.median(ratios):.2f}x)"
+        )
 
 
 if __name__ == "__main__":

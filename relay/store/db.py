@@ -51,7 +51,10 @@ class Dialect:
 
     def among(self, column: str, values: Sequence[object], kind: str = "bigint") -> tuple[str, tuple[object, ...]]:
         """``column`` is one of ``values``: a condition and its parameters (one array on PostgreSQL, so that the
-        statement is prepared once whatever the count)."""
+        statement is prepared once whatever the count; one value, an equality: PostgreSQL keeps one plan for it,
+        while it plans an array's again at every execution, 0.08 ms a callback for the dedup check)."""
+        if self.postgres and len(values) == 1:
+            return f"{column} = ?", (values[0],)
         if self.postgres:
             return f"{column} = ANY(CAST(? AS {kind}[]))", (list(values),)
         return f"{column} IN ({','.join('?' * len(values))})", tuple(values)

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from bench.admin_reads import bodies
 from relay.deliver.signing import generate_secret
-from relay.domain.callback import IngestResult, Received
+from relay.domain.callback import MAX_JOB_STATES, IngestResult, Received
 from relay.domain.clock import utc_now
 from relay.domain.errors import Invalid
 from relay.domain.filters import Filter
@@ -18,6 +19,7 @@ from relay.store.records import Target
 from relay.validate.parse import new_xml_parser
 from relay.validate.schema import CallbackSchema
 from tests.conftest import job_body
+from tests.databases import count
 
 READER = Reader(CallbackSchema.load())
 
@@ -72,3 +74,46 @@ def test_explain_lists_every_schema_violation_and_the_hot_path_only_the_first() 
         READER.check(body, "xml", new_xml_parser(), explain=True)
     assert explained.value.reasons
     assert any("Exploded" in rule for _, rule in explained.value.reasons)
+
+
+def states(job: str, count: int, first: int = 0) -> bytes:
+    """One callback carrying ``count`` new states of ``job`` (EndTime one second apart)."""
+    details = [
+        f"<JobsDetail><JobId>{job}</JobId><Tag>Transcode</Tag><State>Failed</State>"
+        f"<EndTime>2024-11-05T11:{second // 60:02d}:{second % 60:02d}+0800</EndTime></JobsDetail>"
+        for second in range(first, first + count)
+    ]
+    [body] = bodies(details)
+    return body
+
+
+def test_a_job_whose_history_is_full_refuses_a_new_state_and_keeps_none_of_its_callback(database: Target) -> None:
+    """The bound is checked inside the write (on PostgreSQL within the one statement that claims and records a
+    state): the state past it names its JobsDetail and rolls the whole callback back."""
+    full, fresh = "j" + "f" * 32, "j" + "e" * 32
+    with store_for(database) as store:
+        ingest = Ingest(store, READER)
+
+        async def scenario() -> list[str | Invalid]:
+            answers: list[str | Invalid] = []
+            for body in (states(full, MAX_JOB_STATES), states(full, 1, MAX_JOB_STATES), states(full, 1, 3)):
+                try:
+                    answers.append((await ingest.ingest(received(body)))[1].outcome)
+                except Invalid as refused:
+                    answers.append(refused)
+            return answers
+
+        accepted, refused, again = asyncio.run(scenario())
+        assert (accepted, again) == ("accepted", "duplicate")  # a state already recorded is still a duplicate
+        assert isinstance(refused, Invalid)
+        assert (refused.detail, refused.path) == (
+            f"too many states for job {full}: its history already holds {MAX_JOB_STATES}",
+            "/Response/JobsDetail[1]/JobId",
+        )
+        assert count(database, "job_states") == MAX_JOB_STATES
+
+        with pytest.raises(Invalid) as within:  # the first state past the bound inside one callback
+            asyncio.run(ingest.ingest(received(states(fresh, MAX_JOB_STATES + 1))))
+        assert within.value.path == f"/Response/JobsDetail[{MAX_JOB_STATES + 1}]/JobId"
+        assert count(database, "job_states") == MAX_JOB_STATES
+        assert count(database, "callbacks") == 2  # nothing of the refused ones (the ingest path does not quarantine)

@@ -5,25 +5,39 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from click.testing import CliRunner
 
 from relay.cli import main
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
+from relay.domain.callback import IngestResult, Received
 from relay.domain.clock import utc_now
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
+from relay.ingest import Ingest, Reader
 from relay.settings.table import Settings
 from relay.store import PostgresStore, store_for
+from relay.store.ops.subscribers import SUBSCRIBERS_LOCK
 from relay.store.postgres.schema import STEPS
 from relay.store.records import PostgresUrl
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, callback_url, empty_database, fresh_database, ingest, job_body
+from tests.conftest import (
+    ADMIN_TOKEN,
+    CALLBACK_TOKEN,
+    callback_schema,
+    callback_url,
+    empty_database,
+    fresh_database,
+    ingest,
+    job_body,
+)
 from tests.databases import rows
 from tests.live import ProcessServer
 from tests.mistakes.commands import cos_relay
@@ -147,3 +161,55 @@ def test_the_database_password_never_reaches_logs_or_responses(postgres: Cluster
     assert password not in output
     for answer in answers:
         assert password not in answer.text + str(answer.headers), answer.request.url
+
+
+def test_large_values_are_compressed_with_lz4_where_the_server_has_it(postgres: Cluster) -> None:
+    """The store's connections compress a callback's body, its event's and its job's detail with lz4 (cheaper for
+    the server than the default pglz); values stored before keep theirs and read the same."""
+    url = fresh_database(postgres)
+    with psycopg.connect(url.url, autocommit=True) as conn:
+        conn.execute(b"ALTER TABLE callbacks ALTER COLUMN body SET COMPRESSION pglz")  # as the last release stored it
+        ingest(url, job_body(1))
+        conn.execute(b"ALTER TABLE callbacks ALTER COLUMN body SET COMPRESSION DEFAULT")
+    ingest(url, job_body(2))
+    compressed = rows(
+        url,
+        "SELECT pg_column_compression(c.body) AS body, pg_column_compression(e.body) AS event,"
+        " pg_column_compression(j.detail) AS detail FROM callbacks c JOIN events e ON e.callback_id = c.id"
+        " JOIN jobs j ON j.callback_id = c.id ORDER BY c.id",
+    )
+    assert [row["body"] for row in compressed] == ["pglz", "lz4"]
+    assert [(row["event"], row["detail"]) for row in compressed] == [("lz4", "lz4")] * 2
+    assert [bytes(row["body"]) for row in rows(url, "SELECT body FROM callbacks ORDER BY id")] == [
+        job_body(1),
+        job_body(2),
+    ]
+
+
+def test_a_subscriber_change_committed_while_a_callback_waits_for_the_subscribers_is_what_it_is_matched_against(
+    postgres: Cluster,
+) -> None:
+    """A transaction recording callbacks holds the subscribers still from its start (`subscribers.HOLD_STILL`, in
+    BEGIN's round trip), before it reads their version: a change holding them alone makes it wait, and once the
+    change commits the callback is matched against the subscribers as changed (here: its only one removed)."""
+    url = fresh_database(postgres)
+    with store_for(url) as store:
+        store.add_subscriber(SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter()), utc_now())
+        service = Ingest(store, Reader(callback_schema()))
+
+        def one(number: int) -> IngestResult:
+            received = Received(utc_now(), "127.0.0.1", "application/xml", job_body(number), "xml")
+            return asyncio.run(service.ingest(received))[1]
+
+        assert one(1).deliveries == 1  # the service's snapshot: "hook"
+        with psycopg.connect(url.url) as change, ThreadPoolExecutor(1) as thread:
+            change.execute(b"SELECT pg_advisory_xact_lock(%s)", (SUBSCRIBERS_LOCK,))
+            change.execute(b"UPDATE subscribers SET removed_at = updated_at, updated_at = updated_at || 'x'")
+            recording = thread.submit(one, 2)
+            waiting = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            deadline = time.monotonic() + 30
+            while rows(url, waiting)[0]["n"] == 0 and not recording.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not recording.done()  # it waits for the change
+            change.commit()
+            assert recording.result(timeout=30).deliveries == 0

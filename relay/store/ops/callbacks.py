@@ -23,7 +23,7 @@ from relay.store.detail import RUN_HELD, stored, without
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.confirmations import hold
 from relay.store.ops.deliveries import insert_owed
-from relay.store.ops.subscribers import lock, subscribers_version
+from relay.store.ops.subscribers import VERSION, version_is, version_of
 from relay.store.rows import callback_columns
 
 
@@ -40,25 +40,23 @@ async def record_callback(
     The new ones among the jobs to ``confirm`` wait for COS, their deliveries held (`confirmations.hold`).
 
     ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
-    written and the answer is None (match again against a fresh snapshot). On PostgreSQL the shared lock
-    keeps a subscriber change (which takes it exclusively) from committing between the check and this commit.
+    written and the answer is None (match again against a fresh snapshot). On PostgreSQL the transaction holds
+    the subscribers still from its start (`subscribers.HOLD_STILL`, taken by the store), so no subscriber change
+    commits between the check and this commit.
     """
-    await lock(db, shared=True)
-    if await subscribers_version(db) != version:
-        return None
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()
+    current, seen, callback_id = await _check(db, received, callback, version, at, digest)
+    if current != version:
+        return None
     # SQLite holds the write lock (BEGIN IMMEDIATE): the claims below find the ledger as this check saw it.
-    if await _all_seen(db, callback.dedup_keys):
+    if seen:
         return IngestResult(await _insert_duplicate(db, received, callback, at, digest), "duplicate", (), 0)
-    callback_id = await _insert_callback(db, received, callback, at, digest)
+    if callback_id is None:
+        callback_id = await _insert_callback(db, received, callback, at, digest)
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
-        if await _claim_item(db, job.dedup_key, "job", job.job_id, job.state, callback_id, at):
-            if await _states(db, job.job_id) >= MAX_JOB_STATES:
-                # Raised inside the transaction: it rolls back (SQLite's writer undoes this write alone).
-                raise history_full(job.job_id, position)
-            await _record_job(db, job, callback_id, at)
+        if await _claim_job(db, job, position, callback_id, at):
             new_items.append(job.dedup_key)
     for run in callback.workflows:
         if await _claim_item(db, run.dedup_key, "workflow", run.run_id, run.state, callback_id, at):
@@ -80,14 +78,32 @@ async def record_callback(
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 
-async def _all_seen(db: Db, keys: Sequence[str]) -> bool:
-    """Whether every item the callback carries is already in the ledger: a duplicate, known before storing it."""
-    unique = sorted(set(keys))
-    if not unique:
-        return True
-    among, values = db.dialect.among("dedup_key", unique, "text")
-    seen = await db.fetchval(f"SELECT count(*) FROM items WHERE {among}", *values)
-    return bool(seen == len(unique))
+async def _check(
+    db: Db, received: Received, callback: Callback, version: tuple[object, ...] | None, at: str, digest: bytes
+) -> tuple[tuple[object, ...], bool, int | None]:
+    """The subscribers' version, and whether every item the callback carries is already in the ledger (a
+    duplicate, known before storing it). On PostgreSQL the same statement (one round trip for it all) stores the
+    callback when the subscribers are at ``version`` and it is no duplicate, and gives its id; on SQLite it is
+    stored next (id None)."""
+    unique = sorted(set(callback.dedup_keys))
+    among, keys = db.dialect.among("dedup_key", unique, "text")
+    checked = f"SELECT {VERSION}, (SELECT count(*) FROM items WHERE {among}) AS seen FROM subscribers"
+    if db.dialect.postgres:
+        insert, values = _callback_row(db, received, callback, at, digest, "accepted")
+        at_version, expected = version_is(version)
+        row = await db.fetchrow(
+            f"WITH checked AS ({checked}), stored AS ({insert} SELECT {', '.join('?' * len(values))} FROM checked"
+            f" WHERE {at_version} AND seen < ? RETURNING id) SELECT checked.*, stored.id FROM checked"
+            " LEFT JOIN stored ON true",
+            *keys,
+            *values,
+            *expected,
+            len(unique),
+        )
+    else:
+        row = await db.fetchrow(checked, *keys)
+    assert row is not None
+    return version_of(row), int(row["seen"]) == len(unique), row["id"] if db.dialect.postgres else None
 
 
 async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int:
@@ -109,86 +125,64 @@ async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: 
 async def _insert_callback(
     db: Db, received: Received, callback: Callback, at: str, digest: bytes, outcome: str = "accepted"
 ) -> int:
+    insert, values = _callback_row(db, received, callback, at, digest, outcome)
+    return int(await db.fetchval(f"{insert} VALUES ({', '.join('?' * len(values))}) RETURNING id", *values))
+
+
+def _callback_row(
+    db: Db, received: Received, callback: Callback, at: str, digest: bytes, outcome: str
+) -> tuple[str, tuple[object, ...]]:
+    """The INSERT (without its values) of a callback's row with its body, and the values."""
     column, value = db.dialect.packed_insert("body")
-    return int(
-        await db.fetchval(
-            "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
-            f" outcome, body{column}, body_sha256, body_truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, 0)"
-            " RETURNING id",
-            *callback_columns(received, callback, at),
-            " ".join(callback.dedup_keys),
-            outcome,
-            db.dialect.pack(received.body),
-            digest,
-        )
+    insert = (
+        "INSERT INTO callbacks(received_at, source_addr, content_type, format, size, event_name, dedup_key,"
+        f" outcome, body, body_sha256, body_truncated{column})"
     )
+    values = (
+        *callback_columns(received, callback, at),
+        " ".join(callback.dedup_keys),
+        outcome,
+        db.dialect.pack(received.body),
+        digest,
+        0,
+        *([1] if value else []),
+    )
+    return insert, values
+
+
+#: Takes an item of the dedup ledger: one row inserted if it was new, none if it was claimed before.
+_CLAIM = (
+    "INSERT INTO items(dedup_key, kind, subject, state, callback_id, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(dedup_key) DO NOTHING"
+)
+#: How many states a job's history holds (``held``), counting up to the bound (a short range of an index).
+#: PostgreSQL replicas recording new states of one job at the same moment may each see room for one more: the
+#: history can pass the bound by the number of replicas, never grow without one.
+_STATES = "SELECT count(*) AS held FROM (SELECT 1 FROM job_states WHERE job_id = ? LIMIT ?) AS states"
 
 
 async def _claim_item(
     db: Db, key: str, kind: str, subject: str | None, state: str | None, callback_id: int, at: str
 ) -> bool:
-    claimed = await db.execute(
-        "INSERT INTO items(dedup_key, kind, subject, state, callback_id, received_at) VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT(dedup_key) DO NOTHING",
-        key,
-        kind,
-        subject,
-        state,
-        callback_id,
-        at,
-    )
-    return claimed == 1
-
-
-async def _states(db: Db, job_id: str) -> int:
-    """How many states the job's history holds, counting up to the bound (a short range of an index).
-
-    PostgreSQL replicas recording new states of one job at the same moment may each see room for one more:
-    the history can pass the bound by the number of replicas, never grow without one."""
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM job_states WHERE job_id = ? LIMIT ?) AS states",
-            job_id,
-            MAX_JOB_STATES,
-        )
-    )
+    return await db.execute(_CLAIM, key, kind, subject, state, callback_id, at) == 1
 
 
 def _times(stamp: Timestamp | None) -> tuple[str | None, str | None]:
     return (stamp.iso, stamp.raw) if stamp else (None, None)
 
 
-async def _record_job(db: Db, job: JobState, callback_id: int, at: str) -> None:
-    """The job state's history row and the job's current row (on PostgreSQL in one statement: one round trip).
+async def _claim_job(db: Db, job: JobState, position: int, callback_id: int, at: str) -> bool:
+    """Claim the job state's item and record it: its history row and the job's current row. False when the item
+    was claimed before; `history_full` (inside the transaction: it rolls back) when the job's history is full.
 
     The state's Code and Message are kept once, in its history row: the job's row refers to the row of its
-    current state (``state_id``) and its detail leaves them out (`relay.store.detail`)."""
+    current state (``state_id``) and its detail leaves them out (`relay.store.detail`). On PostgreSQL the claim,
+    the count of the history and both rows are one statement (one round trip instead of four), its rows written
+    only if the item was new and the history had room; on SQLite, a statement each as the answers come."""
+    claim = (job.dedup_key, "job", job.job_id, job.state, callback_id, at)
     end, end_raw = _times(job.end_time)
-    history = (
-        "INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw, received_at, callback_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
-    )
     states = (job.job_id, job.state, job.code, job.message, end, end_raw, at, callback_id)
     column, value = db.dialect.packed_insert("detail")
-    repacked = f"{column} = 1" if column else ""  # an older row's detail may have been stored unpacked
-    state_id = "(SELECT id FROM history)" if db.dialect.postgres else "?"  # PostgreSQL: the row of one statement
-    # Callbacks can arrive out of order: the row keeps the state with the latest EndTime. Its code and message
-    # columns are only read in rows written before the history held them alone (state_id NULL): emptied here.
-    current = (
-        "INSERT INTO jobs(job_id, state, tag, queue_id, bucket, object_key, region,"
-        " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
-        f" end_time_raw, detail{column}, first_seen_at, updated_at, callback_id, state_id)"
-        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, ?, ?, {state_id})"
-        " ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, tag = excluded.tag,"
-        " queue_id = excluded.queue_id, code = NULL, message = NULL,"
-        " bucket = excluded.bucket, object_key = excluded.object_key, region = excluded.region,"
-        " workflow_run_id = excluded.workflow_run_id, creation_time = excluded.creation_time,"
-        " creation_time_raw = excluded.creation_time_raw, start_time = excluded.start_time,"
-        " start_time_raw = excluded.start_time_raw, end_time = excluded.end_time,"
-        f" end_time_raw = excluded.end_time_raw, detail = excluded.detail{repacked},"
-        " updated_at = excluded.updated_at, callback_id = excluded.callback_id, state_id = excluded.state_id"
-        " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time"
-    )
     detail = stored(job)
     values = (
         job.job_id,
@@ -208,10 +202,54 @@ async def _record_job(db: Db, job: JobState, callback_id: int, at: str) -> None:
         at,
         callback_id,
     )
+    history = "INSERT INTO job_states(job_id, state, code, message, end_time, end_time_raw, received_at, callback_id)"
+    current = (
+        "INSERT INTO jobs(job_id, state, tag, queue_id, bucket, object_key, region,"
+        " workflow_run_id, creation_time, creation_time_raw, start_time, start_time_raw, end_time,"
+        f" end_time_raw, detail{column}, first_seen_at, updated_at, callback_id, state_id)"
+    )
+    fields = f"?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{value}, ?, ?, ?"
+    repacked = f"{column} = 1" if column else ""  # an older row's detail may have been stored unpacked
+    # Callbacks can arrive out of order: the row keeps the state with the latest EndTime. Its code and message
+    # columns are only read in rows written before the history held them alone (state_id NULL): emptied here.
+    newest = (
+        " ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, tag = excluded.tag,"
+        " queue_id = excluded.queue_id, code = NULL, message = NULL,"
+        " bucket = excluded.bucket, object_key = excluded.object_key, region = excluded.region,"
+        " workflow_run_id = excluded.workflow_run_id, creation_time = excluded.creation_time,"
+        " creation_time_raw = excluded.creation_time_raw, start_time = excluded.start_time,"
+        " start_time_raw = excluded.start_time_raw, end_time = excluded.end_time,"
+        f" end_time_raw = excluded.end_time_raw, detail = excluded.detail{repacked},"
+        " updated_at = excluded.updated_at, callback_id = excluded.callback_id, state_id = excluded.state_id"
+        " WHERE jobs.end_time IS NULL OR excluded.end_time IS NULL OR excluded.end_time >= jobs.end_time"
+    )
     if db.dialect.postgres:
-        await db.execute(f"WITH history AS ({history}) {current}", *states, *values)
+        row = await db.fetchrow(
+            f"WITH claimed AS ({_CLAIM} RETURNING 1), counted AS ({_STATES}),"
+            f" history AS ({history} SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM claimed) AND (SELECT held FROM counted) < ? RETURNING id),"
+            f" current AS ({current} SELECT {fields}, id FROM history{newest})"
+            " SELECT (SELECT count(*) FROM claimed) AS claimed, (SELECT held FROM counted) AS held",
+            *claim,
+            job.job_id,
+            MAX_JOB_STATES,
+            *states,
+            MAX_JOB_STATES,
+            *values,
+        )
+        assert row is not None
+        claimed, held = bool(row["claimed"]), int(row["held"])
     else:
-        await db.execute(current, *values, await db.fetchval(history, *states))
+        claimed = await db.execute(_CLAIM, *claim) == 1
+        held = int(await db.fetchval(_STATES, job.job_id, MAX_JOB_STATES)) if claimed else 0
+    if not claimed:
+        return False
+    if held >= MAX_JOB_STATES:
+        raise history_full(job.job_id, position)
+    if not db.dialect.postgres:  # PostgreSQL's statement above has written them
+        state_id = await db.fetchval(f"{history} VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", *states)
+        await db.execute(f"{current} VALUES ({fields}, ?){newest}", *values, state_id)
+    return True
 
 
 async def _record_workflow(db: Db, run: WorkflowRun, callback_id: int, at: str) -> None:

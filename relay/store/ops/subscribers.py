@@ -1,8 +1,8 @@
 """Subscriber rows: create, change, remove, rotate, list, and the version the ingest path matches against.
 
-On PostgreSQL every change takes `SUBSCRIBERS_LOCK` exclusively and recording a callback takes it shared, so a
-change committed by one replica can never slip between another's version check and its commit (SQLite's single
-writer orders them already).
+On PostgreSQL every change takes `SUBSCRIBERS_LOCK` exclusively and a transaction recording callbacks takes it
+shared as it begins (`HOLD_STILL`), so a change committed by one replica can never slip between another's version
+check and its commit (SQLite's single writer orders them already).
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, to_json
-from relay.store.rows import SUBSCRIBER_COLUMNS, subscriber_from
+from relay.store.rows import SUBSCRIBER_COLUMNS, Row, subscriber_from
 
 SUBSCRIBERS_LOCK = 0x636F7372656C6170
+#: Holds the subscribers still until the transaction ends, across replicas: what the PostgreSQL store's
+#: transactions recording callbacks begin with (`relay.store.postgres.store`), in BEGIN's round trip.
+HOLD_STILL = f"SELECT pg_advisory_xact_lock_shared({SUBSCRIBERS_LOCK})"
 
 
-async def lock(db: Db, *, shared: bool = False) -> None:
-    """Hold the subscribers still (``shared``) or alone until the transaction ends, across replicas."""
+async def lock(db: Db) -> None:
+    """Hold the subscribers alone until the transaction ends, across replicas."""
     if db.dialect.postgres:
-        await db.execute(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(?)", SUBSCRIBERS_LOCK)
+        await db.execute("SELECT pg_advisory_xact_lock(?)", SUBSCRIBERS_LOCK)
 
 
 async def list_subscribers(db: Db) -> list[Subscriber]:
@@ -154,15 +157,30 @@ async def rotate_secret(db: Db, name: str, new_secret: str, grace_until: datetim
     return await get_subscriber(db, name)
 
 
+#: The columns `subscribers_version` reads, for a statement that reads more with them (`version_of` makes them one).
+VERSION = "count(*) AS count, max(updated_at) AS newest"
+
+
+def version_of(row: Row) -> tuple[object, ...]:
+    return (int(row["count"]), row["newest"])
+
+
+def version_is(version: tuple[object, ...] | None) -> tuple[str, tuple[object, ...]]:
+    """The condition that `VERSION`'s columns (a query's, by their names) are at ``version`` (never, for None),
+    and its parameters."""
+    count, newest = version or (None, None)
+    return "count = ? AND newest IS NOT DISTINCT FROM ?", (count, newest)
+
+
 async def subscribers_version(db: Db) -> tuple[object, ...]:
     """Changes whenever a subscriber is added, changed or removed, by this process or another.
 
     Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
     ``updated_at`` are enough to notice one.
     """
-    row = await db.fetchrow("SELECT count(*) AS count, max(updated_at) AS newest FROM subscribers")
+    row = await db.fetchrow(f"SELECT {VERSION} FROM subscribers")
     assert row is not None
-    return (int(row["count"]), row["newest"])
+    return version_of(row)
 
 
 async def snapshot(db: Db) -> Snapshot:

@@ -14,7 +14,7 @@ from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
-from relay.store.ops import backlog, queries, secrets
+from relay.store.ops import backlog, queries, secrets, subscribers
 from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
 from relay.store.postgres.lockstep import lockstep
@@ -43,7 +43,12 @@ class PostgresStore(SqlStore):
         #: Only `serve` sets up (migrates) a database; the other commands refuse one cos-relay never set up.
         self.create = create
         self._db = Database(
-            url, pool_size=pool_size, statement_timeout=statement_timeout, observe=observe, together=lockstep
+            url,
+            pool_size=pool_size,
+            statement_timeout=statement_timeout,
+            observe=observe,
+            together=lockstep,
+            grouped_begin=subscribers.HOLD_STILL,
         )
 
     def open(self) -> None:
@@ -87,9 +92,11 @@ class PostgresStore(SqlStore):
         self._db.listen(wake_there)
 
     async def _write(self, operation: Operation[T], *, urgent: bool = False, grouped: bool = False) -> T:
-        """``grouped`` writes (ingest's) share transactions (`relay.store.postgres.group`); the others, the delivery
-        worker's ``urgent`` ones among them, are each a transaction of their own on the pool, beside the batch under
-        way (queued with ingest's, a delivery's bookkeeping waited out every batch of callbacks before it)."""
+        """``grouped`` writes (ingest's) share transactions (`relay.store.postgres.group`), each holding the
+        subscribers still from its start (`subscribers.HOLD_STILL`: `callbacks.record_callback` counts on it); the
+        others, the delivery worker's ``urgent`` ones among them, are each a transaction of their own on the pool,
+        beside the batch under way (queued with ingest's, a delivery's bookkeeping waited out every batch of
+        callbacks before it)."""
         if grouped:
             return await self._db.run_grouped(operation)
         return await self._db.run_async(work(operation), write=True)
