@@ -25,6 +25,19 @@ from relay.store.records import PostgresUrl, Target
 START_WITHIN = 60
 
 
+#: What starts coverage in a Python child (the .pth file coverage installs reads them).
+COVERAGE_VARIABLES = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def unmeasured(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the variables that start coverage in every Python child (``patch = ["subprocess"]`` in
+    pyproject.toml), for a child that runs no relay code (schemathesis generating requests): coverage's tracer
+    would see every call it makes and measure nothing, doubling its CPU."""
+    return {
+        key: value for key, value in env.items() if key not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+    }
+
+
 def wait_until(
     check: Callable[[], bool], timeout: float = 30.0, what: str = "the condition", interval: float = 0.05
 ) -> None:
