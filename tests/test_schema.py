@@ -106,11 +106,9 @@ def test_a_changed_schema_or_a_damaged_cache_file_is_built_again(
     xsd = tmp_path / "cos-callback.xsd"
     xsd.write_bytes(schema_path().read_bytes())
     monkeypatch.setattr(schema_module, "schema_path", lambda: xsd)
-    CallbackSchema.load()
-    # The same XSD with JobState's values replaced by one of its own.
+    assert CallbackSchema.load().convert(parse(job()))
+    # The same XSD but for JobState's "Success", now "Succeeded": the cached build would accept the job.
     xsd.write_bytes(schema_path().read_bytes().replace(b'value="Success"', b'value="Succeeded"'))
-    failed = load("samples/transcode_failed.xml")
-    assert CallbackSchema.load().convert(failed)["JobsDetail"][0]["State"] == "Failed"
     with pytest.raises(SchemaViolation):
         CallbackSchema.load().convert(parse(job()))
     assert len(list(cache.iterdir())) == 2
