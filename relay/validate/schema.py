@@ -6,7 +6,6 @@ xmlschema over the same XSD; agreement tests hold the two to the same verdict.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import os
@@ -134,11 +133,11 @@ def _cached_xsd(source: Path) -> XMLSchema11 | None:
     hundreds. The file is written where and when Python writes bytecode (not under PYTHONDONTWRITEBYTECODE, not
     where the package is read-only, as an installed wheel usually is): whoever can write there can change the code.
     """
-    with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
+    try:
         cached = pickle.loads(_cache_file(source).read_bytes())  # noqa: S301 - written by _leave, beside the code
-        if isinstance(cached, XMLSchema11):
-            return cached
-    return None
+    except Exception:  # none yet, or unreadable (a damaged disk): built again, as with no cache at all
+        return None
+    return cached if isinstance(cached, XMLSchema11) else None
 
 
 def _leave(xsd: XMLSchema11, source: Path) -> None:
