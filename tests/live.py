@@ -33,9 +33,7 @@ def unmeasured(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` without the variables that start coverage in every Python child (``patch = ["subprocess"]`` in
     pyproject.toml), for a child whose coverage adds nothing: schemathesis generating requests (it runs none of
     relay, and the tracer doubled its CPU), the benchmarks (what they run, other tests cover)."""
-    return {
-        key: value for key, value in env.items() if key not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
-    }
+    return {key: value for key, value in env.items() if key not in COVERAGE_VARIABLES}
 
 
 def wait_until(
