@@ -49,15 +49,16 @@ def balancing(folder: Path, replica_ports: list[int]) -> Iterator[str]:
     nginx = subprocess.Popen([NGINX, "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(config)])
     url = f"http://127.0.0.1:{port}"
 
-    def answering() -> bool:
+    def answering(probe: httpx.Client) -> bool:
         assert nginx.poll() is None, f"nginx exited: {(folder / 'error.log').read_text()}"
         try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            return probe.get(f"{url}/healthz").status_code == 200
         except httpx.TransportError:
             return False
 
     try:
-        wait_until(answering, timeout=20, what="nginx answering")
+        with httpx.Client(timeout=2) as probe:  # one SSL context for all the polls, not one each
+            wait_until(lambda: answering(probe), timeout=20, what="nginx answering")
         yield url
     finally:
         nginx.send_signal(signal.SIGQUIT)  # graceful: workers finish, the master removes its pid file

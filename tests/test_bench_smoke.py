@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.live import unmeasured
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_bench(*args: str, timeout: float) -> str:
     """``python -m ARGS`` from the project root; its output, once it exited 0."""
+    # Without coverage's tracer: it would measure itself (the suite's figures are no figures, but its CPU is
+    # the suite's), and what the benchmarks run, the other tests cover.
     done = subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=unmeasured(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout

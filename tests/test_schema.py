@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from lxml import etree
-from xmlschema import XMLSchemaImportWarning
+from xmlschema import XMLSchema11, XMLSchemaImportWarning
 
+from relay.validate import schema as schema_module
 from relay.validate.errors import SchemaViolation, UnsupportedSchema, Violation
 from relay.validate.jsontree import MAX_DEPTH, json_to_tree
 from relay.validate.schema import CallbackSchema, schema_path
@@ -64,6 +65,69 @@ def test_load_accepts_an_explicit_path(tmp_path: Path) -> None:
     copy = tmp_path / "copy.xsd"
     copy.write_bytes(schema_path().read_bytes())
     assert CallbackSchema.load(copy).convert(load("samples/transcode_failed.xml"))["JobsDetail"][0]["State"] == "Failed"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`CallbackSchema.load()` keeps the packaged schema's build in a folder of the test's own, as Python would."""
+    folder = tmp_path / "cache"
+    monkeypatch.setattr(schema_module, "CACHE", folder)
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    return folder
+
+
+def test_the_packaged_schema_is_built_once_then_read_back_from_its_cache(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = CallbackSchema.load()
+    assert [path.suffix for path in cache.iterdir()] == [".pickle"]  # and no half-written file left
+    builds: list[Path] = []
+    build = schema_module._build_xsd
+
+    def counted(source: Path) -> XMLSchema11:
+        builds.append(source)
+        return build(source)
+
+    monkeypatch.setattr(schema_module, "_build_xsd", counted)
+    again = CallbackSchema.load()
+    failed = load("samples/transcode_failed.xml")
+    assert again.convert(failed) == first.convert(failed)
+    assert builds == []  # the fast path came from the cache
+    # xmlschema's own validator is built from the XSD, only when first asked for, and it agrees.
+    bogus = parse(job().replace("Success", "Bogus"))
+    assert again.explain(bogus) == first.explain(bogus) != ()
+    assert again.reference_is_valid(failed)
+    assert builds == [schema_path().resolve()]
+
+
+def test_a_changed_schema_or_a_damaged_cache_file_is_built_again(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    xsd = tmp_path / "cos-callback.xsd"
+    xsd.write_bytes(schema_path().read_bytes())
+    monkeypatch.setattr(schema_module, "schema_path", lambda: xsd)
+    assert CallbackSchema.load().convert(parse(job()))
+    # The same XSD but for JobState's "Success", now "Succeeded": the cached build would accept the job.
+    xsd.write_bytes(schema_path().read_bytes().replace(b'value="Success"', b'value="Succeeded"'))
+    with pytest.raises(SchemaViolation):
+        CallbackSchema.load().convert(parse(job()))
+    assert len(list(cache.iterdir())) == 2
+    for written in cache.iterdir():
+        written.write_bytes(b"not a pickle")
+    with pytest.raises(SchemaViolation):
+        CallbackSchema.load().convert(parse(job()))
+
+
+def test_nothing_is_cached_under_pythondontwritebytecode_nor_in_a_folder_it_cannot_write(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = load("samples/transcode_failed.xml")
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    assert CallbackSchema.load().convert(failed)
+    assert not cache.exists()
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    cache.write_text("a file where the folder would be")
+    assert CallbackSchema.load().convert(failed)
 
 
 def test_load_never_fetches_a_remote_import(tmp_path: Path) -> None:
