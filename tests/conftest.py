@@ -118,6 +118,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("module_database", backends, indirect=True, scope="module")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a slow test run first (each file's tests together, for its module fixtures): the minute-long
+    tests then start while every xdist worker is busy, and the short ones fill in at the end, instead of one
+    long test starting last and running alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Cluster]:
     """A throwaway PostgreSQL 15 cluster in memory for the session (each xdist worker has its own), with a
