@@ -13,9 +13,9 @@ Run: python -m bench.disk [--jobs 500] [--duplicates 300] [--bound-mib 8] [--sec
 3. Bytes stored per accepted callback, on SQLite and on PostgreSQL (a throwaway cluster, tests/postgres.py):
    ``--callbacks`` distinct callbacks of one JobsDetail whose Message is 4,096 characters that compress little
    (as a hostile sender's would), with 1 and with 100 paused subscribers, and the samples (tests/data/samples,
-   their ids made distinct). Per callback: what each table takes (SQLite: its pages and its indexes', dbstat;
-   PostgreSQL: pg_total_relation_size, with TOAST and indexes), the total against the body's size, and where
-   the last callback's Message is stored (its copies in each table's values, packed ones inflated).
+   their ids made distinct) with 1 and with 100. Per callback: what each table takes (SQLite: its pages and its
+   indexes', dbstat; PostgreSQL: pg_total_relation_size, with TOAST and indexes), the total against the body's
+   size, and where the last callback's Message is stored (its copies in each table's values, packed ones inflated).
 
 To compare with another tree's relay, run it from this tree with ``PYTHONPATH=/that/tree python -m bench.disk``:
 the gateways start in a temporary folder, so they import relay from ``PYTHONPATH``.
@@ -274,6 +274,13 @@ def stored_per_callback(folder: Path, callbacks: int) -> None:
         for i, path in enumerate(samples)
     ]
     cases.append((f"the {len(samples)} samples, {rounds} times each", bodies, 1, None))
+    # Issue 26's row: bytes per callback with 100 matching subscribers, for callbacks as COS sends them.
+    bodies = [
+        distinct(path.read_bytes(), 20_000 + n * len(samples) + i)
+        for n in range(rounds)
+        for i, path in enumerate(samples)
+    ]
+    cases.append((f"the {len(samples)} samples, {rounds} times each, 100 subscribers", bodies, 100, None))
     print(f"3. stored per accepted callback ({callbacks} callbacks a case)")
     print("  SQLite")
     for number, (label, payloads, subscribers, message) in enumerate(cases):
