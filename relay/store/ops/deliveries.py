@@ -29,19 +29,31 @@ async def notify(db: Db) -> None:
         await db.execute(f"NOTIFY {CHANNEL}")
 
 
+#: Serialises the events' commits across PostgreSQL replicas, so that positions are taken in commit order: a reader
+#: never sees a position above a hole that a transaction still open fills later (a sequence would allow that).
+LOG_LOCK = 0x636F736C6F67
+
+
 async def insert_owed(db: Db, owed: Sequence[Owed], callback_id: int, stamp: str) -> int:
-    """Store the events and one pending delivery per subscriber each is owed to (and wake every replica when
-    this commits); returns deliveries created."""
+    """Store the events, each at the next positions of the log, and one pending delivery per subscriber each is
+    owed to (and wake every replica when this commits); returns deliveries created."""
     if not owed:
         return 0
     deliveries = [(o.event.id, s) for o in owed for s in o.subscriber_ids]
+    events = [o.event for o in owed]
     if db.dialect.postgres:
+        # Taken just before the events' insert, in a statement of its own (the insert's snapshot must see every
+        # position committed before the lock was granted); held until this transaction commits.
+        await db.execute("SELECT pg_advisory_xact_lock(?)", LOG_LOCK)
         # One statement however many events and subscribers: a round trip each would cost more than the rows.
-        events = [o.event for o in owed]
         await db.execute(
-            "WITH stored AS (INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body)"
-            " SELECT i, k, t, s, ?, ?, b FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]),"
-            " CAST(? AS text[]), CAST(? AS bytea[])) AS e(i, k, t, s, b) ON CONFLICT(id) DO NOTHING),"
+            "WITH stored AS (INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body,"
+            " tag, state, queue_id, bucket, position)"
+            " SELECT i, k, t, s, ?, ?, b, g, st, q, bu, (SELECT coalesce(max(position), 0) FROM events) + n"
+            " FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]),"
+            " CAST(? AS bytea[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]))"
+            " WITH ORDINALITY AS e(i, k, t, s, b, g, st, q, bu, n)"
+            " ON CONFLICT(id) DO NOTHING),"
             " queued AS (INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
             " created_at, updated_at) SELECT e, s, 'pending', 0, 0, ?, ?, ?"
             " FROM unnest(CAST(? AS text[]), CAST(? AS bigint[])) AS d(e, s) ON CONFLICT(event_id, subscriber_id)"
@@ -53,6 +65,10 @@ async def insert_owed(db: Db, owed: Sequence[Owed], callback_id: int, stamp: str
             [event.type for event in events],
             [event.subject for event in events],
             [event.body for event in events],
+            [event.tag for event in events],
+            [event.state for event in events],
+            [event.queue_id for event in events],
+            [event.bucket for event in events],
             stamp,
             stamp,
             stamp,
@@ -60,21 +76,26 @@ async def insert_owed(db: Db, owed: Sequence[Owed], callback_id: int, stamp: str
             [subscriber_id for _, subscriber_id in deliveries],
         )
         return len(deliveries)
+    # One writer at a time: the next position is the log's head + 1 (one probe of its unique index).
     await db.executemany(
-        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body, body_packed)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
-        " ON CONFLICT(id) DO NOTHING",
+        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body, body_packed,"
+        " tag, state, queue_id, bucket, position) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?,"
+        " (SELECT coalesce(max(position), 0) + 1 FROM events)) ON CONFLICT(id) DO NOTHING",
         [
             (
-                o.event.id,
-                o.event.item_key,
-                o.event.type,
-                o.event.subject,
+                event.id,
+                event.item_key,
+                event.type,
+                event.subject,
                 callback_id,
                 stamp,
-                db.dialect.pack(o.event.body),
+                db.dialect.pack(event.body),
+                event.tag,
+                event.state,
+                event.queue_id,
+                event.bucket,
             )
-            for o in owed
+            for event in events
         ],
     )
     await db.executemany(

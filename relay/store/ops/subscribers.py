@@ -66,7 +66,35 @@ async def insert_subscriber(db: Db, spec: SubscriberSpec, at: datetime) -> Subsc
     )
     subscriber = await get_subscriber(db, spec.name)
     assert subscriber is not None
+    # Owed exactly the events committed after it: its cursor and its filter start at the log's head, read while
+    # the subscribers are held (on PostgreSQL no transaction recording callbacks is open meanwhile: `HOLD_STILL`).
+    head = await log_head(db)
+    await db.execute(
+        "INSERT INTO cursors(subscriber_id, acked, leased, updated_at) VALUES (?, ?, ?, ?)",
+        subscriber.id,
+        head,
+        head,
+        iso(at),
+    )
+    await _filter_from(db, subscriber.id, head)
     return subscriber
+
+
+async def log_head(db: Db) -> int:
+    """The last position of the event log (0 when it is empty): one probe of its unique index."""
+    return int(await db.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+
+
+async def _filter_from(db: Db, subscriber_id: int, head: int) -> None:
+    """The subscriber's filter as stored now applies to the events after ``head`` (a change at the same head
+    replaces the one before it)."""
+    await db.execute(
+        "INSERT INTO filters(subscriber_id, from_position, types, filters) SELECT id, ?, types, filters"
+        " FROM subscribers WHERE id = ? ON CONFLICT(subscriber_id, from_position)"
+        " DO UPDATE SET types = excluded.types, filters = excluded.filters",
+        head,
+        subscriber_id,
+    )
 
 
 #: Columns `update_subscriber` may change, with how each value is stored.
@@ -100,7 +128,11 @@ async def update_subscriber(db: Db, name: str, changes: Mapping[str, Any], at: d
         iso(at),
         name,
     )
-    return await get_subscriber(db, name)
+    subscriber = await get_subscriber(db, name)
+    if subscriber is not None and {"types", "filters"} & set(changes):
+        # A changed filter applies from the log's head at the change, as it applies to callbacks accepted after it.
+        await _filter_from(db, subscriber.id, await log_head(db))
+    return subscriber
 
 
 async def set_state(db: Db, name: str, state: SubscriberState, reason: str | None, at: datetime) -> Subscriber | None:

@@ -221,4 +221,34 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        17,
+        "event_log",
+        """
+        -- The SQLite store's m017: the events as an ordered log (position, assigned under LOG_LOCK in commit
+        -- order), the short attributes filters look at, each subscriber's cursor, its filter history, and the gaps.
+        ALTER TABLE events ADD COLUMN position bigint;
+        ALTER TABLE events ADD COLUMN tag text;
+        ALTER TABLE events ADD COLUMN state text;
+        ALTER TABLE events ADD COLUMN queue_id text;
+        ALTER TABLE events ADD COLUMN bucket text;
+        CREATE UNIQUE INDEX events_by_position ON events(position) WHERE position IS NOT NULL;
+        CREATE TABLE cursors (
+            subscriber_id bigint PRIMARY KEY, acked bigint, leased bigint, lease_expires_at text, leased_by text,
+            updated_at text
+        );
+        INSERT INTO cursors(subscriber_id, acked, leased, updated_at)
+            SELECT id, 0, 0, updated_at FROM subscribers WHERE removed_at IS NULL;
+        CREATE TABLE filters (
+            subscriber_id bigint, from_position bigint, types text, filters text,
+            PRIMARY KEY (subscriber_id, from_position)
+        );
+        INSERT INTO filters(subscriber_id, from_position, types, filters)
+            SELECT id, 0, types, filters FROM subscribers WHERE removed_at IS NULL;
+        CREATE TABLE gaps (
+            subscriber_id bigint, from_position bigint, to_position bigint, reason text, at text,
+            PRIMARY KEY (subscriber_id, from_position)
+        );
+        """,
+    ),
 )

@@ -408,3 +408,49 @@ def m016_destinations(db: Database) -> None:
         },
         pk="subscriber_id",
     )
+
+
+@migrations()
+def m017_event_log(db: Database) -> None:
+    # The lazy outbox (docs/design/lazy-outbox.md): the events are an ordered log. position is strictly increasing
+    # in commit order (one writer: the next is max + 1); events recorded before keep NULL and are served through
+    # their delivery rows. The short attributes filters look at are kept with the event, so a filter can be checked
+    # without inflating a body it will not send (an object key prefix is the exception: the key can be long and
+    # is kept once, in the body).
+    db.execute("ALTER TABLE events ADD COLUMN position INTEGER")
+    for column in ("tag", "state", "queue_id", "bucket"):
+        db.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT")
+    db.execute("CREATE UNIQUE INDEX events_by_position ON events(position) WHERE position IS NOT NULL")
+    # Each subscriber's place in the log: every matching event at a position <= acked is finished for it (or has
+    # a delivery row), (acked, leased] is out with a worker until lease_expires_at. A subscriber added later
+    # starts at the log's head; one of before this step at 0 (it is owed no event of the log yet).
+    db.table("cursors").create(
+        {
+            "subscriber_id": int,
+            "acked": int,
+            "leased": int,
+            "lease_expires_at": str,
+            "leased_by": str,
+            "updated_at": str,
+        },
+        pk="subscriber_id",
+    )
+    db.execute(
+        "INSERT INTO cursors(subscriber_id, acked, leased, updated_at)"
+        " SELECT id, 0, 0, updated_at FROM subscribers WHERE removed_at IS NULL"
+    )
+    # A subscriber's filter in force from a position of the log on: a changed filter applies from the log's head
+    # at the change, so a subscriber behind is owed what it was owed when each event was recorded.
+    db.table("filters").create(
+        {"subscriber_id": int, "from_position": int, "types": str, "filters": str},
+        pk=("subscriber_id", "from_position"),
+    )
+    db.execute(
+        "INSERT INTO filters(subscriber_id, from_position, types, filters)"
+        " SELECT id, 0, types, filters FROM subscribers WHERE removed_at IS NULL"
+    )
+    # Ranges of a subscriber's log given up in bulk ('dropped' by backlog shedding, 'cancelled' by removal).
+    db.table("gaps").create(
+        {"subscriber_id": int, "from_position": int, "to_position": int, "reason": str, "at": str},
+        pk=("subscriber_id", "from_position"),
+    )
