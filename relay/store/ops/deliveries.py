@@ -49,7 +49,8 @@ async def insert_owed(db: Db, owed: Sequence[Owed], callback_id: int, stamp: str
         await db.execute(
             "WITH stored AS (INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body,"
             " tag, state, queue_id, bucket, position)"
-            " SELECT i, k, t, s, ?, ?, b, g, st, q, bu, (SELECT coalesce(max(position), 0) FROM events) + n"
+            " SELECT i, k, t, s, ?, ?, b, g, st, q, bu,"
+            " (SELECT coalesce(max(position), 0) FROM events WHERE position IS NOT NULL) + n"
             " FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]),"
             " CAST(? AS bytea[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]))"
             " WITH ORDINALITY AS e(i, k, t, s, b, g, st, q, bu, n)"
@@ -76,11 +77,13 @@ async def insert_owed(db: Db, owed: Sequence[Owed], callback_id: int, stamp: str
             [subscriber_id for _, subscriber_id in deliveries],
         )
         return len(deliveries)
-    # One writer at a time: the next position is the log's head + 1 (one probe of its unique index).
+    # One writer at a time: the next position is the log's head + 1: one probe of its unique index, which is partial
+    # (events of before the log have none), so the condition naming it is what keeps SQLite from a scan.
     await db.executemany(
         "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body, body_packed,"
         " tag, state, queue_id, bucket, position) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?,"
-        " (SELECT coalesce(max(position), 0) + 1 FROM events)) ON CONFLICT(id) DO NOTHING",
+        " (SELECT coalesce(max(position), 0) + 1 FROM events WHERE position IS NOT NULL))"
+        " ON CONFLICT(id) DO NOTHING",
         [
             (
                 event.id,

@@ -82,7 +82,7 @@ async def insert_subscriber(db: Db, spec: SubscriberSpec, at: datetime) -> Subsc
 
 async def log_head(db: Db) -> int:
     """The last position of the event log (0 when it is empty): one probe of its unique index."""
-    return int(await db.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+    return int(await db.fetchval("SELECT coalesce(max(position), 0) FROM events WHERE position IS NOT NULL"))
 
 
 async def _filter_from(db: Db, subscriber_id: int, head: int) -> None:
