@@ -182,6 +182,8 @@ class DeliveryWorker:
         level = logging.DEBUG if decision.state == "delivered" else logging.INFO
         if not (logger.isEnabledFor(level) or decision.state == "dead" or disabled):
             return  # the usual success, logged at a level nobody reads: skip building the record
+        # A first attempt of an event of the log has no row (no id) yet: named by subscriber and event.
+        name = claim.delivery_id or f"{claim.subscriber_id}:{claim.event_id}"
         fields = {
             "action": "delivery_attempt",
             "event_id": claim.event_id,
@@ -192,8 +194,8 @@ class DeliveryWorker:
         # Successes at debug: the attempts table records each one; failures are what an operator reads.
         logger.log(
             level,
-            "delivery %d to %s: %s (%s) -> %s",
-            claim.delivery_id,
+            "delivery %s to %s: %s (%s) -> %s",
+            name,
             claim.subscriber,
             attempt.outcome.value,
             attempt.status or attempt.error,
@@ -201,6 +203,6 @@ class DeliveryWorker:
             extra=fields,
         )
         if decision.state == "dead":
-            logger.warning("delivery %d is dead: retries exhausted", claim.delivery_id, extra=fields)
+            logger.warning("delivery %s is dead: retries exhausted", name, extra=fields)
         if disabled:
             logger.warning("subscriber %s disabled: %s", claim.subscriber, disabled, extra=fields)

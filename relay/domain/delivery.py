@@ -66,7 +66,8 @@ class Attempt:
 class Claim:
     """A delivery leased to this worker: everything needed to make one attempt and record it."""
 
-    delivery_id: int
+    #: Its row's id; None for a first attempt of an event of the log (no row: the subscriber's cursor leases it).
+    delivery_id: int | None
     event_id: str
     body: bytes
     subscriber_id: int
@@ -86,6 +87,8 @@ class Claim:
     store_response: bool = False
     #: How it is sent: the subscriber's kind and the receiver's options.
     route: Route = WEBHOOK
+    #: For an event of the log (no row): the cursor's lease it is part of.
+    lease: str | None = None
 
 
 def trigger_of(attempts: int, last_outcome: str | None) -> str:

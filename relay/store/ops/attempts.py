@@ -8,6 +8,7 @@ from datetime import timedelta
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.store.db import Db
 from relay.store.formats import iso
+from relay.store.ops import log
 from relay.store.ops.deliveries import claim_due
 
 
@@ -21,11 +22,19 @@ async def finish(db: Db, finished: Sequence[Finished], lease_margin: timedelta) 
     """
     order: Sequence[int] = range(len(finished))
     if db.dialect.postgres:
-        order = sorted(order, key=lambda i: (finished[i].claim.subscriber_id, finished[i].claim.delivery_id))
+        order = sorted(order, key=lambda i: (finished[i].claim.subscriber_id, finished[i].claim.delivery_id or 0))
     cleared: set[int] = set()  # subscribers whose failure streak this batch ended, with no failure since
     disabled: list[str | None] = [None] * len(finished)
     for position in order:
         disabled[position] = await _apply(db, finished[position], cleared)
+    # The events of the log this batch finished: one write per lease, however many of its events.
+    leases: dict[tuple[int, str], int] = {}
+    for item in finished:
+        if item.claim.lease is not None:
+            key = (item.claim.subscriber_id, item.claim.lease)
+            leases[key] = leases.get(key, 0) + 1
+    for (subscriber_id, token), count in sorted(leases.items()):
+        await log.finished(db, subscriber_id, token, count, iso(max(item.finished_at for item in finished)))
     lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next delivery
     for position, (item, reason) in enumerate(zip(finished, disabled, strict=True)):
         if reason is None:
@@ -42,10 +51,31 @@ async def finish(db: Db, finished: Sequence[Finished], lease_margin: timedelta) 
 async def _apply(db: Db, finished: Finished, cleared: set[int]) -> str | None:
     claim, attempt, decision = finished.claim, finished.attempt, finished.decision
     stamp = iso(finished.finished_at)
+    delivered = decision.state == "delivered"
+    delivery_id = claim.delivery_id
+    if claim.lease is not None and not delivered:
+        # A first attempt of an event of the log: a success costs no row; a failure becomes the delivery's row
+        # (retrying or dead) in the same transaction as its lease counts it finished (`finish`), so no event is
+        # passed without it.
+        delivery_id = await db.fetchval(
+            "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
+            " last_outcome, last_status, created_at, updated_at) VALUES (?, ?, ?, 1, 1, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(event_id, subscriber_id) DO NOTHING RETURNING id",
+            claim.event_id,
+            claim.subscriber_id,
+            decision.state,
+            iso(decision.next_attempt_at or finished.finished_at),
+            attempt.outcome.value,
+            attempt.status,
+            iso(claim.created_at),
+            stamp,
+        )
     await db.execute(
-        "INSERT INTO attempts(delivery_id, started_at, duration, outcome, status, error, response_body, trigger)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        claim.delivery_id,
+        "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
+        " response_body, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        delivery_id,
+        claim.subscriber_id,
+        claim.event_id,
         iso(finished.started_at),
         attempt.duration,
         attempt.outcome.value,
@@ -54,22 +84,22 @@ async def _apply(db: Db, finished: Finished, cleared: set[int]) -> str | None:
         attempt.response_body,
         claim.trigger,
     )
-    delivered = decision.state == "delivered"
-    # A delivery cancelled meanwhile (subscriber removed) stays cancelled.
-    await db.execute(
-        "UPDATE deliveries SET state = ?, next_attempt_at = coalesce(?, next_attempt_at), lease_expires_at = NULL,"
-        " failures = failures + ?, last_outcome = ?, last_status = ?, updated_at = ?, delivered_at ="
-        " CASE WHEN CAST(? AS boolean) THEN ? ELSE delivered_at END WHERE id = ? AND state = 'in_flight'",
-        decision.state,
-        iso(decision.next_attempt_at) if decision.next_attempt_at else None,
-        0 if delivered else 1,
-        attempt.outcome.value,
-        attempt.status,
-        stamp,
-        delivered,
-        stamp,
-        claim.delivery_id,
-    )
+    if claim.lease is None:
+        # A delivery cancelled meanwhile (subscriber removed) stays cancelled.
+        await db.execute(
+            "UPDATE deliveries SET state = ?, next_attempt_at = coalesce(?, next_attempt_at), lease_expires_at = NULL,"
+            " failures = failures + ?, last_outcome = ?, last_status = ?, updated_at = ?, delivered_at ="
+            " CASE WHEN CAST(? AS boolean) THEN ? ELSE delivered_at END WHERE id = ? AND state = 'in_flight'",
+            decision.state,
+            iso(decision.next_attempt_at) if decision.next_attempt_at else None,
+            0 if delivered else 1,
+            attempt.outcome.value,
+            attempt.status,
+            stamp,
+            delivered,
+            stamp,
+            claim.delivery_id,
+        )
     if delivered:
         # Ending a streak this batch already ended changes nothing: one statement per subscriber and batch.
         if claim.subscriber_id not in cleared:

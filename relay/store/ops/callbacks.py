@@ -22,7 +22,7 @@ from relay.store.db import Db
 from relay.store.detail import RUN_HELD, stored, without
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.confirmations import hold
-from relay.store.ops.deliveries import insert_owed
+from relay.store.ops.log import insert_events
 from relay.store.ops.subscribers import VERSION, version_is, version_of
 from relay.store.rows import callback_columns
 
@@ -36,8 +36,9 @@ async def record_callback(
     confirm: Sequence[ToConfirm] = (),
 ) -> IngestResult | None:
     """Store the raw callback, every new job state, workflow state and NonExistJobIds set it carries, and
-    the events of the new items with their deliveries (transactional outbox: if this commits, they exist).
-    The new ones among the jobs to ``confirm`` wait for COS, their deliveries held (`confirmations.hold`).
+    the events of the new items in the log (transactional outbox: if this commits, every delivery they are owed
+    exists, through the subscribers' cursors). The new ones among the jobs to ``confirm`` wait for COS: their
+    deliveries are rows, held (`confirmations.hold`).
 
     ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
     written and the answer is None (match again against a fresh snapshot). On PostgreSQL the transaction holds
@@ -73,8 +74,10 @@ async def record_callback(
         await db.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = ?", callback_id)
         return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
-    deliveries = await insert_owed(db, [o for o in owed if o.event.item_key in new], callback_id, at)
-    await hold(db, callback_id, [job for job in confirm if job.item_key in new], at)
+    held = [job for job in confirm if job.item_key in new]
+    owed_new = [o for o in owed if o.event.item_key in new]
+    deliveries = await insert_events(db, owed_new, {job.item_key for job in held}, callback_id, at)
+    await hold(db, callback_id, held, at)
     return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
 
 

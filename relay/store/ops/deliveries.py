@@ -16,9 +16,10 @@ import orjson
 
 from relay.domain.delivery import Claim, trigger_of
 from relay.domain.destinations import ContentMode, Kind, Rate, Route, parse_rate, slowest
-from relay.domain.fanout import Owed
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, when
+from relay.store.ops import log
+from relay.store.ops.log import Leased
 from relay.store.rows import Row, signing_secrets
 
 
@@ -29,86 +30,6 @@ async def notify(db: Db) -> None:
         await db.execute(f"NOTIFY {CHANNEL}")
 
 
-#: Serialises the events' commits across PostgreSQL replicas, so that positions are taken in commit order: a reader
-#: never sees a position above a hole that a transaction still open fills later (a sequence would allow that).
-LOG_LOCK = 0x636F736C6F67
-
-
-async def insert_owed(db: Db, owed: Sequence[Owed], callback_id: int, stamp: str) -> int:
-    """Store the events, each at the next positions of the log, and one pending delivery per subscriber each is
-    owed to (and wake every replica when this commits); returns deliveries created."""
-    if not owed:
-        return 0
-    deliveries = [(o.event.id, s) for o in owed for s in o.subscriber_ids]
-    events = [o.event for o in owed]
-    if db.dialect.postgres:
-        # Taken just before the events' insert, in a statement of its own (the insert's snapshot must see every
-        # position committed before the lock was granted); held until this transaction commits.
-        await db.execute("SELECT pg_advisory_xact_lock(?)", LOG_LOCK)
-        # One statement however many events and subscribers: a round trip each would cost more than the rows.
-        await db.execute(
-            "WITH stored AS (INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body,"
-            " tag, state, queue_id, bucket, position)"
-            " SELECT i, k, t, s, ?, ?, b, g, st, q, bu,"
-            " (SELECT coalesce(max(position), 0) FROM events WHERE position IS NOT NULL) + n"
-            " FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]),"
-            " CAST(? AS bytea[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]))"
-            " WITH ORDINALITY AS e(i, k, t, s, b, g, st, q, bu, n)"
-            " ON CONFLICT(id) DO NOTHING),"
-            " queued AS (INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
-            " created_at, updated_at) SELECT e, s, 'pending', 0, 0, ?, ?, ?"
-            " FROM unnest(CAST(? AS text[]), CAST(? AS bigint[])) AS d(e, s) ON CONFLICT(event_id, subscriber_id)"
-            f" DO NOTHING RETURNING 1) SELECT pg_notify('{CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM queued)",
-            callback_id,
-            stamp,
-            [event.id for event in events],
-            [event.item_key for event in events],
-            [event.type for event in events],
-            [event.subject for event in events],
-            [event.body for event in events],
-            [event.tag for event in events],
-            [event.state for event in events],
-            [event.queue_id for event in events],
-            [event.bucket for event in events],
-            stamp,
-            stamp,
-            stamp,
-            [event_id for event_id, _ in deliveries],
-            [subscriber_id for _, subscriber_id in deliveries],
-        )
-        return len(deliveries)
-    # One writer at a time: the next position is the log's head + 1: one probe of its unique index, which is partial
-    # (events of before the log have none), so the condition naming it is what keeps SQLite from a scan.
-    await db.executemany(
-        "INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body, body_packed,"
-        " tag, state, queue_id, bucket, position) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?,"
-        " (SELECT coalesce(max(position), 0) + 1 FROM events WHERE position IS NOT NULL))"
-        " ON CONFLICT(id) DO NOTHING",
-        [
-            (
-                event.id,
-                event.item_key,
-                event.type,
-                event.subject,
-                callback_id,
-                stamp,
-                db.dialect.pack(event.body),
-                event.tag,
-                event.state,
-                event.queue_id,
-                event.bucket,
-            )
-            for event in events
-        ],
-    )
-    await db.executemany(
-        "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
-        " updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?) ON CONFLICT(event_id, subscriber_id) DO NOTHING",
-        [(event_id, subscriber_id, stamp, stamp, stamp) for event_id, subscriber_id in deliveries],
-    )
-    return len(deliveries)
-
-
 async def claim_due(
     db: Db,
     now: datetime,
@@ -116,27 +37,32 @@ async def claim_due(
     capacity: int,
     subscriber_id: int | None = None,
 ) -> list[Claim]:
-    """Lease up to ``capacity`` due deliveries, honouring each subscriber's in-flight limit.
+    """Lease up to ``capacity`` due deliveries, honouring each subscriber's in-flight limit: its due delivery rows
+    first (retries, requeued, and rows of before the log), then the next owed events of the log after its cursor.
 
     A lease lasts the subscriber's timeout plus ``lease_margin``; one that expired (its worker or replica
     died) makes the delivery claimable again. A subscriber with ``max_in_flight = 1`` only ever gets its
-    oldest unfinished delivery, so its order is strict. ``subscriber_id`` limits the claim to one.
+    oldest unfinished delivery, so its order is strict: the log is read only when it has no unfinished row.
+    ``subscriber_id`` limits the claim to one.
     """
     stamp = iso(now)
     chosen: list[int] = []
+    leased: list[tuple[int, Leased]] = []
     for row in await _subscribers(db, stamp, subscriber_id):
-        if len(chosen) >= capacity:
+        if len(chosen) + len(leased) >= capacity:
             break
         if db.dialect.postgres:  # counted once the row is locked: another replica may just have leased some
             busy = await db.fetchval(
-                "SELECT count(*) FROM deliveries WHERE subscriber_id = ? AND state = 'in_flight'"
-                " AND lease_expires_at > ?",
+                f"SELECT (SELECT count(*) FROM deliveries WHERE subscriber_id = ? AND state = 'in_flight'"
+                f" AND lease_expires_at > ?) + {_leased_out('?')}",
+                row["id"],
+                stamp,
                 row["id"],
                 stamp,
             )
         else:
             busy = row["busy"]
-        free = min(row["max_in_flight"] - busy, capacity - len(chosen))
+        free = min(row["max_in_flight"] - busy, capacity - len(chosen) - len(leased))
         if row["handshake"] and row["granted"] is None:
             free = min(free, 1 - busy)  # its receiver is asked first, once: the grant may set a slower rate
         rate, free_at = _rate(row), None
@@ -146,32 +72,51 @@ async def claim_due(
             free = rate.pace(now, free_at, free).allowed
         if free <= 0:
             continue
-        ids = (
-            await _head_if_due(db, row["id"], stamp)
-            if row["max_in_flight"] == 1
-            else await _due(db, row["id"], stamp, free)
-        )
-        if ids and rate is not None:
+        expires = now + timedelta(seconds=row["timeout"]) + lease_margin
+        if row["max_in_flight"] == 1:
+            head = await _head_if_due(db, row["id"], stamp)
+            ids = head or []
+            events = await log.lease(db, row["id"], now, expires, 1) if head is None else []
+        else:
+            ids = await _due(db, row["id"], stamp, free)
+            events = await log.lease(db, row["id"], now, expires, free - len(ids)) if len(ids) < free else []
+        if (ids or events) and rate is not None:
             await db.execute(
                 "INSERT INTO rate_pacing(subscriber_id, free_at) VALUES (?, ?)"
                 " ON CONFLICT(subscriber_id) DO UPDATE SET free_at = excluded.free_at",
                 row["id"],
-                iso(rate.pace(now, free_at, len(ids)).free_at),
+                iso(rate.pace(now, free_at, len(ids) + len(events)).free_at),
             )
         if ids:
-            expires = iso(now + timedelta(seconds=row["timeout"]) + lease_margin)
             among, values = db.dialect.among("id", ids)
             await db.execute(
                 "UPDATE deliveries SET state = 'in_flight', lease_expires_at = ?, attempts = attempts + 1,"
                 f" updated_at = ? WHERE {among}",
-                expires,
+                iso(expires),
                 stamp,
                 *values,
             )
             chosen += ids
-    if not chosen:
+        leased += [(row["id"], event) for event in events]
+    if not chosen and not leased:
         return []
-    return await _claims(db, chosen, stamp)
+    return await _claims(db, chosen, leased, stamp)
+
+
+def _leased_out(subscriber: str) -> str:
+    """Events of the log out with a worker for ``subscriber`` (an id's SQL) under a lease that holds (?: now)."""
+    return (
+        "coalesce((SELECT sum(outstanding) FROM leases l"
+        f" WHERE l.subscriber_id = {subscriber} AND l.expires_at > ?), 0)"
+    )
+
+
+#: Whether the subscriber's cursor has work (?: now): the log longer than what it leased, or a lease expired.
+_LOG_DUE = (
+    "EXISTS (SELECT 1 FROM cursors c WHERE c.subscriber_id = s.id AND (EXISTS (SELECT 1 FROM events e"
+    " WHERE e.position > c.leased) OR EXISTS (SELECT 1 FROM leases l WHERE l.subscriber_id = s.id"
+    " AND l.expires_at <= ?)))"
+)
 
 
 #: The rate a receiver allowed in a CloudEvents handshake that still holds for the subscriber's URL (its expiry is
@@ -194,18 +139,20 @@ async def _subscribers(db: Db, stamp: str, subscriber_id: int | None) -> Sequenc
             " WHERE s.state = 'enabled' AND s.removed_at IS NULL AND (CAST(? AS bigint) IS NULL OR s.id = ?)"
             " AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
             " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
-            " AND d.state = 'in_flight' AND d.lease_expires_at <= ?))"
+            f" AND d.state = 'in_flight' AND d.lease_expires_at <= ?) OR {_LOG_DUE})"
             " ORDER BY s.id FOR UPDATE OF s SKIP LOCKED",
             subscriber_id,
             subscriber_id,
             stamp,
             stamp,
+            stamp,
         )
     return await db.fetch(
         f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, (SELECT count(*) FROM deliveries d"
-        " WHERE d.subscriber_id = s.id AND d.state = 'in_flight' AND d.lease_expires_at > ?) AS busy"
-        f" FROM subscribers s {_HANDSHAKE}"
+        " WHERE d.subscriber_id = s.id AND d.state = 'in_flight' AND d.lease_expires_at > ?)"
+        f" + {_leased_out('s.id')} AS busy FROM subscribers s {_HANDSHAKE}"
         " WHERE s.state = 'enabled' AND s.removed_at IS NULL AND (? IS NULL OR s.id = ?)",
+        stamp,
         stamp,
         subscriber_id,
         subscriber_id,
@@ -238,8 +185,9 @@ async def _due(db: Db, subscriber_id: int, stamp: str, limit: int) -> list[int]:
     ]
 
 
-async def _head_if_due(db: Db, subscriber_id: int, stamp: str) -> list[int]:
-    """The subscriber's oldest unfinished delivery, if it may be attempted now (strict order)."""
+async def _head_if_due(db: Db, subscriber_id: int, stamp: str) -> list[int] | None:
+    """The subscriber's oldest unfinished delivery row, if it may be attempted now (strict order); None when it has
+    no unfinished row (its head is then the log's next owed event)."""
     head = await db.fetchrow(
         "SELECT id, state, next_attempt_at, lease_expires_at FROM deliveries WHERE id = (SELECT min(id) FROM ("
         " SELECT min(id) AS id FROM deliveries WHERE subscriber_id = ? AND state = 'pending'"
@@ -248,7 +196,7 @@ async def _head_if_due(db: Db, subscriber_id: int, stamp: str) -> list[int]:
         subscriber_id,
     )
     if head is None:
-        return []
+        return None
     due_at = head["next_attempt_at"] if head["state"] == "pending" else head["lease_expires_at"]
     return [head["id"]] if due_at <= stamp else []
 
@@ -257,45 +205,78 @@ async def _head_if_due(db: Db, subscriber_id: int, stamp: str) -> list[int]:
 _SubscriberPart = tuple[str, str, tuple[str, ...], float, tuple[float, ...] | None, datetime | None, bool, Route]
 
 
-async def _claims(db: Db, chosen: list[int], stamp: str) -> list[Claim]:
-    """The claims of the leased deliveries, in id order.
+async def _claims(db: Db, chosen: list[int], leased: list[tuple[int, Leased]], stamp: str) -> list[Claim]:
+    """The claims of the leased delivery rows, in id order, then of the leased events of the log, in position order.
 
     Each subscriber's part (secrets, schedule, failure streak) is read and parsed once, not once per
     delivery, and rows are taken by position: on SQLite this runs on the writer thread, holding the GIL the
     delivery loop waits for.
     """
-    among, values = db.dialect.among("d.id", chosen)
-    rows = await db.fetch(
-        "SELECT d.id, d.event_id, d.subscriber_id, d.failures, d.attempts, d.last_outcome, d.created_at,"
-        f" e.body, {db.dialect.packed('e.body')} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {among}"
-        " ORDER BY d.id",
-        *values,
-    )
-    parts = await _subscriber_parts(db, {row["subscriber_id"] for row in rows}, stamp)
+    rows: Sequence[Row] = []
+    if chosen:
+        among, values = db.dialect.among("d.id", chosen)
+        rows = await db.fetch(
+            "SELECT d.id, d.event_id, d.subscriber_id, d.failures, d.attempts, d.last_outcome, d.created_at,"
+            f" e.body, {db.dialect.packed('e.body')} FROM deliveries d JOIN events e ON e.id = d.event_id"
+            f" WHERE {among} ORDER BY d.id",
+            *values,
+        )
+    bodies: dict[str, tuple[bytes, int]] = {}
+    if leased:
+        among, values = db.dialect.among("id", sorted({event.event_id for _, event in leased}), "text")
+        for row in await db.fetch(f"SELECT id, body, {db.dialect.packed('body')} FROM events WHERE {among}", *values):
+            event_id, body, packed = tuple(row)
+            bodies[event_id] = (body, packed)
+    subscribers = {row["subscriber_id"] for row in rows} | {subscriber_id for subscriber_id, _ in leased}
+    parts = await _subscriber_parts(db, subscribers, stamp)
     claims = []
     for row in rows:
         delivery_id, event_id, subscriber_id, failures, attempts, last_outcome, created_at, body, packed = tuple(row)
-        name, url, secrets, timeout, schedule, failing_since, store_response, route = parts[subscriber_id]
+        unpacked = db.dialect.unpack(body, packed)
+        trigger = trigger_of(attempts, last_outcome)
         claims.append(
-            Claim(
-                delivery_id,
-                event_id,
-                db.dialect.unpack(body, packed),
-                subscriber_id,
-                name,
-                url,
-                secrets,
-                timeout,
-                schedule,
-                failures,
-                trigger_of(attempts, last_outcome),
-                datetime.fromisoformat(created_at),
-                failing_since,
-                store_response,
-                route,
-            )
+            _claim(parts[subscriber_id], subscriber_id, event_id, unpacked, created_at, delivery_id, failures, trigger)
+        )
+    for subscriber_id, event in leased:
+        body, packed = bodies[event.event_id]
+        unpacked = db.dialect.unpack(body, packed)
+        part = parts[subscriber_id]
+        claims.append(
+            _claim(part, subscriber_id, event.event_id, unpacked, event.created_at, None, 0, "first", event.lease)
         )
     return claims
+
+
+def _claim(
+    part: _SubscriberPart,
+    subscriber_id: int,
+    event_id: str,
+    body: bytes,
+    created_at: str,
+    delivery_id: int | None,
+    failures: int,
+    trigger: str,
+    lease: str | None = None,
+) -> Claim:
+    name, url, secrets, timeout, schedule, failing_since, store_response, route = part
+    return Claim(
+        delivery_id,
+        event_id,
+        body,
+        subscriber_id,
+        name,
+        url,
+        secrets,
+        timeout,
+        schedule,
+        failures,
+        trigger,
+        datetime.fromisoformat(created_at),
+        failing_since,
+        store_response,
+        route,
+        lease,
+    )
 
 
 async def _subscriber_parts(db: Db, ids: set[int], stamp: str) -> dict[int, _SubscriberPart]:
@@ -328,19 +309,25 @@ async def _subscriber_parts(db: Db, ids: set[int], stamp: str) -> dict[int, _Sub
 
 
 async def next_due(db: Db) -> datetime | None:
-    """When the next delivery of an enabled subscriber becomes due (pending, or a lease expiring).
+    """When the next delivery of an enabled subscriber becomes due (a pending row, its cursor behind the log's
+    head, or a lease expiring).
 
     One index lookup per enabled subscriber: scanning the pending deliveries instead cost the idle
     worker a pass over every delivery held for paused subscribers, after every callback.
     """
-    # A rate-limited subscriber's next delivery is due when both it and the rate's pacing allow.
+    # A rate-limited subscriber's next delivery is due when both it and the rate's pacing allow. A cursor behind
+    # the head with no range out is due since it last moved (now, in effect).
     due = await db.fetchval(
         "SELECT min(t) AS due FROM (SELECT CASE WHEN p.free_at > o.t THEN p.free_at ELSE o.t END AS t"
-        " FROM (SELECT s.id, s.rate, (SELECT min(d.next_attempt_at) FROM deliveries d"
-        " WHERE d.subscriber_id = s.id AND d.state = 'pending') AS t FROM subscribers s"
-        " WHERE s.state = 'enabled' AND s.removed_at IS NULL) AS o"
+        " FROM (SELECT i.id, i.rate, CASE WHEN i.r IS NULL OR i.c < i.r THEN i.c ELSE i.r END AS t FROM ("
+        " SELECT s.id, s.rate, (SELECT min(d.next_attempt_at) FROM deliveries d"
+        " WHERE d.subscriber_id = s.id AND d.state = 'pending') AS r,"
+        " (SELECT CASE WHEN c.leased < ? THEN c.updated_at ELSE (SELECT min(l.expires_at) FROM leases l"
+        " WHERE l.subscriber_id = s.id) END FROM cursors c WHERE c.subscriber_id = s.id) AS c FROM subscribers s"
+        " WHERE s.state = 'enabled' AND s.removed_at IS NULL) AS i) AS o"
         " LEFT JOIN rate_pacing p ON p.subscriber_id = o.id AND o.rate IS NOT NULL"
-        " UNION ALL SELECT min(lease_expires_at) FROM deliveries WHERE state = 'in_flight') AS due"
+        " UNION ALL SELECT min(lease_expires_at) FROM deliveries WHERE state = 'in_flight') AS due",
+        await log.log_head(db),
     )
     return when(due)
 
@@ -377,7 +364,12 @@ async def recoverable(db: Db, subscriber_id: int, since: datetime, after_id: int
 
 
 async def release(db: Db, claim: Claim, at: datetime) -> None:
-    """Give back a lease that was never attempted (shutdown), so it is due again at once."""
+    """Give back a lease that was never attempted (shutdown), so it is due again at once (an event of the log: its
+    cursor's whole range, taken over from ``acked`` by the next claim)."""
+    if claim.lease is not None:
+        await log.give_back(db, claim.lease, iso(at))
+        await notify(db)
+        return
     await db.execute(
         "UPDATE deliveries SET state = 'pending', lease_expires_at = NULL, attempts = attempts - 1, updated_at = ?"
         " WHERE id = ? AND state = 'in_flight'",

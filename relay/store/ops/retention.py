@@ -33,6 +33,7 @@ from typing import Any
 from relay.domain.retention import FINISHED, KINDS, Cutoffs
 from relay.store.db import Db
 from relay.store.formats import iso, when
+from relay.store.ops.log import PASSED, keep_head
 from relay.store.rows import Row
 
 #: The advisory lock a PostgreSQL prune batch holds (any fixed number, distinct from the migrations' and
@@ -64,6 +65,10 @@ async def prune_batch(db: Db, cutoffs: Cutoffs, limit: int, at: datetime, reclai
         raw = iso(cutoffs.raw)
         await _finished_deliveries(db, raw, limit, counts)
         await _raw_callbacks(db, raw, limit, counts)
+        # Events a cursor held past their callback's window, now passed by every cursor.
+        await _events(
+            db, "e.callback_id IS NULL AND e.position IS NOT NULL AND e.created_at < ?", (raw,), counts, limit
+        )
     if cutoffs.jobs is not None:
         jobs = iso(cutoffs.jobs)
         await _job_records(db, jobs, limit, counts)
@@ -119,13 +124,31 @@ async def _finished_deliveries(db: Db, raw: str, limit: int, counts: dict[str, i
     counts["attempts"] = await db.execute(f"DELETE FROM attempts WHERE {among}", *ids)
     among, ids = db.dialect.among("id", [row["id"] for row in rows])
     counts["deliveries"] = await db.execute(f"DELETE FROM deliveries WHERE {among}", *ids)
-    among, events = db.dialect.among("id", sorted({row["event_id"] for row in rows}), "text")
-    counts["events"] += await db.execute(
-        f"DELETE FROM events WHERE {among} AND created_at < ?"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
-        *events,
-        raw,
-    )
+    among, events = db.dialect.among("e.id", sorted({row["event_id"] for row in rows}), "text")
+    await _events(db, f"{among} AND e.created_at < ?", (*events, raw), counts)
+
+
+async def _events(
+    db: Db, which: str, values: Sequence[object], counts: dict[str, int], limit: int | None = None
+) -> None:
+    """Delete the events ``which`` (a condition on ``e``; up to ``limit``) that nobody is owed any more, with the
+    attempts of their deliveries delivered in order (no row)."""
+    gone = [
+        row["id"]
+        for row in await db.fetch(
+            f"SELECT e.id FROM events e WHERE {which} AND {PASSED}"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?",
+            *values,
+            db.dialect.limit(-1 if limit is None else limit),
+        )
+    ]
+    if not gone:
+        return
+    await keep_head(db)
+    among, ids = db.dialect.among("event_id", gone, "text")
+    counts["attempts"] += await db.execute(f"DELETE FROM attempts WHERE {among} AND delivery_id IS NULL", *ids)
+    among, ids = db.dialect.among("id", gone, "text")
+    counts["events"] += await db.execute(f"DELETE FROM events WHERE {among}", *ids)
 
 
 async def _raw_callbacks(db: Db, raw: str, limit: int, counts: dict[str, int]) -> None:
@@ -136,11 +159,7 @@ async def _raw_callbacks(db: Db, raw: str, limit: int, counts: dict[str, int]) -
     counts["dedup_keys"] = await db.execute(f"DELETE FROM items WHERE {by_callback}", *values)
     # Events nobody is owed go with their callback (those owed to no subscriber at all among them); an event
     # a delivery still needs stays, without its callback.
-    counts["events"] += await db.execute(
-        f"DELETE FROM events WHERE {by_callback}"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
-        *values,
-    )
+    await _events(db, *_taken(db, "e.callback_id", ids), counts)
     for table in ("events", *_KEPT_CHILDREN):
         await db.execute(f"UPDATE {table} SET callback_id = NULL WHERE {by_callback}", *values)
     # What came of confirming the callback's jobs goes with it; a job still waiting for COS stays (owed).
@@ -200,8 +219,8 @@ async def count_prunable(db: Db, cutoffs: Cutoffs) -> dict[str, int]:
         await count("attempts", f"SELECT count(*) FROM {joined} WHERE {gone}", *states, raw)
         await count(
             "events",
-            "SELECT count(*) FROM events e WHERE e.created_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"
-            f" WHERE d.event_id = e.id AND NOT ({gone}))",
+            f"SELECT count(*) FROM events e WHERE e.created_at < ? AND {PASSED} AND NOT EXISTS (SELECT 1"
+            f" FROM deliveries d WHERE d.event_id = e.id AND NOT ({gone}))",
             raw,
             *states,
             raw,

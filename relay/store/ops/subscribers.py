@@ -15,6 +15,7 @@ from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, to_json
+from relay.store.ops.log import log_head
 from relay.store.rows import SUBSCRIBER_COLUMNS, Row, subscriber_from
 
 SUBSCRIBERS_LOCK = 0x636F7372656C6170
@@ -78,11 +79,6 @@ async def insert_subscriber(db: Db, spec: SubscriberSpec, at: datetime) -> Subsc
     )
     await _filter_from(db, subscriber.id, head)
     return subscriber
-
-
-async def log_head(db: Db) -> int:
-    """The last position of the event log (0 when it is empty): one probe of its unique index."""
-    return int(await db.fetchval("SELECT coalesce(max(position), 0) FROM events WHERE position IS NOT NULL"))
 
 
 async def _filter_from(db: Db, subscriber_id: int, head: int) -> None:

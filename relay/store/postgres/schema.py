@@ -226,19 +226,24 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         "event_log",
         """
         -- The SQLite store's m017: the events as an ordered log (position, assigned under LOG_LOCK in commit
-        -- order), the short attributes filters look at, each subscriber's cursor, its filter history, and the gaps.
+        -- order), the attributes filters look at, each subscriber's cursor, its filter history, and the gaps.
         ALTER TABLE events ADD COLUMN position bigint;
         ALTER TABLE events ADD COLUMN tag text;
         ALTER TABLE events ADD COLUMN state text;
         ALTER TABLE events ADD COLUMN queue_id text;
         ALTER TABLE events ADD COLUMN bucket text;
+        ALTER TABLE events ADD COLUMN object_key text;
         CREATE UNIQUE INDEX events_by_position ON events(position) WHERE position IS NOT NULL;
-        CREATE TABLE cursors (
-            subscriber_id bigint PRIMARY KEY, acked bigint, leased bigint, lease_expires_at text, leased_by text,
-            updated_at text
-        );
+        CREATE TABLE log_floor (id integer PRIMARY KEY, position bigint);
+        INSERT INTO log_floor(id, position) VALUES (1, 0);
+        CREATE TABLE cursors (subscriber_id bigint PRIMARY KEY, acked bigint, leased bigint, updated_at text);
         INSERT INTO cursors(subscriber_id, acked, leased, updated_at)
             SELECT id, 0, 0, updated_at FROM subscribers WHERE removed_at IS NULL;
+        CREATE TABLE leases (
+            token text PRIMARY KEY, subscriber_id bigint, after_position bigint, last_position bigint,
+            outstanding integer, expires_at text
+        );
+        CREATE INDEX leases_by_subscriber ON leases(subscriber_id, after_position);
         CREATE TABLE filters (
             subscriber_id bigint, from_position bigint, types text, filters text,
             PRIMARY KEY (subscriber_id, from_position)
@@ -249,6 +254,9 @@ STEPS: tuple[tuple[int, str, str], ...] = (
             subscriber_id bigint, from_position bigint, to_position bigint, reason text, at text,
             PRIMARY KEY (subscriber_id, from_position)
         );
+        ALTER TABLE attempts ADD COLUMN subscriber_id bigint;
+        ALTER TABLE attempts ADD COLUMN event_id text;
+        CREATE INDEX attempts_of_the_log ON attempts(event_id, subscriber_id) WHERE delivery_id IS NULL;
         """,
     ),
 )

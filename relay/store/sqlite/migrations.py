@@ -414,31 +414,41 @@ def m016_destinations(db: Database) -> None:
 def m017_event_log(db: Database) -> None:
     # The lazy outbox (docs/design/lazy-outbox.md): the events are an ordered log. position is strictly increasing
     # in commit order (one writer: the next is max + 1); events recorded before keep NULL and are served through
-    # their delivery rows. The short attributes filters look at are kept with the event, so a filter can be checked
-    # without inflating a body it will not send (an object key prefix is the exception: the key can be long and
-    # is kept once, in the body).
+    # their delivery rows. The attributes filters look at are kept with the event, so a filter can be checked
+    # without inflating a body it will not send (the object key's first OBJECT_KEY_KEPT characters: a prefix
+    # filter needs no more, and a hostile sender's long key is not stored twice).
     db.execute("ALTER TABLE events ADD COLUMN position INTEGER")
-    for column in ("tag", "state", "queue_id", "bucket"):
+    for column in ("tag", "state", "queue_id", "bucket", "object_key"):
         db.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT")
     db.execute("CREATE UNIQUE INDEX events_by_position ON events(position) WHERE position IS NOT NULL")
+    # The highest position retention removed: the log's head never goes back (the next event would take a position
+    # again, below cursors that passed it). One row, written by pruning only.
+    db.table("log_floor").create({"id": int, "position": int}, pk="id")
+    db.execute("INSERT INTO log_floor(id, position) VALUES (1, 0)")
     # Each subscriber's place in the log: every matching event at a position <= acked is finished for it (or has
-    # a delivery row), (acked, leased] is out with a worker until lease_expires_at. A subscriber added later
-    # starts at the log's head; one of before this step at 0 (it is owed no event of the log yet).
+    # a delivery row), the ones up to leased are out with workers (leases), the ones after are pending. A
+    # subscriber added later starts at the log's head; one of before this step at 0 (owed no event of it yet).
     db.table("cursors").create(
-        {
-            "subscriber_id": int,
-            "acked": int,
-            "leased": int,
-            "lease_expires_at": str,
-            "leased_by": str,
-            "updated_at": str,
-        },
-        pk="subscriber_id",
+        {"subscriber_id": int, "acked": int, "leased": int, "updated_at": str}, pk="subscriber_id"
     )
     db.execute(
         "INSERT INTO cursors(subscriber_id, acked, leased, updated_at)"
         " SELECT id, 0, 0, updated_at FROM subscribers WHERE removed_at IS NULL"
     )
+    # A range (after_position, last_position] of a subscriber's log out with a worker until expires_at, with
+    # `outstanding` of its events not finished yet; the cursor's acked moves over the ranges finished from its start.
+    db.table("leases").create(
+        {
+            "token": str,
+            "subscriber_id": int,
+            "after_position": int,
+            "last_position": int,
+            "outstanding": int,
+            "expires_at": str,
+        },
+        pk="token",
+    )
+    db.execute("CREATE INDEX leases_by_subscriber ON leases(subscriber_id, after_position)")
     # A subscriber's filter in force from a position of the log on: a changed filter applies from the log's head
     # at the change, so a subscriber behind is owed what it was owed when each event was recorded.
     db.table("filters").create(
@@ -454,3 +464,8 @@ def m017_event_log(db: Database) -> None:
         {"subscriber_id": int, "from_position": int, "to_position": int, "reason": str, "at": str},
         pk=("subscriber_id", "from_position"),
     )
+    # Every attempt is known by its subscriber and event too: one of a delivery with no row (delivered in order from
+    # the log) by them alone, found through its event, and pruned with it.
+    db.execute("ALTER TABLE attempts ADD COLUMN subscriber_id INTEGER")
+    db.execute("ALTER TABLE attempts ADD COLUMN event_id TEXT")
+    db.execute("CREATE INDEX attempts_of_the_log ON attempts(event_id, subscriber_id) WHERE delivery_id IS NULL")
