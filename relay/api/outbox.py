@@ -110,7 +110,7 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
                 state=params.folded_choice(query, "state", DELIVERY_STATES),
                 event_id=params.one(query, "event_id"),
                 limit=params.limit(query),
-                cursor=params.cursor(query, numeric=True),
+                cursor=params.cursor(query, pair=True),
             )
         )
         return JSONResponse({"items": page.items, "next_cursor": page.cursor})
@@ -126,6 +126,16 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
 
     async def retry_delivery(request: Request) -> Response:
         return JSONResponse(await call(subscribers.retry_delivery, delivery_id(request)))
+
+    async def get_delivery_of(request: Request) -> Response:
+        found = await call(subscribers.delivery_of, request.path_params["name"], request.path_params["event_id"])
+        return JSONResponse(found)
+
+    async def retry_delivery_of(request: Request) -> Response:
+        retried = await call(
+            subscribers.retry_delivery_of, request.path_params["name"], request.path_params["event_id"]
+        )
+        return JSONResponse(retried)
 
     def callback_id(request: Request) -> int:
         return params.identifier(request.path_params["id"], "callback id")
@@ -151,6 +161,8 @@ def outbox_routes(store: Store, subscribers: Subscribers, clock: Callable[[], da
         Route(f"{named}/resume", resume, methods=["POST"]),
         Route(f"{named}/rotate-secret", rotate, methods=["POST"]),
         Route(f"{named}/recover", recover, methods=["POST"]),
+        Route(f"{named}/deliveries/{{event_id}}", get_delivery_of, methods=["GET"]),
+        Route(f"{named}/deliveries/{{event_id}}/retry", retry_delivery_of, methods=["POST"]),
         Route("/deliveries", list_deliveries, methods=["GET"]),
         Route("/deliveries/{id}", get_delivery, methods=["GET"]),
         Route("/deliveries/{id}/retry", retry_delivery, methods=["POST"]),

@@ -83,15 +83,18 @@ def since(params: QueryParams, now: datetime) -> str | None:
     return parse_since(raw, now).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def cursor(params: QueryParams, *, numeric: bool = False, name: str = "cursor") -> str | None:
-    """The previous page's ``next_cursor``: an id, or (jobs) ``<id>:<job id>``; ``name``: the parameter's."""
+def cursor(params: QueryParams, *, numeric: bool = False, pair: bool = False, name: str = "cursor") -> str | None:
+    """The previous page's ``next_cursor``: an id, (jobs) ``<id>:<job id>`` or (``pair``, deliveries)
+    ``<number>:<number>``; ``name``: the parameter's."""
     raw = one(params, name)
     if raw is None:
         return None
-    head, colon, _ = raw.partition(":")
+    head, colon, tail = raw.partition(":")
     try:
         if numeric and colon:
             raise ValueError
+        if pair:
+            numbers.whole(tail, 0, MAX_ID)
         numbers.whole(head, 0, MAX_ID)
     except ValueError:
         raise BadParameter(f"{name} must be the value returned by the previous page") from None

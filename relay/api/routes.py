@@ -74,7 +74,7 @@ def api_routes(store: Store, clock: Callable[[], datetime]) -> list[BaseRoute]:
 
     async def job_deliveries(request: Request) -> Response:
         job_id, query = request.path_params["job_id"], request.query_params
-        limit, cursor = params.limit(query), params.cursor(query, numeric=True)
+        limit, cursor = params.limit(query), params.cursor(query, pair=True)
         if await store.job_history(job_id, 1, None) is None:
             return await _not_found("job")
         return await _page(await store.job_deliveries(job_id, limit, cursor))

@@ -103,7 +103,7 @@ def page_routes(store: Store, renderer: Renderer, clock: Callable[[], datetime])
         job_id, query = request.path_params["job_id"], request.query_params
         older_states = params.cursor(query, numeric=True, name="history_cursor")
         callbacks_cursor = params.cursor(query, numeric=True, name="callbacks_cursor")
-        deliveries_cursor = params.cursor(query, numeric=True, name="deliveries_cursor")
+        deliveries_cursor = params.cursor(query, pair=True, name="deliveries_cursor")
         found = await store.get_job(job_id)
         if found is None:
             raise NotFound(await _missing(job_id))

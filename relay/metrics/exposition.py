@@ -39,7 +39,11 @@ class StoreCollector(Collector):
         self.live = frozenset(stats["subscribers"])  # type: ignore[call-overload]
         if self.on_subscribers is not None:
             self.on_subscribers(self.live)
-        depth = GaugeMetricFamily("relay_outbox_deliveries", "Deliveries in the outbox, by state.", labels=["state"])
+        depth = GaugeMetricFamily(
+            "relay_outbox_deliveries",
+            "Deliveries in the outbox, by state (pending: a filtered subscriber's counted up to 10,000 each).",
+            labels=["state"],
+        )
         oldest = GaugeMetricFamily(
             "relay_outbox_oldest_age_seconds",
             "Age of the oldest unfinished delivery, by state (0 when there is none).",

@@ -270,6 +270,21 @@ class Subscribers:
         assert delivery is not None
         return delivery
 
+    def retry_delivery_of(self, name: str, event_id: str) -> DeliveryWithAttempts:
+        """`retry_delivery` of the delivery of ``event_id`` to subscriber ``name``, with a row or not (one the event
+        log implies is written as a row first)."""
+        delivery_id = self._store.materialise(self.get(name).id, event_id, self._clock())
+        if delivery_id is None:
+            raise UnknownDelivery(f"event {event_id} is not owed to subscriber {name}")
+        return self.retry_delivery(delivery_id)
+
+    def delivery_of(self, name: str, event_id: str) -> DeliveryWithAttempts:
+        """The delivery of ``event_id`` to subscriber ``name`` with its attempts, with a row or not."""
+        found = self._store.delivery_of(self.get(name).id, event_id)
+        if found is None:
+            raise UnknownDelivery(f"event {event_id} is not owed to subscriber {name}")
+        return found
+
     def decide_unconfirmed(self, callback_id: int, decision: str) -> dict[str, Any]:
         """An admin's ``release`` (the events go out after all) or ``discard`` (their deliveries cancelled) of the
         jobs COS did not confirm in callback ``callback_id``."""

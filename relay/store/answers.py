@@ -154,11 +154,14 @@ class NonexistentJob(TypedDict):
 
 
 class Delivery(TypedDict):
-    id: int
+    #: None for a delivery with no row (delivered in order, in flight or pending in the event log): it is known by
+    #: its subscriber and event.
+    id: int | None
     event_id: str
     event_type: str
     subject: str | None
     subscriber: str
+    subscriber_id: int
     state: str
     attempts: int
     failures: int

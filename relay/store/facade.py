@@ -46,6 +46,7 @@ from relay.store.ops import (
     console,
     deliveries,
     handshakes,
+    implied,
     queries,
     reconcile,
     retention,
@@ -182,6 +183,11 @@ class SqlStore(ABC):
     def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int:
         return self._write_sync(partial(deliveries.requeue, delivery_ids=list(delivery_ids), at=at))
 
+    def materialise(self, subscriber_id: int, event_id: str, at: datetime) -> int | None:
+        return self._write_sync(
+            partial(implied.materialise, subscriber_id=subscriber_id, event_id=event_id, at=iso(at))
+        )
+
     def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]:
         return self._read_sync(
             partial(deliveries.recoverable, subscriber_id=subscriber_id, since=since, after_id=after_id, limit=limit)
@@ -311,11 +317,14 @@ class SqlStore(ABC):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[Delivery]:
-        listing = partial(queries.list_deliveries, subscriber=subscriber, state=state, event_id=event_id)
+        listing = partial(implied.list_deliveries, subscriber=subscriber, state=state, event_id=event_id)
         return self._read_sync(partial(listing, limit=limit, cursor=cursor))
 
     def get_delivery(self, delivery_id: int) -> DeliveryWithAttempts | None:
         return self._read_sync(partial(queries.get_delivery, delivery_id=delivery_id))
+
+    def delivery_of(self, subscriber_id: int, event_id: str) -> DeliveryWithAttempts | None:
+        return self._read_sync(partial(queries.delivery_of, subscriber_id=subscriber_id, event_id=event_id))
 
     def last_attempt(self, subscriber_id: int) -> LastAttempt | None:
         return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))

@@ -132,6 +132,10 @@ class Store(Protocol):
 
     def requeue(self, delivery_ids: Iterable[int], at: datetime) -> int: ...
 
+    def materialise(self, subscriber_id: int, event_id: str, at: datetime) -> int | None:
+        """The id of the row of the delivery of ``event_id`` to the subscriber, written first when it has none (the
+        event log implies it); None when the event is not owed to it."""
+
     def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]: ...
 
     # -- the delivery worker
@@ -239,6 +243,9 @@ class Store(Protocol):
     ) -> Page[Delivery]: ...
 
     def get_delivery(self, delivery_id: int) -> DeliveryWithAttempts | None: ...
+
+    def delivery_of(self, subscriber_id: int, event_id: str) -> DeliveryWithAttempts | None:
+        """The delivery of ``event_id`` to the subscriber with its attempts, row or not (None: not owed)."""
 
     def last_attempt(self, subscriber_id: int) -> LastAttempt | None: ...
 

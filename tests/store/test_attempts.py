@@ -28,7 +28,7 @@ def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_ow
     transactions: list[float] = []
     with store_for(db, observe=lambda seconds, error: transactions.append(seconds)) as store:
 
-        async def attempt_all() -> list[int | None]:
+        async def attempt_all() -> list[tuple[int, str] | None]:
             claims = await store.claim(utc_now(), LEASE_MARGIN, lanes)
             assert len(claims) == lanes
             recorder = Recorder(store, LEASE_MARGIN)
@@ -41,7 +41,7 @@ def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_ow
                 )
             )
             assert len(transactions) < lanes  # batched: one write carried several attempts
-            return [result.following.delivery_id if result.following else None for result in recorded]
+            return [(r.following.subscriber_id, r.following.event_id) if r.following else None for r in recorded]
 
         following = asyncio.run(attempt_all())
         # Each lane was handed the next delivery of the subscriber, and no two lanes the same one.
@@ -128,8 +128,8 @@ def test_one_batch_of_mixed_outcomes_records_every_attempt_and_the_last_outcome_
         assert failing_since is not None
         assert ended is None
         states = []
-        for claim in claims:
-            delivery = store.get_delivery(claim.delivery_id)
+        for claim in claims:  # first attempts from the event log: no row id, known by subscriber and event
+            delivery = store.delivery_of(claim.subscriber_id, claim.event_id)
             assert delivery is not None
             [attempt] = delivery["attempts_log"]
             states.append((delivery["state"], attempt["outcome"], attempt["status"]))
@@ -139,7 +139,7 @@ def test_one_batch_of_mixed_outcomes_records_every_attempt_and_the_last_outcome_
             ("pending", "http_5xx", 503),
             ("delivered", "success", 204),
         ]
-        retried = store.get_delivery(claims[1].delivery_id)
+        retried = store.delivery_of(claims[1].subscriber_id, claims[1].event_id)
         assert retried is not None
         assert retried["attempts_log"][0]["error"] == "busy"
         assert retried["attempts_log"][0]["response_body"] == "later"

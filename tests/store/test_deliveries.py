@@ -45,16 +45,17 @@ def test_a_released_claim_is_due_again_at_once_and_counts_no_attempt(database: T
         store.add_subscriber(SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter()), at)
         asyncio.run(record(store, job_body(1), at=at))
 
-        async def release_and_claim_again() -> tuple[int, int]:
+        async def release_and_claim_again() -> tuple[tuple[int, str], tuple[int, str]]:
             [claim] = await store.claim(at, LEASE_MARGIN, 1)
             await store.release(claim, at)
             assert await store.next_due() is not None
             [again] = await store.claim(at, LEASE_MARGIN, 1)
-            return claim.delivery_id, again.delivery_id
+            return (claim.subscriber_id, claim.event_id), (again.subscriber_id, again.event_id)
 
+        # A first attempt from the event log: no row id, the delivery is known by subscriber and event.
         first, again = asyncio.run(release_and_claim_again())
         assert first == again
-        delivery = store.get_delivery(first)
+        delivery = store.delivery_of(*first)
         assert delivery is not None
         assert delivery["attempts"] == 1  # the released lease gave its attempt back
 
@@ -67,9 +68,12 @@ def test_nothing_is_due_when_nothing_is_owed_and_a_requeued_delivery_is_due_now(
             SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter()), at
         )
         asyncio.run(record(store, job_body(1), job_body(2), at=at))
-        ids = [delivery["id"] for delivery in store.list_deliveries().items]
+        # Pending in the event log (no row): each gets its row to be requeued.
+        owed = store.list_deliveries().items
+        ids = [store.materialise(delivery["subscriber_id"], delivery["event_id"], at) for delivery in owed]
+        assert None not in ids
         assert sorted(store.recoverable(subscriber.id, at - timedelta(hours=1), 0, 10)) == []  # none dead
-        assert store.requeue(ids, at + timedelta(seconds=1)) == 2
+        assert store.requeue([i for i in ids if i is not None], at + timedelta(seconds=1)) == 2
         due = asyncio.run(store.next_due())
         assert due is not None
         assert due <= at + timedelta(seconds=1)

@@ -10,6 +10,7 @@ from relay.api.params import MAX_SPAN_DAYS
 
 _SUBSCRIBERS, _DELIVERIES = "subscribers", "deliveries"
 _NAME = parameter("name")
+_EVENT_ID = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _ID = parameter("deliveryId")
 _CALLBACK_ID = {**parameter("deliveryId"), "description": "The callback's id (GET /api/callbacks)."}
 _RECOVER_SINCE: Schema = {
@@ -122,6 +123,26 @@ PATHS: dict[str, dict[str, Schema]] = {
             errors=(400, 404),
             parameters=(_NAME, _RECOVER_SINCE),
             tag=_SUBSCRIBERS,
+        )
+    },
+    "/api/subscribers/{name}/deliveries/{event_id}": {
+        "get": admin(
+            "getSubscriberDelivery",
+            "The delivery of one event to the subscriber with every attempt, whether it has a row (an id) or not",
+            {200: answer("The delivery.", "DeliveryDetail")},
+            errors=(400, 404),
+            parameters=(_NAME, _EVENT_ID),
+            tag=_DELIVERIES,
+        )
+    },
+    "/api/subscribers/{name}/deliveries/{event_id}/retry": {
+        "post": admin(
+            "retrySubscriberDelivery",
+            'Queue the delivery of one event to the subscriber again now; one with no row ("id": null) gets one first',
+            {200: answer("The delivery, queued again.", "DeliveryDetail")},
+            errors=(400, 404),
+            parameters=(_NAME, _EVENT_ID),
+            tag=_DELIVERIES,
         )
     },
     "/api/deliveries": {

@@ -156,11 +156,16 @@ _SHOWN_SUBSCRIBER = {
     "last_attempt_at": TEXT,
 }
 _DELIVERY = {
-    "id": WHOLE,
+    "id": {
+        "type": ["integer", "null"],
+        "description": "null for a delivery with no row of its own (delivered in order, in flight or pending in the"
+        " event log): it is known by subscriber_id and event_id.",
+    },
     "event_id": STRING,
     "event_type": STRING,
     "subject": TEXT,
     "subscriber": STRING,
+    "subscriber_id": WHOLE,
     "state": {"enum": list(DELIVERY_STATES)},
     "attempts": WHOLE,
     "failures": WHOLE,

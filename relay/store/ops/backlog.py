@@ -7,6 +7,8 @@ from datetime import datetime
 
 from relay.store.db import Db
 from relay.store.formats import iso
+from relay.store.ops import implied
+from relay.store.ops.log import log_head
 
 #: The advisory lock a PostgreSQL shedding batch holds: one replica at a time, so two never drop the same excess
 #: twice.
@@ -14,13 +16,30 @@ BACKLOG_LOCK = 0x636F7362_61636B6C
 
 
 async def over(db: Db, max_backlog: int) -> list[int]:
-    """The subscribers with more than ``max_backlog`` pending deliveries (a read: one pass over the pending
-    index, so that SQLite's writer is taken only when there is something to drop)."""
+    """The subscribers with more than ``max_backlog`` pending deliveries, rows and log (a read: one pass over the
+    pending index, and per subscriber behind by more than the bound, a count of its log bounded by it, so that
+    SQLite's writer is taken only when there is something to drop)."""
+    pending = await _pending_rows(db)
+    found = {subscriber_id for subscriber_id, n in pending.items() if n > max_backlog}
+    head = await log_head(db)
+    for owner in await implied.cursors(db):
+        behind = max_backlog - pending.get(owner.id, 0)
+        # Positions bound the events owed: a count only for a subscriber further behind than its bound.
+        if (
+            owner.id not in found
+            and head - owner.leased > behind
+            and await implied.matching(db, owner, owner.leased, head, cap=behind + 1) > behind
+        ):
+            found.add(owner.id)
+    return sorted(found)
+
+
+async def _pending_rows(db: Db) -> dict[int, int]:
+    """Pending rows per subscriber, for those with any."""
     rows = await db.fetch(
-        "SELECT subscriber_id FROM deliveries WHERE state = 'pending' GROUP BY subscriber_id HAVING count(*) > ?",
-        max_backlog,
+        "SELECT subscriber_id, count(*) AS n FROM deliveries WHERE state = 'pending' GROUP BY subscriber_id"
     )
-    return [row["subscriber_id"] for row in rows]
+    return {row["subscriber_id"]: row["n"] for row in rows}
 
 
 async def drop_oldest(
@@ -51,4 +70,32 @@ async def drop_oldest(
         dropped[row["name"]] = await db.execute(
             f"UPDATE deliveries SET state = 'dropped', updated_at = ? WHERE {taken}", iso(at), *keys
         )
+    # The log's part: the oldest owed events after a cursor, given up as one `gaps` row however many.
+    pending = await _pending_rows(db)
+    head = await log_head(db)
+    for owner in await implied.cursors(db):
+        if subscriber_ids is not None and owner.id not in subscriber_ids:
+            continue
+        excess = await implied.matching(db, owner, owner.leased, head, cap=max_backlog + limit + 1)
+        excess = min(limit - dropped.get(owner.name, 0), excess + pending.get(owner.id, 0) - max_backlog)
+        if excess <= 0:
+            continue
+        count, last = await implied.owed_upto(db, owner, owner.leased, excess)
+        await db.execute(
+            "INSERT INTO gaps(subscriber_id, from_position, to_position, reason, at) VALUES (?, ?, ?, 'dropped', ?)",
+            owner.id,
+            owner.leased,
+            last,
+            iso(at),
+        )
+        await db.execute(
+            "UPDATE cursors SET leased = ?, acked = CASE WHEN EXISTS (SELECT 1 FROM leases l"
+            " WHERE l.subscriber_id = cursors.subscriber_id) THEN acked ELSE ? END, updated_at = ?"
+            " WHERE subscriber_id = ?",
+            last,
+            last,
+            iso(at),
+            owner.id,
+        )
+        dropped[owner.name] = dropped.get(owner.name, 0) + count
     return dropped

@@ -8,16 +8,10 @@ from functools import partial
 
 from relay.store.answers import Delivery, MinuteCount, Overview, RawCallback, TagCount
 from relay.store.db import Db
-from relay.store.ops.queries import (
-    CALLBACK_COLUMNS,
-    DELIVERY_COLUMNS,
-    DELIVERY_JOINS,
-    body_columns,
-    callback_json,
-    delivery_json,
-)
+from relay.store.ops import implied
+from relay.store.ops.queries import CALLBACK_COLUMNS, body_columns, callback_json
 from relay.store.records import Page
-from relay.store.rows import MAX_ID, NO_TEXT, callback_size, newest_first
+from relay.store.rows import MAX_ID, callback_size, newest_first
 
 #: How many of a subscriber's latest attempted deliveries its success ratio is taken over.
 RECENT_DELIVERIES = 100
@@ -38,14 +32,10 @@ async def job_callbacks(
 
 
 async def job_deliveries(db: Db, job_id: str, limit: int = 50, cursor: str | None = None) -> Page[Delivery]:
-    """Every delivery of a job's events, newest first."""
-    rows = await db.fetch(
-        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE e.subject = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?",
-        job_id,
-        _before(cursor),
-        limit + 1,
+    """Every delivery of a job's events, newest first (rows and those the event log implies)."""
+    return await implied.list_deliveries(
+        db, subscriber=None, state=None, event_id=None, limit=limit, cursor=cursor, subject=job_id
     )
-    return newest_first(rows, limit, delivery_json, NO_TEXT)
 
 
 def _before(cursor: str | None) -> int:
@@ -109,6 +99,11 @@ async def recent_states(db: Db, subscriber_ids: Sequence[int]) -> dict[int, dict
         ]
     for row in rows:
         found.setdefault(row["id"], {})[row["state"]] = int(row["n"])
+    # The event log's attempted deliveries (no row), newest first, with the rows' among the latest.
+    for owner in await implied.cursors(db):
+        if owner.id in subscriber_ids:
+            for state, n in (await implied.recent_states(db, owner, RECENT_DELIVERIES)).items():
+                found.setdefault(owner.id, {})[state] = found.get(owner.id, {}).get(state, 0) + n
     return found
 
 

@@ -240,9 +240,9 @@ async def _claims(db: Db, chosen: list[int], leased: list[tuple[int, Leased]], s
     for subscriber_id, event in leased:
         body, packed = bodies[event.event_id]
         unpacked = db.dialect.unpack(body, packed)
-        part = parts[subscriber_id]
+        part, trigger = parts[subscriber_id], "retry" if event.again else "first"
         claims.append(
-            _claim(part, subscriber_id, event.event_id, unpacked, event.created_at, None, 0, "first", event.lease)
+            _claim(part, subscriber_id, event.event_id, unpacked, event.created_at, None, 0, trigger, event.lease)
         )
     return claims
 

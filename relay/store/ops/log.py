@@ -144,6 +144,8 @@ class Leased:
     created_at: str
     #: The lease's token: its finish counts only while the cursor is still under it.
     lease: str
+    #: Whether it was out under a lease that expired (taken over: attempted again, as a retry).
+    again: bool = False
 
 
 async def filter_history(db: Db, subscriber_id: int) -> list[tuple[int, Filter]]:
@@ -152,10 +154,23 @@ async def filter_history(db: Db, subscriber_id: int) -> list[tuple[int, Filter]]
         "SELECT from_position, types, filters FROM filters WHERE subscriber_id = ? ORDER BY from_position",
         subscriber_id,
     )
-    return [
-        (row["from_position"], Filter(tuple(orjson.loads(row["types"])), orjson.loads(row["filters"] or "{}")))
-        for row in rows
-    ]
+    return [(row["from_position"], _filter(row)) for row in rows]
+
+
+async def filter_histories(db: Db, subscriber_ids: Sequence[int]) -> dict[int, list[tuple[int, Filter]]]:
+    """`filter_history` of several subscribers at once."""
+    among, values = db.dialect.among("subscriber_id", subscriber_ids)
+    histories: dict[int, list[tuple[int, Filter]]] = {}
+    for row in await db.fetch(
+        f"SELECT subscriber_id, from_position, types, filters FROM filters WHERE {among} ORDER BY from_position",
+        *values,
+    ):
+        histories.setdefault(row["subscriber_id"], []).append((row["from_position"], _filter(row)))
+    return histories
+
+
+def _filter(row: Row) -> Filter:
+    return Filter(tuple(orjson.loads(row["types"])), orjson.loads(row["filters"] or "{}"))
 
 
 def filter_at(history: Sequence[tuple[int, Filter]], position: int) -> Filter | None:
@@ -211,8 +226,8 @@ async def lease(db: Db, subscriber_id: int, now: datetime, expires: datetime, li
         kept = filter_at(history, last)
         if row["rowed"] or kept is None:
             continue
-        if kept.everything or kept.matches(_matchable(row)):
-            taken.append(Leased(row["id"], last, row["created_at"], token))
+        if kept.everything or kept.matches(matchable(row)):
+            taken.append(Leased(row["id"], last, row["created_at"], token, last <= cursor["leased"]))
             if len(taken) >= limit:
                 break
     if taken:
@@ -238,7 +253,7 @@ async def lease(db: Db, subscriber_id: int, now: datetime, expires: datetime, li
     return taken
 
 
-def _matchable(row: Row) -> Event:
+def matchable(row: Row) -> Event:
     """An event of the log as a filter looks at it (no body)."""
     return Event(
         row["id"],

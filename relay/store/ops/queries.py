@@ -26,6 +26,7 @@ from relay.store.answers import (
 )
 from relay.store.db import Db
 from relay.store.detail import RUN_HELD, filled, whole
+from relay.store.ops import implied
 from relay.store.ops.confirmations import of_job, waiting_stats
 from relay.store.ops.retention import last_pruned
 from relay.store.packing import unpack_prefix
@@ -303,34 +304,11 @@ def _join(conditions: Iterable[Condition]) -> tuple[str, list[object]]:
 
 
 DELIVERY_COLUMNS = (
-    "d.id, d.event_id, e.type AS event_type, e.subject, s.name AS subscriber, d.state, d.attempts, d.failures,"
+    "d.id, d.event_id, e.type AS event_type, e.subject, s.name AS subscriber, d.subscriber_id, d.state, d.attempts,"
+    " d.failures,"
     " d.next_attempt_at, d.last_outcome, d.last_status, d.created_at, d.updated_at, d.delivered_at"
 )
 DELIVERY_JOINS = " FROM deliveries d JOIN events e ON e.id = d.event_id JOIN subscribers s ON s.id = d.subscriber_id"
-
-
-async def list_deliveries(
-    db: Db,
-    *,
-    subscriber: str | None = None,
-    state: str | None = None,
-    event_id: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> Page[Delivery]:
-    """Deliveries, newest first."""
-    where, params = _join(
-        [
-            _where("s.name = ? AND s.removed_at IS NULL", subscriber),
-            _where("d.state = ?", state),
-            _where("d.event_id = ?", event_id),
-            _where("d.id < ?", None if cursor is None else int(cursor)),
-        ]
-    )
-    rows = await db.fetch(
-        f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS}{where} ORDER BY d.id DESC LIMIT ?", *params, limit + 1
-    )
-    return Page([delivery_json(row) for row in rows[:limit]], str(rows[limit - 1]["id"]) if len(rows) > limit else None)
 
 
 def delivery_json(row: Row) -> Delivery:
@@ -341,6 +319,7 @@ def delivery_json(row: Row) -> Delivery:
         event_type=row["event_type"],
         subject=row["subject"],
         subscriber=row["subscriber"],
+        subscriber_id=row["subscriber_id"],
         state=row["state"],
         attempts=row["attempts"],
         failures=row["failures"],
@@ -357,12 +336,30 @@ async def get_delivery(db: Db, delivery_id: int) -> DeliveryWithAttempts | None:
     row = await db.fetchrow(f"SELECT {DELIVERY_COLUMNS}{DELIVERY_JOINS} WHERE d.id = ?", delivery_id)
     if row is None:
         return None
-    attempts = await db.fetch(
-        "SELECT id, started_at, duration, outcome, status, error, response_body, trigger FROM attempts"
-        " WHERE delivery_id = ? ORDER BY id",
-        delivery_id,
+    return DeliveryWithAttempts(
+        **delivery_json(row), attempts_log=await _attempts_log(db, "delivery_id = ?", delivery_id)
     )
-    log = [
+
+
+async def delivery_of(db: Db, subscriber_id: int, event_id: str) -> DeliveryWithAttempts | None:
+    """The delivery of ``event_id`` to the subscriber, with its attempts, whether it has a row or the event log
+    implies it (None: the event is not owed to it)."""
+    found = await implied.of_pair(db, subscriber_id, event_id)
+    if found is None:
+        return None
+    if found["id"] is not None:
+        return await get_delivery(db, found["id"])
+    where = "event_id = ? AND subscriber_id = ? AND delivery_id IS NULL"
+    return DeliveryWithAttempts(**found, attempts_log=await _attempts_log(db, where, event_id, subscriber_id))
+
+
+async def _attempts_log(db: Db, where: str, *values: object) -> list[AttemptEntry]:
+    attempts = await db.fetch(
+        f"SELECT id, started_at, duration, outcome, status, error, response_body, trigger FROM attempts WHERE {where}"
+        " ORDER BY id",
+        *values,
+    )
+    return [
         AttemptEntry(
             id=attempt["id"],
             started_at=attempt["started_at"],
@@ -375,24 +372,32 @@ async def get_delivery(db: Db, delivery_id: int) -> DeliveryWithAttempts | None:
         )
         for attempt in attempts
     ]
-    return DeliveryWithAttempts(**delivery_json(row), attempts_log=log)
 
 
 async def last_attempt(db: Db, subscriber_id: int) -> LastAttempt | None:
-    """The latest attempt to the subscriber (among its 100 latest attempted deliveries, to stay cheap)."""
-    row = await db.fetchrow(
-        "SELECT a.outcome, a.status, a.error, a.started_at FROM attempts a WHERE a.delivery_id IN"
-        " (SELECT id FROM deliveries WHERE subscriber_id = ? AND attempts > 0 ORDER BY id DESC LIMIT 100)"
-        " ORDER BY a.id DESC LIMIT 1",
-        subscriber_id,
-    )
-    if row is None:
+    """The latest attempt to the subscriber (among its 100 latest attempted deliveries with a row, and of its 100
+    latest events of the log, to stay cheap)."""
+    found = [
+        row
+        for row in (
+            await db.fetchrow(
+                "SELECT a.id, a.outcome, a.status, a.error, a.started_at FROM attempts a WHERE a.delivery_id IN"
+                " (SELECT id FROM deliveries WHERE subscriber_id = ? AND attempts > 0 ORDER BY id DESC LIMIT 100)"
+                " ORDER BY a.id DESC LIMIT 1",
+                subscriber_id,
+            ),
+            *[await implied.last_attempt(db, owner) for owner in await implied.cursors(db, only=subscriber_id)],
+        )
+        if row is not None
+    ]
+    if not found:
         return None
+    row = max(found, key=lambda row: row["id"])
     return LastAttempt(outcome=row["outcome"], status=row["status"], error=row["error"], started_at=row["started_at"])
 
 
 async def count_deliveries(db: Db, state: str) -> int:
-    return int(await db.fetchval("SELECT count(*) FROM deliveries WHERE state = ?", state))
+    return await implied.count(db, state)
 
 
 async def event_bodies(db: Db, limit: int) -> list[bytes]:
@@ -418,6 +423,11 @@ async def outbox_stats(db: Db) -> OutboxStats:
         f"SELECT state, count(*) AS n, min(created_at) AS oldest FROM deliveries WHERE {among} GROUP BY state", *values
     ):
         outbox[row["state"]] = (row["n"], datetime.fromisoformat(row["oldest"]))
+    # The deliveries of the log (no row): a filtered subscriber's pending ones counted up to `implied.COUNT_CAP`.
+    for state, (count, oldest) in (await implied.outbox(db)).items():
+        rows, row_oldest = outbox[state]
+        stamps = [stamp for stamp in (row_oldest, None if oldest is None else datetime.fromisoformat(oldest)) if stamp]
+        outbox[state] = (rows + count, min(stamps, default=None))
     subscribers = {
         row["name"]: row["state"]
         for row in await db.fetch("SELECT name, state FROM subscribers WHERE removed_at IS NULL")

@@ -15,6 +15,7 @@ from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, to_json
+from relay.store.ops import implied
 from relay.store.ops.log import log_head
 from relay.store.rows import SUBSCRIBER_COLUMNS, Row, subscriber_from
 
@@ -163,6 +164,7 @@ async def remove_subscriber(db: Db, name: str, at: datetime) -> int | None:
         iso(at),
         subscriber_id,
     )
+    cancelled += await _cancel_log(db, subscriber_id, iso(at))
     await db.execute(
         "UPDATE subscribers SET removed_at = ?, secret = '', previous_secret = NULL, updated_at = ? WHERE id = ?",
         iso(at),
@@ -170,6 +172,32 @@ async def remove_subscriber(db: Db, name: str, at: datetime) -> int | None:
         subscriber_id,
     )
     return cancelled
+
+
+async def _cancel_log(db: Db, subscriber_id: int, at: str) -> int:
+    """What the subscriber is owed in the log ends as cancelled: its leases, and the rest as one `gaps` row."""
+    [owner] = await implied.cursors(db, name=None, only=subscriber_id)
+    head = await log_head(db)
+    count = await implied.matching(db, owner, owner.leased, head)
+    count += int(
+        await db.fetchval("SELECT coalesce(sum(outstanding), 0) FROM leases WHERE subscriber_id = ?", subscriber_id)
+    )
+    await db.execute("DELETE FROM leases WHERE subscriber_id = ?", subscriber_id)
+    if head > owner.leased:
+        await db.execute(
+            "INSERT INTO gaps(subscriber_id, from_position, to_position, reason, at) VALUES (?, ?, ?, 'cancelled', ?)",
+            subscriber_id,
+            owner.leased,
+            head,
+            at,
+        )
+    await db.execute(
+        "UPDATE cursors SET leased = ?, updated_at = ? WHERE subscriber_id = ?",
+        max(head, owner.leased),
+        at,
+        subscriber_id,
+    )
+    return count
 
 
 async def rotate_secret(db: Db, name: str, new_secret: str, grace_until: datetime, at: datetime) -> Subscriber | None:
