@@ -31,7 +31,9 @@ def everything(db: Target) -> dict[str, object]:
             "details": [asyncio.run(store.get_job(job["job_id"])) for job in jobs],
             "events": store.event_bodies(limit=100),
             "callbacks": asyncio.run(store.list_callbacks(limit=100)).items,
-            "deliveries": [store.get_delivery(int(d["id"])) for d in store.list_deliveries(limit=100).items],
+            "deliveries": [
+                store.delivery_of(d["subscriber_id"], d["event_id"]) for d in store.list_deliveries(limit=100).items
+            ],
             "subscribers": store.list_subscribers(),
             "token": store.secret("callback_token", "not this one", utc_now()),
         }

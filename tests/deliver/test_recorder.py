@@ -27,7 +27,7 @@ class GatedStore:
     """`finish` waits for the test to open the gate; every batch it was given is kept."""
 
     def __init__(self, error: Exception | None = None) -> None:
-        self.batches: list[list[int]] = []
+        self.batches: list[list[int | None]] = []
         self.gate = asyncio.Event()
         self.error = error
 

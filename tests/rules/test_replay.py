@@ -24,6 +24,7 @@ async def test_retrying_a_dead_delivery_sends_it_again_now_with_a_fresh_schedule
     outbox.add("hook", "/fail")
     await kill(outbox, job_body(1))
     [dead] = outbox.deliveries()
+    assert dead["id"] is not None  # its failures made it a row
     outbox.subscribers.retry_delivery(dead["id"])
     assert await outbox.step() == 1
     [again] = outbox.deliveries()

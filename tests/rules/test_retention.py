@@ -4,6 +4,7 @@ finished deliveries and events, the job window for job and workflow records, and
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from relay.maintenance.pruning import Pruner
 from relay.metrics.counters import Metrics
 from relay.metrics.exposition import StoreCollector
 from relay.settings.table import Settings
-from relay.store import SqliteStore
+from relay.store import SqliteStore, Store
 from relay.store.failures import StoreUnavailable
 from relay.store.records import Target
 from tests.conftest import DATA, Outbox, job_body
@@ -283,10 +284,10 @@ async def test_the_store_prunes_exactly_the_rows_the_domain_rules_let_go(
         raw=start + timedelta(days=raw_days) if raw_days is not None else None,
         jobs=start + timedelta(days=jobs_days) if jobs_days is not None else None,
     )
-    before = _every_row(outbox_settings.db_path)
+    before = _every_row(outbox_settings.db_path, outbox.store)
     assert {d["state"] for d in before["deliveries"]} >= {"delivered", "dead", "pending", "cancelled"}
     await pruner(outbox).prune(cutoffs)
-    after = _every_row(outbox_settings.db_path)
+    after = _every_row(outbox_settings.db_path, outbox.store)
     assert {kind: _keys(kept) for kind, kept in after.items()} == _kept_by_the_rules(before, cutoffs)
     assert 0 < sum(map(len, after.values())) < sum(map(len, before.values()))  # each case removes some, keeps some
 
@@ -295,13 +296,13 @@ def _stamp(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _every_row(db: Target) -> dict[str, list[dict[str, Any]]]:
-    """Each kind's rows with what the rules look at; ``key`` names the row."""
+def _every_row(db: Target, store: Store) -> dict[str, list[dict[str, Any]]]:
+    """Each kind's rows with what the rules look at; ``key`` names the row. Deliveries as the store lists them:
+    a row by its id, one the event log implies (no row) by its subscriber and event, as its attempts are keyed."""
     queries = {
         "callbacks": "SELECT id AS key, received_at AS at FROM callbacks",
         "dedup_keys": "SELECT dedup_key AS key, received_at AS at FROM items",
-        "deliveries": "SELECT id AS key, state, created_at AS at, event_id FROM deliveries",
-        "attempts": "SELECT id AS key, delivery_id FROM attempts",
+        "attempts": "SELECT id AS key, delivery_id, subscriber_id, event_id FROM attempts",
         "events": "SELECT id AS key, created_at AS at FROM events",
         "jobs": "SELECT job_id AS key, updated_at AS at FROM jobs",
         "job_states": "SELECT id AS key, received_at AS at FROM job_states",
@@ -309,7 +310,18 @@ def _every_row(db: Target) -> dict[str, list[dict[str, Any]]]:
         "workflow_states": "SELECT id AS key, received_at AS at FROM workflow_states",
         "nonexistent_job_ids": "SELECT id AS key, received_at AS at FROM nonexistent_job_ids",
     }
-    return {kind: rows(db, query) for kind, query in queries.items()}
+    found = {kind: rows(db, query) for kind, query in queries.items()}
+    found["deliveries"] = [
+        {"key": _delivery_key(d), "state": d["state"], "at": d["created_at"], "event_id": d["event_id"]}
+        for d in store.list_deliveries(limit=1000).items
+    ]
+    return found
+
+
+def _delivery_key(delivery: Mapping[str, Any]) -> object:
+    if delivery["id"] is not None:
+        return delivery["id"]
+    return (delivery["subscriber_id"], delivery["event_id"])
 
 
 def _keys(table: list[dict[str, Any]]) -> set[object]:
@@ -324,7 +336,9 @@ def _kept_by_the_rules(before: dict[str, list[dict[str, Any]]], cutoffs: Cutoffs
         "callbacks": {c["key"] for c in before["callbacks"] if not callback_may_go(_stamp(c["at"]), cutoffs)},
         "dedup_keys": {i["key"] for i in before["dedup_keys"] if not callback_may_go(_stamp(i["at"]), cutoffs)},
         "deliveries": delivery_ids,
-        "attempts": {a["key"] for a in before["attempts"] if a["delivery_id"] in delivery_ids},
+        "attempts": {
+            a["key"] for a in before["attempts"] if _delivery_key({**a, "id": a["delivery_id"]}) in delivery_ids
+        },
         "events": {e["key"] for e in before["events"] if not event_may_go(_stamp(e["at"]), left[e["key"]], cutoffs)},
     }
     for kind in ("jobs", "job_states", "workflows", "workflow_states", "nonexistent_job_ids"):

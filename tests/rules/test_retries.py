@@ -116,6 +116,7 @@ async def test_timeouts_connection_errors_redirects_and_4xx_are_retried(
     await outbox.step()
     [delivery] = outbox.deliveries()
     assert (delivery["state"], delivery["last_outcome"]) == ("pending", outcome.value)
+    assert delivery["id"] is not None  # its failure made it a row
     [attempt] = outbox.store.get_delivery(delivery["id"])["attempts_log"]  # type: ignore[index]
     assert attempt["error"] == error
     assert await outbox.after(10) == 1

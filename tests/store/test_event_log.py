@@ -140,6 +140,7 @@ def as_before_m017(db: Target) -> None:
         "DROP TABLE leases",
         "DROP TABLE log_floor",
         "DROP INDEX attempts_of_the_log",
+        "DROP INDEX attempts_of_the_log_by_age",
         "ALTER TABLE attempts DROP COLUMN subscriber_id",
         "ALTER TABLE attempts DROP COLUMN event_id",
     ]
@@ -281,6 +282,7 @@ def test_a_failed_first_attempt_becomes_a_retrying_row_and_the_cursor_passes_it(
         assert cursor(database, hook.id) == (2, 2)
         [row] = store.list_deliveries(state="pending").items
         assert (row["event_id"], row["failures"], row["attempts"]) == (second.event_id, 1, 1)
+        assert row["id"] is not None  # a row now
         delivery = store.get_delivery(row["id"])
         assert delivery is not None
         assert [attempt["outcome"] for attempt in delivery["attempts_log"]] == ["http_5xx"]

@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+import orjson
+
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.clock import utc_now
@@ -84,7 +86,11 @@ def test_deliveries_are_listed_by_subscriber_state_and_event_page_by_page(databa
         pages = walk(lambda cursor: store.list_deliveries(limit=4, cursor=cursor))
         assert [len(page) for page in pages] == [4, 4, 2]
         listed = [delivery for page in pages for delivery in page]
-        assert [delivery["id"] for delivery in listed] == sorted((d["id"] for d in listed), reverse=True)
+        # Pending in the event log, none has a row (id null): newest event first, each one's subscribers newest first.
+        assert {delivery["id"] for delivery in listed} == {None}
+        newest_first = list(dict.fromkeys(delivery["event_id"] for delivery in listed))
+        assert newest_first == [orjson.loads(body)["id"] for body in reversed(store.event_bodies(10))]
+        assert [delivery["subscriber"] for delivery in listed] == ["hook1", "hook0"] * 5
         assert {delivery["state"] for delivery in listed} == {"pending"}
         first = store.list_deliveries(subscriber="hook0").items
         assert len(first) == 5
@@ -94,7 +100,7 @@ def test_deliveries_are_listed_by_subscriber_state_and_event_page_by_page(databa
         assert store.list_deliveries(state="dead").items == []
         assert store.list_deliveries(subscriber="nobody").items == []
         assert store.count_deliveries("pending") == 10
-        one = store.get_delivery(listed[0]["id"])
+        one = store.delivery_of(listed[0]["subscriber_id"], listed[0]["event_id"])
         assert one is not None
         assert one["attempts_log"] == []
         assert store.get_delivery(10**9) is None

@@ -14,6 +14,7 @@ import asyncpg
 import psycopg
 
 from relay.deliver.signing import generate_secret
+from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.filters import Filter
 from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.domain.subscribers import SubscriberSpec
@@ -71,7 +72,13 @@ def test_a_delivery_being_requeued_is_skipped_by_the_batch_without_waiting_and_s
         relay.add_subscriber(SubscriberSpec("hook", "http://192.0.2.1/hook", generate_secret(), Filter()), LONG_AGO)
         asyncio.run(record(relay, job_body(1), job_body(2), at=LONG_AGO))
         with psycopg.connect(url.url, autocommit=True) as conn:
-            conn.execute("UPDATE deliveries SET state = 'dead'")
+            # Both failed their first attempt for good: each is a row (dead), which the cursor passed.
+            conn.execute(
+                "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
+                " created_at, updated_at) SELECT e.id, s.id, 'dead', 1, 1, e.created_at, e.created_at, e.created_at"
+                " FROM events e, subscribers s ORDER BY e.position"
+            )
+            assert asyncio.run(relay.claim(LONG_AGO, LEASE_MARGIN, 10)) == []
             (first,) = conn.execute("SELECT min(id) FROM deliveries").fetchone() or (None,)
             # An operator's requeue in progress: it holds the row until it commits the delivery as pending again.
             with conn.transaction():
@@ -153,7 +160,14 @@ def test_every_step_of_a_prune_batch_and_every_console_read_is_planned_through_a
 
     plans = asyncio.run(planned())
     assert len(plans) >= 20  # every step ran: deliveries, callbacks, history, jobs, workflows, the console
-    assert [(query, whole) for query, plan in plans if (whole := unbounded(json.loads(plan)[0]["Plan"]))] == []
+    # A job's deliveries include those the event log implies, one per subscriber owed each event: the listing reads
+    # every live subscriber's cursor (bounded by the configuration, not by traffic); nothing else is read whole.
+    per_subscriber = {"Index Scan on cursors", "Index Scan on subscribers"}
+    assert [
+        (query, whole)
+        for query, plan in plans
+        if (whole := [scan for scan in unbounded(json.loads(plan)[0]["Plan"]) if scan not in per_subscriber])
+    ] == []
 
 
 def unbounded(node: dict[str, Any], limited: bool = False) -> list[str]:

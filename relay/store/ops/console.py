@@ -100,8 +100,8 @@ async def recent_states(db: Db, subscriber_ids: Sequence[int]) -> dict[int, dict
     for row in rows:
         found.setdefault(row["id"], {})[row["state"]] = int(row["n"])
     # The event log's attempted deliveries (no row), newest first, with the rows' among the latest.
-    for owner in await implied.cursors(db):
-        if owner.id in subscriber_ids:
+    for subscriber_id in subscriber_ids:
+        for owner in await implied.cursors(db, only=subscriber_id):
             for state, n in (await implied.recent_states(db, owner, RECENT_DELIVERIES)).items():
                 found.setdefault(owner.id, {})[state] = found.get(owner.id, {}).get(state, 0) + n
     return found

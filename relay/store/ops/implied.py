@@ -55,17 +55,24 @@ class Cursor:
     leases: list[tuple[int, int]]
     #: The ranges (after, last] given up in bulk, with why: dropped (backlog shedding), cancelled (removed).
     gaps: list[tuple[int, int, str]]
+    #: A removed subscriber's: only what it was given up or delivered is shown.
+    removed: bool = False
 
-    def state(self, position: int, succeeded: bool) -> str:
-        """The state of its delivery of the event at ``position`` (owed to it, no row)."""
+    def state(self, position: int, succeeded: bool) -> str | None:
+        """The state of its delivery of the event at ``position`` (owed to it, no row); None when it was delivered
+        and its record (the attempt) is gone with the retention window."""
         for after, last, reason in self.gaps:
             if after < position <= last:
                 return reason
+        if succeeded:
+            return "delivered"
+        if self.removed:
+            return None
         if position > self.leased:
             return "pending"
-        if not succeeded and any(after < position <= last for after, last in self.leases):
+        if any(after < position <= last for after, last in self.leases):
             return "in_flight"
-        return "delivered"
+        return None
 
     def owes(self, event: Row) -> bool:
         kept = filter_at(self.history, event["position"])
@@ -76,7 +83,8 @@ async def cursors(db: Db, name: str | None = None, *, removed: bool = False, onl
     """The live subscribers' cursors (``name``, ``only``: that one's; ``removed``: the removed ones' too), newest
     first."""
     rows = await db.fetch(
-        "SELECT c.subscriber_id, s.name, c.acked, c.leased FROM cursors c JOIN subscribers s ON s.id = c.subscriber_id"
+        "SELECT c.subscriber_id, s.name, c.acked, c.leased, s.removed_at FROM cursors c"
+        " JOIN subscribers s ON s.id = c.subscriber_id"
         " WHERE (s.removed_at IS NULL OR CAST(? AS boolean)) AND (CAST(? AS text) IS NULL OR s.name = ?)"
         " AND (CAST(? AS bigint) IS NULL OR s.id = ?) ORDER BY c.subscriber_id DESC",
         removed,
@@ -109,6 +117,7 @@ async def cursors(db: Db, name: str | None = None, *, removed: bool = False, onl
             histories.get(row["subscriber_id"], []),
             leases.get(row["subscriber_id"], []),
             gaps.get(row["subscriber_id"], []),
+            row["removed_at"] is not None,
         )
         for row in rows
     ]
@@ -188,7 +197,7 @@ async def _walk(
 ) -> tuple[list[Delivery], tuple[int, int] | None]:
     """Up to ``limit`` + 1 deliveries of the log before ``start`` (position, subscriber id), and where the next
     page starts when this one stopped early (its scan bound, or more items than ``limit``)."""
-    owed = await cursors(db, subscriber)
+    owed = await cursors(db, subscriber, removed=subscriber is None)
     items: list[tuple[int, int, Delivery]] = []
     upper, first, scanned = start[0], start, 0
     while scanned < PAGE_SCAN:
@@ -208,7 +217,9 @@ async def _walk(
             pairs: dict[int, Delivery] = {}
             for owner in owed:
                 if (event["id"], owner.id) not in rows and owner.owes(event):
-                    pairs[owner.id] = _implied(event, owner, succeeded.get((event["id"], owner.id)))
+                    implied = _implied(event, owner, succeeded.get((event["id"], owner.id)))
+                    if implied is not None:
+                        pairs[owner.id] = implied
             for (event_key, subscriber_id), row in rows.items():
                 if event_key == event["id"]:
                     pairs[subscriber_id] = row
@@ -256,8 +267,10 @@ async def _around(
 Success = tuple[int | None, str]
 
 
-def _implied(event: Row, owner: Cursor, succeeded: Success | None) -> Delivery:
+def _implied(event: Row, owner: Cursor, succeeded: Success | None) -> Delivery | None:
     state = owner.state(event["position"], succeeded is not None)
+    if state is None:
+        return None
     status, delivered_at = succeeded if succeeded is not None and state == "delivered" else (None, None)
     return Delivery(
         id=None,
@@ -319,9 +332,12 @@ async def count(db: Db, state: str) -> int:
             total += out
         elif state == "pending":
             total += await matching(db, owner, owner.leased, head)
-        else:
-            given_up = sum([await matching(db, owner, after, last) for after, last, _ in owner.gaps])
-            total += await matching(db, owner, 0, owner.leased) - out - given_up
+        else:  # delivered in order: one success attempt each, its record
+            total += int(
+                await db.fetchval(
+                    "SELECT count(*) FROM attempts WHERE subscriber_id = ? AND delivery_id IS NULL", owner.id
+                )
+            )
     return total
 
 
@@ -505,7 +521,8 @@ async def recent_states(db: Db, owner: Cursor, limit: int) -> dict[str, int]:
         }
         for event in owed:
             state = owner.state(event["position"], event["id"] in succeeded)
-            found[state] = found.get(state, 0) + 1
+            if state is not None:
+                found[state] = found.get(state, 0) + 1
     return found
 
 

@@ -31,13 +31,13 @@ LOG_LOCK = 0x636F736C6F67
 #: position pruning removed, when it removed the head.
 HEAD = (
     "(SELECT max(p) FROM (SELECT max(position) AS p FROM events WHERE position IS NOT NULL"
-    " UNION ALL SELECT position FROM log_floor) AS head)"
+    " UNION ALL SELECT position FROM log_floor WHERE id = 1) AS head)"
 )
 #: An event ``e`` that every subscriber's cursor has passed (or of before the log): retention may take it once
 #: nothing else needs it (`keep_head` first). Removed subscribers' cursors hold nothing.
 PASSED = (
-    "(e.position IS NULL OR e.position <= coalesce((SELECT min(c.acked) FROM cursors c"
-    " JOIN subscribers s ON s.id = c.subscriber_id WHERE s.removed_at IS NULL), e.position))"
+    "(e.position IS NULL OR NOT EXISTS (SELECT 1 FROM cursors c JOIN subscribers s ON s.id = c.subscriber_id"
+    " WHERE c.acked < e.position AND s.removed_at IS NULL))"
 )
 #: Positions of the log a claim reads past a cursor at most (non-matching events are passed over for free).
 SCAN = 1000

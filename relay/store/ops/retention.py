@@ -64,6 +64,7 @@ async def prune_batch(db: Db, cutoffs: Cutoffs, limit: int, at: datetime, reclai
     if cutoffs.raw is not None:
         raw = iso(cutoffs.raw)
         await _finished_deliveries(db, raw, limit, counts)
+        await _delivered_in_order(db, raw, limit, counts)
         await _raw_callbacks(db, raw, limit, counts)
         # Events a cursor held past their callback's window, now passed by every cursor.
         await _events(
@@ -105,14 +106,24 @@ def _taken(db: Db, column: str, ids: Sequence[int]) -> tuple[str, tuple[object, 
     return f"{column} BETWEEN ? AND ?", (ids[0], ids[-1])
 
 
+#: A row of ``deliveries`` whose event its live subscriber's cursor has not passed yet.
+_AHEAD_OF_CURSOR = (
+    "EXISTS (SELECT 1 FROM events e JOIN cursors c ON c.subscriber_id = deliveries.subscriber_id"
+    " JOIN subscribers s ON s.id = c.subscriber_id WHERE e.id = deliveries.event_id AND e.position > c.acked"
+    " AND s.removed_at IS NULL)"
+)
+
+
 async def _finished_deliveries(db: Db, raw: str, limit: int, counts: dict[str, int]) -> None:
     rows: list[Row] = []
     # One state at a time: each is an ordered range of the (state, created_at) index that LIMIT stops early,
     # where all three at once would sort every prunable row first. SKIP LOCKED: a delivery being requeued right
     # now is left for the next batch.
+    # A row of an event of the log goes only once its subscriber's cursor passed the event: until then the row is
+    # what keeps the cursor from owing the event again (a paused subscriber's finished rows wait with it).
     for state in FINISHED:
         rows += await db.fetch(
-            "SELECT id, event_id FROM deliveries WHERE state = ? AND created_at < ?"
+            f"SELECT id, event_id FROM deliveries WHERE state = ? AND created_at < ? AND NOT {_AHEAD_OF_CURSOR}"
             f" ORDER BY created_at LIMIT ?{db.dialect.skip_locked}",
             state,
             raw,
@@ -121,11 +132,25 @@ async def _finished_deliveries(db: Db, raw: str, limit: int, counts: dict[str, i
     if not rows:
         return
     among, ids = db.dialect.among("delivery_id", [row["id"] for row in rows])
-    counts["attempts"] = await db.execute(f"DELETE FROM attempts WHERE {among}", *ids)
+    counts["attempts"] += await db.execute(f"DELETE FROM attempts WHERE {among}", *ids)
     among, ids = db.dialect.among("id", [row["id"] for row in rows])
-    counts["deliveries"] = await db.execute(f"DELETE FROM deliveries WHERE {among}", *ids)
+    counts["deliveries"] += await db.execute(f"DELETE FROM deliveries WHERE {among}", *ids)
     among, events = db.dialect.among("e.id", sorted({row["event_id"] for row in rows}), "text")
     await _events(db, f"{among} AND e.created_at < ?", (*events, raw), counts)
+
+
+async def _delivered_in_order(db: Db, raw: str, limit: int, counts: dict[str, int]) -> None:
+    """Deliveries of the event log with no row, past the window: those delivered in order (their attempt is their
+    record), and the ranges given up in bulk (dropped, cancelled: their `gaps` row; a cursor is past them)."""
+    await db.execute("DELETE FROM gaps WHERE at < ?", raw)
+    ids = await _leading(
+        db, "SELECT id, started_at FROM attempts WHERE delivery_id IS NULL ORDER BY started_at LIMIT ?", raw, limit
+    )
+    if ids:
+        among, values = db.dialect.among("id", ids)
+        delivered = await db.execute(f"DELETE FROM attempts WHERE {among}", *values)
+        counts["attempts"] += delivered
+        counts["deliveries"] += delivered
 
 
 async def _events(
@@ -211,12 +236,18 @@ async def count_prunable(db: Db, cutoffs: Cutoffs) -> dict[str, int]:
     if cutoffs.raw is not None:
         raw = iso(cutoffs.raw)
         finished, states = db.dialect.among("d.state", FINISHED, "text")
-        gone = f"{finished} AND d.created_at < ?"
+        gone = f"{finished} AND d.created_at < ? AND NOT {_AHEAD_OF_CURSOR.replace('deliveries.', 'd.')}"
         await count("callbacks", "SELECT count(*) FROM callbacks WHERE received_at < ?", raw)
         await count("dedup_keys", "SELECT count(*) FROM items WHERE received_at < ?", raw)
         await count("deliveries", f"SELECT count(*) FROM deliveries d WHERE {gone}", *states, raw)
         joined = "attempts a JOIN deliveries d ON d.id = a.delivery_id"
         await count("attempts", f"SELECT count(*) FROM {joined} WHERE {gone}", *states, raw)
+        # Delivered in order from the event log: the attempt is the delivery's record.
+        in_order = int(
+            await db.fetchval("SELECT count(*) FROM attempts WHERE delivery_id IS NULL AND started_at < ?", raw)
+        )
+        counts["deliveries"] += in_order
+        counts["attempts"] += in_order
         await count(
             "events",
             f"SELECT count(*) FROM events e WHERE e.created_at < ? AND {PASSED} AND NOT EXISTS (SELECT 1"

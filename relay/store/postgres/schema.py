@@ -239,6 +239,7 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE cursors (subscriber_id bigint PRIMARY KEY, acked bigint, leased bigint, updated_at text);
         INSERT INTO cursors(subscriber_id, acked, leased, updated_at)
             SELECT id, 0, 0, updated_at FROM subscribers WHERE removed_at IS NULL;
+        CREATE INDEX cursors_by_acked ON cursors(acked);
         CREATE TABLE leases (
             token text PRIMARY KEY, subscriber_id bigint, after_position bigint, last_position bigint,
             outstanding integer, expires_at text
@@ -254,9 +255,11 @@ STEPS: tuple[tuple[int, str, str], ...] = (
             subscriber_id bigint, from_position bigint, to_position bigint, reason text, at text,
             PRIMARY KEY (subscriber_id, from_position)
         );
+        CREATE INDEX gaps_by_age ON gaps(at);
         ALTER TABLE attempts ADD COLUMN subscriber_id bigint;
         ALTER TABLE attempts ADD COLUMN event_id text;
         CREATE INDEX attempts_of_the_log ON attempts(event_id, subscriber_id) WHERE delivery_id IS NULL;
+        CREATE INDEX attempts_of_the_log_by_age ON attempts(started_at) WHERE delivery_id IS NULL;
         """,
     ),
 )

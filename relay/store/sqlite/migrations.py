@@ -435,6 +435,8 @@ def m017_event_log(db: Database) -> None:
         "INSERT INTO cursors(subscriber_id, acked, leased, updated_at)"
         " SELECT id, 0, 0, updated_at FROM subscribers WHERE removed_at IS NULL"
     )
+    # Retention asks whether any cursor is behind an event: a range of this index, stopped at the first.
+    db.execute("CREATE INDEX cursors_by_acked ON cursors(acked)")
     # A range (after_position, last_position] of a subscriber's log out with a worker until expires_at, with
     # `outstanding` of its events not finished yet; the cursor's acked moves over the ranges finished from its start.
     db.table("leases").create(
@@ -465,7 +467,9 @@ def m017_event_log(db: Database) -> None:
         pk=("subscriber_id", "from_position"),
     )
     # Every attempt is known by its subscriber and event too: one of a delivery with no row (delivered in order from
-    # the log) by them alone, found through its event, and pruned with it.
+    # the log) by them alone, found through its event.
     db.execute("ALTER TABLE attempts ADD COLUMN subscriber_id INTEGER")
     db.execute("ALTER TABLE attempts ADD COLUMN event_id TEXT")
     db.execute("CREATE INDEX attempts_of_the_log ON attempts(event_id, subscriber_id) WHERE delivery_id IS NULL")
+    # A delivery delivered in order is its attempt: it goes past the raw window like a finished row.
+    db.execute("CREATE INDEX attempts_of_the_log_by_age ON attempts(started_at) WHERE delivery_id IS NULL")

@@ -78,6 +78,7 @@ async def test_a_platform_error_quoting_the_robot_key_is_recorded_without_it(out
     await outbox.ingest(FAILED)
     await outbox.step()
     (delivery,) = outbox.deliveries()
+    assert delivery["id"] is not None  # its failure made it a row
     (attempt,) = outbox.store.get_delivery(delivery["id"])["attempts_log"]  # type: ignore[index]
     assert attempt["outcome"] == "http_4xx"
     assert attempt["error"] == "wecom errcode 40058: bad request for key ***"
