@@ -123,6 +123,18 @@ async def cursors(db: Db, name: str | None = None, *, removed: bool = False, onl
     ]
 
 
+async def _lowest_acked(db: Db, subscriber: str | None) -> int:
+    """The lowest ``acked`` of the live cursors (``subscriber``'s alone, when given)."""
+    return int(
+        await db.fetchval(
+            "SELECT coalesce(min(c.acked), 0) FROM cursors c JOIN subscribers s ON s.id = c.subscriber_id"
+            " WHERE s.removed_at IS NULL AND (CAST(? AS text) IS NULL OR s.name = ?)",
+            subscriber,
+            subscriber,
+        )
+    )
+
+
 def parse_cursor(cursor: str | None) -> tuple[int, int] | None:
     """A listing's ``next_cursor``: ``<position>:<subscriber id>`` in the log, ``0:<row id>`` before it."""
     if cursor is None:
@@ -147,15 +159,18 @@ async def list_deliveries(
     at = parse_cursor(cursor)
     items: list[Delivery] = []
     walks = state is None or state in IMPLIED_STATES
+    # Unfinished deliveries of the log are all after their cursor's acked: the walk stops at the lowest one, and
+    # the rows in that state below it come with the rows of before the log.
+    floor = await _lowest_acked(db, subscriber) if state in ("pending", "in_flight") else 0
     if walks and (at is None or at[0] > 0):
         start = at or (int(await db.fetchval(f"SELECT {HEAD}")) + 1, 0)
-        items, resume = await _walk(db, subscriber, state, events, limit, start)
+        items, resume = await _walk(db, subscriber, state, events, limit, start, floor)
         if resume is not None:
             return Page(items[:limit], f"{resume[0]}:{resume[1]}")
         at = None
     # The rows of before the log (for states only rows have: every row), newest first.
     before = None if at is None else at[1]
-    rows = await _rows(db, subscriber, state, events, before, limit - len(items) + 1, before_log=walks)
+    rows = await _rows(db, subscriber, state, events, before, limit - len(items) + 1, before_log=walks, floor=floor)
     items += [_row_answer(row) for row in rows]
     if len(items) > limit:
         return Page(items[:limit], f"0:{items[limit - 1]['id']}")
@@ -171,9 +186,10 @@ async def _rows(
     limit: int,
     *,
     before_log: bool,
+    floor: int = 0,
 ) -> Sequence[Row]:
-    conditions = ["e.position IS NULL"] if before_log else []
-    values: list[object] = []
+    conditions = ["(e.position IS NULL OR e.position <= ?)"] if before_log else []
+    values: list[object] = [floor] if before_log else []
     for clause, value in (
         ("s.name = ? AND s.removed_at IS NULL", subscriber),
         ("d.state = ?", state),
@@ -194,6 +210,7 @@ async def _walk(
     events_of: tuple[str, str | None] | None,
     limit: int,
     start: tuple[int, int],
+    floor: int = 0,
 ) -> tuple[list[Delivery], tuple[int, int] | None]:
     """Up to ``limit`` + 1 deliveries of the log before ``start`` (position, subscriber id), and where the next
     page starts when this one stopped early (its scan bound, or more items than ``limit``)."""
@@ -203,9 +220,10 @@ async def _walk(
     while scanned < PAGE_SCAN:
         clause, values = (f" AND {events_of[0]}", (events_of[1],)) if events_of is not None else ("", ())
         events = await db.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.position < ? AND e.position IS NOT NULL{clause}"
+            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.position < ? AND e.position > ?{clause}"
             " ORDER BY e.position DESC LIMIT ?",
             upper + (1 if first[1] else 0),
+            floor,
             *values,
             _BATCH,
         )
