@@ -100,7 +100,17 @@ def check_seeded_answers(api: httpx.Client) -> None:
         ("/api/callbacks", "/api/callbacks"),
         ("/api/subscribers", "/api/subscribers"),
         ("/api/subscribers/{name}/secret", "/api/subscribers/delivered/secret"),
-        *(("/api/deliveries/{id}", f"/api/deliveries/{delivery['id']}") for delivery in deliveries),
+        *(("/api/deliveries/{id}", f"/api/deliveries/{delivery['id']}") for delivery in deliveries if delivery["id"]),
+        # Deliveries of the event log have no row (id null): read by subscriber and event (a removed subscriber's
+        # are no longer addressable by its name).
+        *(
+            (
+                "/api/subscribers/{name}/deliveries/{event_id}",
+                f"/api/subscribers/{d['subscriber']}/deliveries/{d['event_id']}",
+            )
+            for d in deliveries
+            if d["id"] is None and d["state"] != "cancelled"
+        ),
     ]
     for template, path in reads:
         response = api.get(path)

@@ -85,8 +85,8 @@ def attempts(api: httpx.Client, subscriber: str, count: int = 1) -> tuple[dict[s
 
     def recorded() -> bool:
         items = api.get("/api/deliveries", params={"subscriber": subscriber}).json()["items"]
-        if items:
-            found.update(api.get(f"/api/deliveries/{items[0]['id']}").json())
+        if items:  # by subscriber and event: a delivery of the event log has a row (id) only once it failed
+            found.update(api.get(f"/api/subscribers/{subscriber}/deliveries/{items[0]['event_id']}").json())
         return len(found.get("attempts_log", ())) >= count and found["state"] != "in_flight"
 
     wait_until(recorded, what=f"{count} attempt(s) to {subscriber} recorded")
