@@ -25,7 +25,7 @@ from relay.domain.clock import utc_now
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.store import Store, store_for
 from relay.store.records import Target
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, SAMPLE_JOB_ID, TRANSCODE, ingest, job_body
+from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, SAMPLE_JOB_ID, TRANSCODE, ingest, job_body, job_id
 from tests.live import ProcessServer, ThreadServer, db_text, wait_until
 
 #: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
@@ -66,23 +66,32 @@ def fail_for_good(db: Target) -> list[int]:
     """Claim every due delivery and record one failed attempt that makes it dead; returns their ids."""
     attempt = Attempt(Outcome.HTTP_5XX, 500, 0.05, None, b"boom", None)
 
+    def dead(store: Store) -> set[int]:
+        return {d["id"] for d in store.list_deliveries(state="dead", limit=1000).items if d["id"] is not None}
+
     async def kill(store: Store) -> list[int]:
+        before = dead(store)
         now = utc_now()
         pending = await store.claim(now, LEASE_MARGIN, 100)
         while pending:
             claim = pending.pop()
             [recorded] = await store.finish([Finished(claim, attempt, Decision("dead"), now, utc_now())], LEASE_MARGIN)
             pending += [recorded.following] if recorded.following else []
-        # A first attempt from the event log has no row until it fails: the dead ones are rows now.
-        return sorted(d["id"] for d in store.list_deliveries(state="dead", limit=1000).items if d["id"] is not None)
+        # A first attempt from the event log has no row until it fails: the ones killed are rows now.
+        return sorted(dead(store) - before)
 
     with store_for(db) as store:
         return asyncio.run(kill(store))
 
 
-def delivery_ids(output: str) -> list[int]:
-    """The id column of `deliveries list` output."""
-    return [int(line.split()[0]) for line in output.splitlines()[1:]]
+def addresses(output: str) -> list[list[str]]:
+    """How `deliveries show/retry` name each delivery of `deliveries list` output: its id, or (no row: id ``-``)
+    its subscriber and event id (the last column)."""
+    found = []
+    for line in output.splitlines()[1:]:
+        cells = line.split()
+        found.append([cells[0]] if cells[0] != "-" else ["--subscriber", cells[2], "--event-id", cells[-1]])
+    return found
 
 
 def add_hook(db: Target, *extra: str, name: str = "hook") -> str:
@@ -274,8 +283,8 @@ def test_remove_reports_the_cancelled_deliveries_and_forgets_the_name(db: Target
     ingest(db, job_body(1), job_body(2))
     assert ok(cli(db, "subscribers", "remove", "hook")).strip() == "removed hook; cancelled 2 pending deliveries"
     assert [line.split()[0] for line in ok(cli(db, "subscribers", "list")).splitlines()[1:]] == ["other"]
-    assert len(delivery_ids(ok(cli(db, "deliveries", "list", "--state", "cancelled")))) == 2
-    assert len(delivery_ids(ok(cli(db, "deliveries", "list", "--subscriber", "other", "--state", "pending")))) == 2
+    assert len(addresses(ok(cli(db, "deliveries", "list", "--state", "cancelled")))) == 2
+    assert len(addresses(ok(cli(db, "deliveries", "list", "--subscriber", "other", "--state", "pending")))) == 2
     # The name is free again.
     add_hook(db)
 
@@ -301,12 +310,15 @@ def test_deliveries_list_filters_by_subscriber_state_and_event(db: Target) -> No
         "attempts",
         "last_status",
         "next_attempt_at",
+        "event_id",
     ]
-    assert row.split()[1:7] == ["pending", "hook", "cos.job.succeeded", SAMPLE_JOB_ID.decode(), "0", "-"]
+    assert row.split()[:7] == ["-", "pending", "hook", "cos.job.succeeded", SAMPLE_JOB_ID.decode(), "0", "-"]
 
-    [delivery_id] = delivery_ids(listing)
-    event_id = field(ok(cli(db, "deliveries", "show", str(delivery_id))), "event_id")
-    assert delivery_ids(ok(cli(db, "deliveries", "list", "--event-id", event_id))) == [delivery_id]
+    # Pending in the event log, it has no row (id -): it is named by subscriber and event.
+    [address] = addresses(listing)
+    event_id = field(ok(cli(db, "deliveries", "show", *address)), "event_id")
+    assert address == ["--subscriber", "hook", "--event-id", event_id]
+    assert addresses(ok(cli(db, "deliveries", "list", "--event-id", event_id))) == [address]
     assert ok(cli(db, "deliveries", "list", "--event-id", "nope")).strip() == "no deliveries"
     assert ok(cli(db, "deliveries", "list", "--state", "dead")).strip() == "no deliveries"
 
@@ -314,10 +326,11 @@ def test_deliveries_list_filters_by_subscriber_state_and_event(db: Target) -> No
 def test_deliveries_list_limit_takes_the_newest(db: Target) -> None:
     add_hook(db)
     ingest(db, *(job_body(number) for number in range(5)))
-    everything = delivery_ids(ok(cli(db, "deliveries", "list")))
-    assert everything == sorted(everything, reverse=True)
+    listing = ok(cli(db, "deliveries", "list"))
+    assert [line.split()[4] for line in listing.splitlines()[1:]] == [job_id(n) for n in reversed(range(5))]
+    everything = addresses(listing)
     assert len(everything) == 5
-    assert delivery_ids(ok(cli(db, "deliveries", "list", "--limit", "2"))) == everything[:2]
+    assert addresses(ok(cli(db, "deliveries", "list", "--limit", "2"))) == everything[:2]
     assert "--limit" in failed(cli(db, "deliveries", "list", "--limit", "0"), 2)
     assert "--state 'lost' is not a delivery state" in failed(cli(db, "deliveries", "list", "--state", "lost"), 1)
 
@@ -325,12 +338,13 @@ def test_deliveries_list_limit_takes_the_newest(db: Target) -> None:
 def test_deliveries_show_includes_the_attempts_log(db: Target) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
-    [delivery_id] = delivery_ids(ok(cli(db, "deliveries", "list")))
-    fresh = ok(cli(db, "deliveries", "show", str(delivery_id)))
+    [address] = addresses(ok(cli(db, "deliveries", "list")))
+    fresh = ok(cli(db, "deliveries", "show", *address))
     assert field(fresh, "state") == "pending"
     assert "attempts: none yet" in fresh
 
-    assert fail_for_good(db) == [delivery_id]
+    [delivery_id] = fail_for_good(db)  # failed: a row now
+    assert ok(cli(db, "deliveries", "show", *address)) == ok(cli(db, "deliveries", "show", str(delivery_id)))
     shown = ok(cli(db, "deliveries", "show", str(delivery_id)))
     assert field(shown, "id") == str(delivery_id)
     assert field(shown, "state") == "dead"
@@ -356,7 +370,7 @@ def test_deliveries_retry_queues_a_dead_delivery_again(db: Target) -> None:
     [delivery_id] = fail_for_good(db)
     output = ok(cli(db, "deliveries", "retry", str(delivery_id)))
     assert output.strip() == f"delivery {delivery_id} to hook queued again (pending)"
-    assert delivery_ids(ok(cli(db, "deliveries", "list", "--state", "pending"))) == [delivery_id]
+    assert addresses(ok(cli(db, "deliveries", "list", "--state", "pending"))) == [[str(delivery_id)]]
 
     # The next attempt will say it was asked for by hand.
     async def trigger(store: Store) -> str:
@@ -370,7 +384,10 @@ def test_deliveries_retry_queues_a_dead_delivery_again(db: Target) -> None:
 def test_deliveries_retry_refuses_a_cancelled_delivery(db: Target) -> None:
     add_hook(db)
     ingest(db, TRANSCODE)
-    [delivery_id] = delivery_ids(ok(cli(db, "deliveries", "list")))
+    [address] = addresses(ok(cli(db, "deliveries", "list")))
+    # Pending in the event log (no row): queued again by hand, it gets its row (id) first.
+    retried = ok(cli(db, "deliveries", "retry", *address))
+    delivery_id = int(retried.split()[1])
     ok(cli(db, "subscribers", "remove", "hook"))
     output = failed(cli(db, "deliveries", "retry", str(delivery_id)))
     assert f"Error: delivery {delivery_id} is in flight, cancelled, or held for COS to confirm its job" in output
@@ -389,9 +406,9 @@ def test_recover_requeues_dead_deliveries_with_a_progress_bar(db: Target) -> Non
     assert "requeueing deliveries to hook" in output  # the progress bar's label (no tty: label only)
     assert re.search(r"^requeued 3 deliveries created since \d{4}-\d\d-\d\dT", output, re.MULTILINE)
     pending = ok(cli(db, "deliveries", "list", "--state", "pending"))
-    assert len(delivery_ids(pending)) == 3
+    assert len(addresses(pending)) == 3
     assert all(line.split()[2] == "hook" for line in pending.splitlines()[1:])
-    assert len(delivery_ids(ok(cli(db, "deliveries", "list", "--subscriber", "other", "--state", "dead")))) == 3
+    assert len(addresses(ok(cli(db, "deliveries", "list", "--subscriber", "other", "--state", "dead")))) == 3
 
 
 @pytest.mark.parametrize("since", ["90s", "30m", "7d", "2000-01-01T00:00:00Z", "2000-01-01T08:00:00+08:00"])
@@ -500,12 +517,12 @@ def test_the_cli_manages_subscribers_while_the_server_runs_on_the_same_database(
         assert state == "paused"
         # Paused: the next event is held, not sent.
         post(job_body(2))
-        held = delivery_ids(ok(cli(db, "deliveries", "list", "--state", "pending")))
+        held = addresses(ok(cli(db, "deliveries", "list", "--state", "pending")))
         assert len(held) == 1
         # Resumed from the CLI: the running server notices within its poll interval and delivers it.
         ok(cli(db, "subscribers", "resume", "live"))
         wait_until(lambda: recorder.count() == 2)
-        wait_until(lambda: field(ok(cli(db, "deliveries", "show", str(held[0]))), "state") == "delivered")
+        wait_until(lambda: field(ok(cli(db, "deliveries", "show", *held[0])), "state") == "delivered")
         # And a change made through the server's API shows in the CLI.
         patched = httpx.patch(
             f"{server.url}/api/subscribers/live", json={"types": ["cos.workflow.*"]}, headers=admin, timeout=30

@@ -18,7 +18,18 @@ from relay.domain.errors import UnknownSubscriber
 from relay.store.answers import Delivery
 from relay.store.records import Target
 
-_COLUMNS = ("id", "state", "subscriber", "event_type", "subject", "attempts", "last_status", "next_attempt_at")
+#: ``id`` is ``-`` for a delivery with no row (the event log's): it is shown and retried by subscriber and event_id.
+_COLUMNS = (
+    "id",
+    "state",
+    "subscriber",
+    "event_type",
+    "subject",
+    "attempts",
+    "last_status",
+    "next_attempt_at",
+    "event_id",
+)
 _ATTEMPT_COLUMNS = ("started_at", "trigger", "outcome", "status", "duration", "error")
 
 
@@ -70,15 +81,43 @@ def list_(db_path: Target, subscriber: str | None, state: str | None, event_id: 
     click.echo(render_table([_row(delivery) for delivery in page.items], _COLUMNS))
 
 
+#: A delivery with no row is addressed by these two instead of its ID.
+_by_pair = (
+    click.option("--subscriber", help="With --event-id, instead of ID: the delivery of that event to this subscriber."),
+    click.option("--event-id", help="With --subscriber, instead of ID (a delivery with no row shows id -)."),
+)
+
+
+def _pair(delivery_id: int | None, subscriber: str | None, event_id: str | None) -> tuple[str, str] | None:
+    """The (subscriber, event) a command names instead of an ID, or None when it names an ID; a usage error (exit 2)
+    when it names neither or both."""
+    if (delivery_id is None) == (subscriber is None or event_id is None):
+        raise click.UsageError("give a delivery ID, or --subscriber and --event-id (not both)")
+    return None if subscriber is None or event_id is None else (subscriber, event_id)
+
+
 @deliveries.command()
-@click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID))
+@click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID), required=False)
+@_by_pair[0]
+@_by_pair[1]
 @db_option
-def show(db_path: Target, delivery_id: int) -> None:
-    """Show delivery ID with its attempts log."""
+def show(db_path: Target, delivery_id: int | None, subscriber: str | None, event_id: str | None) -> None:
+    """Show delivery ID (or the delivery of --event-id to --subscriber) with its attempts log."""
+    pair = _pair(delivery_id, subscriber, event_id)
     with existing_store(db_path) as store:
-        delivery = store.get_delivery(delivery_id)
+        if pair is None:
+            delivery = store.get_delivery(delivery_id) if delivery_id is not None else None
+            missing = f"no delivery has id {delivery_id}"
+        else:
+            found = store.get_subscriber(pair[0])
+            if found is None:
+                raise click.ClickException(
+                    UnknownSubscriber.named(pair[0], (s.name for s in store.list_subscribers())).detail
+                )
+            delivery = store.delivery_of(found.id, pair[1])
+            missing = f"event {pair[1]} is not owed to subscriber {pair[0]}"
     if delivery is None:
-        raise click.ClickException(f"no delivery has id {delivery_id}")
+        raise click.ClickException(missing)
     attempts = [dict(attempt) for attempt in delivery["attempts_log"]]
     fields = {name: value for name, value in delivery.items() if name != "attempts_log"}
     width = max(len(name) for name in fields)
@@ -94,11 +133,19 @@ def show(db_path: Target, delivery_id: int) -> None:
 
 
 @deliveries.command()
-@click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID))
+@click.argument("delivery_id", metavar="ID", type=Whole(1, MAX_ID), required=False)
+@_by_pair[0]
+@_by_pair[1]
 @db_option
-def retry(db_path: Target, delivery_id: int) -> None:
-    """Queue delivery ID again now (delivered, dead or waiting for a retry)."""
+def retry(db_path: Target, delivery_id: int | None, subscriber: str | None, event_id: str | None) -> None:
+    """Queue delivery ID (or the delivery of --event-id to --subscriber) again now (delivered, dead or waiting for a
+    retry)."""
+    pair = _pair(delivery_id, subscriber, event_id)
     # Retrying never changes a URL, so no address policy is involved.
     with subscribers_service(db_path, AddressPolicy()) as service:
-        delivery = service.retry_delivery(delivery_id)
-    click.echo(f"delivery {delivery_id} to {delivery['subscriber']} queued again ({delivery['state']})")
+        if pair is None:
+            assert delivery_id is not None
+            delivery = service.retry_delivery(delivery_id)
+        else:
+            delivery = service.retry_delivery_of(*pair)
+    click.echo(f"delivery {delivery['id']} to {delivery['subscriber']} queued again ({delivery['state']})")

@@ -115,6 +115,21 @@ def outbox_console_routes(
         await call(subscribers.retry_delivery, number)
         return RedirectResponse(f"/console/deliveries/{number}?retried=1", status_code=303)
 
+    async def delivery_of(request: Request) -> Response:
+        """A delivery with no row of its own (the event log's), by subscriber and event."""
+        name, event_id = request.path_params["name"], request.path_params["event_id"]
+        found = await call(subscribers.delivery_of, name, event_id)
+        if found["id"] is not None:  # it has a row: its page
+            return RedirectResponse(f"/console/deliveries/{found['id']}", status_code=303)
+        context = {"delivery": found, "event": await call(store.event_body, event_id)}
+        return renderer.page(request, "delivery.html", retried=False, **context)
+
+    async def retry_of(request: Request) -> Response:
+        await checked_form(request, sessions, public_url)
+        name, event_id = request.path_params["name"], request.path_params["event_id"]
+        retried = await call(subscribers.retry_delivery_of, name, event_id)  # written as a row first: it has an id
+        return RedirectResponse(f"/console/deliveries/{retried['id']}?retried=1", status_code=303)
+
     def callback_id(request: Request) -> int:
         return params.identifier(request.path_params["id"], "callback id")
 
@@ -149,6 +164,8 @@ def outbox_console_routes(
         Route(f"{named}/resume", resume, methods=["POST"]),
         Route(f"{named}/rotate-secret", rotate, methods=["POST"]),
         Route(f"{named}/recover", recover, methods=["POST"]),
+        Route(f"{named}/deliveries/{{event_id}}", delivery_of, methods=["GET"]),
+        Route(f"{named}/deliveries/{{event_id}}/retry", retry_of, methods=["POST"]),
         Route("/deliveries/{id}", delivery, methods=["GET"]),
         Route("/deliveries/{id}/retry", retry, methods=["POST"]),
     ]

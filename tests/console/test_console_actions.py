@@ -59,8 +59,18 @@ def test_recover_with_a_bad_time_is_a_400_page(signed_in: Console) -> None:
 def test_retry_sends_a_delivery_again_now(signed_in: Console) -> None:
     signed_in.add_subscriber("billing", "/ok")
     signed_in.callback(job_body(1))
-    wait_until(lambda: delivery(signed_in, 1)["state"] == "delivered", what="the first delivery")
-    answer = signed_in.post("/console/deliveries/1/retry")
+
+    def listed() -> list[dict[str, Any]]:
+        items = signed_in.api("/api/deliveries")["items"]
+        assert isinstance(items, list)
+        return items
+
+    wait_until(lambda: [d["state"] for d in listed()] == ["delivered"], what="the first delivery")
+    # Delivered in order from the event log, it has no row: its page and button are by subscriber and event.
+    [first] = listed()
+    by_event = f"/console/subscribers/billing/deliveries/{first['event_id']}"
+    assert "Retry now" in signed_in.get(by_event).text
+    answer = signed_in.post(f"{by_event}/retry")  # written as a row first: it has an id from then on
     assert (answer.status_code, answer.headers["location"]) == (303, "/console/deliveries/1?retried=1")
     wait_until(lambda: len(signed_in.sender.to("/ok")) == 2, what="the retried attempt")
     wait_until(lambda: delivery(signed_in, 1)["attempts"] == 2, what="the attempt recorded")

@@ -28,6 +28,10 @@ TABLES = (
     "nonexistent_job_ids",
     "secrets",
     "subscribers",
+    "cursors",
+    "filters",
+    "gaps",
+    "leases",
     "events",
     "deliveries",
     "attempts",
@@ -66,6 +70,9 @@ async def _copy(reader: sqlite3.Connection, target: PostgresUrl) -> dict[str, in
                     raise StoreConflict(f"the database at {target} already holds {table}: copy into an empty one")
             for table in TABLES:
                 copied[table] = await _copy_table(reader, conn, table)
+            # The event log's one row (migration made it in both): where its head may never go back below.
+            [(floor,)] = reader.execute("SELECT position FROM log_floor WHERE id = 1").fetchall()
+            await conn.execute("UPDATE log_floor SET position = $1 WHERE id = 1", floor)
             for table in IDENTITIES:
                 await conn.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false)"
