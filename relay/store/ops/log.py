@@ -205,31 +205,37 @@ async def lease(db: Db, subscriber_id: int, now: datetime, expires: datetime, li
     if cursor["expiry"] is not None and cursor["expiry"] <= stamp:
         await db.execute("DELETE FROM leases WHERE subscriber_id = ?", subscriber_id)
         start = cursor["acked"]
-    rows = await db.fetch(
-        "SELECT e.id, e.position, e.created_at, e.type, e.subject, e.item_key, e.tag, e.state, e.queue_id, e.bucket,"
-        " e.object_key, EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.subscriber_id = ?) AS rowed"
-        " FROM events e WHERE e.position > ? ORDER BY e.position LIMIT ?",
-        subscriber_id,
-        start,
-        SCAN,
-    )
-    if not rows:
-        if start != cursor["leased"]:
-            await db.execute("UPDATE cursors SET leased = ? WHERE subscriber_id = ?", start, subscriber_id)
-        return []
     history = await filter_history(db, subscriber_id)
     token = f"{stamp}/{uuid.uuid4().hex[:12]}"
     taken: list[Leased] = []
-    last = start
-    for row in rows:
-        last = row["position"]
-        kept = filter_at(history, last)
-        if row["rowed"] or kept is None:
-            continue
-        if kept.everything or kept.matches(matchable(row)):
-            taken.append(Leased(row["id"], last, row["created_at"], token, last <= cursor["leased"]))
-            if len(taken) >= limit:
-                break
+    last, read = start, 0
+    # Read in batches sized to what is asked (a lane wants one or a few): most claims need one batch, a filter that
+    # passes most events reads on, up to `SCAN` positions.
+    while len(taken) < limit and read < SCAN:
+        rows = await db.fetch(
+            "SELECT e.id, e.position, e.created_at, e.type, e.subject, e.item_key, e.tag, e.state, e.queue_id,"
+            " e.bucket, e.object_key, EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id"
+            " AND d.subscriber_id = ?) AS rowed FROM events e WHERE e.position > ? ORDER BY e.position LIMIT ?",
+            subscriber_id,
+            last,
+            min(SCAN - read, max(2 * (limit - len(taken)), 16)),
+        )
+        if not rows:
+            break
+        read += len(rows)
+        for row in rows:
+            last = row["position"]
+            kept = filter_at(history, last)
+            if row["rowed"] or kept is None:
+                continue
+            if kept.everything or kept.matches(matchable(row)):
+                taken.append(Leased(row["id"], last, row["created_at"], token, last <= cursor["leased"]))
+                if len(taken) >= limit:
+                    break
+    if last == start:
+        if start != cursor["leased"]:
+            await db.execute("UPDATE cursors SET leased = ? WHERE subscriber_id = ?", start, subscriber_id)
+        return []
     if taken:
         await db.execute(
             "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
