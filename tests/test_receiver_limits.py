@@ -98,7 +98,7 @@ def test_the_rate_a_receiver_allows_paces_its_deliveries(admin: httpx.Client, si
 def started(api: httpx.Client, subscriber: str) -> list[datetime]:
     found = []
     for delivery in api.get("/api/deliveries", params={"subscriber": subscriber}).json()["items"]:
-        detail = api.get(f"/api/deliveries/{delivery['id']}").json()
+        detail = api.get(f"/api/subscribers/{subscriber}/deliveries/{delivery['event_id']}").json()  # row or not
         found += [datetime.fromisoformat(attempt["started_at"]) for attempt in detail["attempts_log"]]
     return found
 

@@ -24,8 +24,10 @@ JITTER = 0.2
 SLACK = 1.5
 
 
-def attempts(api: httpx.Client, delivery_id: int) -> list[dict[str, Any]]:
-    return list(api.get(f"/api/deliveries/{delivery_id}").json()["attempts_log"])
+def attempts(api: httpx.Client, delivery: dict[str, Any]) -> list[dict[str, Any]]:
+    """Its attempts, by subscriber and event (a delivery of the event log has a row, an id, only once it failed)."""
+    path = f"/api/subscribers/{delivery['subscriber']}/deliveries/{delivery['event_id']}"
+    return list(api.get(path).json()["attempts_log"])
 
 
 def gaps(log: list[dict[str, Any]]) -> list[float]:
@@ -71,7 +73,7 @@ def test_events_held_during_a_subscriber_outage_all_arrive_after_it_on_schedule_
             wait_until(lambda: unfinished_deliveries(db) == 0, timeout=20, what="all deliveries recorded delivered")
 
             items = api.get("/api/deliveries", params={"limit": "500"}).json()["items"]
-            logs = [attempts(api, item["id"]) for item in items]
+            logs = [attempts(api, item) for item in items]
     finally:
         server.stop()
         subscriber.stop()

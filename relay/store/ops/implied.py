@@ -392,13 +392,15 @@ async def matching(db: Db, owner: Cursor, after: int, upto: int, cap: int = COUN
 
 
 async def outbox(db: Db) -> dict[str, tuple[int, str | None]]:
-    """The deliveries of the log still owed (pending, in flight), each state's count and its oldest event's
-    ``created_at``: per live subscriber, its matching events after ``leased`` (up to `COUNT_CAP`) and its leases'
-    outstanding ones."""
+    """The deliveries of the log still owed (pending, in flight) and dropped, each state's count and (owed) its oldest
+    event's ``created_at``: per live subscriber, its matching events after ``leased`` (up to `COUNT_CAP`), its leases'
+    outstanding ones, and those in its `gaps` rows ``dropped``."""
     head = int(await db.fetchval(f"SELECT {HEAD}"))
-    pending, in_flight = 0, 0
+    pending, in_flight, dropped = 0, 0, 0
     oldest: dict[str, str | None] = {"pending": None, "in_flight": None}
     for owner in await cursors(db):
+        for after, last, reason in owner.gaps:
+            dropped += await matching(db, owner, after, last) if reason == "dropped" else 0
         owed = await matching(db, owner, owner.leased, head)
         if owed:
             pending += owed
@@ -410,7 +412,11 @@ async def outbox(db: Db) -> dict[str, tuple[int, str | None]]:
             )
             first = await _first_owed(db, owner, min(after for after, _ in owner.leases), owner.leased)
             oldest["in_flight"] = min(filter(None, (oldest["in_flight"], first)), default=None)
-    return {"pending": (pending, oldest["pending"]), "in_flight": (in_flight, oldest["in_flight"])}
+    return {
+        "pending": (pending, oldest["pending"]),
+        "in_flight": (in_flight, oldest["in_flight"]),
+        "dropped": (dropped, None),
+    }
 
 
 async def _first_owed(db: Db, owner: Cursor, after: int, upto: int) -> str | None:
