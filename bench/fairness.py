@@ -25,6 +25,7 @@ from bench.ingest import gateway, sink
 from bench.load import closed_loop, new_run_id, sample_template
 from bench.process import free_port
 from bench.report import fairness_table
+from relay.store.records import PostgresUrl
 
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway gateway on loopback
 #: The backlog must be gone this long after the load stops; waiting ends a while later.
@@ -67,10 +68,14 @@ def _settle(record: Path, expected: int, limit: float) -> float | None:
     return time.monotonic() - started
 
 
-def measure(seconds: float, connections: int, folder: Path, *, warmup: float = 2.0) -> FairnessResult:
+def measure(
+    seconds: float, connections: int, folder: Path, *, warmup: float = 2.0, database: PostgresUrl | None = None
+) -> FairnessResult:
+    """``database``: the gateway's store URL (default: a fresh SQLite file in ``folder``)."""
     record, port = folder / "received", free_port()
     env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN}
-    with sink(record) as url, gateway(port, folder / "g.db", folder / "g.log", subscriber_url=url, env=env):
+    db = database or folder / "g.db"
+    with sink(record) as url, gateway(port, db, folder / "g.log", subscriber_url=url, env=env):
         template = sample_template()
         if warmup:
             warm = closed_loop(port, template, new_run_id(), connections=connections, seconds=warmup)
@@ -102,10 +107,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--postgres", action="store_true", help="the gateway on PostgreSQL instead of SQLite")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cos-relay-fairness-") as folder:
-        result = measure(options.seconds, options.connections, Path(folder))
+        if not options.postgres:
+            result = measure(options.seconds, options.connections, Path(folder))
+        else:
+            from tests.postgres import running
+
+            with running() as cluster:
+                cluster.psql("CREATE DATABASE fairness")
+                result = measure(
+                    options.seconds, options.connections, Path(folder), database=PostgresUrl(cluster.url("fairness"))
+                )
     text = json.dumps(asdict(result), indent=2)
     print(text)
     print("\n".join(fairness_table(asdict(result))))
