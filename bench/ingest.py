@@ -28,7 +28,7 @@ from bench.process import free_port, running, serving
 from bench.report import emit
 from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
-from relay.domain.subscribers import SubscriberSpec
+from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, SubscriberSpec
 from relay.store import store_for
 from relay.store.records import PostgresUrl, Target
 
@@ -92,12 +92,13 @@ class IngestReport:
     fixed_rate: dict[str, LoadResult]
 
 
-def add_subscriber(db: Target, url: str, name: str = "sink") -> None:
+def add_subscriber(db: Target, url: str, name: str = "sink", max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
     """Create the database (migrated) with one subscriber matching every event."""
     with store_for(db) as store:
-        store.add_subscriber(
-            SubscriberSpec(name=name, url=url, secret=generate_secret(), filter=Filter()), datetime.now(UTC)
+        spec = SubscriberSpec(
+            name=name, url=url, secret=generate_secret(), filter=Filter(), max_in_flight=max_in_flight
         )
+        store.add_subscriber(spec, datetime.now(UTC))
 
 
 @contextlib.contextmanager
