@@ -122,18 +122,6 @@ async def test_a_batch_waits_for_the_urgent_writes_under_way_but_not_for_those_t
     assert committed == ["first", "callback", "later"]
 
 
-async def test_without_urgent_writes_under_way_a_batch_starts_at_once() -> None:
-    database = FakeDatabase()
-    group: GroupCommit[list[str]] = GroupCommit(database.transaction)
-
-    async def quick() -> str:
-        return "urgent"
-
-    assert await group.urgent(quick()) == "urgent"
-    assert await group.run(insert("callback")) == "callback"
-    assert database.transactions == [1]
-
-
 def test_concurrent_callbacks_on_postgresql_are_all_recorded_in_fewer_transactions(postgres: Cluster) -> None:
     url: PostgresUrl = fresh_database(postgres)
     transactions: list[str | None] = []

@@ -19,8 +19,8 @@ transactions of their own on other connections, never queued here, but under sat
 another without a gap and share the store's loop, the driver and the server with them. So `urgent` goes next: a
 batch about to start waits until the urgent writes under way have committed (those only: urgent writes arriving
 meanwhile do not hold it again, so ingest always gets its turn). The batch under way is not cut short: its writes
-run in lockstep, all of them half done until the last step. Measured (docs/performance.md, issue 26): 24-32% of
-the events delivered during saturated ingest became 30-41%; what holds the rest back is the lanes' round trips.
+run in lockstep, all of them half done until the last step. Measured (docs/performance.md, issue 26): 22-32% of
+the events delivered during saturated ingest became 32-39%; what holds the rest back is the lanes' round trips.
 """
 
 from __future__ import annotations
