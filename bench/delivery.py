@@ -1,6 +1,8 @@
 """Delivery throughput: drain N pending events to a local sink, against a raw aiohttp loop to the same sink.
 
-Run: python -m bench.delivery [--events 20000] [--concurrency 32] [--json PATH]
+Run: python -m bench.delivery [--events 20000] [--concurrency 32] [--postgres] [--json PATH]
+
+``--postgres``: the drain's store on a throwaway PostgreSQL cluster (tests/postgres.py) instead of SQLite.
 
 Three sides run in this process, one after the other, on uvloop (as the gateway's worker does under
 uvicorn), against the same sink process, posting the same bodies with the same concurrency. The
@@ -47,6 +49,7 @@ from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec
 from relay.ingest import Ingest, Reader
 from relay.store import Store, store_for
+from relay.store.records import PostgresUrl
 from relay.validate.schema import CallbackSchema
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "samples" / "transcode_success.xml"
@@ -168,13 +171,14 @@ async def drain(store: Store, events: int) -> Rate:
     return meter.rate(events)
 
 
-def measure(events: int, concurrency: int) -> Result:
+def measure(events: int, concurrency: int, database: PostgresUrl | None = None) -> Result:
+    """``database``: the store's URL (default: a fresh SQLite file)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
     with (
         running(["-m", "bench.sink", str(port)], port),
         tempfile.TemporaryDirectory() as folder,
-        store_for(Path(folder) / "bench.db") as store,
+        store_for(database or Path(folder) / "bench.db") as store,
     ):
         bodies = fill(store, events, url, concurrency)
         # As `cos-relay serve` does once the app is built (the schema is loaded by now): for both sides.
@@ -199,9 +203,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--postgres", action="store_true", help="the drain on PostgreSQL instead of SQLite")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
-    result = measure(options.events, options.concurrency)
+    if not options.postgres:
+        result = measure(options.events, options.concurrency)
+    else:
+        from tests.postgres import running as postgres
+
+        with postgres() as cluster:
+            cluster.psql("CREATE DATABASE drain")
+            result = measure(options.events, options.concurrency, PostgresUrl(cluster.url("drain")))
     print("\n".join(delivery_table(asdict(result) | {"ratio": result.ratio})))
     if options.json:
         options.json.write_text(json.dumps({**asdict(result), "ratio": result.ratio}, indent=2))

@@ -1,6 +1,9 @@
 """Fan-out cost: callback ack latency at 0, 100 and 1,000 matching subscribers, and what /metrics costs.
 
-Run: python -m bench.fanout [--requests 200] [--scrapes 20] [--levels 0,100,1000] [--json PATH]
+Run: python -m bench.fanout [--requests 200] [--scrapes 20] [--levels 0,100,1000] [--postgres] [--json PATH]
+
+``--postgres``: each level's gateway on a fresh database of a throwaway PostgreSQL cluster (tests/postgres.py)
+instead of a fresh SQLite file.
 
 Each level gets a fresh ``cos-relay serve`` (1 worker, fresh database) with that many subscribers
 matching every event, pointing at a sink (bench/sink.py, ``--allow-networks 127.0.0.0/8``).
@@ -45,6 +48,7 @@ from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import store_for
+from relay.store.records import PostgresUrl, Target
 
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway gateway on loopback
 #: Callbacks each subscriber takes (and delivers to the sink) before it is paused.
@@ -183,7 +187,7 @@ def _pending(port: int) -> bool:
     return False
 
 
-def add_subscribers(db: Path, url: str, count: int) -> None:
+def add_subscribers(db: Target, url: str, count: int) -> None:
     """Create the database with ``count`` subscribers matching every event, all enabled."""
     with store_for(db) as store:
         at = datetime.now(UTC)
@@ -247,7 +251,15 @@ def run_scrape_loops(port: int, loops: int, seconds: float) -> None:
     print(done[0], flush=True)
 
 
-def measure(levels: tuple[int, ...], requests: int, scrapes: int, folder: Path, progress: bool = True) -> FanoutResult:
+def measure(
+    levels: tuple[int, ...],
+    requests: int,
+    scrapes: int,
+    folder: Path,
+    progress: bool = True,
+    databases: Callable[[int], Target] | None = None,
+) -> FanoutResult:
+    """``databases``: where the gateway of each level keeps its store (default: a fresh SQLite file)."""
     warmup = max(5, requests // 10)
     port = free_port()
     with bare(port, folder / "bare.log"):
@@ -259,7 +271,8 @@ def measure(levels: tuple[int, ...], requests: int, scrapes: int, folder: Path, 
     backlog: list[Ack] = []
     with sink() as sink_url:
         for count in levels:
-            port, db = free_port(), folder / f"fanout-{count}.db"
+            port = free_port()
+            db = databases(count) if databases is not None else folder / f"fanout-{count}.db"
             add_subscribers(db, sink_url, count)
             env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN}
             with gateway(port, db, folder / f"fanout-{count}.log", env=env):
@@ -318,11 +331,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--levels", default="0,100,1000")
+    parser.add_argument("--postgres", action="store_true", help="each level on PostgreSQL instead of SQLite")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
     levels = tuple(int(level) for level in options.levels.split(","))
     with tempfile.TemporaryDirectory(prefix="cos-relay-fanout-") as folder:
-        result = measure(levels, options.requests, options.scrapes, Path(folder))
+        if not options.postgres:
+            result = measure(levels, options.requests, options.scrapes, Path(folder))
+        else:
+            from tests.postgres import running
+
+            with running() as cluster:
+
+                def database(count: int) -> Target:
+                    cluster.psql(f"CREATE DATABASE fanout{count}")
+                    return PostgresUrl(cluster.url(f"fanout{count}"))
+
+                result = measure(levels, options.requests, options.scrapes, Path(folder), databases=database)
     emit(result, options.json)
 
 
