@@ -133,8 +133,7 @@ def main() -> None:
             from tests.postgres import running
 
             with running() as cluster:
-                cluster.psql("CREATE DATABASE fairness")
-                url = PostgresUrl(cluster.url("fairness"))
+                url = cluster.new_database()
                 result = measure(options.seconds, options.connections, Path(folder), database=url, max_in_flight=lanes)
     text = json.dumps(asdict(result), indent=2)
     print(text)

@@ -30,7 +30,8 @@ from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, SubscriberSpec
 from relay.store import store_for
-from relay.store.records import PostgresUrl, Target
+from relay.store.records import Target
+from tests.live import db_text
 
 ADMIN_TOKEN = "bench-admin-JCBuI0Nsq1eRbkYjHAhxqx_P2b3-NBgsY9ESF05oPPk"  # noqa: S105 - a throwaway gateway on loopback
 
@@ -114,7 +115,7 @@ def gateway(
     """``cos-relay serve`` as an operator runs it: the CLI, default durability and log level."""
     if subscriber_url is not None:
         add_subscriber(db, subscriber_url)
-    args = ["-m", "relay", "serve", "--port", str(port), "--db", db.url if isinstance(db, PostgresUrl) else str(db)]
+    args = ["-m", "relay", "serve", "--port", str(port), "--db", db_text(db)]
     args += ["--callback-token", TOKEN, "--admin-token", ADMIN_TOKEN, "--workers", str(workers)]
     args += ["--allow-networks", "127.0.0.0/8"]  # subscribers (the sink) are on loopback
     with serving(args, port, log, env=env) as process:
