@@ -212,8 +212,7 @@ def main() -> None:
         from tests.postgres import running as postgres
 
         with postgres() as cluster:
-            cluster.psql("CREATE DATABASE drain")
-            result = measure(options.events, options.concurrency, PostgresUrl(cluster.url("drain")))
+            result = measure(options.events, options.concurrency, cluster.new_database())
     print("\n".join(delivery_table(asdict(result) | {"ratio": result.ratio})))
     if options.json:
         options.json.write_text(json.dumps({**asdict(result), "ratio": result.ratio}, indent=2))

@@ -1,6 +1,9 @@
 """Fair delivery under saturated ingest: how many events reach a fast subscriber while callbacks pour in.
 
-Run: python -m bench.fairness [--seconds 6] [--connections 32] [--json PATH]
+Run: python -m bench.fairness [--seconds 6] [--connections 32] [--max-in-flight 8] [--postgres] [--json PATH]
+
+``--max-in-flight``: the subscriber's limit of deliveries in flight (its lanes; default a subscriber's default).
+``--postgres``: the gateway on a throwaway PostgreSQL cluster (tests/postgres.py) instead of SQLite.
 
 ``cos-relay serve`` (1 worker, one subscriber: the recording sink) takes a closed-loop load (wrk,
 ``--connections``) for ``--seconds``. Measured in the same run: the callbacks accepted, the events the
@@ -21,10 +24,11 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.ingest import gateway, sink
+from bench.ingest import add_subscriber, gateway, sink
 from bench.load import closed_loop, new_run_id, sample_template
 from bench.process import free_port
 from bench.report import fairness_table
+from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT
 from relay.store.records import PostgresUrl
 
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway gateway on loopback
@@ -69,28 +73,38 @@ def _settle(record: Path, expected: int, limit: float) -> float | None:
 
 
 def measure(
-    seconds: float, connections: int, folder: Path, *, warmup: float = 2.0, database: PostgresUrl | None = None
+    seconds: float,
+    connections: int,
+    folder: Path,
+    *,
+    warmup: float = 2.0,
+    database: PostgresUrl | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> FairnessResult:
     """``database``: the gateway's store URL (default: a fresh SQLite file in ``folder``)."""
     record, port = folder / "received", free_port()
     env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN}
     db = database or folder / "g.db"
-    with sink(record) as url, gateway(port, db, folder / "g.log", subscriber_url=url, env=env):
-        template = sample_template()
-        if warmup:
-            warm = closed_loop(port, template, new_run_id(), connections=connections, seconds=warmup)
-            _settle(record, warm.accepted, DRAIN_LIMIT)
-        before = _delivered(record)
-        lags: list[float] = []
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            running = pool.submit(closed_loop, port, template, new_run_id(), connections=connections, seconds=seconds)
-            while not running.done():
-                with contextlib.suppress(OSError):  # a scrape that timed out under load: no sample that second
-                    lags.append(_lag(port))
-                concurrent.futures.wait([running], timeout=1.0)
-            load = running.result()
-        during = _delivered(record) - before
-        drain = _settle(record, before + load.accepted, DRAIN_LIMIT)
+    with sink(record) as url:
+        add_subscriber(db, url, max_in_flight=max_in_flight)
+        with gateway(port, db, folder / "g.log", env=env):
+            template = sample_template()
+            if warmup:
+                warm = closed_loop(port, template, new_run_id(), connections=connections, seconds=warmup)
+                _settle(record, warm.accepted, DRAIN_LIMIT)
+            before = _delivered(record)
+            lags: list[float] = []
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                running = pool.submit(
+                    closed_loop, port, template, new_run_id(), connections=connections, seconds=seconds
+                )
+                while not running.done():
+                    with contextlib.suppress(OSError):  # a scrape that timed out under load: no sample that second
+                        lags.append(_lag(port))
+                    concurrent.futures.wait([running], timeout=1.0)
+                load = running.result()
+            during = _delivered(record) - before
+            drain = _settle(record, before + load.accepted, DRAIN_LIMIT)
     return FairnessResult(
         connections=connections,
         seconds=load.seconds,
@@ -107,20 +121,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="the subscriber's lanes")
     parser.add_argument("--postgres", action="store_true", help="the gateway on PostgreSQL instead of SQLite")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
+    lanes = options.max_in_flight
     with tempfile.TemporaryDirectory(prefix="cos-relay-fairness-") as folder:
         if not options.postgres:
-            result = measure(options.seconds, options.connections, Path(folder))
+            result = measure(options.seconds, options.connections, Path(folder), max_in_flight=lanes)
         else:
             from tests.postgres import running
 
             with running() as cluster:
-                cluster.psql("CREATE DATABASE fairness")
-                result = measure(
-                    options.seconds, options.connections, Path(folder), database=PostgresUrl(cluster.url("fairness"))
-                )
+                url = cluster.new_database()
+                result = measure(options.seconds, options.connections, Path(folder), database=url, max_in_flight=lanes)
     text = json.dumps(asdict(result), indent=2)
     print(text)
     print("\n".join(fairness_table(asdict(result))))

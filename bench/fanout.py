@@ -48,7 +48,7 @@ from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import store_for
-from relay.store.records import PostgresUrl, Target
+from relay.store.records import Target
 
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway gateway on loopback
 #: Callbacks each subscriber takes (and delivers to the sink) before it is paused.
@@ -257,9 +257,9 @@ def measure(
     scrapes: int,
     folder: Path,
     progress: bool = True,
-    databases: Callable[[int], Target] | None = None,
+    new_database: Callable[[], Target] | None = None,
 ) -> FanoutResult:
-    """``databases``: where the gateway of each level keeps its store (default: a fresh SQLite file)."""
+    """``new_database``: a fresh store for each level's gateway (default: a fresh SQLite file)."""
     warmup = max(5, requests // 10)
     port = free_port()
     with bare(port, folder / "bare.log"):
@@ -272,7 +272,7 @@ def measure(
     with sink() as sink_url:
         for count in levels:
             port = free_port()
-            db = databases(count) if databases is not None else folder / f"fanout-{count}.db"
+            db = new_database() if new_database is not None else folder / f"fanout-{count}.db"
             add_subscribers(db, sink_url, count)
             env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN}
             with gateway(port, db, folder / f"fanout-{count}.log", env=env):
@@ -342,12 +342,9 @@ def main() -> None:
             from tests.postgres import running
 
             with running() as cluster:
-
-                def database(count: int) -> Target:
-                    cluster.psql(f"CREATE DATABASE fanout{count}")
-                    return PostgresUrl(cluster.url(f"fanout{count}"))
-
-                result = measure(levels, options.requests, options.scrapes, Path(folder), databases=database)
+                result = measure(
+                    levels, options.requests, options.scrapes, Path(folder), new_database=cluster.new_database
+                )
     emit(result, options.json)
 
 

@@ -28,9 +28,10 @@ from bench.process import free_port, running, serving
 from bench.report import emit
 from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
-from relay.domain.subscribers import SubscriberSpec
+from relay.domain.subscribers import DEFAULT_MAX_IN_FLIGHT, SubscriberSpec
 from relay.store import store_for
-from relay.store.records import PostgresUrl, Target
+from relay.store.records import Target
+from tests.live import db_text
 
 ADMIN_TOKEN = "bench-admin-JCBuI0Nsq1eRbkYjHAhxqx_P2b3-NBgsY9ESF05oPPk"  # noqa: S105 - a throwaway gateway on loopback
 
@@ -92,12 +93,13 @@ class IngestReport:
     fixed_rate: dict[str, LoadResult]
 
 
-def add_subscriber(db: Target, url: str, name: str = "sink") -> None:
+def add_subscriber(db: Target, url: str, name: str = "sink", max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
     """Create the database (migrated) with one subscriber matching every event."""
     with store_for(db) as store:
-        store.add_subscriber(
-            SubscriberSpec(name=name, url=url, secret=generate_secret(), filter=Filter()), datetime.now(UTC)
+        spec = SubscriberSpec(
+            name=name, url=url, secret=generate_secret(), filter=Filter(), max_in_flight=max_in_flight
         )
+        store.add_subscriber(spec, datetime.now(UTC))
 
 
 @contextlib.contextmanager
@@ -113,7 +115,7 @@ def gateway(
     """``cos-relay serve`` as an operator runs it: the CLI, default durability and log level."""
     if subscriber_url is not None:
         add_subscriber(db, subscriber_url)
-    args = ["-m", "relay", "serve", "--port", str(port), "--db", db.url if isinstance(db, PostgresUrl) else str(db)]
+    args = ["-m", "relay", "serve", "--port", str(port), "--db", db_text(db)]
     args += ["--callback-token", TOKEN, "--admin-token", ADMIN_TOKEN, "--workers", str(workers)]
     args += ["--allow-networks", "127.0.0.0/8"]  # subscribers (the sink) are on loopback
     with serving(args, port, log, env=env) as process:

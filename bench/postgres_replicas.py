@@ -31,8 +31,9 @@ from relay.deliver.signing import generate_secret
 from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec, SubscriberState
 from relay.store import store_for
-from relay.store.records import PostgresUrl, Target
+from relay.store.records import Target
 from tests.balancer import balancing
+from tests.live import db_text
 from tests.postgres import Cluster, running
 
 INGEST_VARIANTS = ("bare", "sqlite", "pg-1", "pg-1-nginx", "pg-2-nginx")
@@ -42,9 +43,7 @@ DELIVERY_VARIANTS = ("sqlite", "pg-1", "pg-2-nginx")
 def fresh(cluster: Cluster, folder: Path, variant: str) -> Target:
     if variant == "sqlite":
         return folder / f"{uuid.uuid4().hex}.db"
-    name = f"b_{uuid.uuid4().hex}"
-    cluster.psql(f"CREATE DATABASE {name}")
-    return PostgresUrl(cluster.url(name))
+    return cluster.new_database()
 
 
 @contextlib.contextmanager
@@ -66,7 +65,7 @@ def deployed(variant: str, db: Target, folder: Path) -> Iterator[int]:
                 "--port",
                 str(port),
                 "--db",
-                db.url if isinstance(db, PostgresUrl) else str(db),
+                db_text(db),
             ]
             args += ["--callback-token", TOKEN, "--admin-token", ADMIN_TOKEN, "--allow-networks", "127.0.0.0/8"]
             args += ["--pool-size", "16"]

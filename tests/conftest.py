@@ -150,9 +150,7 @@ def fresh_database(cluster: Cluster) -> PostgresUrl:
 
 def empty_database(cluster: Cluster) -> PostgresUrl:
     """A new database in ``cluster`` that cos-relay never set up."""
-    name = f"e_{uuid.uuid4().hex}"
-    cluster.psql(f"CREATE DATABASE {name}")
-    return PostgresUrl(cluster.url(name))
+    return cluster.new_database()
 
 
 @contextlib.contextmanager

@@ -14,10 +14,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+
+from relay.store.records import PostgresUrl
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -101,6 +104,12 @@ class Cluster:
         if self._admin is None or self._admin.closed:
             self._admin = psycopg.connect(self.url(), autocommit=True)
         return self._admin
+
+    def new_database(self) -> PostgresUrl:
+        """A new, empty database of its own (cos-relay sets it up at its first connection): its URL."""
+        name = f"d_{uuid.uuid4().hex}"
+        self._admin_connection().execute(f"CREATE DATABASE {name}".encode())
+        return PostgresUrl(self.url(name))
 
     def copy_database(self, name: str, template: str) -> None:
         """A new database ``name``, a copy of ``template`` file by file (no WAL: the cluster is throwaway)."""

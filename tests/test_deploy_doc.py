@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import DATA
 from tests.live import free_port, wait_until
 from tests.postgres import Cluster, running
 
@@ -105,6 +106,23 @@ def test_the_install_block_installs_from_this_checkout_and_enables_the_unit(host
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
     installed = host / "opt" / "cos-relay" / ".venv" / "bin" / "cos-relay"
     assert subprocess.run([str(installed), "--help"], capture_output=True, check=False).returncode == 0
+    # Installed, not editable: the package finds its XSD inside itself, whatever the working directory.
+    elsewhere, alone = host / "elsewhere", {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    elsewhere.mkdir()
+    sample = str(DATA / "samples" / "transcode_success.xml")
+    validated = subprocess.run([str(installed), "validate", sample], cwd=elsewhere, env=alone, capture_output=True)
+    assert validated.returncode == 0, validated.stderr
+    where = "from relay.validate.schema import schema_path; print(schema_path())"
+    located = subprocess.run(
+        [str(installed.with_name("python")), "-c", where],
+        cwd=elsewhere,
+        env=alone,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(host / "opt" / "cos-relay" / ".venv") in located
+    assert sys.prefix not in located
     assert (host / "etc" / "systemd" / "system" / "cos-relay.service").is_file()
     assert (host / "etc" / "cos-relay" / "env").stat().st_mode & 0o777 == 0o600
     assert (host / "systemctl.log").read_text().splitlines() == ["daemon-reload", "enable --now cos-relay"]

@@ -421,11 +421,13 @@ def test_slowloris_connections_are_timed_out_and_freed_while_normal_callbacks_ge
     body = fresh(5)
     answers: list[bytes] = []
     lock = threading.Lock()
+    begun = threading.Semaphore(0)
 
     def trickle(start: bytes, rest: bytes) -> None:
         received = b""
         with socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT + SECONDS) as sock:
             sock.sendall(start)
+            begun.release()
             for byte in rest[:100]:  # bounded: 50 s of trickling at most
                 time.sleep(0.5)
                 try:
@@ -444,7 +446,8 @@ def test_slowloris_connections_are_timed_out_and_freed_while_normal_callbacks_ge
     assert reset_peak_rss(gateway.pid)
     for thread in slow:
         thread.start()
-    time.sleep(0.5)
+    for _ in slow:  # every trickler has begun before the normal callbacks go
+        assert begun.acquire(timeout=10), "a trickler could not connect"
     latencies = []
     with httpx.Client(base_url=gateway.server.url, timeout=30) as client:
         for number in range(6):
@@ -465,8 +468,11 @@ def test_slowloris_connections_are_timed_out_and_freed_while_normal_callbacks_ge
     assert growth < 32 * MIB
     assert len(answers) == 20
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), {answer[:40] for answer in answers}
-    time.sleep(0.5)
-    assert len(list(Path(f"/proc/{gateway.pid}/fd").iterdir())) <= fds_before + 2  # the connections are gone
+    wait_until(
+        lambda: len(list(Path(f"/proc/{gateway.pid}/fd").iterdir())) <= fds_before + 2,
+        timeout=10,
+        what="the tricklers' connections closed",
+    )
 
 
 def test_a_connection_that_never_sends_a_byte_is_closed_after_the_timeout(gateway: Gateway) -> None:

@@ -3,7 +3,6 @@ refused, limited, asked again when it expires), binary content mode, and a subsc
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -91,8 +90,9 @@ def test_the_rate_a_receiver_allows_paces_its_deliveries(admin: httpx.Client, si
     wait_until(lambda: len(posts_to(sink, "/grant-rate/120/a")) == 4, what="four deliveries")
     assert options_to(sink, "/grant-rate/120/a")[0].headers["webhook-request-rate"] == "6000"
     starts = sorted(started(admin, "limited"))
-    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.45, gaps  # the pacing's half second, less the claim-to-start skew
+    # Paced at the claim, so a send may start up to a lane's scheduling delay late: three half-second intervals
+    # less one of slack, a bound slowness cannot break. At the subscriber's own 100/s the four start within ms.
+    assert (starts[-1] - starts[0]).total_seconds() >= 1.0, starts
 
 
 def started(api: httpx.Client, subscriber: str) -> list[datetime]:

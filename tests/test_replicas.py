@@ -1,5 +1,6 @@
 """Two `cos-relay serve` replicas on one PostgreSQL database: callbacks taken by either, every delivery
-attempted by one replica once, strict order held across them, tokens and subscribers shared, no file made."""
+attempted by one replica once, strict order held across them, tokens and subscribers shared, no file made, and a
+replica delivering while another records a callback for the same subscriber."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -108,3 +110,27 @@ def test_a_subscribers_rate_holds_across_two_replicas(
     # and its burst (1): the pacing is in the database they share.
     busiest = max(sum(1 for at in started if start <= at < start + timedelta(seconds=1)) for start in started)
     assert busiest <= 6, busiest
+
+
+def test_a_replica_delivers_while_another_is_recording_a_callback_for_the_same_subscriber(
+    postgres: Cluster, sink: Sink, tmp_path: Path
+) -> None:
+    url = empty_database(postgres)
+    server = ProcessServer(url, args=SERVE_ARGS, cwd=tmp_path)
+    server.start()
+    try:
+        callback_token, admin_token = tokens(url)
+        body = {"name": "hook", "url": f"{sink.url}/ok/hook"}
+        added = httpx.post(
+            f"{server.url}/api/subscribers", json=body, headers={"Authorization": f"Bearer {admin_token}"}
+        )
+        assert added.status_code == 201, added.text
+        # What another replica's callback holds until it commits: a key-share lock on the subscriber's row (its
+        # deliveries' foreign key). Under saturated ingest one is nearly always open; the worker must not skip.
+        with psycopg.connect(url.url) as conn, conn.transaction(force_rollback=True):
+            conn.execute(b"SELECT 1 FROM subscribers WHERE name = 'hook' FOR KEY SHARE")
+            response = httpx.post(f"{server.url}/cos/callback?token={callback_token}", content=job_body(1))
+            assert response.status_code == 200, response.text
+            sink.wait_for("/ok/hook", 1, timeout=20)
+    finally:
+        server.stop()

@@ -61,11 +61,12 @@ def test_three_workers_on_one_database_answer_only_200_or_503_and_deliver_each_e
         for sender in senders:
             sender.stop()
         wait_until(lambda: unfinished_deliveries(db) == 0, timeout=120, what="every delivery delivered")
-        time.sleep(1)  # anything sent twice would have arrived by now
         stop.set()
         reader.join(timeout=30)
     finally:
         stop.set()
+        # Counted once the workers have exited: an attempt sent twice has then arrived (a stop waits for the
+        # attempts in flight), and none can come after.
         output = server.stop()
 
     statuses: Counter[int] = Counter()

@@ -1,7 +1,7 @@
 """Group commit on PostgreSQL (relay.store.postgres.group): writes queued while a transaction commits share the
-next one; a failing write fails alone; a database failure fails the batch at once. The rules through a fake
-transaction, and the proof on a real PostgreSQL through the store: concurrent callbacks all recorded in fewer
-transactions than callbacks."""
+next one; a failing write fails alone; a database failure fails the batch at once; the urgent writes under way
+commit before the next batch starts. The rules through a fake transaction, and the proof on a real PostgreSQL
+through the store: concurrent callbacks all recorded in fewer transactions than callbacks."""
 
 from __future__ import annotations
 
@@ -92,6 +92,34 @@ async def test_a_batch_is_bounded() -> None:
     await asyncio.gather(*(group.run(insert(f"r{n}")) for n in range(13)))
     assert max(database.transactions) <= 4
     assert sum(database.transactions) == 13
+
+
+async def test_a_batch_waits_for_the_urgent_writes_under_way_but_not_for_those_that_arrive_meanwhile() -> None:
+    database = FakeDatabase()
+    group: GroupCommit[list[str]] = GroupCommit(database.transaction)
+    committed: list[str] = []
+
+    async def urgent(name: str, done: asyncio.Event) -> str:
+        await done.wait()  # its transaction, on a connection of its own
+        committed.append(name)
+        return name
+
+    first_done, later_done = asyncio.Event(), asyncio.Event()
+    first = asyncio.ensure_future(group.urgent(urgent("first", first_done)))
+    await asyncio.sleep(0)  # under way
+    ingest = asyncio.ensure_future(group.run(insert("callback")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert database.transactions == []  # the batch waits for the urgent write
+    later = asyncio.ensure_future(group.urgent(urgent("later", later_done)))
+    await asyncio.sleep(0)
+    first_done.set()
+    assert await ingest == "callback"
+    committed.append("callback")
+    assert not later.done()  # arrived while the batch waited: the batch went first all the same
+    later_done.set()
+    assert [await first, await later] == ["first", "later"]
+    assert committed == ["first", "callback", "later"]
 
 
 def test_concurrent_callbacks_on_postgresql_are_all_recorded_in_fewer_transactions(postgres: Cluster) -> None:

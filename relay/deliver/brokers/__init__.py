@@ -8,15 +8,16 @@ vetted address, publish with ``acks=all`` and wait for it, disconnect), and a `K
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
+from datetime import datetime
 
 from yarl import URL
 
-from relay.deliver.brokers.jetstream import JetStream
-from relay.deliver.brokers.rabbitmq import RabbitMQ
-from relay.deliver.brokers.redis_streams import RedisStreams, maxlen_of
 from relay.deliver.destination import Destination
 from relay.deliver.ssrf import AddressPolicy
+from relay.domain.delivery import Attempt, Claim
 from relay.domain.destinations import Kind
 
 #: The options each broker's URL takes in its query (everything else is the broker client's business or a typo).
@@ -27,7 +28,54 @@ _SUBJECT = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 def brokers(policy: AddressPolicy) -> dict[Kind, Destination]:
     """A destination for each broker kind, each connecting only to addresses ``policy`` allows."""
-    return {Kind.RABBITMQ: RabbitMQ(policy), Kind.NATS: JetStream(policy), Kind.REDIS: RedisStreams(policy)}
+    return {kind: OnFirstUse(functools.partial(_broker, kind, policy)) for kind in OPTIONS}
+
+
+def _broker(kind: Kind, policy: AddressPolicy) -> Destination:
+    # Imported here: the three client libraries cost every gateway 0.1 s of CPU at start, and most have no broker
+    # subscriber (the test suite starts hundreds of gateways).
+    if kind is Kind.RABBITMQ:
+        from relay.deliver.brokers.rabbitmq import RabbitMQ
+
+        return RabbitMQ(policy)
+    if kind is Kind.NATS:
+        from relay.deliver.brokers.jetstream import JetStream
+
+        return JetStream(policy)
+    from relay.deliver.brokers.redis_streams import RedisStreams
+
+    return RedisStreams(policy)
+
+
+class OnFirstUse:
+    """A destination made at its first delivery (a broker's start does nothing: it connects on first use anyway)."""
+
+    def __init__(self, make: Callable[[], Destination]) -> None:
+        self._make = make
+        self._made: Destination | None = None
+
+    async def start(self) -> None:
+        """Nothing until the first delivery."""
+
+    async def close(self) -> None:
+        if self._made is not None:
+            await self._made.close()
+
+    async def send(self, claim: Claim, at: datetime) -> Attempt:
+        if self._made is None:
+            self._made = self._make()  # no await before it is set: concurrent first sends share one
+            await self._made.start()
+        return await self._made.send(claim, at)
+
+
+def maxlen_of(target: URL) -> int | None:
+    """A Redis URL's ``maxlen`` option; ValueError unless a positive integer."""
+    value = target.query.get("maxlen")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"maxlen must be a positive integer; not {value!r}")
+    return int(value)
 
 
 def check_options(kind: Kind, url: str) -> None:

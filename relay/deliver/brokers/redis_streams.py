@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from yarl import URL
 
+from relay.deliver.brokers import maxlen_of
 from relay.deliver.brokers.base import Broker, Message, Refused
 from relay.domain.delivery import Outcome
 
@@ -42,16 +43,6 @@ class PinnedTLS(SSLConnection):
 
 def stream_of(target: URL) -> str:
     return target.query.get("stream") or DEFAULT_STREAM
-
-
-def maxlen_of(target: URL) -> int | None:
-    """The ``maxlen`` option; ValueError unless a positive integer."""
-    value = target.query.get("maxlen")
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"maxlen must be a positive integer; not {value!r}")
-    return int(value)
 
 
 class RedisStreams(Broker["redis.asyncio.Redis"]):

@@ -82,12 +82,12 @@ def context(event: Mapping[str, Any], message: Message, text: str) -> dict[str, 
     }
 
 
-def check_template(text: str) -> None:
+def check_template(text: str, seconds: float = RENDER_SECONDS) -> None:
     """ValueError saying why ``text`` cannot be a robot's template: it does not compile, or it fails on any of the
-    `SAMPLES` or takes longer than one render may on all of them (the API checks on its event loop: this bounds
-    the wait)."""
+    `SAMPLES` or takes longer than one render may (``seconds``) on all of them (the API checks on its event loop:
+    this bounds the wait)."""
     sandbox = Sandbox(str)
-    deadline = time.monotonic() + RENDER_SECONDS
+    deadline = time.monotonic() + seconds
     try:
         template = compile_template(sandbox, text)
         for event in SAMPLES:

@@ -1,10 +1,13 @@
 """Deliveries: lease due ones (per-subscriber limits, strict order), give leases back, requeue, find the failed.
 
-Across PostgreSQL replicas: a claim locks the rows of the subscribers it serves (``FOR UPDATE SKIP LOCKED``),
-so only one replica at a time leases a given subscriber's deliveries: its in-flight limit and, with
+Across PostgreSQL replicas: a claim locks the rows of the subscribers it serves (``FOR NO KEY UPDATE SKIP
+LOCKED``), so only one replica at a time leases a given subscriber's deliveries: its in-flight limit and, with
 ``max_in_flight = 1``, its strict order hold across replicas, while other replicas skip to other subscribers
-instead of waiting. The delivery rows are taken ``FOR UPDATE SKIP LOCKED`` too. SQLite has one writer at a
-time: nothing to lock, and the subscribers' in-flight counts come with them in one statement.
+instead of waiting. Not ``FOR UPDATE``: that conflicts with the key-share lock a callback being recorded holds on
+each subscriber it owes deliveries to (the foreign key), and under saturated ingest, with one such transaction
+nearly always open, a claim skipped the subscriber. The delivery rows are taken ``FOR UPDATE SKIP LOCKED`` too.
+SQLite has one writer at a time: nothing to lock, and the subscribers' in-flight counts come with them in one
+statement.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ async def _subscribers(db: Db, stamp: str, subscriber_id: int | None) -> Sequenc
             " AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
             " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
             f" AND d.state = 'in_flight' AND d.lease_expires_at <= ?) OR {_LOG_DUE})"
-            " ORDER BY s.id FOR UPDATE OF s SKIP LOCKED",
+            " ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED",
             subscriber_id,
             subscriber_id,
             stamp,

@@ -214,6 +214,10 @@ class Database:
             with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is left waiting
                 loop.call_soon_threadsafe(_settle, replies)
 
+    async def run_urgent(self, work: Work[T]) -> T:
+        """``work`` in a transaction of its own, ahead of the grouped writes (`GroupCommit.urgent`)."""
+        return await self.acall(self._group.urgent(self.run(work, write=True)))
+
     def run_sync(self, work: Work[T], *, write: bool) -> T:
         return self.call(self.run(work, write=write))
 

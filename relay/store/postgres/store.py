@@ -94,11 +94,13 @@ class PostgresStore(SqlStore):
     async def _write(self, operation: Operation[T], *, urgent: bool = False, grouped: bool = False) -> T:
         """``grouped`` writes (ingest's) share transactions (`relay.store.postgres.group`), each holding the
         subscribers still from its start (`subscribers.HOLD_STILL`: `callbacks.record_callback` counts on it); the
-        others, the delivery worker's ``urgent`` ones among them, are each a transaction of their own on the pool,
-        beside the batch under way (queued with ingest's, a delivery's bookkeeping waited out every batch of
-        callbacks before it)."""
+        others are each a transaction of their own on the pool, beside the batch under way (queued with ingest's, a
+        delivery's bookkeeping waited out every batch of callbacks before it), the delivery worker's ``urgent``
+        ones ahead of the next batch."""
         if grouped:
             return await self._db.run_grouped(operation)
+        if urgent:
+            return await self._db.run_urgent(work(operation))
         return await self._db.run_async(work(operation), write=True)
 
     async def _read(self, operation: Operation[T]) -> T:
