@@ -220,7 +220,7 @@ def claim_times(dbs: dict[str, Path], repeat: int) -> dict[str, ClaimTimes]:
                 seconds, claims = timed(conn, partial(connection.run, conn, claim_all))
                 samples[name]["all"].append(seconds)
                 claimed[name] = len(claims)  # type: ignore[arg-type]
-                claim_one = partial(claim_all, capacity=1, subscriber_id=subscriber[name])
+                claim_one = partial(claim_all, capacity=1, wants={subscriber[name]: 1})
                 seconds, _ = timed(conn, partial(connection.run, conn, claim_one))
                 samples[name]["one"].append(seconds)
                 started = time.perf_counter()

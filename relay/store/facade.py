@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import TypeVar
 
 from relay.domain.callback import Callback, IngestResult, Received
@@ -47,6 +47,7 @@ from relay.store.ops import (
     deliveries,
     handshakes,
     implied,
+    log,
     queries,
     reconcile,
     retention,
@@ -195,16 +196,23 @@ class SqlStore(ABC):
 
     # -- the delivery worker ----------------------------------------------------------------------
 
+    @cached_property
+    def _histories(self) -> log.Histories:
+        """The subscribers' filter histories as this process's claims last read them."""
+        return log.Histories()
+
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
-        claims = await self._write(
-            partial(deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity), urgent=True
+        operation = partial(
+            deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity, histories=self._histories
         )
+        claims = await self._write(operation, urgent=True)
         return [self._sealer.claim(claim) for claim in claims]
 
     async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
         """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
         recorded = await self._write(
-            partial(attempts.finish, finished=finished, lease_margin=lease_margin), urgent=True
+            partial(attempts.finish, finished=finished, lease_margin=lease_margin, histories=self._histories),
+            urgent=True,
         )
         return [self._sealer.recorded(each) for each in recorded]
 

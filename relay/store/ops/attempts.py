@@ -12,43 +12,56 @@ from relay.store.ops import log
 from relay.store.ops.deliveries import claim_due
 
 
-async def finish(db: Db, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
+async def finish(
+    db: Db, finished: Sequence[Finished], lease_margin: timedelta, histories: log.Histories | None = None
+) -> list[Recorded]:
     """Record a batch of attempts, apply their decisions, and lease each lane its subscriber's next delivery.
 
     Handing the freed slots straight to the next deliveries saves the worker a claim transaction per
-    attempt; claiming once per subscriber for the whole batch saves most of the claim's queries. On
-    PostgreSQL, attempts are applied in (subscriber, delivery) order: two replicas finishing batches that
-    touch the same subscribers then take their row locks in the same order, and never deadlock.
+    attempt; one claim for every subscriber of the batch (`claim_due` with its lanes) saves most of the claim's
+    queries. The attempts go in one statement, the leases of the log they finish in one write per lease and one
+    per subscriber (`log.finished`). On PostgreSQL, attempts are applied in (subscriber, delivery) order: two
+    replicas finishing batches that touch the same subscribers then take their row locks in the same order, and
+    never deadlock.
     """
     order: Sequence[int] = range(len(finished))
     if db.dialect.postgres:
         order = sorted(order, key=lambda i: (finished[i].claim.subscriber_id, finished[i].claim.delivery_id or 0))
     cleared: set[int] = set()  # subscribers whose failure streak this batch ended, with no failure since
     disabled: list[str | None] = [None] * len(finished)
+    records: list[tuple[object, ...]] = []
     for position in order:
-        disabled[position] = await _apply(db, finished[position], cleared)
+        disabled[position] = await _apply(db, finished[position], cleared, records)
+    await db.executemany(
+        "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
+        " response_body, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        records,
+    )
+    at = max(item.finished_at for item in finished)
     # The events of the log this batch finished: one write per lease, however many of its events.
     leases: dict[tuple[int, str], int] = {}
     for item in finished:
         if item.claim.lease is not None:
             key = (item.claim.subscriber_id, item.claim.lease)
             leases[key] = leases.get(key, 0) + 1
-    for (subscriber_id, token), count in sorted(leases.items()):
-        await log.finished(db, subscriber_id, token, count, iso(max(item.finished_at for item in finished)))
+    await log.finished(db, dict(sorted(leases.items())), iso(at))
     lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next delivery
     for position, (item, reason) in enumerate(zip(finished, disabled, strict=True)):
         if reason is None:
             lanes.setdefault(item.claim.subscriber_id, []).append(position)
     following: dict[int, Claim] = {}
     if lanes:
-        at = max(item.finished_at for item in finished)
-        for subscriber_id, positions in sorted(lanes.items()):
-            claims = await claim_due(db, at, lease_margin, len(positions), subscriber_id)
-            following.update(zip(positions, claims, strict=False))
+        wants = {subscriber_id: len(positions) for subscriber_id, positions in lanes.items()}
+        claims: dict[int, list[Claim]] = {}
+        for claim in await claim_due(db, at, lease_margin, sum(wants.values()), wants, histories):
+            claims.setdefault(claim.subscriber_id, []).append(claim)
+        for subscriber_id, positions in lanes.items():
+            following.update(zip(positions, claims.get(subscriber_id, []), strict=False))
     return [Recorded(reason, following.get(position)) for position, reason in enumerate(disabled)]
 
 
-async def _apply(db: Db, finished: Finished, cleared: set[int]) -> str | None:
+async def _apply(db: Db, finished: Finished, cleared: set[int], records: list[tuple[object, ...]]) -> str | None:
+    """Apply an attempt's decision; its record goes to ``records`` (the attempts are inserted together)."""
     claim, attempt, decision = finished.claim, finished.attempt, finished.decision
     stamp = iso(finished.finished_at)
     delivered = decision.state == "delivered"
@@ -70,19 +83,19 @@ async def _apply(db: Db, finished: Finished, cleared: set[int]) -> str | None:
             iso(claim.created_at),
             stamp,
         )
-    await db.execute(
-        "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
-        " response_body, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        delivery_id,
-        claim.subscriber_id,
-        claim.event_id,
-        iso(finished.started_at),
-        attempt.duration,
-        attempt.outcome.value,
-        attempt.status,
-        attempt.error,
-        attempt.response_body,
-        claim.trigger,
+    records.append(
+        (
+            delivery_id,
+            claim.subscriber_id,
+            claim.event_id,
+            iso(finished.started_at),
+            attempt.duration,
+            attempt.outcome.value,
+            attempt.status,
+            attempt.error,
+            attempt.response_body,
+            claim.trigger,
+        )
     )
     if claim.lease is None:
         # A delivery cancelled meanwhile (subscriber removed) stays cancelled.

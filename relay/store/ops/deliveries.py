@@ -12,8 +12,9 @@ statement.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -38,7 +39,8 @@ async def claim_due(
     now: datetime,
     lease_margin: timedelta,
     capacity: int,
-    subscriber_id: int | None = None,
+    wants: Mapping[int, int] | None = None,
+    histories: log.Histories | None = None,
 ) -> list[Claim]:
     """Lease up to ``capacity`` due deliveries, honouring each subscriber's in-flight limit: its due delivery rows
     first (retries, requeued, and rows of before the log), then the next owed events of the log after its cursor.
@@ -46,72 +48,103 @@ async def claim_due(
     A lease lasts the subscriber's timeout plus ``lease_margin``; one that expired (its worker or replica
     died) makes the delivery claimable again. A subscriber with ``max_in_flight = 1`` only ever gets its
     oldest unfinished delivery, so its order is strict: the log is read only when it has no unfinished row.
-    ``subscriber_id`` limits the claim to one.
+    ``wants`` limits the claim to those subscribers, each to that many (a finished batch's lanes). ``histories``:
+    the filter histories this process read before (`log.Histories`).
+
+    The subscribers' state comes in one statement, and their logs are leased together (`log.lease`): a claim costs
+    statements per subscriber only for its delivery rows and its rate.
     """
     stamp = iso(now)
+    histories = histories or log.Histories()
     chosen: list[int] = []
     leased: list[tuple[int, Leased]] = []
-    for row in await _subscribers(db, stamp, subscriber_id):
-        if len(chosen) + len(leased) >= capacity:
-            break
-        if db.dialect.postgres:  # counted once the row is locked: another replica may just have leased some
-            busy = await db.fetchval(
-                f"SELECT (SELECT count(*) FROM deliveries WHERE subscriber_id = ? AND state = 'in_flight'"
-                f" AND lease_expires_at > ?) + {_leased_out('?')}",
-                row["id"],
-                stamp,
-                row["id"],
-                stamp,
-            )
-        else:
+    #: A rate-limited subscriber's pacing as read, and how many of its rows this claim took.
+    paced: dict[int, tuple[Rate, datetime | None, int]] = {}
+    todo = await _subscribers(db, stamp, wants)
+    while todo and len(chosen) + len(leased) < capacity:
+        # The log's part is leased once per pass for every subscriber of it; a subscriber given fewer events than
+        # asked leaves room that the next pass gives to the subscribers this one had no room for.
+        reserved, rest = len(chosen) + len(leased), []
+        asks: list[log.Want] = []
+        keys: dict[int, tuple[object, ...]] = {}
+        for index, row in enumerate(todo):
+            if reserved >= capacity:
+                rest = todo[index:]
+                break
             busy = row["busy"]
-        free = min(row["max_in_flight"] - busy, capacity - len(chosen) - len(leased))
-        if row["handshake"] and row["granted"] is None:
-            free = min(free, 1 - busy)  # its receiver is asked first, once: the grant may set a slower rate
-        rate, free_at = _rate(row), None
-        if rate is not None and free > 0:
-            # Read once the row is locked (PostgreSQL): another replica's pacing is committed by then.
-            free_at = when(await db.fetchval("SELECT free_at FROM rate_pacing WHERE subscriber_id = ?", row["id"]))
-            free = rate.pace(now, free_at, free).allowed
-        if free <= 0:
-            continue
-        expires = now + timedelta(seconds=row["timeout"]) + lease_margin
-        if row["max_in_flight"] == 1:
-            head = await _head_if_due(db, row["id"], stamp)
-            ids = head or []
-            events = await log.lease(db, row["id"], now, expires, 1) if head is None else []
-        else:
-            ids = await _due(db, row["id"], stamp, free)
-            events = await log.lease(db, row["id"], now, expires, free - len(ids)) if len(ids) < free else []
-        if (ids or events) and rate is not None:
+            free = min(row["max_in_flight"] - busy, capacity - reserved)
+            if wants is not None:
+                free = min(free, wants[row["id"]])
+            if row["handshake"] and row["granted"] is None:
+                free = min(free, 1 - busy)  # its receiver is asked first, once: the grant may set a slower rate
+            rate, free_at = _rate(row), None
+            if rate is not None and free > 0:
+                # Read once the row is locked (PostgreSQL): another replica's pacing is committed by then.
+                free_at = when(await db.fetchval("SELECT free_at FROM rate_pacing WHERE subscriber_id = ?", row["id"]))
+                free = rate.pace(now, free_at, free).allowed
+            if free <= 0:
+                continue
+            expires = now + timedelta(seconds=row["timeout"]) + lease_margin
+            if row["max_in_flight"] == 1:
+                head = await _head_if_due(db, row["id"], stamp) if row["unfinished"] else None
+                ids, count = head or [], 1 if head is None else 0
+            else:
+                ids = await _due(db, row["id"], stamp, free) if row["rows_due"] else []
+                count = free - len(ids)
+            expired = row["expiry"] is not None and row["expiry"] <= stamp
+            if count and row["acked"] is not None and (row["log_behind"] or expired):
+                asks.append(log.Want(row["id"], row["acked"], row["leased"], expired, count, expires))
+                keys[row["id"]] = log.history_key(row)
+            else:
+                count = 0
+            if rate is not None:
+                paced[row["id"]] = (rate, free_at, len(ids))
+            if ids:
+                among, values = db.dialect.among("id", ids)
+                await db.execute(
+                    "UPDATE deliveries SET state = 'in_flight', lease_expires_at = ?, attempts = attempts + 1,"
+                    f" updated_at = ? WHERE {among}",
+                    iso(expires),
+                    stamp,
+                    *values,
+                )
+                chosen += ids
+            reserved += len(ids) + count
+        todo = rest
+        if asks:
+            leased += await log.lease(db, asks, await histories.of(db, keys), now)
+    for subscriber_id, (rate, free_at, rows) in paced.items():
+        taken = rows + sum(1 for owner, _ in leased if owner == subscriber_id)
+        if taken:
             await db.execute(
                 "INSERT INTO rate_pacing(subscriber_id, free_at) VALUES (?, ?)"
                 " ON CONFLICT(subscriber_id) DO UPDATE SET free_at = excluded.free_at",
-                row["id"],
-                iso(rate.pace(now, free_at, len(ids) + len(events)).free_at),
+                subscriber_id,
+                iso(rate.pace(now, free_at, taken).free_at),
             )
-        if ids:
-            among, values = db.dialect.among("id", ids)
-            await db.execute(
-                "UPDATE deliveries SET state = 'in_flight', lease_expires_at = ?, attempts = attempts + 1,"
-                f" updated_at = ? WHERE {among}",
-                iso(expires),
-                stamp,
-                *values,
-            )
-            chosen += ids
-        leased += [(row["id"], event) for event in events]
     if not chosen and not leased:
         return []
     return await _claims(db, chosen, leased, stamp)
 
 
-def _leased_out(subscriber: str) -> str:
-    """Events of the log out with a worker for ``subscriber`` (an id's SQL) under a lease that holds (?: now)."""
-    return (
-        "coalesce((SELECT sum(outstanding) FROM leases l"
-        f" WHERE l.subscriber_id = {subscriber} AND l.expires_at > ?), 0)"
-    )
+#: A subscriber's state as a claim needs it, for the subscriber ``s`` (?: now, four times): its deliveries out with
+#: workers (rows in flight and leased events of the log under leases that hold), its cursor and whether the log goes
+#: on after it, when its first lease expires, whether it has delivery rows due or unfinished, its filter history's
+#: key. On PostgreSQL read once the subscriber is locked, in a statement of its own: it then sees what another
+#: replica committed before the lock was granted.
+_STATE = (
+    "(SELECT count(*) FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'in_flight'"
+    " AND d.lease_expires_at > ?) + coalesce((SELECT sum(outstanding) FROM leases l"
+    " WHERE l.subscriber_id = s.id AND l.expires_at > ?), 0) AS busy,"
+    " c.acked, c.leased, EXISTS (SELECT 1 FROM events e WHERE e.position > c.leased) AS log_behind,"
+    " (SELECT min(expires_at) FROM leases l WHERE l.subscriber_id = s.id) AS expiry,"
+    " (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
+    " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
+    " AND d.state = 'in_flight' AND d.lease_expires_at <= ?)) AS rows_due,"
+    " (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending')"
+    " OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'in_flight')) AS unfinished,"
+    f" {log.HISTORY_KEY} FROM subscribers s LEFT JOIN cursors c ON c.subscriber_id = s.id"
+)
 
 
 #: Whether the subscriber's cursor has work (?: now): the log longer than what it leased, or a lease expired.
@@ -133,33 +166,44 @@ def _rate(row: Row) -> Rate | None:
     return slowest(*(parse_rate(row[key]) for key in ("rate", "allowed_rate") if row[key] is not None))
 
 
-async def _subscribers(db: Db, stamp: str, subscriber_id: int | None) -> Sequence[Row]:
-    """The enabled subscribers to claim for (PostgreSQL: those with due work no other replica is claiming for,
-    locked, in id order)."""
-    if db.dialect.postgres:
-        return await db.fetch(
-            f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE} FROM subscribers s {_HANDSHAKE}"
-            " WHERE s.state = 'enabled' AND s.removed_at IS NULL AND (CAST(? AS bigint) IS NULL OR s.id = ?)"
-            " AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
-            " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
-            f" AND d.state = 'in_flight' AND d.lease_expires_at <= ?) OR {_LOG_DUE})"
-            " ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED",
-            subscriber_id,
-            subscriber_id,
+async def _subscribers(db: Db, stamp: str, wants: Mapping[int, int] | None) -> list[dict[str, Any]]:
+    """The enabled subscribers with due work (``wants``: of those), each with its state (`_STATE`). PostgreSQL:
+    those no other replica is claiming for, locked, in id order."""
+    among, values = ("TRUE", ()) if wants is None else db.dialect.among("s.id", sorted(wants))
+    if not db.dialect.postgres:
+        # One writer: the state in the same statement.
+        rows = await db.fetch(
+            f"SELECT * FROM (SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, {_STATE}"
+            f" {_HANDSHAKE} WHERE s.state = 'enabled' AND s.removed_at IS NULL AND {among}) AS due"
+            " WHERE rows_due OR log_behind OR expiry <= ?",
             stamp,
             stamp,
+            stamp,
+            stamp,
+            *values,
             stamp,
         )
-    return await db.fetch(
-        f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, (SELECT count(*) FROM deliveries d"
-        " WHERE d.subscriber_id = s.id AND d.state = 'in_flight' AND d.lease_expires_at > ?)"
-        f" + {_leased_out('s.id')} AS busy FROM subscribers s {_HANDSHAKE}"
-        " WHERE s.state = 'enabled' AND s.removed_at IS NULL AND (? IS NULL OR s.id = ?)",
+        return [dict(row) for row in rows]
+    locked = await db.fetch(
+        f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE} FROM subscribers s {_HANDSHAKE}"
+        f" WHERE s.state = 'enabled' AND s.removed_at IS NULL AND {among}"
+        " AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
+        " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
+        f" AND d.state = 'in_flight' AND d.lease_expires_at <= ?) OR {_LOG_DUE})"
+        " ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED",
+        *values,
         stamp,
         stamp,
-        subscriber_id,
-        subscriber_id,
+        stamp,
     )
+    if not locked:
+        return []
+    held, ids = db.dialect.among("s.id", [row["id"] for row in locked])
+    states = {
+        row["id"]: row
+        for row in await db.fetch(f"SELECT s.id, {_STATE} WHERE {held}", stamp, stamp, stamp, stamp, *ids)
+    }
+    return [{**dict(row), **dict(states[row["id"]])} for row in locked]
 
 
 async def _due(db: Db, subscriber_id: int, stamp: str, limit: int) -> list[int]:

@@ -9,8 +9,9 @@ is owed through the subscriber's cursor: at a position ``<= acked`` it was deliv
 
 from __future__ import annotations
 
+import bisect
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -148,19 +149,14 @@ class Leased:
     again: bool = False
 
 
-async def filter_history(db: Db, subscriber_id: int) -> list[tuple[int, Filter]]:
-    """The subscriber's filters, each with the position after which it applies, in position order."""
-    rows = await db.fetch(
-        "SELECT from_position, types, filters FROM filters WHERE subscriber_id = ? ORDER BY from_position",
-        subscriber_id,
-    )
-    return [(row["from_position"], _filter(row)) for row in rows]
+#: A subscriber's filters, each with the position after which it applies, in position order.
+History = list[tuple[int, Filter]]
 
 
-async def filter_histories(db: Db, subscriber_ids: Sequence[int]) -> dict[int, list[tuple[int, Filter]]]:
-    """`filter_history` of several subscribers at once."""
+async def filter_histories(db: Db, subscriber_ids: Sequence[int]) -> dict[int, History]:
+    """The filter history of each of ``subscriber_ids`` (none for a subscriber with no cursor)."""
     among, values = db.dialect.among("subscriber_id", subscriber_ids)
-    histories: dict[int, list[tuple[int, Filter]]] = {}
+    histories: dict[int, History] = {}
     for row in await db.fetch(
         f"SELECT subscriber_id, from_position, types, filters FROM filters WHERE {among} ORDER BY from_position",
         *values,
@@ -183,8 +179,141 @@ def filter_at(history: Sequence[tuple[int, Filter]], position: int) -> Filter | 
     return found
 
 
-async def lease(db: Db, subscriber_id: int, now: datetime, expires: datetime, limit: int) -> list[Leased]:
-    """Lease up to ``limit`` of the subscriber's owed events of the log, the next ones after what is out already.
+#: What tells whether a subscriber's filter history changed (`HISTORY_KEY`'s columns, by their names): a change
+#: appends an entry at the log's head, or replaces the last one when the head has not moved since; the last entry
+#: is always the subscriber's own ``types`` and ``filters`` (`subscribers._filter_from`).
+HISTORY_KEY_COLUMNS = ("history_entries", "history_last", "types", "filters")
+#: `HISTORY_KEY_COLUMNS` for the subscriber ``s`` of a query.
+HISTORY_KEY = (
+    "(SELECT count(*) FROM filters f WHERE f.subscriber_id = s.id) AS history_entries,"
+    " (SELECT max(from_position) FROM filters f WHERE f.subscriber_id = s.id) AS history_last, s.types, s.filters"
+)
+
+
+class Histories:
+    """The filter histories as this process's claims last read them, each kept while its key (`HISTORY_KEY`, read
+    in the claim's own transaction) is the same: a claim reads and parses only the histories that changed since,
+    whichever process or replica changed them."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[tuple[object, ...], History]] = {}
+
+    async def of(self, db: Db, keys: Mapping[int, tuple[object, ...]]) -> dict[int, History]:
+        """The history of each subscriber of ``keys`` (subscriber id -> its key as read now)."""
+        stale = [subscriber_id for subscriber_id, key in keys.items() if self._key(subscriber_id) != key]
+        if stale:
+            read = await filter_histories(db, stale)
+            for subscriber_id in stale:
+                self._kept[subscriber_id] = (keys[subscriber_id], read.get(subscriber_id, []))
+        return {subscriber_id: self._kept[subscriber_id][1] for subscriber_id in keys}
+
+    def _key(self, subscriber_id: int) -> tuple[object, ...] | None:
+        kept = self._kept.get(subscriber_id)
+        return None if kept is None else kept[0]
+
+
+def history_key(row: Row) -> tuple[object, ...]:
+    return tuple(row[column] for column in HISTORY_KEY_COLUMNS)
+
+
+def _takes_everything(history: History, after: int) -> bool:
+    """Whether every filter in force for the events after ``after`` takes every event."""
+    since = max((start for start, _ in history if start <= after), default=None)
+    return all(kept.everything for start, kept in history if since is None or start >= since)
+
+
+@dataclass(frozen=True)
+class Want:
+    """What a claim asks of a subscriber's log: its cursor as read once the subscriber is held, and how many."""
+
+    subscriber_id: int
+    acked: int
+    leased: int
+    #: A range of its expired (its worker or replica died): every range is given up, the log taken over from acked.
+    expired: bool
+    count: int
+    expires: datetime
+
+    @property
+    def start(self) -> int:
+        return self.acked if self.expired else self.leased
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An event of the log as a claim reads it: no body; its filter attributes only when a filter needs them."""
+
+    event_id: str
+    position: int
+    created_at: str
+    #: The subscribers with a delivery row for it (the row is their truth: the log owes them nothing for it).
+    rowed: frozenset[int]
+    event: Event | None
+
+
+class _Log:
+    """A run of consecutive events of the log read by one claim, so that the subscribers it serves at the same place
+    (1,000 subscribers keeping up: every cursor one event behind) share one read."""
+
+    def __init__(self, db: Db, attributes: bool) -> None:
+        self._db = db
+        self._attributes = attributes
+        self._after = 0
+        self._entries: list[_Entry] = []
+        self._ended = False
+
+    def _covers(self, after: int) -> bool:
+        """Whether every event after ``after`` read so far is in the run (the run goes on from there)."""
+        return self._after <= after and (self._ended or after <= self._last())
+
+    def _last(self) -> int:
+        return self._entries[-1].position if self._entries else self._after
+
+    async def after(self, after: int, size: int) -> list[_Entry]:
+        """The events after ``after`` read so far, with at least ``size`` more read when the run ends before them
+        (fewer at the log's end)."""
+        if not self._covers(after):
+            self._after, self._entries, self._ended = after, [], False
+        found = self._entries[bisect.bisect_right(self._entries, after, key=lambda entry: entry.position) :]
+        if len(found) < size and not self._ended:
+            more = await self._read(self._last(), size - len(found))
+            self._ended = len(more) < size - len(found)
+            self._entries += more
+            found += more
+        return found
+
+    async def _read(self, after: int, size: int) -> list[_Entry]:
+        # The filter attributes are stored after the body: reading them walks the body's overflow pages (SQLite).
+        attributes = ", e.type, e.subject, e.item_key, e.tag, e.state, e.queue_id, e.bucket, e.object_key"
+        rows = await self._db.fetch(
+            "SELECT e.id, e.position, e.created_at, EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)"
+            f" AS rowed{attributes if self._attributes else ''} FROM events e WHERE e.position > ?"
+            " ORDER BY e.position LIMIT ?",
+            after,
+            size,
+        )
+        rowed: dict[str, set[int]] = {}
+        if any(row["rowed"] for row in rows):
+            among, values = self._db.dialect.among("event_id", [row["id"] for row in rows if row["rowed"]], "text")
+            for row in await self._db.fetch(f"SELECT event_id, subscriber_id FROM deliveries WHERE {among}", *values):
+                rowed.setdefault(row["event_id"], set()).add(row["subscriber_id"])
+        return [
+            _Entry(
+                row["id"],
+                row["position"],
+                row["created_at"],
+                frozenset(rowed.get(row["id"], ())),
+                matchable(row) if self._attributes else None,
+            )
+            for row in rows
+        ]
+
+
+async def lease(
+    db: Db, wants: Sequence[Want], histories: Mapping[int, History], now: datetime
+) -> list[tuple[int, Leased]]:
+    """Lease to each subscriber of ``wants`` up to its count of its owed events of the log, the next ones after what
+    is out already; the subscribers at the same place share one read of the log.
 
     Each claim leases a range of its own, so a lane that finished takes the next events at once while a slow one
     holds only the cursor's ``acked``. When a range's lease expired (its worker or replica died), every range of the
@@ -194,69 +323,57 @@ async def lease(db: Db, subscriber_id: int, now: datetime, expires: datetime, li
     is their truth), owing nothing for them.
     """
     stamp = iso(now)
-    cursor = await db.fetchrow(
-        "SELECT acked, leased, (SELECT min(expires_at) FROM leases l WHERE l.subscriber_id = c.subscriber_id) AS expiry"
-        " FROM cursors c WHERE c.subscriber_id = ?",
-        subscriber_id,
-    )
-    if cursor is None:
-        return []
-    start = cursor["leased"]
-    if cursor["expiry"] is not None and cursor["expiry"] <= stamp:
-        await db.execute("DELETE FROM leases WHERE subscriber_id = ?", subscriber_id)
-        start = cursor["acked"]
-    history = await filter_history(db, subscriber_id)
-    token = f"{stamp}/{uuid.uuid4().hex[:12]}"
-    taken: list[Leased] = []
-    last, read = start, 0
-    # Read in batches sized to what is asked (a lane wants one or a few): most claims need one batch, a filter that
-    # passes most events reads on, up to `SCAN` positions.
-    while len(taken) < limit and read < SCAN:
-        rows = await db.fetch(
-            "SELECT e.id, e.position, e.created_at, e.type, e.subject, e.item_key, e.tag, e.state, e.queue_id,"
-            " e.bucket, e.object_key, EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id"
-            " AND d.subscriber_id = ?) AS rowed FROM events e WHERE e.position > ? ORDER BY e.position LIMIT ?",
-            subscriber_id,
-            last,
-            min(SCAN - read, max(2 * (limit - len(taken)), 16)),
-        )
-        if not rows:
-            break
-        read += len(rows)
-        for row in rows:
-            last = row["position"]
-            kept = filter_at(history, last)
-            if row["rowed"] or kept is None:
-                continue
-            if kept.everything or kept.matches(matchable(row)):
-                taken.append(Leased(row["id"], last, row["created_at"], token, last <= cursor["leased"]))
-                if len(taken) >= limit:
-                    break
-    if last == start:
-        if start != cursor["leased"]:
-            await db.execute("UPDATE cursors SET leased = ? WHERE subscriber_id = ?", start, subscriber_id)
-        return []
-    if taken:
-        await db.execute(
+    taken_over = [want.subscriber_id for want in wants if want.expired]
+    if taken_over:
+        among, values = db.dialect.among("subscriber_id", taken_over)
+        await db.execute(f"DELETE FROM leases WHERE {among}", *values)
+    attributes = not all(_takes_everything(histories[want.subscriber_id], want.start) for want in wants)
+    read = _Log(db, attributes)
+    leased: list[tuple[int, Leased]] = []
+    ranges: list[tuple[str, int, int, int, int, str]] = []
+    moved: list[tuple[int, int, str, int]] = []
+    for want in sorted(wants, key=lambda want: want.start):
+        history, token = histories[want.subscriber_id], f"{stamp}/{uuid.uuid4().hex[:12]}"
+        taken: list[Leased] = []
+        last, passed = want.start, 0
+        # Read in batches sized to what is asked (a lane wants one or a few): most claims need one batch, a filter that
+        # passes most events reads on, up to `SCAN` positions.
+        while len(taken) < want.count and passed < SCAN:
+            entries = await read.after(last, min(SCAN - passed, max(2 * (want.count - len(taken)), 16)))
+            if not entries:
+                break
+            for entry in entries[: SCAN - passed]:
+                last, passed = entry.position, passed + 1
+                kept = filter_at(history, last)
+                if want.subscriber_id in entry.rowed or kept is None:
+                    continue
+                if kept.everything or (entry.event is not None and kept.matches(entry.event)):
+                    taken.append(Leased(entry.event_id, last, entry.created_at, token, last <= want.leased))
+                    if len(taken) >= want.count:
+                        break
+        if last == want.start:
+            if want.start != want.leased:
+                await db.execute("UPDATE cursors SET leased = ? WHERE subscriber_id = ?", last, want.subscriber_id)
+            continue
+        if taken:
+            ranges.append((token, want.subscriber_id, want.start, last, len(taken), iso(want.expires)))
+        moved.append((last, last, stamp, want.subscriber_id))
+        leased += [(want.subscriber_id, each) for each in taken]
+    if ranges:
+        await db.executemany(
             "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            token,
-            subscriber_id,
-            start,
-            last,
-            len(taken),
-            iso(expires),
+            ranges,
         )
-    # Nothing owed in what was read: passed for free (``acked`` too, when no range is out before it).
-    await db.execute(
-        "UPDATE cursors SET leased = ?, acked = CASE WHEN EXISTS (SELECT 1 FROM leases l"
-        " WHERE l.subscriber_id = cursors.subscriber_id) THEN acked ELSE ? END, updated_at = ? WHERE subscriber_id = ?",
-        last,
-        last,
-        stamp,
-        subscriber_id,
-    )
-    return taken
+    if moved:
+        # Nothing owed in what was read: passed for free (``acked`` too, when no range is out before it).
+        await db.executemany(
+            "UPDATE cursors SET leased = ?, acked = CASE WHEN EXISTS (SELECT 1 FROM leases l"
+            " WHERE l.subscriber_id = cursors.subscriber_id) THEN acked ELSE ? END, updated_at = ?"
+            " WHERE subscriber_id = ?",
+            moved,
+        )
+    return leased
 
 
 def matchable(row: Row) -> Event:
@@ -275,21 +392,22 @@ def matchable(row: Row) -> Event:
     )
 
 
-async def finished(db: Db, subscriber_id: int, token: str, count: int, at: str) -> None:
-    """``count`` events of the lease ``token`` are finished (delivered, or turned into delivery rows). A range with
-    none left goes, and ``acked`` moves to the start of the first range still out (to ``leased`` when none is).
-    A lease given up since (it expired and the log was taken over) is gone: nothing."""
-    left = await db.fetchval(
-        "UPDATE leases SET outstanding = outstanding - ? WHERE token = ? RETURNING outstanding", count, token
-    )
-    if left is None or left > 0:
+async def finished(db: Db, counts: Mapping[tuple[int, str], int], at: str) -> None:
+    """Of each lease (subscriber id, token) of ``counts``, that many events are finished (delivered, or turned into
+    delivery rows). A range with none left goes, and ``acked`` moves to the start of the first range still out (to
+    ``leased`` when none is): one write per lease and one per subscriber, however many events. A lease given up
+    since (it expired and the log was taken over) is gone: nothing."""
+    if not counts:
         return
-    await db.execute("DELETE FROM leases WHERE token = ?", token)
-    await db.execute(
+    await db.executemany(
+        "UPDATE leases SET outstanding = outstanding - ? WHERE token = ?",
+        [(count, token) for (_, token), count in counts.items()],
+    )
+    await db.executemany("DELETE FROM leases WHERE token = ? AND outstanding <= 0", [(token,) for _, token in counts])
+    await db.executemany(
         "UPDATE cursors SET acked = coalesce((SELECT min(after_position) FROM leases l"
         " WHERE l.subscriber_id = cursors.subscriber_id), leased), updated_at = ? WHERE subscriber_id = ?",
-        at,
-        subscriber_id,
+        [(at, subscriber_id) for subscriber_id in sorted({subscriber_id for subscriber_id, _ in counts})],
     )
 
 
