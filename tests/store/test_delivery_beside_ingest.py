@@ -60,17 +60,19 @@ def test_a_finished_attempt_leases_its_lane_the_next_delivery_while_a_callback_i
     owing_a_subscriber(url, events=2, max_in_flight=1)
     with store_for(url) as store:
 
-        async def finish_the_first() -> int | None:
+        async def finish_the_first() -> tuple[str, str | None]:
             [claim] = await store.claim(utc_now(), LEASE_MARGIN, 10)
             with subscriber_row_locked(url, "KEY SHARE"):
                 now = utc_now()
                 [recorded] = await store.finish(
                     [Finished(claim, DELIVERED, Decision("delivered"), now, now)], LEASE_MARGIN
                 )
-            return recorded.following.delivery_id if recorded.following else None
+            # Events of the log: the next one has no delivery row (no id), it is known by its event.
+            return claim.event_id, recorded.following.event_id if recorded.following else None
 
-        following = asyncio.run(finish_the_first())
+        first, following = asyncio.run(finish_the_first())
     assert following is not None
+    assert following != first
 
 
 def test_a_subscriber_another_replica_is_claiming_for_is_skipped(postgres: Cluster) -> None:
