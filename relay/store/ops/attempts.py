@@ -27,11 +27,12 @@ async def finish(
     order: Sequence[int] = range(len(finished))
     if db.dialect.postgres:
         order = sorted(order, key=lambda i: (finished[i].claim.subscriber_id, finished[i].claim.delivery_id or 0))
-    cleared: set[int] = set()  # subscribers whose failure streak this batch ended, with no failure since
+    streaks = _Streaks()
     disabled: list[str | None] = [None] * len(finished)
     records: list[tuple[object, ...]] = []
     for position in order:
-        disabled[position] = await _apply(db, finished[position], cleared, records)
+        disabled[position] = await _apply(db, finished[position], streaks, records)
+    await streaks.write(db)
     await db.executemany(
         "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
         " response_body, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -60,12 +61,33 @@ async def finish(
     return [Recorded(reason, following.get(position)) for position, reason in enumerate(disabled)]
 
 
-async def _apply(db: Db, finished: Finished, cleared: set[int], records: list[tuple[object, ...]]) -> str | None:
+class _Streaks:
+    """The failure streaks a batch ends, written in one statement: when the batch ends, or before it records a
+    failure (so a success and a failure of one subscriber keep their order, and PostgreSQL's row locks theirs)."""
+
+    def __init__(self) -> None:
+        self._ended: set[int] = set()
+
+    def end(self, subscriber_id: int) -> None:
+        self._ended.add(subscriber_id)
+
+    async def write(self, db: Db) -> None:
+        if self._ended:
+            await db.executemany(
+                "UPDATE subscribers SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+                [(subscriber_id,) for subscriber_id in sorted(self._ended)],
+            )
+            self._ended.clear()
+
+
+async def _apply(db: Db, finished: Finished, streaks: _Streaks, records: list[tuple[object, ...]]) -> str | None:
     """Apply an attempt's decision; its record goes to ``records`` (the attempts are inserted together)."""
     claim, attempt, decision = finished.claim, finished.attempt, finished.decision
     stamp = iso(finished.finished_at)
     delivered = decision.state == "delivered"
     delivery_id = claim.delivery_id
+    if not delivered:
+        await streaks.write(db)
     if claim.lease is not None and not delivered:
         # A first attempt of an event of the log: a success costs no row; a failure becomes the delivery's row
         # (retrying or dead) in the same transaction as its lease counts it finished (`finish`), so no event is
@@ -114,15 +136,8 @@ async def _apply(db: Db, finished: Finished, cleared: set[int], records: list[tu
             claim.delivery_id,
         )
     if delivered:
-        # Ending a streak this batch already ended changes nothing: one statement per subscriber and batch.
-        if claim.subscriber_id not in cleared:
-            await db.execute(
-                "UPDATE subscribers SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-                claim.subscriber_id,
-            )
-            cleared.add(claim.subscriber_id)
+        streaks.end(claim.subscriber_id)
         return None
-    cleared.discard(claim.subscriber_id)
     await db.execute(
         "UPDATE subscribers SET failing_since = coalesce(failing_since, ?) WHERE id = ?", stamp, claim.subscriber_id
     )

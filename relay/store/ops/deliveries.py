@@ -127,6 +127,14 @@ async def claim_due(
     return await _claims(db, chosen, leased, stamp)
 
 
+#: Whether the subscriber ``s`` has delivery rows due (?: now, twice): pending and due, or in flight and expired.
+_ROWS_DUE = (
+    "(EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
+    " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
+    " AND d.state = 'in_flight' AND d.lease_expires_at <= ?))"
+)
+
+
 #: A subscriber's state as a claim needs it, for the subscriber ``s`` (?: now, four times): its deliveries out with
 #: workers (rows in flight and leased events of the log under leases that hold), its cursor and whether the log goes
 #: on after it, when its first lease expires, whether it has delivery rows due or unfinished, its filter history's
@@ -138,9 +146,7 @@ _STATE = (
     " WHERE l.subscriber_id = s.id AND l.expires_at > ?), 0) AS busy,"
     " c.acked, c.leased, EXISTS (SELECT 1 FROM events e WHERE e.position > c.leased) AS log_behind,"
     " (SELECT min(expires_at) FROM leases l WHERE l.subscriber_id = s.id) AS expiry,"
-    " (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
-    " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
-    " AND d.state = 'in_flight' AND d.lease_expires_at <= ?)) AS rows_due,"
+    f" {_ROWS_DUE} AS rows_due,"
     " (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending')"
     " OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'in_flight')) AS unfinished,"
     f" {log.HISTORY_KEY} FROM subscribers s LEFT JOIN cursors c ON c.subscriber_id = s.id"
@@ -171,30 +177,22 @@ async def _subscribers(db: Db, stamp: str, wants: Mapping[int, int] | None) -> l
     those no other replica is claiming for, locked, in id order."""
     among, values = ("TRUE", ()) if wants is None else db.dialect.among("s.id", sorted(wants))
     if not db.dialect.postgres:
-        # One writer: the state in the same statement.
+        # One writer: the state in the same statement (the due test written out: its columns' names in a WHERE
+        # around the query made SQLite compute them twice).
         rows = await db.fetch(
-            f"SELECT * FROM (SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, {_STATE}"
-            f" {_HANDSHAKE} WHERE s.state = 'enabled' AND s.removed_at IS NULL AND {among}) AS due"
-            " WHERE rows_due OR log_behind OR expiry <= ?",
-            stamp,
-            stamp,
-            stamp,
-            stamp,
+            f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, {_STATE} {_HANDSHAKE}"
+            f" WHERE s.state = 'enabled' AND s.removed_at IS NULL AND {among} AND ({_ROWS_DUE} OR {_LOG_DUE})",
+            *(stamp,) * 4,
             *values,
-            stamp,
+            *(stamp,) * 3,
         )
         return [dict(row) for row in rows]
     locked = await db.fetch(
         f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE} FROM subscribers s {_HANDSHAKE}"
         f" WHERE s.state = 'enabled' AND s.removed_at IS NULL AND {among}"
-        " AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
-        " AND d.next_attempt_at <= ?) OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id"
-        f" AND d.state = 'in_flight' AND d.lease_expires_at <= ?) OR {_LOG_DUE})"
-        " ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED",
+        f" AND ({_ROWS_DUE} OR {_LOG_DUE}) ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED",
         *values,
-        stamp,
-        stamp,
-        stamp,
+        *(stamp,) * 3,
     )
     if not locked:
         return []
