@@ -327,8 +327,8 @@ async def lease(
     if taken_over:
         among, values = db.dialect.among("subscriber_id", taken_over)
         await db.execute(f"DELETE FROM leases WHERE {among}", *values)
-    attributes = not all(_takes_everything(histories[want.subscriber_id], want.start) for want in wants)
-    read = _Log(db, attributes)
+    everything = {want.subscriber_id: _takes_everything(histories[want.subscriber_id], want.start) for want in wants}
+    read = _Log(db, attributes=not all(everything.values()))
     leased: list[tuple[int, Leased]] = []
     ranges: list[tuple[str, int, int, int, int, str]] = []
     moved: list[tuple[int, int, str, int]] = []
@@ -337,9 +337,12 @@ async def lease(
         taken: list[Leased] = []
         last, passed = want.start, 0
         # Read in batches sized to what is asked (a lane wants one or a few): most claims need one batch, a filter that
-        # passes most events reads on, up to `SCAN` positions.
+        # passes most events reads on, up to `SCAN` positions. A filter that takes everything owes every event but
+        # those with a row: no more is read than asked.
         while len(taken) < want.count and passed < SCAN:
-            entries = await read.after(last, min(SCAN - passed, max(2 * (want.count - len(taken)), 16)))
+            left = want.count - len(taken)
+            size = left if everything[want.subscriber_id] else max(2 * left, 16)
+            entries = await read.after(last, min(SCAN - passed, size))
             if not entries:
                 break
             for entry in entries[: SCAN - passed]:
