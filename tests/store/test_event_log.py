@@ -377,3 +377,92 @@ def test_retention_never_passes_the_slowest_cursor(database: Target) -> None:
     with store_for(database) as store:
         asyncio.run(record(store, job_body(3), at=at))
     assert [p for _, p in positions(database)] == [4]  # the log's head never goes back
+
+
+# -- claims of many subscribers at once, and the filter histories a process keeps -----------------------------------
+
+
+def by_subscriber(claims: list[Claim]) -> dict[int, list[tuple[str, int | None]]]:
+    """Each subscriber's claims as (event id, delivery row id), in the order the claim gave them."""
+    found: dict[int, list[tuple[str, int | None]]] = {}
+    for claim in claims:
+        found.setdefault(claim.subscriber_id, []).append((claim.event_id, claim.delivery_id))
+    return found
+
+
+def test_one_claim_leases_each_subscriber_its_own_owed_events_from_one_read_of_the_log(database: Target) -> None:
+    at = utc_now()
+    with store_for(database) as store:
+        everything = store.add_subscriber(spec("everything"), at)
+        failures = store.add_subscriber(spec("failures", ("cos.job.failed",)), at)
+        rowed = store.add_subscriber(spec("rowed"), at)
+        states = ("Success", "Failed", "Success", "Failed")
+        asyncio.run(record(store, *(job_body(n, state) for n, state in enumerate(states[:2])), at=at))
+        late = store.add_subscriber(spec("late"), at)
+        asyncio.run(record(store, *(job_body(n + 2, state) for n, state in enumerate(states[2:])), at=at))
+        events = logged(database)
+        # An operator's action on the first event for one subscriber: a row now, claimed as a row, not from the log.
+        row = store.materialise(rowed.id, events[0], at)
+        claims = by_subscriber(asyncio.run(store.claim(at, LEASE_MARGIN, 100)))
+        assert claims == {
+            everything.id: [(event, None) for event in events],
+            failures.id: [(events[1], None), (events[3], None)],
+            rowed.id: [(events[0], row)] + [(event, None) for event in events[1:]],
+            late.id: [(events[2], None), (events[3], None)],
+        }
+        assert {cursor(database, each.id) for each in (everything, failures, rowed, late)} == {(0, 4), (2, 4)}
+        assert asyncio.run(store.claim(at, LEASE_MARGIN, 100)) == []
+
+
+def test_room_a_subscriber_leaves_in_a_claim_goes_to_the_next_one(database: Target) -> None:
+    """A subscriber whose next events all pass its filter takes none of the room it was given: the same claim gives
+    that room to the subscribers after it, or the worker would find nothing and sleep with work due."""
+    at = utc_now()
+    with store_for(database) as store:
+        store.add_subscriber(replace(spec("a-failures", ("cos.job.failed",)), max_in_flight=2), at)
+        hook = store.add_subscriber(spec("b-hook"), at)
+        asyncio.run(record(store, job_body(0), job_body(1), at=at))
+        claims = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
+    assert [(claim.subscriber_id, claim.event_id) for claim in claims] == [(hook.id, e) for e in logged(database)]
+
+
+def test_a_batch_finishing_ranges_of_several_subscribers_moves_each_cursor_to_its_first_range_out(
+    database: Target,
+) -> None:
+    at = utc_now()
+    with store_for(database) as store:
+        one, two = store.add_subscriber(spec("one"), at), store.add_subscriber(spec("two"), at)
+        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        # Two events a claim: one's (0, 2] and (2, 4], then two's.
+        claims = [claim for _ in range(4) for claim in asyncio.run(store.claim(at, LEASE_MARGIN, 2))]
+        ones = [claim for claim in claims if claim.subscriber_id == one.id]
+        twos = [claim for claim in claims if claim.subscriber_id == two.id]
+        assert len(ones) == len(twos) == 4
+        assert values(database, "SELECT count(*) FROM leases") == [(4,)]
+        # One batch: all of one's first range and half of its second; two's second range only.
+        finish(store, ones[:3] + twos[2:], DELIVERED, at)
+        assert (cursor(database, one.id), cursor(database, two.id)) == ((2, 4), (0, 4))
+        finish(store, ones[3:] + twos[:2], DELIVERED, at)
+        assert (cursor(database, one.id), cursor(database, two.id)) == ((4, 4), (4, 4))
+    assert values(database, "SELECT count(*) FROM leases") == [(0,)]
+
+
+def test_a_filter_changed_by_another_process_applies_to_the_next_claim_of_one_that_read_the_old_filter(
+    database: Target,
+) -> None:
+    """The claiming process keeps each filter history it read; another process (a CLI, another replica) changing
+    the filter, even twice at the same head of the log, must reach its next claim."""
+    at = utc_now()
+    with store_for(database) as worker, store_for(database) as operator:
+        hook = operator.add_subscriber(replace(spec("hook"), max_in_flight=1), at)
+        asyncio.run(record(operator, job_body(0), job_body(1), at=at))
+        [first] = asyncio.run(worker.claim(at, LEASE_MARGIN, 10))  # the history read: everything from 0
+        operator.update_subscriber("hook", {"types": ("cos.job.failed",)}, at)  # from the head: 2
+        [second] = finish(worker, [first], DELIVERED, at)  # the history read again: failures from 2
+        operator.update_subscriber("hook", {"types": ("cos.job.succeeded",)}, at)  # the same head: replaces it
+        asyncio.run(record(operator, job_body(2, "Failed"), job_body(3), at=at))
+        [third] = finish(worker, [second], DELIVERED, at)
+        assert finish(worker, [third], DELIVERED, at) == []
+    events = logged(database)
+    assert [first.event_id, second.event_id, third.event_id] == [events[0], events[1], events[3]]
+    assert cursor(database, hook.id) == (4, 4)
