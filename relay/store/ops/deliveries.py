@@ -60,17 +60,20 @@ async def claim_due(
     leased: list[tuple[int, Leased]] = []
     #: A rate-limited subscriber's pacing as read, and how many of its rows this claim took.
     paced: dict[int, tuple[Rate, datetime | None, int]] = {}
-    todo = await _subscribers(db, stamp, wants)
-    while todo and len(chosen) + len(leased) < capacity:
-        # The log's part is leased once per pass for every subscriber of it; a subscriber given fewer events than
-        # asked leaves room that the next pass gives to the subscribers this one had no room for.
-        reserved, rest = len(chosen) + len(leased), []
+    after = 0
+    while len(chosen) + len(leased) < capacity:
+        # A page of subscribers with room, no more than the room left (each takes one at least, but for its rate).
+        # Their logs are leased together; a subscriber given fewer events than asked leaves room to the next page.
+        reserved = len(chosen) + len(leased)
+        page = await _subscribers(db, stamp, wants, after, capacity - reserved)
+        if not page:
+            break
         asks: list[log.Want] = []
         keys: dict[int, tuple[object, ...]] = {}
-        for index, row in enumerate(todo):
+        for row in page:
             if reserved >= capacity:
-                rest = todo[index:]
                 break
+            after = row["id"]
             busy = row["busy"]
             free = min(row["max_in_flight"] - busy, capacity - reserved)
             if wants is not None:
@@ -110,7 +113,6 @@ async def claim_due(
                 )
                 chosen += ids
             reserved += len(ids) + count
-        todo = rest
         if asks:
             leased += await log.lease(db, asks, await histories.of(db, keys), now)
     for subscriber_id, (rate, free_at, rows) in paced.items():
@@ -135,15 +137,22 @@ _ROWS_DUE = (
 )
 
 
+#: The subscriber ``s``'s deliveries out with workers (?: now, twice): rows in flight and events of the log leased
+#: under leases that hold.
+_BUSY = (
+    "((SELECT count(*) FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'in_flight'"
+    " AND d.lease_expires_at > ?) + coalesce((SELECT sum(outstanding) FROM leases l"
+    " WHERE l.subscriber_id = s.id AND l.expires_at > ?), 0))"
+)
+
+
 #: A subscriber's state as a claim needs it, for the subscriber ``s`` (?: now, four times): its deliveries out with
 #: workers (rows in flight and leased events of the log under leases that hold), its cursor and whether the log goes
 #: on after it, when its first lease expires, whether it has delivery rows due or unfinished, its filter history's
 #: key. On PostgreSQL read once the subscriber is locked, in a statement of its own: it then sees what another
 #: replica committed before the lock was granted.
 _STATE = (
-    "(SELECT count(*) FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'in_flight'"
-    " AND d.lease_expires_at > ?) + coalesce((SELECT sum(outstanding) FROM leases l"
-    " WHERE l.subscriber_id = s.id AND l.expires_at > ?), 0) AS busy,"
+    f"{_BUSY} AS busy,"
     " c.acked, c.leased, EXISTS (SELECT 1 FROM events e WHERE e.position > c.leased) AS log_behind,"
     " (SELECT min(expires_at) FROM leases l WHERE l.subscriber_id = s.id) AS expiry,"
     f" {_ROWS_DUE} AS rows_due,"
@@ -172,35 +181,36 @@ def _rate(row: Row) -> Rate | None:
     return slowest(*(parse_rate(row[key]) for key in ("rate", "allowed_rate") if row[key] is not None))
 
 
-async def _subscribers(db: Db, stamp: str, wants: Mapping[int, int] | None) -> list[dict[str, Any]]:
-    """The enabled subscribers with due work (``wants``: of those), each with its state (`_STATE`). PostgreSQL:
-    those no other replica is claiming for, locked, in id order."""
+async def _subscribers(
+    db: Db, stamp: str, wants: Mapping[int, int] | None, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` enabled subscribers after the id ``after``, in id order, with due work and room for it
+    (``wants``: of those), each with its state (`_STATE`). PostgreSQL: those no other replica is claiming for,
+    locked."""
     among, values = ("TRUE", ()) if wants is None else db.dialect.among("s.id", sorted(wants))
+    due = (
+        f"s.state = 'enabled' AND s.removed_at IS NULL AND {among} AND s.id > ? AND ({_ROWS_DUE} OR {_LOG_DUE})"
+        f" AND {_BUSY} < s.max_in_flight ORDER BY s.id LIMIT ?"
+    )
+    arguments = (*values, after, *(stamp,) * 5, limit)
     if not db.dialect.postgres:
         # One writer: the state in the same statement (the due test written out: its columns' names in a WHERE
         # around the query made SQLite compute them twice).
         rows = await db.fetch(
-            f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, {_STATE} {_HANDSHAKE}"
-            f" WHERE s.state = 'enabled' AND s.removed_at IS NULL AND {among} AND ({_ROWS_DUE} OR {_LOG_DUE})",
+            f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE}, {_STATE} {_HANDSHAKE} WHERE {due}",
             *(stamp,) * 4,
-            *values,
-            *(stamp,) * 3,
+            *arguments,
         )
         return [dict(row) for row in rows]
     locked = await db.fetch(
         f"SELECT s.id, s.max_in_flight, s.timeout, s.rate, {_ALLOWED_RATE} FROM subscribers s {_HANDSHAKE}"
-        f" WHERE s.state = 'enabled' AND s.removed_at IS NULL AND {among}"
-        f" AND ({_ROWS_DUE} OR {_LOG_DUE}) ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED",
-        *values,
-        *(stamp,) * 3,
+        f" WHERE {due} FOR NO KEY UPDATE OF s SKIP LOCKED",
+        *arguments,
     )
     if not locked:
         return []
     held, ids = db.dialect.among("s.id", [row["id"] for row in locked])
-    states = {
-        row["id"]: row
-        for row in await db.fetch(f"SELECT s.id, {_STATE} WHERE {held}", stamp, stamp, stamp, stamp, *ids)
-    }
+    states = {row["id"]: row for row in await db.fetch(f"SELECT s.id, {_STATE} WHERE {held}", *(stamp,) * 4, *ids)}
     return [{**dict(row), **dict(states[row["id"]])} for row in locked]
 
 
