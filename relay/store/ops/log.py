@@ -154,7 +154,7 @@ History = list[tuple[int, Filter]]
 
 
 async def filter_histories(db: Db, subscriber_ids: Sequence[int]) -> dict[int, History]:
-    """The filter history of each of ``subscriber_ids`` (none for a subscriber with no cursor)."""
+    """The filter history of each of ``subscriber_ids`` that has one."""
     among, values = db.dialect.among("subscriber_id", subscriber_ids)
     histories: dict[int, History] = {}
     for row in await db.fetch(
