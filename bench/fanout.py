@@ -274,7 +274,9 @@ def measure(
             port = free_port()
             db = new_database() if new_database is not None else folder / f"fanout-{count}.db"
             add_subscribers(db, sink_url, count)
-            env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN}
+            # The callbacks' connection waits idle while each one's deliveries settle (untimed): with 1,000
+            # subscribers that can take longer than the default 5 s keep-alive, and the gateway closed it under us.
+            env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN, "RELAY_KEEPALIVE_TIMEOUT": str(SEED_TIMEOUT)}
             with gateway(port, db, folder / f"fanout-{count}.log", env=env):
                 settle = functools.partial(wait_delivered, port)
                 post_callbacks(port, SEED_CALLBACKS, count, settle)  # every subscriber has delivery series

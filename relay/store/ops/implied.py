@@ -580,7 +580,7 @@ async def _first_owed(db: Db, owner: Cursor, after: int, upto: int) -> str | Non
     `_BATCH` events)."""
     for event in await db.fetch(
         f"SELECT {_EVENT_COLUMNS}, EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id"
-        f" AND d.subscriber_id = ?) OR EXISTS ({_SUCCEEDED.format(event='e.id', subscriber='?')}) AS rowed"
+        f" AND d.subscriber_id = ?) OR EXISTS ({_SUCCEEDED.format(event='e.id', subscriber='?')}) AS settled"
         " FROM events e WHERE e.position > ? AND e.position <= ? ORDER BY e.position LIMIT ?",
         owner.id,
         owner.id,
@@ -588,7 +588,7 @@ async def _first_owed(db: Db, owner: Cursor, after: int, upto: int) -> str | Non
         upto,
         _BATCH,
     ):
-        if not event["rowed"] and owner.owes(event):
+        if not event["settled"] and owner.owes(event):
             return str(event["created_at"])
     return None
 
