@@ -2,7 +2,7 @@
 the gauges count them from the cursors. What they say is what listing the deliveries says, for subscribers with and
 without a filter, some with retry rows, some paused, some whose backlog was shed; a scrape's statements do not grow
 with the subscribers whose filter takes everything, and a filtered subscriber's figures are read again only once
-they are `implied.RECOUNT_AFTER` seconds old."""
+they are `implied.RECOUNT_AFTER` seconds old (and then only the events since, while nothing else of it changed)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from relay.store.records import Target
 from relay.store.rows import Row
 from relay.store.sqlite import connection
 from tests.conftest import job_body, record
-from tests.store.test_event_log import DELIVERED, FAILED, finish, spec
+from tests.store.test_event_log import DELIVERED, FAILED, finish, logged, spec
 from tests.store.test_queries import walk
 
 
@@ -157,5 +157,15 @@ def test_a_scrapes_statements_do_not_grow_with_subscribers_and_filtered_figures_
         assert reused[0]["pending"][0] == 1 + 4 * 20 + 5  # theirs as they were
         now[0] += 1
         again = scrape(recounts)
-        assert again[1] == counted[1]
         assert again[0]["pending"][0] == 1 + 4 * 20 + 2 * 5
+        # Nothing but the log's head moved for them (no claim, no row): their rows read once for all, then each one's
+        # new events only.
+        assert again[1] - many[1] == 1 + 5
+        # A pending delivery of theirs made a row (retried by hand, say): that subscriber is counted again.
+        failures = store.get_subscriber("failures-0")
+        assert failures is not None
+        newest = logged(database)[-1]
+        assert store.materialise(failures.id, newest, at) is not None
+        asyncio.run(record(store, job_body(6, "Failed"), at=at))
+        now[0] += implied.RECOUNT_AFTER
+        assert scrape(recounts)[0]["pending"][0] == 1 + 5 * 20 + 3 * 5 - 1

@@ -422,24 +422,57 @@ class Figures:
 class Recounts:
     """The outbox gauges' figures of the subscribers with a filter, each read again once it is `RECOUNT_AFTER`
     seconds old: their events are matched one by one (up to `COUNT_CAP` each), which a scrape cannot afford for
-    every subscriber every time. One per store (a process's own: PostgreSQL replicas may differ by that much)."""
+    every subscriber every time. Read again, a subscriber whose cursor, filter, given-up ranges and rows are as they
+    were (paused, say: a backlog that only grows) has only the events since added. One per store (a process's own:
+    PostgreSQL replicas may differ by that much)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, every: float = RECOUNT_AFTER) -> None:
         self._clock = clock
         self._every = every
-        self._kept: dict[int, tuple[float, Figures]] = {}
+        self._kept: dict[int, _Kept] = {}
 
     async def of(self, db: Db, owners: Sequence[Cursor], head: int) -> list[Figures]:
         """The figures of ``owners``, read again where they are too old; the others' are forgotten."""
         now = self._clock()
-        kept: dict[int, tuple[float, Figures]] = {}
-        for owner in owners:
-            found = self._kept.get(owner.id)
-            if found is None or now - found[0] >= self._every:
-                found = (now, await _owed(db, owner, head))
-            kept[owner.id] = found
+        due = [owner for owner in owners if owner.id not in self._kept or now - self._kept[owner.id].at >= self._every]
+        due_ids = {owner.id for owner in due}
+        rows = await _rows_of(db, list(due_ids)) if due else {}
+        kept = {owner.id: self._kept[owner.id] for owner in owners if owner.id not in due_ids}
+        for owner in due:
+            basis = (owner.leased, owner.history, owner.gaps, rows.get(owner.id))
+            before = self._kept.get(owner.id)
+            if before is not None and before.basis == basis and head >= before.head:
+                figures = await _owed_since(db, owner, before, head)
+            else:
+                figures = await _owed(db, owner, head)
+            kept[owner.id] = _Kept(now, basis, head, figures)
         self._kept = kept
-        return [owed for _, owed in kept.values()]
+        return [found.figures for found in kept.values()]
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A subscriber's figures, when they were read, and what from."""
+
+    at: float
+    #: Its ``leased``, filter history, given-up ranges and rows (how many, the last id): while they stay the same,
+    #: only events after ``head`` can change its figures.
+    basis: tuple[object, ...]
+    head: int
+    figures: Figures
+
+
+async def _rows_of(db: Db, subscriber_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """How many delivery rows each of the subscribers has, and the last one's id (for those with any)."""
+    among, values = db.dialect.among("subscriber_id", subscriber_ids)
+    return {
+        row["subscriber_id"]: (row["n"], row["last"])
+        for row in await db.fetch(
+            f"SELECT subscriber_id, count(*) AS n, max(id) AS last FROM deliveries WHERE {among}"
+            " GROUP BY subscriber_id",
+            *values,
+        )
+    }
 
 
 async def outbox(db: Db, recounts: Recounts | None = None) -> dict[str, tuple[int, str | None]]:
@@ -486,6 +519,19 @@ async def _owed(db: Db, owner: Cursor, head: int) -> Figures:
         await _first_owed(db, owner, owner.leased, head) if pending else None,
         await _first_owed(db, owner, min(after for after, _ in owner.leases), owner.leased) if owner.leases else None,
         sum([await matching(db, owner, after, last) for after, last, reason in owner.gaps if reason == "dropped"]),
+    )
+
+
+async def _owed_since(db: Db, owner: Cursor, before: _Kept, head: int) -> Figures:
+    """A filtered subscriber's figures read ``before``, with the events recorded since (its first one in flight
+    read again: its leases' events finish while ``leased`` stays)."""
+    added = await matching(db, owner, before.head, head)
+    first = before.figures.first_pending or (await _first_owed(db, owner, before.head, head) if added else None)
+    return Figures(
+        before.figures.pending + added,
+        first,
+        await _first_owed(db, owner, min(after for after, _ in owner.leases), owner.leased) if owner.leases else None,
+        before.figures.dropped,
     )
 
 
