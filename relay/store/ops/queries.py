@@ -415,7 +415,8 @@ async def outbox_stats(db: Db, recounts: implied.Recounts | None = None) -> Outb
     """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, database size
     (the space left: what the backend's store adds to it).
 
-    All of it from the database, so every PostgreSQL replica reports the same figures."""
+    All of it from the database, so every PostgreSQL replica reports the same figures (but for the part of filtered
+    subscribers that each keeps in ``recounts``, up to `implied.RECOUNT_AFTER` seconds old)."""
     outbox: dict[str, tuple[int, datetime | None]] = dict.fromkeys(GAUGED_STATES, (0, None))
     among, values = db.dialect.among("state", GAUGED_STATES, "text")
     # One pass over the (state, created_at) index: three ranges of it, never the table.
