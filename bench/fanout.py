@@ -92,6 +92,9 @@ class FanoutResult:
     with_scrape_loops: Ack
     scrape_loops: int
     scrapes_during_loops: int
+    #: How long the scrape loops ran (as long as the callbacks took): scrapes per second compare across versions
+    #: whose acks take different times.
+    loops_seconds: float
 
 
 def _percentile(ordered: list[float], share: float) -> float:
@@ -217,6 +220,11 @@ class ScrapeLoops:
     def __init__(self, port: int, loops: int, seconds: float) -> None:
         args = ["-m", "bench.fanout", "--scrape-loops", str(port), str(loops), str(seconds)]
         self._process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
+        # Its imports take a second or more on a busy machine: longer than the callbacks take once acks are fast,
+        # and the loops would have scraped only at the end of them.
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != "scraping":
+            raise RuntimeError("the scrape loops did not start")
 
     def stop(self) -> int:
         """Stop the loops; returns how many scrapes they completed."""
@@ -233,6 +241,7 @@ def run_scrape_loops(port: int, loops: int, seconds: float) -> None:
     done = [0]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("scraping", flush=True)
 
     def loop() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -274,7 +283,9 @@ def measure(
             port = free_port()
             db = new_database() if new_database is not None else folder / f"fanout-{count}.db"
             add_subscribers(db, sink_url, count)
-            env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN}
+            # The callbacks' connection waits idle while each one's deliveries settle (untimed): with 1,000
+            # subscribers that can take longer than the default 5 s keep-alive, and the gateway closed it under us.
+            env = {"RELAY_METRICS_TOKEN": METRICS_TOKEN, "RELAY_KEEPALIVE_TIMEOUT": str(SEED_TIMEOUT)}
             with gateway(port, db, folder / f"fanout-{count}.log", env=env):
                 settle = functools.partial(wait_delivered, port)
                 post_callbacks(port, SEED_CALLBACKS, count, settle)  # every subscriber has delivery series
@@ -301,13 +312,15 @@ def measure(
                     )
                 quiet = post_callbacks(port, requests, count)
                 loops = ScrapeLoops(port, SCRAPE_LOOPS, seconds=600)
+                started = time.monotonic()
                 try:
                     loaded = post_callbacks(port, requests, count)
+                    took = time.monotonic() - started
                 finally:
                     done = loops.stop()
                 if progress:
                     print(
-                        f"  {SCRAPE_LOOPS} scrape loops ({done} scrapes): p50 {loaded.p50_ms:.1f} ms,"
+                        f"  {SCRAPE_LOOPS} scrape loops ({done} scrapes in {took:.1f} s): p50 {loaded.p50_ms:.1f} ms,"
                         f" p99 {loaded.p99_ms:.1f} ms (none: p50 {quiet.p50_ms:.1f} ms, p99 {quiet.p99_ms:.1f} ms)",
                         flush=True,
                     )
@@ -320,6 +333,7 @@ def measure(
         with_scrape_loops=loaded,
         scrape_loops=SCRAPE_LOOPS,
         scrapes_during_loops=done,
+        loops_seconds=took,
     )
 
 

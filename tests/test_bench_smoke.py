@@ -107,3 +107,12 @@ def test_the_guessing_benchmark_runs_and_one_address_is_throttled(tmp_path: Path
     # Each address: its burst of 10, and one more if the run outlasted 6 s on a slow machine.
     assert all(rate["guesses"] <= 11 * rate["sources"] for rate in rates if rate["limit"] == "10")
     assert all(rate["guesses"] > 0 for rate in rates)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_gauges_benchmark_runs_and_counts_every_pending_delivery() -> None:
+    output = run_bench(
+        "bench.gauges", "--subscribers", "3", "--filtered", "1", "--callbacks", "4", "--reads", "2", timeout=110
+    )
+    assert "3 subscribers (1 filtered), 4 callbacks: 12 pending" in output

@@ -41,12 +41,14 @@ class StoreCollector(Collector):
             self.on_subscribers(self.live)
         depth = GaugeMetricFamily(
             "relay_outbox_deliveries",
-            "Deliveries in the outbox, by state (pending: a filtered subscriber's counted up to 10,000 each).",
+            "Deliveries in the outbox, by state. A subscriber with a filter: its deliveries without a row matched among"
+            " its next 10,000 events (a floor), read again every 30 s (up to 30 s old).",
             labels=["state"],
         )
         oldest = GaugeMetricFamily(
             "relay_outbox_oldest_age_seconds",
-            "Age of the oldest unfinished delivery, by state (0 when there is none).",
+            "Age of the oldest unfinished delivery, by state (0 when there is none; a filtered subscriber's, as read"
+            " up to 30 s ago).",
             labels=["state"],
         )
         for state, (count, first) in stats["outbox"].items():  # type: ignore[attr-defined]

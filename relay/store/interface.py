@@ -255,7 +255,8 @@ class Store(Protocol):
 
     def outbox_stats(self) -> OutboxStats:
         """Outbox depth and oldest age by state, subscriber states, database size, space left (``reusable``,
-        ``filesystem_free``: None where the backend cannot tell) and the last prune: the same from any replica."""
+        ``filesystem_free``: None where the backend cannot tell) and the last prune: the same from any replica (filtered
+        subscribers' deliveries of the event log: as this store last counted them, up to 30 s ago)."""
 
     def counts(self) -> dict[str, int]: ...
 

@@ -411,11 +411,12 @@ async def event_bodies(db: Db, limit: int) -> list[bytes]:
 GAUGED_STATES = ("pending", "in_flight", "dead", "dropped", "confirming", "unconfirmed")
 
 
-async def outbox_stats(db: Db) -> OutboxStats:
+async def outbox_stats(db: Db, recounts: implied.Recounts | None = None) -> OutboxStats:
     """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, database size
     (the space left: what the backend's store adds to it).
 
-    All of it from the database, so every PostgreSQL replica reports the same figures."""
+    All of it from the database, so every PostgreSQL replica reports the same figures (but for the part of filtered
+    subscribers that each keeps in ``recounts``, up to `implied.RECOUNT_AFTER` seconds old)."""
     outbox: dict[str, tuple[int, datetime | None]] = dict.fromkeys(GAUGED_STATES, (0, None))
     among, values = db.dialect.among("state", GAUGED_STATES, "text")
     # One pass over the (state, created_at) index: three ranges of it, never the table.
@@ -423,8 +424,9 @@ async def outbox_stats(db: Db) -> OutboxStats:
         f"SELECT state, count(*) AS n, min(created_at) AS oldest FROM deliveries WHERE {among} GROUP BY state", *values
     ):
         outbox[row["state"]] = (row["n"], datetime.fromisoformat(row["oldest"]))
-    # The deliveries of the log (no row): a filtered subscriber's pending ones counted up to `implied.COUNT_CAP`.
-    for state, (count, oldest) in (await implied.outbox(db)).items():
+    # The deliveries of the log (no row): a filtered subscriber's counted up to `implied.COUNT_CAP`, and as
+    # ``recounts`` keeps them (up to `implied.RECOUNT_AFTER` seconds old).
+    for state, (count, oldest) in (await implied.outbox(db, recounts)).items():
         rows, row_oldest = outbox[state]
         stamps = [stamp for stamp in (row_oldest, None if oldest is None else datetime.fromisoformat(oldest)) if stamp]
         outbox[state] = (rows + count, min(stamps, default=None))

@@ -14,7 +14,7 @@ from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
-from relay.store.ops import backlog, queries, secrets, subscribers
+from relay.store.ops import backlog, implied, queries, secrets, subscribers
 from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
 from relay.store.postgres.lockstep import lockstep
@@ -40,6 +40,8 @@ class PostgresStore(SqlStore):
         self.url = url
         #: Seals secrets on the way in, opens them on the way out (no key: clear).
         self._sealer = sealer or Sealer()
+        #: The outbox gauges' figures of filtered subscribers, kept between scrapes (`implied.Recounts`).
+        self._recounts = implied.Recounts()
         #: Only `serve` sets up (migrates) a database; the other commands refuse one cos-relay never set up.
         self.create = create
         self._db = Database(
@@ -129,4 +131,4 @@ class PostgresStore(SqlStore):
     def outbox_stats(self) -> OutboxStats:
         # Free space inside PostgreSQL's files and on its server's disk are not visible to a client: left None,
         # so the scrape leaves those gauges out rather than report a guess (watch them on the server instead).
-        return self._read_sync(queries.outbox_stats)
+        return self._read_sync(partial(queries.outbox_stats, recounts=self._recounts))
