@@ -291,7 +291,9 @@ def test_a_failed_first_attempt_becomes_a_retrying_row_and_the_cursor_passes_it(
     assert (retry.delivery_id, retry.event_id, retry.trigger) == (row["id"], second.event_id, "retry")
 
 
-def test_an_expired_range_is_taken_over_from_acked(database: Target) -> None:
+def test_an_expired_range_is_taken_over_alone_and_a_later_range_finished_meanwhile_is_not_sent_again(
+    database: Target,
+) -> None:
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(spec("hook"), at)
@@ -307,7 +309,26 @@ def test_an_expired_range_is_taken_over_from_acked(database: Target) -> None:
         assert cursor(database, hook.id) == (0, 4)
         finish(store, again, DELIVERED, later)
         assert cursor(database, hook.id) == (4, 4)
-    assert [claim.event_id for claim in again] == [claim.event_id for claim in first + second]
+    assert [claim.event_id for claim in again] == [claim.event_id for claim in first]
+
+
+def test_a_range_another_worker_still_holds_is_not_taken_over_with_an_expired_one(database: Target) -> None:
+    """A replica killed under load: only its own ranges are sent again, not the survivors' (bounded duplicates)."""
+    at = utc_now()
+    with store_for(database) as store:
+        hook = store.add_subscriber(spec("hook"), at)
+        asyncio.run(record(store, *(job_body(n) for n in range(6)), at=at))
+        dead = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
+        alive = asyncio.run(store.claim(at + timedelta(seconds=hook.timeout), LEASE_MARGIN, 2))
+        later = at + timedelta(seconds=hook.timeout) + LEASE_MARGIN
+        again = asyncio.run(store.claim(later, LEASE_MARGIN, 2))
+        assert [claim.event_id for claim in again] == [claim.event_id for claim in dead]
+        # Each finish hands its lanes their next events: the rest of the log, once.
+        rest = finish(store, alive, DELIVERED, later) + finish(store, again, DELIVERED, later)
+        rest += asyncio.run(store.claim(later, LEASE_MARGIN, 10))
+        finish(store, rest, DELIVERED, later)
+        assert cursor(database, hook.id) == (6, 6)
+    assert len({claim.event_id for claim in dead + alive + rest}) == 6 == len(dead + alive + rest)
 
 
 def test_a_released_log_claim_is_due_again_at_once(database: Target) -> None:

@@ -229,14 +229,14 @@ class Want:
     subscriber_id: int
     acked: int
     leased: int
-    #: A range of its expired (its worker or replica died): every range is given up, the log taken over from acked.
+    #: A range of its expired (its worker or replica died): that range is taken over, the others stay with theirs.
     expired: bool
     count: int
     expires: datetime
 
     @property
     def start(self) -> int:
-        return self.acked if self.expired else self.leased
+        return self.leased
 
 
 @dataclass(frozen=True)
@@ -316,20 +316,19 @@ async def lease(
     is out already; the subscribers at the same place share one read of the log.
 
     Each claim leases a range of its own, so a lane that finished takes the next events at once while a slow one
-    holds only the cursor's ``acked``. When a range's lease expired (its worker or replica died), every range of the
-    subscriber is given up and the log is taken over from ``acked`` (at least once: what finished after it is sent
-    again). A range ends at the last event leased, or at the last one read when fewer were owed: it passes the events
-    the filter (as it was at each event) does not match and those with a delivery row for the subscriber (the row
-    is their truth), owing nothing for them.
+    holds only the cursor's ``acked``. When a range's lease expired (its worker or replica died), that range is taken
+    over (`_take_over`): at least once, so what its worker finished before it died is sent again, but the ranges
+    other workers hold, and those already finished, are not. A range ends at the last event leased, or at the last
+    one read when fewer were owed: it passes the events the filter (as it was at each event) does not match and
+    those with a delivery row for the subscriber (the row is their truth), owing nothing for them.
     """
     stamp = iso(now)
-    taken_over = [want.subscriber_id for want in wants if want.expired]
-    if taken_over:
-        among, values = db.dialect.among("subscriber_id", taken_over)
-        await db.execute(f"DELETE FROM leases WHERE {among}", *values)
+    leased: list[tuple[int, Leased]] = []
+    for want in [want for want in wants if want.expired]:
+        leased += await _take_over(db, want, histories[want.subscriber_id], now)
+    wants = [want for want in wants if not want.expired]
     everything = {want.subscriber_id: _takes_everything(histories[want.subscriber_id], want.start) for want in wants}
     read = _Log(db, attributes=not all(everything.values()))
-    leased: list[tuple[int, Leased]] = []
     ranges: list[tuple[str, int, int, int, int, str]] = []
     moved: list[tuple[int, int, str, int]] = []
     for want in sorted(wants, key=lambda want: want.start):
@@ -379,6 +378,62 @@ async def lease(
     return leased
 
 
+async def _take_over(db: Db, want: Want, history: History, now: datetime) -> list[tuple[int, Leased]]:
+    """The owed events of ``want``'s expired ranges, oldest first, up to its count, each range's under a new lease.
+
+    What is left of a range past the count stays out under a lease of its own that has already expired, for the next
+    claim; the dead worker's token is gone, so a finish it reports after all counts for nothing."""
+    stamp = iso(now)
+    expired = await db.fetch(
+        "SELECT token, after_position, last_position FROM leases WHERE subscriber_id = ? AND expires_at <= ?"
+        " ORDER BY after_position",
+        want.subscriber_id,
+        stamp,
+    )
+    leased: list[tuple[int, Leased]] = []
+    for row in expired:
+        left = want.count - len(leased)
+        if left <= 0:
+            break
+        after, last = row["after_position"], row["last_position"]
+        entries = await _Log(db, attributes=not _takes_everything(history, after)).after(after, last - after)
+        owed = [entry for entry in entries if entry.position <= last and _owes(history, want.subscriber_id, entry)]
+        token = f"{stamp}/{uuid.uuid4().hex[:12]}"
+        taken = owed[:left]
+        end = taken[-1].position if len(taken) < len(owed) else last
+        await db.execute("DELETE FROM leases WHERE token = ?", row["token"])
+        rows = [(token, want.subscriber_id, after, end, len(taken), iso(want.expires))] if taken else []
+        if end < last:  # the rest, for the next claim
+            rest = f"{stamp}/{uuid.uuid4().hex[:12]}"
+            rows.append((rest, want.subscriber_id, end, last, len(owed) - len(taken), stamp))
+        if rows:
+            await db.executemany(
+                "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        leased += [
+            (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token, True))
+            for entry in taken
+        ]
+    # A range with nothing owed left is gone: ``acked`` moves to the first range still out (``leased`` when none).
+    await db.execute(
+        "UPDATE cursors SET acked = coalesce((SELECT min(after_position) FROM leases l"
+        " WHERE l.subscriber_id = cursors.subscriber_id), leased), updated_at = ? WHERE subscriber_id = ?",
+        stamp,
+        want.subscriber_id,
+    )
+    return leased
+
+
+def _owes(history: History, subscriber_id: int, entry: _Entry) -> bool:
+    """Whether the log owes ``subscriber_id`` the event: no row of its own, and the filter then in force takes it."""
+    kept = filter_at(history, entry.position)
+    if subscriber_id in entry.rowed or kept is None:
+        return False
+    return kept.everything or (entry.event is not None and kept.matches(entry.event))
+
+
 def matchable(row: Row) -> Event:
     """An event of the log as a filter looks at it (no body)."""
     return Event(
@@ -415,5 +470,5 @@ async def finished(db: Db, counts: Mapping[tuple[int, str], int], at: str) -> No
 
 
 async def give_back(db: Db, token: str, at: str) -> None:
-    """End a lease at once (a claim handed back unattempted): the next claim takes the log over from ``acked``."""
+    """End a lease at once (a claim handed back unattempted): the next claim takes its range over."""
     await db.execute("UPDATE leases SET expires_at = ? WHERE token = ?", at, token)
