@@ -420,7 +420,7 @@ async def recoverable(db: Db, subscriber_id: int, since: datetime, after_id: int
 
 async def release(db: Db, claim: Claim, at: datetime) -> None:
     """Give back a lease that was never attempted (shutdown), so it is due again at once (an event of the log: its
-    cursor's whole range, taken over from ``acked`` by the next claim)."""
+    lease's range, taken over by the next claim)."""
     if claim.lease is not None:
         await log.give_back(db, claim.lease, iso(at))
         await notify(db)
