@@ -331,6 +331,33 @@ def test_a_range_another_worker_still_holds_is_not_taken_over_with_an_expired_on
     assert len({claim.event_id for claim in dead + alive + rest}) == 6 == len(dead + alive + rest)
 
 
+def test_a_finish_waiting_for_a_claim_of_the_next_range_leaves_acked_before_that_range(database: Target) -> None:
+    """PostgreSQL: another worker's claim leases the next range while a finish ends the range before it. Whichever
+    commits first, ``acked`` stops at the claim's range (were it passed, retention would prune events still out)."""
+    if not isinstance(database, PostgresUrl):
+        pytest.skip("SQLite has one writer at a time: a claim and a finish never overlap")
+    at = utc_now()
+    with store_for(database) as store:
+        hook = store.add_subscriber(spec("hook"), at)
+        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        first = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
+        with psycopg.connect(database.url) as other:  # the other worker's claim, in the middle of its transaction
+            other.execute(
+                "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
+                " VALUES ('next', %s, 2, 4, 2, %s)",
+                (hook.id, iso(at + timedelta(minutes=5))),
+            )
+            other.execute("UPDATE cursors SET leased = 4 WHERE subscriber_id = %s", (hook.id,))
+            finisher = threading.Thread(target=finish, args=(store, first, DELIVERED, at))
+            finisher.start()
+            with psycopg.connect(database.url, autocommit=True) as watcher:
+                while not watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:  # type: ignore[index]
+                    assert finisher.is_alive()
+            other.commit()
+            finisher.join()
+        assert cursor(database, hook.id) == (2, 4)
+
+
 def test_a_released_log_claim_is_due_again_at_once(database: Target) -> None:
     at = utc_now()
     with store_for(database) as store:

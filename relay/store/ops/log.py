@@ -323,6 +323,7 @@ async def lease(
     those with a delivery row for the subscriber (the row is their truth), owing nothing for them.
     """
     stamp = iso(now)
+    await hold_cursors(db, [want.subscriber_id for want in wants])
     leased: list[tuple[int, Leased]] = []
     for want in [want for want in wants if want.expired]:
         leased += await _take_over(db, want, histories[want.subscriber_id], now)
@@ -457,6 +458,8 @@ async def finished(db: Db, counts: Mapping[tuple[int, str], int], at: str) -> No
     since (it expired and the log was taken over) is gone: nothing."""
     if not counts:
         return
+    subscriber_ids = sorted({subscriber_id for subscriber_id, _ in counts})
+    await hold_cursors(db, subscriber_ids)
     await db.executemany(
         "UPDATE leases SET outstanding = outstanding - ? WHERE token = ?",
         [(count, token) for (_, token), count in counts.items()],
@@ -465,8 +468,18 @@ async def finished(db: Db, counts: Mapping[tuple[int, str], int], at: str) -> No
     await db.executemany(
         "UPDATE cursors SET acked = coalesce((SELECT min(after_position) FROM leases l"
         " WHERE l.subscriber_id = cursors.subscriber_id), leased), updated_at = ? WHERE subscriber_id = ?",
-        [(at, subscriber_id) for subscriber_id in sorted({subscriber_id for subscriber_id, _ in counts})],
+        [(at, subscriber_id) for subscriber_id in subscriber_ids],
     )
+
+
+async def hold_cursors(db: Db, subscriber_ids: Collection[int]) -> None:
+    """PostgreSQL: lock the subscribers' cursors, in id order (no deadlock between a claim and a finish), before
+    their leases are read or written. A claim and a finish of the same subscriber then take turns: without it, a
+    finish's ``acked`` that waited for a claim's cursor row was computed from a snapshot older than the claim's new
+    range, and passed it (retention would then prune events still out). SQLite has one writer: nothing to do."""
+    if db.dialect.postgres and subscriber_ids:
+        among, values = db.dialect.among("subscriber_id", sorted(subscriber_ids))
+        await db.fetch(f"SELECT 1 FROM cursors WHERE {among} ORDER BY subscriber_id FOR NO KEY UPDATE", *values)
 
 
 async def give_back(db: Db, token: str, at: str) -> None:
