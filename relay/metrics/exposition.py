@@ -41,8 +41,8 @@ class StoreCollector(Collector):
             self.on_subscribers(self.live)
         depth = GaugeMetricFamily(
             "relay_outbox_deliveries",
-            "Deliveries in the outbox, by state. A subscriber with a filter: its deliveries without a row matched among"
-            " its next 10,000 events (a floor), read again every 30 s (up to 30 s old).",
+            "Deliveries in the outbox, by state. A subscriber with a filter: its deliveries without a row counted up to"
+            " 10,000 (a floor), read again every 30 s (up to 30 s old).",
             labels=["state"],
         )
         oldest = GaugeMetricFamily(

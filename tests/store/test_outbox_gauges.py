@@ -47,7 +47,7 @@ def test_the_outbox_gauges_say_what_listing_the_deliveries_says(database: Target
         store.add_subscriber(spec("paused-failures", ("cos.job.failed",)), at)
         for name in ("paused", "paused-failures"):
             store.set_subscriber_state(name, SubscriberState.PAUSED, at)
-        # Failures first: shedding finds a filtered backlog over its bound within the bound's number of events.
+        # Failures and successes: the filtered subscribers are owed some of the events.
         states = ["Failed"] * 4 + ["Success", "Failed"] * 6
         for number, state in enumerate(states):  # a second apart: the oldest is a given event
             asyncio.run(record(store, job_body(number, state), at=at + timedelta(seconds=number)))

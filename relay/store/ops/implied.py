@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from relay.domain.filters import Filter
 from relay.store.answers import Delivery
 from relay.store.db import Db
+from relay.store.ops import owed
 from relay.store.ops.log import HEAD, filter_at, filter_histories, matchable
 from relay.store.records import Page
 from relay.store.rows import Row
@@ -29,7 +30,8 @@ GAP_STATES = ("dropped", "cancelled")
 PAGE_SCAN = 2000
 #: Events read at a time while walking the log.
 _BATCH = 200
-#: A count of matching events reads at most this many (the figure is then a floor, said where it is shown).
+#: A count of a subscriber's matching events stops at this many (the figure is then a floor, said where it is
+#: shown).
 COUNT_CAP = 10_000
 
 #: The answer columns of a row of ``deliveries d`` joined with its event ``e`` and subscriber ``s``.
@@ -375,35 +377,12 @@ def _everything(history: Sequence[tuple[int, Filter]], after: int, upto: int) ->
 
 
 async def matching(db: Db, owner: Cursor, after: int, upto: int, cap: int = COUNT_CAP) -> int:
-    """The events in (after, upto] owed to ``owner`` with no row, up to ``cap``: a count in SQL when its filter
-    takes everything over the whole range, else the events read and matched one by one."""
-    if upto <= after:
-        return 0
-    if _everything(owner.history, after, upto):
-        return int(
-            await db.fetchval(
-                "SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.position > ? AND e.position <= ?"
-                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.subscriber_id = ?)"
-                " LIMIT ?) AS owed",
-                after,
-                upto,
-                owner.id,
-                cap,
-            )
-        )
-    events = await db.fetch(
-        f"SELECT {_EVENT_COLUMNS}, EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id"
-        " AND d.subscriber_id = ?) AS rowed FROM events e WHERE e.position > ? AND e.position <= ?"
-        " ORDER BY e.position LIMIT ?",
-        owner.id,
-        after,
-        upto,
-        cap,
-    )
-    return sum(1 for event in events if not event["rowed"] and owner.owes(event))
+    """The events in (after, upto] owed to ``owner`` with no row, up to ``cap`` of them (counted in SQL, each
+    filter of its history as a condition: `owed`)."""
+    return await owed.count(db, owner.id, owner.history, after, upto, cap)
 
 
-#: How long the outbox gauges reuse a filtered subscriber's figures (its events matched one by one) before they
+#: How long the outbox gauges reuse a filtered subscriber's figures (a count per filter and subscriber) before they
 #: read them again: what they may lag behind by (said in the gauges' help and docs/metrics.md).
 RECOUNT_AFTER = 30.0
 
@@ -421,7 +400,7 @@ class Figures:
 
 class Recounts:
     """The outbox gauges' figures of the subscribers with a filter, each read again once it is `RECOUNT_AFTER`
-    seconds old: their events are matched one by one (up to `COUNT_CAP` each), which a scrape cannot afford for
+    seconds old: their events are counted by their filters (up to `COUNT_CAP` each), which a scrape cannot afford for
     every subscriber every time. Read again, a subscriber whose cursor, filter, given-up ranges and rows are as they
     were (paused, say: a backlog that only grows) has only the events since added. One per store (a process's own:
     PostgreSQL replicas may differ by that much)."""
@@ -512,7 +491,7 @@ def _by_filter(owners: Sequence[Cursor], head: int) -> tuple[list[Cursor], list[
 
 
 async def _owed(db: Db, owner: Cursor, head: int) -> Figures:
-    """A filtered subscriber's figures, its events read and matched one by one."""
+    """A filtered subscriber's figures, its events counted by its filters."""
     pending = await matching(db, owner, owner.leased, head)
     return Figures(
         pending,
