@@ -24,9 +24,10 @@ from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.ingest import Ingest, Reader
 from relay.settings.table import Settings
-from relay.store import PostgresStore, store_for
+from relay.store import store_for
 from relay.store.ops.subscribers import SUBSCRIBERS_LOCK
 from relay.store.postgres.schema import STEPS
+from relay.store.postgres.store import PostgresStore
 from relay.store.records import PostgresUrl
 from tests.conftest import (
     ADMIN_TOKEN,
