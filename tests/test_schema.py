@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,21 +99,6 @@ def test_the_packaged_schema_is_built_once_then_read_back_from_its_cache(
     assert again.explain(bogus) == first.explain(bogus) != ()
     assert again.reference_is_valid(failed)
     assert builds == [schema_path().resolve()]
-
-
-def test_a_gateway_starting_on_a_cached_schema_imports_no_xmlschema(tmp_path: Path) -> None:
-    """What `cos-relay serve` imports at start on SQLite with no COS source: not xmlschema (read back compiled),
-    httpx (the COS client's) nor asyncpg (PostgreSQL's): a tenth to a quarter of a second of CPU each."""
-    start = (
-        "import sys, relay.app.serving; from relay.store import store_for;"
-        "from relay.validate.schema import CallbackSchema; CallbackSchema.load();"
-        f"store = store_for(__import__('pathlib').Path({str(tmp_path / 'relay.db')!r})); store.open(); store.close();"
-        "print(sorted(set(sys.modules) & {'xmlschema', 'elementpath', 'httpx', 'asyncpg'}))"
-    )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-c", start], env=env, check=True, capture_output=True)  # leaves the cache
-    imported = subprocess.run([sys.executable, "-c", start], env=env, check=True, capture_output=True, text=True)
-    assert imported.stdout.strip() == "[]"
 
 
 def test_a_changed_schema_or_a_damaged_cache_file_is_built_again(
