@@ -34,7 +34,6 @@ from tests.conftest import (
     CALLBACK_TOKEN,
     callback_schema,
     callback_url,
-    empty_database,
     fresh_database,
     ingest,
     job_body,
@@ -63,7 +62,7 @@ def test_a_url_is_shown_without_its_password() -> None:
 
 
 def test_replicas_starting_together_on_an_empty_database_migrate_it_once(postgres: Cluster) -> None:
-    url = empty_database(postgres)
+    url = postgres.new_database()
 
     def start() -> None:
         with store_for(url):
@@ -81,7 +80,7 @@ def test_replicas_starting_together_on_an_empty_database_migrate_it_once(postgre
 def test_a_command_other_than_serve_refuses_a_database_cos_relay_never_set_up(
     postgres: Cluster, command: list[str]
 ) -> None:
-    url = empty_database(postgres)
+    url = postgres.new_database()
     result = CliRunner().invoke(main, [*command, "--db", url.url])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
