@@ -184,7 +184,8 @@ def _assemble(label: str, normalize: Callable[[str], str] | None, builtin_name: 
     groups, checks, assertions = tuple(facets.groups), tuple(facets.checks), tuple(facets.assertions)
     single = groups[0][0][0] if len(groups) == 1 and len(groups[0][0]) == 1 else None
     shown = groups[0][1] if len(groups) == 1 else ""
-    plain = normalize is None and builtin_name in STRINGS
+    stringy = builtin_name in STRINGS
+    plain = normalize is None and stringy
     if plain and not groups and not assertions and (len(checks) == len(facets.enumerations) == 1):
         return partial(converters.one_of, frozenset(facets.enumerations[0]), checks[0])
     if plain and not groups and not assertions and facets.max_length is not None and len(checks) == 1:
@@ -194,5 +195,4 @@ def _assemble(label: str, normalize: Callable[[str], str] | None, builtin_name: 
             return partial(converters.matching, single.match, label, shown)
         if len(assertions) == 1:
             return partial(converters.matching_asserted, single.match, label, shown, assertions[0])
-    stringy = builtin_name in STRINGS
     return partial(converters.general, label, normalize, groups, BUILTINS[builtin_name], checks, assertions, stringy)
