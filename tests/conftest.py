@@ -148,11 +148,6 @@ def fresh_database(cluster: Cluster) -> PostgresUrl:
     return PostgresUrl(cluster.url(name))
 
 
-def empty_database(cluster: Cluster) -> PostgresUrl:
-    """A new database in ``cluster`` that cos-relay never set up."""
-    return cluster.new_database()
-
-
 @contextlib.contextmanager
 def throwaway_database(cluster: Cluster) -> Iterator[PostgresUrl]:
     """`fresh_database`, dropped when the block ends."""

@@ -91,6 +91,7 @@ def on_host(command: str, host: Path) -> str:
     return command
 
 
+@pytest.mark.timeout(300)  # pip builds and installs the wheel and its dependencies: 55 s quiet, over 120 s busy
 def test_the_install_block_installs_from_this_checkout_and_enables_the_unit(host: Path) -> None:
     env = {**os.environ, "PATH": f"{host / 'bin'}:{os.environ['PATH']}"}
     for real in ("etc/systemd/system", "opt"):

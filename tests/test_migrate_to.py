@@ -16,7 +16,7 @@ from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.store import Store, store_for
 from relay.store.records import Target
-from tests.conftest import empty_database, ingest, job_body
+from tests.conftest import ingest, job_body
 from tests.postgres import Cluster
 
 
@@ -60,7 +60,7 @@ def test_migrate_to_copies_every_row_and_the_copy_answers_as_the_file_did(tmp_pa
     ingest(db, *(job_body(number) for number in range(5)), job_body(1))
     with store_for(db) as store:
         attempt_one(store)
-    url = empty_database(postgres)
+    url = postgres.new_database()
     result = CliRunner().invoke(main, ["migrate-to", url.url, "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert "Copied" in result.output

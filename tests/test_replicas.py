@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from relay.cli import main
 from relay.store.records import PostgresUrl
-from tests.conftest import empty_database, job_body, job_id
+from tests.conftest import job_body, job_id
 from tests.databases import rows
 from tests.live import ProcessServer, wait_until
 from tests.postgres import Cluster
@@ -29,7 +29,7 @@ SERVE_ARGS = ("--allow-networks", "127.0.0.0/8", "--poll-interval", "0.5")
 @pytest.fixture
 def replicas(postgres: Cluster, tmp_path: Path) -> Iterator[tuple[PostgresUrl, list[ProcessServer]]]:
     """Two replicas started at once on an empty database (they race to migrate it), in an empty folder."""
-    url = empty_database(postgres)
+    url = postgres.new_database()
     servers = [ProcessServer(url, args=SERVE_ARGS, cwd=tmp_path) for _ in range(2)]
     for server in servers:
         server.start()
@@ -115,7 +115,7 @@ def test_a_subscribers_rate_holds_across_two_replicas(
 def test_a_replica_delivers_while_another_is_recording_a_callback_for_the_same_subscriber(
     postgres: Cluster, sink: Sink, tmp_path: Path
 ) -> None:
-    url = empty_database(postgres)
+    url = postgres.new_database()
     server = ProcessServer(url, args=SERVE_ARGS, cwd=tmp_path)
     server.start()
     try:

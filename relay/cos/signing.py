@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 #: Headers COS signs besides ``x-cos-*`` and ``x-ci-*`` (the SDK's ``filter_headers``).
 SIGNED_HEADERS = frozenset(
@@ -103,14 +105,17 @@ def authorization(
     )
 
 
-class CosAuth(httpx.Auth):
-    """Signs each request of an httpx client: every query parameter, the host and the signed headers."""
+class CosAuth:
+    """Signs each request of an httpx client: every query parameter, the host and the signed headers.
+
+    A callable, which httpx takes as an auth, rather than an `httpx.Auth`: this module then needs no httpx,
+    and a gateway with no COS source never imports it (`CosSource` holds `Credentials`)."""
 
     def __init__(self, credentials: Credentials, clock: Callable[[], float]) -> None:
         self._credentials = credentials
         self._clock = clock
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def __call__(self, request: httpx.Request) -> httpx.Request:
         headers = {name: value for name, value in request.headers.items() if signed_header(name)}
         request.headers["Authorization"] = authorization(
             self._credentials,
@@ -120,4 +125,4 @@ class CosAuth(httpx.Auth):
             headers,
             self._clock(),
         )
-        yield request
+        return request

@@ -7,13 +7,12 @@ implementation from what ``--db`` names: a ``postgresql://`` URL, or an SQLite f
 from __future__ import annotations
 
 from relay.store.interface import Store
-from relay.store.postgres.store import PostgresStore
 from relay.store.records import Durability, PostgresUrl, Target
 from relay.store.sealing import Sealer
 from relay.store.sqlite.store import SqliteStore
 from relay.store.sqlite.writer import Observer
 
-__all__ = ["PostgresStore", "SqliteStore", "Store", "store_for"]
+__all__ = ["SqliteStore", "Store", "store_for"]
 
 
 def store_for(
@@ -30,6 +29,9 @@ def store_for(
     """The store for ``target``, not yet opened. ``durability`` and ``write_timeout`` apply to SQLite,
     ``pool_size`` and ``statement_timeout`` to PostgreSQL; ``sealer`` (none: clear) seals secrets on both."""
     if isinstance(target, PostgresUrl):
+        # Imported here: asyncpg and the PostgreSQL backend are a tenth of a second of every start on SQLite.
+        from relay.store.postgres.store import PostgresStore
+
         return PostgresStore(
             target,
             pool_size=pool_size,

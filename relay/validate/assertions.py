@@ -41,10 +41,12 @@ def _date_prefix_is_real(value: str) -> bool:
 _from_iso: Final = datetime.date.fromisoformat
 
 
+def _not_a_date(value: str) -> str:
+    return f"not a date: {value}"
+
+
 VALUE_ASSERTIONS: Final[Mapping[str, ValueAssertion]] = {
-    "substring($value, 1, 10) castable as xs:date": ValueAssertion(
-        holds=_date_prefix_is_real, rule=lambda value: f"not a date: {value}"
-    ),
+    "substring($value, 1, 10) castable as xs:date": ValueAssertion(holds=_date_prefix_is_real, rule=_not_a_date),
 }
 
 

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final
 
 from relay.validate.model import CheckFailed, describe
@@ -91,40 +92,42 @@ BUILTINS: Final[dict[str, Callable[[str], object]]] = {
 }
 
 
+def _outside(allowed: frozenset[str], shown: str, value: Any, text: str) -> None:
+    if value not in allowed:
+        raise CheckFailed(f"value {describe(text)} is not one of {shown}", 1)
+
+
+def _breaks_length(kind: str, limit: int, value: Any, text: str) -> None:
+    size = len(text)
+    if (
+        (kind == "length" and size != limit)
+        or (kind == "minLength" and size < limit)
+        or (kind == "maxLength" and size > limit)
+    ):
+        raise CheckFailed(f"value {describe(text)} breaks {kind} {limit}", 1)
+
+
+def _breaks_bound(kind: str, limit: Any, exact: bool, value: Any, text: str) -> None:
+    # Decimals are compared exactly, as xmlschema does; the float output may have rounded.
+    number = Decimal(text.replace(" ", "")) if exact else value
+    broken = (
+        (kind == "minInclusive" and number < limit)
+        or (kind == "maxInclusive" and number > limit)
+        or (kind == "minExclusive" and number <= limit)
+        or (kind == "maxExclusive" and number >= limit)
+    )
+    if broken:
+        raise CheckFailed(f"value {text} breaks {kind} {limit}", 2)
+
+
+# The checks are module functions bound with partial, not closures, so a compiled schema pickles.
 def enumeration_check(allowed: frozenset[str], ordered: list[str]) -> Check:
-    shown = ", ".join(item if item else "''" for item in ordered)
-
-    def check(value: Any, text: str) -> None:
-        if value not in allowed:
-            raise CheckFailed(f"value {describe(text)} is not one of {shown}", 1)
-
-    return check
+    return partial(_outside, allowed, ", ".join(item if item else "''" for item in ordered))
 
 
 def length_check(kind: str, limit: int) -> Check:
-    def check(value: Any, text: str) -> None:
-        size = len(text)
-        if (
-            (kind == "length" and size != limit)
-            or (kind == "minLength" and size < limit)
-            or (kind == "maxLength" and size > limit)
-        ):
-            raise CheckFailed(f"value {describe(text)} breaks {kind} {limit}", 1)
-
-    return check
+    return partial(_breaks_length, kind, limit)
 
 
 def bound_check(kind: str, limit: Any, *, exact: bool) -> Check:
-    def check(value: Any, text: str) -> None:
-        # Decimals are compared exactly, as xmlschema does; the float output may have rounded.
-        number = Decimal(text.replace(" ", "")) if exact else value
-        broken = (
-            (kind == "minInclusive" and number < limit)
-            or (kind == "maxInclusive" and number > limit)
-            or (kind == "minExclusive" and number <= limit)
-            or (kind == "maxExclusive" and number >= limit)
-        )
-        if broken:
-            raise CheckFailed(f"value {text} breaks {kind} {limit}", 2)
-
-    return check
+    return partial(_breaks_bound, kind, limit, exact)

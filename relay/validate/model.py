@@ -16,6 +16,10 @@ class _Empty:
     def __repr__(self) -> str:
         return "EMPTY"
 
+    def __reduce__(self) -> str:
+        # Unpickled as this module's EMPTY, not a copy: the walker tests `is EMPTY`.
+        return "EMPTY"
+
 
 EMPTY: Final = _Empty()
 
@@ -31,6 +35,10 @@ class CheckFailed(Exception):
         super().__init__(rule)
         self.rule = rule
         self.stage = stage
+
+    def __reduce__(self) -> tuple[type[CheckFailed], tuple[str, int]]:
+        # A compiled schema holds some (an empty element's precomputed outcome) and is pickled.
+        return (CheckFailed, (self.rule, self.stage))
 
 
 # Converts the raw text of a simple-typed element to its typed value (or EMPTY); raises CheckFailed.

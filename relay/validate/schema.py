@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import os
 import pickle
 import sys
@@ -15,18 +16,19 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import elementpath
-import xmlschema
 from lxml import etree
-from xmlschema import XMLSchema11, XMLSchemaException
 
 import relay
-from relay.validate import explain, fastpath
-from relay.validate.compiler import compile_schema
+from relay.validate import fastpath
 from relay.validate.errors import SchemaViolation, UnsupportedSchema, Violation
 from relay.validate.model import CompiledSchema
+
+# xmlschema (with elementpath, 0.15-0.2 s of CPU to import) is imported where a schema is built, compiled or
+# explained: `cos-relay serve` reads the compiled schema a previous process left and only converts.
+if TYPE_CHECKING:
+    from xmlschema import XMLSchema11, XMLSchemaException
 
 __all__ = ["CallbackSchema", "SchemaViolation", "UnsupportedSchema", "Violation", "schema_path"]
 
@@ -53,18 +55,20 @@ class CallbackSchema:
     def load(cls, path: Path | None = None) -> CallbackSchema:
         """Compile the fast path; raises UnsupportedSchema if the XSD outgrows the compiler.
 
-        The packaged schema is compiled from the build a previous process cached (see `_cached_xsd`) when there
-        is one: `cos-relay serve` only converts, so it then never builds xmlschema's validator at all. The
-        unpickled build serves the compiler only (it reads the schema's structure): xmlschema's XPath parsers
-        for xs:assert do not survive pickling, so the reference validator is built anew when first asked for.
+        The packaged schema's compiled form is the one a previous process left (see `_cached`) when there is
+        one: `cos-relay serve` only converts, so it then never imports xmlschema at all. The reference validator
+        (`explain`, `reference_is_valid`) is built when first asked for.
         """
         source = (path or schema_path()).resolve()
-        if path is None and (cached := _cached_xsd(source)) is not None:
-            return cls(compile_schema(cached), source)
+        if path is None and (cached := _cached(source)) is not None:
+            return cls(cached, source)
+        from relay.validate.compiler import compile_schema
+
         xsd = _build_xsd(source)
+        compiled = compile_schema(xsd)
         if path is None:
-            _leave(xsd, source)
-        return cls(compile_schema(xsd), source, xsd)
+            _leave(compiled, source)
+        return cls(compiled, source, xsd)
 
     def _reference(self) -> XMLSchema11:
         with self._building:
@@ -78,6 +82,8 @@ class CallbackSchema:
 
     def explain(self, root: etree._Element) -> tuple[Violation, ...]:
         """Slow path: every xmlschema error with an element path; () when valid."""
+        from relay.validate import explain
+
         if (entity := _first_entity(root)) is not None:
             return (
                 Violation(fastpath.element_path(entity, root, self._compiled.root), "entity reference not allowed"),
@@ -91,6 +97,8 @@ class CallbackSchema:
 
     def reference_is_valid(self, root: etree._Element) -> bool:
         """xmlschema's verdict on the same XSD."""
+        from xmlschema import XMLSchemaException
+
         if _first_entity(root) is not None:
             return False
         try:
@@ -101,47 +109,57 @@ class CallbackSchema:
             return False
 
     def _errors(self, document: etree._Element, crashes: list[XMLSchemaException]) -> Iterator[Any]:
+        from xmlschema import XMLSchemaException
+
         try:
             yield from self._reference().iter_errors(document, use_location_hints=False)
         except XMLSchemaException as crash:
             crashes.append(crash)
 
 
-#: Where the packaged XSD, once built, is kept for the next process: beside this package's bytecode.
+#: Where the packaged XSD, once compiled, is kept for the next process: beside this package's bytecode.
 CACHE = Path(__file__).parent / "__pycache__"
 
 
 def _build_xsd(source: Path) -> XMLSchema11:
+    from xmlschema import XMLSchema11
+
     # sandbox: only files below the schema's own folder may be read, never a URL.
     return XMLSchema11(str(source), base_url=str(source.parent), allow="sandbox", defuse="always")
 
 
 def _cache_file(source: Path) -> Path:
-    """Where the build of ``source`` is kept: named by a hash of all it depends on (the XSD's bytes and path, the
-    builder's options, the xmlschema, elementpath and Python versions), so a changed schema or an upgrade never
-    finds a stale one."""
-    parts = (str(source), "sandbox,always", xmlschema.__version__, elementpath.__version__, sys.version)
-    key = hashlib.sha256(source.read_bytes() + "\0".join(parts).encode()).hexdigest()[:20]
+    """Where the compiled form of ``source`` is kept: named by a hash of all it depends on (the XSD's bytes and
+    path, the builder's options, this package's code, xmlschema's and elementpath's versions (their
+    ``__init__.py``, read without importing them), Python's version), so a changed schema, compiler or upgrade
+    never finds a stale one."""
+    parts = [source.read_bytes(), str(source).encode(), b"sandbox,always", sys.version.encode()]
+    parts += [code.read_bytes() for code in sorted(Path(__file__).parent.glob("*.py"))]
+    for package in ("xmlschema", "elementpath"):
+        spec = importlib.util.find_spec(package)
+        parts.append(Path(spec.origin).read_bytes() if spec is not None and spec.origin else b"")
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
     return CACHE / f"{source.stem}.{key}.pickle"
 
 
-def _cached_xsd(source: Path) -> XMLSchema11 | None:
-    """The build of the packaged XSD that a previous process left, if any.
+def _cached(source: Path) -> CompiledSchema | None:
+    """The compiled form of the packaged XSD that a previous process left, if any.
 
-    Building it costs 0.2 s of CPU in a fresh process (0.5 s under coverage), mostly xmlschema's XSD 1.1
-    meta-schema; unpickling it, 0.03 s. Every `cos-relay serve` paid that at start, and the test suite starts
-    hundreds. The file is written where and when Python writes bytecode (not under PYTHONDONTWRITEBYTECODE, not
-    where the package is read-only, as an installed wheel usually is): whoever can write there can change the code.
+    Building the XSD costs 0.2 s of CPU in a fresh process (0.5 s under coverage), mostly xmlschema's XSD 1.1
+    meta-schema, and importing xmlschema 0.15 s more; unpickling the compiled form, a few milliseconds. Every
+    `cos-relay serve` paid both at start, and the test suite starts hundreds. The file is written where and when
+    Python writes bytecode (not under PYTHONDONTWRITEBYTECODE, not where the package is read-only, as an installed
+    wheel usually is): whoever can write there can change the code.
     """
     try:
         cached = pickle.loads(_cache_file(source).read_bytes())  # noqa: S301 - written by _leave, beside the code
     except Exception:  # none yet, or unreadable (a damaged disk): built again, as with no cache at all
         return None
-    return cached if isinstance(cached, XMLSchema11) else None
+    return cached if isinstance(cached, CompiledSchema) else None
 
 
-def _leave(xsd: XMLSchema11, source: Path) -> None:
-    """Pickle the build of ``source`` for the next process. Written whole under another name, then renamed: a
+def _leave(compiled: CompiledSchema, source: Path) -> None:
+    """Pickle the compiled form of ``source`` for the next process. Written whole under another name, then renamed: a
     process starting meanwhile finds no file or all of it. Any failure only means the next process builds it too."""
     if sys.dont_write_bytecode:
         return
@@ -151,7 +169,7 @@ def _leave(xsd: XMLSchema11, source: Path) -> None:
         cache.parent.mkdir(exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=f"{cache.name}.", delete=False) as part:
             written = Path(part.name)
-            pickle.dump(xsd, part, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(compiled, part, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(written, cache)
     except Exception:  # a cache: not writing it changes nothing but the next start's CPU
         if written is not None:

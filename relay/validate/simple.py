@@ -1,12 +1,14 @@
-"""Compile xmlschema simple types into plain converter closures (runs once, at load time)."""
+"""Compile xmlschema simple types into converters (relay/validate/converters.py; runs once, at load time)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from xmlschema.validators import XsdAtomicBuiltin, XsdAtomicRestriction, XsdUnion
 
+from relay.validate import converters
 from relay.validate.assertions import VALUE_ASSERTIONS
 from relay.validate.errors import UnsupportedSchema
 from relay.validate.lexical import (
@@ -22,7 +24,7 @@ from relay.validate.lexical import (
     enumeration_check,
     length_check,
 )
-from relay.validate.model import DECIMAL, EMPTY, INTEGER, OTHER, TEXT, CheckFailed, Converter, SimpleSpec, describe
+from relay.validate.model import DECIMAL, EMPTY, INTEGER, OTHER, TEXT, CheckFailed, Converter, SimpleSpec
 
 
 def _label(xsd_type: Any) -> str:
@@ -116,30 +118,8 @@ def _union(members: list[Converter]) -> Converter:
         return members[0]
     if len(members) == 2:
         first, second = members
-
-        def convert_pair(text: str) -> object:
-            try:
-                return first(text)
-            except CheckFailed as error:
-                try:
-                    return second(text)
-                except CheckFailed as other:
-                    raise (other if other.stage > error.stage else error) from None
-
-        return convert_pair
-
-    def convert(text: str) -> object:
-        best: CheckFailed | None = None
-        for member in members:
-            try:
-                return member(text)
-            except CheckFailed as err:
-                if best is None or err.stage > best.stage:
-                    best = err
-        assert best is not None
-        raise best
-
-    return convert
+        return partial(converters.either, first, second)
+    return partial(converters.any_of, tuple(members))
 
 
 def _atomic(xsd_type: Any) -> Converter:
@@ -171,7 +151,7 @@ class _Facets:
     def __init__(self) -> None:
         self.groups: list[Group] = []
         self.checks: list[Check] = []
-        self.assertions: list[tuple[Callable[[str], bool], Callable[[str], str]]] = []
+        self.assertions: list[converters.Assertion] = []
         self.enumerations: list[list[str]] = []  # also in `checks`; kept to specialise on
         self.max_length: int | None = None  # also in `checks`; kept to specialise on
 
@@ -204,91 +184,15 @@ def _assemble(label: str, normalize: Callable[[str], str] | None, builtin_name: 
     groups, checks, assertions = tuple(facets.groups), tuple(facets.checks), tuple(facets.assertions)
     single = groups[0][0][0] if len(groups) == 1 and len(groups[0][0]) == 1 else None
     shown = groups[0][1] if len(groups) == 1 else ""
-
-    def mismatch(text: str, shown: str) -> CheckFailed:
-        return CheckFailed(f"value {describe(text)} does not match the {label} pattern {shown}", 1)
-
-    if (
-        normalize is None
-        and builtin_name in STRINGS
-        and not groups
-        and not assertions
-        and (len(checks) == len(facets.enumerations) == 1)
-    ):
-        # EventName, State: a closed set of preserved strings.
-        (ordered,) = facets.enumerations
-        allowed = frozenset(ordered)
-        enumeration = checks[0]
-
-        def convert_enumeration(text: str) -> object:
-            if text in allowed:
-                return text
-            enumeration(text, text)  # raises with the full wording
-            return text
-
-        return convert_enumeration
-
-    if (
-        normalize is None
-        and builtin_name in STRINGS
-        and not groups
-        and not assertions
-        and facets.max_length is not None
-        and len(checks) == 1
-    ):
-        # Free text (Message, UserData, object keys): a preserved string of bounded length.
-        limit, length = facets.max_length, checks[0]
-
-        def convert_bounded(text: str) -> object:
-            if len(text) > limit:
-                length(text, text)  # raises with the full wording
-            return text
-
-        return convert_bounded
-
-    if normalize is None and builtin_name in STRINGS and single is not None and not checks:
-        # IDs, Tag, timestamps: one pattern on a preserved string, maybe an assertion.
-        match = single.match
-        if not assertions:
-
-            def convert_pattern(text: str) -> object:
-                if match(text) is None:
-                    raise mismatch(text, shown)
-                return text
-
-            return convert_pattern
-        if len(assertions) == 1:
-            ((holds, rule),) = assertions
-
-            def convert_asserted(text: str) -> object:
-                if match(text) is None:
-                    raise mismatch(text, shown)
-                if not holds(text):
-                    raise CheckFailed(rule(text), 3)
-                return text
-
-            return convert_asserted
-
-    builtin = BUILTINS[builtin_name]
     stringy = builtin_name in STRINGS
-
-    def convert(text: str) -> object:
-        if normalize is not None:
-            text = normalize(text)
-        for regexes, shown in groups:
-            for regex in regexes:
-                if regex.match(text) is not None:
-                    break
-            else:
-                raise mismatch(text, shown)
-        value = builtin(text)
-        for check in checks:
-            check(value, text)
-        for holds, rule in assertions:  # string types only: the value is the text
-            if not holds(text):
-                raise CheckFailed(rule(text), 3)
-        if stringy and not text:
-            return EMPTY
-        return value
-
-    return convert
+    plain = normalize is None and stringy
+    if plain and not groups and not assertions and (len(checks) == len(facets.enumerations) == 1):
+        return partial(converters.one_of, frozenset(facets.enumerations[0]), checks[0])
+    if plain and not groups and not assertions and facets.max_length is not None and len(checks) == 1:
+        return partial(converters.bounded, facets.max_length, checks[0])
+    if plain and single is not None and not checks:
+        if not assertions:
+            return partial(converters.matching, single.match, label, shown)
+        if len(assertions) == 1:
+            return partial(converters.matching_asserted, single.match, label, shown, assertions[0])
+    return partial(converters.general, label, normalize, groups, BUILTINS[builtin_name], checks, assertions, stringy)

@@ -24,9 +24,9 @@ CALLBACK_TOKEN = "schemathesis-callback--18tpSWHzM1q0db2r6gkjhVNVjwM8JtmS0AQRp5y
 RUN_ID = "icf43042c67ab601aa9e79a4f03b42e4c"  # the workflow sample's RunId
 JOB_ID = "j7c12d4be4c935a96bfe3fb23d1a491e9"  # the transcode sample's JobId
 
-# The run itself is bounded at 300 s (below); on three busy workers it takes longer than the suite's 120 s.
+# The run itself is bounded at 450 s (below): 140 s in the full suite on a quiet machine, 310 s at load 8.
 #: PostgreSQL too: what it refuses to store (a NUL in text) or to compare must never be a 500.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(330), pytest.mark.both_backends]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480), pytest.mark.both_backends]
 #: Generated cases per operation (the coverage phase's edge cases come on top). The API is the same on both
 #: backends; on PostgreSQL the run is there for what only it refuses (a NUL in text, a value it cannot compare),
 #: which the coverage phase's edge cases reach, so fewer random ones do: a minute less of the suite.
@@ -149,7 +149,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
         env=unmeasured({**gateway.env, **env}),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=450,
     )
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200

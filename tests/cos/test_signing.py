@@ -60,7 +60,7 @@ def test_the_signature_is_the_sdks_for_the_same_request(
 def test_an_httpx_request_is_signed_as_the_sdk_signs_what_it_sends(monkeypatch: pytest.MonkeyPatch) -> None:
     method, path, params = REQUESTS[1]
     request = httpx.Request(method, f"https://{HOST}{path}", params=params)
-    signed = next(CosAuth(CREDENTIALS, clock=lambda: NOW).auth_flow(request))
+    signed = CosAuth(CREDENTIALS, clock=lambda: NOW)(request)
     # httpx sends Host and no other signed header on a GET without a body.
     assert signed.headers["Authorization"] == sdk_authorization(monkeypatch, method, path, params, {"Host": HOST})
 

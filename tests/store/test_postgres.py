@@ -24,16 +24,16 @@ from relay.domain.filters import Filter
 from relay.domain.subscribers import SubscriberSpec
 from relay.ingest import Ingest, Reader
 from relay.settings.table import Settings
-from relay.store import PostgresStore, store_for
+from relay.store import store_for
 from relay.store.ops.subscribers import SUBSCRIBERS_LOCK
 from relay.store.postgres.schema import STEPS
+from relay.store.postgres.store import PostgresStore
 from relay.store.records import PostgresUrl
 from tests.conftest import (
     ADMIN_TOKEN,
     CALLBACK_TOKEN,
     callback_schema,
     callback_url,
-    empty_database,
     fresh_database,
     ingest,
     job_body,
@@ -62,7 +62,7 @@ def test_a_url_is_shown_without_its_password() -> None:
 
 
 def test_replicas_starting_together_on_an_empty_database_migrate_it_once(postgres: Cluster) -> None:
-    url = empty_database(postgres)
+    url = postgres.new_database()
 
     def start() -> None:
         with store_for(url):
@@ -80,7 +80,7 @@ def test_replicas_starting_together_on_an_empty_database_migrate_it_once(postgre
 def test_a_command_other_than_serve_refuses_a_database_cos_relay_never_set_up(
     postgres: Cluster, command: list[str]
 ) -> None:
-    url = empty_database(postgres)
+    url = postgres.new_database()
     result = CliRunner().invoke(main, [*command, "--db", url.url])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [

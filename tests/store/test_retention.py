@@ -19,9 +19,10 @@ from relay.domain.filters import Filter
 from relay.domain.retention import Cutoffs, Pruned, Windows
 from relay.domain.subscribers import SubscriberSpec
 from relay.maintenance.pruning import Pruner
-from relay.store import PostgresStore, store_for
+from relay.store import store_for
 from relay.store.ops import console, queries, retention
 from relay.store.postgres.connection import PostgresDb
+from relay.store.postgres.store import PostgresStore
 from relay.store.records import PostgresUrl
 from tests.conftest import DATA, fresh_database, job_body, job_id, record
 from tests.databases import count, rows
