@@ -2,7 +2,7 @@
 the gauges count them from the cursors. What they say is what listing the deliveries says, for subscribers with and
 without a filter, some with retry rows, some paused, some whose backlog was shed; a scrape's statements do not grow
 with the subscribers whose filter takes everything, and a filtered subscriber's figures are read again only once
-they are `implied.RECOUNT_AFTER` seconds old (and then only the events since, while nothing else of it changed)."""
+they are `owed.RECOUNT_AFTER` seconds old (and then only the events since, while nothing else of it changed)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from relay.domain.clock import utc_now
 from relay.domain.subscribers import SubscriberState
 from relay.store import Store, store_for
 from relay.store.db import Db, Dialect, drive
-from relay.store.ops import implied
+from relay.store.ops import owed
 from relay.store.postgres.connection import PostgresDb
 from relay.store.records import Target
 from relay.store.rows import Row
@@ -107,19 +107,19 @@ def scraping(database: Target) -> Iterator[Any]:
     if isinstance(database, Path):
         with contextlib.closing(connection.connect(database, create=False)) as conn:
 
-            def on_sqlite(recounts: implied.Recounts) -> tuple[dict[str, Any], int]:
+            def on_sqlite(recounts: owed.Recounts) -> tuple[dict[str, Any], int]:
                 counted = Counted(connection.SqliteDb(conn))
-                return drive(implied.outbox(counted, recounts)), counted.statements
+                return drive(owed.outbox(counted, recounts)), counted.statements
 
             yield on_sqlite
         return
 
-    def on_postgres(recounts: implied.Recounts) -> tuple[dict[str, Any], int]:
+    def on_postgres(recounts: owed.Recounts) -> tuple[dict[str, Any], int]:
         async def read() -> tuple[dict[str, Any], int]:
             conn = await asyncpg.connect(database.url)
             try:
                 counted = Counted(PostgresDb(conn))
-                return await implied.outbox(counted, recounts), counted.statements
+                return await owed.outbox(counted, recounts), counted.statements
             finally:
                 await conn.close()
 
@@ -133,7 +133,7 @@ def test_a_scrapes_statements_do_not_grow_with_subscribers_and_filtered_figures_
 ) -> None:
     at = utc_now()
     now = [0.0]
-    recounts = implied.Recounts(clock=lambda: now[0])
+    recounts = owed.Recounts(clock=lambda: now[0])
     with store_for(database) as store, scraping(database) as scrape:
         store.add_subscriber(spec("hook-0"), at)
         asyncio.run(record(store, job_body(0), job_body(1), at=at))
@@ -151,7 +151,7 @@ def test_a_scrapes_statements_do_not_grow_with_subscribers_and_filtered_figures_
         counted = scrape(recounts)
         assert counted[0]["pending"][0] == 1 + 3 * 20 + 5
         asyncio.run(record(store, job_body(5, "Failed"), at=at))
-        now[0] += implied.RECOUNT_AFTER - 1
+        now[0] += owed.RECOUNT_AFTER - 1
         reused = scrape(recounts)
         assert reused[1] == many[1]  # the filtered subscribers' figures were not read again
         assert reused[0]["pending"][0] == 1 + 4 * 20 + 5  # theirs as they were
@@ -167,5 +167,5 @@ def test_a_scrapes_statements_do_not_grow_with_subscribers_and_filtered_figures_
         newest = logged(database)[-1]
         assert store.materialise(failures.id, newest, at) is not None
         asyncio.run(record(store, job_body(6, "Failed"), at=at))
-        now[0] += implied.RECOUNT_AFTER
+        now[0] += owed.RECOUNT_AFTER
         assert scrape(recounts)[0]["pending"][0] == 1 + 5 * 20 + 3 * 5 - 1

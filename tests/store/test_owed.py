@@ -41,8 +41,8 @@ def write(db: Target, statement: str, rows: list[tuple[object, ...]]) -> None:
         with contextlib.closing(sqlite3.connect(db)) as conn, conn:
             conn.executemany(statement, rows)
         return
-    with psycopg.connect(db.url) as conn:
-        conn.cursor().executemany(statement.replace("?", "%s").encode(), rows)
+    with psycopg.connect(db.url) as server:
+        server.cursor().executemany(statement.replace("?", "%s"), rows)
 
 
 def log(db: Target, events: list[Event]) -> None:

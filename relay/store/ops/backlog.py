@@ -7,7 +7,7 @@ from datetime import datetime
 
 from relay.store.db import Db
 from relay.store.formats import iso
-from relay.store.ops import implied
+from relay.store.ops import implied, owed
 from relay.store.ops.log import log_head
 
 #: The advisory lock a PostgreSQL shedding batch holds: one replica at a time, so two never drop the same excess
@@ -28,7 +28,7 @@ async def over(db: Db, max_backlog: int) -> list[int]:
         if (
             owner.id not in found
             and head - owner.leased > behind
-            and await implied.matching(db, owner, owner.leased, head, cap=behind + 1) > behind
+            and await owed.matching(db, owner, owner.leased, head, cap=behind + 1) > behind
         ):
             found.add(owner.id)
     return sorted(found)
@@ -76,11 +76,11 @@ async def drop_oldest(
     for owner in await implied.cursors(db):
         if subscriber_ids is not None and owner.id not in subscriber_ids:
             continue
-        excess = await implied.matching(db, owner, owner.leased, head, cap=max_backlog + limit + 1)
+        excess = await owed.matching(db, owner, owner.leased, head, cap=max_backlog + limit + 1)
         excess = min(limit - dropped.get(owner.name, 0), excess + pending.get(owner.id, 0) - max_backlog)
         if excess <= 0:
             continue
-        count, last = await implied.owed_upto(db, owner, owner.leased, excess)
+        count, last = await owed.upto(db, owner, owner.leased, excess)
         await db.execute(
             "INSERT INTO gaps(subscriber_id, from_position, to_position, reason, at) VALUES (?, ?, ?, 'dropped', ?)",
             owner.id,

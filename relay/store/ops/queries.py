@@ -26,7 +26,7 @@ from relay.store.answers import (
 )
 from relay.store.db import Db
 from relay.store.detail import RUN_HELD, filled, whole
-from relay.store.ops import implied
+from relay.store.ops import implied, owed
 from relay.store.ops.confirmations import of_job, waiting_stats
 from relay.store.ops.retention import last_pruned
 from relay.store.packing import unpack_prefix
@@ -397,7 +397,7 @@ async def last_attempt(db: Db, subscriber_id: int) -> LastAttempt | None:
 
 
 async def count_deliveries(db: Db, state: str) -> int:
-    return await implied.count(db, state)
+    return await owed.count(db, state)
 
 
 async def event_bodies(db: Db, limit: int) -> list[bytes]:
@@ -411,12 +411,12 @@ async def event_bodies(db: Db, limit: int) -> list[bytes]:
 GAUGED_STATES = ("pending", "in_flight", "dead", "dropped", "confirming", "unconfirmed")
 
 
-async def outbox_stats(db: Db, recounts: implied.Recounts | None = None) -> OutboxStats:
+async def outbox_stats(db: Db, recounts: owed.Recounts | None = None) -> OutboxStats:
     """What the metrics scrape reads: outbox depth and oldest age by state, subscriber states, database size
     (the space left: what the backend's store adds to it).
 
     All of it from the database, so every PostgreSQL replica reports the same figures (but for the part of filtered
-    subscribers that each keeps in ``recounts``, up to `implied.RECOUNT_AFTER` seconds old)."""
+    subscribers that each keeps in ``recounts``, up to `owed.RECOUNT_AFTER` seconds old)."""
     outbox: dict[str, tuple[int, datetime | None]] = dict.fromkeys(GAUGED_STATES, (0, None))
     among, values = db.dialect.among("state", GAUGED_STATES, "text")
     # One pass over the (state, created_at) index: three ranges of it, never the table.
@@ -424,9 +424,9 @@ async def outbox_stats(db: Db, recounts: implied.Recounts | None = None) -> Outb
         f"SELECT state, count(*) AS n, min(created_at) AS oldest FROM deliveries WHERE {among} GROUP BY state", *values
     ):
         outbox[row["state"]] = (row["n"], datetime.fromisoformat(row["oldest"]))
-    # The deliveries of the log (no row): a filtered subscriber's counted up to `implied.COUNT_CAP`, and as
-    # ``recounts`` keeps them (up to `implied.RECOUNT_AFTER` seconds old).
-    for state, (count, oldest) in (await implied.outbox(db, recounts)).items():
+    # The deliveries of the log (no row): a filtered subscriber's counted up to `owed.COUNT_CAP`, and as
+    # ``recounts`` keeps them (up to `owed.RECOUNT_AFTER` seconds old).
+    for state, (count, oldest) in (await owed.outbox(db, recounts)).items():
         rows, row_oldest = outbox[state]
         stamps = [stamp for stamp in (row_oldest, None if oldest is None else datetime.fromisoformat(oldest)) if stamp]
         outbox[state] = (rows + count, min(stamps, default=None))

@@ -15,7 +15,7 @@ from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, to_json
-from relay.store.ops import implied
+from relay.store.ops import implied, owed
 from relay.store.ops.log import log_head
 from relay.store.rows import SUBSCRIBER_COLUMNS, Row, subscriber_from
 
@@ -178,7 +178,7 @@ async def _cancel_log(db: Db, subscriber_id: int, at: str) -> int:
     """What the subscriber is owed in the log ends as cancelled: its leases, and the rest as one `gaps` row."""
     [owner] = await implied.cursors(db, name=None, only=subscriber_id)
     head = await log_head(db)
-    count = await implied.matching(db, owner, owner.leased, head)
+    count = await owed.matching(db, owner, owner.leased, head)
     count += int(
         await db.fetchval("SELECT coalesce(sum(outstanding), 0) FROM leases WHERE subscriber_id = ?", subscriber_id)
     )

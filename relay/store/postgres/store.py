@@ -14,7 +14,7 @@ from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
-from relay.store.ops import backlog, implied, queries, secrets, subscribers
+from relay.store.ops import backlog, owed, queries, secrets, subscribers
 from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
 from relay.store.postgres.lockstep import lockstep
@@ -40,8 +40,8 @@ class PostgresStore(SqlStore):
         self.url = url
         #: Seals secrets on the way in, opens them on the way out (no key: clear).
         self._sealer = sealer or Sealer()
-        #: The outbox gauges' figures of filtered subscribers, kept between scrapes (`implied.Recounts`).
-        self._recounts = implied.Recounts()
+        #: The outbox gauges' figures of filtered subscribers, kept between scrapes (`owed.Recounts`).
+        self._recounts = owed.Recounts()
         #: Only `serve` sets up (migrates) a database; the other commands refuse one cos-relay never set up.
         self.create = create
         self._db = Database(

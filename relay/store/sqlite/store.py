@@ -21,7 +21,7 @@ from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, NoFolder, StoreConflict, StoreError, StoreUnavailable
-from relay.store.ops import backlog, implied, queries, secrets
+from relay.store.ops import backlog, owed, queries, secrets
 from relay.store.records import Durability
 from relay.store.sealing import Sealer
 from relay.store.sqlite import connection, file
@@ -49,8 +49,8 @@ class SqliteStore(SqlStore):
         self.path = path
         #: Seals secrets on the way in, opens them on the way out (no key: clear).
         self._sealer = sealer or Sealer()
-        #: The outbox gauges' figures of filtered subscribers, kept between scrapes (`implied.Recounts`).
-        self._recounts = implied.Recounts()
+        #: The outbox gauges' figures of filtered subscribers, kept between scrapes (`owed.Recounts`).
+        self._recounts = owed.Recounts()
         #: Only `serve` creates a database; the other commands open an existing one or refuse.
         self.create = create
         self._durability = durability
