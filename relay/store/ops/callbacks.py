@@ -53,8 +53,7 @@ async def record_callback(
     # SQLite holds the write lock (BEGIN IMMEDIATE): the claims below find the ledger as this check saw it.
     if seen:
         return IngestResult(await _insert_duplicate(db, received, callback, at, digest), "duplicate", (), 0)
-    if callback_id is None:
-        callback_id = await _insert_callback(db, received, callback, at, digest)
+    assert callback_id is not None  # stored by the check: at ``version`` and no duplicate
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
         if await _claim_job(db, job, position, callback_id, at):
@@ -84,18 +83,22 @@ async def record_callback(
 async def _check(
     db: Db, received: Received, callback: Callback, version: tuple[object, ...] | None, at: str, digest: bytes
 ) -> tuple[tuple[object, ...], bool, int | None]:
-    """The subscribers' version, and whether every item the callback carries is already in the ledger (a
-    duplicate, known before storing it). On PostgreSQL the same statement (one round trip for it all) stores the
-    callback when the subscribers are at ``version`` and it is no duplicate, and gives its id; on SQLite it is
-    stored next (id None)."""
+    """The subscribers' version, whether every item the callback carries is already in the ledger (a duplicate,
+    known before storing it), and the id of the callback's row, stored by the same statement when the subscribers
+    are at ``version`` and it is no duplicate (None otherwise).
+
+    On PostgreSQL one round trip answers it all. SQLite's RETURNING gives only the stored row: when nothing was
+    stored (a duplicate, a stale snapshot: not the common case), a second statement reads why. One statement
+    fewer per new callback is one hand-off of the GIL fewer between the writer thread and the event loop."""
     unique = sorted(set(callback.dedup_keys))
     among, keys = db.dialect.among("dedup_key", unique, "text")
     checked = f"SELECT {VERSION}, (SELECT count(*) FROM items WHERE {among}) AS seen FROM subscribers"
+    insert, values = _callback_row(db, received, callback, at, digest, "accepted")
+    at_version, expected = version_is(version, db.dialect.postgres)
+    fields = ", ".join("?" * len(values))
     if db.dialect.postgres:
-        insert, values = _callback_row(db, received, callback, at, digest, "accepted")
-        at_version, expected = version_is(version)
         row = await db.fetchrow(
-            f"WITH checked AS ({checked}), stored AS ({insert} SELECT {', '.join('?' * len(values))} FROM checked"
+            f"WITH checked AS ({checked}), stored AS ({insert} SELECT {fields} FROM checked"
             f" WHERE {at_version} AND seen < ? RETURNING id) SELECT checked.*, stored.id FROM checked"
             " LEFT JOIN stored ON true",
             *keys,
@@ -103,10 +106,21 @@ async def _check(
             *expected,
             len(unique),
         )
-    else:
-        row = await db.fetchrow(checked, *keys)
+        assert row is not None
+        return version_of(row), int(row["seen"]) == len(unique), row["id"]
+    stored = await db.fetchval(
+        f"{insert} SELECT {fields} FROM ({checked}) AS checked WHERE {at_version} AND seen < ? RETURNING id",
+        *values,
+        *keys,
+        *expected,
+        len(unique),
+    )
+    if stored is not None:
+        assert version is not None  # stored only at ``version``
+        return version, False, int(stored)
+    row = await db.fetchrow(checked, *keys)
     assert row is not None
-    return version_of(row), int(row["seen"]) == len(unique), row["id"] if db.dialect.postgres else None
+    return version_of(row), int(row["seen"]) == len(unique), None
 
 
 async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int:
@@ -181,7 +195,8 @@ async def _claim_job(db: Db, job: JobState, position: int, callback_id: int, at:
     The state's Code and Message are kept once, in its history row: the job's row refers to the row of its
     current state (``state_id``) and its detail leaves them out (`relay.store.detail`). On PostgreSQL the claim,
     the count of the history and both rows are one statement (one round trip instead of four), its rows written
-    only if the item was new and the history had room; on SQLite, a statement each as the answers come."""
+    only if the item was new and the history had room; on SQLite, the claim, the history's row counting its room,
+    and the job's row: each statement one hand-off of the GIL between the writer thread and the event loop."""
     claim = (job.dedup_key, "job", job.job_id, job.state, callback_id, at)
     end, end_raw = _times(job.end_time)
     states = (job.job_id, job.state, job.code, job.message, end, end_raw, at, callback_id)
@@ -242,16 +257,24 @@ async def _claim_job(db: Db, job: JobState, position: int, callback_id: int, at:
         )
         assert row is not None
         claimed, held = bool(row["claimed"]), int(row["held"])
-    else:
-        claimed = await db.execute(_CLAIM, *claim) == 1
-        held = int(await db.fetchval(_STATES, job.job_id, MAX_JOB_STATES)) if claimed else 0
-    if not claimed:
+        if not claimed:
+            return False
+        if held >= MAX_JOB_STATES:
+            raise history_full(job.job_id, position)
+        return True
+    if await db.execute(_CLAIM, *claim) != 1:
         return False
-    if held >= MAX_JOB_STATES:
+    # The history's row, only if it has room: the count in the same statement.
+    state_id = await db.fetchval(
+        f"{history} SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ({_STATES}) < ? RETURNING id",
+        *states,
+        job.job_id,
+        MAX_JOB_STATES,
+        MAX_JOB_STATES,
+    )
+    if state_id is None:
         raise history_full(job.job_id, position)
-    if not db.dialect.postgres:  # PostgreSQL's statement above has written them
-        state_id = await db.fetchval(f"{history} VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", *states)
-        await db.execute(f"{current} VALUES ({fields}, ?){newest}", *values, state_id)
+    await db.execute(f"{current} VALUES ({fields}, ?){newest}", *values, state_id)
     return True
 
 

@@ -114,11 +114,13 @@ async def insert_events(db: Db, owed: Sequence[Owed], held: Collection[str], cal
                 for event in events
             ],
         )
-        await db.executemany(
-            "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
-            " updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?) ON CONFLICT(event_id, subscriber_id) DO NOTHING",
-            [(event_id, subscriber_id, stamp, stamp, stamp) for event_id, subscriber_id in rows],
-        )
+        if rows:  # only events held for a confirmation have rows: most callbacks skip the statement
+            await db.executemany(
+                "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
+                " created_at, updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?)"
+                " ON CONFLICT(event_id, subscriber_id) DO NOTHING",
+                [(event_id, subscriber_id, stamp, stamp, stamp) for event_id, subscriber_id in rows],
+            )
     return sum(len(o.subscriber_ids) for o in owed)
 
 

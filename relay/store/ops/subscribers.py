@@ -221,11 +221,12 @@ def version_of(row: Row) -> tuple[object, ...]:
     return (int(row["count"]), row["newest"])
 
 
-def version_is(version: tuple[object, ...] | None) -> tuple[str, tuple[object, ...]]:
+def version_is(version: tuple[object, ...] | None, postgres: bool) -> tuple[str, tuple[object, ...]]:
     """The condition that `VERSION`'s columns (a query's, by their names) are at ``version`` (never, for None),
-    and its parameters."""
+    and its parameters. SQLite's ``IS`` is its null-safe equality (IS NOT DISTINCT FROM only since 3.39)."""
     count, newest = version or (None, None)
-    return "count = ? AND newest IS NOT DISTINCT FROM ?", (count, newest)
+    same = "IS NOT DISTINCT FROM" if postgres else "IS"
+    return f"count = ? AND newest {same} ?", (count, newest)
 
 
 async def subscribers_version(db: Db) -> tuple[object, ...]:
