@@ -1,10 +1,10 @@
 """THE ingest pipeline: a received body -> parse -> validate and convert -> callback model -> events ->
-the deliveries they owe -> one store call. The endpoint, ``cos-relay validate``, bench, the fuzz target and
+the log -> one store call. The endpoint, ``cos-relay validate``, bench, the fuzz target and
 the tests all go through here; nothing else rebuilds it.
 
 `Reader.read` is everything before storing (pure CPU, thread-safe given a parser per thread, so the
-endpoint may run it in a worker thread for large bodies); `Ingest.record` matches the events against a
-snapshot of the subscribers and makes the one store call.
+endpoint may run it in a worker thread for large bodies); `Ingest.record` makes the one store call. Which
+subscribers an event is owed to is the log's (each subscriber's cursor and filter): ingest never reads them.
 """
 
 from __future__ import annotations
@@ -19,17 +19,12 @@ from relay.domain.callback import Callback, IngestResult, Received
 from relay.domain.confirm import ConfirmScope, to_confirm
 from relay.domain.errors import Invalid, Unavailable
 from relay.domain.events import Event, events_for
-from relay.domain.fanout import EMPTY, Snapshot, fan_out
 from relay.store import Store
 from relay.store.failures import StoreError
 from relay.validate import limits
 from relay.validate.callback import callback_from_document
 from relay.validate.parse import BodyFormat, new_xml_parser, parse
 from relay.validate.schema import CallbackSchema, SchemaViolation
-
-#: A write finding the subscribers changed since its snapshot reads them again and retries; this many
-#: times in a row means something is changing them without pause.
-STALE_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -118,31 +113,23 @@ class Ingest:
         self.reader = reader
         self._scopes = tuple(scopes)
         self._on_hold = on_hold
-        #: The subscribers as last read; replaced whenever a write finds them changed.
-        self._snapshot = EMPTY
         #: For `ingest`, which runs on one thread (lxml parsers are not thread-safe).
         self._parser = new_xml_parser()
 
     async def record(self, received: Received, reading: Reading) -> IngestResult:
-        """Store the callback, its new items' events and their deliveries in one transaction.
+        """Store the callback and its new items' events in one transaction.
 
         Raises `Unavailable` when it could not be committed: never claim a callback is stored when it is not.
         """
         # What reconciliation found came from COS itself: nothing to confirm.
         confirm = to_confirm(reading.callback, self._scopes) if received.reconciled_from is None else ()
         try:
-            for _ in range(STALE_RETRIES):
-                snapshot = self._snapshot
-                owed = fan_out(reading.events, snapshot.subscribers)
-                result = await self._store.record_callback(received, reading.callback, owed, snapshot.version, confirm)
-                if result is not None:
-                    if confirm and result.new_items and self._on_hold is not None:
-                        self._on_hold()
-                    return result
-                self._snapshot = await self._fresh_snapshot()
+            result = await self._store.record_callback(received, reading.callback, reading.events, confirm)
         except StoreError as exc:
             raise Unavailable(f"the callback could not be stored ({type(exc).__name__})") from None
-        raise Unavailable("the subscribers kept changing while the callback was stored")
+        if confirm and result.new_items and self._on_hold is not None:
+            self._on_hold()
+        return result
 
     async def ingest(self, received: Received) -> tuple[Callback, IngestResult]:
         """Read and record one body on the calling thread (the CLI, bench and tests)."""
@@ -154,6 +141,3 @@ class Ingest:
         answers callbacks (a reconciled page of a hundred jobs)."""
         reading = await anyio.to_thread.run_sync(self.reader.read, received, new_xml_parser())
         return reading.callback, await self.record(received, reading)
-
-    async def _fresh_snapshot(self) -> Snapshot:
-        return await self._store.subscriber_snapshot()

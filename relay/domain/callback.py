@@ -155,5 +155,6 @@ class IngestResult:
     outcome: IngestOutcome
     #: Dedup keys of the items this callback added (empty for a pure duplicate).
     new_items: tuple[str, ...]
-    #: Deliveries the new items created (one per event and matching subscriber).
-    deliveries: int
+    #: Events the new items put in the log (one each): the subscribers' cursors owe them to every subscriber
+    #: whose filter takes them.
+    events: int

@@ -1,4 +1,5 @@
-"""Fan-out: which subscribers each event is owed to, matched against a snapshot of the subscribers."""
+"""Fan-out: which subscribers each event is owed to. The log's cursors owe most events without it (the claim
+matches each subscriber's filter); the rows of events held for a confirmation are made with it."""
 
 from __future__ import annotations
 
@@ -7,18 +8,6 @@ from dataclasses import dataclass
 
 from relay.domain.events import Event
 from relay.domain.subscribers import Subscriber
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The subscribers as last read, and the store's version of them (to notice a change since)."""
-
-    version: tuple[object, ...] | None
-    subscribers: tuple[Subscriber, ...]
-
-
-#: Before anything is read: a version no store has, so the first write asks for a real snapshot.
-EMPTY = Snapshot(None, ())
 
 
 @dataclass(frozen=True)

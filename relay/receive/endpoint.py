@@ -88,7 +88,7 @@ class CallbackEndpoint:
         self._settings = settings
         self._guessing = guessing
         self._metrics = metrics
-        #: Called when a callback created deliveries, to wake the delivery worker.
+        #: Called when a callback logged events, to wake the delivery worker.
         self._on_commit = on_commit
         self._tokens = tokens
         #: Whether the database is at RELAY_MAX_DB_SIZE (the shedder's verdict): refuse before reading the body.
@@ -137,7 +137,7 @@ class CallbackEndpoint:
         except ClientDisconnect:
             logger.info("client went away before the body arrived", extra={"action": "callback_disconnected"})
             return Response(status_code=400)
-        if result.deliveries:
+        if result.events:
             self._on_commit()
         self._on_accepted(len(received.body))
         self._metrics.callback(result.outcome, time.perf_counter() - started, len(received.body))

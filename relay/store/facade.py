@@ -18,7 +18,7 @@ from relay.domain.confirm import ToConfirm, Verdict
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.destinations import Handshake
 from relay.domain.errors import Rejected
-from relay.domain.fanout import Owed, Snapshot
+from relay.domain.events import Event
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.answers import (
@@ -88,14 +88,11 @@ class SqlStore(ABC):
         self,
         received: Received,
         callback: Callback,
-        owed: Sequence[Owed],
-        version: tuple[object, ...] | None,
+        events: Sequence[Event],
         confirm: Sequence[ToConfirm] = (),
-    ) -> IngestResult | None:
-        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
-        are no longer at ``version`` (the snapshot ``owed`` was matched against)."""
-        write = partial(callbacks.record_callback, received=received, callback=callback, owed=owed, version=version)
-        write = partial(write, confirm=confirm)
+    ) -> IngestResult:
+        """Store a callback with the ``events`` of its new items in the log."""
+        write = partial(callbacks.record_callback, received=received, callback=callback, events=events, confirm=confirm)
         return await self._write(write, grouped=True)
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int:
@@ -145,9 +142,6 @@ class SqlStore(ABC):
         return self._write_sync(partial(tokens.end_console_sessions, at=at, session_id=session_id))
 
     # -- subscribers (sync: the CLI, the config loader and the API through a thread all use them) -
-
-    async def subscriber_snapshot(self) -> Snapshot:
-        return self._sealer.snapshot(await self._read(subscribers.snapshot))
 
     def list_subscribers(self) -> list[Subscriber]:
         return [self._sealer.subscriber(found) for found in self._read_sync(subscribers.list_subscribers)]

@@ -19,7 +19,7 @@ from relay.domain.confirm import ToConfirm, Verdict
 from relay.domain.delivery import Claim, Finished, Recorded
 from relay.domain.destinations import Handshake
 from relay.domain.errors import Rejected
-from relay.domain.fanout import Owed, Snapshot
+from relay.domain.events import Event
 from relay.domain.retention import Cutoffs
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.answers import (
@@ -63,15 +63,12 @@ class Store(Protocol):
         self,
         received: Received,
         callback: Callback,
-        owed: Sequence[Owed],
-        version: tuple[object, ...] | None,
+        events: Sequence[Event],
         confirm: Sequence[ToConfirm] = (),
-    ) -> IngestResult | None:
-        """Store a callback with the events and deliveries ``owed``; None, writing nothing, if the subscribers
-        are no longer at ``version`` (the snapshot ``owed`` was matched against). The new jobs among ``confirm``
-        wait for COS to confirm them, their deliveries ``confirming`` (never claimed) meanwhile."""
-
-    async def subscriber_snapshot(self) -> Snapshot: ...
+    ) -> IngestResult:
+        """Store a callback with the ``events`` of its new items in the log (the subscribers' cursors owe them).
+        The new jobs among ``confirm`` wait for COS to confirm them, their deliveries ``confirming`` (never
+        claimed) meanwhile."""
 
     async def record_rejection(self, received: Received, error: Rejected, prefix_limit: int) -> int: ...
 

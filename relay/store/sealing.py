@@ -23,7 +23,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relay.domain.delivery import Claim, Recorded
-from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec
 from relay.store.records import StoredToken
 
@@ -148,9 +147,6 @@ class Sealer:
 
     def maybe_subscriber(self, subscriber: Subscriber | None) -> Subscriber | None:
         return None if subscriber is None else self.subscriber(subscriber)
-
-    def snapshot(self, snapshot: Snapshot) -> Snapshot:
-        return dataclasses.replace(snapshot, subscribers=tuple(map(self.subscriber, snapshot.subscribers)))
 
     def claim(self, claim: Claim) -> Claim:
         # The same claim when nothing was sealed: `dataclasses.replace` twice per attempt was 7% of the delivery loop.

@@ -37,17 +37,19 @@ def test_a_subscriber_added_after_a_callback_gets_the_next_ones_even_from_anothe
     with store_for(db) as store, store_for(db) as other:
         ingest = Ingest(store, READER)
 
-        async def scenario() -> list[IngestResult]:
-            results = [(await ingest.ingest(received(job_body(1))))[1]]  # nobody to deliver to yet
-            other.add_subscriber(spec("first"), utc_now())  # another process: the snapshot is stale now
-            results.append((await ingest.ingest(received(job_body(2))))[1])
+        async def scenario() -> list[int]:
+            # The deliveries owed after each callback: the events owed through the cursors, counted by the store.
+            await ingest.ingest(received(job_body(1)))  # nobody to deliver to yet
+            owed = [store.count_deliveries("pending")]
+            other.add_subscriber(spec("first"), utc_now())  # another process
+            await ingest.ingest(received(job_body(2)))
+            owed.append(store.count_deliveries("pending"))
             store.add_subscriber(spec("second"), utc_now())
-            results.append((await ingest.ingest(received(job_body(3))))[1])
-            return results
+            await ingest.ingest(received(job_body(3)))
+            owed.append(store.count_deliveries("pending"))
+            return owed
 
-        results = asyncio.run(scenario())
-        assert [result.deliveries for result in results] == [0, 1, 2]
-        assert store.count_deliveries("pending") == 3
+        assert asyncio.run(scenario()) == [0, 1, 3]  # the second callback owed once, the third twice
 
 
 def test_a_duplicate_is_recorded_but_makes_no_event_and_no_delivery(database: Target) -> None:
@@ -59,9 +61,10 @@ def test_a_duplicate_is_recorded_but_makes_no_event_and_no_delivery(database: Ta
             return [(await ingest.ingest(received(job_body(1))))[1] for _ in range(2)]
 
         first, again = asyncio.run(twice())
-        assert (first.outcome, first.deliveries) == ("accepted", 1)
-        assert (again.outcome, again.new_items, again.deliveries) == ("duplicate", (), 0)
+        assert (first.outcome, first.events) == ("accepted", 1)
+        assert (again.outcome, again.new_items, again.events) == ("duplicate", (), 0)
         assert len(store.event_bodies(limit=10)) == 1
+        assert store.count_deliveries("pending") == 1
 
 
 def test_explain_lists_every_schema_violation_and_the_hot_path_only_the_first() -> None:

@@ -19,7 +19,6 @@ from relay.domain.callback import Received
 from relay.ingest import Reader
 from relay.store.db import Db
 from relay.store.ops.callbacks import record_callback
-from relay.store.ops.subscribers import subscribers_version
 from relay.store.postgres.connection import PostgresDb
 from relay.store.postgres.group import GroupCommit
 from relay.store.postgres.lockstep import lockstep
@@ -177,15 +176,8 @@ def test_callbacks_recorded_in_one_batch_are_what_they_are_one_by_one(postgres: 
     async def batch() -> list[Any]:
         connection = await asyncpg.connect(url.url)
         try:
-            version = await subscribers_version(PostgresDb(connection))
             works = [
-                partial(
-                    record_callback,
-                    received=one,
-                    callback=reader.read(one, parser).callback,
-                    owed=(),
-                    version=version,
-                )
+                partial(record_callback, received=one, callback=reader.read(one, parser).callback, events=())
                 for one in received
             ]
             async with connection.transaction():

@@ -25,6 +25,7 @@ from relay.domain.subscribers import SubscriberSpec
 from relay.ingest import Ingest, Reader
 from relay.settings.table import Settings
 from relay.store import store_for
+from relay.store.ops.log import LOG_LOCK
 from relay.store.ops.subscribers import SUBSCRIBERS_LOCK
 from relay.store.postgres.schema import STEPS
 from relay.store.postgres.store import PostgresStore
@@ -185,12 +186,13 @@ def test_large_values_are_compressed_with_lz4_where_the_server_has_it(postgres: 
     ]
 
 
-def test_a_subscriber_change_committed_while_a_callback_waits_for_the_subscribers_is_what_it_is_matched_against(
+def test_a_callback_waits_for_a_subscriber_change_in_progress_and_logs_its_events_after_the_head_the_change_read(
     postgres: Cluster,
 ) -> None:
-    """A transaction recording callbacks holds the subscribers still from its start (`subscribers.HOLD_STILL`, in
-    BEGIN's round trip), before it reads their version: a change holding them alone makes it wait, and once the
-    change commits the callback is matched against the subscribers as changed (here: its only one removed)."""
+    """A subscriber change holds the subscribers and the event log alone (`subscribers.lock`, `LOG_LOCK`): a
+    callback recorded meanwhile waits before it takes positions, and once the change commits its event lies above
+    the head the change read (where a cursor the change made would start): owed to a subscriber added then, never
+    slipped below its start. Before the log, the callback's transaction held the subscribers from its start."""
     url = fresh_database(postgres)
     with store_for(url) as store:
         store.add_subscriber(SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter()), utc_now())
@@ -200,10 +202,10 @@ def test_a_subscriber_change_committed_while_a_callback_waits_for_the_subscriber
             received = Received(utc_now(), "127.0.0.1", "application/xml", job_body(number), "xml")
             return asyncio.run(service.ingest(received))[1]
 
-        assert one(1).deliveries == 1  # the service's snapshot: "hook"
+        assert one(1).events == 1
         with psycopg.connect(url.url) as change, ThreadPoolExecutor(1) as thread:
-            change.execute(b"SELECT pg_advisory_xact_lock(%s)", (SUBSCRIBERS_LOCK,))
-            change.execute(b"UPDATE subscribers SET removed_at = updated_at, updated_at = updated_at || 'x'")
+            change.execute(b"SELECT pg_advisory_xact_lock(%s), pg_advisory_xact_lock(%s)", (SUBSCRIBERS_LOCK, LOG_LOCK))
+            head = change.execute(b"SELECT max(position) FROM events").fetchone()
             recording = thread.submit(one, 2)
             waiting = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             deadline = time.monotonic() + 30
@@ -211,4 +213,6 @@ def test_a_subscriber_change_committed_while_a_callback_waits_for_the_subscriber
                 time.sleep(0.01)
             assert not recording.done()  # it waits for the change
             change.commit()
-            assert recording.result(timeout=30).deliveries == 0
+            assert recording.result(timeout=30).events == 1
+        assert head == (1,)
+        assert rows(url, "SELECT position FROM events ORDER BY position") == [{"position": 1}, {"position": 2}]

@@ -17,43 +17,32 @@ from relay.domain.callback import (
 )
 from relay.domain.confirm import ToConfirm
 from relay.domain.errors import Rejected
-from relay.domain.fanout import Owed
+from relay.domain.events import Event
 from relay.store.db import Db
 from relay.store.detail import RUN_HELD, stored, without
 from relay.store.formats import iso, refusal, to_json
 from relay.store.ops.confirmations import hold
 from relay.store.ops.log import insert_events
-from relay.store.ops.subscribers import VERSION, version_is, version_of
 from relay.store.rows import callback_columns
 
 
 async def record_callback(
-    db: Db,
-    received: Received,
-    callback: Callback,
-    owed: Sequence[Owed],
-    version: tuple[object, ...] | None,
-    confirm: Sequence[ToConfirm] = (),
-) -> IngestResult | None:
+    db: Db, received: Received, callback: Callback, events: Sequence[Event], confirm: Sequence[ToConfirm] = ()
+) -> IngestResult:
     """Store the raw callback, every new job state, workflow state and NonExistJobIds set it carries, and
     the events of the new items in the log (transactional outbox: if this commits, every delivery they are owed
     exists, through the subscribers' cursors). The new ones among the jobs to ``confirm`` wait for COS: their
     deliveries are rows, held (`confirmations.hold`).
 
-    ``owed`` was matched against the subscribers at ``version``: if they changed since, nothing is
-    written and the answer is None (match again against a fresh snapshot). On PostgreSQL the transaction holds
-    the subscribers still from its start (`subscribers.HOLD_STILL`, taken by the store), so no subscriber change
-    commits between the check and this commit.
+    Which subscribers an event is owed to is the log's business (a cursor, the filter in force at its position),
+    not the ingest's: nothing here reads the subscribers, but for the rows of the events held.
     """
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()
-    current, seen, callback_id = await _check(db, received, callback, version, at, digest)
-    if current != version:
-        return None
+    callback_id = await _store_unless_duplicate(db, received, callback, at, digest)
     # SQLite holds the write lock (BEGIN IMMEDIATE): the claims below find the ledger as this check saw it.
-    if seen:
+    if callback_id is None:
         return IngestResult(await _insert_duplicate(db, received, callback, at, digest), "duplicate", (), 0)
-    assert callback_id is not None  # stored by the check: at ``version`` and no duplicate
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
         if await _claim_job(db, job, position, callback_id, at):
@@ -73,54 +62,26 @@ async def record_callback(
         await db.execute("UPDATE callbacks SET outcome = 'duplicate' WHERE id = ?", callback_id)
         return IngestResult(callback_id, "duplicate", (), 0)
     new = set(new_items)
-    held = [job for job in confirm if job.item_key in new]
-    owed_new = [o for o in owed if o.event.item_key in new]
-    deliveries = await insert_events(db, owed_new, {job.item_key for job in held}, callback_id, at)
-    await hold(db, callback_id, held, at)
-    return IngestResult(callback_id, "accepted", tuple(new_items), deliveries)
+    logged = [event for event in events if event.item_key in new]
+    await insert_events(db, logged, callback_id, at)
+    await hold(db, callback_id, [job for job in confirm if job.item_key in new], logged, at)
+    return IngestResult(callback_id, "accepted", tuple(new_items), len(logged))
 
 
-async def _check(
-    db: Db, received: Received, callback: Callback, version: tuple[object, ...] | None, at: str, digest: bytes
-) -> tuple[tuple[object, ...], bool, int | None]:
-    """The subscribers' version, whether every item the callback carries is already in the ledger (a duplicate,
-    known before storing it), and the id of the callback's row, stored by the same statement when the subscribers
-    are at ``version`` and it is no duplicate (None otherwise).
-
-    On PostgreSQL one round trip answers it all. SQLite's RETURNING gives only the stored row: when nothing was
-    stored (a duplicate, a stale snapshot: not the common case), a second statement reads why. One statement
-    fewer per new callback is one hand-off of the GIL fewer between the writer thread and the event loop."""
+async def _store_unless_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int | None:
+    """The id of the callback's row, stored unless every item it carries is already in the ledger (a duplicate,
+    known before storing it: None). One statement, on both backends."""
     unique = sorted(set(callback.dedup_keys))
     among, keys = db.dialect.among("dedup_key", unique, "text")
-    checked = f"SELECT {VERSION}, (SELECT count(*) FROM items WHERE {among}) AS seen FROM subscribers"
     insert, values = _callback_row(db, received, callback, at, digest, "accepted")
-    at_version, expected = version_is(version, db.dialect.postgres)
-    fields = ", ".join("?" * len(values))
-    if db.dialect.postgres:
-        row = await db.fetchrow(
-            f"WITH checked AS ({checked}), stored AS ({insert} SELECT {fields} FROM checked"
-            f" WHERE {at_version} AND seen < ? RETURNING id) SELECT checked.*, stored.id FROM checked"
-            " LEFT JOIN stored ON true",
-            *keys,
-            *values,
-            *expected,
-            len(unique),
-        )
-        assert row is not None
-        return version_of(row), int(row["seen"]) == len(unique), row["id"]
     stored = await db.fetchval(
-        f"{insert} SELECT {fields} FROM ({checked}) AS checked WHERE {at_version} AND seen < ? RETURNING id",
+        f"{insert} SELECT {', '.join('?' * len(values))} WHERE (SELECT count(*) FROM items WHERE {among}) < ?"
+        " RETURNING id",
         *values,
         *keys,
-        *expected,
         len(unique),
     )
-    if stored is not None:
-        assert version is not None  # stored only at ``version``
-        return version, False, int(stored)
-    row = await db.fetchrow(checked, *keys)
-    assert row is not None
-    return version_of(row), int(row["seen"]) == len(unique), None
+    return None if stored is None else int(stored)
 
 
 async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int:

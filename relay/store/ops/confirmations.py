@@ -14,16 +14,22 @@ from datetime import datetime
 from typing import cast
 
 from relay.domain.confirm import ConfirmFamily, ToConfirm, Verdict
-from relay.domain.events import event_id
+from relay.domain.events import Event, event_id
+from relay.domain.fanout import fan_out
 from relay.store.answers import CallbackJob, Confirmation
 from relay.store.db import Db
 from relay.store.formats import iso
 from relay.store.ops.deliveries import notify
+from relay.store.ops.subscribers import list_subscribers
 from relay.store.rows import Row
 
 
-async def hold(db: Db, callback_id: int, jobs: Sequence[ToConfirm], at: str) -> None:
-    """Keep ``jobs`` (new items of the callback just recorded) waiting for COS, their deliveries unclaimable."""
+async def hold(db: Db, callback_id: int, jobs: Sequence[ToConfirm], events: Sequence[Event], at: str) -> None:
+    """Keep ``jobs`` (new items of the callback just recorded, whose ``events`` are in the log) waiting for COS:
+    their deliveries are rows ``confirming`` (unclaimable; a cursor passes an event with a row), one per
+    subscriber the event is owed to, read now: after the events' positions were taken (`log.insert_events`, which
+    on PostgreSQL holds the log against subscriber changes till the commit), so they are the subscribers whose
+    cursors would owe it."""
     if not jobs:
         return
     await db.executemany(
@@ -31,8 +37,13 @@ async def hold(db: Db, callback_id: int, jobs: Sequence[ToConfirm], at: str) -> 
         " VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?) ON CONFLICT(item_key) DO NOTHING",
         [(job.item_key, callback_id, job.job_id, job.state, job.source, job.family, at) for job in jobs],
     )
-    among, values = db.dialect.among("event_id", [event_id(job.item_key) for job in jobs], "text")
-    await db.execute(f"UPDATE deliveries SET state = 'confirming' WHERE {among} AND state = 'pending'", *values)
+    keys = {job.item_key for job in jobs}
+    owed = fan_out([event for event in events if event.item_key in keys], await list_subscribers(db))
+    await db.executemany(
+        "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at, created_at,"
+        " updated_at) VALUES (?, ?, 'confirming', 0, 0, ?, ?, ?) ON CONFLICT(event_id, subscriber_id) DO NOTHING",
+        [(o.event.id, subscriber_id, at, at, at) for o in owed for subscriber_id in o.subscriber_ids],
+    )
     await db.execute("UPDATE callbacks SET confirmation = 'waiting' WHERE id = ?", callback_id)
 
 

@@ -18,7 +18,6 @@ from datetime import datetime
 import orjson
 
 from relay.domain.events import Event
-from relay.domain.fanout import Owed
 from relay.domain.filters import Filter
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso
@@ -47,19 +46,17 @@ SCAN = 1000
 OBJECT_KEY_KEPT = 1024
 
 
-async def insert_events(db: Db, owed: Sequence[Owed], held: Collection[str], callback_id: int, stamp: str) -> int:
-    """Store the events at the next positions of the log (and wake every replica when this commits); a delivery
-    row only for the events whose item key is ``held`` (they wait for a confirmation: `confirmations.hold`).
-    Returns the deliveries owed: rows and log together."""
-    if not owed:
-        return 0
-    events = [o.event for o in owed]
-    rows = [(o.event.id, s) for o in owed if o.event.item_key in held for s in o.subscriber_ids]
+async def insert_events(db: Db, events: Sequence[Event], callback_id: int, stamp: str) -> None:
+    """Store the events at the next positions of the log (and wake every replica when this commits). On PostgreSQL
+    the transaction holds `LOG_LOCK` from here to its commit: a subscriber change (`subscribers.lock`) waits for it,
+    so what a change reads of the log's head, and what ``hold`` reads of the subscribers after this, agree."""
+    if not events:
+        return
     if db.dialect.postgres:
         # Taken just before the events' insert, in a statement of its own (the insert's snapshot must see every
         # position committed before the lock was granted); held until this transaction commits.
         await db.execute("SELECT pg_advisory_xact_lock(?)", LOG_LOCK)
-        # One statement however many events and rows: a round trip each would cost more than the rows.
+        # One statement however many events: a round trip each would cost more than the rows.
         await db.execute(
             "WITH stored AS (INSERT INTO events(id, item_key, type, subject, callback_id, created_at, body,"
             " tag, state, queue_id, bucket, object_key, position)"
@@ -67,11 +64,8 @@ async def insert_events(db: Db, owed: Sequence[Owed], held: Collection[str], cal
             " FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]),"
             " CAST(? AS bytea[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]),"
             " CAST(? AS text[])) WITH ORDINALITY AS e(i, k, t, s, b, g, st, q, bu, o, n)"
-            " ON CONFLICT(id) DO NOTHING RETURNING 1),"
-            " queued AS (INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
-            " created_at, updated_at) SELECT e, s, 'pending', 0, 0, ?, ?, ?"
-            " FROM unnest(CAST(? AS text[]), CAST(? AS bigint[])) AS d(e, s) ON CONFLICT(event_id, subscriber_id)"
-            f" DO NOTHING) SELECT pg_notify('{CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM stored)",
+            " ON CONFLICT(id) DO NOTHING RETURNING 1)"
+            f" SELECT pg_notify('{CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM stored)",
             callback_id,
             stamp,
             [event.id for event in events],
@@ -84,11 +78,6 @@ async def insert_events(db: Db, owed: Sequence[Owed], held: Collection[str], cal
             [event.queue_id for event in events],
             [event.bucket for event in events],
             [_kept(event) for event in events],
-            stamp,
-            stamp,
-            stamp,
-            [event_id for event_id, _ in rows],
-            [subscriber_id for _, subscriber_id in rows],
         )
     else:
         # One writer at a time: the next position is the log's head + 1 (one probe of its unique index).
@@ -114,14 +103,6 @@ async def insert_events(db: Db, owed: Sequence[Owed], held: Collection[str], cal
                 for event in events
             ],
         )
-        if rows:  # only events held for a confirmation have rows: most callbacks skip the statement
-            await db.executemany(
-                "INSERT INTO deliveries(event_id, subscriber_id, state, attempts, failures, next_attempt_at,"
-                " created_at, updated_at) VALUES (?, ?, 'pending', 0, 0, ?, ?, ?)"
-                " ON CONFLICT(event_id, subscriber_id) DO NOTHING",
-                [(event_id, subscriber_id, stamp, stamp, stamp) for event_id, subscriber_id in rows],
-            )
-    return sum(len(o.subscriber_ids) for o in owed)
 
 
 async def keep_head(db: Db) -> None:

@@ -1,8 +1,10 @@
-"""Subscriber rows: create, change, remove, rotate, list, and the version the ingest path matches against.
+"""Subscriber rows: create, change, remove, rotate, list.
 
-On PostgreSQL every change takes `SUBSCRIBERS_LOCK` exclusively and a transaction recording callbacks takes it
-shared as it begins (`HOLD_STILL`), so a change committed by one replica can never slip between another's version
-check and its commit (SQLite's single writer orders them already).
+On PostgreSQL every change takes `SUBSCRIBERS_LOCK` and the event log's `LOG_LOCK` exclusively (`lock`); a
+transaction recording callbacks holds `LOG_LOCK` from its events' insert to its commit, so a change never reads the
+log's head (a new cursor's start, a filter's first position) while events that will commit below it are in flight,
+and the rows of events held for a confirmation are for the subscribers as they are once the change committed
+(SQLite's single writer orders them already).
 """
 
 from __future__ import annotations
@@ -11,24 +13,20 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from relay.domain.fanout import Snapshot
 from relay.domain.subscribers import Subscriber, SubscriberSpec, SubscriberState
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, to_json
 from relay.store.ops import implied, owed
-from relay.store.ops.log import log_head
-from relay.store.rows import SUBSCRIBER_COLUMNS, Row, subscriber_from
+from relay.store.ops.log import LOG_LOCK, log_head
+from relay.store.rows import SUBSCRIBER_COLUMNS, subscriber_from
 
 SUBSCRIBERS_LOCK = 0x636F7372656C6170
-#: Holds the subscribers still until the transaction ends, across replicas: what the PostgreSQL store's
-#: transactions recording callbacks begin with (`relay.store.postgres.store`), in BEGIN's round trip.
-HOLD_STILL = f"SELECT pg_advisory_xact_lock_shared({SUBSCRIBERS_LOCK})"
 
 
 async def lock(db: Db) -> None:
-    """Hold the subscribers alone until the transaction ends, across replicas."""
+    """Hold the subscribers alone until the transaction ends, across replicas, and the log against new events."""
     if db.dialect.postgres:
-        await db.execute("SELECT pg_advisory_xact_lock(?)", SUBSCRIBERS_LOCK)
+        await db.execute("SELECT pg_advisory_xact_lock(?), pg_advisory_xact_lock(?)", SUBSCRIBERS_LOCK, LOG_LOCK)
 
 
 async def list_subscribers(db: Db) -> list[Subscriber]:
@@ -69,7 +67,7 @@ async def insert_subscriber(db: Db, spec: SubscriberSpec, at: datetime) -> Subsc
     subscriber = await get_subscriber(db, spec.name)
     assert subscriber is not None
     # Owed exactly the events committed after it: its cursor and its filter start at the log's head, read while
-    # the subscribers are held (on PostgreSQL no transaction recording callbacks is open meanwhile: `HOLD_STILL`).
+    # the subscribers and the log are held (`lock`: on PostgreSQL no transaction is logging events meanwhile).
     head = await log_head(db)
     await db.execute(
         "INSERT INTO cursors(subscriber_id, acked, leased, updated_at) VALUES (?, ?, ?, ?)",
@@ -211,37 +209,3 @@ async def rotate_secret(db: Db, name: str, new_secret: str, grace_until: datetim
         name,
     )
     return await get_subscriber(db, name)
-
-
-#: The columns `subscribers_version` reads, for a statement that reads more with them (`version_of` makes them one).
-VERSION = "count(*) AS count, max(updated_at) AS newest"
-
-
-def version_of(row: Row) -> tuple[object, ...]:
-    return (int(row["count"]), row["newest"])
-
-
-def version_is(version: tuple[object, ...] | None, postgres: bool) -> tuple[str, tuple[object, ...]]:
-    """The condition that `VERSION`'s columns (a query's, by their names) are at ``version`` (never, for None),
-    and its parameters. SQLite's ``IS`` is its null-safe equality (IS NOT DISTINCT FROM only since 3.39)."""
-    count, newest = version or (None, None)
-    same = "IS NOT DISTINCT FROM" if postgres else "IS"
-    return f"count = ? AND newest {same} ?", (count, newest)
-
-
-async def subscribers_version(db: Db) -> tuple[object, ...]:
-    """Changes whenever a subscriber is added, changed or removed, by this process or another.
-
-    Every change to a subscriber's URL, filters or state bumps ``updated_at``, so count and newest
-    ``updated_at`` are enough to notice one.
-    """
-    row = await db.fetchrow(f"SELECT {VERSION} FROM subscribers")
-    assert row is not None
-    return version_of(row)
-
-
-async def snapshot(db: Db) -> Snapshot:
-    """The subscribers with their version; the version is read first, so a change in between only
-    makes the snapshot look stale (and be read again), never look fresh."""
-    version = await subscribers_version(db)
-    return Snapshot(version, tuple(await list_subscribers(db)))

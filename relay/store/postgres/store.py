@@ -14,7 +14,7 @@ from relay.store.answers import OutboxStats
 from relay.store.db import Operation
 from relay.store.facade import SqlStore
 from relay.store.failures import BackupRefused, NoDatabase, StoreUnavailable
-from relay.store.ops import backlog, owed, queries, secrets, subscribers
+from relay.store.ops import backlog, owed, queries, secrets
 from relay.store.postgres import migrations
 from relay.store.postgres.connection import Database, Observer, work
 from relay.store.postgres.lockstep import lockstep
@@ -50,7 +50,6 @@ class PostgresStore(SqlStore):
             statement_timeout=statement_timeout,
             observe=observe,
             together=lockstep,
-            grouped_begin=subscribers.HOLD_STILL,
         )
 
     def open(self) -> None:
@@ -94,8 +93,7 @@ class PostgresStore(SqlStore):
         self._db.listen(wake_there)
 
     async def _write(self, operation: Operation[T], *, urgent: bool = False, grouped: bool = False) -> T:
-        """``grouped`` writes (ingest's) share transactions (`relay.store.postgres.group`), each holding the
-        subscribers still from its start (`subscribers.HOLD_STILL`: `callbacks.record_callback` counts on it); the
+        """``grouped`` writes (ingest's) share transactions (`relay.store.postgres.group`); the
         others are each a transaction of their own on the pool, beside the batch under way (queued with ingest's, a
         delivery's bookkeeping waited out every batch of callbacks before it), the delivery worker's ``urgent``
         ones ahead of the next batch."""
