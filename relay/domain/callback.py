@@ -158,3 +158,6 @@ class IngestResult:
     #: Events the new items put in the log (one each): the subscribers' cursors owe them to every subscriber
     #: whose filter takes them.
     events: int
+    #: Whether an enabled subscriber existed when they were logged: the delivery worker is woken for them only then
+    #: (a wake is a claim, a transaction; enabling or adding a subscriber wakes it itself).
+    claimable: bool = False

@@ -137,7 +137,7 @@ class CallbackEndpoint:
         except ClientDisconnect:
             logger.info("client went away before the body arrived", extra={"action": "callback_disconnected"})
             return Response(status_code=400)
-        if result.events:
+        if result.events and result.claimable:
             self._on_commit()
         self._on_accepted(len(received.body))
         self._metrics.callback(result.outcome, time.perf_counter() - started, len(received.body))

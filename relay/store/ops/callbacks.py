@@ -39,10 +39,11 @@ async def record_callback(
     """
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()
-    callback_id = await _store_unless_duplicate(db, received, callback, at, digest)
+    stored = await _store_unless_duplicate(db, received, callback, at, digest)
     # SQLite holds the write lock (BEGIN IMMEDIATE): the claims below find the ledger as this check saw it.
-    if callback_id is None:
+    if stored is None:
         return IngestResult(await _insert_duplicate(db, received, callback, at, digest), "duplicate", (), 0)
+    callback_id, claimable = stored
     new_items: list[str] = []
     for position, job in enumerate(callback.jobs, 1):
         if await _claim_job(db, job, position, callback_id, at):
@@ -65,23 +66,25 @@ async def record_callback(
     logged = [event for event in events if event.item_key in new]
     await insert_events(db, logged, callback_id, at)
     await hold(db, callback_id, [job for job in confirm if job.item_key in new], logged, at)
-    return IngestResult(callback_id, "accepted", tuple(new_items), len(logged))
+    return IngestResult(callback_id, "accepted", tuple(new_items), len(logged), claimable)
 
 
-async def _store_unless_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int | None:
+async def _store_unless_duplicate(
+    db: Db, received: Received, callback: Callback, at: str, digest: bytes
+) -> tuple[int, bool] | None:
     """The id of the callback's row, stored unless every item it carries is already in the ledger (a duplicate,
-    known before storing it: None). One statement, on both backends."""
+    known before storing it: None), and whether an enabled subscriber exists. One statement, on both backends."""
     unique = sorted(set(callback.dedup_keys))
     among, keys = db.dialect.among("dedup_key", unique, "text")
     insert, values = _callback_row(db, received, callback, at, digest, "accepted")
-    stored = await db.fetchval(
+    row = await db.fetchrow(
         f"{insert} SELECT {', '.join('?' * len(values))} WHERE (SELECT count(*) FROM items WHERE {among}) < ?"
-        " RETURNING id",
+        " RETURNING id, EXISTS (SELECT 1 FROM subscribers WHERE state = 'enabled' AND removed_at IS NULL) AS claimable",
         *values,
         *keys,
         len(unique),
     )
-    return None if stored is None else int(stored)
+    return None if row is None else (int(row["id"]), bool(row["claimable"]))
 
 
 async def _insert_duplicate(db: Db, received: Received, callback: Callback, at: str, digest: bytes) -> int:
