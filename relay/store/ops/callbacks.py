@@ -35,7 +35,8 @@ async def record_callback(
     deliveries are rows, held (`confirmations.hold`).
 
     Which subscribers an event is owed to is the log's business (a cursor, the filter in force at its position),
-    not the ingest's: nothing here reads the subscribers, but for the rows of the events held.
+    not the ingest's: nothing here reads the subscribers but whether one is enabled (to wake the delivery worker)
+    and, for the events held, which ones they are owed to.
     """
     at = iso(received.received_at)
     digest = hashlib.sha256(received.body).digest()
@@ -159,8 +160,8 @@ async def _claim_job(db: Db, job: JobState, position: int, callback_id: int, at:
     The state's Code and Message are kept once, in its history row: the job's row refers to the row of its
     current state (``state_id``) and its detail leaves them out (`relay.store.detail`). On PostgreSQL the claim,
     the count of the history and both rows are one statement (one round trip instead of four), its rows written
-    only if the item was new and the history had room; on SQLite, the claim, the history's row counting its room,
-    and the job's row: each statement one hand-off of the GIL between the writer thread and the event loop."""
+    only if the item was new and the history had room; on SQLite, the claim, the history's row (its room counted in
+    the same statement) and the job's row."""
     claim = (job.dedup_key, "job", job.job_id, job.state, callback_id, at)
     end, end_raw = _times(job.end_time)
     states = (job.job_id, job.state, job.code, job.message, end, end_raw, at, callback_id)
