@@ -12,7 +12,7 @@ from relay.domain.callback import MAX_JOB_STATES, IngestResult, Received
 from relay.domain.clock import utc_now
 from relay.domain.errors import Invalid
 from relay.domain.filters import Filter
-from relay.domain.subscribers import SubscriberSpec
+from relay.domain.subscribers import SubscriberSpec, SubscriberState
 from relay.ingest import Ingest, Reader
 from relay.store import store_for
 from relay.store.records import Target
@@ -65,6 +65,27 @@ def test_a_duplicate_is_recorded_but_makes_no_event_and_no_delivery(database: Ta
         assert (again.outcome, again.new_items, again.events) == ("duplicate", (), 0)
         assert len(store.event_bodies(limit=10)) == 1
         assert store.count_deliveries("pending") == 1
+
+
+def test_a_callbacks_events_are_claimable_only_while_an_enabled_subscriber_exists(database: Target) -> None:
+    """What the endpoint wakes the delivery worker on: with nobody enabled to deliver to, a wake would be a claim
+    transaction per callback for nothing."""
+    with store_for(database) as store:
+        ingest = Ingest(store, READER)
+
+        def one(number: int) -> IngestResult:
+            return asyncio.run(ingest.ingest(received(job_body(number))))[1]
+
+        alone = one(1)
+        store.add_subscriber(spec("hook"), utc_now())
+        enabled = one(2)
+        store.set_subscriber_state("hook", SubscriberState.PAUSED, utc_now())
+        paused = one(3)
+    assert [(result.events, result.claimable) for result in (alone, enabled, paused)] == [
+        (1, False),
+        (1, True),
+        (1, False),
+    ]
 
 
 def test_explain_lists_every_schema_violation_and_the_hot_path_only_the_first() -> None:
