@@ -160,8 +160,7 @@ async def _claim_job(db: Db, job: JobState, position: int, callback_id: int, at:
     The state's Code and Message are kept once, in its history row: the job's row refers to the row of its
     current state (``state_id``) and its detail leaves them out (`relay.store.detail`). On PostgreSQL the claim,
     the count of the history and both rows are one statement (one round trip instead of four), its rows written
-    only if the item was new and the history had room; on SQLite, the claim, the history's row (its room counted in
-    the same statement) and the job's row."""
+    only if the item was new and the history had room; on SQLite, a statement each as the answers come."""
     claim = (job.dedup_key, "job", job.job_id, job.state, callback_id, at)
     end, end_raw = _times(job.end_time)
     states = (job.job_id, job.state, job.code, job.message, end, end_raw, at, callback_id)
@@ -222,24 +221,16 @@ async def _claim_job(db: Db, job: JobState, position: int, callback_id: int, at:
         )
         assert row is not None
         claimed, held = bool(row["claimed"]), int(row["held"])
-        if not claimed:
-            return False
-        if held >= MAX_JOB_STATES:
-            raise history_full(job.job_id, position)
-        return True
-    if await db.execute(_CLAIM, *claim) != 1:
+    else:
+        claimed = await db.execute(_CLAIM, *claim) == 1
+        held = int(await db.fetchval(_STATES, job.job_id, MAX_JOB_STATES)) if claimed else 0
+    if not claimed:
         return False
-    # The history's row, only if it has room: the count in the same statement.
-    state_id = await db.fetchval(
-        f"{history} SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ({_STATES}) < ? RETURNING id",
-        *states,
-        job.job_id,
-        MAX_JOB_STATES,
-        MAX_JOB_STATES,
-    )
-    if state_id is None:
+    if held >= MAX_JOB_STATES:
         raise history_full(job.job_id, position)
-    await db.execute(f"{current} VALUES ({fields}, ?){newest}", *values, state_id)
+    if not db.dialect.postgres:  # PostgreSQL's statement above has written them
+        state_id = await db.fetchval(f"{history} VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", *states)
+        await db.execute(f"{current} VALUES ({fields}, ?){newest}", *values, state_id)
     return True
 
 
