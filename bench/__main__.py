@@ -4,7 +4,7 @@ Runs validation, ingest, floor, delivery, fairness, e2e, history, then issue 26'
 (fanout: the ack at 1,000 subscribers; disk: bytes stored with 100), then the PostgreSQL sections (floor_pg,
 delivery_pg, fairness_pg, fanout_pg, disk_pg: the same rows on a throwaway PostgreSQL cluster, tests/postgres.py,
 started by the first of them) and memory last (in that order), prints progress, writes the results as JSON
-(bench/results/latest.json) and the Markdown report (docs/benchmarks.md). The full suite fits in about 30
+(bench/results/latest.json) and the Markdown report (docs/benchmarks.md). The full suite fits in about 25
 minutes on a 2-core machine (`BUDGET`; it was 10 before issue 26's rows: the acks at 1,000 subscribers keeping
 up wait for every callback's 1,000 deliveries, on both backends); ``--smoke`` runs every section at tiny sizes
 (about 2 minutes) so CI keeps the code working. A section that fails is reported, the others still run, and

@@ -467,7 +467,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "```sh",
         "apt-get install -y wrk                 # the load generator (without it: a slower Python one)",
-        "python -m bench                        # everything (~30 min): bench/results/latest.json + this file",
+        "python -m bench                        # everything (~25 min): bench/results/latest.json + this file",
         "python -m bench --smoke                # ~2 min, tiny sizes (CI: tests/test_bench_smoke.py)",
         "python -m bench --only ingest,e2e      # some sections (JSON to bench/results/partial.json)",
         "python -m bench.ingest                 # each section alone, see each module's --help",
@@ -542,8 +542,11 @@ METHOD = [
     "* Other load: the CPU the rest of the machine used during a run (all busy CPU time minus this"
     " suite's own processes: the benchmark, its load generators and servers), in cores. This"
     " machine is shared; a run next to a large figure measured the neighbours as much as the code.",
-    "* The suite fits in about 30 minutes: the memory section ingests as many callbacks as the remaining time"
-    " allows at the rate measured in section 1 (up to 200,000); the table says how many. The"
-    " validation section measures a few representative bodies; `python bench/validation.py` measures"
+    "* The suite fits in about 25 minutes (10 before issue 26's rows joined it): the memory section ingests as many"
+    " callbacks as the remaining time allows at the rate measured in section 1 (up to 200,000); the table says how"
+    " many. The validation section measures a few representative bodies; `python bench/validation.py` measures"
     " them all.",
+    "* The PostgreSQL sections (`_pg`) share one throwaway PostgreSQL 15 cluster (tests/postgres.py: fsync off, in"
+    " the temporary folder), started by the first of them and removed at the end; each measurement gets a fresh"
+    " database in it.",
 ]
