@@ -301,6 +301,7 @@ FLOOR_DOES = {
     "parse-commit": "parse + the raw body committed",
     "validate-commit": "validate + the raw body committed",
     "cos-relay": "`cos-relay serve`: all of it, jobs, events, dedup, metrics",
+    "cos-relay on PostgreSQL": "the same on PostgreSQL; CPU: the gateway's and the PostgreSQL server's",
 }
 
 
@@ -360,6 +361,39 @@ def _e2e(e2e: dict[str, Any]) -> list[str]:
         row("cos-relay: the subscriber receiving the event", e2e),
         *(row(f"baseline {when}: its 200", run) for when, run in zip(("before", "after"), base_ack, strict=False)),
         row("baseline: the subscriber receiving it", base),
+    ]
+
+
+def _fanout(fanout: dict[str, Any]) -> list[str]:
+    lines = [
+        "Callbacks one at a time on one keep-alive connection, each a new job matching every subscriber. Kept up: each"
+        " callback's deliveries all reached the sink before the next was posted. Paused: every subscriber paused, each"
+        " callback adds to every backlog.",
+        "",
+        "| | subscribers | callbacks | p50 ms | p99 ms | max ms | non-200 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    phases = [("bare endpoint", fanout["bare"])]
+    phases += [("kept up", ack) for ack in fanout["kept_up"]] + [("paused", ack) for ack in fanout["backlog"]]
+    for label, ack in phases:
+        lines.append(
+            f"| {label} | {ack['subscribers']:,} | {ack['requests']} | {_ms(ack['p50_ms'])} | {_ms(ack['p99_ms'])} |"
+            f" {_ms(ack['max_ms'])} | {ack['refused']} |"
+        )
+    return lines
+
+
+def _disk(stored: dict[str, Any]) -> list[str]:
+    tables = sorted(stored["tables"].items(), key=lambda item: -item[1])
+    return [
+        f"{stored['callbacks']} callbacks (the samples, each a new job) of {stored['body_bytes']:,.0f} bytes on"
+        f" average, {stored['subscribers']} paused subscribers matching every one:"
+        f" {stored['bytes_per_callback']:,.0f} bytes stored per callback, {stored['ratio']:.2f}x the body. Each table"
+        " with its indexes, per callback:",
+        "",
+        "| table | bytes |",
+        "| --- | ---: |",
+        *(f"| {table} | {size:,.0f} |" for table, size in tables if size),
     ]
 
 
@@ -494,6 +528,18 @@ def markdown(results: dict[str, Any]) -> str:
         ("3. End-to-end latency (bench/e2e.py)", "e2e", _e2e),
         ("4. Memory (bench/memory.py)", "memory", _memory),
         ("5. Scale with history (bench/history.py)", "history", _history),
+        ("6. Validation cost per body (bench/validation.py)", "validation", lambda validation: [validation["table"]]),
+        ("7. Ack latency with many subscribers (bench/fanout.py)", "fanout", _fanout),
+        ("8. Bytes stored per callback with many subscribers (bench/disk.py)", "disk", _disk),
+        ("9. On PostgreSQL: the ladder against cos-relay (bench/floor.py --postgres)", "floor_pg", floor_table),
+        ("9b. On PostgreSQL: delivery throughput (bench/delivery.py --postgres)", "delivery_pg", delivery_table),
+        (
+            "9c. On PostgreSQL: delivery during saturated ingest (bench/fairness.py --postgres)",
+            "fairness_pg",
+            fairness_table,
+        ),
+        ("9d. On PostgreSQL: ack latency with many subscribers (bench/fanout.py --postgres)", "fanout_pg", _fanout),
+        ("9e. On PostgreSQL: bytes stored per callback (bench/disk.py)", "disk_pg", _disk),
     )
     for title, key, render in parts:
         lines += [f"## {title}", ""]
@@ -502,11 +548,6 @@ def markdown(results: dict[str, Any]) -> str:
         else:
             lines.append(f"Not run: {results['errors'].get(key, 'not selected')}")
         lines.append("")
-    lines += ["## 6. Validation cost per body (bench/validation.py)", ""]
-    if "validation" in sections:
-        lines += [sections["validation"]["table"], ""]
-    else:
-        lines += [f"Not run: {results['errors'].get('validation', 'not selected')}", ""]
     lines += ["## Method", "", *METHOD]
     return "\n".join(lines) + "\n"
 
