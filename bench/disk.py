@@ -37,6 +37,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -233,7 +234,24 @@ def copies(db: Path | str, text: str) -> dict[str, int]:
     return found
 
 
-def stored(db: Path | str, label: str, bodies: list[bytes], subscribers: int, message: str | None) -> None:
+@dataclass(frozen=True)
+class Stored:
+    """What a gateway stored for ``callbacks`` accepted callbacks, per callback."""
+
+    subscribers: int  # paused, matching every callback
+    callbacks: int
+    body_bytes: float  # the bodies' mean size
+    bytes_per_callback: float  # every table with its indexes (SQLite: pages; PostgreSQL: with TOAST)
+    tables: dict[str, float]  # each table's share of it
+    message_copies: dict[str, int]  # where the last callback's Message is stored (when it was given)
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_per_callback / self.body_bytes
+
+
+def measure(db: Path | str, bodies: list[bytes], subscribers: int, message: str | None = None) -> Stored:
+    """``bodies`` posted to a gateway over ``db`` (a file, or a PostgreSQL URL) with ``subscribers`` paused ones."""
     args = ("--allow-networks", "127.0.0.0/8")
     with serve(db, *args) as url, httpx.Client(base_url=url, timeout=60) as client:
         admin = {"Authorization": f"Bearer {ADMIN}"}
@@ -247,40 +265,53 @@ def stored(db: Path | str, label: str, bodies: list[bytes], subscribers: int, me
             answer = client.post(f"/cos/callback?token={TOKEN}", content=payload, headers=XML).json()
             assert answer == {"status": "accepted"}, answer
         after = table_bytes(db)
-    grown = {table: after.get(table, 0) - before.get(table, 0) for table in after}
-    size = sum(len(payload) for payload in bodies) / len(bodies)
-    total = sum(grown.values()) / len(bodies)
+    grown = {table: (after.get(table, 0) - before.get(table, 0)) / len(bodies) for table in after}
+    where = {table: n for table, n in copies(db, message).items() if n} if message is not None else {}
+    return Stored(
+        subscribers=subscribers,
+        callbacks=len(bodies),
+        body_bytes=sum(len(payload) for payload in bodies) / len(bodies),
+        bytes_per_callback=sum(grown.values()),
+        tables=grown,
+        message_copies=where,
+    )
+
+
+def stored(db: Path | str, label: str, bodies: list[bytes], subscribers: int, message: str | None) -> None:
+    found = measure(db, bodies, subscribers, message)
     shown = ("callbacks", "events", "deliveries", "jobs", "job_states", "items")
-    parts = ", ".join(f"{table} {grown.get(table, 0) / len(bodies):,.0f}" for table in shown)
-    other = sum(size for table, size in grown.items() if table not in shown) / len(bodies)
-    print(f"   {label}: {len(bodies)} callbacks of {size:,.0f} bytes on average")
-    print(f"     {total:,.0f} bytes per callback = {total / size:.2f} x the body ({parts}, the rest {other:,.0f})")
+    parts = ", ".join(f"{table} {found.tables.get(table, 0):,.0f}" for table in shown)
+    other = sum(size for table, size in found.tables.items() if table not in shown)
+    print(f"   {label}: {found.callbacks} callbacks of {found.body_bytes:,.0f} bytes on average")
+    print(
+        f"     {found.bytes_per_callback:,.0f} bytes per callback = {found.ratio:.2f} x the body ({parts},"
+        f" the rest {other:,.0f})"
+    )
     if message is not None:
-        where = {table: n for table, n in copies(db, message).items() if n}
+        where = found.message_copies
         print(f"     the last callback's Message is stored {sum(where.values())} times: {where}")
 
 
+def samples(callbacks: int, first: int) -> list[bytes]:
+    """About ``callbacks`` callbacks as COS sends them: the samples in turn, every one a new job, ids from ``first``."""
+    paths = sorted(SAMPLES.glob("*.xml"))
+    rounds = max(1, callbacks // len(paths))
+    return [
+        distinct(path.read_bytes(), first + n * len(paths) + i) for n in range(rounds) for i, path in enumerate(paths)
+    ]
+
+
 def stored_per_callback(folder: Path, callbacks: int) -> None:
-    samples = sorted(SAMPLES.glob("*.xml"))
+    count = len(list(SAMPLES.glob("*.xml")))
+    rounds = max(1, callbacks // count)
     cases: list[tuple[str, list[bytes], int, str | None]] = []
     made = [large(number) for number in range(callbacks)]
     cases.append(("4 KiB Message, 1 subscriber", [payload for payload, _ in made], 1, made[-1][1]))
     made = [large(callbacks + number) for number in range(callbacks)]
     cases.append(("4 KiB Message, 100 subscribers", [payload for payload, _ in made], 100, made[-1][1]))
-    rounds = max(1, callbacks // len(samples))
-    bodies = [
-        distinct(path.read_bytes(), 10_000 + n * len(samples) + i)
-        for n in range(rounds)
-        for i, path in enumerate(samples)
-    ]
-    cases.append((f"the {len(samples)} samples, {rounds} times each", bodies, 1, None))
+    cases.append((f"the {count} samples, {rounds} times each", samples(callbacks, 10_000), 1, None))
     # Issue 26's row: bytes per callback with 100 matching subscribers, for callbacks as COS sends them.
-    bodies = [
-        distinct(path.read_bytes(), 20_000 + n * len(samples) + i)
-        for n in range(rounds)
-        for i, path in enumerate(samples)
-    ]
-    cases.append((f"the {len(samples)} samples, {rounds} times each, 100 subscribers", bodies, 100, None))
+    cases.append((f"the {count} samples, {rounds} times each, 100 subscribers", samples(callbacks, 20_000), 100, None))
     print(f"3. stored per accepted callback ({callbacks} callbacks a case)")
     print("  SQLite")
     for number, (label, payloads, subscribers, message) in enumerate(cases):

@@ -19,7 +19,8 @@ The bare Starlette endpoint (bench/bare.py) takes the same requests in the same 
 
 At the largest level it then measures sequential scrapes of /metrics (time and bytes), and the ack
 latency again while 4 scrape loops (a separate process) hit /metrics as fast as it answers,
-right after the same measurement with no scrape loops.
+right after the same measurement with no scrape loops. ``--scrapes 0`` leaves that part out (`python -m bench`
+does: issue 26's rows are the acks).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.ingest import ADMIN_TOKEN, bare, gateway, sink
 from bench.load import MARKER, TOKEN, job_id, new_run_id, sample_template
@@ -86,15 +88,16 @@ class FanoutResult:
     kept_up: list[Ack]
     #: Subscribers paused: every callback adds to a held backlog per subscriber.
     backlog: list[Ack]
-    scrape: Scrapes
+    #: The scrape part, at the largest level; None with no scrapes asked for.
+    scrape: Scrapes | None = None
     #: At the largest level: no scrape loops, then SCRAPE_LOOPS of them, same server, back to back.
-    without_scrape_loops: Ack
-    with_scrape_loops: Ack
-    scrape_loops: int
-    scrapes_during_loops: int
+    without_scrape_loops: Ack | None = None
+    with_scrape_loops: Ack | None = None
+    scrape_loops: int = SCRAPE_LOOPS
+    scrapes_during_loops: int = 0
     #: How long the scrape loops ran (as long as the callbacks took): scrapes per second compare across versions
     #: whose acks take different times.
-    loops_seconds: float
+    loops_seconds: float = 0.0
 
 
 def _percentile(ordered: list[float], share: float) -> float:
@@ -278,6 +281,7 @@ def measure(
         print(f"  bare: p50 {bare_ack.p50_ms:.1f} ms, p99 {bare_ack.p99_ms:.1f} ms", flush=True)
     kept_up: list[Ack] = []
     backlog: list[Ack] = []
+    scraped: dict[str, Any] = {}
     with sink() as sink_url:
         for count in levels:
             port = free_port()
@@ -301,40 +305,41 @@ def measure(
                         f" backlog p50 {held.p50_ms:.1f} ms, p99 {held.p99_ms:.1f} ms",
                         flush=True,
                     )
-                if count != max(levels):
-                    continue
-                cost = measure_scrapes(port, scrapes, count)
-                if progress:
-                    print(
-                        f"  scrape at {count}: first {cost.first_ms:.1f} ms, p50 {cost.p50_ms:.1f} ms,"
-                        f" {cost.wire_bytes:,} bytes sent ({cost.exposition_bytes:,} unzipped)",
-                        flush=True,
-                    )
-                quiet = post_callbacks(port, requests, count)
-                loops = ScrapeLoops(port, SCRAPE_LOOPS, seconds=600)
-                started = time.monotonic()
-                try:
-                    loaded = post_callbacks(port, requests, count)
-                    took = time.monotonic() - started
-                finally:
-                    done = loops.stop()
-                if progress:
-                    print(
-                        f"  {SCRAPE_LOOPS} scrape loops ({done} scrapes in {took:.1f} s): p50 {loaded.p50_ms:.1f} ms,"
-                        f" p99 {loaded.p99_ms:.1f} ms (none: p50 {quiet.p50_ms:.1f} ms, p99 {quiet.p99_ms:.1f} ms)",
-                        flush=True,
-                    )
-    return FanoutResult(
-        bare=bare_ack,
-        kept_up=kept_up,
-        backlog=backlog,
-        scrape=cost,
-        without_scrape_loops=quiet,
-        with_scrape_loops=loaded,
-        scrape_loops=SCRAPE_LOOPS,
-        scrapes_during_loops=done,
-        loops_seconds=took,
-    )
+                if count == max(levels) and scrapes > 0:
+                    scraped = measure_scrape_part(port, scrapes, requests, count, progress)
+    return FanoutResult(bare=bare_ack, kept_up=kept_up, backlog=backlog, **scraped)
+
+
+def measure_scrape_part(port: int, scrapes: int, requests: int, count: int, progress: bool) -> dict[str, Any]:
+    """Scrapes back to back, then the acks without and with scrape loops: `FanoutResult`'s scrape fields."""
+    cost = measure_scrapes(port, scrapes, count)
+    if progress:
+        print(
+            f"  scrape at {count}: first {cost.first_ms:.1f} ms, p50 {cost.p50_ms:.1f} ms,"
+            f" {cost.wire_bytes:,} bytes sent ({cost.exposition_bytes:,} unzipped)",
+            flush=True,
+        )
+    quiet = post_callbacks(port, requests, count)
+    loops = ScrapeLoops(port, SCRAPE_LOOPS, seconds=600)
+    started = time.monotonic()
+    try:
+        loaded = post_callbacks(port, requests, count)
+        took = time.monotonic() - started
+    finally:
+        done = loops.stop()
+    if progress:
+        print(
+            f"  {SCRAPE_LOOPS} scrape loops ({done} scrapes in {took:.1f} s): p50 {loaded.p50_ms:.1f} ms,"
+            f" p99 {loaded.p99_ms:.1f} ms (none: p50 {quiet.p50_ms:.1f} ms, p99 {quiet.p99_ms:.1f} ms)",
+            flush=True,
+        )
+    return {
+        "scrape": cost,
+        "without_scrape_loops": quiet,
+        "with_scrape_loops": loaded,
+        "scrapes_during_loops": done,
+        "loops_seconds": took,
+    }
 
 
 def main() -> None:

@@ -38,6 +38,100 @@ def _get(results: dict[str, Any], *path: str) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Row:
+    """One row of issue 26's targets on one backend, and the command that measures it alone."""
+
+    figure: str
+    backend: str
+    target: str
+    measured: str
+    met: bool | None  # None: not measured
+    command: str
+
+
+#: Each backend's name, and the suffix of its sections' names.
+BACKENDS = (("SQLite", ""), ("PostgreSQL", "_pg"))
+
+
+def issue_26(sections: dict[str, Any]) -> list[Row]:
+    """Issue 26's rows, each on SQLite and on PostgreSQL (the ``_pg`` sections)."""
+    return [row for backend, suffix in BACKENDS for row in _issue_26_on(sections, backend, suffix)]
+
+
+def _issue_26_on(sections: dict[str, Any], backend: str, suffix: str) -> list[Row]:
+    rows: list[Row] = []
+    postgres = " --postgres" if suffix else ""
+
+    def add(figure: str, target: str, measured: str | None, met: bool, command: str) -> None:
+        shown = "not measured" if measured is None else measured
+        rows.append(Row(figure, backend, target, shown, met if measured is not None else None, command))
+
+    cpu = {step["server"]: step["cpu_us"] for step in _get(sections, f"floor{suffix}", "steps") or []}
+    # The gateway's step: cos-relay, or on PostgreSQL its CPU with the server's, against the rung committing to SQLite.
+    relay = next((value for server, value in cpu.items() if server.startswith("cos-relay")), None)
+    floor = cpu.get("parse-commit")
+    ladder = None
+    if relay is not None and floor:
+        ladder = f"{relay / floor:.2f}x ({relay:,.0f} / {floor:,.0f} µs CPU per callback)"
+        if suffix:
+            ladder += "; the gateway and the PostgreSQL server against the SQLite rung"
+    add(
+        "ingest CPU per callback / the parse + commit floor (the ladder)",
+        "<= 2.0x",
+        ladder,
+        relay is not None and bool(floor) and relay / floor <= 2.0,
+        f"python -m bench.floor --rounds 3{postgres}",
+    )
+    drain = _get(sections, f"delivery{suffix}")
+    add(
+        "delivery drain / raw aiohttp loop, same sink",
+        ">= 0.6",
+        None
+        if drain is None
+        else f"{drain['ratio']:.2f} ({drain['relay_per_second']:,.0f} against {drain['raw_per_second']:,.0f}/s)",
+        drain is not None and drain["ratio"] >= 0.6,
+        f"python -m bench.delivery --events {10_000 if suffix else 20_000}{postgres}",
+    )
+    fan = _get(sections, f"fanout{suffix}")
+    for label, phase in (("all paused (backlogs growing)", "backlog"), ("keeping up", "kept_up")):
+        ack = fan[phase][0] if fan and fan[phase] else None
+        add(
+            f"ack p99, 1,000 matching subscribers, {label}",
+            "<= 10 ms",
+            None
+            if ack is None
+            else f"{ack['p99_ms']:.1f} ms (p50 {ack['p50_ms']:.1f}; bare p99 {fan['bare']['p99_ms']:.1f};"
+            f" {ack['subscribers']:,} subscribers, {ack['requests']} callbacks)",
+            ack is not None and ack["p99_ms"] <= 10,
+            f"python -m bench.fanout --levels 1000 --requests 100 --scrapes 0{postgres}",
+        )
+    stored = _get(sections, f"disk{suffix}")
+    add(
+        "bytes stored per callback with 100 matching subscribers / body",
+        "<= 2.0",
+        None
+        if stored is None
+        else f"{stored['ratio']:.2f} ({stored['bytes_per_callback']:,.0f} bytes per"
+        f" {stored['body_bytes']:,.0f}-byte body; {stored['subscribers']} paused subscribers,"
+        f" {stored['callbacks']} callbacks)",
+        stored is not None and stored["ratio"] <= 2.0,
+        "python -m bench.disk --parts 3 --callbacks 100",
+    )
+    load = _get(sections, f"fairness{suffix}")
+    add(
+        "delivered during saturated ingest (one subscriber)",
+        ">= 90%",
+        None
+        if load is None
+        else f"{load['share']:.0%} ({load['delivered_during']:,} of {load['accepted']:,} at"
+        f" {load['requests_per_second']:,.0f} callbacks/s)",
+        load is not None and load["share"] >= 0.9,
+        f"python -m bench.fairness --seconds 6{postgres}",
+    )
+    return rows
+
+
 def verdicts(sections: dict[str, Any]) -> list[Verdict]:
     out: list[Verdict] = []
 
@@ -96,6 +190,10 @@ def verdicts(sections: dict[str, Any]) -> list[Verdict]:
         f"{ratio or 0:.2f}",
         (ratio or 0) <= 1.25,
     )
+    out += [
+        Verdict(f"issue 26: {row.figure}, {row.backend}", row.target, row.measured, row.met)
+        for row in issue_26(sections)
+    ]
     return out
 
 
@@ -203,6 +301,7 @@ FLOOR_DOES = {
     "parse-commit": "parse + the raw body committed",
     "validate-commit": "validate + the raw body committed",
     "cos-relay": "`cos-relay serve`: all of it, jobs, events, dedup, metrics",
+    "cos-relay on PostgreSQL": "the same on PostgreSQL; CPU: the gateway's and the PostgreSQL server's",
 }
 
 
@@ -262,6 +361,39 @@ def _e2e(e2e: dict[str, Any]) -> list[str]:
         row("cos-relay: the subscriber receiving the event", e2e),
         *(row(f"baseline {when}: its 200", run) for when, run in zip(("before", "after"), base_ack, strict=False)),
         row("baseline: the subscriber receiving it", base),
+    ]
+
+
+def _fanout(fanout: dict[str, Any]) -> list[str]:
+    lines = [
+        "Callbacks one at a time on one keep-alive connection, each a new job matching every subscriber. Kept up: each"
+        " callback's deliveries all reached the sink before the next was posted. Paused: every subscriber paused, each"
+        " callback adds to every backlog.",
+        "",
+        "| | subscribers | callbacks | p50 ms | p99 ms | max ms | non-200 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    phases = [("bare endpoint", fanout["bare"])]
+    phases += [("kept up", ack) for ack in fanout["kept_up"]] + [("paused", ack) for ack in fanout["backlog"]]
+    for label, ack in phases:
+        lines.append(
+            f"| {label} | {ack['subscribers']:,} | {ack['requests']} | {_ms(ack['p50_ms'])} | {_ms(ack['p99_ms'])} |"
+            f" {_ms(ack['max_ms'])} | {ack['refused']} |"
+        )
+    return lines
+
+
+def _disk(stored: dict[str, Any]) -> list[str]:
+    tables = sorted(stored["tables"].items(), key=lambda item: -item[1])
+    return [
+        f"{stored['callbacks']} callbacks (the samples, each a new job) of {stored['body_bytes']:,.0f} bytes on"
+        f" average, {stored['subscribers']} paused subscribers matching every one:"
+        f" {stored['bytes_per_callback']:,.0f} bytes stored per callback, {stored['ratio']:.2f}x the body. Each table"
+        " with its indexes, per callback:",
+        "",
+        "| table | bytes |",
+        "| --- | ---: |",
+        *(f"| {table} | {size:,.0f} |" for table, size in tables if size),
     ]
 
 
@@ -347,17 +479,36 @@ def markdown(results: dict[str, Any]) -> str:
     for verdict in verdicts(sections):
         met = {True: "yes", False: "**no**", None: "-"}[verdict.met]
         lines.append(f"| {verdict.measure} | {verdict.target} | {verdict.measured} | {met} |")
+    lines += [
+        "",
+        "## Issue 26 targets",
+        "",
+        "Each row on each backend (PostgreSQL: the `_pg` sections, on a throwaway PostgreSQL 15 cluster,"
+        " tests/postgres.py, fsync off). Ratios are against a baseline measured in the same run. The last column"
+        " measures the row alone: `bench.disk` both backends at once (the row is its last case), the others one"
+        " backend (`--postgres`). On PostgreSQL there is no ladder rung that commits to PostgreSQL: the ingest row"
+        " holds the gateway's CPU with the PostgreSQL server's against the parse + commit rung on SQLite.",
+        "",
+        "| figure | backend | target | measured | met | measured alone by |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in issue_26(sections):
+        met = {True: "yes", False: "**no**", None: "-"}[row.met]
+        lines.append(f"| {row.figure} | {row.backend} | {row.target} | {row.measured} | {met} | `{row.command}` |")
     lines += ["", "## Machine", "", *_machine(results["machine"]), ""]
     lines += [
         "## Commands",
         "",
         "```sh",
         "apt-get install -y wrk                 # the load generator (without it: a slower Python one)",
-        "python -m bench                        # everything (< 10 min): bench/results/latest.json + this file",
-        "python -m bench --smoke                # ~40 s, tiny sizes (CI: tests/test_bench_smoke.py)",
+        "python -m bench                        # everything (~25 min): bench/results/latest.json + this file",
+        "python -m bench --smoke                # ~2 min, tiny sizes (CI: tests/test_bench_smoke.py)",
         "python -m bench --only ingest,e2e      # some sections (JSON to bench/results/partial.json)",
         "python -m bench.ingest                 # each section alone, see each module's --help",
         "python -m bench.floor --rounds 3       # the ingest ladder: bare, + parse, + validate, + commit, cos-relay",
+        "python -m bench.floor --postgres       # bare, parse + commit, cos-relay on PostgreSQL (its server's CPU too)",
+        "python -m bench.fanout --levels 1000 --requests 100 --scrapes 0  # ack p99, 1,000 subscribers [--postgres]",
+        "python -m bench.disk --parts 3 --callbacks 100  # bytes stored per callback, both backends",
         "python -m bench.delivery --events 20000",
         "python -m bench.fairness --seconds 6   # events delivered during saturated ingest, outbox lag",
         "python -m bench.regimes                # the same, load after load on one gateway: CPU and share per load",
@@ -377,6 +528,18 @@ def markdown(results: dict[str, Any]) -> str:
         ("3. End-to-end latency (bench/e2e.py)", "e2e", _e2e),
         ("4. Memory (bench/memory.py)", "memory", _memory),
         ("5. Scale with history (bench/history.py)", "history", _history),
+        ("6. Validation cost per body (bench/validation.py)", "validation", lambda validation: [validation["table"]]),
+        ("7. Ack latency with many subscribers (bench/fanout.py)", "fanout", _fanout),
+        ("8. Bytes stored per callback with many subscribers (bench/disk.py)", "disk", _disk),
+        ("9. On PostgreSQL: the ladder against cos-relay (bench/floor.py --postgres)", "floor_pg", floor_table),
+        ("9b. On PostgreSQL: delivery throughput (bench/delivery.py --postgres)", "delivery_pg", delivery_table),
+        (
+            "9c. On PostgreSQL: delivery during saturated ingest (bench/fairness.py --postgres)",
+            "fairness_pg",
+            fairness_table,
+        ),
+        ("9d. On PostgreSQL: ack latency with many subscribers (bench/fanout.py --postgres)", "fanout_pg", _fanout),
+        ("9e. On PostgreSQL: bytes stored per callback (bench/disk.py)", "disk_pg", _disk),
     )
     for title, key, render in parts:
         lines += [f"## {title}", ""]
@@ -385,11 +548,6 @@ def markdown(results: dict[str, Any]) -> str:
         else:
             lines.append(f"Not run: {results['errors'].get(key, 'not selected')}")
         lines.append("")
-    lines += ["## 6. Validation cost per body (bench/validation.py)", ""]
-    if "validation" in sections:
-        lines += [sections["validation"]["table"], ""]
-    else:
-        lines += [f"Not run: {results['errors'].get('validation', 'not selected')}", ""]
     lines += ["## Method", "", *METHOD]
     return "\n".join(lines) + "\n"
 
@@ -425,8 +583,11 @@ METHOD = [
     "* Other load: the CPU the rest of the machine used during a run (all busy CPU time minus this"
     " suite's own processes: the benchmark, its load generators and servers), in cores. This"
     " machine is shared; a run next to a large figure measured the neighbours as much as the code.",
-    "* The suite fits in 10 minutes: the memory section ingests as many callbacks as the remaining time"
-    " allows at the rate measured in section 1 (up to 200,000); the table says how many. The"
-    " validation section measures a few representative bodies; `python bench/validation.py` measures"
+    "* The suite fits in about 25 minutes (10 before issue 26's rows joined it): the memory section ingests as many"
+    " callbacks as the remaining time allows at the rate measured in section 1 (up to 200,000); the table says how"
+    " many. The validation section measures a few representative bodies; `python bench/validation.py` measures"
     " them all.",
+    "* The PostgreSQL sections (`_pg`) share one throwaway PostgreSQL 15 cluster (tests/postgres.py: fsync off, in"
+    " the temporary folder), started by the first of them and removed at the end; each measurement gets a fresh"
+    " database in it.",
 ]

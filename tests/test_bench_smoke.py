@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,17 +41,23 @@ SMOKE_PARTS = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("sections", SMOKE_PARTS.values(), ids=SMOKE_PARTS.keys())
-def test_smoke_run_writes_results(tmp_path: Path, sections: str) -> None:
-    results, report = tmp_path / "smoke.json", tmp_path / "smoke.md"
+def smoke(folder: Path, sections: str) -> tuple[dict[str, Any], str]:
+    """``python -m bench --smoke --only SECTIONS``: its results, once every section ran; and its report."""
+    results, report = folder / "smoke.json", folder / "smoke.md"
     run_bench("bench", "--smoke", "--only", sections, "--json", str(results), "--markdown", str(report), timeout=280)
     data = json.loads(results.read_text())
     assert data["smoke"] is True
     assert data["errors"] == {}
     assert set(data["sections"]) == set(sections.split(","))
     assert report.read_text().startswith("# Benchmarks")
+    return data, report.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sections", SMOKE_PARTS.values(), ids=SMOKE_PARTS.keys())
+def test_smoke_run_writes_results(tmp_path: Path, sections: str) -> None:
+    data, _ = smoke(tmp_path, sections)
     ran = data["sections"]
     if "fairness" in ran:
         assert 0 <= ran["fairness"]["share"] <= 1.5
@@ -59,6 +66,37 @@ def test_smoke_run_writes_results(tmp_path: Path, sections: str) -> None:
         assert [step["server"] for step in ran["floor"]["steps"]][::6] == ["bare", "cos-relay"]
         assert all(step["refused"] == 0 for step in ran["floor"]["steps"])
         assert ran["ingest"]["variants"]
+
+
+#: Issue 26's sections that the parts above leave out, the backend whose rows they fill, and how many rows.
+ISSUE_26_PARTS = {
+    "sqlite": ("fanout,disk", "SQLite", 3),
+    "postgres": ("floor_pg,delivery_pg,fairness_pg,fanout_pg,disk_pg", "PostgreSQL", 6),
+}
+
+
+def issue_26_table(report: str) -> list[list[str]]:
+    """The cells of each row of the report's "Issue 26 targets" table."""
+    section = report.split("## Issue 26 targets\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")][2:]  # after the header and its rule
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("sections", "backend", "filled"), ISSUE_26_PARTS.values(), ids=ISSUE_26_PARTS.keys())
+def test_smoke_run_reports_issue_26_rows_on_each_backend(
+    tmp_path: Path, sections: str, backend: str, filled: int
+) -> None:
+    data, report = smoke(tmp_path, sections)
+    rows = issue_26_table(report)
+    assert [row[1] for row in rows] == ["SQLite"] * 6 + ["PostgreSQL"] * 6
+    measured = [row for row in rows if row[3] != "not measured"]
+    assert len(measured) == filled
+    assert all(row[1] == backend and row[4] in ("yes", "**no**") for row in measured)
+    assert all(row[5].startswith("`python -m bench.") for row in rows)
+    issue_26 = [verdict for verdict in data["verdicts"] if verdict["measure"].startswith("issue 26:")]
+    assert sum(verdict["met"] is not None for verdict in issue_26) == filled
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ _BUSY = (
 #: replica committed before the lock was granted.
 _STATE = (
     f"{_BUSY} AS busy,"
-    " c.acked, c.leased, EXISTS (SELECT 1 FROM events e WHERE e.position > c.leased) AS log_behind,"
+    f" c.acked, c.leased, c.leased < {log.HEAD} AS log_behind,"
     " (SELECT min(expires_at) FROM leases l WHERE l.subscriber_id = s.id) AS expiry,"
     f" {_ROWS_DUE} AS rows_due,"
     " (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending')"
@@ -162,11 +162,13 @@ _STATE = (
 )
 
 
-#: Whether the subscriber's cursor has work (?: now): the log longer than what it leased, or a lease expired.
+#: Whether the subscriber's cursor has work (?: now): the log longer than what it leased, or a lease expired. The
+#: cursor is compared with the head (one probe of the log's index a statement), as in `_STATE` and `next_due`: an
+#: EXISTS over the events after it was planned by PostgreSQL as a scan of the events table from its start, which
+#: grew with the log (0.7 ms a claim after 2,000 events).
 _LOG_DUE = (
-    "EXISTS (SELECT 1 FROM cursors c WHERE c.subscriber_id = s.id AND (EXISTS (SELECT 1 FROM events e"
-    " WHERE e.position > c.leased) OR EXISTS (SELECT 1 FROM leases l WHERE l.subscriber_id = s.id"
-    " AND l.expires_at <= ?)))"
+    f"EXISTS (SELECT 1 FROM cursors c WHERE c.subscriber_id = s.id AND (c.leased < {log.HEAD}"
+    " OR EXISTS (SELECT 1 FROM leases l WHERE l.subscriber_id = s.id AND l.expires_at <= ?)))"
 )
 
 

@@ -17,15 +17,13 @@ from relay.domain.events import EVENT_TYPES
 from relay.domain.filters import Filter
 from relay.store.db import Db
 from relay.store.ops.implied import BATCH, EVENT_COLUMNS, GAP_STATES, IMPLIED_STATES, SUCCEEDED, Cursor, cursors
-from relay.store.ops.log import HEAD
+from relay.store.ops.log import HEAD, History
 
 #: A count of a subscriber's owed events stops at this many (the figure is then a floor, said where it is shown).
 COUNT_CAP = 10_000
-#: A subscriber's filters, each with the position after which it applies, in position order (`log.History`).
-History = Sequence[tuple[int, Filter]]
 
 
-def condition(db: Db, kept: Filter) -> tuple[str, tuple[object, ...]] | None:
+def _condition(db: Db, kept: Filter) -> tuple[str, tuple[object, ...]] | None:
     """The events ``e`` that ``kept`` takes, as a condition and its values; None when it takes none.
 
     Types are matched against the known event types (every event has one of them); ``*`` takes any."""
@@ -49,7 +47,7 @@ def condition(db: Db, kept: Filter) -> tuple[str, tuple[object, ...]] | None:
     return " AND ".join(clauses) or "TRUE", tuple(values)
 
 
-def segments(history: History, after: int, upto: int) -> Iterator[tuple[int, int, Filter]]:
+def _segments(history: History, after: int, upto: int) -> Iterator[tuple[int, int, Filter]]:
     """The ranges (start, end] of (after, upto] with the filter in force over each (none before the first)."""
     for index, (start, kept) in enumerate(history):
         end = history[index + 1][0] if index + 1 < len(history) else upto
@@ -61,9 +59,11 @@ def segments(history: History, after: int, upto: int) -> Iterator[tuple[int, int
 async def matching(db: Db, owner: Cursor, after: int, upto: int, cap: int = COUNT_CAP) -> int:
     """The events in (after, upto] owed to ``owner`` with no row of its own, up to ``cap`` of them."""
     total = 0
-    for low, high, kept in segments(owner.history, after, upto):
-        found = condition(db, kept)
-        if found is None or total >= cap:
+    for low, high, kept in _segments(owner.history, after, upto):
+        if total >= cap:
+            break
+        found = _condition(db, kept)
+        if found is None:
             continue
         clause, values = found
         total += int(
