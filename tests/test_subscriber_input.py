@@ -146,7 +146,10 @@ def test_a_subscribers_answers_are_kept_only_when_it_asks_for_it(database: Targe
 
             def attempt(name: str) -> dict[str, Any] | None:
                 [delivery] = api.get("/api/deliveries", params={"subscriber": name}).json()["items"]
-                log = api.get(f"/api/deliveries/{delivery['id']}").json()["attempts_log"]
+                # By subscriber and event: a delivery of the event log has a row (an id) only once its failure is
+                # recorded, which may come after the sink saw the attempt.
+                path = f"/api/subscribers/{name}/deliveries/{delivery['event_id']}"
+                log = api.get(path).json()["attempts_log"]
                 return dict(log[0]) if log else None
 
             wait_until(lambda: attempt("kept") is not None and attempt("dropped") is not None)
