@@ -8,7 +8,7 @@ from datetime import datetime
 from relay.store.db import Db
 from relay.store.formats import iso
 from relay.store.ops import implied, owed
-from relay.store.ops.log import log_head
+from relay.store.ops.log import MOVE_PAST, log_head
 
 #: The advisory lock a PostgreSQL shedding batch holds: one replica at a time, so two never drop the same excess
 #: twice.
@@ -88,14 +88,6 @@ async def drop_oldest(
             last,
             iso(at),
         )
-        await db.execute(
-            "UPDATE cursors SET leased = ?, acked = CASE WHEN EXISTS (SELECT 1 FROM leases l"
-            " WHERE l.subscriber_id = cursors.subscriber_id) THEN acked ELSE ? END, updated_at = ?"
-            " WHERE subscriber_id = ?",
-            last,
-            last,
-            iso(at),
-            owner.id,
-        )
+        await db.execute(MOVE_PAST, last, last, iso(at), owner.id)
         dropped[owner.name] = dropped.get(owner.name, 0) + count
     return dropped

@@ -96,7 +96,7 @@ async def claim_due(
                 count = free - len(ids)
             expired = row["expiry"] is not None and row["expiry"] <= stamp
             if count and row["acked"] is not None and (row["log_behind"] or expired):
-                asks.append(log.Want(row["id"], row["acked"], row["leased"], expired, count, expires))
+                asks.append(log.Want(row["id"], row["leased"], expired, count, expires))
                 keys[row["id"]] = log.history_key(row)
             else:
                 count = 0

@@ -44,6 +44,22 @@ SCAN = 1000
 #: How much of an event's object key is kept for filters: a prefix filter needs no more (COS keys are at most
 #: 850 bytes), and a hostile sender's long key is not stored twice.
 OBJECT_KEY_KEPT = 1024
+#: A cursor moved to ``leased`` (?) past events it owes nothing more for, ``acked`` with it (?) when no range is out
+#: (?: updated_at, subscriber id).
+MOVE_PAST = (
+    "UPDATE cursors SET leased = ?, acked = CASE WHEN EXISTS (SELECT 1 FROM leases l"
+    " WHERE l.subscriber_id = cursors.subscriber_id) THEN acked ELSE ? END, updated_at = ? WHERE subscriber_id = ?"
+)
+#: A range with nothing owed left is gone: ``acked`` moves to the first range still out, ``leased`` when none (?:
+#: updated_at, subscriber id).
+_ACK_TO_FIRST_RANGE = (
+    "UPDATE cursors SET acked = coalesce((SELECT min(after_position) FROM leases l"
+    " WHERE l.subscriber_id = cursors.subscriber_id), leased), updated_at = ? WHERE subscriber_id = ?"
+)
+_INSERT_LEASE = (
+    "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 async def insert_events(db: Db, events: Sequence[Event], callback_id: int, stamp: str) -> None:
@@ -210,16 +226,11 @@ class Want:
     """What a claim asks of a subscriber's log: its cursor as read once the subscriber is held, and how many."""
 
     subscriber_id: int
-    acked: int
     leased: int
     #: A range of its expired (its worker or replica died): that range is taken over, the others stay with theirs.
     expired: bool
     count: int
     expires: datetime
-
-    @property
-    def start(self) -> int:
-        return self.leased
 
 
 @dataclass(frozen=True)
@@ -311,14 +322,14 @@ async def lease(
     for want in [want for want in wants if want.expired]:
         leased += await _take_over(db, want, histories[want.subscriber_id], now)
     wants = [want for want in wants if not want.expired]
-    everything = {want.subscriber_id: _takes_everything(histories[want.subscriber_id], want.start) for want in wants}
+    everything = {want.subscriber_id: _takes_everything(histories[want.subscriber_id], want.leased) for want in wants}
     read = _Log(db, attributes=not all(everything.values()))
     ranges: list[tuple[str, int, int, int, int, str]] = []
     moved: list[tuple[int, int, str, int]] = []
-    for want in sorted(wants, key=lambda want: want.start):
-        history, token = histories[want.subscriber_id], f"{stamp}/{uuid.uuid4().hex[:12]}"
+    for want in sorted(wants, key=lambda want: want.leased):
+        history, token = histories[want.subscriber_id], _token(stamp)
         taken: list[Leased] = []
-        last, passed = want.start, 0
+        last, passed = want.leased, 0
         # Read in batches sized to what is asked (a lane wants one or a few): most claims need one batch, a filter that
         # passes most events reads on, up to `SCAN` positions. A filter that takes everything owes every event but
         # those with a row: no more is read than asked.
@@ -330,35 +341,21 @@ async def lease(
                 break
             for entry in entries[: SCAN - passed]:
                 last, passed = entry.position, passed + 1
-                kept = filter_at(history, last)
-                if want.subscriber_id in entry.rowed or kept is None:
-                    continue
-                if kept.everything or (entry.event is not None and kept.matches(entry.event)):
-                    taken.append(Leased(entry.event_id, last, entry.created_at, token, last <= want.leased))
+                if _owes(history, want.subscriber_id, entry):
+                    taken.append(Leased(entry.event_id, last, entry.created_at, token))
                     if len(taken) >= want.count:
                         break
-        if last == want.start:
-            if want.start != want.leased:
-                await db.execute("UPDATE cursors SET leased = ? WHERE subscriber_id = ?", last, want.subscriber_id)
+        if last == want.leased:
             continue
         if taken:
-            ranges.append((token, want.subscriber_id, want.start, last, len(taken), iso(want.expires)))
+            ranges.append((token, want.subscriber_id, want.leased, last, len(taken), iso(want.expires)))
         moved.append((last, last, stamp, want.subscriber_id))
         leased += [(want.subscriber_id, each) for each in taken]
     if ranges:
-        await db.executemany(
-            "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            ranges,
-        )
+        await db.executemany(_INSERT_LEASE, ranges)
     if moved:
         # Nothing owed in what was read: passed for free (``acked`` too, when no range is out before it).
-        await db.executemany(
-            "UPDATE cursors SET leased = ?, acked = CASE WHEN EXISTS (SELECT 1 FROM leases l"
-            " WHERE l.subscriber_id = cursors.subscriber_id) THEN acked ELSE ? END, updated_at = ?"
-            " WHERE subscriber_id = ?",
-            moved,
-        )
+        await db.executemany(MOVE_PAST, moved)
     return leased
 
 
@@ -382,32 +379,27 @@ async def _take_over(db: Db, want: Want, history: History, now: datetime) -> lis
         after, last = row["after_position"], row["last_position"]
         entries = await _Log(db, attributes=not _takes_everything(history, after)).after(after, last - after)
         owed = [entry for entry in entries if entry.position <= last and _owes(history, want.subscriber_id, entry)]
-        token = f"{stamp}/{uuid.uuid4().hex[:12]}"
+        token = _token(stamp)
         taken = owed[:left]
         end = taken[-1].position if len(taken) < len(owed) else last
         await db.execute("DELETE FROM leases WHERE token = ?", row["token"])
         rows = [(token, want.subscriber_id, after, end, len(taken), iso(want.expires))] if taken else []
         if end < last:  # the rest, for the next claim
-            rest = f"{stamp}/{uuid.uuid4().hex[:12]}"
+            rest = _token(stamp)
             rows.append((rest, want.subscriber_id, end, last, len(owed) - len(taken), stamp))
         if rows:
-            await db.executemany(
-                "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            await db.executemany(_INSERT_LEASE, rows)
         leased += [
             (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token, True))
             for entry in taken
         ]
-    # A range with nothing owed left is gone: ``acked`` moves to the first range still out (``leased`` when none).
-    await db.execute(
-        "UPDATE cursors SET acked = coalesce((SELECT min(after_position) FROM leases l"
-        " WHERE l.subscriber_id = cursors.subscriber_id), leased), updated_at = ? WHERE subscriber_id = ?",
-        stamp,
-        want.subscriber_id,
-    )
+    await db.execute(_ACK_TO_FIRST_RANGE, stamp, want.subscriber_id)
     return leased
+
+
+def _token(stamp: str) -> str:
+    """A new lease's token: when it was made, and enough randomness that no two claims share one."""
+    return f"{stamp}/{uuid.uuid4().hex[:12]}"
 
 
 def _owes(history: History, subscriber_id: int, entry: _Entry) -> bool:
@@ -448,11 +440,7 @@ async def finished(db: Db, counts: Mapping[tuple[int, str], int], at: str) -> No
         [(count, token) for (_, token), count in counts.items()],
     )
     await db.executemany("DELETE FROM leases WHERE token = ? AND outstanding <= 0", [(token,) for _, token in counts])
-    await db.executemany(
-        "UPDATE cursors SET acked = coalesce((SELECT min(after_position) FROM leases l"
-        " WHERE l.subscriber_id = cursors.subscriber_id), leased), updated_at = ? WHERE subscriber_id = ?",
-        [(at, subscriber_id) for subscriber_id in subscriber_ids],
-    )
+    await db.executemany(_ACK_TO_FIRST_RANGE, [(at, subscriber_id) for subscriber_id in subscriber_ids])
 
 
 async def hold_cursors(db: Db, subscriber_ids: Collection[int]) -> None:
