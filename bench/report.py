@@ -197,6 +197,11 @@ def verdicts(sections: dict[str, Any]) -> list[Verdict]:
     return out
 
 
+def _met(met: bool | None) -> str:
+    """A verdict as the report's tables show it (None: not measured)."""
+    return {True: "yes", False: "**no**", None: "-"}[met]
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.1f}"
 
@@ -477,8 +482,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for verdict in verdicts(sections):
-        met = {True: "yes", False: "**no**", None: "-"}[verdict.met]
-        lines.append(f"| {verdict.measure} | {verdict.target} | {verdict.measured} | {met} |")
+        lines.append(f"| {verdict.measure} | {verdict.target} | {verdict.measured} | {_met(verdict.met)} |")
     lines += [
         "",
         "## Issue 26 targets",
@@ -493,8 +497,9 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in issue_26(sections):
-        met = {True: "yes", False: "**no**", None: "-"}[row.met]
-        lines.append(f"| {row.figure} | {row.backend} | {row.target} | {row.measured} | {met} | `{row.command}` |")
+        lines.append(
+            f"| {row.figure} | {row.backend} | {row.target} | {row.measured} | {_met(row.met)} | `{row.command}` |"
+        )
     lines += ["", "## Machine", "", *_machine(results["machine"]), ""]
     lines += [
         "## Commands",
