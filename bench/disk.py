@@ -43,6 +43,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.process import free_port
 from tests.postgres import running
 
 MIB = 1024 * 1024
@@ -56,14 +57,6 @@ def body(first: int, jobs: int) -> bytes:
     """A callback of ``jobs`` minimal JobsDetail numbered from ``first``."""
     items = b"".join(_JOB % number for number in range(first, first + jobs))
     return b"<Response><EventName>TaskFinish</EventName>" + items + b"</Response>"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import resource
 import signal
 import socket
@@ -18,10 +19,23 @@ from pathlib import Path
 SERVERS: set[int] = set()
 
 
+#: Ports a server started here may take: below Linux's ephemeral range (32768-60999), which the kernel hands out
+#: to outgoing connections. A port taken from that range (``bind(0)``), freed and bound again by the server may
+#: meanwhile become the local port of any client's connection: a CI run met "address already in use" that way.
+_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on now, outside the kernel's ephemeral range."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:

@@ -18,6 +18,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from bench.process import free_port as free_port  # tests take ports where servers do
 from relay.store.records import PostgresUrl, Target
 
 #: How long a `cos-relay serve` may take to answer /healthz. A few seconds here; on a CI machine running three
@@ -48,10 +49,17 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def listening_socket(port: int | None = None) -> socket.socket:
+    """A socket bound on 127.0.0.1 (``port``, or a free one) for a server to listen on: held from here on, the
+    port cannot be taken between choosing it and serving."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port, past TIME_WAIT
+    try:
+        sock.bind(("127.0.0.1", port or free_port()))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class PromptServer(uvicorn.Server):
@@ -83,7 +91,7 @@ class PromptServer(uvicorn.Server):
                 await asyncio.wait_for(self._stopping.wait(), timeout=1)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if sockets or self.server_state.connections or self.server_state.tasks:
+        if self.server_state.connections or self.server_state.tasks:
             await super().shutdown(sockets)
             return
         for server in self.servers:
@@ -96,12 +104,13 @@ class ThreadServer:
     """A uvicorn server serving ``app`` on 127.0.0.1 from a background thread."""
 
     def __init__(self, app: ASGIApp, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self._socket = listening_socket(port)
+        self.port = int(self._socket.getsockname()[1])
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, timeout_graceful_shutdown=1
         )
         self.server = PromptServer(config)
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -119,6 +128,7 @@ class ThreadServer:
     def stop(self) -> None:
         self.server.stop()
         self._thread.join(timeout=10)
+        self._socket.close()
 
 
 @contextlib.contextmanager

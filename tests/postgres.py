@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -21,14 +20,9 @@ from pathlib import Path
 import psycopg
 
 from relay.store.records import PostgresUrl
+from tests.live import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def in_memory() -> Path | None:
@@ -58,7 +52,7 @@ class Cluster:
         #: Kept for `copy_database` / `drop_database`: a connection each costs more than the copy.
         self._admin: psycopg.Connection[tuple[object, ...]] | None = None
         self.data = self.folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
         subprocess.run(

@@ -17,18 +17,13 @@ import time
 from pathlib import Path
 
 from tests.brokers.certs import Certs
+from tests.live import free_port
 
 RABBITMQ = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 NATS = Path("/usr/sbin/nats-server")
 REDIS = Path("/usr/bin/redis-server")
 #: RabbitMQ boots in 5-15 s on a busy 2-core machine; the others in well under a second.
 START_WITHIN = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _listening(port: int) -> bool:

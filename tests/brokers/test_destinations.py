@@ -19,7 +19,8 @@ from relay.deliver.ssrf import AddressPolicy
 from relay.domain.delivery import Attempt, Claim, Outcome
 from relay.domain.destinations import ContentMode, Kind, Route
 from tests.brokers import consume
-from tests.brokers.servers import Nats, RabbitMQ, Redis, free_port
+from tests.brokers.servers import Nats, RabbitMQ, Redis
+from tests.live import free_port
 
 pytestmark = pytest.mark.anyio
 

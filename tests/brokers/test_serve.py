@@ -19,10 +19,10 @@ from relay.deliver.signing import generate_secret
 from relay.store.records import Target
 from tests.brokers import consume
 from tests.brokers.consume import Consumed
-from tests.brokers.servers import BrokerServer, Nats, RabbitMQ, Redis, free_port
+from tests.brokers.servers import BrokerServer, Nats, RabbitMQ, Redis
 from tests.chaos.harness import ADMIN_HEADERS, gateway
 from tests.conftest import CALLBACK_TOKEN, job_body
-from tests.live import ProcessServer, wait_until
+from tests.live import ProcessServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
