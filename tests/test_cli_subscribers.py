@@ -23,6 +23,7 @@ from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.clock import utc_now
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
+from relay.domain.destinations import Handshake
 from relay.store import Store, store_for
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, SAMPLE_JOB_ID, TRANSCODE, ingest, job_body, job_id
@@ -234,6 +235,21 @@ def test_a_bad_name_is_refused(db: Target) -> None:
 
 
 # -- pause, resume, rotate, remove -------------------------------------------------------------------
+
+
+def test_show_prints_the_handshake_verdict_of_a_subscriber_that_asks_for_one_and_a_dash_otherwise(db: Target) -> None:
+    add_hook(db)
+    assert field(ok(cli(db, "subscribers", "show", "hook")), "handshake_verdict") == "-"
+    add_hook(db, "--handshake", name="asks")
+    assert field(ok(cli(db, "subscribers", "show", "asks")), "handshake_verdict") == "state=pending"
+    at = utc_now()
+    with store_for(db) as store:
+        asks = store.get_subscriber("asks")
+        assert asks is not None
+        refusal = "refused: answered 403 without WebHook-Allowed-Origin"
+        asyncio.run(store.record_handshake(Handshake(asks.id, PUBLIC_URL, False, None, refusal, at, at)))
+    shown = field(ok(cli(db, "subscribers", "show", "asks")), "handshake_verdict")
+    assert shown == f"state=refused,checked_at={at.isoformat()},detail={refusal}"
 
 
 def test_pause_and_resume_change_the_state_show_reports(db: Target) -> None:

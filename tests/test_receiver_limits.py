@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,6 +13,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from relay.api.openapi import document
 from relay.app.factory import create_app
 from relay.settings.table import Settings
 from tests.conftest import ADMIN_TOKEN, callback_schema, callback_url, job_body
@@ -73,6 +74,70 @@ def test_a_refused_handshake_sends_nothing_and_retries_until_the_receiver_grants
     assert "without WebHook-Allowed-Origin" in shown["last_error"]
     sink.granting = True
     wait_until(lambda: len(posts_to(sink, "/refuse/a")) == 1, what="delivered once granted")
+
+
+def conforms(response: httpx.Response, template: str) -> dict[str, Any]:
+    """The answer's JSON, checked against the OpenAPI document's schema for ``GET template``."""
+    # Imported here, not at the top: importing schemathesis costs each test worker a second at collection.
+    import schemathesis
+
+    assert response.status_code == 200, response.text
+    schemathesis.openapi.from_dict(document())[template]["GET"].validate_response(response)
+    return dict(response.json())
+
+
+def verdict(api: httpx.Client, name: str) -> Any:
+    """The subscriber's handshake verdict, as its own answer and the listing show it (the same)."""
+    shown = conforms(api.get(f"/api/subscribers/{name}"), "/api/subscribers/{name}")
+    (listed,) = [
+        item for item in conforms(api.get("/api/subscribers"), "/api/subscribers")["items"] if item["name"] == name
+    ]
+    if shown["handshake_verdict"] is not None:  # a refusal is asked again at every retry: its time moves on
+        assert {**listed["handshake_verdict"], "checked_at": None} == {**shown["handshake_verdict"], "checked_at": None}
+    else:
+        assert listed["handshake_verdict"] is None
+    return shown["handshake_verdict"]
+
+
+def test_a_granted_handshake_shows_in_the_subscriber_with_the_rate_allowed_and_until_when(
+    admin: httpx.Client, sink: Sink
+) -> None:
+    created = subscribe(admin, "asks", f"{sink.url}/grant-rate/120/v", handshake=True)
+    pending = {"state": "pending", "checked_at": None, "expires_at": None, "allowed_rate": None, "detail": None}
+    assert created["handshake_verdict"] == pending  # nothing asked yet
+    assert verdict(admin, "asks") == pending
+    post(admin, 1)
+    wait_until(lambda: len(posts_to(sink, "/grant-rate/120/v")) == 1, what="delivered")
+    granted = verdict(admin, "asks")
+    assert granted["state"] == "granted"
+    assert granted["allowed_rate"] == "120/m"
+    assert granted["detail"] == "granted to *, at most 120/m"
+    checked, expires = datetime.fromisoformat(granted["checked_at"]), datetime.fromisoformat(granted["expires_at"])
+    assert (expires - checked).total_seconds() == 86400  # RELAY_HANDSHAKE_EVERY's default
+    assert sink.url.partition("//")[2] not in str(granted)  # the verdict never repeats the URL
+    # A new URL has not been asked: pending again until the next delivery asks it.
+    assert admin.patch("/api/subscribers/asks", json={"url": f"{sink.url}/grant/w"}).status_code == 200
+    assert verdict(admin, "asks") == pending
+
+
+def test_a_refused_handshake_shows_in_the_subscriber_with_the_receivers_answer(admin: httpx.Client, sink: Sink) -> None:
+    subscribe(admin, "asks", f"{sink.url}/refuse/v", handshake=True)
+    post(admin, 1)
+    wait_until(lambda: admin.get("/api/subscribers/asks").json()["last_outcome"] == "handshake_refused", what="refused")
+    refused = verdict(admin, "asks")
+    assert refused["state"] == "refused"
+    assert refused["detail"] == "refused: answered 200 without WebHook-Allowed-Origin"
+    assert refused["expires_at"] is None  # asked again at the next attempt
+    assert refused["allowed_rate"] is None
+    assert datetime.fromisoformat(refused["checked_at"]) <= datetime.now(UTC)
+
+
+def test_a_subscriber_without_handshake_shows_a_null_verdict(admin: httpx.Client, sink: Sink) -> None:
+    created = subscribe(admin, "plain", f"{sink.url}/grant/plain")
+    assert created["handshake_verdict"] is None
+    post(admin, 1)
+    wait_until(lambda: len(posts_to(sink, "/grant/plain")) == 1, what="delivered")
+    assert verdict(admin, "plain") is None
 
 
 def test_a_subscriber_without_handshake_is_never_asked(admin: httpx.Client, sink: Sink) -> None:

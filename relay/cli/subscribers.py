@@ -82,8 +82,8 @@ def _echo_fields(fields: Mapping[str, Any]) -> None:
             value = "yes" if value else "no"  # not Python's True and False
         elif isinstance(value, list):
             value = ",".join(str(item) for item in value)
-        elif isinstance(value, dict):
-            value = _filters(value)
+        elif isinstance(value, dict):  # filters, or the handshake's verdict (whose unknowns are left out)
+            value = _filters({key: part for key, part in value.items() if part is not None})
         elif name.endswith("_at") and isinstance(value, str):
             value = units.instant(value)
         click.echo(f"{name.ljust(width)}  {'-' if value is None or value == '' else value}")

@@ -43,6 +43,7 @@ TONES = {
     "connection_error": "bad",
     "ssrf_blocked": "bad",
     "handshake_refused": "bad",
+    "robot_gone": "bad",
     "manual": "busy",
     "running": "busy",
     "submitted": "busy",

@@ -12,7 +12,7 @@ import anyio
 
 from relay.deliver.destinations import Destinations
 from relay.deliver.recorder import Recorder
-from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
+from relay.domain.delivery import GONE_OUTCOMES, Attempt, Claim, Decision, Finished, decide
 from relay.domain.retry import RetryPolicy
 from relay.metrics.counters import Metrics
 from relay.store import Store
@@ -175,7 +175,7 @@ class DeliveryWorker:
         if decision.state == "dead":
             metrics.given_up.labels(claim.subscriber, "retries_exhausted").inc()
         if disabled:
-            reason = "gone" if attempt.outcome is Outcome.HTTP_410 else "failing"
+            reason = "gone" if attempt.outcome in GONE_OUTCOMES else "failing"
             metrics.disabled.labels(claim.subscriber, reason).inc()
 
     def _log(self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None) -> None:

@@ -1,7 +1,8 @@
 """One delivery attempt and what it means: the outcome, the leased work, and THE delivery decision.
 
 `decide` is the only place that says whether a delivery is retried, given up or delivered, and whether
-its subscriber is disabled (410 Gone, or failing without a single success for ``disable_after``). The
+its subscriber is disabled (gone: 410, or a chat robot's "no such webhook"; or failing without a single success
+for ``disable_after``). The
 store applies a `Decision` as it is; it judges nothing.
 """
 
@@ -42,6 +43,9 @@ class Outcome(StrEnum):
     SSRF_BLOCKED = "ssrf_blocked"
     #: The receiver did not grant the CloudEvents handshake (a subscriber with handshake = true): not sent.
     HANDSHAKE_REFUSED = "handshake_refused"
+    #: A chat robot answered that its webhook is no more (WeCom 93000, DingTalk 300001, Slack no_service, ...):
+    #: as final as a 410, so it is treated as one (see `GONE_OUTCOMES`).
+    ROBOT_GONE = "robot_gone"
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,16 @@ class Recorded:
 
 
 GONE = "the endpoint answered 410 Gone"
+#: Outcomes after which nothing the subscriber is sent can arrive: it is disabled at once, the delivery held.
+GONE_OUTCOMES = frozenset({Outcome.HTTP_410, Outcome.ROBOT_GONE})
+
+
+def gone_reason(attempt: Attempt) -> str:
+    """Why a gone outcome disabled the subscriber: the robot's own answer (its error names the platform and code,
+    credentials already scrubbed), else 410 Gone."""
+    if attempt.outcome is Outcome.ROBOT_GONE and attempt.error:
+        return f"the robot answered: {attempt.error}"
+    return GONE
 
 
 def decide(
@@ -149,16 +163,16 @@ def decide(
     """What an attempt's outcome means for its delivery and its subscriber (pure, so tests are tables).
 
     * success: delivered (and the subscriber's failure streak ends);
-    * 410 Gone: the subscriber is disabled at once; the delivery is held, not dropped, in case an
-      operator resumes it;
+    * gone (410 Gone, or a chat robot saying its webhook is no more): the subscriber is disabled at once;
+      the delivery is held, not dropped, in case an operator resumes it;
     * any other failure: retried after the schedule's next delay (the subscriber's own schedule, else
       ``policy``), or dead when the schedule is used up; and the subscriber is disabled when this
       failure continues a streak that began at least ``disable_after`` ago.
     """
     if attempt.outcome is Outcome.SUCCESS:
         return Decision("delivered")
-    if attempt.outcome is Outcome.HTTP_410:
-        return Decision("pending", next_attempt_at=now, disable_reason=GONE)
+    if attempt.outcome in GONE_OUTCOMES:
+        return Decision("pending", next_attempt_at=now, disable_reason=gone_reason(attempt))
     schedule = policy if claim.retry_schedule is None else RetryPolicy(claim.retry_schedule, policy.jitter)
     delay = schedule.next_delay(claim.failures + 1, attempt.retry_after, rand)
     streak = claim.failing_since or now

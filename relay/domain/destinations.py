@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from yarl import URL
 
@@ -215,6 +216,28 @@ class Handshake:
 
     def holds(self, url: str, now: datetime) -> bool:
         return self.granted and self.url == url and now < self.expires_at
+
+
+#: How a subscriber's handshake stands, as the API shows it.
+HANDSHAKE_STATES = ("granted", "refused", "pending")
+
+
+def handshake_verdict(last: Handshake | None, url: str) -> dict[str, Any]:
+    """The verdict of a subscriber that asks for the handshake, now at ``url``, as the API and CLI show it.
+
+    ``pending`` until its receiver has answered at that URL (never asked yet, or asked at a URL since changed: it
+    is asked again before the next delivery). ``expires_at`` is a grant's (a refusal is asked again at the next
+    attempt). Never the URL the verdict was for: it may hold a credential.
+    """
+    if last is None or last.url != url:
+        return {"state": "pending", "checked_at": None, "expires_at": None, "allowed_rate": None, "detail": None}
+    return {
+        "state": "granted" if last.granted else "refused",
+        "checked_at": last.checked_at.isoformat(),
+        "expires_at": last.expires_at.isoformat() if last.granted else None,
+        "allowed_rate": None if last.allowed_rate is None else str(last.allowed_rate),
+        "detail": last.detail,
+    }
 
 
 def slowest(*rates: Rate | None) -> Rate | None:

@@ -16,6 +16,7 @@ from relay.domain.destinations import (
     Rate,
     check_kind_options,
     check_scheme,
+    handshake_verdict,
 )
 from relay.domain.errors import BadSubscriber, NotFound, SubscriberExists, UnknownDelivery, UnknownSubscriber
 from relay.domain.retry import check_schedule
@@ -93,10 +94,15 @@ class Subscribers:
 
     def shown(self, subscriber: Subscriber, *, reveal_secret: bool = False) -> dict[str, Any]:
         """A subscriber as the API and CLI show it, with how its latest delivery attempt went: a refusal by
-        the address policy (``ssrf_blocked``) is visible here, not only in the log."""
+        the address policy (``ssrf_blocked``) is visible here, not only in the log; and, if it asks for the
+        CloudEvents handshake, its receiver's verdict (None for one that does not: nothing to read)."""
         last = self._store.last_attempt(subscriber.id)
+        verdict = None
+        if subscriber.handshake:
+            verdict = handshake_verdict(self._store.last_handshake(subscriber.id), subscriber.url)
         return {
             **subscriber.public(reveal_secret=reveal_secret),
+            "handshake_verdict": verdict,
             "last_outcome": last["outcome"] if last else None,
             "last_error": last["error"] if last else None,
             "last_attempt_at": last["started_at"] if last else None,

@@ -331,6 +331,9 @@ class SqlStore(ABC):
     def last_attempt(self, subscriber_id: int) -> LastAttempt | None:
         return self._read_sync(partial(queries.last_attempt, subscriber_id=subscriber_id))
 
+    def last_handshake(self, subscriber_id: int) -> Handshake | None:
+        return self._read_sync(partial(handshakes.handshake_of, subscriber_id=subscriber_id))
+
     def count_deliveries(self, state: str) -> int:
         return self._read_sync(partial(queries.count_deliveries, state=state))
 

@@ -246,6 +246,9 @@ class Store(Protocol):
 
     def last_attempt(self, subscriber_id: int) -> LastAttempt | None: ...
 
+    def last_handshake(self, subscriber_id: int) -> Handshake | None:
+        """`handshake_of`, for the admin reads that run on a thread (the API's and CLI's subscriber)."""
+
     def count_deliveries(self, state: str) -> int: ...
 
     def event_bodies(self, limit: int) -> list[bytes]: ...

@@ -56,12 +56,14 @@ def gateway(database: Target, sink: Sink) -> Iterator[ProcessServer]:
 
 
 def seed(api: httpx.Client, sink: Sink) -> None:
-    """Subscribers delivered to, failing and paused; every COS sample; refused callbacks; deliveries in each state."""
+    """Subscribers delivered to (one after a granted handshake), failing and paused; every COS sample; refused
+    callbacks; deliveries in each state."""
     for name, path, extra in (
         ("delivered", "/ok", {}),
         ("failing", "/fail", {"retry_schedule": [0]}),
         ("held", "/ok", {}),
         ("removed", "/ok", {}),
+        ("asks", "/grant/asks", {"handshake": True}),  # a handshake verdict in the subscribers' answers
     ):
         api.post("/api/subscribers", json={"name": name, "url": sink.url + path, **extra}).raise_for_status()
     for held in ("held", "removed"):

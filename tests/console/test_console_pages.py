@@ -128,6 +128,13 @@ def test_a_delivery_page_shows_each_attempt_and_the_next_one(signed_in: Console)
     assert "&#34;type&#34;: &#34;cos.job.succeeded&#34;" in page
 
 
+def test_a_subscriber_page_shows_its_handshake_verdict_only_when_it_asks_for_one(signed_in: Console) -> None:
+    signed_in.add_subscriber("asks", "/ok", handshake=True)
+    signed_in.add_subscriber("plain", "/ok")
+    assert "validated before delivery (CloudEvents): pending</dd>" in signed_in.get("/console/subscribers/asks").text
+    assert "Handshake" not in signed_in.get("/console/subscribers/plain").text
+
+
 @pytest.mark.parametrize("page", ["/console/deliveries/999", "/console/deliveries/abc", "/console/subscribers/nope"])
 def test_unknown_or_malformed_ids_are_pages_saying_so(signed_in: Console, page: str) -> None:
     answer = signed_in.get(page)

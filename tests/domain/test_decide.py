@@ -1,4 +1,5 @@
-"""The delivery decision as a table: retry, give up, deliver, and disable on 410 or a long failure streak."""
+"""The delivery decision as a table: retry, give up, deliver, and disable on 410 (or a chat robot gone) or a long
+failure streak."""
 
 from __future__ import annotations
 
@@ -102,6 +103,15 @@ def test_decide_follows_the_table(
     case: str, outcome: Outcome, failures: int, failing_since: datetime | None, expected: Decision
 ) -> None:
     assert decide(claim(failures, failing_since), attempt(outcome), NOW, POLICY, 5 * DAY, never) == expected, case
+
+
+def test_a_robot_gone_disables_at_once_as_410_does_naming_the_robots_answer() -> None:
+    answered = Attempt(Outcome.ROBOT_GONE, 200, 0.01, "wecom errcode 93000: invalid webhook url", b"", None)
+    # Even in the middle of a streak, and with retries left: nothing the robot is sent can arrive.
+    decision = decide(claim(1, NOW - DAY), answered, NOW, POLICY, 5 * DAY, never)
+    assert decision == Decision(
+        "pending", next_attempt_at=NOW, disable_reason="the robot answered: wecom errcode 93000: invalid webhook url"
+    )
 
 
 def test_a_streak_just_younger_than_the_limit_does_not_disable() -> None:

@@ -13,7 +13,7 @@ from relay.api.routes import OUTCOME_FILTERS
 from relay.domain.callback import CALLBACK_OUTCOMES, JOB_STATES, WORKFLOW_STATES
 from relay.domain.confirm import CONFIRMATIONS, REASONS
 from relay.domain.delivery import DELIVERY_STATES, Outcome
-from relay.domain.destinations import ContentMode, Kind
+from relay.domain.destinations import HANDSHAKE_STATES, ContentMode, Kind
 from relay.domain.events import EVENT_TYPES
 from relay.domain.filters import FILTER_KEYS
 from relay.domain.retry import MAX_DELAY, MAX_STEPS
@@ -151,6 +151,24 @@ _SHOWN_SUBSCRIBER = {
     "handshake": {"type": "boolean"},
     "content_mode": {"enum": [mode.value for mode in ContentMode]},
     "template": TEXT,
+    "handshake_verdict": {
+        "anyOf": [
+            {"type": "null"},
+            record(
+                {
+                    "state": {"enum": list(HANDSHAKE_STATES)},
+                    "checked_at": TEXT,
+                    "expires_at": TEXT,
+                    "allowed_rate": TEXT,
+                    "detail": TEXT,
+                }
+            ),
+        ],
+        "description": "The CloudEvents handshake's verdict; null for a subscriber with handshake false. state:"
+        " granted, refused, or pending (its receiver not yet asked at its current url; asked before the next"
+        " delivery). checked_at: when the receiver answered; expires_at: until when a grant holds (null otherwise);"
+        " allowed_rate: its WebHook-Allowed-Rate per minute (null: no limit); detail: the answer in a line.",
+    },
     "last_outcome": {"enum": [*(outcome.value for outcome in Outcome), None]},
     "last_error": TEXT,
     "last_attempt_at": TEXT,

@@ -21,6 +21,8 @@ MAX_TEXT = 4096
 MAX_TITLE = 64
 #: 130101 "send too fast, exceed 20 times per minute": the robot is throttled for 10 minutes.
 PAUSES: dict[int, float | None] = {130101: 600.0}
+#: 300001 and 300005 "token is not exist": no robot has that access_token (a wrong one, or the robot was removed).
+GONE = frozenset({300001, 300005})
 
 
 def sign(secret: str, timestamp: int) -> str:
@@ -59,4 +61,4 @@ class DingTalk(Platform):
         if attempt.status is None:
             return attempt
         body = parsed(attempt.response_body) or {}
-        return coded(attempt, "dingtalk", "errcode", body.get("errcode"), body.get("errmsg"), PAUSES)
+        return coded(attempt, "dingtalk", "errcode", body.get("errcode"), body.get("errmsg"), PAUSES, GONE)

@@ -58,4 +58,6 @@ class Feishu(Platform):
         pauses = PAUSES
         if code == TOO_MANY and "too many" in str(message).lower():  # 9499 is also "Bad Request"
             pauses = {**PAUSES, TOO_MANY: 60.0}
+        # No gone codes: Feishu's for a deleted bot or a wrong token is undocumented (the reference: unverified), so
+        # none disables the subscriber; 19021, 19022 and 19024 are the bot's security settings, retried.
         return coded(attempt, "feishu", "code", code, message, pauses)

@@ -78,11 +78,18 @@ class Platform:
 
 
 def coded(
-    attempt: Attempt, name: str, field: str, code: object, message: object, pauses: dict[int, float | None]
+    attempt: Attempt,
+    name: str,
+    field: str,
+    code: object,
+    message: object,
+    pauses: dict[int, float | None],
+    gone: frozenset[int] = frozenset(),
 ) -> Attempt:
     """The answer of a platform that says how it went with a code in the body (0: sent), whatever the status:
-    a code in ``pauses`` is its rate limit (back off that many seconds; None: the retry schedule), any other
-    a failure naming the code (``field``: what the platform calls it)."""
+    a code in ``pauses`` is its rate limit (back off that many seconds; None: the retry schedule), one in
+    ``gone`` says the robot's webhook is no more (`Outcome.ROBOT_GONE`: disabled like a 410), any other a
+    failure naming the code (``field``: what the platform calls it)."""
     text = str(message or "").split(", hint:")[0]  # WeCom appends a hint, the caller's IP and a link
     if code == 0:
         return attempt
@@ -92,5 +99,7 @@ def coded(
         return failure(attempt, Outcome.HTTP_5XX, f"{name} answered {attempt.status} without {field}")
     if code in pauses:
         return failure(attempt, Outcome.HTTP_429, f"{name} {field} {code}: {text}", pauses[code])
+    if code in gone:
+        return failure(attempt, Outcome.ROBOT_GONE, f"{name} {field} {code}: {text}")
     outcome = Outcome.HTTP_4XX if attempt.outcome is Outcome.SUCCESS else attempt.outcome
     return failure(attempt, outcome, f"{name} {field} {code}: {text}")

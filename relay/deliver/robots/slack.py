@@ -12,6 +12,9 @@ from relay.domain.destinations import Kind
 
 #: Characters of a section's text, at most (Slack answers 400 past 3000).
 MAX_TEXT = 3000
+#: Slack's words for a webhook that is no more: its token revoked (403), the integration removed or its channel
+#: deleted (404), its channel archived (410). Not ``action_prohibited`` (a workspace's restriction, lifted there).
+GONE = frozenset({"invalid_token", "no_service", "channel_not_found", "channel_is_archived"})
 
 
 def escaped(text: str) -> str:
@@ -47,4 +50,5 @@ class Slack(Platform):
             return failure(attempt, Outcome.HTTP_429, f"slack {attempt.status}: {said or 'rate limited'}")
         if attempt.outcome is Outcome.SUCCESS:
             return attempt
-        return failure(attempt, attempt.outcome, f"slack {attempt.status}: {said}")
+        outcome = Outcome.ROBOT_GONE if said in GONE else attempt.outcome
+        return failure(attempt, outcome, f"slack {attempt.status}: {said}")

@@ -13,6 +13,9 @@ from relay.domain.destinations import Kind
 MAX_CONTENT = 4096
 #: 45009 ("api freq out of limit") is WeCom's rate-limit code (unverified for robots); a robot takes 20 a minute.
 PAUSES: dict[int, float | None] = {45009: 60.0}
+#: 93000 "invalid webhook url": no robot has that key (a wrong one, or the robot was removed); every message
+#: would get the same answer.
+GONE = frozenset({93000})
 _COLOURS = {"failure": "warning", "success": "info", "neutral": "comment"}
 
 
@@ -33,4 +36,4 @@ class WeCom(Platform):
         if attempt.status is None:
             return attempt
         body = parsed(attempt.response_body) or {}
-        return coded(attempt, "wecom", "errcode", body.get("errcode"), body.get("errmsg"), PAUSES)
+        return coded(attempt, "wecom", "errcode", body.get("errcode"), body.get("errmsg"), PAUSES, GONE)

@@ -128,14 +128,19 @@ def test_a_template_says_it_its_way_with_the_values_escaped_and_the_default_mess
     assert f"{PUBLIC_URL}/console/jobs/{JOB}" in rest
 
 
-def test_a_wecom_errcode_in_a_200_is_a_failure_naming_it_although_answers_are_not_stored(api: httpx.Client) -> None:
+def test_a_wecom_invalid_webhook_in_a_200_disables_the_robot_naming_it_although_answers_are_not_stored(
+    api: httpx.Client,
+) -> None:
     delivery, log = attempts(api, "wecom-bad")
-    assert delivery["state"] == "pending"
+    assert delivery["state"] == "pending"  # held for the subscriber's resume
     assert log[0]["status"] == 200
-    assert log[0]["outcome"] == "http_4xx"
+    assert log[0]["outcome"] == "robot_gone"
     assert log[0]["error"] == "wecom errcode 93000: invalid webhook url"
     assert log[0]["response_body"] == ""  # read to be understood, not kept: the subscriber stores no answers
     assert "bad-wecom-key" not in str(log)
+    shown = api.get("/api/subscribers/wecom-bad").json()
+    assert shown["state"] == "disabled"
+    assert shown["disabled_reason"] == "the robot answered: wecom errcode 93000: invalid webhook url"
 
 
 def test_a_wecom_rate_limit_code_backs_off_a_minute(api: httpx.Client) -> None:
@@ -218,11 +223,14 @@ def test_a_slack_429_waits_out_retry_after_then_delivers(api: httpx.Client, plat
     assert [message.verdict for message in platforms.to("limited-slack-token-0123")] == ["limited", "sent"]
 
 
-def test_a_revoked_slack_url_is_a_failure_naming_invalid_token(api: httpx.Client) -> None:
+def test_a_revoked_slack_url_disables_the_robot_naming_invalid_token(api: httpx.Client) -> None:
     delivery, log = attempts(api, "slack-bad")
     assert delivery["state"] == "pending"
-    assert log[0]["outcome"] == "http_4xx"
+    assert log[0]["outcome"] == "robot_gone"
     assert log[0]["error"] == "slack 403: invalid_token"
+    shown = api.get("/api/subscribers/slack-bad").json()
+    assert shown["state"] == "disabled"
+    assert shown["disabled_reason"] == "the robot answered: slack 403: invalid_token"
 
 
 @pytest.mark.parametrize(

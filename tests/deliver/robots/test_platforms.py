@@ -59,8 +59,15 @@ def answered(status: int | None, body: object = b"", retry_after: float | None =
         (
             WeCom(),
             answered(200, {"errcode": 93000, "errmsg": "invalid webhook url, hint: [1], from ip: 1.2.3.4"}),
-            Outcome.HTTP_4XX,
+            Outcome.ROBOT_GONE,
             "wecom errcode 93000: invalid webhook url",
+            None,
+        ),
+        (
+            WeCom(),
+            answered(200, {"errcode": 40058, "errmsg": "markdown.content exceed max length 4096"}),
+            Outcome.HTTP_4XX,
+            "wecom errcode 40058: markdown.content exceed max length 4096",
             None,
         ),
         (
@@ -118,6 +125,20 @@ def answered(status: int | None, body: object = b"", retry_after: float | None =
         ),
         (
             DingTalk(),
+            answered(200, {"errcode": 300001, "errmsg": "token is not exist"}),
+            Outcome.ROBOT_GONE,
+            "dingtalk errcode 300001: token is not exist",
+            None,
+        ),
+        (
+            DingTalk(),
+            answered(200, {"errcode": 300005, "errmsg": "token is not exist"}),
+            Outcome.ROBOT_GONE,
+            "dingtalk errcode 300005: token is not exist",
+            None,
+        ),
+        (
+            DingTalk(),
             answered(200, {"errcode": 130101, "errmsg": "send too fast"}),
             Outcome.HTTP_429,
             "dingtalk errcode 130101: send too fast",
@@ -126,7 +147,12 @@ def answered(status: int | None, body: object = b"", retry_after: float | None =
         (Slack(), answered(200, b"ok"), Outcome.SUCCESS, None, None),
         (Slack(), answered(429, b"rate_limited", retry_after=30), Outcome.HTTP_429, "slack 429: rate_limited", 30),
         (Slack(), answered(200, b"rate_limited"), Outcome.HTTP_429, "slack 200: rate_limited", None),
-        (Slack(), answered(404, b"no_service"), Outcome.HTTP_4XX, "slack 404: no_service", None),
+        (Slack(), answered(404, b"no_service"), Outcome.ROBOT_GONE, "slack 404: no_service", None),
+        (Slack(), answered(404, b"channel_not_found"), Outcome.ROBOT_GONE, "slack 404: channel_not_found", None),
+        (Slack(), answered(403, b"invalid_token"), Outcome.ROBOT_GONE, "slack 403: invalid_token", None),
+        (Slack(), answered(410, b"channel_is_archived"), Outcome.ROBOT_GONE, "slack 410: channel_is_archived", None),
+        (Slack(), answered(403, b"action_prohibited"), Outcome.HTTP_4XX, "slack 403: action_prohibited", None),
+        (Slack(), answered(400, b"invalid_payload"), Outcome.HTTP_4XX, "slack 400: invalid_payload", None),
     ],
 )
 def test_an_answer_means_what_the_platform_says_in_it(
