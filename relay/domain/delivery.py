@@ -2,8 +2,7 @@
 
 `decide` is the only place that says whether a delivery is retried, given up or delivered, and whether
 its subscriber is disabled (gone: 410, or a chat robot's "no such webhook"; or failing without a single success
-for ``disable_after``). The
-store applies a `Decision` as it is; it judges nothing.
+for ``disable_after``). The store applies a `Decision` as it is; it judges nothing.
 """
 
 from __future__ import annotations
