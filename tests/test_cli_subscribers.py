@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.app.factory import create_app
 from relay.cli import main
 from relay.cli.subscribers import SHOWN_ONCE
 from relay.deliver.signing import generate_secret
@@ -24,11 +26,24 @@ from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.clock import utc_now
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
+from relay.domain.subscribers import mask_secret
 from relay.outbox.service import Subscribers
+from relay.settings.table import Settings
 from relay.store import Store, store_for
 from relay.store.records import Target
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, SAMPLE_JOB_ID, TRANSCODE, ingest, job_body, job_id
+from tests.conftest import (
+    ADMIN_TOKEN,
+    CALLBACK_TOKEN,
+    SAMPLE_JOB_ID,
+    TRANSCODE,
+    callback_schema,
+    ingest,
+    job_body,
+    job_id,
+)
+from tests.databases import rows
 from tests.live import ProcessServer, ThreadServer, db_text, wait_until
+from tests.sink import Sink, verify
 
 #: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"
@@ -496,6 +511,10 @@ def test_update_changes_only_the_options_given_and_prints_the_subscriber(
 ) -> None:
     before = add_full_hook(db)
     output = ok(cli(db, "subscribers", "update", "hook", *args))
+    if "kind" in changed:
+        # Another kind has another secret, the one add gives it (see the tests of a change of kind below).
+        changed = {**changed, "secret": field(output, "secret")}
+        assert changed["secret"] != before["secret"]
     assert fields(output) == {**before, **changed}
     assert fields(ok(cli(db, "subscribers", "show", "hook"))) == {**before, **changed}
     assert SHOWN_ONCE not in output
@@ -685,6 +704,85 @@ def test_update_is_what_the_api_s_patch_does_and_the_api_shows_it(db: Target, ad
     assert by_cli == compared("by-api")
     assert (by_cli["timeout"], by_cli["filters"], by_cli["rate"]) == (4.0, {"tag": "Transcode"}, None)
     assert (by_cli["retry_schedule"], by_cli["store_response"], by_cli["types"]) == (None, True, ["cos.job.*"])
+
+
+# -- update: a change of kind and the secret ---------------------------------------------------------
+
+LOOPBACK = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
+
+
+@pytest.fixture
+def delivering(db: Target) -> Iterator[ThreadServer]:
+    """A gateway on ``db`` that may send to loopback (the sink) and looks at the subscribers every 0.1 s."""
+    settings = Settings(
+        db_path=db,
+        callback_token=CALLBACK_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        allow_networks="127.0.0.0/8",
+        poll_interval=0.1,
+    )
+    server = ThreadServer(create_app(settings, schema=callback_schema())).start()
+    yield server
+    server.stop()
+
+
+def secret_lines(db: Target, name: str) -> list[str]:
+    """What `subscribers secret NAME` prints: the secret, and the previous one while it signs too."""
+    return ok(cli(db, "subscribers", "secret", name)).splitlines()
+
+
+@pytest.mark.both_backends
+def test_update_of_a_slack_robot_into_a_webhook_gives_it_a_secret_its_deliveries_verify_with(
+    db: Target, sink: Sink, delivering: ThreadServer
+) -> None:
+    ok(cli(db, "subscribers", "add", "chat", "--kind", "slack", "--url", f"{sink.url}/ok", env=LOOPBACK))
+    output = ok(cli(db, "subscribers", "update", "chat", "--kind", "webhook", env=LOOPBACK))
+    [line] = secret_lines(db, "chat")
+    secret = line.removeprefix("secret: ")
+    assert secret.startswith("whsec_")
+    # Shown masked, as show shows it; `subscribers secret` is where it is read.
+    assert field(output, "secret") == mask_secret(secret) != "…"
+    assert secret.removeprefix("whsec_")[4:] not in output
+    assert field(output, "previous_secret_expires_at") == "-"
+    ingest(db, TRANSCODE)
+    [request] = sink.wait_for("/ok", 1)
+    verify(request, secret)  # the official Standard Webhooks library
+
+
+@pytest.mark.both_backends
+def test_update_of_a_webhook_into_a_feishu_robot_keeps_neither_its_secret_nor_the_previous_one(
+    db: Target, sink: Sink, delivering: ThreadServer
+) -> None:
+    first = field(ok(cli(db, "subscribers", "add", "hook", "--url", f"{sink.url}/ok", env=LOOPBACK)), "secret")
+    second = ok(cli(db, "subscribers", "rotate-secret", "hook")).splitlines()[0].removeprefix("new secret: ")
+    assert secret_lines(db, "hook")[1].startswith(f"previous_secret: {first} (signs too until ")
+    output = ok(cli(db, "subscribers", "update", "hook", "--kind", "feishu", env=LOOPBACK))
+    assert (field(output, "kind"), field(output, "secret")) == ("feishu", mask_secret(""))
+    assert field(output, "previous_secret_expires_at") == "-"
+    assert secret_lines(db, "hook") == ["secret: "]
+    [row] = rows(db, "SELECT secret, previous_secret, previous_secret_expires_at FROM subscribers")
+    assert row == {"secret": "", "previous_secret": None, "previous_secret_expires_at": None}
+    # Its messages go out unsigned: neither whsec key signs them, the Feishu way or the Standard Webhooks way.
+    ingest(db, TRANSCODE)
+    [request] = sink.wait_for("/ok", 1)
+    message = json.loads(request.body)
+    assert message["msg_type"] == "interactive"
+    assert not {"sign", "timestamp"} & set(message)
+    assert "webhook-signature" not in request.headers
+    for secret in (first, second):
+        assert secret.removeprefix("whsec_")[4:] not in request.body.decode()
+
+
+@pytest.mark.both_backends
+def test_update_that_keeps_the_kind_keeps_the_secret_and_the_previous_one(db: Target) -> None:
+    add_hook(db)
+    ok(cli(db, "subscribers", "rotate-secret", "hook"))
+    before = secret_lines(db, "hook")
+    assert len(before) == 2  # the secret, and the previous one in its grace period
+    ok(cli(db, "subscribers", "update", "hook", "--timeout", "3"))
+    # The kind given, but the one it has: no change of kind.
+    ok(cli(db, "subscribers", "update", "hook", "--kind", "webhook", "--url", "https://8.8.4.4/moved"))
+    assert secret_lines(db, "hook") == before
 
 
 # -- the command line itself -------------------------------------------------------------------------
