@@ -274,7 +274,9 @@ def _changes_of(command: click.Command) -> str:
 @click.option(
     "--kind",
     type=click.Choice([kind.value for kind in Kind]),
-    help="Another kind (as add's --kind): give --url too unless the URL suits that kind.",
+    help="Another kind (as add's --kind): give --url too unless the URL suits that kind. A new kind gets the"
+    " secret add gives it (webhooks and brokers a new one, robots none) and the old secret stops signing at once:"
+    " `cos-relay subscribers secret NAME` prints it.",
 )
 @click.option("--rate", callback=_rate, metavar="10/s", help="Deliveries started per second or minute (600/m).")
 @click.option("--no-rate", is_flag=True, help="No rate: only --max-in-flight limits deliveries.")
