@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -16,10 +17,13 @@ from starlette.routing import Route
 from relay.api.outbox import MAX_BODY
 from relay.deliver.signing import generate_secret
 from relay.domain.clock import utc_now
+from relay.domain.subscribers import mask_secret
 from relay.settings.table import Settings
 from relay.store.records import Target
 from tests.conftest import ADMIN_TOKEN, TRANSCODE, ingest, job_body
+from tests.databases import rows
 from tests.live import ThreadServer, free_port, wait_until
+from tests.sink import Sink, verify
 
 #: Every admin route of the outbox API, with a path that names something.
 ROUTES = [
@@ -392,6 +396,88 @@ def test_secrets_appear_only_in_the_creation_and_rotation_responses(api: httpx.C
             # Not the secret, nor any part of it longer than the 4 characters the mask shows.
             assert body[4:20] not in response.text, response.request.url
             assert body[:4] + body[4:8] not in response.text, response.request.url
+
+
+# -- a change of kind: the secret the new kind gets ---------------------------------------------------
+
+
+def secrets_of(api: httpx.Client, name: str = "hook") -> dict[str, Any]:
+    response = api.get(f"/api/subscribers/{name}/secret")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def patched(api: httpx.Client, body: dict[str, Any], name: str = "hook") -> dict[str, Any]:
+    response = api.patch(f"/api/subscribers/{name}", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+#: A Feishu robot's signing secret as its settings page shows one.
+FEISHU_SECRET = "SEC" + "f" * 32
+
+
+@pytest.mark.both_backends
+def test_a_slack_robot_patched_into_a_webhook_gets_a_secret_its_deliveries_verify_with(
+    api: httpx.Client, sink: Sink, settings: Settings
+) -> None:
+    assert create(api, url=f"{sink.url}/ok", kind="slack")["secret"] == ""
+    changed = patched(api, {"kind": "webhook"})
+    shown = secrets_of(api)
+    secret = shown["secret"]
+    assert secret.startswith("whsec_")
+    assert shown["previous_secret"] is None
+    # The answer masks it as every read does; the secret endpoint is where it is read.
+    assert changed["secret"] == mask_secret(secret) != "…"
+    assert secret.removeprefix("whsec_")[4:] not in json.dumps(changed)
+    assert changed["previous_secret_expires_at"] is None
+    ingest(settings.db_path, TRANSCODE)
+    [request] = sink.wait_for("/ok", 1)
+    verify(request, secret)  # the official Standard Webhooks library
+
+
+@pytest.mark.both_backends
+def test_a_webhook_patched_into_a_feishu_robot_keeps_neither_its_secret_nor_the_previous_one(
+    api: httpx.Client, sink: Sink, settings: Settings
+) -> None:
+    first = create(api, url=f"{sink.url}/ok")["secret"]
+    second = api.post("/api/subscribers/hook/rotate-secret").json()["secret"]
+    assert secrets_of(api)["previous_secret"] == first  # in its grace period
+    changed = patched(api, {"kind": "feishu"})
+    assert (changed["secret"], changed["previous_secret_expires_at"]) == (mask_secret(""), None)
+    assert secrets_of(api) == {
+        "name": "hook",
+        "secret": "",
+        "previous_secret": None,
+        "previous_secret_expires_at": None,
+    }
+    [row] = rows(settings.db_path, "SELECT secret, previous_secret, previous_secret_expires_at FROM subscribers")
+    assert row == {"secret": "", "previous_secret": None, "previous_secret_expires_at": None}
+    # Its messages go out unsigned: neither whsec key signs them, the Feishu way or the Standard Webhooks way.
+    ingest(settings.db_path, TRANSCODE)
+    [request] = sink.wait_for("/ok", 1)
+    message = json.loads(request.body)
+    assert message["msg_type"] == "interactive"
+    assert not {"sign", "timestamp"} & set(message)
+    assert "webhook-signature" not in request.headers
+    for secret in (first, second):
+        assert secret.removeprefix("whsec_")[4:] not in request.body.decode()
+
+
+@pytest.mark.both_backends
+def test_a_patch_that_keeps_the_kind_keeps_the_secret_and_the_previous_one(api: httpx.Client) -> None:
+    create(api)
+    api.post("/api/subscribers/hook/rotate-secret").raise_for_status()
+    before = secrets_of(api)
+    assert before["previous_secret"] is not None
+    patched(api, {"timeout": 5})
+    # The kind given, but the one it has: no change of kind.
+    patched(api, {"kind": "webhook", "url": nowhere()})
+    assert secrets_of(api) == before
+    # A Feishu robot's own signing secret stays too.
+    create(api, "chat", url=nowhere(), kind="feishu", secret=FEISHU_SECRET)
+    patched(api, {"kind": "feishu", "template": "{{ message.title }}"}, name="chat")
+    assert secrets_of(api, "chat")["secret"] == FEISHU_SECRET
 
 
 # -- recover and deliveries --------------------------------------------------------------------------

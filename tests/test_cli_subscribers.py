@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -17,17 +18,33 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.app.factory import create_app
 from relay.cli import main
 from relay.cli.subscribers import SHOWN_ONCE
 from relay.deliver.signing import generate_secret
+from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.clock import utc_now
 from relay.domain.delivery import Attempt, Decision, Finished, Outcome
 from relay.domain.destinations import Handshake
+from relay.domain.subscribers import mask_secret
+from relay.outbox.service import Subscribers
+from relay.settings.table import Settings
 from relay.store import Store, store_for
 from relay.store.records import Target
-from tests.conftest import ADMIN_TOKEN, CALLBACK_TOKEN, SAMPLE_JOB_ID, TRANSCODE, ingest, job_body, job_id
+from tests.conftest import (
+    ADMIN_TOKEN,
+    CALLBACK_TOKEN,
+    SAMPLE_JOB_ID,
+    TRANSCODE,
+    callback_schema,
+    ingest,
+    job_body,
+    job_id,
+)
+from tests.databases import rows
 from tests.live import ProcessServer, ThreadServer, db_text, wait_until
+from tests.sink import Sink, verify
 
 #: A public IP literal: accepted without DNS, and nothing is ever sent to it (no server runs in these tests).
 PUBLIC_URL = "https://8.8.8.8/hooks/cos"
@@ -462,6 +479,330 @@ def test_recover_refuses_a_since_it_cannot_read_and_unknown_names(db: Target) ->
     assert "no subscriber is named 'nope'" in failed(cli(db, "subscribers", "recover", "nope", "--since", "2h"))
 
 
+# -- update ------------------------------------------------------------------------------------------
+
+#: `update`'s refusal when no option is given: every option that changes something, as `--help` spells it.
+NOTHING_TO_UPDATE = (
+    "Error: nothing to update: give at least one of --url, --type, --filter, --no-filters, --max-in-flight,"
+    " --timeout, --retry-schedule, --default-retry-schedule, --store-response/--no-store-response, --kind, --rate,"
+    " --no-rate, --handshake/--no-handshake, --content-mode, --template, --default-template"
+)
+
+
+def fields(output: str) -> dict[str, str]:
+    """Every ``name  value`` line of `show`-style output."""
+    return dict(line.split(None, 1) for line in output.splitlines() if line.strip())
+
+
+def add_full_hook(db: Target) -> dict[str, str]:
+    """A webhook with something set for every option `update` can clear; `show`'s fields of it."""
+    add_hook(db, "--type", "cos.job.*", "--filter", "tag=Transcode", "--rate", "10/s", "--retry-schedule", "5,30")
+    return fields(ok(cli(db, "subscribers", "show", "hook")))
+
+
+@pytest.mark.parametrize(
+    ("args", "changed"),
+    [
+        (("--url", "https://8.8.4.4/moved"), {"url": "https://8.8.4.4/moved"}),
+        (("--type", "cos.workflow.*", "--type", "cos.job.failed"), {"types": "cos.workflow.*,cos.job.failed"}),
+        (
+            ("--filter", "object_prefix=videos/", "--filter", "state=Failed"),
+            {"filters": "object_prefix=videos/,state=Failed"},
+        ),
+        (("--no-filters",), {"filters": "-"}),
+        (("--max-in-flight", "1"), {"max_in_flight": "1"}),
+        (("--timeout", "2.5"), {"timeout": "2.5"}),
+        (("--retry-schedule", "1m,1h"), {"retry_schedule": "60.0,3600.0"}),
+        (("--default-retry-schedule",), {"retry_schedule": "-"}),
+        (("--store-response",), {"store_response": "yes"}),
+        (("--rate", "600/m"), {"rate": "600/m"}),
+        (("--no-rate",), {"rate": "-"}),
+        (("--handshake",), {"handshake": "yes", "handshake_verdict": "state=pending"}),
+        (("--content-mode", "binary"), {"content_mode": "binary"}),
+        (("--kind", "nats", "--url", "nats://8.8.4.4:4222"), {"kind": "nats", "url": "nats://8.8.4.4:4222"}),
+    ],
+)
+def test_update_changes_only_the_options_given_and_prints_the_subscriber(
+    db: Target, args: tuple[str, ...], changed: dict[str, str]
+) -> None:
+    before = add_full_hook(db)
+    output = ok(cli(db, "subscribers", "update", "hook", *args))
+    if "kind" in changed:
+        # Another kind has another secret, the one add gives it (see the tests of a change of kind below).
+        changed = {**changed, "secret": field(output, "secret")}
+        assert changed["secret"] != before["secret"]
+    assert fields(output) == {**before, **changed}
+    assert fields(ok(cli(db, "subscribers", "show", "hook"))) == {**before, **changed}
+    assert SHOWN_ONCE not in output
+
+
+@pytest.mark.both_backends
+def test_update_sets_and_clears_every_option_at_once_on_both_backends(db: Target) -> None:
+    before = add_full_hook(db)
+    changes = (
+        *("--url", "https://8.8.4.4/moved", "--type", "cos.workflow.*", "--no-filters", "--max-in-flight", "2"),
+        *("--timeout", "9", "--default-retry-schedule", "--store-response", "--no-rate", "--handshake"),
+        *("--content-mode", "binary"),
+    )
+    updated = fields(ok(cli(db, "subscribers", "update", "hook", *changes)))
+    assert updated == {
+        **before,
+        "url": "https://8.8.4.4/moved",
+        "types": "cos.workflow.*",
+        "filters": "-",
+        "max_in_flight": "2",
+        "timeout": "9.0",
+        "retry_schedule": "-",
+        "store_response": "yes",
+        "rate": "-",
+        "handshake": "yes",
+        "handshake_verdict": "state=pending",
+        "content_mode": "binary",
+    }
+    # And back: each flag's opposite, and the cleared options set again.
+    again = ("--no-store-response", "--no-handshake", "--content-mode", "structured", "--rate", "10/s")
+    back = fields(ok(cli(db, "subscribers", "update", "hook", *again, "--retry-schedule", "5,30")))
+    assert back == {
+        **updated,
+        "store_response": "no",
+        "handshake": "no",
+        "handshake_verdict": "-",
+        "content_mode": "structured",
+        "rate": "10/s",
+        "retry_schedule": "5.0,30.0",
+    }
+    assert fields(ok(cli(db, "subscribers", "show", "hook"))) == back
+
+
+def test_update_sets_and_clears_a_robots_template_and_changes_its_kind(db: Target) -> None:
+    ok(cli(db, "subscribers", "add", "chat", "--kind", "slack", "--url", "https://8.8.8.8/services/T0/B0/xyz"))
+    before = fields(ok(cli(db, "subscribers", "show", "chat")))
+    template = "{{ message.title }}"
+    assert field(ok(cli(db, "subscribers", "update", "chat", "--template", template)), "template") == template
+    assert field(ok(cli(db, "subscribers", "show", "chat")), "template") == template
+    assert field(ok(cli(db, "subscribers", "update", "chat", "--default-template")), "template") == "-"
+    # A robot of another platform at the same URL (shown masked its way) keeps the rest.
+    moved = fields(ok(cli(db, "subscribers", "update", "chat", "--kind", "wecom")))
+    assert moved.pop("kind") == "wecom"
+    assert {**moved, "url": before["url"]} == {key: value for key, value in before.items() if key != "kind"}
+
+
+def test_update_refuses_a_secret_naming_rotate_secret(db: Target) -> None:
+    before = add_full_hook(db)
+    result = cli(db, "subscribers", "update", "hook", "--secret", generate_secret())
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["Error: change a secret with `cos-relay subscribers rotate-secret hook`"]
+    assert fields(ok(cli(db, "subscribers", "show", "hook"))) == before
+
+
+def test_update_without_an_option_names_the_options_and_exits_2(db: Target) -> None:
+    before = add_full_hook(db)
+    result = cli(db, "subscribers", "update", "hook")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [NOTHING_TO_UPDATE]
+    assert fields(ok(cli(db, "subscribers", "show", "hook"))) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--filter", "tag=Transcode", "--no-filters"),
+        ("--retry-schedule", "5", "--default-retry-schedule"),
+        ("--rate", "1/s", "--no-rate"),
+        ("--template", "hi", "--default-template"),
+    ],
+)
+def test_update_refuses_an_option_and_its_clearing_flag_together(db: Target, args: tuple[str, ...]) -> None:
+    before = add_full_hook(db)
+    result = cli(db, "subscribers", "update", "hook", *args)
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"Error: give {args[0]} or {args[-1]}, not both"]
+    assert fields(ok(cli(db, "subscribers", "show", "hook"))) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "line"),
+    [
+        ("nope", ("--timeout", "3"), "Error: no subscriber is named 'nope' (known: hook)"),
+        (
+            "hook",
+            ("--url", "http://10.0.0.1/"),
+            "Error: the URL is not allowed: 10.0.0.1 is private; to allow it, add its network to RELAY_ALLOW_NETWORKS"
+            " (--allow-networks)",
+        ),
+    ],
+    ids=["unknown-name", "private-url"],
+)
+def test_update_of_an_unknown_name_or_to_a_refused_url_is_one_line_and_exit_1(
+    db: Target, name: str, args: tuple[str, ...], line: str
+) -> None:
+    before = add_full_hook(db)
+    result = cli(db, "subscribers", "update", name, *args)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [line]
+    assert fields(ok(cli(db, "subscribers", "show", "hook"))) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "reason"),
+    [
+        (("--url", "ftp://8.8.8.8/hook"), 1, "Error: the URL is not allowed: scheme 'ftp' is not http or https"),
+        (("--url", "http://127.0.0.1:9/hook"), 1, "127.0.0.1 is loopback"),
+        (("--kind", "nats"), 1, "scheme 'https' is not nats or tls (a nats subscriber's url)"),
+        (("--template", "hi"), 1, "Error: template is for robot subscribers (wecom, feishu, dingtalk, slack)"),
+        (("--type", "cos.jbo.*"), 1, "Error: event type 'cos.jbo.*' matches no event type"),
+        (("--filter", "colour=red"), 1, "Error: unknown filter key(s) ['colour']"),
+        (("--rate", "fast"), 2, "Invalid value for '--rate': rate is a count per second or minute"),
+        (("--retry-schedule", "5,soon"), 2, "retry delay 'soon' is not a number of seconds"),
+        (("--max-in-flight", "0"), 2, "Invalid value for '--max-in-flight': must be an integer from 1 to 256"),
+        (("--timeout", "600"), 2, "Invalid value for '--timeout': must be a number from 0.1 to 120"),
+        (("--kind", "kafka"), 2, "Invalid value for '--kind': 'kafka' is not one of"),
+    ],
+)
+def test_update_refuses_what_add_refuses_with_add_s_messages(
+    db: Target, args: tuple[str, ...], code: int, reason: str
+) -> None:
+    before = add_full_hook(db)
+    output = failed(cli(db, "subscribers", "update", "hook", *args), code)
+    assert reason in output
+    assert "Traceback" not in output
+    assert fields(ok(cli(db, "subscribers", "show", "hook"))) == before
+
+
+def test_update_of_a_config_file_subscriber_works_and_says_the_file_wins_at_the_next_start(db: Target) -> None:
+    with store_for(db) as store:
+        Subscribers(store, AddressPolicy(), utc_now).add("from-file", PUBLIC_URL, source="config")
+    result = cli(db, "subscribers", "update", "from-file", "--timeout", "3")
+    assert result.exit_code == 0, result.output
+    assert field(result.stdout, "timeout") == "3.0"
+    assert field(result.stdout, "source") == "config"
+    assert result.stderr.splitlines() == [
+        "note: from-file is defined in the config file; change it there too, or its next start undoes this"
+    ]
+    # One the CLI made gets no note.
+    add_hook(db)
+    assert cli(db, "subscribers", "update", "hook", "--timeout", "3").stderr == ""
+
+
+@pytest.mark.both_backends
+def test_update_is_what_the_api_s_patch_does_and_the_api_shows_it(db: Target, admin: httpx.Client) -> None:
+    for name in ("by-cli", "by-api"):
+        add_hook(db, "--type", "cos.job.*", "--rate", "10/s", "--retry-schedule", "5,30", name=name)
+    ok(
+        cli(
+            db,
+            "subscribers",
+            "update",
+            "by-cli",
+            "--timeout",
+            "4",
+            "--filter",
+            "tag=Transcode",
+            "--no-rate",
+            "--default-retry-schedule",
+            "--store-response",
+        )
+    )
+    patch = {
+        "timeout": 4,
+        "filters": {"tag": "Transcode"},
+        "rate": None,
+        "retry_schedule": None,
+        "store_response": True,
+    }
+    assert admin.patch("/api/subscribers/by-api", json=patch).status_code == 200
+
+    def compared(name: str) -> dict[str, object]:
+        response = admin.get(f"/api/subscribers/{name}")
+        assert response.status_code == 200, response.text
+        shown: dict[str, object] = response.json()
+        return {key: value for key, value in shown.items() if key not in ("name", "secret", "created_at")}
+
+    by_cli = compared("by-cli")
+    assert by_cli == compared("by-api")
+    assert (by_cli["timeout"], by_cli["filters"], by_cli["rate"]) == (4.0, {"tag": "Transcode"}, None)
+    assert (by_cli["retry_schedule"], by_cli["store_response"], by_cli["types"]) == (None, True, ["cos.job.*"])
+
+
+# -- update: a change of kind and the secret ---------------------------------------------------------
+
+LOOPBACK = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
+
+
+@pytest.fixture
+def delivering(db: Target) -> Iterator[ThreadServer]:
+    """A gateway on ``db`` that may send to loopback (the sink) and looks at the subscribers every 0.1 s."""
+    settings = Settings(
+        db_path=db,
+        callback_token=CALLBACK_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        allow_networks="127.0.0.0/8",
+        poll_interval=0.1,
+    )
+    server = ThreadServer(create_app(settings, schema=callback_schema())).start()
+    yield server
+    server.stop()
+
+
+def secret_lines(db: Target, name: str) -> list[str]:
+    """What `subscribers secret NAME` prints: the secret, and the previous one while it signs too."""
+    return ok(cli(db, "subscribers", "secret", name)).splitlines()
+
+
+@pytest.mark.both_backends
+def test_update_of_a_slack_robot_into_a_webhook_gives_it_a_secret_its_deliveries_verify_with(
+    db: Target, sink: Sink, delivering: ThreadServer
+) -> None:
+    ok(cli(db, "subscribers", "add", "chat", "--kind", "slack", "--url", f"{sink.url}/ok", env=LOOPBACK))
+    output = ok(cli(db, "subscribers", "update", "chat", "--kind", "webhook", env=LOOPBACK))
+    [line] = secret_lines(db, "chat")
+    secret = line.removeprefix("secret: ")
+    assert secret.startswith("whsec_")
+    # Shown masked, as show shows it; `subscribers secret` is where it is read.
+    assert field(output, "secret") == mask_secret(secret) != "…"
+    assert secret.removeprefix("whsec_")[4:] not in output
+    assert field(output, "previous_secret_expires_at") == "-"
+    ingest(db, TRANSCODE)
+    [request] = sink.wait_for("/ok", 1)
+    verify(request, secret)  # the official Standard Webhooks library
+
+
+@pytest.mark.both_backends
+def test_update_of_a_webhook_into_a_feishu_robot_keeps_neither_its_secret_nor_the_previous_one(
+    db: Target, sink: Sink, delivering: ThreadServer
+) -> None:
+    first = field(ok(cli(db, "subscribers", "add", "hook", "--url", f"{sink.url}/ok", env=LOOPBACK)), "secret")
+    second = ok(cli(db, "subscribers", "rotate-secret", "hook")).splitlines()[0].removeprefix("new secret: ")
+    assert secret_lines(db, "hook")[1].startswith(f"previous_secret: {first} (signs too until ")
+    output = ok(cli(db, "subscribers", "update", "hook", "--kind", "feishu", env=LOOPBACK))
+    assert (field(output, "kind"), field(output, "secret")) == ("feishu", mask_secret(""))
+    assert field(output, "previous_secret_expires_at") == "-"
+    assert secret_lines(db, "hook") == ["secret: "]
+    [row] = rows(db, "SELECT secret, previous_secret, previous_secret_expires_at FROM subscribers")
+    assert row == {"secret": "", "previous_secret": None, "previous_secret_expires_at": None}
+    # Its messages go out unsigned: neither whsec key signs them, the Feishu way or the Standard Webhooks way.
+    ingest(db, TRANSCODE)
+    [request] = sink.wait_for("/ok", 1)
+    message = json.loads(request.body)
+    assert message["msg_type"] == "interactive"
+    assert not {"sign", "timestamp"} & set(message)
+    assert "webhook-signature" not in request.headers
+    for secret in (first, second):
+        assert secret.removeprefix("whsec_")[4:] not in request.body.decode()
+
+
+@pytest.mark.both_backends
+def test_update_that_keeps_the_kind_keeps_the_secret_and_the_previous_one(db: Target) -> None:
+    add_hook(db)
+    ok(cli(db, "subscribers", "rotate-secret", "hook"))
+    before = secret_lines(db, "hook")
+    assert len(before) == 2  # the secret, and the previous one in its grace period
+    ok(cli(db, "subscribers", "update", "hook", "--timeout", "3"))
+    # The kind given, but the one it has: no change of kind.
+    ok(cli(db, "subscribers", "update", "hook", "--kind", "webhook", "--url", "https://8.8.4.4/moved"))
+    assert secret_lines(db, "hook") == before
+
+
 # -- the command line itself -------------------------------------------------------------------------
 
 
@@ -481,23 +822,29 @@ def test_every_command_and_option_is_documented(group: str) -> None:
 
 
 class Recorder:
-    """A subscriber on loopback that answers 204 and counts what it got."""
+    """A subscriber on loopback that answers 204 at any path and counts what it got, and where."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.paths: list[str] = []
         self._lock = threading.Lock()
 
         async def hook(request: Request) -> Response:
             body = await request.body()
             with self._lock:
                 self.bodies.append(body)
+                self.paths.append(request.url.path)
             return Response(status_code=204)
 
-        self.server = ThreadServer(Starlette(routes=[Route("/hook", hook, methods=["POST"])]))
+        self.server = ThreadServer(Starlette(routes=[Route("/{path}", hook, methods=["POST"])]))
 
     def count(self) -> int:
         with self._lock:
             return len(self.bodies)
+
+    def where(self) -> list[str]:
+        with self._lock:
+            return list(self.paths)
 
 
 @pytest.fixture
@@ -545,5 +892,38 @@ def test_the_cli_manages_subscribers_while_the_server_runs_on_the_same_database(
         )
         assert patched.status_code == 200, patched.text
         assert field(ok(cli(db, "subscribers", "show", "live")), "types") == "cos.workflow.*"
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_running_server_delivers_as_the_cli_updated_the_subscriber(db: Target, recorder: Recorder) -> None:
+    loopback = {"RELAY_ALLOW_NETWORKS": "127.0.0.0/8"}
+    server = ProcessServer(
+        db, args=("--callback-token", CALLBACK_TOKEN, "--admin-token", ADMIN_TOKEN), env=loopback
+    ).start()
+    try:
+
+        def post(body: bytes) -> None:
+            response = httpx.post(f"{server.url}/cos/callback?token={CALLBACK_TOKEN}", content=body, timeout=30)
+            assert response.status_code == 200, response.text
+
+        base = recorder.server.url
+        ok(cli(db, "subscribers", "add", "live", "--url", f"{base}/old", "--type", "cos.workflow.*", env=loopback))
+        post(job_body(1))  # a job's event: not of its types, owed nothing
+        moved = ok(
+            cli(db, "subscribers", "update", "live", "--url", f"{base}/new", "--type", "cos.job.*", env=loopback)
+        )
+        assert field(moved, "url") == f"{base}/new"
+        # The server's API shows the change at once, and its worker sends the next job's event where it says.
+        shown = httpx.get(
+            f"{server.url}/api/subscribers/live", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        ).json()
+        assert (shown["url"], shown["types"]) == (f"{base}/new", ["cos.job.*"])
+        post(job_body(2))
+        wait_until(lambda: recorder.count() == 1)
+        wait_until(lambda: "delivered" in ok(cli(db, "deliveries", "list", "--subscriber", "live")))
+        assert recorder.where() == ["/new"]
+        assert job_id(2).encode() in recorder.bodies[0]
     finally:
         server.stop()

@@ -222,6 +222,145 @@ def show(db_path: Target, policy: AddressPolicy, name: str) -> None:
         _echo_fields(service.describe(name))
 
 
+class Mistake(click.ClickException):
+    """A command line that asks for nothing, or for two opposite things: one line, exit status 2 (no usage text)."""
+
+    exit_code = 2
+
+
+#: The options of `store_options`: where to work, not what to change.
+_NOT_CHANGES = frozenset({"db_path", "secret_key_file", "policy"})
+
+
+def _changes_of(command: click.Command) -> str:
+    """The options of ``command`` that change something, as its help spells them."""
+    return ", ".join(
+        "/".join((*param.opts, *param.secondary_opts))
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and param.name not in _NOT_CHANGES
+    )
+
+
+@subscribers.command()
+@click.argument("name")
+@click.option("--url", help="Where events are sent from now on (refused as add refuses it).")
+@click.option(
+    "--type", "types", multiple=True, help="Event type to deliver, * wildcards (repeatable; replaces the types)."
+)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only events whose tag, state, queue_id, bucket or object_prefix matches (repeatable; replaces the filters).",
+)
+@click.option("--no-filters", is_flag=True, help="Drop every filter: each event of the types is delivered.")
+@click.option(
+    "--max-in-flight", type=Whole(*MAX_IN_FLIGHT), help="Deliveries in flight at once (1 keeps strict order)."
+)
+@click.option("--timeout", type=Decimal(*TIMEOUTS), help="Seconds per attempt.")
+@click.option(
+    "--retry-schedule",
+    callback=_schedule,
+    metavar="5,30,300",
+    help="Seconds to wait after each failed attempt.",
+)
+@click.option("--default-retry-schedule", is_flag=True, help="Use the gateway's retry schedule again.")
+@click.option(
+    "--store-response/--no-store-response",
+    default=None,
+    help="Keep the first 4 KiB of each answer with its attempt (shown to admins), or stop keeping them.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice([kind.value for kind in Kind]),
+    help="Another kind (as add's --kind): give --url too unless the URL suits that kind. A new kind gets the"
+    " secret add gives it (webhooks and brokers a new one, robots none) and the old secret stops signing at once:"
+    " `cos-relay subscribers secret NAME` prints it.",
+)
+@click.option("--rate", callback=_rate, metavar="10/s", help="Deliveries started per second or minute (600/m).")
+@click.option("--no-rate", is_flag=True, help="No rate: only --max-in-flight limits deliveries.")
+@click.option(
+    "--handshake/--no-handshake",
+    default=None,
+    help="Validate the endpoint with the CloudEvents handshake first (webhooks), or stop asking.",
+)
+@click.option(
+    "--content-mode",
+    type=click.Choice([mode.value for mode in ContentMode]),
+    help="structured, or binary: the event's data as the body and ce-* headers (webhooks and brokers).",
+)
+@click.option("--template", help="A robot's message template.")
+@click.option("--default-template", is_flag=True, help="A robot's default message per event type again.")
+@click.option("--secret", hidden=True, help="Refused: a new secret is rotate-secret's.")
+@store_options
+@click.pass_context
+def update(
+    ctx: click.Context,
+    db_path: Target,
+    policy: AddressPolicy,
+    name: str,
+    url: str | None,
+    types: tuple[str, ...],
+    filters: tuple[str, ...],
+    no_filters: bool,
+    max_in_flight: int | None,
+    timeout: float | None,
+    retry_schedule: tuple[float, ...] | None,
+    default_retry_schedule: bool,
+    store_response: bool | None,
+    kind: str | None,
+    rate: Rate | None,
+    no_rate: bool,
+    handshake: bool | None,
+    content_mode: str | None,
+    template: str | None,
+    default_template: bool,
+    secret: str | None,
+) -> None:
+    """Change the options given of subscriber NAME; the others stay as they are (a new secret: rotate-secret)."""
+    if secret is not None:
+        # As the API's PATCH refuses one: a new secret is a rotation, the old one signing through a grace period.
+        raise Mistake(f"change a secret with `cos-relay subscribers rotate-secret {name}`")
+    # The body of a PATCH: a key per option given, each as add passes it; the service checks them all together.
+    given: dict[str, object] = {
+        "url": url,
+        "types": types or None,
+        "filters": filters or None,
+        "max_in_flight": max_in_flight,
+        "timeout": timeout,
+        "retry_schedule": retry_schedule,
+        "store_response": store_response,
+        "kind": None if kind is None else Kind(kind),
+        "rate": rate,
+        "handshake": handshake,
+        "content_mode": None if content_mode is None else ContentMode(content_mode),
+        "template": template,
+    }
+    changes = {key: value for key, value in given.items() if value is not None}
+    # What the API's null means for each (no filter is an empty set, not null), and the flag asking for it.
+    for key, cleared, clear, option, clearing in (
+        ("filters", (), no_filters, "--filter", "--no-filters"),
+        ("retry_schedule", None, default_retry_schedule, "--retry-schedule", "--default-retry-schedule"),
+        ("rate", None, no_rate, "--rate", "--no-rate"),
+        ("template", None, default_template, "--template", "--default-template"),
+    ):
+        if clear and key in changes:
+            raise Mistake(f"give {option} or {clearing}, not both")
+        if clear:
+            changes[key] = cleared
+    if not changes:
+        raise Mistake(f"nothing to update: give at least one of {_changes_of(ctx.command)}")
+    with subscribers_service(db_path, policy) as service:
+        updated = service.update(name, changes)
+        _echo_fields(service.shown(updated))
+    if updated.source == "config":
+        # As with the API's PATCH: allowed, but the file is what `serve --config` applies at its next start.
+        click.echo(
+            f"note: {name} is defined in the config file; change it there too, or its next start undoes this", err=True
+        )
+
+
 @subscribers.command()
 @click.argument("name")
 @store_options

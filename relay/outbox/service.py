@@ -173,11 +173,16 @@ class Subscribers:
         return subscriber
 
     def update(self, name: str, changes: Mapping[str, Any]) -> Subscriber:
-        """Change any option but the name and the secret (rotate that); a kind only with a URL of its own."""
+        """Change any option but the name and the secret (rotate that); a kind only with a URL of its own.
+
+        Another kind gets the secret `add` gives it (a new Standard Webhooks secret for a webhook or broker; ''
+        for a robot, a Feishu or DingTalk one's own by rotation after), and the previous secret's grace ends: the
+        old kind's secret never signs the new kind's messages. The secrets endpoint and command show it.
+        """
         current = self.get(name)
         columns = SubscriberChanges()
         try:
-            unknown = set(changes) - set(SubscriberChanges.__annotations__) - {"filters", "types"}
+            unknown = set(changes) - (set(SubscriberChanges.__annotations__) - {"secret"})
             if unknown:
                 raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
             kind = changes.get("kind", current.kind)
@@ -185,6 +190,8 @@ class Subscribers:
             if "url" in changes or kind is not current.kind:
                 vet_destination(self._policy, url, kind)
                 columns["url"], columns["kind"] = url, kind
+            if kind is not current.kind:
+                columns["secret"] = _secret(kind, None)
             if "types" in changes or "filters" in changes:
                 built = build_filter(
                     changes.get("types", current.filter.types), changes.get("filters", current.filter.match)

@@ -155,7 +155,7 @@ class SqlStore(ABC):
         return self._sealer.subscriber(self._write_sync(partial(subscribers.insert_subscriber, spec=sealed, at=at)))
 
     def update_subscriber(self, name: str, changes: SubscriberChanges, at: datetime) -> Subscriber | None:
-        update = partial(subscribers.update_subscriber, name=name, changes=changes, at=at)
+        update = partial(subscribers.update_subscriber, name=name, changes=self._sealer.changes(changes), at=at)
         return self._sealer.maybe_subscriber(self._write_sync(update))
 
     def set_subscriber_state(

@@ -116,7 +116,9 @@ class Store(Protocol):
     def add_subscriber(self, spec: SubscriberSpec, at: datetime) -> Subscriber:
         """Raises `StoreConflict` when the name is taken."""
 
-    def update_subscriber(self, name: str, changes: SubscriberChanges, at: datetime) -> Subscriber | None: ...
+    def update_subscriber(self, name: str, changes: SubscriberChanges, at: datetime) -> Subscriber | None:
+        """None for an unknown name. A ``secret`` among the changes replaces the current one and drops the
+        previous one (its grace ends)."""
 
     def set_subscriber_state(
         self, name: str, state: SubscriberState, at: datetime, reason: str | None = None

@@ -27,7 +27,11 @@ class Page(Generic[Item]):
 
 
 class SubscriberChanges(TypedDict, total=False):
-    """What `Store.update_subscriber` may change, checked by the service first (`relay.outbox.service`)."""
+    """What `Store.update_subscriber` may change, checked by the service first (`relay.outbox.service`).
+
+    ``secret`` replaces the signing secret outright (a change of kind, never a rotation): the previous secret and
+    its grace end with it, so it never signs again.
+    """
 
     url: str
     types: Sequence[str]
@@ -42,6 +46,7 @@ class SubscriberChanges(TypedDict, total=False):
     handshake: bool
     content_mode: ContentMode
     template: str | None
+    secret: str
 
 
 #: The URL schemes that mean PostgreSQL; anything else given as ``--db`` is an SQLite file path.

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relay.domain.delivery import Claim, Recorded
 from relay.domain.subscribers import Subscriber, SubscriberSpec
-from relay.store.records import StoredToken
+from relay.store.records import StoredToken, SubscriberChanges
 
 PREFIX = "sealed:v1:"
 KEY_BYTES = 32
@@ -136,6 +136,13 @@ class Sealer:
 
     def spec(self, spec: SubscriberSpec) -> SubscriberSpec:
         return dataclasses.replace(spec, secret=self.seal(spec.secret))
+
+    def changes(self, changes: SubscriberChanges) -> SubscriberChanges:
+        if "secret" not in changes:
+            return changes
+        sealed = changes.copy()
+        sealed["secret"] = self.seal(changes["secret"])
+        return sealed
 
     def subscriber(self, subscriber: Subscriber) -> Subscriber:
         previous = subscriber.previous_secret

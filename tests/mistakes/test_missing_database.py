@@ -18,6 +18,7 @@ COMMANDS = [
     ["subscribers", "list"],
     ["subscribers", "show", "a"],
     ["subscribers", "add", "a", "--url", "https://example.com/hook"],
+    ["subscribers", "update", "a", "--timeout", "3"],
     ["deliveries", "list"],
     ["deliveries", "show", "1"],
     ["tokens"],

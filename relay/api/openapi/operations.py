@@ -44,13 +44,16 @@ def operation(
     request: Schema | None = None,
     tag: str,
     security: list[dict[str, list[str]]] | None = None,
+    description: str | None = None,
 ) -> Schema:
     """One operation. ``errors`` are the shared error answers it can give; 401 and 429 are added for the admin
-    API."""
+    API. ``description``: what the summary cannot say in a line."""
     responses: dict[str, Schema] = {str(status): response for status, response in answers.items()}
     for status in errors:
         responses[str(status)] = {"$ref": f"#/components/responses/{_ERRORS[status]}"}
     written: Schema = {"operationId": operation_id, "summary": summary, "tags": [tag], "responses": responses}
+    if description is not None:
+        written["description"] = description
     if parameters:
         written["parameters"] = list(parameters)
     if request is not None:

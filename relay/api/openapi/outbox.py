@@ -41,11 +41,12 @@ _BY_NAME = _links(
 _FIRST_DELIVERY = _links({"id": "$response.body#/items/0/id"}, "getDelivery", "retryDelivery")
 
 
-def _subscriber_action(operation_id: str, summary: str, description: str, **options: Any) -> Schema:
+def _subscriber_action(operation_id: str, summary: str, answered: str, **options: Any) -> Schema:
+    """An operation on one subscriber answering it (``answered``: what the answer is)."""
     return admin(
         operation_id,
         summary,
-        {200: answer(description, "Subscriber")},
+        {200: answer(answered, "Subscriber")},
         errors=options.pop("errors", (404,)),
         parameters=(_NAME,),
         tag=_SUBSCRIBERS,
@@ -74,10 +75,15 @@ PATHS: dict[str, dict[str, Schema]] = {
         "get": _subscriber_action("getSubscriber", "One subscriber", "The subscriber (secret masked)."),
         "patch": _subscriber_action(
             "updateSubscriber",
-            "Change url, types, filters, max_in_flight, timeout or retry_schedule",
-            "The changed subscriber.",
+            "Change any of a subscriber's options but its name and secret",
+            "The changed subscriber (secret masked).",
             errors=(400, 404, 413),
             request=body("SubscriberChange", "The fields to change (the secret: rotate-secret).", required=False),
+            description="Only the fields given change. A change of kind replaces the secret with the one a new"
+            " subscriber of that kind gets (a new Standard Webhooks secret for a webhook or broker, none ('') for a"
+            " robot: a Feishu or DingTalk robot's own by rotate-secret) and drops the previous one at once, with no"
+            " grace period, so the old kind's secret never signs the new kind's messages. The answer shows the"
+            " secret masked: read the new one with GET /api/subscribers/{name}/secret.",
         ),
         "delete": admin(
             "removeSubscriber",

@@ -107,6 +107,7 @@ _UPDATABLE: Mapping[str, Any] = {
     "handshake": int,
     "content_mode": str,
     "template": lambda template: template,
+    "secret": str,
 }
 
 
@@ -117,6 +118,9 @@ async def update_subscriber(db: Db, name: str, changes: Mapping[str, Any], at: d
     await lock(db)
     assignments = [f"{column} = ?" for column in changes]
     values = [_UPDATABLE[column](value) for column, value in changes.items()]
+    if "secret" in changes:
+        # Replaced, not rotated: the one before it (and any still in its grace) signs nothing from now on.
+        assignments += ["previous_secret = NULL", "previous_secret_expires_at = NULL"]
     await db.execute(
         f"UPDATE subscribers SET {', '.join([*assignments, 'updated_at = ?'])} WHERE name = ? AND removed_at IS NULL",
         *values,
