@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.store.sqlite.writer import Writer
+from relay.store.sqlite.writer import MAX_BATCH, Writer
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +72,30 @@ async def test_stopping_the_writer_finishes_urgent_and_ordinary_writes_already_q
     writer.start()
     await asyncio.to_thread(writer.stop)
     assert [await write for write in writes] == list(range(6))
+
+
+async def test_more_urgent_writes_than_one_transaction_takes_all_commit_with_nothing_else_arriving(
+    tmp_path: Path, sqlite_only: None
+) -> None:
+    # SQLite only. Their wake-ups are taken at once, a transaction takes at most MAX_BATCH: the rest must not wait
+    # for a write that may never come.
+    writer = Writer(lambda: connect(tmp_path / "w.db"))
+    release = threading.Event()
+
+    def held(conn: sqlite3.Connection) -> int:
+        assert release.wait(10)
+        return -1
+
+    writer.start()
+    try:
+        busy = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0)
+        count = MAX_BATCH + 10
+        writes = [asyncio.ensure_future(writer.run(lambda conn, n=n: n, urgent=True)) for n in range(count)]
+        await asyncio.sleep(0)
+        release.set()
+        done = await asyncio.wait_for(asyncio.gather(*writes), timeout=10)
+        assert done == list(range(count))
+        assert await busy == -1
+    finally:
+        writer.stop()

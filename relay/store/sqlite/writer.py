@@ -132,7 +132,9 @@ class Writer:
         backlog: collections.deque[_Job[Any]] = collections.deque()  # ordinary writes taken, not yet run
         stopping = False
         while True:
-            stopping = self._take(backlog, wait=not backlog and not stopping) or stopping
+            # More urgent writes than a transaction takes leave some queued with their wake-ups taken: do not wait.
+            idle = not backlog and not stopping and self._urgent.empty()
+            stopping = self._take(backlog, wait=idle) or stopping
             urgent = self._take_urgent()
             if urgent:
                 self._commit(conn, urgent)
