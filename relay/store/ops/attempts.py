@@ -45,6 +45,10 @@ async def finish(
         if item.claim.lease is not None:
             key = (item.claim.subscriber_id, item.claim.lease)
             leases[key] = leases.get(key, 0) + 1
+    # The batch's cursors, locked once in id order for the leases it finishes and the next ones it takes: two
+    # replicas' batches then lock them in one order (a lock per call, the finish's then the claim's, could cross).
+    subscriber_ids = sorted({item.claim.subscriber_id for item in finished})
+    await log.hold_cursors(db, subscriber_ids)
     await log.finished(db, dict(sorted(leases.items())), iso(at))
     lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next delivery
     for position, (item, reason) in enumerate(zip(finished, disabled, strict=True)):
@@ -54,7 +58,7 @@ async def finish(
     if lanes:
         wants = {subscriber_id: len(positions) for subscriber_id, positions in lanes.items()}
         claims: dict[int, list[Claim]] = {}
-        for claim in await claim_due(db, at, lease_margin, sum(wants.values()), wants, histories):
+        for claim in await claim_due(db, at, lease_margin, sum(wants.values()), wants, histories, subscriber_ids):
             claims.setdefault(claim.subscriber_id, []).append(claim)
         for subscriber_id, positions in lanes.items():
             following.update(zip(positions, claims.get(subscriber_id, []), strict=False))

@@ -12,7 +12,7 @@ statement.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +41,7 @@ async def claim_due(
     capacity: int,
     wants: Mapping[int, int] | None = None,
     histories: log.Histories | None = None,
+    held: Collection[int] = (),
 ) -> list[Claim]:
     """Lease up to ``capacity`` due deliveries, honouring each subscriber's in-flight limit: its due delivery rows
     first (retries, requeued, and rows of before the log), then the next owed events of the log after its cursor.
@@ -49,7 +50,8 @@ async def claim_due(
     died) makes the delivery claimable again. A subscriber with ``max_in_flight = 1`` only ever gets its
     oldest unfinished delivery, so its order is strict: the log is read only when it has no unfinished row.
     ``wants`` limits the claim to those subscribers, each to that many (a finished batch's lanes). ``histories``:
-    the filter histories this process read before (`log.Histories`).
+    the filter histories this process read before (`log.Histories`). ``held``: the subscribers whose cursors the
+    transaction holds already (`log.hold_cursors`).
 
     The subscribers' state comes in one statement, and their logs are leased together (`log.lease`): a claim costs
     statements per subscriber only for its delivery rows and its rate.
@@ -114,7 +116,7 @@ async def claim_due(
                 chosen += ids
             reserved += len(ids) + count
         if asks:
-            leased += await log.lease(db, asks, await histories.of(db, keys), now)
+            leased += await log.lease(db, asks, await histories.of(db, keys), now, held)
     for subscriber_id, (rate, free_at, rows) in paced.items():
         taken = rows + sum(1 for owner, _ in leased if owner == subscriber_id)
         if taken:

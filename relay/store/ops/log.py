@@ -304,7 +304,7 @@ class _Log:
 
 
 async def lease(
-    db: Db, wants: Sequence[Want], histories: Mapping[int, History], now: datetime
+    db: Db, wants: Sequence[Want], histories: Mapping[int, History], now: datetime, held: Collection[int] = ()
 ) -> list[tuple[int, Leased]]:
     """Lease to each subscriber of ``wants`` up to its count of its owed events of the log, the next ones after what
     is out already; the subscribers at the same place share one read of the log.
@@ -314,10 +314,11 @@ async def lease(
     over (`_take_over`): at least once, so what its worker finished before it died is sent again, but the ranges
     other workers hold, and those already finished, are not. A range ends at the last event leased, or at the last
     one read when fewer were owed: it passes the events the filter (as it was at each event) does not match and
-    those with a delivery row for the subscriber (the row is their truth), owing nothing for them.
+    those with a delivery row for the subscriber (the row is their truth), owing nothing for them. ``held``: the
+    subscribers whose cursors this transaction holds already (`hold_cursors`).
     """
     stamp = iso(now)
-    await hold_cursors(db, [want.subscriber_id for want in wants])
+    await hold_cursors(db, [want.subscriber_id for want in wants if want.subscriber_id not in held])
     leased: list[tuple[int, Leased]] = []
     for want in [want for want in wants if want.expired]:
         leased += await _take_over(db, want, histories[want.subscriber_id], now)
@@ -430,11 +431,11 @@ async def finished(db: Db, counts: Mapping[tuple[int, str], int], at: str) -> No
     """Of each lease (subscriber id, token) of ``counts``, that many events are finished (delivered, or turned into
     delivery rows). A range with none left goes, and ``acked`` moves to the start of the first range still out (to
     ``leased`` when none is): one write per lease and one per subscriber, however many events. A lease given up
-    since (it expired and the log was taken over) is gone: nothing."""
+    since (it expired and the log was taken over) is gone: nothing. The caller holds the subscribers' cursors
+    (`hold_cursors`)."""
     if not counts:
         return
     subscriber_ids = sorted({subscriber_id for subscriber_id, _ in counts})
-    await hold_cursors(db, subscriber_ids)
     await db.executemany(
         "UPDATE leases SET outstanding = outstanding - ? WHERE token = ?",
         [(count, token) for (_, token), count in counts.items()],
