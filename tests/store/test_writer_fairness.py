@@ -86,12 +86,15 @@ async def test_more_urgent_writes_than_one_transaction_takes_all_commit_with_not
         assert release.wait(10)
         return -1
 
+    def value(n: int) -> Callable[[sqlite3.Connection], int]:
+        return lambda conn: n
+
     writer.start()
     try:
         busy = asyncio.ensure_future(writer.run(held))
         await asyncio.sleep(0)
         count = MAX_BATCH + 10
-        writes = [asyncio.ensure_future(writer.run(lambda conn, n=n: n, urgent=True)) for n in range(count)]
+        writes = [asyncio.ensure_future(writer.run(value(n), urgent=True)) for n in range(count)]
         await asyncio.sleep(0)
         release.set()
         done = await asyncio.wait_for(asyncio.gather(*writes), timeout=10)
