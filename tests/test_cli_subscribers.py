@@ -310,6 +310,19 @@ def test_rotate_secret_accepts_a_given_secret_and_grace(db: Target) -> None:
     assert "not valid base64" in failed(cli(db, "subscribers", "rotate-secret", "hook", "--secret", "%%%"))
 
 
+def test_rotate_secret_of_a_robot_takes_only_its_platforms_secret_in_one_line(db: Target) -> None:
+    url = "https://8.8.8.8/robot"
+    ok(cli(db, "subscribers", "add", "chat", "--url", url, "--kind", "slack"))
+    output = failed(cli(db, "subscribers", "rotate-secret", "chat"))
+    assert output == "Error: a slack robot does not sign its messages: it has no secret to rotate\n"
+    ok(cli(db, "subscribers", "add", "lark", "--url", url, "--kind", "feishu"))
+    output = failed(cli(db, "subscribers", "rotate-secret", "lark"))
+    assert output == "Error: a feishu robot signs with the secret its platform shows: give that secret\n"
+    assert field(ok(cli(db, "subscribers", "rotate-secret", "lark", "--secret", "SEC-platform")), "new secret:") == (
+        "SEC-platform"
+    )
+
+
 def test_remove_reports_the_cancelled_deliveries_and_forgets_the_name(db: Target) -> None:
     add_hook(db)
     add_hook(db, name="other")

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from relay.deliver.signing import generate_secret
 from relay.settings.table import Settings
 
 
@@ -80,3 +81,32 @@ def test_rate_handshake_and_content_mode_are_shown_and_can_be_changed(admin: htt
     )
     changed = admin.patch("/api/subscribers/s", json={"rate": None, "handshake": False}).json()
     assert (changed["rate"], changed["handshake"]) == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "says"),
+    [
+        ("slack", {}, "a slack robot does not sign its messages: it has no secret to rotate"),
+        ("wecom", {"secret": generate_secret()}, "a wecom robot does not sign its messages"),
+        ("feishu", {}, "a feishu robot signs with the secret its platform shows: give that secret"),
+        ("dingtalk", {}, "a dingtalk robot signs with the secret its platform shows: give that secret"),
+    ],
+)
+def test_a_robots_secret_is_rotated_only_to_the_one_its_platform_shows(
+    admin: httpx.Client, kind: str, body: dict[str, Any], says: str
+) -> None:
+    assert create(admin, url="http://127.0.0.1:9/robot", kind=kind).status_code == 201
+    refused = admin.post("/api/subscribers/s/rotate-secret", json=body)
+    assert refused.status_code == 400, refused.text
+    assert says in refused.json()["detail"]
+    assert admin.get("/api/subscribers/s/secret").json()["secret"] == ""  # unchanged: none was made for it
+
+
+@pytest.mark.parametrize("kind", ["feishu", "dingtalk"])
+def test_a_signing_robot_takes_its_platforms_secret_whatever_its_form(admin: httpx.Client, kind: str) -> None:
+    # Not a Standard Webhooks secret: the platform's, as the robot's settings page shows it.
+    platform_secret = "SEC-not/base64%"
+    assert create(admin, url="http://127.0.0.1:9/robot", kind=kind).status_code == 201
+    rotated = admin.post("/api/subscribers/s/rotate-secret", json={"secret": platform_secret})
+    assert rotated.status_code == 200, rotated.text
+    assert admin.get("/api/subscribers/s/secret").json()["secret"] == platform_secret

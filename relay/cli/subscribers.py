@@ -406,7 +406,11 @@ def remove(db_path: Target, policy: AddressPolicy, name: str) -> None:
 
 @subscribers.command(name="rotate-secret")
 @click.argument("name")
-@click.option("--secret", help="The new secret (whsec_<base64>); generated when omitted.")
+@click.option(
+    "--secret",
+    help="The new secret (whsec_<base64>); generated when omitted. A Feishu or DingTalk robot's: the one its platform"
+    " shows (required).",
+)
 @setting_option("secret_grace", option="--grace", dest="grace")
 @store_options
 def rotate_secret(db_path: Target, policy: AddressPolicy, name: str, secret: str | None, grace: float) -> None:

@@ -245,14 +245,23 @@ class Subscribers:
         return cancelled
 
     def rotate_secret(self, name: str, secret: str | None = None) -> Subscriber:
-        """New signing secret; the previous one keeps signing during the grace period."""
+        """New signing secret; the previous one keeps signing during the grace period.
+
+        As `add` takes one for the kind: a webhook's or broker's is a Standard Webhooks secret (made when none is
+        given); a Feishu or DingTalk robot's is the one its platform shows (given, never made); other robots sign
+        nothing, so there is nothing to rotate.
+        """
+        kind = self.get(name).kind
         try:
-            if secret is not None:
-                secret_key(secret)
+            if kind.robot and not secret:
+                if kind in SIGNING_ROBOTS:
+                    raise ValueError(f"a {kind} robot signs with the secret its platform shows: give that secret")
+                raise ValueError(f"a {kind} robot does not sign its messages: it has no secret to rotate")
+            new = _secret(kind, secret)
         except ValueError as exc:
             raise BadSubscriber(str(exc)) from None
         now = self._clock()
-        subscriber = self._store.rotate_secret(name, secret or generate_secret(), now + self._secret_grace, now)
+        subscriber = self._store.rotate_secret(name, new, now + self._secret_grace, now)
         if subscriber is None:
             raise self._unknown(name)
         self._on_change()

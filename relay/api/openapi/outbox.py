@@ -118,7 +118,12 @@ PATHS: dict[str, dict[str, Schema]] = {
             "New signing secret; the previous one still signs during RELAY_SECRET_GRACE",
             "The subscriber with its new secret shown whole.",
             errors=(400, 404, 413),
-            request=body("SecretRotation", "The new secret; omitted, one is generated.", required=False),
+            request=body(
+                "SecretRotation",
+                "The new secret; omitted, one is generated (a webhook's or broker's). A Feishu or DingTalk robot's is"
+                " the one its platform shows, given; other robots sign nothing: 400.",
+                required=False,
+            ),
         )
     },
     "/api/subscribers/{name}/recover": {
