@@ -145,3 +145,14 @@ def verify(request: Received, secret: str) -> dict[str, Any]:
     assert problems(request.body) == []
     assert request.event["id"] == request.webhook_id
     return dict(payload)
+
+
+def assert_unsigned_feishu_message(request: Received, *secrets: str) -> None:
+    """A Feishu robot's card that carries no signature: none the Feishu way (``sign``, ``timestamp``), none the
+    Standard Webhooks way, and no part of any of ``secrets`` (``whsec_`` keys it must not have been signed with)."""
+    message = json.loads(request.body)
+    assert message["msg_type"] == "interactive"
+    assert not {"sign", "timestamp"} & set(message)
+    assert "webhook-signature" not in request.headers
+    for secret in secrets:
+        assert secret.removeprefix("whsec_")[4:] not in request.body.decode()
