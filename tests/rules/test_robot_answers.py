@@ -1,7 +1,7 @@
 """What a chat robot's answer does to its subscriber, through the delivery seams on both backends: an answer that
 its webhook is no more disables the subscriber after one attempt and holds the delivery, as a webhook's 410 does;
 a rate limit or a server error is retried. Stepped at a fake clock, no sleeping; the answers are the platforms'
-own (/work/shared/reference/chat-robots.md)."""
+own, as docs/robots.md gives them with their sources."""
 
 from __future__ import annotations
 

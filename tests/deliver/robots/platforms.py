@@ -1,6 +1,6 @@
 """The four chat platforms for tests: a real Starlette app on loopback that checks each robot's signature the way
-its platform documents it and answers the way the platform does (the facts: /work/shared/reference/chat-robots.md,
-docs/configuration.md).
+its platform documents it and answers the way the platform does (the facts: docs/robots.md with its
+sources, docs/configuration.md).
 
 A robot's credential (WeCom's key, Feishu's token, DingTalk's access_token, Slack's last path segment) says how
 its platform answers: ``ok-…`` succeeds, ``limited-…`` is rate limited, ``bad-…`` is refused with the platform's
