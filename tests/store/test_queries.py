@@ -106,6 +106,29 @@ def test_deliveries_are_listed_by_subscriber_state_and_event_page_by_page(databa
         assert store.get_delivery(10**9) is None
 
 
+def test_a_page_the_logs_deliveries_fill_is_followed_by_the_rows_below_every_cursor(database: Target) -> None:
+    """A retry row of an event every cursor has passed is listed after the log's unfinished deliveries, even when they
+    fill a page to its end (the next page then starts the rows from the newest)."""
+    at = utc_now()
+    with store_for(database) as store:
+        store.add_subscriber(SubscriberSpec("hook", "http://127.0.0.1:9/hook", generate_secret(), Filter()), at)
+        asyncio.run(record(store, job_body(1), job_body(2)))
+        first, second = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
+        failed = Attempt(Outcome.HTTP_5XX, 500, 0.01, None, b"", None)
+        delivered = Attempt(Outcome.SUCCESS, 204, 0.01, None, b"", None)
+        retry = Decision("pending", at + timedelta(minutes=1))
+        asyncio.run(
+            store.finish(
+                [Finished(first, failed, retry, at, at), Finished(second, delivered, Decision("delivered"), at, at)],
+                LEASE_MARGIN,
+            )
+        )
+        asyncio.run(record(store, job_body(3), job_body(4)))  # owed after the cursor: pending, no row
+        pages = walk(lambda cursor: store.list_deliveries(state="pending", limit=2, cursor=cursor))
+    assert [[delivery["id"] is None for delivery in page] for page in pages] == [[True, True], [False]]
+    assert pages[1][0]["event_id"] == first.event_id
+
+
 def test_events_are_read_back_whole_and_the_outbox_is_counted_by_state(database: Target) -> None:
     with filled(database, subscribers=1) as store:
         bodies = store.event_bodies(10)

@@ -140,7 +140,8 @@ async def _lowest_acked(db: Db, subscriber: str | None) -> int:
 
 
 def parse_cursor(cursor: str | None) -> tuple[int, int] | None:
-    """A listing's ``next_cursor``: ``<position>:<subscriber id>`` in the log, ``0:<row id>`` before it."""
+    """A listing's ``next_cursor``: ``<position>:<subscriber id>`` in the log, ``0:<row id>`` before it (``0:0``: the
+    rows from the newest)."""
     if cursor is None:
         return None
     position, _, after = cursor.partition(":")
@@ -172,12 +173,14 @@ async def list_deliveries(
         if resume is not None:
             return Page(items[:limit], f"{resume[0]}:{resume[1]}")
         at = None
-    # The rows of before the log (for states only rows have: every row), newest first.
-    before = None if at is None else at[1]
+    # The rows of before the log (for states only rows have: every row), newest first; ``0:0`` starts them.
+    before = None if at is None or not at[1] else at[1]
+    walked = len(items)
     rows = await _rows(db, subscriber, state, events, before, limit - len(items) + 1, before_log=walks, floor=floor)
     items += [_row_answer(row) for row in rows]
     if len(items) > limit:
-        return Page(items[:limit], f"0:{items[limit - 1]['id']}")
+        # A page the walk filled ends before the rows: the next one starts them from the newest.
+        return Page(items[:limit], f"0:{items[limit - 1]['id'] if limit > walked else 0}")
     return Page(items, None)
 
 
