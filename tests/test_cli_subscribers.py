@@ -93,7 +93,7 @@ def fail_for_good(db: Target) -> list[int]:
         while pending:
             claim = pending.pop()
             [recorded] = await store.finish([Finished(claim, attempt, Decision("dead"), now, utc_now())], LEASE_MARGIN)
-            pending += [recorded.following] if recorded.following else []
+            pending += recorded.following
         # A first attempt from the event log has no row until it fails: the ones killed are rows now.
         return sorted(dead(store) - before)
 

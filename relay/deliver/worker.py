@@ -12,7 +12,7 @@ import anyio
 
 from relay.deliver.destinations import Destinations
 from relay.deliver.recorder import Recorder
-from relay.domain.delivery import GONE_OUTCOMES, Attempt, Claim, Decision, Finished, decide
+from relay.domain.delivery import GONE_OUTCOMES, Attempt, Claim, Decision, Finished, decide, runs
 from relay.domain.retry import RetryPolicy
 from relay.metrics.counters import Metrics
 from relay.store import Store
@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 #: A lease outlives the subscriber's timeout by this much, so a slow commit never looks like a crash.
 LEASE_MARGIN = timedelta(seconds=5)
+#: Events a lane takes under one lease and sends one after another, recording all but the last without waiting:
+#: the claim and the wait for its commit are paid once a run (docs/performance.md, "lanes in runs").
+RUN = 8
 
 
 class DeliveryWorker:
@@ -38,6 +41,7 @@ class DeliveryWorker:
         disable_after: timedelta = timedelta(days=5),
         rand: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
+        run: int = RUN,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -48,7 +52,8 @@ class DeliveryWorker:
         self._poll_interval = poll_interval
         self._disable_after = disable_after
         self._rand = rand
-        self._recorder = Recorder(store, LEASE_MARGIN)
+        self._run = run
+        self._recorder = Recorder(store, LEASE_MARGIN, run)
         self._wake = anyio.Event()
         self._in_flight = 0
         #: Whether a claim of a rate-limited subscriber was seen (from then on, every sleep asks when work is due).
@@ -79,9 +84,9 @@ class DeliveryWorker:
                     self._wake = anyio.Event()
                     claims = await self._claim()
                     self._paced = self._paced or any(claim.route.rate for claim in claims)
-                    for claim in claims:
+                    for lane in runs(claims):
                         self._in_flight += 1
-                        tasks.start_soon(self._deliver, claim)
+                        tasks.start_soon(self._deliver, lane)
                     if claims:
                         continue  # there may be more due than one claim takes
                     await self._sleep()
@@ -98,7 +103,7 @@ class DeliveryWorker:
         if free <= 0 or self._stopping:
             return []
         try:
-            return await self._store.claim(self._clock(), LEASE_MARGIN, free)
+            return await self._store.claim(self._clock(), LEASE_MARGIN, free, self._run)
         except Exception:  # a locked or failing database must not kill the worker: try again later
             logger.exception("claiming deliveries failed", extra={"action": "claim_failed"})
             return []
@@ -125,24 +130,25 @@ class DeliveryWorker:
             return None
 
     async def run_once(self) -> int:
-        """Claim everything due now and deliver it, waiting for the attempts (for tests and tools)."""
-        claims = await self._claim()
+        """Claim everything due now and deliver it, waiting for the attempts (for tests and tools); how many lanes
+        it started."""
+        lanes = runs(await self._claim())
         try:
             async with anyio.create_task_group() as tasks:
-                for claim in claims:
+                for lane in lanes:
                     self._in_flight += 1
-                    tasks.start_soon(self._deliver, claim)
+                    tasks.start_soon(self._deliver, lane)
         finally:
             await self._settle()
-        return len(claims)
+        return len(lanes)
 
-    async def _deliver(self, claim: Claim | None) -> None:
-        """Attempt ``claim``, then whatever next delivery of the same subscriber finishing it claimed."""
+    async def _deliver(self, lane: tuple[Claim, ...]) -> None:
+        """Attempt a lane's run, then whatever next run of the same subscriber finishing it claimed."""
         try:
-            while claim is not None and not self._stopping:
-                claim = await self._attempt(claim)
-            if claim is not None:  # stopping: hand the unattempted lease back rather than let it expire
-                await self._store.release(claim, self._clock())
+            while lane and not self._stopping:
+                lane = await self._attempt_run(lane)
+            if lane:  # stopping: hand the unattempted lease back rather than let it expire
+                await self._store.release(lane[0], self._clock())
         except Exception:
             # The lease expires and the delivery is retried: at least once, never lost.
             logger.exception("delivery failed unexpectedly", extra={"action": "deliver_error"})
@@ -151,18 +157,35 @@ class DeliveryWorker:
             self._wake.set()
             self._idle.set()
 
-    async def _attempt(self, claim: Claim) -> Claim | None:
-        started = self._clock()
-        attempt = await self._destinations.send(claim, started)
-        if not claim.store_response:
-            attempt = dataclasses.replace(attempt, response_body=b"")
-        finished = self._clock()
-        decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
-        recorded = await self._recorder.record(Finished(claim, attempt, decision, started, finished))
-        self._log(claim, attempt, decision, recorded.disabled)
+    async def _attempt_run(self, lane: tuple[Claim, ...]) -> tuple[Claim, ...]:
+        """Send the run's events one after another. A success with more to come is handed to the recorder without
+        waiting; the lane waits for its last attempt's commit, which leases its next run. A failure ends the run
+        there (the rest of its lease given back, claimed again at once): a failing subscriber gets no more attempts
+        than a lane of one event each."""
+        for index, claim in enumerate(lane, start=1):
+            started = self._clock()
+            attempt = await self._destinations.send(claim, started)
+            if not claim.store_response:
+                attempt = dataclasses.replace(attempt, response_body=b"")
+            finished = self._clock()
+            decision = decide(claim, attempt, finished, self._policy, self._disable_after, self._rand)
+            more = index < len(lane)
+            if more and decision.state == "delivered" and not self._stopping:
+                self._recorder.submit(Finished(claim, attempt, decision, started, finished, last=False))
+                self._report(claim, attempt, decision, None, finished)
+                continue
+            record = Finished(claim, attempt, decision, started, finished, gives_back=more)
+            recorded = await self._recorder.record(record)
+            self._report(claim, attempt, decision, recorded.disabled, finished)
+            return recorded.following
+        return ()
+
+    def _report(
+        self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None, finished: datetime
+    ) -> None:
+        self._log(claim, attempt, decision, disabled)
         if self._metrics is not None:
-            self._count(claim, attempt, decision, recorded.disabled, finished)
-        return recorded.following
+            self._count(claim, attempt, decision, disabled, finished)
 
     def _count(
         self, claim: Claim, attempt: Attempt, decision: Decision, disabled: str | None, finished: datetime

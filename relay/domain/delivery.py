@@ -7,7 +7,7 @@ for ``disable_after``). The store applies a `Decision` as it is; it judges nothi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -90,8 +90,10 @@ class Claim:
     store_response: bool = False
     #: How it is sent: the subscriber's kind and the receiver's options.
     route: Route = WEBHOOK
-    #: For an event of the log (no row): the cursor's lease it is part of.
+    #: For an event of the log (no row): the cursor's lease it is part of (one lease per lane: a run of events).
     lease: str | None = None
+    #: For an event of the log: its position (a finish moves its lease's start past it).
+    position: int | None = None
 
 
 def trigger_of(attempts: int, last_outcome: str | None) -> str:
@@ -126,6 +128,10 @@ class Finished:
     decision: Decision
     started_at: datetime
     finished_at: datetime
+    #: The last attempt of its lane's run: the lane waits for this record, which leases it the next run.
+    last: bool = True
+    #: The lane stopped its run early (a failure, or the worker stopping): the rest of its lease is given back.
+    gives_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,22 @@ class Recorded:
 
     #: Why it disabled the subscriber, if it did.
     disabled: str | None
-    #: The subscriber's next due delivery, leased to the lane that made the attempt.
-    following: Claim | None
+    #: The subscriber's next due deliveries, leased to the lane that made the attempt (its last of a run): a run.
+    following: tuple[Claim, ...] = ()
+
+
+def runs(claims: Sequence[Claim]) -> list[tuple[Claim, ...]]:
+    """The lanes' runs of a claim: the events of the log under one lease together, in order; each row alone."""
+    grouped: dict[str, list[Claim]] = {}
+    found: list[list[Claim]] = []
+    for claim in claims:
+        if claim.lease is not None and claim.lease in grouped:
+            grouped[claim.lease].append(claim)
+            continue
+        found.append([claim])
+        if claim.lease is not None:
+            grouped[claim.lease] = found[-1]
+    return [tuple(run) for run in found]
 
 
 GONE = "the endpoint answered 410 Gone"

@@ -195,17 +195,22 @@ class SqlStore(ABC):
         """The subscribers' filter histories as this process's claims last read them."""
         return log.Histories()
 
-    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]:
+    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int, run: int = 1) -> list[Claim]:
         operation = partial(
-            deliveries.claim_due, now=now, lease_margin=lease_margin, capacity=capacity, histories=self._histories
+            deliveries.claim_due,
+            now=now,
+            lease_margin=lease_margin,
+            capacity=capacity,
+            histories=self._histories,
+            run=run,
         )
         claims = await self._write(operation, urgent=True)
         return [self._sealer.claim(claim) for claim in claims]
 
-    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
-        """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
+    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta, run: int = 1) -> list[Recorded]:
+        """Record attempts (one transaction); for each, why it disabled its subscriber and its lane's next run."""
         recorded = await self._write(
-            partial(attempts.finish, finished=finished, lease_margin=lease_margin, histories=self._histories),
+            partial(attempts.finish, finished=finished, lease_margin=lease_margin, histories=self._histories, run=run),
             urgent=True,
         )
         return [self._sealer.recorded(each) for each in recorded]

@@ -138,10 +138,13 @@ class Store(Protocol):
     def recoverable(self, subscriber_id: int, since: datetime, after_id: int, limit: int) -> list[int]: ...
 
     # -- the delivery worker
-    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int) -> list[Claim]: ...
+    async def claim(self, now: datetime, lease_margin: timedelta, capacity: int, run: int = 1) -> list[Claim]:
+        """Lease up to ``capacity`` lanes' work: a due delivery row each, or a run of up to ``run`` events of the
+        log under a lease of its own (`relay.domain.delivery.runs` groups them)."""
 
-    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
-        """Record attempts (one transaction); for each, why it disabled its subscriber and the next claim."""
+    async def finish(self, finished: Sequence[Finished], lease_margin: timedelta, run: int = 1) -> list[Recorded]:
+        """Record attempts (one transaction); for each, why it disabled its subscriber and, for the last of a
+        lane's run, the lane's next run."""
 
     async def release(self, claim: Claim, at: datetime) -> None: ...
 

@@ -15,6 +15,7 @@ import binascii
 import dataclasses
 import functools
 import hashlib
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,9 +162,9 @@ class Sealer:
         return claim if secrets == claim.secrets else dataclasses.replace(claim, secrets=secrets)
 
     def recorded(self, recorded: Recorded) -> Recorded:
-        following = recorded.following
-        opened = None if following is None else self.claim(following)
-        return recorded if opened is following else dataclasses.replace(recorded, following=opened)
+        opened = tuple(map(self.claim, recorded.following))
+        same = all(map(operator.is_, opened, recorded.following))
+        return recorded if same else dataclasses.replace(recorded, following=opened)
 
     def token(self, stored: StoredToken) -> StoredToken:
         value, previous = stored.value, stored.previous

@@ -31,12 +31,12 @@ class GatedStore:
         self.gate = asyncio.Event()
         self.error = error
 
-    async def finish(self, batch: Sequence[Finished], lease_margin: timedelta) -> list[Recorded]:
+    async def finish(self, batch: Sequence[Finished], lease_margin: timedelta, run: int = 1) -> list[Recorded]:
         self.batches.append([item.claim.delivery_id for item in batch])
         await self.gate.wait()
         if self.error is not None:
             raise self.error
-        return [Recorded(None, None) for _ in batch]
+        return [Recorded(None) for _ in batch]
 
 
 def recorder_over(store: GatedStore) -> Recorder:
@@ -99,3 +99,27 @@ async def test_idle_returns_once_every_attempt_handed_over_is_committed() -> Non
     await waiting
     assert lane.done()
     await recorder.idle()  # nothing left: returns at once
+
+
+@pytest.mark.anyio
+async def test_an_attempt_handed_over_without_waiting_commits_before_or_with_the_one_its_lane_waits_for() -> None:
+    store = GatedStore()
+    recorder = recorder_over(store)
+    recorder.submit(finished(1))  # a run's success with more to send: the lane goes on at once
+    await settle(lambda: store.batches == [[1]], what="the first batch")
+    recorder.submit(finished(2))
+    last = asyncio.create_task(recorder.record(finished(3)))
+    await asyncio.sleep(0)
+    store.gate.set()
+    assert (await last).disabled is None
+    assert store.batches == [[1], [2, 3]]
+
+
+@pytest.mark.anyio
+async def test_a_failed_commit_of_attempts_nobody_waits_for_is_not_an_unretrieved_error() -> None:
+    store = GatedStore(error=RuntimeError("disk full"))
+    recorder = recorder_over(store)
+    recorder.submit(finished(1))
+    store.gate.set()
+    await recorder.idle()  # their leases expire and the events are sent again: at least once
+    assert store.batches == [[1]]

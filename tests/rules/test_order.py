@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from relay.deliver.destinations import Destinations
+from relay.deliver.worker import DeliveryWorker
+from relay.domain.retry import RetryPolicy
 from tests.conftest import Outbox, job_body, job_id
 from tests.fakes import Reply, Request
 
@@ -46,6 +51,51 @@ async def test_a_subscriber_never_has_more_than_max_in_flight_attempts_at_once(o
     await outbox.ingest(*(job_body(number) for number in range(1, 7)))
     assert await outbox.step() == 2  # two lanes; each then takes the next due delivery as it finishes
     assert outbox.states() == ["delivered"] * 6
+
+
+async def test_each_lane_sends_its_run_of_the_log_in_order(outbox: Outbox) -> None:
+    outbox.add("runs", "/ok", max_in_flight=2)
+    await outbox.ingest(*(job_body(number) for number in range(1, 9)))
+    assert await outbox.step() == 2  # two lanes, four events each
+    jobs = [job_id(number) for number in range(1, 9)]
+    sent = [jobs.index(r.event["subject"]) for r in outbox.sender.requests]
+    assert sorted(sent) == list(range(8))
+    assert [n for n in sent if n < 4] == [0, 1, 2, 3]
+    assert [n for n in sent if n >= 4] == [4, 5, 6, 7]
+    assert outbox.states() == ["delivered"] * 8
+
+
+async def test_a_failure_ends_its_lanes_run_and_the_rest_is_sent_without_waiting_for_the_retry(outbox: Outbox) -> None:
+    def handler(request: Request) -> Reply:
+        return Reply(500 if request.event["subject"] == job_id(2) else 204)
+
+    outbox.sender.handler = handler
+    outbox.add("runs", "/ok", max_in_flight=2)
+    await outbox.ingest(*(job_body(number) for number in range(1, 9)))
+    await outbox.step()
+    assert outbox.states() == ["delivered", "pending", *["delivered"] * 6]
+    assert sorted(r.event["subject"] for r in outbox.sender.requests) == sorted(job_id(n) for n in range(1, 9))
+
+
+async def test_a_worker_stopping_mid_run_gives_the_rest_back_and_the_next_worker_sends_it_once(outbox: Outbox) -> None:
+    stopping: list[asyncio.Task[None]] = []
+
+    def handler(request: Request) -> Reply:
+        if request.event["subject"] == job_id(2):  # the worker is told to stop while it sends the second
+            stopping.append(asyncio.get_running_loop().create_task(outbox.worker.stop(grace=5)))
+        return Reply(204)
+
+    outbox.sender.handler = handler
+    outbox.add("runs", "/ok", max_in_flight=2)
+    await outbox.ingest(*(job_body(number) for number in range(1, 9)))
+    await outbox.step()
+    await stopping[0]
+    before = len(outbox.sender.requests)
+    assert before < 8  # both lanes stopped before the end of their runs
+    restarted = DeliveryWorker(outbox.store, Destinations.of(outbox.sender), RetryPolicy(), outbox.clock)
+    await restarted.run_once()
+    assert sorted(r.event["subject"] for r in outbox.sender.requests) == sorted(job_id(n) for n in range(1, 9))
+    assert outbox.states() == ["delivered"] * 8
 
 
 async def test_events_are_signed_for_the_subscriber_and_sent_as_cloudevents(outbox: Outbox) -> None:

@@ -41,7 +41,7 @@ def test_concurrent_attempts_are_recorded_in_fewer_transactions_each_with_its_ow
                 )
             )
             assert len(transactions) < lanes  # batched: one write carried several attempts
-            return [(r.following.subscriber_id, r.following.event_id) if r.following else None for r in recorded]
+            return [(r.following[0].subscriber_id, r.following[0].event_id) if r.following else None for r in recorded]
 
         following = asyncio.run(attempt_all())
         # Each lane was handed the next delivery of the subscriber, and no two lanes the same one.
@@ -72,8 +72,7 @@ def test_a_failure_streak_disables_its_subscriber_unless_a_success_ended_the_str
             start = utc_now()
             first, second = await store.claim(start, LEASE_MARGIN, 2)
             [streak_begins] = await store.finish([finished(first, failed, start)], LEASE_MARGIN)
-            stale = streak_begins.following  # leased in the same transaction: it saw the streak begin
-            assert stale is not None
+            [stale] = streak_begins.following  # leased in the same transaction: it saw the streak begin
             assert stale.failing_since is not None
             later = start + timedelta(days=6)
             # Another lane succeeds, which ends the streak; the stale claim's failure must not disable.

@@ -68,7 +68,7 @@ def test_a_finished_attempt_leases_its_lane_the_next_delivery_while_a_callback_i
                     [Finished(claim, DELIVERED, Decision("delivered"), now, now)], LEASE_MARGIN
                 )
             # Events of the log: the next one has no delivery row (no id), it is known by its event.
-            return claim.event_id, recorded.following.event_id if recorded.following else None
+            return claim.event_id, recorded.following[0].event_id if recorded.following else None
 
         first, following = asyncio.run(finish_the_first())
     assert following is not None

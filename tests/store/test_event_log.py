@@ -18,7 +18,7 @@ import pytest
 from relay.deliver.signing import generate_secret
 from relay.deliver.worker import LEASE_MARGIN
 from relay.domain.clock import utc_now
-from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide
+from relay.domain.delivery import Attempt, Claim, Decision, Finished, Outcome, decide, runs
 from relay.domain.filters import Filter
 from relay.domain.retention import Cutoffs
 from relay.domain.retry import RetryPolicy
@@ -223,13 +223,13 @@ FAILED = Attempt(Outcome.HTTP_5XX, 503, 0.01, None, b"", None)
 
 
 def finish(store: Store, claims: list[Claim], attempt: Attempt, at: datetime) -> list[Claim]:
-    """Record ``attempt`` for each of ``claims``; the next deliveries the lanes were handed."""
+    """Record ``attempt`` for each of ``claims``; the next deliveries the lanes were handed (their runs, in order)."""
 
     def decision(claim: Claim) -> Decision:
         return decide(claim, attempt, at, RetryPolicy((60.0,), 0.0), timedelta(days=5), lambda: 0.5)
 
     batch = [Finished(claim, attempt, decision(claim), at, at) for claim in claims]
-    return [r.following for r in asyncio.run(store.finish(batch, LEASE_MARGIN)) if r.following is not None]
+    return [claim for r in asyncio.run(store.finish(batch, LEASE_MARGIN)) for claim in r.following]
 
 
 def cursor(db: Target, subscriber_id: int) -> tuple[int, int]:
@@ -279,7 +279,7 @@ def test_a_failed_first_attempt_becomes_a_retrying_row_and_the_cursor_passes_it(
         asyncio.run(record(store, job_body(0), job_body(1), at=at))
         first, second = asyncio.run(store.claim(at, LEASE_MARGIN, 10))
         finish(store, [first], DELIVERED, at)
-        assert cursor(database, hook.id) == (0, 2)  # the range is not finished yet
+        assert cursor(database, hook.id) == (1, 2)  # each lane has a range of its own: the second's is still out
         finish(store, [second], FAILED, at)
         assert cursor(database, hook.id) == (2, 2)
         [row] = store.list_deliveries(state="pending").items
@@ -483,15 +483,15 @@ def test_a_batch_finishing_ranges_of_several_subscribers_moves_each_cursor_to_it
     with store_for(database) as store:
         one, two = store.add_subscriber(spec("one"), at), store.add_subscriber(spec("two"), at)
         asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
-        # Two events a claim: one's (0, 2] and (2, 4], then two's.
+        # Two lanes a claim, a range of one event each: one's (0, 1] to (3, 4], then two's.
         claims = [claim for _ in range(4) for claim in asyncio.run(store.claim(at, LEASE_MARGIN, 2))]
         ones = [claim for claim in claims if claim.subscriber_id == one.id]
         twos = [claim for claim in claims if claim.subscriber_id == two.id]
         assert len(ones) == len(twos) == 4
-        assert values(database, "SELECT count(*) FROM leases") == [(4,)]
-        # One batch: all of one's first range and half of its second; two's second range only.
+        assert values(database, "SELECT count(*) FROM leases") == [(8,)]
+        # One batch: one's first three ranges; two's last two only.
         finish(store, ones[:3] + twos[2:], DELIVERED, at)
-        assert (cursor(database, one.id), cursor(database, two.id)) == ((2, 4), (0, 4))
+        assert (cursor(database, one.id), cursor(database, two.id)) == ((3, 4), (0, 4))
         finish(store, ones[3:] + twos[:2], DELIVERED, at)
         assert (cursor(database, one.id), cursor(database, two.id)) == ((4, 4), (4, 4))
     assert values(database, "SELECT count(*) FROM leases") == [(0,)]
@@ -516,3 +516,71 @@ def test_a_filter_changed_by_another_process_applies_to_the_next_claim_of_one_th
     events = logged(database)
     assert [first.event_id, second.event_id, third.event_id] == [events[0], events[1], events[3]]
     assert cursor(database, hook.id) == (4, 4)
+
+
+def runs_of(claims: list[Claim]) -> list[list[str]]:
+    """The claims' event ids, a list per lane's run."""
+    return [[claim.event_id for claim in lane] for lane in runs(claims)]
+
+
+def test_a_lane_takes_a_run_of_events_under_a_lease_of_its_own_and_the_in_flight_limit_counts_lanes(
+    database: Target,
+) -> None:
+    at = utc_now()
+    with store_for(database) as store:
+        hook = store.add_subscriber(replace(spec("hook"), max_in_flight=2), at)
+        strict = store.add_subscriber(replace(spec("strict"), max_in_flight=1), at)
+        asyncio.run(record(store, *(job_body(n) for n in range(10)), at=at))
+        events = logged(database)
+        claims = asyncio.run(store.claim(at, LEASE_MARGIN, 10, run=4))
+        hooks = [claim for claim in claims if claim.subscriber_id == hook.id]
+        assert runs_of(hooks) == [events[0:4], events[4:8]]  # two lanes, four events each
+        assert runs_of([claim for claim in claims if claim.subscriber_id == strict.id]) == [events[0:1]]
+        assert values(database, "SELECT count(*) FROM leases WHERE subscriber_id = ?", hook.id) == [(2,)]
+        assert asyncio.run(store.claim(at, LEASE_MARGIN, 10, run=4)) == []  # both at their limit, in lanes
+        # A short backlog goes out in parallel: as many lanes as events, up to the limit.
+        fresh = store.add_subscriber(replace(spec("fresh"), max_in_flight=8), at)
+        asyncio.run(record(store, job_body(10), job_body(11), at=at))
+        claims = asyncio.run(store.claim(at, LEASE_MARGIN, 10, run=4))
+    assert runs_of([claim for claim in claims if claim.subscriber_id == fresh.id]) == [
+        [e] for e in logged(database)[10:]
+    ]
+
+
+def test_a_run_finished_in_part_moves_its_lease_past_what_was_sent_so_a_take_over_sends_only_the_rest(
+    database: Target,
+) -> None:
+    at = utc_now()
+    with store_for(database) as store:
+        hook = store.add_subscriber(replace(spec("hook"), max_in_flight=2, timeout=1.0), at)
+        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        events = logged(database)
+        [lane] = runs(asyncio.run(store.claim(at, LEASE_MARGIN, 1, run=4)))
+        assert [claim.event_id for claim in lane] == events
+        # The lane sends two and records them (not the last of its run: no next run), then its worker dies.
+        batch = [Finished(claim, DELIVERED, Decision("delivered"), at, at, last=False) for claim in lane[:2]]
+        assert [r.following for r in asyncio.run(store.finish(batch, LEASE_MARGIN, 4))] == [(), ()]
+        assert cursor(database, hook.id) == (2, 4)
+        later = at + timedelta(seconds=1) + LEASE_MARGIN
+        taken = asyncio.run(store.claim(later, LEASE_MARGIN, 1, run=4))
+    assert [(claim.event_id, claim.trigger) for claim in taken] == [(events[2], "retry"), (events[3], "retry")]
+
+
+def test_a_lane_that_stops_its_run_at_a_failure_gives_the_rest_back_to_the_next_claim(database: Target) -> None:
+    at = utc_now()
+    with store_for(database) as store:
+        hook = store.add_subscriber(replace(spec("hook"), max_in_flight=2), at)
+        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        events = logged(database)
+        [lane] = runs(asyncio.run(store.claim(at, LEASE_MARGIN, 1, run=4)))
+        retry = Decision("pending", at + timedelta(minutes=1))
+        batch = [
+            Finished(lane[0], DELIVERED, Decision("delivered"), at, at, last=False),
+            Finished(lane[1], FAILED, retry, at, at, gives_back=True),
+        ]
+        first, stopped = asyncio.run(store.finish(batch, LEASE_MARGIN, 4))
+        # The failure's lane is handed the rest at once: the events after the failed one, not the delivered one.
+        assert (first.following, [claim.event_id for claim in stopped.following]) == ((), events[2:])
+        assert cursor(database, hook.id) == (2, 4)
+        [row] = store.list_deliveries(state="pending").items
+    assert (row["event_id"], row["id"] is not None) == (events[1], True)

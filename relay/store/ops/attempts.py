@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from relay.domain.delivery import Claim, Finished, Recorded
+from relay.domain.delivery import Claim, Finished, Recorded, runs
 from relay.store.db import Db
 from relay.store.formats import iso
 from relay.store.ops import log
@@ -13,12 +13,17 @@ from relay.store.ops.deliveries import claim_due
 
 
 async def finish(
-    db: Db, finished: Sequence[Finished], lease_margin: timedelta, histories: log.Histories | None = None
+    db: Db,
+    finished: Sequence[Finished],
+    lease_margin: timedelta,
+    histories: log.Histories | None = None,
+    run: int = 1,
 ) -> list[Recorded]:
-    """Record a batch of attempts, apply their decisions, and lease each lane its subscriber's next delivery.
+    """Record a batch of attempts, apply their decisions, and lease each lane whose run ended its subscriber's next
+    run (of up to ``run`` events).
 
-    Handing the freed slots straight to the next deliveries saves the worker a claim transaction per
-    attempt; one claim for every subscriber of the batch (`claim_due` with its lanes) saves most of the claim's
+    Handing the freed lanes straight to the next deliveries saves the worker a claim transaction per
+    run; one claim for every subscriber of the batch (`claim_due` with its lanes) saves most of the claim's
     queries. The attempts go in one statement, the leases of the log they finish in one write per lease and one
     per subscriber (`log.finished`). On PostgreSQL, attempts are applied in (subscriber, delivery) order: two
     replicas finishing batches that touch the same subscribers then take their row locks in the same order, and
@@ -40,29 +45,34 @@ async def finish(
     )
     at = max(item.finished_at for item in finished)
     # The events of the log this batch finished: one write per lease, however many of its events.
-    leases: dict[tuple[int, str], int] = {}
+    leases: dict[tuple[int, str], log.Progress] = {}
     for item in finished:
-        if item.claim.lease is not None:
-            key = (item.claim.subscriber_id, item.claim.lease)
-            leases[key] = leases.get(key, 0) + 1
+        claim = item.claim
+        if claim.lease is not None and claim.position is not None:
+            key = (claim.subscriber_id, claim.lease)
+            done = leases.get(key, log.Progress(0, claim.position, False))
+            leases[key] = log.Progress(
+                done.count + 1, max(done.position, claim.position), done.given_back or item.gives_back
+            )
     # The batch's cursors, locked once in id order for the leases it finishes and the next ones it takes: two
     # replicas' batches then lock them in one order (a lock per call, the finish's then the claim's, could cross).
     subscriber_ids = sorted({item.claim.subscriber_id for item in finished})
     await log.hold_cursors(db, subscriber_ids)
     await log.finished(db, dict(sorted(leases.items())), iso(at))
-    lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next delivery
+    lanes: dict[int, list[int]] = {}  # subscriber id -> positions whose lane wants a next run
     for position, (item, reason) in enumerate(zip(finished, disabled, strict=True)):
-        if reason is None:
+        if reason is None and item.last:
             lanes.setdefault(item.claim.subscriber_id, []).append(position)
-    following: dict[int, Claim] = {}
+    following: dict[int, tuple[Claim, ...]] = {}
     if lanes:
         wants = {subscriber_id: len(positions) for subscriber_id, positions in lanes.items()}
-        claims: dict[int, list[Claim]] = {}
-        for claim in await claim_due(db, at, lease_margin, sum(wants.values()), wants, histories, subscriber_ids):
-            claims.setdefault(claim.subscriber_id, []).append(claim)
+        claims: dict[int, list[tuple[Claim, ...]]] = {}
+        claimed = await claim_due(db, at, lease_margin, sum(wants.values()), wants, histories, subscriber_ids, run)
+        for lane in runs(claimed):
+            claims.setdefault(lane[0].subscriber_id, []).append(lane)
         for subscriber_id, positions in lanes.items():
             following.update(zip(positions, claims.get(subscriber_id, []), strict=False))
-    return [Recorded(reason, following.get(position)) for position, reason in enumerate(disabled)]
+    return [Recorded(reason, following.get(position, ())) for position, reason in enumerate(disabled)]
 
 
 class _Streaks:

@@ -42,14 +42,18 @@ async def claim_due(
     wants: Mapping[int, int] | None = None,
     histories: log.Histories | None = None,
     held: Collection[int] = (),
+    run: int = 1,
 ) -> list[Claim]:
-    """Lease up to ``capacity`` due deliveries, honouring each subscriber's in-flight limit: its due delivery rows
-    first (retries, requeued, and rows of before the log), then the next owed events of the log after its cursor.
+    """Lease up to ``capacity`` lanes' work, honouring each subscriber's in-flight limit (in lanes): its due delivery
+    rows first (retries, requeued, and rows of before the log), a lane each, then the next owed events of the log
+    after its cursor, each lane a run of up to ``run`` of them under a lease of its own (`relay.domain.delivery.runs`
+    groups a claim's runs).
 
     A lease lasts the subscriber's timeout plus ``lease_margin``; one that expired (its worker or replica
     died) makes the delivery claimable again. A subscriber with ``max_in_flight = 1`` only ever gets its
-    oldest unfinished delivery, so its order is strict: the log is read only when it has no unfinished row.
-    ``wants`` limits the claim to those subscribers, each to that many (a finished batch's lanes). ``histories``:
+    oldest unfinished delivery, so its order is strict: the log is read only when it has no unfinished row. Its
+    runs are of one event, as are those of a subscriber paced by a rate or waiting for its handshake.
+    ``wants`` limits the claim to those subscribers, each to that many lanes (a finished batch's lanes). ``histories``:
     the filter histories this process read before (`log.Histories`). ``held``: the subscribers whose cursors the
     transaction holds already (`log.hold_cursors`).
 
@@ -63,10 +67,10 @@ async def claim_due(
     #: A rate-limited subscriber's pacing as read, and how many of its rows this claim took.
     paced: dict[int, tuple[Rate, datetime | None, int]] = {}
     after = 0
-    while len(chosen) + len(leased) < capacity:
+    while len(chosen) + _lanes(leased) < capacity:
         # A page of subscribers with room, no more than the room left (each takes one at least, but for its rate).
-        # Their logs are leased together; a subscriber given fewer events than asked leaves room to the next page.
-        reserved = len(chosen) + len(leased)
+        # Their logs are leased together; a subscriber given fewer lanes than asked leaves room to the next page.
+        reserved = len(chosen) + _lanes(leased)
         page = await _subscribers(db, stamp, wants, after, capacity - reserved)
         if not page:
             break
@@ -80,7 +84,8 @@ async def claim_due(
             free = min(row["max_in_flight"] - busy, capacity - reserved)
             if wants is not None:
                 free = min(free, wants[row["id"]])
-            if row["handshake"] and row["granted"] is None:
+            waiting = row["handshake"] and row["granted"] is None
+            if waiting:
                 free = min(free, 1 - busy)  # its receiver is asked first, once: the grant may set a slower rate
             rate, free_at = _rate(row), None
             if rate is not None and free > 0:
@@ -98,7 +103,9 @@ async def claim_due(
                 count = free - len(ids)
             expired = row["expiry"] is not None and row["expiry"] <= stamp
             if count and row["acked"] is not None and (row["log_behind"] or expired):
-                asks.append(log.Want(row["id"], row["leased"], expired, count, expires))
+                # A rate paces events and a handshake's grant may set one: a lane of theirs takes one at a time.
+                length = 1 if row["max_in_flight"] == 1 or rate is not None or waiting else run
+                asks.append(log.Want(row["id"], row["leased"], expired, count, expires, length))
                 keys[row["id"]] = log.history_key(row)
             else:
                 count = 0
@@ -131,6 +138,10 @@ async def claim_due(
     return await _claims(db, chosen, leased, stamp)
 
 
+def _lanes(leased: Sequence[tuple[int, Leased]]) -> int:
+    return len({event.lease for _, event in leased})
+
+
 #: Whether the subscriber ``s`` has delivery rows due (?: now, twice): pending and due, or in flight and expired.
 _ROWS_DUE = (
     "(EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending'"
@@ -139,12 +150,11 @@ _ROWS_DUE = (
 )
 
 
-#: The subscriber ``s``'s deliveries out with workers (?: now, twice): rows in flight and events of the log leased
-#: under leases that hold.
+#: The subscriber ``s``'s lanes out with workers (?: now, twice): rows in flight and the log's leases that hold (a
+#: lane's run of events is one lease, sent one event at a time).
 _BUSY = (
     "((SELECT count(*) FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'in_flight'"
-    " AND d.lease_expires_at > ?) + coalesce((SELECT sum(outstanding) FROM leases l"
-    " WHERE l.subscriber_id = s.id AND l.expires_at > ?), 0))"
+    " AND d.lease_expires_at > ?) + (SELECT count(*) FROM leases l WHERE l.subscriber_id = s.id AND l.expires_at > ?))"
 )
 
 
@@ -301,7 +311,18 @@ async def _claims(db: Db, chosen: list[int], leased: list[tuple[int, Leased]], s
         unpacked = db.dialect.unpack(body, packed)
         part, trigger = parts[subscriber_id], "retry" if event.again else "first"
         claims.append(
-            _claim(part, subscriber_id, event.event_id, unpacked, event.created_at, None, 0, trigger, event.lease)
+            _claim(
+                part,
+                subscriber_id,
+                event.event_id,
+                unpacked,
+                event.created_at,
+                None,
+                0,
+                trigger,
+                event.lease,
+                event.position,
+            )
         )
     return claims
 
@@ -316,6 +337,7 @@ def _claim(
     failures: int,
     trigger: str,
     lease: str | None = None,
+    position: int | None = None,
 ) -> Claim:
     name, url, secrets, timeout, schedule, failing_since, store_response, route = part
     return Claim(
@@ -335,6 +357,7 @@ def _claim(
         store_response,
         route,
         lease,
+        position,
     )
 
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import orjson
 
@@ -22,6 +23,8 @@ from relay.domain.filters import Filter
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso
 from relay.store.rows import Row
+
+_T = TypeVar("_T")
 
 #: Serialises the events' commits across PostgreSQL replicas, so that positions are taken in commit order: a reader
 #: never sees a position above a hole that a transaction still open fills later (a sequence would allow that).
@@ -229,8 +232,10 @@ class Want:
     leased: int
     #: A range of its expired (its worker or replica died): that range is taken over, the others stay with theirs.
     expired: bool
+    #: Lanes: each gets a lease of its own, over a run of up to ``run`` owed events.
     count: int
     expires: datetime
+    run: int = 1
 
 
 @dataclass(frozen=True)
@@ -306,16 +311,18 @@ class _Log:
 async def lease(
     db: Db, wants: Sequence[Want], histories: Mapping[int, History], now: datetime, held: Collection[int] = ()
 ) -> list[tuple[int, Leased]]:
-    """Lease to each subscriber of ``wants`` up to its count of its owed events of the log, the next ones after what
-    is out already; the subscribers at the same place share one read of the log.
+    """Lease each subscriber of ``wants`` up to its count of lanes, each lane a run of up to ``run`` of its owed events
+    of the log under a lease (a range) of its own, the next ones after what is out already; the subscribers at the
+    same place share one read of the log.
 
-    Each claim leases a range of its own, so a lane that finished takes the next events at once while a slow one
-    holds only the cursor's ``acked``. When a range's lease expired (its worker or replica died), that range is taken
-    over (`_take_over`): at least once, so what its worker finished before it died is sent again, but the ranges
-    other workers hold, and those already finished, are not. A range ends at the last event leased, or at the last
-    one read when fewer were owed: it passes the events the filter (as it was at each event) does not match and
-    those with a delivery row for the subscriber (the row is their truth), owing nothing for them. ``held``: the
-    subscribers whose cursors this transaction holds already (`hold_cursors`).
+    A lease per lane is what a subscriber's in-flight limit counts (`deliveries._BUSY`): a lane sends one event at a
+    time, so a run holds one place however long it is, and the lane sends its next event while the last one's record
+    commits. When a range's lease expired (its worker or replica died), that range is taken over (`_take_over`): at
+    least once, so what its worker finished but had not recorded is sent again, but the ranges other lanes hold, and
+    those already finished, are not. The last range ends at the last event read when fewer were owed: it passes the
+    events the filter (as it was at each event) does not match and those with a delivery row for the subscriber (the
+    row is their truth), owing nothing for them. ``held``: the subscribers whose cursors this transaction holds
+    already (`hold_cursors`).
     """
     stamp = iso(now)
     await hold_cursors(db, [want.subscriber_id for want in wants if want.subscriber_id not in held])
@@ -328,14 +335,14 @@ async def lease(
     ranges: list[tuple[str, int, int, int, int, str]] = []
     moved: list[tuple[int, int, str, int]] = []
     for want in sorted(wants, key=lambda want: want.leased):
-        history, token = histories[want.subscriber_id], _token(stamp)
-        taken: list[Leased] = []
+        history, wanted = histories[want.subscriber_id], want.count * want.run
+        taken: list[_Entry] = []
         last, passed = want.leased, 0
         # Read in batches sized to what is asked (a lane wants one or a few): most claims need one batch, a filter that
         # passes most events reads on, up to `SCAN` positions. A filter that takes everything owes every event but
         # those with a row: no more is read than asked.
-        while len(taken) < want.count and passed < SCAN:
-            left = want.count - len(taken)
+        while len(taken) < wanted and passed < SCAN:
+            left = wanted - len(taken)
             size = left if everything[want.subscriber_id] else max(2 * left, 16)
             entries = await read.after(last, min(SCAN - passed, size))
             if not entries:
@@ -343,15 +350,21 @@ async def lease(
             for entry in entries[: SCAN - passed]:
                 last, passed = entry.position, passed + 1
                 if _owes(history, want.subscriber_id, entry):
-                    taken.append(Leased(entry.event_id, last, entry.created_at, token))
-                    if len(taken) >= want.count:
+                    taken.append(entry)
+                    if len(taken) >= wanted:
                         break
         if last == want.leased:
             continue
-        if taken:
-            ranges.append((token, want.subscriber_id, want.leased, last, len(taken), iso(want.expires)))
+        start = want.leased
+        for run in _split(taken, want.count):
+            token = _token(stamp)
+            end = last if run[-1] is taken[-1] else run[-1].position
+            ranges.append((token, want.subscriber_id, start, end, len(run), iso(want.expires)))
+            leased += [
+                (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token)) for entry in run
+            ]
+            start = end
         moved.append((last, last, stamp, want.subscriber_id))
-        leased += [(want.subscriber_id, each) for each in taken]
     if ranges:
         await db.executemany(_INSERT_LEASE, ranges)
     if moved:
@@ -360,10 +373,25 @@ async def lease(
     return leased
 
 
-async def _take_over(db: Db, want: Want, history: History, now: datetime) -> list[tuple[int, Leased]]:
-    """The owed events of ``want``'s expired ranges, oldest first, up to its count, each range's under a new lease.
+def _split(items: Sequence[_T], lanes: int) -> list[Sequence[_T]]:
+    """``items`` in order over at most ``lanes`` runs as even as can be: as many lanes as there are items, up to
+    ``lanes`` (a short backlog is sent in parallel, a long one in runs)."""
+    count = min(lanes, len(items))
+    size, longer = divmod(len(items), count) if count else (0, 0)
+    runs: list[Sequence[_T]] = []
+    start = 0
+    for index in range(count):
+        end = start + size + (1 if index < longer else 0)
+        runs.append(items[start:end])
+        start = end
+    return runs
 
-    What is left of a range past the count stays out under a lease of its own that has already expired, for the next
+
+async def _take_over(db: Db, want: Want, history: History, now: datetime) -> list[tuple[int, Leased]]:
+    """The owed events of ``want``'s expired ranges, oldest first, up to its count of lanes, each lane's run under a
+    new lease.
+
+    What is left of a range past the lanes stays out under a lease of its own that has already expired, for the next
     claim; the dead worker's token is gone, so a finish it reports after all counts for nothing."""
     stamp = iso(now)
     expired = await db.fetch(
@@ -373,27 +401,30 @@ async def _take_over(db: Db, want: Want, history: History, now: datetime) -> lis
         stamp,
     )
     leased: list[tuple[int, Leased]] = []
+    lanes = want.count
     for row in expired:
-        left = want.count - len(leased)
-        if left <= 0:
+        if lanes <= 0:
             break
         after, last = row["after_position"], row["last_position"]
         entries = await _Log(db, attributes=not _takes_everything(history, after)).after(after, last - after)
         owed = [entry for entry in entries if entry.position <= last and _owes(history, want.subscriber_id, entry)]
-        token = _token(stamp)
-        taken = owed[:left]
+        taken = owed[: lanes * want.run]
         end = taken[-1].position if len(taken) < len(owed) else last
         await db.execute("DELETE FROM leases WHERE token = ?", row["token"])
-        rows = [(token, want.subscriber_id, after, end, len(taken), iso(want.expires))] if taken else []
+        rows, start = [], after
+        for run in _split(taken, lanes):
+            token, lanes = _token(stamp), lanes - 1
+            stop = end if run[-1] is taken[-1] else run[-1].position
+            rows.append((token, want.subscriber_id, start, stop, len(run), iso(want.expires)))
+            leased += [
+                (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token, True))
+                for entry in run
+            ]
+            start = stop
         if end < last:  # the rest, for the next claim
-            rest = _token(stamp)
-            rows.append((rest, want.subscriber_id, end, last, len(owed) - len(taken), stamp))
+            rows.append((_token(stamp), want.subscriber_id, end, last, len(owed) - len(taken), stamp))
         if rows:
             await db.executemany(_INSERT_LEASE, rows)
-        leased += [
-            (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token, True))
-            for entry in taken
-        ]
     await db.execute(_ACK_TO_FIRST_RANGE, stamp, want.subscriber_id)
     return leased
 
@@ -427,20 +458,35 @@ def matchable(row: Row) -> Event:
     )
 
 
-async def finished(db: Db, counts: Mapping[tuple[int, str], int], at: str) -> None:
-    """Of each lease (subscriber id, token) of ``counts``, that many events are finished (delivered, or turned into
-    delivery rows). A range with none left goes, and ``acked`` moves to the start of the first range still out (to
-    ``leased`` when none is): one write per lease and one per subscriber, however many events. A lease given up
-    since (it expired and the log was taken over) is gone: nothing. The caller holds the subscribers' cursors
-    (`hold_cursors`)."""
-    if not counts:
+@dataclass(frozen=True)
+class Progress:
+    """What a finish did to one lease: ``count`` of its events finished (delivered, or turned into delivery rows),
+    the last of them at ``position``; ``given_back``: its lane stopped, the rest is for the next claim."""
+
+    count: int
+    position: int
+    given_back: bool
+
+
+async def finished(db: Db, progress: Mapping[tuple[int, str], Progress], at: str) -> None:
+    """Of each lease (subscriber id, token) of ``progress``, that many events are finished. A lane sends its run in
+    order, so the lease's range then starts after the last one finished (a crash sends again only what is after it);
+    a range with none left goes, one given back expires now, and ``acked`` moves to the start of the first range
+    still out (to ``leased`` when none is): one write per lease and one per subscriber, however many events. A lease
+    given up since (it expired and the log was taken over) is gone: nothing. The caller holds the subscribers'
+    cursors (`hold_cursors`)."""
+    if not progress:
         return
-    subscriber_ids = sorted({subscriber_id for subscriber_id, _ in counts})
+    subscriber_ids = sorted({subscriber_id for subscriber_id, _ in progress})
     await db.executemany(
-        "UPDATE leases SET outstanding = outstanding - ? WHERE token = ?",
-        [(count, token) for (_, token), count in counts.items()],
+        "UPDATE leases SET outstanding = outstanding - ?,"
+        " after_position = CASE WHEN after_position < ? THEN ? ELSE after_position END WHERE token = ?",
+        [(done.count, done.position, done.position, token) for (_, token), done in progress.items()],
     )
-    await db.executemany("DELETE FROM leases WHERE token = ? AND outstanding <= 0", [(token,) for _, token in counts])
+    await db.executemany("DELETE FROM leases WHERE token = ? AND outstanding <= 0", [(token,) for _, token in progress])
+    given_back = [(at, token) for (_, token), done in progress.items() if done.given_back]
+    if given_back:
+        await db.executemany("UPDATE leases SET expires_at = ? WHERE token = ?", given_back)
     await db.executemany(_ACK_TO_FIRST_RANGE, [(at, subscriber_id) for subscriber_id in subscriber_ids])
 
 
