@@ -1,11 +1,12 @@
-"""The HTTP sender: one POST per attempt through an SSRF-guarded aiohttp session (relay/deliver/session.py, made
-at the first request), every failure an Outcome."""
+"""The HTTP sender: one POST per attempt over the project's own SSRF-guarded HTTP/1.1 client (relay/deliver/wire/,
+imported and made at the first request), every failure an Outcome."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from ssl import SSLContext
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,8 @@ from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
 from relay.domain.delivery import Attempt, Outcome
 
 if TYPE_CHECKING:
-    import aiohttp
+    from relay.deliver.wire.pool import Pool
+    from relay.deliver.wire.target import Targets
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 #: URL verdicts kept (one per subscriber URL in practice); beyond this the cache starts over.
@@ -53,7 +55,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 def forbidden_cause(exc: BaseException) -> ForbiddenDestination | None:
-    """The guard's refusal, if it is anywhere in the exception chain (aiohttp may wrap it)."""
+    """The guard's refusal, if it is anywhere in the exception chain (a wrapper may hide it)."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ForbiddenDestination):
@@ -63,7 +65,10 @@ def forbidden_cause(exc: BaseException) -> ForbiddenDestination | None:
 
 
 class Sender:
-    """Sends delivery attempts over one keep-alive aiohttp session; `send` never raises for network errors."""
+    """Sends delivery attempts over one pool of keep-alive connections; `send` never raises for network errors.
+
+    ``ssl_context`` is for tests (a local CA); the default verifies certificates against the system's store.
+    """
 
     def __init__(
         self,
@@ -72,25 +77,28 @@ class Sender:
         connector_limit: int = 256,
         body_limit: int = 4096,
         user_agent: str = "cos-relay",
+        ssl_context: SSLContext | None = None,
     ) -> None:
         self._policy = policy
         self._connector_limit = connector_limit
         self._body_limit = body_limit
         self._user_agent = user_agent
+        self._ssl_context = ssl_context
         self._started = False
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
+        self._targets: Targets | None = None
         #: URL -> why the policy refuses it (None: allowed). The policy is fixed, so the verdict is too.
         self._verdicts: dict[str, str | None] = {}
 
     async def start(self) -> None:
-        """Ready to send; the session itself is made at the first request (see relay/deliver/session.py)."""
+        """Ready to send; the connection pool itself is made at the first request (see relay/deliver/wire/)."""
         self._started = True
 
     async def close(self) -> None:
         self._started = False
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
 
     async def __aenter__(self) -> Sender:
         await self.start()
@@ -117,25 +125,38 @@ class Sender:
     # ASYNC109: the deadline is per subscriber and ends as an Outcome, not as the caller's cancellation.
     async def send(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Attempt:
         """POST ``body`` to ``url``; the whole attempt (connect, send, bounded read) ends by ``timeout``."""
-        attempt, _ = await self.exchange("POST", url, body, headers, timeout=timeout)
+        attempt, _ = await self._request("POST", url, body, headers, timeout, answer=False)
         return attempt
 
     async def exchange(
         self, method: str, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float
     ) -> tuple[Attempt, Mapping[str, str]]:
-        """One request and the answer's headers (empty when none came): `send`, and the CloudEvents handshake's
-        OPTIONS, whose answer is in its headers."""
+        """One request and the answer's headers (empty when none came; names case-insensitive): `send`, and the
+        CloudEvents handshake's OPTIONS, whose answer is in its headers."""
+        return await self._request(method, url, body, headers, timeout, answer=True)
+
+    async def _request(
+        self, method: str, url: str, body: bytes, headers: Mapping[str, str], timeout: float, *, answer: bool
+    ) -> tuple[Attempt, Mapping[str, str]]:
         if not self._started:
             raise RuntimeError("Sender.send() before start()")
         refusal = self._refusal(url)
         if refusal is not None:
             return Attempt(Outcome.SSRF_BLOCKED, None, 0.0, refusal, b"", None), {}
-        from relay.deliver import session
+        # Imported here, not at the top: see relay/deliver/wire/__init__.py.
+        from relay.deliver.wire import exchange, pool, target
 
-        if self._session is None:  # no await since the test: concurrent first requests share one session
-            self._session = session.open_session(
-                self._policy, connector_limit=self._connector_limit, user_agent=self._user_agent
-            )
-        return await session.request(
-            self._session, method, url, body, headers, timeout=timeout, body_limit=self._body_limit
+        if self._pool is None or self._targets is None:  # no await since: concurrent first requests share one pool
+            self._pool = pool.Pool(self._policy, limit=self._connector_limit, ssl_context=self._ssl_context)
+            self._targets = target.Targets()
+        return await exchange.request(
+            self._pool,
+            self._targets.of(url),
+            method,
+            body,
+            headers,
+            timeout=timeout,
+            body_limit=self._body_limit,
+            user_agent=self._user_agent,
+            answer=answer,
         )
