@@ -3,7 +3,7 @@
 On the HTTP loop, deliveries waited behind every ready request; on a loop of their own, the GIL's
 forced switching gives them a share of the CPU whatever ingest does. The worker itself stays the
 steppable core (tests drive it with ``run_once``); this module is only the edge that owns the thread,
-its loop, and the destinations' sessions and connections (an aiohttp session belongs to the loop that made it).
+its loop, and the destinations' connections (a connection belongs to the loop that made it).
 """
 
 from __future__ import annotations

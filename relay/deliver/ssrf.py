@@ -157,7 +157,8 @@ class AddressPolicy:
         """Refuse URLs of other ``schemes``, credentials in URLs (unless ``credentials``: a broker's login), and
         IP-literal hosts that are forbidden.
 
-        Parsed with yarl, the parser aiohttp itself uses, so what is checked is what is connected to.
+        Parsed with yarl, as the sender's client parses it (relay/deliver/wire/target.py), so what is checked is what
+        is connected to.
         Host names are checked again, address by address, when they are resolved (see `resolve`).
         """
         try:
@@ -168,7 +169,7 @@ class AddressPolicy:
             raise ForbiddenDestination(f"scheme {parsed.scheme!r} is not {' or '.join(schemes)}")
         if not credentials and (parsed.raw_user is not None or parsed.raw_password is not None):
             raise ForbiddenDestination("URL must not carry credentials (userinfo)")
-        # `host` is decoded (IDN, IPv6 zone), `raw_host` is what aiohttp connects to. Decoding a bad
+        # `host` is decoded (IDN, IPv6 zone), `raw_host` is what the sender connects to. Decoding a bad
         # A-label ("xn--zz") raises UnicodeError, a ValueError.
         try:
             host, raw_host = parsed.host, parsed.raw_host

@@ -176,18 +176,16 @@ class Pool:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the request goes in one write
             await loop.sock_connect(sock, (address, target.port))
             if not target.tls:
-                transport, connection = await loop.create_connection(Connection, sock=sock)
+                _, connection = await loop.create_connection(Connection, sock=sock)
             else:
                 if self._ssl is None:
                     # Made once, at the first https URL: loading the CA store costs milliseconds.
                     self._ssl = ssl.create_default_context()
                 # The certificate must name the URL's host, not the address connected to.
                 hostname = target.host.rstrip(".")
-                transport, connection = await loop.create_connection(
+                _, connection = await loop.create_connection(
                     Connection, sock=sock, ssl=self._ssl, server_hostname=hostname
                 )
-            # uvloop may call connection_made only after create_connection returns: the transport is usable now.
-            connection.transport = transport
             return connection
         except BaseException:
             sock.close()

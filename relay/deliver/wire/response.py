@@ -66,6 +66,8 @@ class Connection(asyncio.Protocol):
         self._room = 0
         self._over = False
         self._framed = False
+        #: The final response ended (whole, cut or failed): what the parser reads after it is not this request's.
+        self._ended = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
 
@@ -112,7 +114,7 @@ class Connection(asyncio.Protocol):
         """Write ``request`` and expect its response, keeping at most ``body_limit`` bytes of the body; the future
         is done when the response ended (see `error`, `complete`, `reusable`)."""
         self._parser = HttpResponseParser(self)
-        self.status, self.headers, self.error, self.complete = None, [], None, False
+        self.status, self.headers, self.error, self.complete, self._ended = None, [], None, False, False
         self._keep_alive, self._chunks, self._room, self._over, self._framed = False, [], body_limit, False, False
         self._waiter = waiter = asyncio.get_running_loop().create_future()
         transport = self.transport
@@ -142,7 +144,7 @@ class Connection(asyncio.Protocol):
     def _end(self, *, complete: bool) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            self.complete = complete
+            self.complete, self._ended = complete, True
             waiter.set_result(None)
 
     def _fail(self, error: ResponseFailed) -> None:
@@ -155,19 +157,27 @@ class Connection(asyncio.Protocol):
     # --- httptools callbacks ------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.complete:  # a second response to one request: the stream is out of step
+        if self._ended:  # a second response to one request: the stream is out of step
             self._keep_alive = False
 
+    # After the final response, callbacks are a second response in the same read: not this request's.
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._ended:
+            return
         self.headers.append((name, value))
         if name.lower() in _FRAMING:
             self._framed = True
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
+        if self._ended:
+            return
         self.status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
+        if self._ended:
+            return
         room = self._room
         if len(body) > room:
             self._over = True
@@ -178,12 +188,12 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self._parser is not None
+        if self._ended:
+            return
         status = self.status
         if status is not None and 100 <= status < 200 and status != 101:
             # An interim answer (103 Early Hints, an unasked 100): the final one follows on the same stream.
             self.status, self.headers, self._framed = None, [], False
-            return
-        if self._waiter is None or self._waiter.done():
             return
         self._keep_alive = self._parser.should_keep_alive()
         self._end(complete=not self._over)
