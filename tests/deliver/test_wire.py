@@ -230,6 +230,33 @@ async def test_the_pool_holds_at_most_its_limit_of_connections(script: Scripted)
     assert script.connections == 2
 
 
+async def test_a_connection_whose_request_is_still_being_written_is_not_reused() -> None:
+    """A server may answer before it read the body; a connection with part of a request still to write would
+    carry the rest into the next request."""
+    connections = 0
+    done = asyncio.Event()
+
+    async def answer_unread(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+        await done.wait()  # the body is never read
+        writer.close()
+
+    server = await asyncio.start_server(answer_unread, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        async with Sender(LOOPBACK) as sender:
+            first = await sender.send(url, bytes(64 * 1024 * 1024), {}, timeout=5)
+            second = await sender.send(url, BODY, {}, timeout=5)
+    finally:
+        done.set()
+        server.close()
+    assert (first.status, second.status) == (413, 413)
+    assert connections == 2
+
+
 async def test_an_interim_1xx_answer_is_skipped_for_the_final_one(script: Scripted) -> None:
     async with Sender(LOOPBACK) as sender:
         attempt = await send(sender, script.url("/early-hints"))

@@ -132,8 +132,17 @@ class Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        """Whether another request may use this connection: its last response ended cleanly and keeps it."""
-        return self.complete and self._keep_alive and not self.closed and self.error is None
+        """Whether another request may use this connection: its last response ended cleanly and keeps it, and the
+        request is all written (a server may answer before it read the whole body)."""
+        transport = self.transport
+        return (
+            self.complete
+            and self._keep_alive
+            and not self.closed
+            and self.error is None
+            and transport is not None
+            and not transport.get_write_buffer_size()
+        )
 
     def close(self) -> None:
         """Drop the connection without ceremony: nothing on it is worth flushing."""
