@@ -59,6 +59,9 @@ class Scripted:
     answers: dict[str, bytes | None]
     #: Paths after whose answer the server closes the connection.
     close_after: set[str] = field(default_factory=set)
+    #: Paths answered only as a connection's first request: later, the server hangs up instead (as one that
+    #: closed an idle connection just as it was reused).
+    first_only: set[str] = field(default_factory=set)
     port: int = 0
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
@@ -66,15 +69,18 @@ class Scripted:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         number, self.connections = self.connections, self.connections + 1
+        served = 0
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = re.search(rb"(?im)^content-length: *(\d+)", head)
                 body = await reader.readexactly(int(length.group(1)) if length else 0)
                 self.requests.append(Request(number, head, body))
-                answer = self.answers[head.split(b" ")[1].split(b"?")[0].decode()]
-                if answer is None:
+                path = head.split(b" ")[1].split(b"?")[0].decode()
+                answer = self.answers[path]
+                if answer is None or (path in self.first_only and served):
                     break
+                served += 1
                 writer.write(answer)
                 await writer.drain()
                 if head.split(b" ")[1].decode() in self.close_after:
@@ -113,6 +119,7 @@ async def script() -> AsyncIterator[Scripted]:
             "/exactly-100": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100,
         },
         close_after={"/until-close", "/then-close", "/short"},
+        first_only={"/origin"},
     )
     server = await serve(scripted)
     try:
@@ -271,6 +278,19 @@ async def test_the_answers_headers_are_case_insensitive(script: Scripted) -> Non
     assert answer["webhook-allowed-origin"] == answer["WebHook-Allowed-Origin"] == "relay.example"
     assert dict(unanswered) == {}
     assert script.requests[0].head.startswith(b"OPTIONS /origin HTTP/1.1\r\n")
+
+
+async def test_an_options_on_a_kept_alive_connection_the_server_dropped_is_asked_again_a_post_is_not(
+    script: Scripted,
+) -> None:
+    async with Sender(LOOPBACK) as sender:
+        first, _ = await sender.exchange("OPTIONS", script.url("/origin"), b"", {}, timeout=5)
+        again, answer = await sender.exchange("OPTIONS", script.url("/origin"), b"", {}, timeout=5)
+        posted = await send(sender, script.url("/origin"))
+    assert (first.status, again.status, answer.get("WebHook-Allowed-Origin")) == (200, 200, "relay.example")
+    assert (posted.outcome, posted.error) == (Outcome.CONNECTION_ERROR, "ServerDisconnectedError")
+    # The OPTIONS asked on connection 0 again, then on a new one; the POST, once, on that one kept alive.
+    assert [request.connection for request in script.requests] == [0, 0, 1, 1]
 
 
 # --- failures --------------------------------------------------------------------------------------------

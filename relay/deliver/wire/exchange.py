@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 
 from relay.deliver.client import CLOUDEVENTS_JSON, forbidden_cause, outcome_for, parse_retry_after
 from relay.deliver.wire.pool import ConnectFailed, LookupFailed, Pool
-from relay.deliver.wire.response import Connection, ResponseFailed
+from relay.deliver.wire.response import Connection, ResponseFailed, ServerDisconnected
 from relay.deliver.wire.target import Target
 from relay.domain.delivery import Attempt, Outcome
 
@@ -22,6 +22,7 @@ _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: Header names the client writes itself, whatever the caller passes: the body's framing is the client's.
 _FRAMING = frozenset(("content-length", "transfer-encoding"))
 _RETRY_AFTER = b"retry-after"
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 _NO_HEADERS: Mapping[str, str] = {}
 
 
@@ -102,10 +103,17 @@ async def request(
     try:
         try:
             message = head(method, target, headers, len(body), user_agent)
+            request = message + body  # one write: with TCP_NODELAY, two writes would go as two packets
             async with asyncio.timeout(timeout):
                 connection = await pool.acquire(target)
-                # One write: with TCP_NODELAY, head and body in two writes would go as two packets.
-                await connection.send(message + body, body_limit)
+                await connection.send(request, body_limit)
+                if method in _IDEMPOTENT and connection.reused and isinstance(connection.error, ServerDisconnected):
+                    # A kept-alive connection the server closed as it was reused: an idempotent request is asked
+                    # again once, on a new connection (RFC 9112, 9.3.1; aiohttp did the same). Never a POST.
+                    pool.release(connection)
+                    connection = None
+                    connection = await pool.acquire(target, fresh=True)
+                    await connection.send(request, body_limit)
         except TimeoutError:
             return failed(Outcome.TIMEOUT, f"timeout after {timeout:g}s")
         except Exception as exc:

@@ -55,12 +55,12 @@ class Pool:
         self._addresses: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._closed = False
 
-    async def acquire(self, target: Target) -> Connection:
-        """A connection to ``target``'s origin: an idle one, else a new one (which may raise `ForbiddenDestination`,
-        `LookupFailed` or `ConnectFailed`)."""
+    async def acquire(self, target: Target, *, fresh: bool = False) -> Connection:
+        """A connection to ``target``'s origin: an idle one (unless ``fresh``), else a new one (which may raise
+        `ForbiddenDestination`, `LookupFailed` or `ConnectFailed`)."""
         await self._slots.acquire()
         try:
-            idle = self._idle.get(target.key)
+            idle = None if fresh else self._idle.get(target.key)
             now = time.monotonic()
             while idle:
                 connection, since = idle.pop()

@@ -54,6 +54,8 @@ class Connection(asyncio.Protocol):
         self.key: tuple[str, str, int] = ("", "", 0)
         #: Set once the transport is gone; an idle connection so marked is never handed out again.
         self.closed = False
+        #: Requests sent on it so far, the one in progress included.
+        self.requests = 0
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.error: ResponseFailed | None = None
@@ -116,6 +118,7 @@ class Connection(asyncio.Protocol):
         self._parser = HttpResponseParser(self)
         self.status, self.headers, self.error, self.complete, self._ended = None, [], None, False, False
         self._keep_alive, self._chunks, self._room, self._over, self._framed = False, [], body_limit, False, False
+        self.requests += 1
         self._waiter = waiter = asyncio.get_running_loop().create_future()
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
@@ -125,6 +128,11 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(request)
         return waiter
+
+    @property
+    def reused(self) -> bool:
+        """Whether the request in progress is not the connection's first (it was kept alive for it)."""
+        return self.requests > 1
 
     @property
     def body(self) -> bytes:
