@@ -323,6 +323,17 @@ async def test_a_name_that_does_not_resolve_is_a_dns_failure(script: Scripted) -
     assert (attempt.outcome, attempt.error) == (Outcome.CONNECTION_ERROR, "DNS lookup failed (gaierror)")
 
 
+async def test_a_name_with_several_addresses_is_served_by_one_that_answers(script: Scripted) -> None:
+    @dataclass(frozen=True)
+    class Two(AddressPolicy):
+        async def resolve(self, host: str, port: int) -> list[str]:
+            return ["127.0.0.2", "127.0.0.1"]  # nothing listens on the first: refused
+
+    async with Sender(Two(allow=LOOPBACK.allow)) as sender:
+        attempt = await send(sender, script.url("/ok", host="hooks.example"))
+    assert (attempt.outcome, attempt.response_body) == (Outcome.SUCCESS, b"ok")
+
+
 # --- https -----------------------------------------------------------------------------------------------
 
 

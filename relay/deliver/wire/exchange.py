@@ -60,7 +60,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, LookupFailed):
         return f"DNS lookup failed ({type(exc.os_error).__name__})"
     if isinstance(exc, ConnectFailed):
-        return type(exc.os_error).__name__
+        return type(exc.cause).__name__
     if isinstance(exc, ResponseFailed):
         return exc.label
     return type(exc).__name__
@@ -120,7 +120,7 @@ async def request(
             forbidden = forbidden_cause(exc)
             if forbidden is not None:
                 return failed(Outcome.SSRF_BLOCKED, str(forbidden))
-            if isinstance(exc, OSError | ValueError):
+            if isinstance(exc, OSError | ValueError | ConnectFailed):
                 return failed(Outcome.CONNECTION_ERROR, describe(exc))
             raise
         if connection.error is not None:

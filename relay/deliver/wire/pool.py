@@ -8,6 +8,8 @@ import ssl
 import time
 from collections import deque
 
+from aiohappyeyeballs import AddrInfoType, start_connection
+
 from relay.deliver.ssrf import AddressPolicy
 from relay.deliver.wire.response import Connection
 from relay.deliver.wire.target import Target
@@ -18,6 +20,8 @@ KEEPALIVE = 15.0
 DNS_TTL = 10.0
 #: Names whose addresses are kept; beyond this the cache starts over.
 DNS_CACHE = 1024
+#: RFC 8305's connection attempt delay, as aiohttp used it.
+HAPPY_EYEBALLS_DELAY = 0.25
 
 
 class LookupFailed(OSError):
@@ -28,15 +32,16 @@ class LookupFailed(OSError):
         self.os_error = os_error
 
 
-class ConnectFailed(OSError):
-    """No vetted address took the connection (refused, unreachable, the TLS handshake or certificate failed).
+class ConnectFailed(Exception):
+    """No vetted address took the connection (refused, unreachable, the TLS handshake or certificate failed);
+    `cause` says how.
 
     Wrapped so a connect's own ETIMEDOUT is not mistaken for the attempt's deadline.
     """
 
-    def __init__(self, os_error: OSError) -> None:
-        super().__init__(os_error.errno, os_error.strerror)
-        self.os_error = os_error
+    def __init__(self, cause: OSError | RuntimeError) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
 
 
 class Pool:
@@ -153,39 +158,45 @@ class Pool:
         addresses = [target.host] if target.literal else await self._vetted(target.host, target.port)
         if self._busy + self._idle_count >= self._limit:
             self._evict_one()
-        failure: OSError | None = None
-        for address in addresses:  # in the resolver's order, as aiohttp tried them (without happy eyeballs)
-            try:
-                connection = await self._open(address, target)
-            except OSError as exc:
-                failure = exc
-            else:
-                connection.key = target.key
-                self._all.add(connection)
-                return connection
-        assert failure is not None  # the policy never returns no address: getaddrinfo raises instead
-        raise ConnectFailed(failure) from failure
-
-    async def _open(self, address: str, target: Target) -> Connection:
-        """A connection to exactly ``address``: a socket of our own, so no lookup can happen after the vetting."""
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        infos: list[AddrInfoType] = [
+            (
+                socket.AF_INET6 if ":" in address else socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (address, target.port),
+            )
+            for address in addresses
+        ]
         try:
-            sock.setblocking(False)
+            # Exactly the vetted addresses, no lookup of its own; a name with several is raced as aiohttp raced
+            # them (RFC 8305: the next address 0.25 s after the last, families interleaved), so an unreachable
+            # IPv6 address does not hold the attempt until its deadline. uvloop may raise RuntimeError here.
+            sock = await start_connection(infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY)
+        except (OSError, RuntimeError) as exc:
+            raise ConnectFailed(exc) from exc
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the request goes in one write
-            await loop.sock_connect(sock, (address, target.port))
+            connection = await self._handshake(sock, target)
+        except OSError as exc:
+            raise ConnectFailed(exc) from exc
+        connection.key = target.key
+        self._all.add(connection)
+        return connection
+
+    async def _handshake(self, sock: socket.socket, target: Target) -> Connection:
+        """The connected socket as a transport with its protocol, after the TLS handshake for https."""
+        loop = asyncio.get_running_loop()
+        try:
             if not target.tls:
                 _, connection = await loop.create_connection(Connection, sock=sock)
-            else:
-                if self._ssl is None:
-                    # Made once, at the first https URL: loading the CA store costs milliseconds.
-                    self._ssl = ssl.create_default_context()
-                # The certificate must name the URL's host, not the address connected to.
-                hostname = target.host.rstrip(".")
-                _, connection = await loop.create_connection(
-                    Connection, sock=sock, ssl=self._ssl, server_hostname=hostname
-                )
+                return connection
+            if self._ssl is None:
+                # Made once, at the first https URL: loading the CA store costs milliseconds.
+                self._ssl = ssl.create_default_context()
+            # The certificate must name the URL's host, not the address connected to.
+            hostname = target.host.rstrip(".")
+            _, connection = await loop.create_connection(Connection, sock=sock, ssl=self._ssl, server_hostname=hostname)
             return connection
         except BaseException:
             sock.close()
