@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from ssl import SSLContext
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,8 @@ from relay.deliver.ssrf import AddressPolicy, ForbiddenDestination
 from relay.domain.delivery import Attempt, Outcome
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
     from relay.deliver.wire.pool import Pool
     from relay.deliver.wire.target import Targets
 

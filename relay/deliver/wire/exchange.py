@@ -103,17 +103,17 @@ async def request(
     try:
         try:
             message = head(method, target, headers, len(body), user_agent)
-            request = message + body  # one write: with TCP_NODELAY, two writes would go as two packets
+            outgoing = message + body  # one write: with TCP_NODELAY, two writes would go as two packets
             async with asyncio.timeout(timeout):
                 connection = await pool.acquire(target)
-                await connection.send(request, body_limit)
+                await connection.send(outgoing, body_limit)
                 if method in _IDEMPOTENT and connection.reused and isinstance(connection.error, ServerDisconnected):
                     # A kept-alive connection the server closed as it was reused: an idempotent request is asked
                     # again once, on a new connection (RFC 9112, 9.3.1; aiohttp did the same). Never a POST.
                     pool.release(connection)
                     connection = None
                     connection = await pool.acquire(target, fresh=True)
-                    await connection.send(request, body_limit)
+                    await connection.send(outgoing, body_limit)
         except TimeoutError:
             return failed(Outcome.TIMEOUT, f"timeout after {timeout:g}s")
         except Exception as exc:

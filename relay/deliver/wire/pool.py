@@ -71,8 +71,8 @@ class Pool:
                 connection, since = idle.pop()
                 self._idle_count -= 1
                 transport = connection.transport
-                fresh = now - since < KEEPALIVE
-                if fresh and not connection.closed and transport is not None and not transport.is_closing():
+                alive = now - since < KEEPALIVE
+                if alive and not connection.closed and transport is not None and not transport.is_closing():
                     self._busy += 1
                     return connection
                 self._drop(connection)
