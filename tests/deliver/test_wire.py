@@ -312,6 +312,50 @@ async def test_a_broken_answer_is_a_connection_error_named_as_aiohttp_named_it(
     assert (attempt.outcome, attempt.status, attempt.error) == (Outcome.CONNECTION_ERROR, status, error)
 
 
+@pytest.mark.parametrize(
+    "endless",
+    [b"X-Pad: " + b"a" * 1000 + b"\r\n", b"a" * 1000],  # headers without end; one header line without end
+    ids=["headers", "line"],
+)
+async def test_a_head_without_end_is_refused_at_64_kib_not_read_until_the_deadline(endless: bytes) -> None:
+    done = asyncio.Event()
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        try:
+            while not done.is_set():
+                writer.write(endless * 64)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        async with Sender(LOOPBACK) as sender:
+            attempt = await sender.send(url, BODY, {}, timeout=30)
+    finally:
+        done.set()
+        server.close()
+    assert (attempt.outcome, attempt.status, attempt.error) == (
+        Outcome.CONNECTION_ERROR,
+        None,
+        "ClientResponseError",
+    )
+    assert attempt.duration < 5
+
+
+async def test_a_large_head_within_the_bound_is_read(script: Scripted) -> None:
+    cookies = b"".join(b"Set-Cookie: c%d=%s\r\n" % (number, b"v" * 4000) for number in range(12))
+    script.answers["/cookies"] = b"HTTP/1.1 200 OK\r\n" + cookies + b"Content-Length: 2\r\n\r\nok"
+    async with Sender(LOOPBACK) as sender:
+        attempt, answer = await sender.exchange("POST", script.url("/cookies"), BODY, {}, timeout=5)
+    assert (attempt.outcome, attempt.response_body) == (Outcome.SUCCESS, b"ok")
+    assert sum(name.lower() == "set-cookie" for name, _ in answer.items()) == 12
+
+
 async def test_a_name_that_does_not_resolve_is_a_dns_failure(script: Scripted) -> None:
     @dataclass(frozen=True)
     class Unknown(AddressPolicy):

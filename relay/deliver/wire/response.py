@@ -18,6 +18,10 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 #: The headers that give a body an end other than the connection's close.
 _FRAMING = frozenset((b"content-length", b"transfer-encoding"))
+#: What a response may carry besides its body (status line, headers, chunk framing, trailers, interim answers):
+#: past this it is refused, so a subscriber that sends headers without end cannot grow the gateway's memory until
+#: the deadline (the receiving side caps a request's head at 64 KiB too).
+MAX_HEAD = 64 * 1024
 
 
 class ResponseFailed(Exception):
@@ -45,6 +49,11 @@ class MalformedResponse(ResponseFailed):
     label = "ClientResponseError"
 
 
+class HeadTooLarge(MalformedResponse):
+    """More than `MAX_HEAD` bytes of a response were not its body (aiohttp refused over-long lines, under the same
+    name)."""
+
+
 class Connection(asyncio.Protocol):
     """An asyncio protocol, and httptools' callbacks for the response in progress."""
 
@@ -68,6 +77,9 @@ class Connection(asyncio.Protocol):
         self._room = 0
         self._over = False
         self._framed = False
+        #: Bytes fed to the parser, and of them the body's (kept or not): the rest is the head's.
+        self._fed = 0
+        self._body_seen = 0
         #: The final response ended (whole, cut or failed): what the parser reads after it is not this request's.
         self._ended = False
 
@@ -83,6 +95,7 @@ class Connection(asyncio.Protocol):
             # Bytes nobody asked for: this connection's framing can no longer be trusted.
             self.close()
             return
+        self._fed += len(data)
         try:
             parser.feed_data(data)
         except HttpParserUpgrade:
@@ -93,9 +106,13 @@ class Connection(asyncio.Protocol):
         except HttpParserError:
             self._fail(MalformedResponse())
             return
-        if not waiter.done() and (self._over or (self._room == 0 and self._chunks)):
+        if waiter.done():
+            return
+        if self._over or (self._room == 0 and self._chunks):
             # The body went past the limit, or filled it and goes on: keep what fits, never drain the rest.
             self._end(complete=False)
+        elif self._fed - self._body_seen > MAX_HEAD:
+            self._fail(HeadTooLarge())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -118,6 +135,7 @@ class Connection(asyncio.Protocol):
         self._parser = HttpResponseParser(self)
         self.status, self.headers, self.error, self.complete, self._ended = None, [], None, False, False
         self._keep_alive, self._chunks, self._room, self._over, self._framed = False, [], body_limit, False, False
+        self._fed = self._body_seen = 0
         self.requests += 1
         self._waiter = waiter = asyncio.get_running_loop().create_future()
         transport = self.transport
@@ -195,6 +213,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._ended:
             return
+        self._body_seen += len(body)
         room = self._room
         if len(body) > room:
             self._over = True
