@@ -7,6 +7,7 @@ import asyncio
 import re
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -354,6 +355,23 @@ async def test_a_large_head_within_the_bound_is_read(script: Scripted) -> None:
         attempt, answer = await sender.exchange("POST", script.url("/cookies"), BODY, {}, timeout=5)
     assert (attempt.outcome, attempt.response_body) == (Outcome.SUCCESS, b"ok")
     assert sum(name.lower() == "set-cookie" for name, _ in answer.items()) == 12
+
+
+async def test_a_reset_before_the_answer_is_a_connection_error_named_as_aiohttp_named_it() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends an RST
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        async with Sender(LOOPBACK) as sender:
+            attempt = await sender.send(url, BODY, {}, timeout=5)
+    finally:
+        server.close()
+    assert (attempt.outcome, attempt.status, attempt.error) == (Outcome.CONNECTION_ERROR, None, "ClientOSError")
 
 
 async def test_a_name_that_does_not_resolve_is_a_dns_failure(script: Scripted) -> None:

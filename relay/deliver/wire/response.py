@@ -37,6 +37,12 @@ class ServerDisconnected(ResponseFailed):
     label = "ServerDisconnectedError"
 
 
+class ConnectionLost(ServerDisconnected):
+    """The connection was reset (or failed otherwise) before a status line came."""
+
+    label = "ClientOSError"
+
+
 class IncompleteBody(ResponseFailed):
     """The connection closed in the middle of a body whose length was announced (Content-Length or chunked)."""
 
@@ -121,7 +127,7 @@ class Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         if self.status is None:
-            self._fail(ServerDisconnected())
+            self._fail(ServerDisconnected() if exc is None else ConnectionLost())
         elif self._framed:
             self._fail(IncompleteBody())
         else:
