@@ -46,8 +46,8 @@ from relay.store.ops import (
     console,
     deliveries,
     handshakes,
+    histories,
     implied,
-    log,
     queries,
     reconcile,
     retention,
@@ -191,9 +191,9 @@ class SqlStore(ABC):
     # -- the delivery worker ----------------------------------------------------------------------
 
     @cached_property
-    def _histories(self) -> log.Histories:
+    def _histories(self) -> histories.Histories:
         """The subscribers' filter histories as this process's claims last read them."""
-        return log.Histories()
+        return histories.Histories()
 
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int, run: int = 1) -> list[Claim]:
         operation = partial(

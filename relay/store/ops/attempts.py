@@ -10,13 +10,14 @@ from relay.store.db import Db
 from relay.store.formats import iso
 from relay.store.ops import log
 from relay.store.ops.deliveries import claim_due
+from relay.store.ops.histories import Histories
 
 
 async def finish(
     db: Db,
     finished: Sequence[Finished],
     lease_margin: timedelta,
-    histories: log.Histories | None = None,
+    histories: Histories | None = None,
     run: int = 1,
 ) -> list[Recorded]:
     """Record a batch of attempts, apply their decisions, and lease each lane whose run ended its subscriber's next

@@ -23,6 +23,7 @@ from relay.domain.destinations import ContentMode, Kind, Rate, Route, parse_rate
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso, when
 from relay.store.ops import log
+from relay.store.ops.histories import HISTORY_KEY, Histories, history_key
 from relay.store.ops.log import Leased
 from relay.store.rows import Row, signing_secrets
 
@@ -40,7 +41,7 @@ async def claim_due(
     lease_margin: timedelta,
     capacity: int,
     wants: Mapping[int, int] | None = None,
-    histories: log.Histories | None = None,
+    histories: Histories | None = None,
     held: Collection[int] = (),
     run: int = 1,
 ) -> list[Claim]:
@@ -54,14 +55,14 @@ async def claim_due(
     oldest unfinished delivery, so its order is strict: the log is read only when it has no unfinished row. Its
     runs are of one event, as are those of a subscriber paced by a rate or waiting for its handshake.
     ``wants`` limits the claim to those subscribers, each to that many lanes (a finished batch's lanes). ``histories``:
-    the filter histories this process read before (`log.Histories`). ``held``: the subscribers whose cursors the
+    the filter histories this process read before (`Histories`). ``held``: the subscribers whose cursors the
     transaction holds already (`log.hold_cursors`).
 
     The subscribers' state comes in one statement, and their logs are leased together (`log.lease`): a claim costs
     statements per subscriber only for its delivery rows and its rate.
     """
     stamp = iso(now)
-    histories = histories or log.Histories()
+    histories = histories or Histories()
     chosen: list[int] = []
     leased: list[tuple[int, Leased]] = []
     #: A rate-limited subscriber's pacing as read, and how many of its rows this claim took.
@@ -106,7 +107,7 @@ async def claim_due(
                 # A rate paces events and a handshake's grant may set one: a lane of theirs takes one at a time.
                 length = 1 if row["max_in_flight"] == 1 or rate is not None or waiting else run
                 asks.append(log.Want(row["id"], row["leased"], expired, count, expires, length))
-                keys[row["id"]] = log.history_key(row)
+                keys[row["id"]] = history_key(row)
             else:
                 count = 0
             if rate is not None:
@@ -170,7 +171,7 @@ _STATE = (
     f" {_ROWS_DUE} AS rows_due,"
     " (EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'pending')"
     " OR EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = s.id AND d.state = 'in_flight')) AS unfinished,"
-    f" {log.HISTORY_KEY} FROM subscribers s LEFT JOIN cursors c ON c.subscriber_id = s.id"
+    f" {HISTORY_KEY} FROM subscribers s LEFT JOIN cursors c ON c.subscriber_id = s.id"
 )
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from relay.domain.filters import Filter
 from relay.store.answers import Delivery
 from relay.store.db import Db
-from relay.store.ops.log import HEAD, filter_at, filter_histories, matchable
+from relay.store.ops.histories import filter_at, filter_histories, matchable
+from relay.store.ops.log import HEAD
 from relay.store.records import Page
 from relay.store.rows import Row
 

@@ -4,7 +4,9 @@ from it for a subscriber's cursor.
 A delivery is the pair (subscriber, event). Only its exceptions are rows of ``deliveries`` (retrying, dead, held
 for a confirmation, requeued by hand, and today's rows of before the log); every other matching event of the log
 is owed through the subscriber's cursor: at a position ``<= acked`` it was delivered in order, in
-``(acked, leased]`` it is out with a worker under the lease ``leased_by``, above ``leased`` it is pending.
+``(acked, leased]`` it is out with a worker under a lease (a range of the ``leases`` table, one per lane) or was
+finished in a range that went, above ``leased`` it is pending. The filters in force at each position:
+`relay.store.ops.histories`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-import orjson
-
 from relay.domain.events import Event
-from relay.domain.filters import Filter
 from relay.store.db import CHANNEL, Db
 from relay.store.formats import iso
-from relay.store.rows import Row
+from relay.store.ops.histories import History, filter_at, matchable, takes_everything
 
 _T = TypeVar("_T")
 
@@ -151,79 +150,6 @@ class Leased:
     again: bool = False
 
 
-#: A subscriber's filters, each with the position after which it applies, in position order.
-History = list[tuple[int, Filter]]
-
-
-async def filter_histories(db: Db, subscriber_ids: Sequence[int]) -> dict[int, History]:
-    """The filter history of each of ``subscriber_ids`` that has one."""
-    among, values = db.dialect.among("subscriber_id", subscriber_ids)
-    histories: dict[int, History] = {}
-    for row in await db.fetch(
-        f"SELECT subscriber_id, from_position, types, filters FROM filters WHERE {among} ORDER BY from_position",
-        *values,
-    ):
-        histories.setdefault(row["subscriber_id"], []).append((row["from_position"], _filter(row)))
-    return histories
-
-
-def _filter(row: Row) -> Filter:
-    return Filter(tuple(orjson.loads(row["types"])), orjson.loads(row["filters"] or "{}"))
-
-
-def filter_at(history: Sequence[tuple[int, Filter]], position: int) -> Filter | None:
-    """The filter in force for the event at ``position`` (None: the subscriber did not exist yet)."""
-    found = None
-    for start, kept in history:
-        if start >= position:
-            break
-        found = kept
-    return found
-
-
-#: What tells whether a subscriber's filter history changed (`HISTORY_KEY`'s columns, by their names): a change
-#: appends an entry at the log's head, or replaces the last one when the head has not moved since; the last entry
-#: is always the subscriber's own ``types`` and ``filters`` (`subscribers._filter_from`).
-HISTORY_KEY_COLUMNS = ("history_entries", "history_last", "types", "filters")
-#: `HISTORY_KEY_COLUMNS` for the subscriber ``s`` of a query.
-HISTORY_KEY = (
-    "(SELECT count(*) FROM filters f WHERE f.subscriber_id = s.id) AS history_entries,"
-    " (SELECT max(from_position) FROM filters f WHERE f.subscriber_id = s.id) AS history_last, s.types, s.filters"
-)
-
-
-class Histories:
-    """The filter histories as this process's claims last read them, each kept while its key (`HISTORY_KEY`, read
-    in the claim's own transaction) is the same: a claim reads and parses only the histories that changed since,
-    whichever process or replica changed them."""
-
-    def __init__(self) -> None:
-        self._kept: dict[int, tuple[tuple[object, ...], History]] = {}
-
-    async def of(self, db: Db, keys: Mapping[int, tuple[object, ...]]) -> dict[int, History]:
-        """The history of each subscriber of ``keys`` (subscriber id -> its key as read now)."""
-        stale = [subscriber_id for subscriber_id, key in keys.items() if self._key(subscriber_id) != key]
-        if stale:
-            read = await filter_histories(db, stale)
-            for subscriber_id in stale:
-                self._kept[subscriber_id] = (keys[subscriber_id], read.get(subscriber_id, []))
-        return {subscriber_id: self._kept[subscriber_id][1] for subscriber_id in keys}
-
-    def _key(self, subscriber_id: int) -> tuple[object, ...] | None:
-        kept = self._kept.get(subscriber_id)
-        return None if kept is None else kept[0]
-
-
-def history_key(row: Row) -> tuple[object, ...]:
-    return tuple(row[column] for column in HISTORY_KEY_COLUMNS)
-
-
-def _takes_everything(history: History, after: int) -> bool:
-    """Whether every filter in force for the events after ``after`` takes every event."""
-    since = max((start for start, _ in history if start <= after), default=None)
-    return all(kept.everything for start, kept in history if since is None or start >= since)
-
-
 @dataclass(frozen=True)
 class Want:
     """What a claim asks of a subscriber's log: its cursor as read once the subscriber is held, and how many."""
@@ -330,7 +256,7 @@ async def lease(
     for want in [want for want in wants if want.expired]:
         leased += await _take_over(db, want, histories[want.subscriber_id], now)
     wants = [want for want in wants if not want.expired]
-    everything = {want.subscriber_id: _takes_everything(histories[want.subscriber_id], want.leased) for want in wants}
+    everything = {want.subscriber_id: takes_everything(histories[want.subscriber_id], want.leased) for want in wants}
     read = _Log(db, attributes=not all(everything.values()))
     ranges: list[tuple[str, int, int, int, int, str]] = []
     moved: list[tuple[int, int, str, int]] = []
@@ -406,7 +332,7 @@ async def _take_over(db: Db, want: Want, history: History, now: datetime) -> lis
         if lanes <= 0:
             break
         after, last = row["after_position"], row["last_position"]
-        entries = await _Log(db, attributes=not _takes_everything(history, after)).after(after, last - after)
+        entries = await _Log(db, attributes=not takes_everything(history, after)).after(after, last - after)
         owed = [entry for entry in entries if entry.position <= last and _owes(history, want.subscriber_id, entry)]
         taken = owed[: lanes * want.run]
         end = taken[-1].position if len(taken) < len(owed) else last
@@ -440,22 +366,6 @@ def _owes(history: History, subscriber_id: int, entry: _Entry) -> bool:
     if subscriber_id in entry.rowed or kept is None:
         return False
     return kept.everything or (entry.event is not None and kept.matches(entry.event))
-
-
-def matchable(row: Row) -> Event:
-    """An event of the log as a filter looks at it (no body)."""
-    return Event(
-        row["id"],
-        row["type"],
-        row["subject"],
-        row["item_key"],
-        b"",
-        row["tag"],
-        row["state"],
-        row["queue_id"],
-        row["bucket"],
-        row["object_key"],
-    )
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from relay.domain.events import EVENT_TYPES
 from relay.domain.filters import Filter
 from relay.store.db import Db
+from relay.store.ops.histories import History
 from relay.store.ops.implied import BATCH, EVENT_COLUMNS, GAP_STATES, IMPLIED_STATES, SUCCEEDED, Cursor, cursors
-from relay.store.ops.log import HEAD, History
+from relay.store.ops.log import HEAD
 
 #: A count of a subscriber's owed events stops at this many (the figure is then a floor, said where it is shown).
 COUNT_CAP = 10_000
