@@ -113,9 +113,9 @@ class FakeSender(Sender):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Attempt:
         if not self.started:
             raise RuntimeError("Sender.send() before start()")
-        refusal = self._refusal(url)
-        if refusal is not None:
-            return Attempt(Outcome.SSRF_BLOCKED, None, 0.0, refusal, b"", None)
+        where = self._target(url)  # the real sender's check, remembered as it remembers it
+        if isinstance(where, str):
+            return Attempt(Outcome.SSRF_BLOCKED, None, 0.0, where, b"", None)
         request = Request(url, body, dict(headers), timeout, self.clock() if self.clock is not None else None)
         self.requests.append(request)
         await anyio.lowlevel.checkpoint()  # a real send yields to the event loop; so does this one

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ssl import SSLContext
 
     from relay.deliver.wire.pool import Pool
-    from relay.deliver.wire.target import Targets
+    from relay.deliver.wire.target import Target
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 #: URL verdicts kept (one per subscriber URL in practice); beyond this the cache starts over.
@@ -87,9 +87,8 @@ class Sender:
         self._ssl_context = ssl_context
         self._started = False
         self._pool: Pool | None = None
-        self._targets: Targets | None = None
-        #: URL -> why the policy refuses it (None: allowed). The policy is fixed, so the verdict is too.
-        self._verdicts: dict[str, str | None] = {}
+        #: URL -> where it goes, or why the policy refuses it. The policy is fixed, so the verdict is too.
+        self._targets: dict[str, Target | str] = {}
 
     async def start(self) -> None:
         """Ready to send; the connection pool itself is made at the first request (see relay/deliver/wire/)."""
@@ -110,18 +109,24 @@ class Sender:
     ) -> None:
         await self.close()
 
-    def _refusal(self, url: str) -> str | None:
-        """The URL check, remembered: IP-literal URLs never reach the resolver, so this is their only check."""
-        if url not in self._verdicts:
-            if len(self._verdicts) >= URL_CACHE:
-                self._verdicts.clear()
+    def _target(self, url: str) -> Target | str:
+        """The URL checked and parsed once, remembered: where it goes, or why the policy refuses it. IP-literal URLs
+        never reach the resolver, so the check is their only one."""
+        known = self._targets.get(url)
+        if known is None:
+            # Imported here, not at the top: see relay/deliver/wire/__init__.py.
+            from relay.deliver.wire import target
+
+            if len(self._targets) >= URL_CACHE:
+                self._targets.clear()
             try:
                 self._policy.check_url(url)
             except ForbiddenDestination as exc:
-                self._verdicts[url] = str(exc)
+                known = str(exc)
             else:
-                self._verdicts[url] = None
-        return self._verdicts[url]
+                known = target.parse(url)
+            self._targets[url] = known
+        return known
 
     # ASYNC109: the deadline is per subscriber and ends as an Outcome, not as the caller's cancellation.
     async def send(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Attempt:
@@ -141,18 +146,17 @@ class Sender:
     ) -> tuple[Attempt, Mapping[str, str]]:
         if not self._started:
             raise RuntimeError("Sender.send() before start()")
-        refusal = self._refusal(url)
-        if refusal is not None:
-            return Attempt(Outcome.SSRF_BLOCKED, None, 0.0, refusal, b"", None), {}
+        where = self._target(url)
+        if isinstance(where, str):
+            return Attempt(Outcome.SSRF_BLOCKED, None, 0.0, where, b"", None), {}
         # Imported here, not at the top: see relay/deliver/wire/__init__.py.
-        from relay.deliver.wire import exchange, pool, target
+        from relay.deliver.wire import exchange, pool
 
-        if self._pool is None or self._targets is None:  # no await since: concurrent first requests share one pool
+        if self._pool is None:  # no await since the test: concurrent first requests share one pool
             self._pool = pool.Pool(self._policy, limit=self._connector_limit, ssl_context=self._ssl_context)
-            self._targets = target.Targets()
         return await exchange.request(
             self._pool,
-            self._targets.of(url),
+            where,
             method,
             body,
             headers,

@@ -1,4 +1,5 @@
-"""Where a delivery URL goes, read once per URL: what the pool connects to and what the request line says."""
+"""Where a delivery URL goes, read once per URL (`Sender` keeps it): what the pool connects to and what the request
+line says."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-#: URLs kept parsed (one per subscriber URL in practice); beyond this the cache starts over.
-TARGET_CACHE = 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -48,18 +47,3 @@ def parse(url: str) -> Target:
     authority = parsed.host_port_subcomponent or host
     path = parsed.raw_path_qs or "/"
     return Target((scheme, host, port), host, port, scheme == "https", literal, path, authority)
-
-
-class Targets:
-    """Parsed URLs, kept: yarl's parse is several microseconds a request otherwise."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, Target] = {}
-
-    def of(self, url: str) -> Target:
-        known = self._known.get(url)
-        if known is None:
-            if len(self._known) >= TARGET_CACHE:
-                self._known.clear()
-            known = self._known[url] = parse(url)
-        return known
