@@ -4,12 +4,13 @@ reuses connections, how it fails, and https with a certificate of the test's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
 import struct
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_network
 from pathlib import Path
@@ -100,6 +101,19 @@ async def serve(script: Scripted, tls: ssl.SSLContext | None = None) -> asyncio.
     server = await asyncio.start_server(script.handle, "127.0.0.1", 0, ssl=tls)
     script.port = server.sockets[0].getsockname()[1]
     return server
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    """A loopback server answering each connection with ``handler``; its URL."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    finally:
+        server.close()
 
 
 @pytest.fixture
@@ -252,15 +266,13 @@ async def test_a_connection_whose_request_is_still_being_written_is_not_reused()
         await done.wait()  # the body is never read
         writer.close()
 
-    server = await asyncio.start_server(answer_unread, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    try:
-        async with Sender(LOOPBACK) as sender:
-            first = await sender.send(url, bytes(64 * 1024 * 1024), {}, timeout=5)
-            second = await sender.send(url, BODY, {}, timeout=5)
-    finally:
-        done.set()
-        server.close()
+    async with serving(answer_unread) as url:
+        try:
+            async with Sender(LOOPBACK) as sender:
+                first = await sender.send(url, bytes(64 * 1024 * 1024), {}, timeout=5)
+                second = await sender.send(url, BODY, {}, timeout=5)
+        finally:
+            done.set()
     assert (first.status, second.status) == (413, 413)
     assert connections == 2
 
@@ -332,14 +344,12 @@ async def test_a_head_without_end_is_refused_at_64_kib_not_read_until_the_deadli
             pass
         writer.close()
 
-    server = await asyncio.start_server(flood, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    try:
-        async with Sender(LOOPBACK) as sender:
-            attempt = await sender.send(url, BODY, {}, timeout=30)
-    finally:
-        done.set()
-        server.close()
+    async with serving(flood) as url:
+        try:
+            async with Sender(LOOPBACK) as sender:
+                attempt = await sender.send(url, BODY, {}, timeout=30)
+        finally:
+            done.set()
     assert (attempt.outcome, attempt.status, attempt.error) == (
         Outcome.CONNECTION_ERROR,
         None,
@@ -364,13 +374,8 @@ async def test_a_reset_before_the_answer_is_a_connection_error_named_as_aiohttp_
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends an RST
         writer.transport.abort()
 
-    server = await asyncio.start_server(reset, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    try:
-        async with Sender(LOOPBACK) as sender:
-            attempt = await sender.send(url, BODY, {}, timeout=5)
-    finally:
-        server.close()
+    async with serving(reset) as url, Sender(LOOPBACK) as sender:
+        attempt = await sender.send(url, BODY, {}, timeout=5)
     assert (attempt.outcome, attempt.status, attempt.error) == (Outcome.CONNECTION_ERROR, None, "ClientOSError")
 
 
