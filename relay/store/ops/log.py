@@ -258,7 +258,7 @@ async def lease(
     wants = [want for want in wants if not want.expired]
     everything = {want.subscriber_id: takes_everything(histories[want.subscriber_id], want.leased) for want in wants}
     read = _Log(db, attributes=not all(everything.values()))
-    ranges: list[tuple[str, int, int, int, int, str]] = []
+    ranges: list[_Range] = []
     moved: list[tuple[int, int, str, int]] = []
     for want in sorted(wants, key=lambda want: want.leased):
         history, wanted = histories[want.subscriber_id], want.count * want.run
@@ -281,15 +281,9 @@ async def lease(
                         break
         if last == want.leased:
             continue
-        start = want.leased
-        for run in _split(taken, want.count):
-            token = _token(stamp)
-            end = last if run[-1] is taken[-1] else run[-1].position
-            ranges.append((token, want.subscriber_id, start, end, len(run), iso(want.expires)))
-            leased += [
-                (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token)) for entry in run
-            ]
-            start = end
+        cut, runs = _lanes(want, taken, want.count, want.leased, last, stamp)
+        ranges += cut
+        leased += runs
         moved.append((last, last, stamp, want.subscriber_id))
     if ranges:
         await db.executemany(_INSERT_LEASE, ranges)
@@ -297,6 +291,37 @@ async def lease(
         # Nothing owed in what was read: passed for free (``acked`` too, when no range is out before it).
         await db.executemany(MOVE_PAST, moved)
     return leased
+
+
+#: A lease's row: token, subscriber id, after_position, last_position, outstanding, expires_at.
+_Range = tuple[str, int, int, int, int, str]
+
+
+def _lanes(
+    want: Want,
+    taken: Sequence[_Entry],
+    lanes: int,
+    after: int,
+    end: int,
+    stamp: str,
+    *,
+    again: bool = False,
+) -> tuple[list[_Range], list[tuple[int, Leased]]]:
+    """The range (after, end] cut into a lease per lane, each over a run of ``taken`` (`_split`), the last to ``end``;
+    and each run's events under its lease (``again``: taken over from an expired lease)."""
+    ranges: list[_Range] = []
+    leased: list[tuple[int, Leased]] = []
+    start = after
+    for run in _split(taken, lanes):
+        token = _token(stamp)
+        stop = end if run[-1] is taken[-1] else run[-1].position
+        ranges.append((token, want.subscriber_id, start, stop, len(run), iso(want.expires)))
+        leased += [
+            (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token, again))
+            for entry in run
+        ]
+        start = stop
+    return ranges, leased
 
 
 def _split(items: Sequence[_T], lanes: int) -> list[Sequence[_T]]:
@@ -337,16 +362,9 @@ async def _take_over(db: Db, want: Want, history: History, now: datetime) -> lis
         taken = owed[: lanes * want.run]
         end = taken[-1].position if len(taken) < len(owed) else last
         await db.execute("DELETE FROM leases WHERE token = ?", row["token"])
-        rows, start = [], after
-        for run in _split(taken, lanes):
-            token, lanes = _token(stamp), lanes - 1
-            stop = end if run[-1] is taken[-1] else run[-1].position
-            rows.append((token, want.subscriber_id, start, stop, len(run), iso(want.expires)))
-            leased += [
-                (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token, True))
-                for entry in run
-            ]
-            start = stop
+        rows, runs = _lanes(want, taken, lanes, after, end, stamp, again=True)
+        leased += runs
+        lanes -= len(rows)
         if end < last:  # the rest, for the next claim
             rows.append((_token(stamp), want.subscriber_id, end, last, len(owed) - len(taken), stamp))
         if rows:
