@@ -8,8 +8,8 @@ many times over, then printed) or looping for hours (two nested ``range(100000)`
   output, a ``join``) is measured as it is built, and one over `MAX_VALUE` is refused;
 * ``%`` on text, ``str.format`` and every method of a built-in type but the few that cannot grow a value are out,
   and so are the filters that can (``center``, ``indent``, ``wordwrap``, ``format``, ``batch``, ...);
-* a render stops at `MAX_OUTPUT` characters (the rest is cut), and fails after `RENDER_SECONDS` (a trace function
-  checks the deadline at every line the template's code runs);
+* a render stops at `MAX_OUTPUT` characters (the rest is cut), and fails after `RENDER_SECONDS` of CPU (a trace
+  function checks the deadline at every line the template's code runs);
 * the template itself is at most `MAX_TEMPLATE` characters.
 """
 
@@ -255,20 +255,29 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
 
 class Deadline:
-    """Fails the code running on this thread (the template's) once ``seconds`` have passed, at its next line
-    (``seconds`` is `RENDER_SECONDS`, or what is left of it)."""
+    """Fails the code running on this thread (the template's) once it has spent ``seconds`` of CPU, at its next line
+    (``seconds`` is `RENDER_SECONDS`, or what is left of it).
+
+    CPU, not wall time: a loaded machine stretches a cheap render's wall time, and the same template must not be
+    accepted on a quiet host and refused on a busy one. The wall clock is the cheap test at every line (a thread's
+    CPU clock is a system call); only once it has passed is the CPU actually spent looked at."""
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
+        self._cpu = 0.0
         self._at = 0.0
         self._previous: Any = None
 
     def _trace(self, frame: FrameType, event: str, arg: object) -> Any:
         if time.monotonic() > self._at:
-            raise TemplateFailed(f"the template took longer than {RENDER_SECONDS:g} s")
+            left = self._seconds - (time.thread_time() - self._cpu)
+            if left <= 0:
+                raise TemplateFailed(f"the template took longer than {RENDER_SECONDS:g} s")
+            self._at = time.monotonic() + left
         return self._trace
 
     def __enter__(self) -> Deadline:
+        self._cpu = time.thread_time()
         self._at = time.monotonic() + self._seconds
         self._previous = sys.gettrace()  # a debugger's or coverage's: given back after
         sys.settrace(self._trace)

@@ -84,15 +84,16 @@ def context(event: Mapping[str, Any], message: Message, text: str) -> dict[str, 
 
 def check_template(text: str, seconds: float = RENDER_SECONDS) -> None:
     """ValueError saying why ``text`` cannot be a robot's template: it does not compile, or it fails on any of the
-    `SAMPLES` or takes longer than one render may (``seconds``) on all of them (the API checks on its event loop:
-    this bounds the wait)."""
+    `SAMPLES` or its renders of all of them take more CPU than one render may (``seconds``; the API checks on its
+    event loop: this bounds the wait)."""
     sandbox = Sandbox(str)
-    deadline = time.monotonic() + seconds
     try:
         template = compile_template(sandbox, text)
+        started = time.thread_time()
         for event in SAMPLES:
             message = describe(event, "https://relay.example")
-            render(template, context(event, message, message.title), max(deadline - time.monotonic(), 0.0))
+            left = max(seconds - (time.thread_time() - started), 0.0)
+            render(template, context(event, message, message.title), left)
     except TemplateFailed as error:
         raise ValueError(f"template: {error}") from None
 

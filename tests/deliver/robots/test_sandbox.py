@@ -4,6 +4,7 @@ and the size of what they build and print, and the values they print escaped for
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,6 +15,7 @@ from relay.deliver.robots.sandbox import (
     MAX_OUTPUT,
     MAX_TEMPLATE,
     RENDER_SECONDS,
+    Deadline,
     Sandbox,
     TemplateFailed,
     compile_template,
@@ -75,6 +77,21 @@ def test_a_template_that_cannot_work_is_refused_when_set_saying_why(template: st
 )
 def test_a_template_using_the_event_is_accepted(template: str) -> None:
     check_template(template)
+
+
+def test_the_deadline_counts_the_renders_cpu_so_a_busy_machine_does_not_refuse_a_cheap_template() -> None:
+    # A thread waiting for a core (here: asleep) spends wall time, not CPU: the render it runs goes on.
+    with Deadline(0.05):
+        time.sleep(0.2)
+        still_running = True
+    assert still_running
+    with Deadline(0.05), pytest.raises(TemplateFailed, match="took longer"):
+        spin()
+
+
+def spin() -> None:
+    while True:
+        pass
 
 
 def rendered(template: str, escape: Callable[[str], str] = str) -> str:
