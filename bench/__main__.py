@@ -67,6 +67,8 @@ class Sizes:
     delivery_events: int
     delivery_events_pg: int
     delivery_concurrency: int
+    #: Rounds of the drain, the median reported (one round's ratio is too noisy to judge a target by).
+    delivery_rounds: int
     fairness_seconds: float
     fairness_connections: int
     e2e_rate: float
@@ -99,6 +101,7 @@ FULL = Sizes(
     delivery_events=20_000,
     delivery_events_pg=10_000,
     delivery_concurrency=32,
+    delivery_rounds=3,
     fairness_seconds=6,
     fairness_connections=32,
     e2e_rate=200,
@@ -124,6 +127,7 @@ SMOKE = Sizes(
     delivery_events=200,
     delivery_events_pg=200,
     delivery_concurrency=8,
+    delivery_rounds=1,
     fairness_seconds=1,
     fairness_connections=8,
     e2e_rate=50,
@@ -188,13 +192,14 @@ class Suite:
         return self._delivery(self.sizes.delivery_events, None)
 
     def delivery_pg(self) -> dict[str, Any]:
-        return self._delivery(self.sizes.delivery_events_pg, self.postgres().new_database())
+        return self._delivery(self.sizes.delivery_events_pg, self.postgres().new_database)
 
-    def _delivery(self, events: int, database: PostgresUrl | None) -> dict[str, Any]:
-        result = delivery.measure(events, self.sizes.delivery_concurrency, database)
+    def _delivery(self, events: int, new_database: Callable[[], PostgresUrl] | None) -> dict[str, Any]:
+        sizes = self.sizes
+        result = delivery.measure(events, sizes.delivery_concurrency, new_database, sizes.delivery_rounds)
         print(
             f"  delivery: raw {result.raw_per_second:,.0f}/s, cos-relay {result.relay_per_second:,.0f}/s,"
-            f" ratio {result.ratio:.2f}",
+            f" ratio {result.ratio:.2f} (rounds: {', '.join(f'{ratio:.2f}' for ratio in result.ratios)})",
             flush=True,
         )
         return {**asdict(result), "ratio": result.ratio}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def _issue_26_on(sections: dict[str, Any], backend: str, suffix: str) -> list[Ro
         if drain is None
         else f"{drain['ratio']:.2f} ({drain['relay_per_second']:,.0f} against {drain['raw_per_second']:,.0f}/s)",
         drain is not None and drain["ratio"] >= 0.6,
-        f"python -m bench.delivery --events {10_000 if suffix else 20_000}{postgres}",
+        f"python -m bench.delivery --events {10_000 if suffix else 20_000} --rounds 3{postgres}",
     )
     fan = _get(sections, f"fanout{suffix}")
     for label, phase in (("all paused (backlogs growing)", "backlog"), ("keeping up", "kept_up")):
@@ -293,8 +294,15 @@ def delivery_table(result: dict[str, Any]) -> list[str]:
         f"| cos-relay drain | {result['relay_per_second']:,.0f} | {result['ratio']:.2f} |"
         f" {result['relay_cpu_us']:.0f} |",
         "",
-        f"{result['events']:,} events, {result['concurrency']} in flight.",
+        f"{result['events']:,} events, {result['concurrency']} in flight.{_rounds(result.get('ratios') or ())}",
     ]
+
+
+def _rounds(ratios: Sequence[float]) -> str:
+    """How many rounds the table is the median of, and each round's ratio (one round: nothing to say)."""
+    if len(ratios) < 2:
+        return ""
+    return f" The median of {len(ratios)} rounds; drain / raw loop in each: {', '.join(f'{r:.2f}' for r in ratios)}."
 
 
 #: What each server of the ingest ladder does per callback.
@@ -514,7 +522,7 @@ def markdown(results: dict[str, Any]) -> str:
         "python -m bench.floor --postgres       # bare, parse + commit, cos-relay on PostgreSQL (its server's CPU too)",
         "python -m bench.fanout --levels 1000 --requests 100 --scrapes 0  # ack p99, 1,000 subscribers [--postgres]",
         "python -m bench.disk --parts 3 --callbacks 100  # bytes stored per callback, both backends",
-        "python -m bench.delivery --events 20000",
+        "python -m bench.delivery --events 20000 --rounds 3  # the median round of three",
         "python -m bench.fairness --seconds 6   # events delivered during saturated ingest, outbox lag",
         "python -m bench.regimes                # the same, load after load on one gateway: CPU and share per load",
         "python -m bench.e2e --rate 200 --seconds 30",
