@@ -154,3 +154,18 @@ def test_the_gauges_benchmark_runs_and_counts_every_pending_delivery() -> None:
         "bench.gauges", "--subscribers", "3", "--filtered", "1", "--callbacks", "4", "--reads", "2", timeout=110
     )
     assert "3 subscribers (1 filtered), 4 callbacks: 12 pending" in output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_attempts_index_benchmark_compares_both_layouts(tmp_path: Path) -> None:
+    results = tmp_path / "attempts.json"
+    run_bench("bench.attempts_index", "--rows", "0,1000", "--batches", "5", "--json", str(results), timeout=110)
+    layouts = json.loads(results.read_text())
+    assert [(layout["rows_before"], layout["key"]) for layout in layouts] == [
+        (0, "event id"),
+        (0, "position"),
+        (1000, "event id"),
+        (1000, "position"),
+    ]
+    assert all(layout["insert_cpu_us"] > 0 and layout["page_ms"] > 0 for layout in layouts)

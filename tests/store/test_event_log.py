@@ -143,17 +143,64 @@ def as_before_m017(db: Target) -> None:
         "DROP INDEX attempts_of_the_log_by_age",
         "ALTER TABLE attempts DROP COLUMN subscriber_id",
         "ALTER TABLE attempts DROP COLUMN event_id",
+        "ALTER TABLE attempts DROP COLUMN position",
     ]
+    _undo(db, steps, "m017_event_log", 17)
+    _undo(db, [], "m018_attempts_by_position", 18)
+
+
+def as_before_m018(db: Target) -> None:
+    """Find the attempts of the log by event id again, as the release before did, so that the next open migrates."""
+    steps = [
+        "DROP INDEX attempts_of_the_log",
+        "ALTER TABLE attempts DROP COLUMN position",
+        "CREATE INDEX attempts_of_the_log ON attempts(event_id, subscriber_id) WHERE delivery_id IS NULL",
+        *(
+            (
+                "DROP INDEX idx_attempts_delivery_id_id",
+                "CREATE INDEX idx_attempts_delivery_id_id ON attempts(delivery_id, id)",
+            )
+            if isinstance(db, Path)
+            else ("DROP INDEX attempts_delivery", "CREATE INDEX attempts_delivery ON attempts(delivery_id, id)")
+        ),
+    ]
+    _undo(db, steps, "m018_attempts_by_position", 18)
+
+
+def _undo(db: Target, steps: list[str], name: str, version: int) -> None:
+    """Run ``steps``, then forget the migration (``name`` in the SQLite file, ``version`` on PostgreSQL)."""
     if isinstance(db, Path):
         with sqlite3.connect(db) as file:
             for step in steps:
                 file.execute(step)
-            file.execute("DELETE FROM _sqlite_migrations WHERE name = 'm017_event_log'")
+            file.execute("DELETE FROM _sqlite_migrations WHERE name = ?", (name,))
         return
     with psycopg.connect(db.url) as server:
         for step in steps:
             server.execute(step.encode())
-        server.execute("DELETE FROM relay_migrations WHERE version = 17")
+        server.execute(b"DELETE FROM relay_migrations WHERE version = %s", (version,))
+
+
+def test_the_attempts_of_the_log_made_before_m018_are_found_by_position_and_pruned_with_their_events(
+    database: Target,
+) -> None:
+    at = utc_now()
+    with store_for(database) as store:
+        hook = store.add_subscriber(spec("hook"), at)
+        asyncio.run(record(store, *(job_body(number) for number in range(3)), at=at))
+        claims = asyncio.run(store.claim(at, LEASE_MARGIN, 100))
+        assert finish(store, claims, DELIVERED, at) == []
+    as_before_m018(database)
+    with store_for(database) as store:  # migrates
+        assert values(database, "SELECT count(*) FROM attempts WHERE position IS NULL") == [(0,)]
+        for claim in claims:
+            found = store.delivery_of(hook.id, claim.event_id)
+            assert found is not None
+            assert (found["state"], [attempt["status"] for attempt in found["attempts_log"]]) == ("delivered", [204])
+        later = at + timedelta(days=30)
+        removed = asyncio.run(store.prune(Cutoffs(raw=later, jobs=None), 100, later, 0))
+    assert (removed["events"], removed["attempts"]) == (3, 3)
+    assert values(database, "SELECT count(*) FROM attempts") == [(0,)]
 
 
 def test_a_database_made_before_migrates_and_keeps_every_owed_delivery(database: Target) -> None:

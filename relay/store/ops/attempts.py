@@ -41,7 +41,7 @@ async def finish(
     await streaks.write(db)
     await db.executemany(
         "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
-        " response_body, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " response_body, trigger, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         records,
     )
     at = max(item.finished_at for item in finished)
@@ -132,6 +132,7 @@ async def _apply(db: Db, finished: Finished, streaks: _Streaks, records: list[tu
             attempt.error,
             attempt.response_body,
             claim.trigger,
+            claim.position,
         )
     )
     if claim.lease is None:

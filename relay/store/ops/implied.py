@@ -40,9 +40,10 @@ EVENT_COLUMNS = (
     "e.id, e.position, e.created_at, e.type, e.subject, e.item_key, e.tag, e.state, e.queue_id, e.bucket, e.object_key"
 )
 
-#: The success attempt of the delivery with no row of ``{event}`` to ``{subscriber}`` (SQL expressions).
+#: The success attempt of the delivery with no row of the event at ``{position}`` of the log to ``{subscriber}`` (SQL
+#: expressions). The attempts of the log are found by position, not event id: see `m018_attempts_by_position`.
 SUCCEEDED = (
-    "SELECT 1 FROM attempts a WHERE a.event_id = {event} AND a.subscriber_id = {subscriber}"
+    "SELECT 1 FROM attempts a WHERE a.position = {position} AND a.subscriber_id = {subscriber}"
     " AND a.delivery_id IS NULL AND a.outcome = 'success'"
 )
 
@@ -237,7 +238,7 @@ async def _walk(
         )
         if not events:
             return [item for _, _, item in items], None
-        rows, succeeded = await _around(db, [event["id"] for event in events], subscriber)
+        rows, succeeded = await _around(db, events, subscriber)
         for event in events:
             position = event["position"]
             pairs: dict[int, Delivery] = {}
@@ -263,10 +264,10 @@ async def _walk(
 
 
 async def _around(
-    db: Db, event_ids: list[str], subscriber: str | None
+    db: Db, events: Sequence[Row], subscriber: str | None
 ) -> tuple[dict[tuple[str, int], Delivery], dict[tuple[str, int], Success]]:
     """The rows of these events (``subscriber``'s only, when given), and which deliveries with no row succeeded."""
-    among, values = db.dialect.among("d.event_id", event_ids, "text")
+    among, values = db.dialect.among("d.event_id", [event["id"] for event in events], "text")
     rows = {
         (row["event_id"], row["subscriber_id"]): _row_answer(row)
         for row in await db.fetch(
@@ -277,7 +278,7 @@ async def _around(
             subscriber,
         )
     }
-    among, values = db.dialect.among("event_id", event_ids, "text")
+    among, values = db.dialect.among("position", [event["position"] for event in events])
     succeeded = {
         (row["event_id"], row["subscriber_id"]): (row["status"], row["started_at"])
         for row in await db.fetch(
@@ -351,9 +352,9 @@ async def of_pair(db: Db, subscriber_id: int, event_id: str) -> Delivery | None:
     if event is None or not owners or not owners[0].owes(event):
         return None
     succeeded = await db.fetchrow(
-        "SELECT status, started_at FROM attempts WHERE event_id = ? AND subscriber_id = ? AND delivery_id IS NULL"
+        "SELECT status, started_at FROM attempts WHERE position = ? AND subscriber_id = ? AND delivery_id IS NULL"
         " AND outcome = 'success'",
-        event_id,
+        event["position"],
         subscriber_id,
     )
     return _implied(event, owners[0], None if succeeded is None else (succeeded["status"], succeeded["started_at"]))
@@ -389,7 +390,8 @@ async def materialise(db: Db, subscriber_id: int, event_id: str, at: str) -> int
         )
     )
     await db.execute(
-        "UPDATE attempts SET delivery_id = ? WHERE event_id = ? AND subscriber_id = ? AND delivery_id IS NULL",
+        "UPDATE attempts SET delivery_id = ? WHERE position = (SELECT position FROM events WHERE id = ?)"
+        " AND subscriber_id = ? AND delivery_id IS NULL",
         delivery_id,
         event_id,
         subscriber_id,
@@ -412,7 +414,7 @@ async def recent_states(db: Db, owner: Cursor, limit: int) -> dict[str, int]:
     )
     owed = [event for event in events if not event["rowed"] and owner.owes(event)][:limit]
     if owed:
-        among, values = db.dialect.among("event_id", [event["id"] for event in owed], "text")
+        among, values = db.dialect.among("position", [event["position"] for event in owed])
         succeeded = {
             row["event_id"]
             for row in await db.fetch(
@@ -433,7 +435,7 @@ async def last_attempt(db: Db, owner: Cursor) -> Row | None:
     """The latest attempt of the subscriber's deliveries of the log with no row (among its 100 latest events)."""
     return await db.fetchrow(
         "SELECT a.id, a.outcome, a.status, a.error, a.started_at FROM attempts a WHERE a.delivery_id IS NULL"
-        " AND a.subscriber_id = ? AND a.event_id IN (SELECT e.id FROM events e WHERE e.position <= ?"
+        " AND a.subscriber_id = ? AND a.position IN (SELECT e.position FROM events e WHERE e.position <= ?"
         " AND e.position IS NOT NULL ORDER BY e.position DESC LIMIT 100) ORDER BY a.id DESC LIMIT 1",
         owner.id,
         owner.leased,

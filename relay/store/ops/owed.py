@@ -313,7 +313,7 @@ async def _plain_dropped(db: Db, owners: Sequence[Cursor]) -> int:
 _FIRST_OWED = (
     "(SELECT e.created_at FROM events e WHERE e.position > {after} AND e.position <= {upto} AND NOT EXISTS"
     " (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.subscriber_id = {subscriber}) AND NOT EXISTS"
-    f" ({SUCCEEDED.format(event='e.id', subscriber='{subscriber}')}) ORDER BY e.position LIMIT 1)"
+    f" ({SUCCEEDED.format(position='e.position', subscriber='{subscriber}')}) ORDER BY e.position LIMIT 1)"
 )
 
 
@@ -343,7 +343,7 @@ async def _first_owed(db: Db, owner: Cursor, after: int, upto: int) -> str | Non
     `BATCH` events)."""
     for event in await db.fetch(
         f"SELECT {EVENT_COLUMNS}, EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id"
-        f" AND d.subscriber_id = ?) OR EXISTS ({SUCCEEDED.format(event='e.id', subscriber='?')}) AS settled"
+        f" AND d.subscriber_id = ?) OR EXISTS ({SUCCEEDED.format(position='e.position', subscriber='?')}) AS settled"
         " FROM events e WHERE e.position > ? AND e.position <= ? ORDER BY e.position LIMIT ?",
         owner.id,
         owner.id,

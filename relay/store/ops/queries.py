@@ -349,7 +349,7 @@ async def delivery_of(db: Db, subscriber_id: int, event_id: str) -> DeliveryWith
         return None
     if found["id"] is not None:
         return await get_delivery(db, found["id"])
-    where = "event_id = ? AND subscriber_id = ? AND delivery_id IS NULL"
+    where = "position = (SELECT position FROM events WHERE id = ?) AND subscriber_id = ? AND delivery_id IS NULL"
     return DeliveryWithAttempts(**found, attempts_log=await _attempts_log(db, where, event_id, subscriber_id))
 
 

@@ -159,9 +159,9 @@ async def _events(
     """Delete the events ``which`` (a condition on ``e``; up to ``limit``) that nobody is owed any more, with the
     attempts of their deliveries delivered in order (no row)."""
     gone = [
-        row["id"]
+        (row["id"], row["position"])
         for row in await db.fetch(
-            f"SELECT e.id FROM events e WHERE {which} AND {PASSED}"
+            f"SELECT e.id, e.position FROM events e WHERE {which} AND {PASSED}"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?",
             *values,
             db.dialect.limit(-1 if limit is None else limit),
@@ -170,9 +170,11 @@ async def _events(
     if not gone:
         return
     await keep_head(db)
-    among, ids = db.dialect.among("event_id", gone, "text")
-    counts["attempts"] += await db.execute(f"DELETE FROM attempts WHERE {among} AND delivery_id IS NULL", *ids)
-    among, ids = db.dialect.among("id", gone, "text")
+    positions = [position for _, position in gone if position is not None]  # an event from before the log: none
+    if positions:
+        among, ids = db.dialect.among("position", positions)
+        counts["attempts"] += await db.execute(f"DELETE FROM attempts WHERE {among} AND delivery_id IS NULL", *ids)
+    among, ids = db.dialect.among("id", [event_id for event_id, _ in gone], "text")
     counts["events"] += await db.execute(f"DELETE FROM events WHERE {among}", *ids)
 
 

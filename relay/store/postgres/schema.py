@@ -262,4 +262,18 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX attempts_of_the_log_by_age ON attempts(started_at) WHERE delivery_id IS NULL;
         """,
     ),
+    (
+        18,
+        "attempts_by_position",
+        """
+        -- The SQLite store's m018: the attempts of the log found by their event's position, not its random id,
+        -- and a delivery's own attempts indexed without the log's.
+        ALTER TABLE attempts ADD COLUMN position bigint;
+        UPDATE attempts a SET position = e.position FROM events e WHERE e.id = a.event_id AND a.delivery_id IS NULL;
+        DROP INDEX attempts_of_the_log;
+        CREATE INDEX attempts_of_the_log ON attempts(position, subscriber_id) WHERE delivery_id IS NULL;
+        DROP INDEX attempts_delivery;
+        CREATE INDEX attempts_delivery ON attempts(delivery_id, id) WHERE delivery_id IS NOT NULL;
+        """,
+    ),
 )
