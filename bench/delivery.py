@@ -18,7 +18,7 @@ drain is the bookkeeping that makes delivery durable.
 
 ``--rounds N`` runs the three sides N times over, each round on a fresh store, and reports the round whose
 ratio is the median, with every round's ratio beside it: on this shared two-core machine one round's
-ratio of the same code ranged from 0.47 to 0.61 (2026-12-08), wider than most levers move it.
+ratio of the same code ranged from 0.41 to 0.67 (2026-12-08), wider than most levers move it.
 """
 
 from __future__ import annotations
