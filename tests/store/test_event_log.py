@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -25,8 +26,10 @@ from relay.domain.retry import RetryPolicy
 from relay.domain.subscribers import SubscriberSpec, SubscriberState
 from relay.store import Store, store_for
 from relay.store.formats import iso
+from relay.store.ops import console, implied, owed, queries
 from relay.store.ops.log import LOG_LOCK
 from relay.store.records import PostgresUrl, Target
+from relay.store.sqlite import connection
 from tests.conftest import job_body, record
 from tests.databases import rows, values
 
@@ -631,3 +634,37 @@ def test_a_lane_that_stops_its_run_at_a_failure_gives_the_rest_back_to_the_next_
         assert cursor(database, hook.id) == (2, 4)
         [row] = store.list_deliveries(state="pending").items
     assert (row["event_id"], row["id"] is not None) == (events[1], True)
+
+
+def test_every_read_of_the_logs_attempts_goes_through_the_logs_indexes_never_the_delivery_ids(
+    database: Target, sqlite_only: None
+) -> None:
+    # Before m018, SQLite answered "delivery_id IS NULL" through the delivery id index, reading every attempt of the
+    # log for one page of deliveries (129 ms at half a million attempts: python -m bench.attempts_index).
+    assert isinstance(database, Path)
+    at = utc_now()
+    with store_for(database) as store:
+        hook = store.add_subscriber(spec("hook"), at)
+        asyncio.run(record(store, *(job_body(number) for number in range(4)), at=at))
+        claims = asyncio.run(store.claim(at, LEASE_MARGIN, 100))
+        finish(store, claims[:3], DELIVERED, at)
+        finish(store, claims[3:], FAILED, at)
+    statements: list[str] = []
+    with sqlite3.connect(database) as conn:
+        conn.row_factory = sqlite3.Row
+        conn.set_trace_callback(statements.append)
+        for operation in (
+            partial(queries.delivery_of, subscriber_id=hook.id, event_id=claims[0].event_id),
+            partial(queries.last_attempt, subscriber_id=hook.id),
+            partial(implied.list_deliveries, subscriber=None, state=None, event_id=None, limit=50, cursor=None),
+            partial(console.recent_states, subscriber_ids=[hook.id]),
+            partial(owed.count, state="delivered"),
+        ):
+            connection.run(conn, operation)
+        conn.set_trace_callback(None)
+        of_the_log = [sql for sql in statements if "attempts" in sql and "delivery_id IS NULL" in sql]
+        assert len(of_the_log) >= 5
+        for sql in of_the_log:
+            plan = " / ".join(row["detail"] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "idx_attempts_delivery_id_id" not in plan, (sql, plan)
+            assert "attempts_of_the_log" in plan, (sql, plan)
