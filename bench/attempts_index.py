@@ -23,11 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from relay.store import store_for
+from relay.store.ops.attempts import INSERT
 
-INSERT = (
-    "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
-    " response_body, trigger, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 #: The layout before m018: the log's attempts found by event id, and all attempts in the delivery id index.
 BEFORE = (
     "DROP INDEX attempts_of_the_log",

@@ -12,6 +12,12 @@ from relay.store.ops import log
 from relay.store.ops.deliveries import claim_due
 from relay.store.ops.histories import Histories
 
+#: An attempt's record, as `_apply` builds it (bench/attempts_index.py times this statement).
+INSERT = (
+    "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
+    " response_body, trigger, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 async def finish(
     db: Db,
@@ -39,11 +45,7 @@ async def finish(
     for position in order:
         disabled[position] = await _apply(db, finished[position], streaks, records)
     await streaks.write(db)
-    await db.executemany(
-        "INSERT INTO attempts(delivery_id, subscriber_id, event_id, started_at, duration, outcome, status, error,"
-        " response_body, trigger, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        records,
-    )
+    await db.executemany(INSERT, records)
     at = max(item.finished_at for item in finished)
     # The events of the log this batch finished: one write per lease, however many of its events.
     leases: dict[tuple[int, str], log.Progress] = {}
