@@ -514,6 +514,26 @@ def test_one_claim_leases_each_subscriber_its_own_owed_events_from_one_read_of_t
         assert asyncio.run(store.claim(at, LEASE_MARGIN, 100)) == []
 
 
+def test_a_claim_inflates_each_events_body_once_and_every_subscriber_taking_it_shares_the_bytes(
+    database: Target,
+) -> None:
+    """At 1,000 subscribers, an event inflated per claim cost a thousand inflates and a thousand copies."""
+    at = utc_now()
+    with store_for(database) as store:
+        subscribers = [store.add_subscriber(spec(f"s{n}"), at) for n in range(4)]
+        asyncio.run(record(store, job_body(0), job_body(1), at=at))
+        events = logged(database)
+        store.materialise(subscribers[0].id, events[0], at)  # one claimed as a row, the others from the log
+        claims = asyncio.run(store.claim(at, LEASE_MARGIN, 100))
+        stored = {event: store.event_body(event) for event in events}
+    assert len(claims) == 8
+    for event in events:
+        bodies = [claim.body for claim in claims if claim.event_id == event]
+        assert len(bodies) == 4
+        assert len({id(body) for body in bodies}) == 1
+        assert bodies[0] == stored[event]
+
+
 def test_room_a_subscriber_leaves_in_a_claim_goes_to_the_next_one(database: Target) -> None:
     """A subscriber whose next events all pass its filter takes none of the room it was given: the same claim gives
     that room to the subscribers after it, or the worker would find nothing and sleep with work due."""

@@ -279,8 +279,9 @@ async def _claims(db: Db, chosen: list[int], leased: list[tuple[int, Leased]], s
     """The claims of the leased delivery rows, in id order, then of the leased events of the log, in position order.
 
     Each subscriber's part (secrets, schedule, failure streak) is read and parsed once, not once per
-    delivery, and rows are taken by position: on SQLite this runs on the writer thread, holding the GIL the
-    delivery loop waits for.
+    delivery, each event's body is inflated once however many subscribers take it (the claims share the bytes),
+    and rows are taken by position: on SQLite this runs on the writer thread, holding the GIL the delivery loop
+    waits for.
     """
     rows: Sequence[Row] = []
     if chosen:
@@ -291,32 +292,31 @@ async def _claims(db: Db, chosen: list[int], leased: list[tuple[int, Leased]], s
             f" WHERE {among} ORDER BY d.id",
             *values,
         )
-    bodies: dict[str, tuple[bytes, int]] = {}
+    bodies: dict[str, bytes] = {}
     if leased:
         among, values = db.dialect.among("id", sorted({event.event_id for _, event in leased}), "text")
         for row in await db.fetch(f"SELECT id, body, {db.dialect.packed('body')} FROM events WHERE {among}", *values):
             event_id, body, packed = tuple(row)
-            bodies[event_id] = (body, packed)
+            bodies[event_id] = db.dialect.unpack(body, packed)
     subscribers = {row["subscriber_id"] for row in rows} | {subscriber_id for subscriber_id, _ in leased}
     parts = await _subscriber_parts(db, subscribers, stamp)
     claims = []
     for row in rows:
         delivery_id, event_id, subscriber_id, failures, attempts, last_outcome, created_at, body, packed = tuple(row)
-        unpacked = db.dialect.unpack(body, packed)
-        trigger = trigger_of(attempts, last_outcome)
+        if event_id not in bodies:
+            bodies[event_id] = db.dialect.unpack(body, packed)
+        trigger, body = trigger_of(attempts, last_outcome), bodies[event_id]
         claims.append(
-            _claim(parts[subscriber_id], subscriber_id, event_id, unpacked, created_at, delivery_id, failures, trigger)
+            _claim(parts[subscriber_id], subscriber_id, event_id, body, created_at, delivery_id, failures, trigger)
         )
     for subscriber_id, event in leased:
-        body, packed = bodies[event.event_id]
-        unpacked = db.dialect.unpack(body, packed)
         part, trigger = parts[subscriber_id], "retry" if event.again else "first"
         claims.append(
             _claim(
                 part,
                 subscriber_id,
                 event.event_id,
-                unpacked,
+                bodies[event.event_id],
                 event.created_at,
                 None,
                 0,

@@ -12,7 +12,7 @@ finished in a range that went, above ``leased`` it is pending. The filters in fo
 from __future__ import annotations
 
 import bisect
-import uuid
+import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -375,7 +375,9 @@ async def _take_over(db: Db, want: Want, history: History, now: datetime) -> lis
 
 def _token(stamp: str) -> str:
     """A new lease's token: when it was made, and enough randomness that no two claims share one."""
-    return f"{stamp}/{uuid.uuid4().hex[:12]}"
+    # 48 random bits, as uuid4().hex[:12] gave, for a fifth of its cost: a claim at 1,000 subscribers makes a
+    # token for each.
+    return f"{stamp}/{os.urandom(6).hex()}"
 
 
 def _owes(history: History, subscriber_id: int, entry: _Entry) -> bool:
