@@ -169,3 +169,25 @@ def test_the_attempts_index_benchmark_compares_both_layouts(tmp_path: Path) -> N
         (1000, "position"),
     ]
     assert all(layout["insert_cpu_us"] > 0 and layout["page_ms"] > 0 for layout in layouts)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_claims_benchmark_claims_the_same_deliveries_at_every_level(tmp_path: Path) -> None:
+    results = tmp_path / "claims.json"
+    run_bench(
+        "bench.claims",
+        "--subscribers",
+        "1,4",
+        "--deliveries",
+        "8",
+        "--repeat",
+        "1",
+        "--json",
+        str(results),
+        timeout=110,
+    )
+    levels = json.loads(results.read_text())
+    assert [(level["subscribers"], level["claims"]) for level in levels] == [(1, 8), (4, 8)]
+    assert levels[0]["ratio"] == 1.0
+    assert all(level["cpu_us"] > 0 for level in levels)
