@@ -150,6 +150,7 @@ def as_before_m017(db: Target) -> None:
     ]
     _undo(db, steps, "m017_event_log", 17)
     _undo(db, [], "m018_attempts_by_position", 18)
+    _undo(db, [], "m019_handed_back_leases", 19)  # m017 makes the leases again, without the column
 
 
 def as_before_m018(db: Target) -> None:
@@ -168,6 +169,11 @@ def as_before_m018(db: Target) -> None:
         ),
     ]
     _undo(db, steps, "m018_attempts_by_position", 18)
+
+
+def as_before_m019(db: Target) -> None:
+    """Take away the leases' handed-back flag, as the release before had none, so that the next open migrates."""
+    _undo(db, ["ALTER TABLE leases DROP COLUMN handed_back"], "m019_handed_back_leases", 19)
 
 
 def _undo(db: Target, steps: list[str], name: str, version: int) -> None:
@@ -204,6 +210,28 @@ def test_the_attempts_of_the_log_made_before_m018_are_found_by_position_and_prun
         removed = asyncio.run(store.prune(Cutoffs(raw=later, jobs=None), 100, later, 0))
     assert (removed["events"], removed["attempts"]) == (3, 3)
     assert values(database, "SELECT count(*) FROM attempts") == [(0,)]
+
+
+def test_ranges_out_before_m019_are_taken_over_as_retries_and_one_handed_back_after_it_as_first_attempts(
+    database: Target,
+) -> None:
+    """Before m019 a range handed back could not be told from one whose worker died: both stay retries."""
+    at = utc_now()
+    with store_for(database) as store:
+        store.add_subscriber(replace(spec("hook"), max_in_flight=2), at)
+        asyncio.run(record(store, *(job_body(number) for number in range(2)), at=at))
+        out, given = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
+        asyncio.run(store.release(given, at))
+    as_before_m019(database)
+    with store_for(database) as store:  # migrates
+        later = at + timedelta(seconds=given.timeout) + LEASE_MARGIN
+        taken = asyncio.run(store.claim(later, LEASE_MARGIN, 2))
+        assert sorted((claim.event_id, claim.trigger) for claim in taken) == sorted(
+            [(out.event_id, "retry"), (given.event_id, "retry")]
+        )
+        asyncio.run(store.release(taken[0], later))
+        [again] = asyncio.run(store.claim(later, LEASE_MARGIN, 1))
+    assert (again.event_id, again.trigger) == (taken[0].event_id, "first")
 
 
 def test_a_database_made_before_migrates_and_keeps_every_owed_delivery(database: Target) -> None:
@@ -421,7 +449,8 @@ def test_a_released_log_claim_is_due_again_at_once(database: Target) -> None:
         assert due is not None
         assert due <= at
         [again] = asyncio.run(store.claim(at, LEASE_MARGIN, 1))
-    assert again.event_id == claim.event_id
+    # Handed back unattempted: its next attempt is its first, not a retry of one that never was.
+    assert (again.event_id, again.trigger) == (claim.event_id, "first")
 
 
 def test_strict_order_holds_across_a_retry_row_and_the_log(database: Target) -> None:
@@ -649,8 +678,10 @@ def test_a_lane_that_stops_its_run_at_a_failure_gives_the_rest_back_to_the_next_
             Finished(lane[1], FAILED, retry, at, at, gives_back=True),
         ]
         first, stopped = asyncio.run(store.finish(batch, LEASE_MARGIN, 4))
-        # The failure's lane is handed the rest at once: the events after the failed one, not the delivered one.
-        assert (first.following, [claim.event_id for claim in stopped.following]) == ((), events[2:])
+        # The failure's lane is handed the rest at once: the events after the failed one, not the delivered one, as
+        # first attempts (never sent).
+        assert first.following == ()
+        assert [(claim.event_id, claim.trigger) for claim in stopped.following] == [(e, "first") for e in events[2:]]
         assert cursor(database, hook.id) == (2, 4)
         [row] = store.list_deliveries(state="pending").items
     assert (row["event_id"], row["id"] is not None) == (events[1], True)

@@ -59,9 +59,11 @@ _ACK_TO_FIRST_RANGE = (
     " WHERE l.subscriber_id = cursors.subscriber_id), leased), updated_at = ? WHERE subscriber_id = ?"
 )
 _INSERT_LEASE = (
-    "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO leases(token, subscriber_id, after_position, last_position, outstanding, expires_at, handed_back)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+#: A lease ended at once, its range unattempted (`handed_back`): the next claim takes it over as first attempts.
+_HAND_BACK = "UPDATE leases SET expires_at = ?, handed_back = 1 WHERE token = ?"
 
 
 async def insert_events(db: Db, events: Sequence[Event], callback_id: int, stamp: str) -> None:
@@ -146,7 +148,8 @@ class Leased:
     created_at: str
     #: The lease's token: its finish counts only while the cursor is still under it.
     lease: str
-    #: Whether it was out under a lease that expired (taken over: attempted again, as a retry).
+    #: Whether it was out under a lease that expired with its worker (taken over: perhaps sent, so attempted as a
+    #: retry). A range handed back unattempted is taken over as first attempts.
     again: bool = False
 
 
@@ -293,8 +296,8 @@ async def lease(
     return leased
 
 
-#: A lease's row: token, subscriber id, after_position, last_position, outstanding, expires_at.
-_Range = tuple[str, int, int, int, int, str]
+#: A lease's row: token, subscriber id, after_position, last_position, outstanding, expires_at, handed_back.
+_Range = tuple[str, int, int, int, int, str, int]
 
 
 def _lanes(
@@ -315,7 +318,7 @@ def _lanes(
     for run in _split(taken, lanes):
         token = _token(stamp)
         stop = end if run[-1] is taken[-1] else run[-1].position
-        ranges.append((token, want.subscriber_id, start, stop, len(run), iso(want.expires)))
+        ranges.append((token, want.subscriber_id, start, stop, len(run), iso(want.expires), 0))
         leased += [
             (want.subscriber_id, Leased(entry.event_id, entry.position, entry.created_at, token, again))
             for entry in run
@@ -342,11 +345,14 @@ async def _take_over(db: Db, want: Want, history: History, now: datetime) -> lis
     """The owed events of ``want``'s expired ranges, oldest first, up to its count of lanes, each lane's run under a
     new lease.
 
-    What is left of a range past the lanes stays out under a lease of its own that has already expired, for the next
-    claim; the dead worker's token is gone, so a finish it reports after all counts for nothing."""
+    What is left of a range past the lanes stays out under a lease of its own that has already expired (handed back
+    if the range was), for the next claim; the dead worker's token is gone, so a finish it reports after all counts
+    for nothing. The events of a range that expired with its worker are retries (it may have sent them); those of
+    one handed back unattempted are first attempts."""
     stamp = iso(now)
     expired = await db.fetch(
-        "SELECT token, after_position, last_position FROM leases WHERE subscriber_id = ? AND expires_at <= ?"
+        "SELECT token, after_position, last_position, handed_back FROM leases"
+        " WHERE subscriber_id = ? AND expires_at <= ?"
         " ORDER BY after_position",
         want.subscriber_id,
         stamp,
@@ -362,11 +368,12 @@ async def _take_over(db: Db, want: Want, history: History, now: datetime) -> lis
         taken = owed[: lanes * want.run]
         end = taken[-1].position if len(taken) < len(owed) else last
         await db.execute("DELETE FROM leases WHERE token = ?", row["token"])
-        rows, runs = _lanes(want, taken, lanes, after, end, stamp, again=True)
+        handed_back = row["handed_back"]
+        rows, runs = _lanes(want, taken, lanes, after, end, stamp, again=not handed_back)
         leased += runs
         lanes -= len(rows)
         if end < last:  # the rest, for the next claim
-            rows.append((_token(stamp), want.subscriber_id, end, last, len(owed) - len(taken), stamp))
+            rows.append((_token(stamp), want.subscriber_id, end, last, len(owed) - len(taken), stamp, handed_back))
         if rows:
             await db.executemany(_INSERT_LEASE, rows)
     await db.execute(_ACK_TO_FIRST_RANGE, stamp, want.subscriber_id)
@@ -416,7 +423,7 @@ async def finished(db: Db, progress: Mapping[tuple[int, str], Progress], at: str
     await db.executemany("DELETE FROM leases WHERE token = ? AND outstanding <= 0", [(token,) for _, token in progress])
     given_back = [(at, token) for (_, token), done in progress.items() if done.given_back]
     if given_back:
-        await db.executemany("UPDATE leases SET expires_at = ? WHERE token = ?", given_back)
+        await db.executemany(_HAND_BACK, given_back)
     await db.executemany(_ACK_TO_FIRST_RANGE, [(at, subscriber_id) for subscriber_id in subscriber_ids])
 
 
@@ -432,4 +439,4 @@ async def hold_cursors(db: Db, subscriber_ids: Collection[int]) -> None:
 
 async def give_back(db: Db, token: str, at: str) -> None:
     """End a lease at once (a claim handed back unattempted): the next claim takes its range over."""
-    await db.execute("UPDATE leases SET expires_at = ? WHERE token = ?", at, token)
+    await db.execute(_HAND_BACK, at, token)

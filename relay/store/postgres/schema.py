@@ -276,4 +276,12 @@ STEPS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX attempts_delivery ON attempts(delivery_id, id) WHERE delivery_id IS NOT NULL;
         """,
     ),
+    (
+        19,
+        "handed_back_leases",
+        """
+        -- The SQLite store's m019: a range handed back unattempted is taken over as first attempts, not retries.
+        ALTER TABLE leases ADD COLUMN handed_back integer NOT NULL DEFAULT 0;
+        """,
+    ),
 )

@@ -491,3 +491,10 @@ def m018_attempts_by_position(db: Database) -> None:
     # led the planner to answer "delivery_id IS NULL" through it, reading every attempt of the log.
     db.execute("DROP INDEX idx_attempts_delivery_id_id")
     db.execute("CREATE INDEX idx_attempts_delivery_id_id ON attempts(delivery_id, id) WHERE delivery_id IS NOT NULL")
+
+
+@migrations()
+def m019_handed_back_leases(db: Database) -> None:
+    # A range handed back unattempted (its lane stopped at a failure, or its worker was stopping) says so: the claim
+    # that takes it over sends its events as first attempts. Only a range whose worker died may have been sent.
+    db.execute("ALTER TABLE leases ADD COLUMN handed_back INTEGER NOT NULL DEFAULT 0")
