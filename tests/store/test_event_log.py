@@ -43,6 +43,11 @@ def logged(db: Target) -> list[str]:
     return [row[0] for row in values(db, "SELECT id FROM events WHERE position IS NOT NULL ORDER BY position")]
 
 
+def record_jobs(store: Store, count: int, at: datetime) -> None:
+    """Callbacks of ``count`` jobs (0, 1, ...), each one event of the log, recorded at ``at``."""
+    asyncio.run(record(store, *(job_body(number) for number in range(count)), at=at))
+
+
 def positions(db: Target) -> list[tuple[str, int]]:
     return [
         (row[0], row[1])
@@ -196,7 +201,7 @@ def test_the_attempts_of_the_log_made_before_m018_are_found_by_position_and_prun
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(spec("hook"), at)
-        asyncio.run(record(store, *(job_body(number) for number in range(3)), at=at))
+        record_jobs(store, 3, at)
         claims = asyncio.run(store.claim(at, LEASE_MARGIN, 100))
         assert finish(store, claims, DELIVERED, at) == []
     as_before_m018(database)
@@ -219,7 +224,7 @@ def test_ranges_out_before_m019_are_taken_over_as_retries_and_one_handed_back_af
     at = utc_now()
     with store_for(database) as store:
         store.add_subscriber(replace(spec("hook"), max_in_flight=2), at)
-        asyncio.run(record(store, *(job_body(number) for number in range(2)), at=at))
+        record_jobs(store, 2, at)
         out, given = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
         asyncio.run(store.release(given, at))
     as_before_m019(database)
@@ -239,7 +244,7 @@ def test_a_database_made_before_migrates_and_keeps_every_owed_delivery(database:
     with store_for(database) as store:
         hook = store.add_subscriber(spec("hook"), at)
         other = store.add_subscriber(spec("other"), at)
-        asyncio.run(record(store, *(job_body(number) for number in range(6)), at=at))
+        record_jobs(store, 6, at)
         gone = store.add_subscriber(spec("gone"), at)
         store.remove_subscriber("gone", at)
     # Today's release wrote a pending row per subscriber and event.
@@ -377,7 +382,7 @@ def test_an_expired_range_is_taken_over_alone_and_a_later_range_finished_meanwhi
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(spec("hook"), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        record_jobs(store, 4, at)
         first = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
         second = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
         finish(store, second, DELIVERED, at)  # a later range finished: acked waits for the first
@@ -397,7 +402,7 @@ def test_a_range_another_worker_still_holds_is_not_taken_over_with_an_expired_on
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(spec("hook"), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(6)), at=at))
+        record_jobs(store, 6, at)
         dead = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
         alive = asyncio.run(store.claim(at + timedelta(seconds=hook.timeout), LEASE_MARGIN, 2))
         later = at + timedelta(seconds=hook.timeout) + LEASE_MARGIN
@@ -419,7 +424,7 @@ def test_a_finish_waiting_for_a_claim_of_the_next_range_leaves_acked_before_that
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(spec("hook"), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        record_jobs(store, 4, at)
         first = asyncio.run(store.claim(at, LEASE_MARGIN, 2))
         with psycopg.connect(database.url) as other:  # the other worker's claim, in the middle of its transaction
             other.execute(
@@ -475,7 +480,7 @@ def test_two_replicas_never_lease_the_same_range(database: Target) -> None:
     with store_for(database) as store:
         for number in range(3):
             store.add_subscriber(spec(f"hook-{number}"), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(20)), at=at))
+        record_jobs(store, 20, at)
     with store_for(database) as one, store_for(database) as two:
 
         async def both() -> list[list[Claim]]:
@@ -493,7 +498,7 @@ def test_retention_never_passes_the_slowest_cursor(database: Target) -> None:
         store.add_subscriber(spec("fast"), at)
         store.add_subscriber(spec("held"), at)
         store.set_subscriber_state("held", SubscriberState.PAUSED, at)
-        asyncio.run(record(store, *(job_body(n) for n in range(3)), at=at))
+        record_jobs(store, 3, at)
         finish(store, asyncio.run(store.claim(at, LEASE_MARGIN, 10)), DELIVERED, at)
         while any(asyncio.run(store.prune(everything, 100, at, 0)).values()):
             pass
@@ -581,7 +586,7 @@ def test_a_batch_finishing_ranges_of_several_subscribers_moves_each_cursor_to_it
     at = utc_now()
     with store_for(database) as store:
         one, two = store.add_subscriber(spec("one"), at), store.add_subscriber(spec("two"), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        record_jobs(store, 4, at)
         # Two lanes a claim, a range of one event each: one's (0, 1] to (3, 4], then two's.
         claims = [claim for _ in range(4) for claim in asyncio.run(store.claim(at, LEASE_MARGIN, 2))]
         ones = [claim for claim in claims if claim.subscriber_id == one.id]
@@ -629,7 +634,7 @@ def test_a_lane_takes_a_run_of_events_under_a_lease_of_its_own_and_the_in_flight
     with store_for(database) as store:
         hook = store.add_subscriber(replace(spec("hook"), max_in_flight=2), at)
         strict = store.add_subscriber(replace(spec("strict"), max_in_flight=1), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(10)), at=at))
+        record_jobs(store, 10, at)
         events = logged(database)
         claims = asyncio.run(store.claim(at, LEASE_MARGIN, 10, run=4))
         hooks = [claim for claim in claims if claim.subscriber_id == hook.id]
@@ -652,7 +657,7 @@ def test_a_run_finished_in_part_moves_its_lease_past_what_was_sent_so_a_take_ove
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(replace(spec("hook"), max_in_flight=2, timeout=1.0), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        record_jobs(store, 4, at)
         events = logged(database)
         [lane] = runs(asyncio.run(store.claim(at, LEASE_MARGIN, 1, run=4)))
         assert [claim.event_id for claim in lane] == events
@@ -669,7 +674,7 @@ def test_a_lane_that_stops_its_run_at_a_failure_gives_the_rest_back_to_the_next_
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(replace(spec("hook"), max_in_flight=2), at)
-        asyncio.run(record(store, *(job_body(n) for n in range(4)), at=at))
+        record_jobs(store, 4, at)
         events = logged(database)
         [lane] = runs(asyncio.run(store.claim(at, LEASE_MARGIN, 1, run=4)))
         retry = Decision("pending", at + timedelta(minutes=1))
@@ -696,7 +701,7 @@ def test_every_read_of_the_logs_attempts_goes_through_the_logs_indexes_never_the
     at = utc_now()
     with store_for(database) as store:
         hook = store.add_subscriber(spec("hook"), at)
-        asyncio.run(record(store, *(job_body(number) for number in range(4)), at=at))
+        record_jobs(store, 4, at)
         claims = asyncio.run(store.claim(at, LEASE_MARGIN, 100))
         finish(store, claims[:3], DELIVERED, at)
         finish(store, claims[3:], FAILED, at)
