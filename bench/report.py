@@ -528,6 +528,8 @@ def markdown(results: dict[str, Any]) -> str:
         "python -m bench.e2e --rate 200 --seconds 30",
         "python -m bench.memory --callbacks 200000",
         "python -m bench.history --jobs 1000000",
+        "python -m bench.claims                 # a claim's CPU a delivery at 1, 10, 100, 1,000 subscribers",
+        "python -m bench.attempts_index         # the attempts of the log: insert and page, as the table grows",
         "python bench/validation.py             # every sample body",
         "python -m bench.profile                # py-spy profile of the ingest path (py-spy installed separately)",
         "```",
