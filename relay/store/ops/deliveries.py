@@ -305,9 +305,9 @@ async def _claims(db: Db, chosen: list[int], leased: list[tuple[int, Leased]], s
         delivery_id, event_id, subscriber_id, failures, attempts, last_outcome, created_at, body, packed = tuple(row)
         if event_id not in bodies:
             bodies[event_id] = db.dialect.unpack(body, packed)
-        trigger, body = trigger_of(attempts, last_outcome), bodies[event_id]
+        part, trigger = parts[subscriber_id], trigger_of(attempts, last_outcome)
         claims.append(
-            _claim(parts[subscriber_id], subscriber_id, event_id, body, created_at, delivery_id, failures, trigger)
+            _claim(part, subscriber_id, event_id, bodies[event_id], created_at, delivery_id, failures, trigger)
         )
     for subscriber_id, event in leased:
         part, trigger = parts[subscriber_id], "retry" if event.again else "first"
