@@ -555,7 +555,7 @@ def test_a_claim_inflates_each_events_body_once_and_every_subscriber_taking_it_s
     at = utc_now()
     with store_for(database) as store:
         subscribers = [store.add_subscriber(spec(f"s{n}"), at) for n in range(4)]
-        asyncio.run(record(store, job_body(0), job_body(1), at=at))
+        record_jobs(store, 2, at)
         events = logged(database)
         store.materialise(subscribers[0].id, events[0], at)  # one claimed as a row, the others from the log
         claims = asyncio.run(store.claim(at, LEASE_MARGIN, 100))
