@@ -192,7 +192,8 @@ class SqlStore(ABC):
 
     @cached_property
     def _histories(self) -> histories.Histories:
-        """The subscribers' filter histories as this process's claims last read them."""
+        """The subscribers' filter histories as this process's claims and deliveries' pages last read them (each
+        entry checked against its key as read in the caller's own transaction: safe to share between threads)."""
         return histories.Histories()
 
     async def claim(self, now: datetime, lease_margin: timedelta, capacity: int, run: int = 1) -> list[Claim]:
@@ -324,7 +325,9 @@ class SqlStore(ABC):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[Delivery]:
-        listing = partial(implied.list_deliveries, subscriber=subscriber, state=state, event_id=event_id)
+        listing = partial(
+            implied.list_deliveries, subscriber=subscriber, state=state, event_id=event_id, histories=self._histories
+        )
         return self._read_sync(partial(listing, limit=limit, cursor=cursor))
 
     def get_delivery(self, delivery_id: int) -> DeliveryWithAttempts | None:
@@ -359,7 +362,8 @@ class SqlStore(ABC):
         )
 
     async def job_deliveries(self, job_id: str, limit: int, cursor: str | None) -> Page[Delivery]:
-        return await self._read(partial(console.job_deliveries, job_id=job_id, limit=limit, cursor=cursor))
+        job = partial(console.job_deliveries, job_id=job_id, histories=self._histories)
+        return await self._read(partial(job, limit=limit, cursor=cursor))
 
     def overview(self, since_minute: datetime, since_day: datetime) -> Overview:
         """Callbacks per minute by outcome, finished and failed jobs by Tag (see `console.overview`)."""

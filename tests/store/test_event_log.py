@@ -107,6 +107,26 @@ def test_a_changed_filter_applies_from_the_head_of_the_log_at_the_change(databas
     ]
 
 
+def test_a_deliveries_page_reads_a_filter_changed_since_the_last_page(database: Target) -> None:
+    """Pages keep the filters they parsed (at 1,000 subscribers, parsing them all was half a page): a change, even one
+    that replaces the last filter at the same head, is read again."""
+    at = utc_now()
+    with store_for(database) as store:
+        store.add_subscriber(spec("hook"), at)
+        record_jobs(store, 2, at)
+        assert len(store.list_deliveries(state="pending").items) == 2
+        store.update_subscriber("hook", {"types": ("cos.job.failed",)}, at)  # from the head on: the two still owed
+        asyncio.run(record(store, job_body(2), at=at))
+        assert len(store.list_deliveries(state="pending").items) == 2
+        store.update_subscriber("hook", {"types": ("*",)}, at)  # from the next head on
+        store.update_subscriber("hook", {"types": ("cos.job.failed",)}, at)  # the same head: replaces it
+        asyncio.run(record(store, job_body(3), at=at))
+        assert len(store.list_deliveries(state="pending").items) == 2
+        store.update_subscriber("hook", {"types": ("*",)}, at)
+        asyncio.run(record(store, job_body(4), at=at))
+        assert len(store.list_deliveries(state="pending").items) == 3
+
+
 def test_positions_follow_commit_order_across_two_writers(database: Target) -> None:
     """A writer holding the log (PostgreSQL: another replica between its events' insert and its commit) makes the
     next one wait: the later commit always has the later position, so no reader sees a hole filled after."""

@@ -9,6 +9,7 @@ from functools import partial
 from relay.store.answers import Delivery, MinuteCount, Overview, RawCallback, TagCount
 from relay.store.db import Db
 from relay.store.ops import implied
+from relay.store.ops.histories import Histories
 from relay.store.ops.queries import CALLBACK_COLUMNS, body_columns, callback_json
 from relay.store.records import Page
 from relay.store.rows import MAX_ID, callback_size, newest_first
@@ -31,10 +32,12 @@ async def job_callbacks(
     return newest_first(rows, limit, partial(callback_json, body_prefix=body_prefix), callback_size(body_prefix))
 
 
-async def job_deliveries(db: Db, job_id: str, limit: int = 50, cursor: str | None = None) -> Page[Delivery]:
+async def job_deliveries(
+    db: Db, job_id: str, limit: int = 50, cursor: str | None = None, histories: Histories | None = None
+) -> Page[Delivery]:
     """Every delivery of a job's events, newest first (rows and those the event log implies)."""
     return await implied.list_deliveries(
-        db, subscriber=None, state=None, event_id=None, limit=limit, cursor=cursor, subject=job_id
+        db, subscriber=None, state=None, event_id=None, limit=limit, cursor=cursor, subject=job_id, histories=histories
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from relay.domain.filters import Filter
 from relay.store.answers import Delivery
 from relay.store.db import Db
-from relay.store.ops.histories import filter_at, filter_histories, matchable
+from relay.store.ops.histories import HISTORY_KEY, Histories, filter_at, history_key, matchable
 from relay.store.ops.log import HEAD
 from relay.store.records import Page
 from relay.store.rows import Row
@@ -85,11 +85,19 @@ class Cursor:
         return kept is not None and (kept.everything or kept.matches(matchable(event)))
 
 
-async def cursors(db: Db, name: str | None = None, *, removed: bool = False, only: int | None = None) -> list[Cursor]:
+async def cursors(
+    db: Db,
+    name: str | None = None,
+    *,
+    removed: bool = False,
+    only: int | None = None,
+    histories: Histories | None = None,
+) -> list[Cursor]:
     """The live subscribers' cursors (``name``, ``only``: that one's; ``removed``: the removed ones' too), newest
-    first."""
+    first. ``histories``: the filter histories this process read before (the store's), parsed again only where they
+    changed."""
     rows = await db.fetch(
-        "SELECT c.subscriber_id, s.name, c.acked, c.leased, s.removed_at FROM cursors c"
+        f"SELECT c.subscriber_id, s.name, c.acked, c.leased, s.removed_at, {HISTORY_KEY} FROM cursors c"
         " JOIN subscribers s ON s.id = c.subscriber_id"
         " WHERE (s.removed_at IS NULL OR CAST(? AS boolean)) AND (CAST(? AS text) IS NULL OR s.name = ?)"
         " AND (CAST(? AS bigint) IS NULL OR s.id = ?) ORDER BY c.subscriber_id DESC",
@@ -102,7 +110,7 @@ async def cursors(db: Db, name: str | None = None, *, removed: bool = False, onl
     if not rows:
         return []
     ids = [row["subscriber_id"] for row in rows]
-    histories = await filter_histories(db, ids)
+    kept = await (histories or Histories()).of(db, {row["subscriber_id"]: history_key(row) for row in rows})
     leases: dict[int, list[tuple[int, int]]] = {}
     among, values = db.dialect.among("subscriber_id", ids)
     for lease in await db.fetch(
@@ -120,7 +128,7 @@ async def cursors(db: Db, name: str | None = None, *, removed: bool = False, onl
             row["name"],
             row["acked"],
             row["leased"],
-            histories.get(row["subscriber_id"], []),
+            kept[row["subscriber_id"]],
             leases.get(row["subscriber_id"], []),
             gaps.get(row["subscriber_id"], []),
             row["removed_at"] is not None,
@@ -159,9 +167,11 @@ async def list_deliveries(
     limit: int,
     cursor: str | None,
     subject: str | None = None,
+    histories: Histories | None = None,
 ) -> Page[Delivery]:
     """Deliveries, newest first (the log's order, then the rows of before it); ``subject``: of the events of that
-    job or workflow run."""
+    job or workflow run. ``histories``: the store's filter histories (at 1,000 subscribers, parsing every filter
+    again was half of a page)."""
     events = ("e.id = ?", event_id) if event_id is not None else ("e.subject = ?", subject) if subject else None
     at = parse_cursor(cursor)
     items: list[Delivery] = []
@@ -171,7 +181,7 @@ async def list_deliveries(
     floor = await _lowest_acked(db, subscriber) if state in ("pending", "in_flight") else 0
     if walks and (at is None or at[0] > 0):
         start = at or (int(await db.fetchval(f"SELECT {HEAD}")) + 1, 0)
-        items, resume = await _walk(db, subscriber, state, events, limit, start, floor)
+        items, resume = await _walk(db, subscriber, state, events, limit, start, floor, histories)
         if resume is not None:
             return Page(items[:limit], f"{resume[0]}:{resume[1]}")
         at = None
@@ -220,10 +230,11 @@ async def _walk(
     limit: int,
     start: tuple[int, int],
     floor: int = 0,
+    histories: Histories | None = None,
 ) -> tuple[list[Delivery], tuple[int, int] | None]:
     """Up to ``limit`` + 1 deliveries of the log before ``start`` (position, subscriber id), and where the next
     page starts when this one stopped early (its scan bound, or more items than ``limit``)."""
-    owed = await cursors(db, subscriber, removed=subscriber is None)
+    owed = await cursors(db, subscriber, removed=subscriber is None, histories=histories)
     items: list[tuple[int, int, Delivery]] = []
     upper, first, scanned = start[0], start, 0
     while scanned < PAGE_SCAN:
