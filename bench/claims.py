@@ -1,5 +1,5 @@
-"""What a claim costs a delivery as subscribers grow: the same number of deliveries, owed by 1, 10, 100 and 1,000
-subscribers.
+"""What a claim costs a delivery, and what a page of deliveries costs, as subscribers grow: the same number of
+deliveries, owed by 1, 10, 100 and 1,000 subscribers.
 
 Run: python -m bench.claims [--subscribers 1,10,100,1000] [--deliveries 1000] [--repeat 5] [--json PATH]
 
@@ -9,7 +9,9 @@ Each level is a fresh SQLite file with that many subscribers taking every event 
 in one claim (runs of `RUN`), on the writer's kind of connection, inside a transaction rolled back after it, so
 every repetition claims the same work with the subscribers' filters kept from the one before (as the gateway keeps
 them). The figure is the fastest repetition's CPU per claim. The baseline is the first level, in the same run: a
-claim whose cost does not grow with subscribers stays near 1.0 of it.
+claim whose cost does not grow with subscribers stays near 1.0 of it. Then, through the store as the API reads it,
+the first page of pending deliveries (50), the fastest of ``--repeat`` after one untimed page: every subscriber's
+cursor is read to find what it owes.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Level:
     claims: int
     cpu_us: float  # a claim (one event for one subscriber), the fastest repetition
     ratio: float  # cpu_us ÷ the first level's
+    page_ms: float  # the first page of pending deliveries, the fastest repetition
 
 
 def fill(store: Store, subscribers: int, events: int) -> None:
@@ -89,6 +92,17 @@ def claim_cpu_us(path: Path, repeat: int) -> tuple[int, float]:
         conn.close()
 
 
+def page_ms(store: Store, repeat: int) -> float:
+    """The fastest of ``repeat`` first pages of pending deliveries, after one untimed (the filters read)."""
+    fastest = float("inf")
+    for attempt in range(repeat + 1):
+        started = time.perf_counter()
+        store.list_deliveries(state="pending", limit=50)
+        if attempt:
+            fastest = min(fastest, time.perf_counter() - started)
+    return fastest * 1e3
+
+
 def measure(levels: list[int], deliveries_owed: int, repeat: int) -> list[Level]:
     results: list[Level] = []
     with tempfile.TemporaryDirectory() as folder:
@@ -99,8 +113,10 @@ def measure(levels: list[int], deliveries_owed: int, repeat: int) -> list[Level]
             claims, cpu_us = claim_cpu_us(path, repeat)
             if claims != subscribers * (deliveries_owed // subscribers):
                 raise SystemExit(f"{subscribers} subscribers: claimed {claims} of {deliveries_owed}")
+            with store_for(path) as store:
+                page = page_ms(store, repeat)
             base = results[0].cpu_us if results else cpu_us
-            results.append(Level(subscribers, claims, cpu_us, cpu_us / base))
+            results.append(Level(subscribers, claims, cpu_us, cpu_us / base, page))
     return results
 
 
@@ -113,10 +129,11 @@ def main() -> None:
     options = parser.parse_args()
     levels = [int(level) for level in options.subscribers.split(",")]
     results = measure(levels, options.deliveries, options.repeat)
-    print("| subscribers | claims | µs CPU a claim | ÷ the first level |")
-    print("| ---: | ---: | ---: | ---: |")
+    print("| subscribers | claims | µs CPU a claim | ÷ the first level | ms a page of pending deliveries |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     for level in results:
-        print(f"| {level.subscribers:,} | {level.claims:,} | {level.cpu_us:.1f} | {level.ratio:.2f} |")
+        cells = (f"{level.subscribers:,}", f"{level.claims:,}", f"{level.cpu_us:.1f}", f"{level.ratio:.2f}")
+        print(f"| {' | '.join(cells)} | {level.page_ms:.2f} |")
     if options.json:
         options.json.write_text(json.dumps([asdict(level) for level in results], indent=2))
 
