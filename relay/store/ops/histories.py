@@ -55,25 +55,30 @@ HISTORY_KEY = (
 
 
 class Histories:
-    """The filter histories as this process's claims last read them, each kept while its key (`HISTORY_KEY`, read
-    in the claim's own transaction) is the same: a claim reads and parses only the histories that changed since,
-    whichever process or replica changed them."""
+    """The filter histories as this process's claims and pages of deliveries last read them, each kept while its key
+    (`HISTORY_KEY`, read in the caller's own transaction) is the same: a caller reads and parses only the histories
+    that changed since, whichever process or replica changed them.
+
+    Shared by threads (SQLite's readers and its writer): an entry is a (key, history) pair, replaced whole, and each
+    caller answers with the pairs it checked against its own keys, never with what another thread put there since."""
 
     def __init__(self) -> None:
         self._kept: dict[int, tuple[tuple[object, ...], History]] = {}
 
     async def of(self, db: Db, keys: Mapping[int, tuple[object, ...]]) -> dict[int, History]:
         """The history of each subscriber of ``keys`` (subscriber id -> its key as read now)."""
-        stale = [subscriber_id for subscriber_id, key in keys.items() if self._key(subscriber_id) != key]
+        found: dict[int, History] = {}
+        for subscriber_id, key in keys.items():
+            kept = self._kept.get(subscriber_id)
+            if kept is not None and kept[0] == key:
+                found[subscriber_id] = kept[1]
+        stale = [subscriber_id for subscriber_id in keys if subscriber_id not in found]
         if stale:
             read = await filter_histories(db, stale)
             for subscriber_id in stale:
-                self._kept[subscriber_id] = (keys[subscriber_id], read.get(subscriber_id, []))
-        return {subscriber_id: self._kept[subscriber_id][1] for subscriber_id in keys}
-
-    def _key(self, subscriber_id: int) -> tuple[object, ...] | None:
-        kept = self._kept.get(subscriber_id)
-        return None if kept is None else kept[0]
+                found[subscriber_id] = read.get(subscriber_id, [])
+                self._kept[subscriber_id] = (keys[subscriber_id], found[subscriber_id])
+        return found
 
 
 def history_key(row: Row) -> tuple[object, ...]:
