@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from relay.domain.filters import Filter
 from relay.store.answers import Delivery
 from relay.store.db import Db
-from relay.store.ops.histories import HISTORY_KEY, Histories, filter_at, history_key, matchable
+from relay.store.ops.histories import HISTORY_KEY, Histories, filter_at, filter_histories, history_key, matchable
 from relay.store.ops.log import HEAD
 from relay.store.records import Page
 from relay.store.rows import Row
@@ -95,9 +95,10 @@ async def cursors(
 ) -> list[Cursor]:
     """The live subscribers' cursors (``name``, ``only``: that one's; ``removed``: the removed ones' too), newest
     first. ``histories``: the filter histories this process read before (the store's), parsed again only where they
-    changed."""
+    changed (their keys are read with the cursors); without, every history is read and parsed."""
+    keys = f", {HISTORY_KEY}" if histories is not None else ""
     rows = await db.fetch(
-        f"SELECT c.subscriber_id, s.name, c.acked, c.leased, s.removed_at, {HISTORY_KEY} FROM cursors c"
+        f"SELECT c.subscriber_id, s.name, c.acked, c.leased, s.removed_at{keys} FROM cursors c"
         " JOIN subscribers s ON s.id = c.subscriber_id"
         " WHERE (s.removed_at IS NULL OR CAST(? AS boolean)) AND (CAST(? AS text) IS NULL OR s.name = ?)"
         " AND (CAST(? AS bigint) IS NULL OR s.id = ?) ORDER BY c.subscriber_id DESC",
@@ -110,7 +111,10 @@ async def cursors(
     if not rows:
         return []
     ids = [row["subscriber_id"] for row in rows]
-    kept = await (histories or Histories()).of(db, {row["subscriber_id"]: history_key(row) for row in rows})
+    if histories is not None:
+        kept = await histories.of(db, {row["subscriber_id"]: history_key(row) for row in rows})
+    else:
+        kept = await filter_histories(db, ids)
     leases: dict[int, list[tuple[int, int]]] = {}
     among, values = db.dialect.among("subscriber_id", ids)
     for lease in await db.fetch(
@@ -128,7 +132,7 @@ async def cursors(
             row["name"],
             row["acked"],
             row["leased"],
-            kept[row["subscriber_id"]],
+            kept.get(row["subscriber_id"], []),
             leases.get(row["subscriber_id"], []),
             gaps.get(row["subscriber_id"], []),
             row["removed_at"] is not None,
