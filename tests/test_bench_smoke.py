@@ -33,6 +33,13 @@ def run_bench(*args: str, timeout: float) -> str:
     return done.stdout
 
 
+def bench_json(folder: Path, module: str, *args: str, timeout: float) -> Any:
+    """``python -m MODULE ARGS --json FILE`` (`run_bench`): what it wrote to FILE, in ``folder``."""
+    results = folder / f"{module}.json"
+    run_bench(module, *args, "--json", str(results), timeout=timeout)
+    return json.loads(results.read_text())
+
+
 #: The suite's sections in three runs of about the same length, so three test workers share them.
 SMOKE_PARTS = {
     "parse_and_ingest": "validation,ingest,floor",
@@ -102,10 +109,8 @@ def test_smoke_run_reports_issue_26_rows_on_each_backend(
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_regimes_run_reports_each_load(tmp_path: Path) -> None:
-    results = tmp_path / "regimes.json"
-    command = ["--loads", "2", "--seconds", "1", "--connections", "8", "--json", str(results)]
-    run_bench("bench.regimes", *command, timeout=110)
-    loads = json.loads(results.read_text())["loads"]
+    command = ["--loads", "2", "--seconds", "1", "--connections", "8"]
+    loads = bench_json(tmp_path, "bench.regimes", *command, timeout=110)["loads"]
     assert len(loads) == 2
     assert all(load["cpu_us"] > 0 and 0 <= load["delivered_during"] <= 1.5 for load in loads)
 
@@ -120,10 +125,8 @@ def test_cost_run_reports_cpu_per_callback() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_retention_benchmark_runs_and_its_file_levels_off(tmp_path: Path) -> None:
-    results = tmp_path / "retention.json"
     command = ["--jobs", "5000", "--seconds", "1", "--rate", "50", "--window", "4", "--steady", "15"]
-    run_bench("bench.retention", *command, "--json", str(results), timeout=280)
-    data = json.loads(results.read_text())
+    data = bench_json(tmp_path, "bench.retention", *command, timeout=280)
     assert data["prune"]["during_prune"]["accepted"] > 0
     assert data["steady"]["samples"]
     assert data["compaction"]["vacuum_seconds"] > 0
@@ -132,9 +135,7 @@ def test_the_retention_benchmark_runs_and_its_file_levels_off(tmp_path: Path) ->
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_guessing_benchmark_runs_and_one_address_is_throttled(tmp_path: Path) -> None:
-    results = tmp_path / "guessing.json"
-    run_bench("bench.guessing", "--seconds", "1", "--sources", "2", "--json", str(results), timeout=280)
-    rates = json.loads(results.read_text())
+    rates = bench_json(tmp_path, "bench.guessing", "--seconds", "1", "--sources", "2", timeout=280)
     assert {(rate["limit"], rate["check"], rate["sources"]) for rate in rates} == {
         (limit, check, sources)
         for limit in ("0", "10")
@@ -159,9 +160,7 @@ def test_the_gauges_benchmark_runs_and_counts_every_pending_delivery() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_attempts_index_benchmark_compares_both_layouts(tmp_path: Path) -> None:
-    results = tmp_path / "attempts.json"
-    run_bench("bench.attempts_index", "--rows", "0,1000", "--batches", "5", "--json", str(results), timeout=110)
-    layouts = json.loads(results.read_text())
+    layouts = bench_json(tmp_path, "bench.attempts_index", "--rows", "0,1000", "--batches", "5", timeout=110)
     assert [(layout["rows_before"], layout["key"]) for layout in layouts] == [
         (0, "event id"),
         (0, "position"),
@@ -174,20 +173,8 @@ def test_the_attempts_index_benchmark_compares_both_layouts(tmp_path: Path) -> N
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_claims_benchmark_claims_the_same_deliveries_at_every_level(tmp_path: Path) -> None:
-    results = tmp_path / "claims.json"
-    run_bench(
-        "bench.claims",
-        "--subscribers",
-        "1,4",
-        "--deliveries",
-        "8",
-        "--repeat",
-        "1",
-        "--json",
-        str(results),
-        timeout=110,
-    )
-    levels = json.loads(results.read_text())
+    command = ["--subscribers", "1,4", "--deliveries", "8", "--repeat", "1"]
+    levels = bench_json(tmp_path, "bench.claims", *command, timeout=110)
     assert [(level["subscribers"], level["claims"]) for level in levels] == [(1, 8), (4, 8)]
     assert levels[0]["ratio"] == 1.0
     assert all(level["cpu_us"] > 0 and level["page_ms"] > 0 for level in levels)
